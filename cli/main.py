@@ -1,0 +1,234 @@
+"""The ``sparsesim`` console script: a thin layer over the packages' Python APIs.
+
+Subcommands import their package lazily, so ``sparsesim synth`` never pays for importing torch.
+Bad input of any kind prints one line (``sparsesim: error: ...``) on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"sparsesim: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+class _Progress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        fill = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] "
+                         f"{done}/{total} {what[:30]:<30}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+# ------------------------------------------------------------------------------------------------
+# synth
+# ------------------------------------------------------------------------------------------------
+def _layer_sparsity(text: str | None) -> tuple[float, ...] | None:
+    """A comma-separated list of per-layer sparsities, or a file with one value per line
+    (optionally ``name,value``)."""
+    if text is None:
+        return None
+    from traces.errors import ConfigError
+
+    path = Path(text)
+    if path.is_file():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(str(path), None, f"cannot read: {err}") from None
+        items = []
+        for no, line in enumerate(lines, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                items.append((f"{path}: line {no}", line.split(",")[-1].strip()))
+    else:
+        items = [(f"--layer-sparsity item {i + 1}", v.strip()) for i, v in
+                 enumerate(text.split(","))]
+    out = []
+    for where, value in items:
+        try:
+            out.append(float(value))
+        except ValueError:
+            raise ConfigError(where, None, f"expected a number, got {value!r}") from None
+    return tuple(out)
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from traces.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(
+        model=args.model, method=args.method, sparsity=args.sparsity, batch=args.batch,
+        seed=args.seed, density=args.density, layer_sparsity=_layer_sparsity(args.layer_sparsity),
+        pattern=args.pattern or ("fanin" if args.method == "srigl" else "random"),
+        first_dense=args.first_dense, relu_sparsity=args.relu_sparsity, steps=args.steps,
+        dtype=args.dtype,
+    )
+    out = synthesize(cfg, args.output, force=args.force,
+                     progress=_Progress("synth", not args.quiet), command=sys.argv[1:])
+    _print_trace_summary(out)
+
+
+def _print_trace_summary(path: Path) -> None:
+    from traces.format import Trace
+    from traces.summary import trace_summary
+
+    trace = Trace(path)
+    s = trace_summary(trace, first_step_only=True)
+    m = trace.manifest
+    print(f"trace written to {path}")
+    print(f"  model {m.model}, method {m.method}, {len(m.layers)} layers, {len(trace)} step(s), "
+          f"batch {m.batch_size}, {s['bytes'] / 1e6:.1f} MB on disk")
+    for phase, roles in s["density"].items():
+        parts = ", ".join(f"{role} {d:.4f}" for role, d in roles.items())
+        print(f"  {phase:<10} density: {parts}")
+
+
+# ------------------------------------------------------------------------------------------------
+# info
+# ------------------------------------------------------------------------------------------------
+def _cmd_info(args: argparse.Namespace) -> None:
+    target = args.target
+    path = Path(target)
+    if path.is_dir():
+        from traces.format import Trace
+        from traces.summary import trace_summary
+
+        trace = Trace(path)
+        m = trace.manifest
+        s = trace_summary(trace, first_step_only=False)
+        print(f"trace {path}: format v{m.format_version}, produced by "
+              f"{m.producer.get('name')} {m.producer.get('version')} ({m.producer.get('tool')})")
+        print(f"  model {m.model}, method {m.method}, batch {m.batch_size}, dtype {m.dtype}, "
+              f"seed {m.seed}, {len(m.layers)} layers, steps {trace.steps}")
+        print(f"  sparsity: {m.sparsity.get('sparsity')} ({m.sparsity.get('density')}, "
+              f"pattern {m.sparsity.get('pattern')})")
+        print(f"  {s['bytes'] / 1e6:.1f} MB on disk")
+        print(f"  {'layer':<28}{'fwd.filter':>11}{'fwd.ifmap':>11}{'bwd_w.ifmap':>12}"
+              f"{'bwd_w.grad_out':>15}")
+        for name, d in s["layers"].items():
+            print(f"  {name:<28}{d['fwd']['filter']:>11.4f}{d['fwd']['ifmap']:>11.4f}"
+                  f"{d['bwd_weight']['ifmap']:>12.4f}{d['bwd_weight']['grad_out']:>15.4f}")
+        return
+    if path.suffix.lower() == ".csv":
+        from traces.topology import read_topology
+
+        topo = read_topology(path)
+        name, layers, params = topo.name, topo.layers, None
+    else:
+        from traces.models import get_model
+
+        table = get_model(target)
+        name, layers, params = table.name, table.layers, table.params
+    print(f"{name}: {len(layers)} layers" + (f", {params:,} parameters" if params else ""))
+    print(f"  {'layer':<28}{'kind':<8}{'in':>6}{'out':>6}{'kernel':>8}{'stride':>8}"
+          f"{'input':>10}{'output':>10}{'MACs/sample':>14}")
+    for layer in layers:
+        k, st = layer.kernel, layer.stride
+        print(f"  {layer.name:<28}{layer.kind:<8}{layer.in_channels:>6}{layer.out_channels:>6}"
+              f"{f'{k[0]}x{k[1]}':>8}{f'{st[0]}x{st[1]}':>8}"
+              f"{'x'.join(map(str, layer.input_hw)):>10}{'x'.join(map(str, layer.out_hw)):>10}"
+              f"{layer.macs(1):>14,}")
+
+
+# ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from traces.synth import DENSITY_KINDS, METHODS
+
+    parser = _Parser(prog="sparsesim",
+                     description="Cycle-level simulator of sparse DNN training on sparse "
+                                 "MAC-array accelerators.")
+    parser.add_argument("--version", action="version", version=f"sparsesim {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("synth", help="build a trace from a sparsity config, without training",
+                       description="Build a synthetic trace: per-layer masks drawn from a "
+                                   "sparsity config (method preset, density allocation, "
+                                   "pattern), seeded and deterministic.")
+    p.add_argument("--model", required=True,
+                   help="built-in model (see 'sparsesim info MODEL') or a SCALE-Sim topology CSV")
+    p.add_argument("--method", default="swat", choices=METHODS,
+                   help="which operands are sparse in which phase (default: swat)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="global weight sparsity S in [0, 1] (SWAT also uses it for activations)")
+    p.add_argument("--batch", type=int, default=32, help="samples per step (default: 32)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--density", choices=DENSITY_KINDS, default=None,
+                   help="per-layer density allocation (default: uniform; erk for rigl/srigl; "
+                        "explicit when --layer-sparsity is given)")
+    p.add_argument("--layer-sparsity", default=None, metavar="LIST|FILE",
+                   help="per-layer sparsities, comma-separated in layer order, or a file with "
+                        "one value (or 'name,value') per line")
+    p.add_argument("--pattern", default=None,
+                   help="random (default), clustered, N:M (e.g. 2:4), fanin, channel, filter, "
+                        "kernel, block[:RxC]")
+    fd = p.add_mutually_exclusive_group()
+    fd.add_argument("--first-dense", dest="first_dense", action="store_true", default=None,
+                    help="keep the first layer dense (default with uniform density)")
+    fd.add_argument("--no-first-dense", dest="first_dense", action="store_false",
+                    help="sparsify the first layer too")
+    p.add_argument("--relu-sparsity", type=float, default=0.0,
+                   help="natural zeros in the inputs of all layers but the first (default: 0)")
+    p.add_argument("--steps", type=int, default=1, help="recorded steps (default: 1)")
+    p.add_argument("--dtype", default="float32", help="element type: float32, float16, bfloat16")
+    p.add_argument("-o", "--output", required=True, type=Path, help="trace directory to write")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("info", help="describe a trace, a topology CSV or a built-in model")
+    p.add_argument("target", help="trace directory, SCALE-Sim topology CSV, or model name")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def _version() -> str:
+    from traces.synth import version
+
+    return version()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from traces.errors import InputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+    except KeyboardInterrupt:
+        print("sparsesim: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

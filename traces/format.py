@@ -1,0 +1,532 @@
+"""Trace format v1: a directory with ``manifest.json`` and one compressed ``.npz`` per recorded step.
+
+The full specification is ``docs/trace-format.md``; this module is its only reader and writer.
+
+* ``TraceWriter`` writes steps one at a time; each step file and each manifest update is written
+  to a temporary name and renamed, so a trace on disk is always complete up to its last listed step.
+* ``Trace`` opens a trace, validates the manifest, and streams validated ``StepData`` one step at a
+  time. Every problem raises ``TraceError`` naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from traces.errors import InputError, TraceError
+from traces.layers import Layer
+
+FORMAT_NAME = "sparsesim-trace"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX_KEY = "index"
+
+PHASES = ("fwd", "bwd_input", "bwd_weight")
+#: The two operands each training GEMM multiplies, and the result it produces.
+PHASE_OPERANDS: dict[str, tuple[str, str]] = {
+    "fwd": ("filter", "ifmap"),
+    "bwd_input": ("filter", "grad_out"),
+    "bwd_weight": ("ifmap", "grad_out"),
+}
+PHASE_RESULT = {"fwd": "ofmap", "bwd_input": "grad_in", "bwd_weight": "grad_w"}
+DTYPES = ("float32", "float16", "bfloat16")
+VALUE_DTYPES = ("float32", "float16")
+
+
+# ------------------------------------------------------------------------------------------------
+# operands
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PackedMask:
+    """A bit-packed boolean tensor: bit i of the C-order flattening is bit ``7 - i % 8`` of byte
+    ``i // 8`` (``numpy.packbits`` order); padding bits in the last byte are zero."""
+
+    shape: tuple[int, ...]
+    bits: np.ndarray  # uint8, length ceil(prod(shape) / 8)
+    nnz: int
+
+    @staticmethod
+    def from_bool(mask: np.ndarray) -> PackedMask:
+        mask = np.asarray(mask, dtype=bool)
+        bits = np.packbits(mask.reshape(-1))
+        return PackedMask(tuple(int(s) for s in mask.shape), bits, int(np.count_nonzero(mask)))
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def density(self) -> float:
+        return self.nnz / self.numel if self.numel else 0.0
+
+    def unpack(self) -> np.ndarray:
+        """The mask as a boolean array of ``shape``."""
+        flat = np.unpackbits(self.bits, count=self.numel).astype(bool, copy=False)
+        return flat.reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One operand (or masked result) of one phase of one layer in one step.
+
+    ``mask`` is None for an operand marked dense (every element participates, nothing stored).
+    ``values`` optionally holds the nonzero values in C order (length ``nnz``).
+    """
+
+    role: str
+    shape: tuple[int, ...]
+    mask: PackedMask | None
+    values: np.ndarray | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.mask is None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nnz(self) -> int:
+        return self.numel if self.mask is None else self.mask.nnz
+
+    @property
+    def density(self) -> float:
+        return 1.0 if self.mask is None else self.mask.density
+
+    def unpack(self) -> np.ndarray:
+        """The boolean mask (all True when dense)."""
+        if self.mask is None:
+            return np.ones(self.shape, dtype=bool)
+        return self.mask.unpack()
+
+
+@dataclass(frozen=True)
+class StepData:
+    """All operands of one recorded step: ``layers[name][phase][role] -> Operand``."""
+
+    step: int
+    file: Path
+    layers: dict[str, dict[str, dict[str, Operand]]]
+    meta: dict[str, Any] = field(default_factory=dict)
+    events: list[Any] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------
+# manifest
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Manifest:
+    """The validated contents of ``manifest.json``."""
+
+    model: str
+    method: str
+    sparsity: dict[str, Any]
+    seed: int
+    batch_size: int
+    dtype: str
+    layers: tuple[Layer, ...]
+    producer: dict[str, Any]
+    steps: tuple[dict[str, Any], ...] = ()
+    generator: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "producer": self.producer,
+            "model": self.model,
+            "method": self.method,
+            "sparsity": self.sparsity,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+        }
+        if self.generator is not None:
+            d["generator"] = self.generator
+        d["layers"] = [layer.to_dict() for layer in self.layers]
+        d["steps"] = list(self.steps)
+        return d
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+
+def _want(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], src: str,
+          what: str) -> Any:
+    if key not in d:
+        raise TraceError(src, key, f"missing (expected {what})")
+    v = d[key]
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise TraceError(src, key, f"expected {what}, got {v!r}")
+    if not isinstance(v, types):
+        raise TraceError(src, key, f"expected {what}, got {v!r}")
+    return v
+
+
+def parse_manifest(d: Any, src: str) -> Manifest:
+    """Validate a decoded ``manifest.json`` and return a ``Manifest``."""
+    if not isinstance(d, dict):
+        raise TraceError(src, None, "expected a JSON object at the top level")
+    fmt = d.get("format")
+    if fmt != FORMAT_NAME:
+        raise TraceError(src, "format", f"expected {FORMAT_NAME!r}, got {fmt!r}")
+    version = d.get("format_version")
+    if version != FORMAT_VERSION:
+        raise TraceError(
+            src, "format_version",
+            f"unsupported version {version!r}; this sparsesim reads version {FORMAT_VERSION}",
+        )
+    producer = _want(d, "producer", dict, src, "an object")
+    model = _want(d, "model", str, src, "a model name")
+    method = _want(d, "method", str, src, "a method name")
+    sparsity = _want(d, "sparsity", dict, src, "an object")
+    seed = _want(d, "seed", int, src, "an integer")
+    batch = _want(d, "batch_size", int, src, "a positive integer")
+    if batch < 1:
+        raise TraceError(src, "batch_size", f"expected a positive integer, got {batch}")
+    dtype = _want(d, "dtype", str, src, f"one of {', '.join(DTYPES)}")
+    if dtype not in DTYPES:
+        raise TraceError(src, "dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    generator = d.get("generator")
+    if generator is not None and not isinstance(generator, dict):
+        raise TraceError(src, "generator", "expected an object")
+    raw_layers = _want(d, "layers", list, src, "a list of layers")
+    if not raw_layers:
+        raise TraceError(src, "layers", "expected at least one layer")
+    layers = []
+    try:
+        for i, entry in enumerate(raw_layers):
+            layers.append(Layer.from_dict(entry, None, f"layers[{i}]"))
+    except InputError as err:
+        inner = ": ".join(str(p) for p in (err.source, err.field) if p)
+        raise TraceError(src, inner or "layers", err.reason) from None
+    names = [layer.name for layer in layers]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise TraceError(src, "layers", f"duplicate layer name {dup[0]!r}")
+    raw_steps = _want(d, "steps", list, src, "a list of steps")
+    steps = []
+    seen: set[int] = set()
+    for i, s in enumerate(raw_steps):
+        where = f"steps[{i}]"
+        if not isinstance(s, dict):
+            raise TraceError(src, where, "expected an object with 'step' and 'file'")
+        num = _want(s, "step", int, f"{src}: {where}", "a non-negative integer")
+        name = _want(s, "file", str, f"{src}: {where}", "a file name")
+        if num < 0 or num in seen:
+            raise TraceError(src, f"{where}.step", f"expected a new non-negative step, got {num}")
+        if os.path.basename(name) != name or not name.endswith(".npz"):
+            raise TraceError(src, f"{where}.file", f"expected a .npz file name, got {name!r}")
+        seen.add(num)
+        steps.append(dict(s))
+    return Manifest(
+        model=model, method=method, sparsity=sparsity, seed=seed, batch_size=batch,
+        dtype=dtype, layers=tuple(layers), producer=producer, steps=tuple(steps),
+        generator=generator, format_version=version,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+# ------------------------------------------------------------------------------------------------
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray], level: int = 6) -> None:
+    """Write a deterministic ``.npz`` (fixed timestamps, sorted entries), atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
+                             compresslevel=level, allowZip64=True) as zf:
+            for key in sorted(arrays):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, _npy_bytes(arrays[key]), compresslevel=level)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class TraceWriter:
+    """Write a trace directory step by step.
+
+    ``operands[layer][phase][role]`` is a boolean mask, a ``PackedMask``, or None (dense). Every
+    phase must give both of its operands (``PHASE_OPERANDS``); the result role of a phase
+    (``PHASE_RESULT``) may be given as well when the result is masked (e.g. ``grad_w`` of static
+    sparse training). Identical masks within a step are stored once.
+    """
+
+    def __init__(self, path: str | os.PathLike, manifest: Manifest, level: int = 6) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if (self.path / MANIFEST).exists():
+            raise TraceError(str(self.path), None, "already holds a trace; choose another directory")
+        if manifest.steps:
+            raise ValueError("a new trace starts with no steps")
+        self.manifest = manifest
+        self.level = level
+        self._steps: list[dict[str, Any]] = []
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        d = self.manifest.to_dict()
+        d["steps"] = self._steps
+        text = json.dumps(d, indent=1, sort_keys=False) + "\n"
+        _atomic_write_bytes(self.path / MANIFEST, text.encode())
+
+    def write_step(
+        self,
+        step: int,
+        operands: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        values: Mapping[tuple[str, str, str], np.ndarray] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        events: list[Any] | None = None,
+    ) -> Path:
+        """Write one step file and list it in the manifest. Returns the file's path."""
+        if any(s["step"] == step for s in self._steps):
+            raise ValueError(f"step {step} was already written")
+        batch = self.manifest.batch_size
+        arrays: dict[str, np.ndarray] = {}
+        by_digest: dict[bytes, str] = {}
+        index_layers: dict[str, Any] = {}
+        values = values or {}
+        for li, layer in enumerate(self.manifest.layers):
+            if layer.name not in operands:
+                raise ValueError(f"step {step}: no operands for layer {layer.name!r}")
+            phases = operands[layer.name]
+            entry: dict[str, Any] = {}
+            for phase in PHASES:
+                if phase not in phases:
+                    raise ValueError(f"step {step}: layer {layer.name!r} lacks phase {phase}")
+                roles = phases[phase]
+                allowed = (*PHASE_OPERANDS[phase], PHASE_RESULT[phase])
+                for role in PHASE_OPERANDS[phase]:
+                    if role not in roles:
+                        raise ValueError(f"{layer.name}/{phase}: missing operand {role!r}")
+                pe: dict[str, Any] = {}
+                for role, spec in roles.items():
+                    if role not in allowed:
+                        raise ValueError(f"{layer.name}/{phase}: unknown role {role!r}")
+                    shape = layer.operand_shape(role, batch)
+                    if spec is None:
+                        pe[role] = {"dense": True, "shape": list(shape)}
+                        continue
+                    pm = spec if isinstance(spec, PackedMask) else PackedMask.from_bool(spec)
+                    if pm.shape != shape:
+                        raise ValueError(
+                            f"{layer.name}/{phase}/{role}: mask shape {pm.shape} != {shape}")
+                    digest = hashlib.sha1(pm.bits.tobytes()).digest() + repr(shape).encode()
+                    key = by_digest.get(digest)
+                    if key is None:
+                        key = f"L{li:04d}.{phase}.{role}.mask"
+                        arrays[key] = pm.bits
+                        by_digest[digest] = key
+                    op: dict[str, Any] = {"mask": key, "nnz": pm.nnz, "shape": list(shape)}
+                    val = values.get((layer.name, phase, role))
+                    if val is not None:
+                        val = np.asarray(val)
+                        if val.dtype.name not in VALUE_DTYPES or val.shape != (pm.nnz,):
+                            raise ValueError(f"{layer.name}/{phase}/{role}: values must be "
+                                             f"float32/float16 of length nnz={pm.nnz}")
+                        vkey = f"L{li:04d}.{phase}.{role}.values"
+                        arrays[vkey] = val
+                        op["values"] = vkey
+                    pe[role] = op
+                entry[phase] = pe
+            index_layers[layer.name] = entry
+        index = {"step": step, "layers": index_layers, "meta": dict(meta or {}),
+                 "events": list(events or [])}
+        arrays[INDEX_KEY] = np.frombuffer(json.dumps(index).encode(), dtype=np.uint8)
+        fname = f"step_{step:08d}.npz"
+        write_npz(self.path / fname, arrays, self.level)
+        self._steps.append({"step": step, "file": fname})
+        self._write_manifest()
+        return self.path / fname
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+# ------------------------------------------------------------------------------------------------
+class Trace:
+    """A trace directory opened for reading; ``iter(trace)`` streams validated steps."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        mpath = self.path / MANIFEST
+        src = str(mpath)
+        if not self.path.is_dir():
+            raise TraceError(str(self.path), None, "not a trace directory (no such directory)")
+        if not mpath.is_file():
+            raise TraceError(str(self.path), None, f"not a trace directory (no {MANIFEST})")
+        try:
+            raw = json.loads(mpath.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise TraceError(src, None, f"cannot read: {err}") from None
+        except json.JSONDecodeError as err:
+            raise TraceError(src, None, f"not valid JSON ({err.msg} at line {err.lineno})") from None
+        self.manifest = parse_manifest(raw, src)
+
+    @property
+    def steps(self) -> list[int]:
+        return [s["step"] for s in self.manifest.steps]
+
+    def __len__(self) -> int:
+        return len(self.manifest.steps)
+
+    def __iter__(self) -> Iterator[StepData]:
+        for s in self.manifest.steps:
+            yield self._read(s)
+
+    def read_step(self, step: int) -> StepData:
+        for s in self.manifest.steps:
+            if s["step"] == step:
+                return self._read(s)
+        raise TraceError(str(self.path / MANIFEST), "steps", f"no step {step} in this trace")
+
+    def _read(self, entry: Mapping[str, Any]) -> StepData:
+        fpath = self.path / entry["file"]
+        src = str(fpath)
+        if not fpath.is_file():
+            raise TraceError(src, None, "step file listed in the manifest is missing")
+        try:
+            with np.load(fpath, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as err:
+            raise TraceError(src, None, f"unreadable or truncated step file ({err})") from None
+        return _parse_step(arrays, entry["step"], fpath, self.manifest)
+
+
+def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
+                manifest: Manifest) -> StepData:
+    src = str(fpath)
+    if INDEX_KEY not in arrays:
+        raise TraceError(src, INDEX_KEY, "missing (every step file holds its index)")
+    try:
+        index = json.loads(arrays[INDEX_KEY].astype(np.uint8).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TraceError(src, INDEX_KEY, f"not valid JSON ({err})") from None
+    if not isinstance(index, dict):
+        raise TraceError(src, INDEX_KEY, "expected a JSON object")
+    if index.get("step") != step:
+        raise TraceError(src, "index.step",
+                         f"expected {step} (as the manifest lists), got {index.get('step')!r}")
+    raw_layers = index.get("layers")
+    if not isinstance(raw_layers, dict):
+        raise TraceError(src, "index.layers", "expected an object keyed by layer name")
+    meta = index.get("meta", {})
+    events = index.get("events", [])
+    if not isinstance(meta, dict) or not isinstance(events, list):
+        raise TraceError(src, "index.meta", "expected meta to be an object and events a list")
+    batch = manifest.batch_size
+    known = {layer.name for layer in manifest.layers}
+    extra = sorted(set(raw_layers) - known)
+    if extra:
+        raise TraceError(src, f"index.layers.{extra[0]}", "layer not in the manifest")
+    unpacked_cache: dict[str, PackedMask] = {}
+    layers: dict[str, dict[str, dict[str, Operand]]] = {}
+    for layer in manifest.layers:
+        lw = f"layer {layer.name!r}"
+        le = raw_layers.get(layer.name)
+        if not isinstance(le, dict):
+            raise TraceError(src, lw, "missing from the step file")
+        out: dict[str, dict[str, Operand]] = {}
+        for phase in PHASES:
+            pe = le.get(phase)
+            if not isinstance(pe, dict):
+                raise TraceError(src, f"{lw} phase {phase}", "missing")
+            allowed = (*PHASE_OPERANDS[phase], PHASE_RESULT[phase])
+            for role in PHASE_OPERANDS[phase]:
+                if role not in pe:
+                    raise TraceError(src, f"{lw} {phase}.{role}", "missing operand")
+            ops: dict[str, Operand] = {}
+            for role, oe in pe.items():
+                where = f"{lw} {phase}.{role}"
+                if role not in allowed:
+                    raise TraceError(src, where, f"unknown role; {phase} takes {', '.join(allowed)}")
+                ops[role] = _parse_operand(arrays, oe, role, layer.operand_shape(role, batch),
+                                           src, where, unpacked_cache)
+            out[phase] = ops
+        layers[layer.name] = out
+    return StepData(step=step, file=fpath, layers=layers, meta=meta, events=events)
+
+
+def _parse_operand(arrays: dict[str, np.ndarray], oe: Any, role: str, shape: tuple[int, ...],
+                   src: str, where: str, cache: dict[str, PackedMask]) -> Operand:
+    if not isinstance(oe, dict):
+        raise TraceError(src, where, "expected an object")
+    declared = oe.get("shape")
+    if declared is not None and tuple(declared) != shape:
+        raise TraceError(src, f"{where}.shape",
+                         f"expected {list(shape)} from the layer geometry, got {declared}")
+    if oe.get("dense") is True:
+        return Operand(role=role, shape=shape, mask=None)
+    key = oe.get("mask")
+    if not isinstance(key, str):
+        raise TraceError(src, where, "expected either \"dense\": true or a \"mask\" array name")
+    if key not in arrays:
+        raise TraceError(src, f"{where}.mask", f"array {key!r} missing from the step file")
+    pm = cache.get(key)
+    numel = math.prod(shape)
+    if pm is None or pm.shape != shape:
+        bits = arrays[key]
+        if bits.dtype != np.uint8 or bits.ndim != 1:
+            raise TraceError(src, f"{where}.mask",
+                             f"expected a 1-D uint8 array, got {bits.dtype} {bits.shape}")
+        want = (numel + 7) // 8
+        if bits.size != want:
+            raise TraceError(src, f"{where}.mask",
+                             f"packed length {bits.size} bytes, expected {want} for shape "
+                             f"{list(shape)}")
+        tail = numel % 8
+        if tail and bits[-1] & ((1 << (8 - tail)) - 1):
+            raise TraceError(src, f"{where}.mask", "padding bits after the last element are set")
+        nnz = int(np.bitwise_count(bits).sum(dtype=np.int64))
+        pm = PackedMask(shape, bits, nnz)
+        cache[key] = pm
+    stated = oe.get("nnz")
+    if stated != pm.nnz:
+        raise TraceError(src, f"{where}.nnz",
+                         f"index says {stated!r} nonzeros, the mask holds {pm.nnz}")
+    vals = None
+    vkey = oe.get("values")
+    if vkey is not None:
+        if vkey not in arrays:
+            raise TraceError(src, f"{where}.values", f"array {vkey!r} missing from the step file")
+        vals = arrays[vkey]
+        if vals.dtype.name not in VALUE_DTYPES or vals.shape != (pm.nnz,):
+            raise TraceError(src, f"{where}.values",
+                             f"expected float32/float16 of length {pm.nnz}, got {vals.dtype} "
+                             f"{vals.shape}")
+    return Operand(role=role, shape=shape, mask=pm, values=vals)
