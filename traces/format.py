@@ -1,4 +1,5 @@
-"""Trace format v1: a directory with ``manifest.json`` and one compressed ``.npz`` per recorded step.
+"""Trace format v1: a directory with ``manifest.json`` and one compressed ``.npz`` per recorded
+step.
 
 The full specification is ``docs/trace-format.md``; this module is its only reader and writer.
 
@@ -292,7 +293,8 @@ class TraceWriter:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         if (self.path / MANIFEST).exists():
-            raise TraceError(str(self.path), None, "already holds a trace; choose another directory")
+            raise TraceError(str(self.path), None,
+                             "already holds a trace; choose another directory")
         if manifest.steps:
             raise ValueError("a new trace starts with no steps")
         self.manifest = manifest
@@ -395,7 +397,8 @@ class Trace:
         except (OSError, UnicodeDecodeError) as err:
             raise TraceError(src, None, f"cannot read: {err}") from None
         except json.JSONDecodeError as err:
-            raise TraceError(src, None, f"not valid JSON ({err.msg} at line {err.lineno})") from None
+            raise TraceError(src, None,
+                             f"not valid JSON ({err.msg} at line {err.lineno})") from None
         self.manifest = parse_manifest(raw, src)
 
     @property
@@ -474,7 +477,8 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
             for role, oe in pe.items():
                 where = f"{lw} {phase}.{role}"
                 if role not in allowed:
-                    raise TraceError(src, where, f"unknown role; {phase} takes {', '.join(allowed)}")
+                    raise TraceError(src, where,
+                                     f"unknown role; {phase} takes {', '.join(allowed)}")
                 ops[role] = _parse_operand(arrays, oe, role, layer.operand_shape(role, batch),
                                            src, where, unpacked_cache)
             out[phase] = ops

@@ -113,7 +113,8 @@ def plan(cfg: SynthConfig) -> Plan:
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise ConfigError(flag, None, f"expected an integer >= {low}, got {v!r}")
     if cfg.dtype not in DTYPES:
-        raise ConfigError("--dtype", None, f"expected one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+        raise ConfigError("--dtype", None,
+                          f"expected one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if not 0.0 <= cfg.relu_sparsity < 1.0:
         raise ConfigError("--relu-sparsity", None, f"expected a value in [0, 1), got "
                                                     f"{cfg.relu_sparsity}")

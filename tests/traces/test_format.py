@@ -74,7 +74,8 @@ def _random_step(layers, batch, rng, pattern, with_values):
     return ops, expect, values
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layers=layers_st(), batch=st.integers(1, 3), pattern=st.sampled_from(PATTERNS),
        seed=st.integers(0, 2**16), nsteps=st.integers(1, 2), with_values=st.booleans())
 def test_round_trip(tmp_path_factory, layers, batch, pattern, seed, nsteps, with_values):
