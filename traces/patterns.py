@@ -100,7 +100,7 @@ def exact_random(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
         return np.zeros(n, dtype=bool)
     if k >= n:
         return np.ones(n, dtype=bool)
-    mask = np.arange(n) < k
+    mask = rng.random(n, dtype=np.float32) < np.float32(k / n)
     count = int(np.count_nonzero(mask))
     if count > k:
         on = np.flatnonzero(mask)
