@@ -41,6 +41,9 @@ def erk(
     budget = (1.0 - sparsity) * total
     is_dense = set(dense)
     raw = [(sum(layer.weight_shape) / math.prod(layer.weight_shape)) ** power for layer in layers]
+    if sum(sizes[i] for i in is_dense) > budget * (1 + 1e-12):
+        raise ConfigError(None, "sparsity",
+                          f"{sparsity} is unreachable with the dense layers kept dense")
     while True:
         fixed = sum(sizes[i] for i in is_dense)
         rest = [i for i in range(len(layers)) if i not in is_dense]

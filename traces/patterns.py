@@ -19,8 +19,8 @@ pattern         what is kept                                                    
 ``filter``      ceil(d·Cout) whole output filters                                  ceil(d·F)/F
 ``kernel``      ceil(d·Cout·Cin/g) whole kh×kw kernel slices (SWAT's structured    exact
                 variant)
-``block:RxC``   ceil(d·#blocks) whole R×C blocks of the row × fan_in matrix         within one
-                (``block`` alone means 4x4)                                         block / n
+``block:RxC``   whole R×C blocks of the row × fan_in matrix, in random order, until   within one
+                they hold ceil(d·n) weights (``block`` alone means 4x4)            block / n
 ==============  =================================================================  ==============
 
 Activation masks are unstructured (as in SWAT's code, also for its structured variant):
@@ -171,7 +171,16 @@ def weight_mask(layer: Layer, density: float, pattern: Pattern,
     if kind == "block":
         br, bc = pattern.block
         nbr, nbc = -(-rows // br), -(-cols // bc)
-        keep = exact_random(nbr * nbc, keep_count(density, nbr * nbc), rng).reshape(nbr, nbc)
+        # blocks in random order until they hold ceil(d·n) weights: edge blocks may be partial
+        hs = np.minimum(br, rows - br * np.arange(nbr))
+        ws = np.minimum(bc, cols - bc * np.arange(nbc))
+        order = rng.permutation(nbr * nbc)
+        filled = np.cumsum((hs[:, None] * ws[None, :]).reshape(-1)[order])
+        target = keep_count(density, n)
+        take = int(np.searchsorted(filled, target)) + 1 if target else 0
+        keep = np.zeros(nbr * nbc, dtype=bool)
+        keep[order[:take]] = True
+        keep = keep.reshape(nbr, nbc)
         full = np.repeat(np.repeat(keep, br, axis=0), bc, axis=1)[:rows, :cols]
         return np.ascontiguousarray(full).reshape(shape)
     raise ValueError(f"unknown pattern kind {kind!r}")
