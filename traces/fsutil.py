@@ -18,11 +18,13 @@ def check_output_dir(out: Path, force: bool, flag: str = "-o") -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InputError(flag, None, f"{out} exists and is not empty; choose another directory "
                                      "or pass --force to replace it")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise InputError(flag, None, f"parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(flag, None, f"parent directory {parent} is not writable")
+    ancestor = out.resolve().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(flag, None, f"{ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK):
+        raise InputError(flag, None, f"directory {ancestor} is not writable")
 
 
 @contextmanager
@@ -34,6 +36,7 @@ def atomic_output_dir(out: str | os.PathLike, force: bool = False,
     """
     out = Path(out)
     check_output_dir(out, force, flag)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -149,6 +149,19 @@ def test_existing_output_is_not_overwritten(trace):
     assert {f.name: f.read_bytes() for f in trace.iterdir()} == before
 
 
+def test_output_parents_are_created(tmp_path):
+    out = tmp_path / "runs" / "deep" / "t"
+    r = run("synth", "--model", "mlp3", "--sparsity", "0.5", "-q", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "manifest.json").is_file()
+
+
+def test_output_under_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    msg = _bad("synth", "--model", "mlp3", "--sparsity", "0.5", "-o", str(tmp_path / "f" / "t"))
+    assert "not a directory" in msg
+
+
 def test_force_replaces(tmp_path):
     out = tmp_path / "t"
     assert run("synth", "--model", "mlp3", "--sparsity", "0.5", "-o", str(out)).returncode == 0
