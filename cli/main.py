@@ -7,6 +7,7 @@ Bad input of any kind prints one line (``sparsesim: error: ...``) on stderr and 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -222,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except InputError as err:
         _fail(str(err))
+    except BrokenPipeError:  # e.g. `sparsesim info T | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:
         _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
     except KeyboardInterrupt:
