@@ -1,0 +1,79 @@
+"""Lowering a layer to its three training GEMMs.
+
+Every GEMM is ``C[M×N] = A[M×K] · B[K×N]``, repeated ``groups`` times (grouped and depthwise
+convolutions are independent GEMMs per group, run one after another). For a conv2d with batch
+``n``, output ``Ho×Wo`` and ``g`` groups (``docs/gemms.md`` has a worked example):
+
+=============  ====================  ======================  ======================  =========
+phase          M                     K (reduction)           N                       A, B → C
+=============  ====================  ======================  ======================  =========
+``fwd``        n·Ho·Wo               Cin/g·kh·kw             Cout/g                  ifmap (im2col), filterᵀ → ofmap
+``bwd_input``  n·Ho·Wo               Cout/g                  Cin/g·kh·kw             grad_out, filter → grad_in (col2im)
+``bwd_weight`` Cout/g                n·Ho·Wo                 Cin/g·kh·kw             grad_outᵀ, ifmap (im2col) → grad_w
+=============  ====================  ======================  ======================  =========
+
+A linear layer is the same with Ho·Wo = tokens, kh = kw = 1, g = 1. All three GEMMs have the
+same number of MACs. ``bwd_input`` is the col2im form (dA_col = dZ·W, then a scatter-add), so a
+strided convolution's backward pass does no work on the zeros a transposed convolution would
+insert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from traces.layers import Layer
+
+PHASES = ("fwd", "bwd_input", "bwd_weight")
+#: roles of (A, B, C) per phase; A streams through the array's rows, B through its columns
+ROLES = {
+    "fwd": ("ifmap", "filter", "ofmap"),
+    "bwd_input": ("grad_out", "filter", "grad_in"),
+    "bwd_weight": ("grad_out", "ifmap", "grad_w"),
+}
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One training GEMM of one layer: ``groups`` × (M×K · K×N)."""
+
+    layer: str
+    phase: str
+    M: int
+    K: int
+    N: int
+    groups: int = 1
+
+    @property
+    def roles(self) -> tuple[str, str, str]:
+        """Operand roles of A (M×K), B (K×N) and C (M×N)."""
+        return ROLES[self.phase]
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of all groups."""
+        return self.groups * self.M * self.K * self.N
+
+
+def lower(layer: Layer, batch: int, phase: str) -> Gemm:
+    """The GEMM of ``phase`` for ``layer`` at batch size ``batch``."""
+    g = layer.groups
+    if layer.kind == "linear":
+        rows = batch * layer.tokens
+    else:
+        ho, wo = layer.out_hw
+        rows = batch * ho * wo
+    fan_in = layer.fan_in  # Cin/g · kh · kw
+    cout = layer.out_channels // g
+    if phase == "fwd":
+        return Gemm(layer.name, phase, rows, fan_in, cout, g)
+    if phase == "bwd_input":
+        return Gemm(layer.name, phase, rows, cout, fan_in, g)
+    if phase == "bwd_weight":
+        return Gemm(layer.name, phase, cout, rows, fan_in, g)
+    raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
+
+
+def lower_all(layer: Layer, batch: int, phases: tuple[str, ...] = PHASES) -> list[Gemm]:
+    """The GEMMs of ``phases`` (default: all three) in training order for one layer."""
+    return [lower(layer, batch, p) for p in phases]
