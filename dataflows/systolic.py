@@ -1,0 +1,95 @@
+"""Dense mapping of a GEMM onto an R×C systolic array: folds, compute cycles and SCALE-Sim's
+utilisation figures, in closed form.
+
+``C[M×N] = A[M×K]·B[K×N]`` is folded onto the array as SCALE-Sim does (``docs/metrics.md``):
+
+======  ================  ================  ==========  =================================
+df      array rows ←      array cols ←      time ←      cycles per fold
+======  ================  ================  ==========  =================================
+``os``  M                 N                 K           ⌈K/L⌉ + R + C − 2
+``ws``  K (R·L per fold)  N                 M           2R + C + M − 2   (R-cycle preload)
+``is``  K (R·L per fold)  M                 N           2R + C + N − 2   (R-cycle preload)
+======  ================  ================  ==========  =================================
+
+L is the number of MAC lanes per PE (a dot product of L terms per cycle along K; SCALE-Sim has
+L = 1). Folds run one after another with full fill and drain, so a GEMM's compute takes
+``folds × cycles per fold`` cycles; a grouped GEMM repeats that per group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dataflows.gemm import Gemm
+
+DATAFLOWS = ("os", "ws", "is")
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class DenseMapping:
+    """How one GEMM (all groups) maps onto the array; all figures dense."""
+
+    dataflow: str
+    rows: int
+    cols: int
+    lanes: int
+    row_dim: int  # GEMM extent mapped on the array rows (M for os, K for ws/is)
+    col_dim: int  # ... on the array columns (N for os and ws, M for is)
+    time_dim: int  # ... streamed in time (K for os, M for ws, N for is)
+    row_folds: int
+    col_folds: int
+    cycles_per_fold: int
+    groups: int
+
+    @property
+    def folds(self) -> int:
+        """Folds of one group."""
+        return self.row_folds * self.col_folds
+
+    @property
+    def compute_cycles(self) -> int:
+        """Cycles to compute all groups with no stalls (a count, not SCALE-Sim's last index)."""
+        return self.groups * self.folds * self.cycles_per_fold
+
+    @property
+    def mapping_efficiency(self) -> float:
+        """Mean over folds of the fraction of PEs mapped (SCALE-Sim's Mapping Efficiency / 100)."""
+        per_row = self.rows * self.lanes if self.dataflow != "os" else self.rows
+        return (self.row_dim * self.col_dim) / (self.folds * per_row * self.cols)
+
+    @property
+    def compute_utilization(self) -> float:
+        """Mean over folds of MACs / (PEs × the fold's cycles incl. its fill and drain, as
+        SCALE-Sim counts them) — SCALE-Sim's Compute Util / 100."""
+        r, c = self.rows, self.cols
+        if self.dataflow == "os":
+            t = _cdiv(self.time_dim, self.lanes)
+            span = t + r + c - 2
+        else:
+            t = self.time_dim
+            span = 2 * r + 2 * c + t - 3
+        return self.mapping_efficiency * t / span
+
+
+def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1) -> DenseMapping:
+    """Fold ``gemm`` onto a ``rows`` × ``cols`` array with ``lanes`` MAC lanes per PE."""
+    m, k, n = gemm.M, gemm.K, gemm.N
+    if dataflow == "os":
+        rd, cd, td = m, n, k
+        rf, cf = _cdiv(m, rows), _cdiv(n, cols)
+        cpf = _cdiv(k, lanes) + rows + cols - 2
+    elif dataflow == "ws":
+        rd, cd, td = k, n, m
+        rf, cf = _cdiv(k, rows * lanes), _cdiv(n, cols)
+        cpf = 2 * rows + cols + m - 2
+    elif dataflow == "is":
+        rd, cd, td = k, m, n
+        rf, cf = _cdiv(k, rows * lanes), _cdiv(m, cols)
+        cpf = 2 * rows + cols + n - 2
+    else:
+        raise ValueError(f"unknown dataflow {dataflow!r}; expected one of {', '.join(DATAFLOWS)}")
+    return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, cpf, gemm.groups)
