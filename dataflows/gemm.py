@@ -43,6 +43,17 @@ class Gemm:
     K: int
     N: int
     groups: int = 1
+    #: elements of A, B and C as stored in DRAM, per group (0 = the full matrix). An im2col
+    #: operand is stored as the feature map it expands: N·Cin/g·H·W elements, not M×K.
+    a_stored: int = 0
+    b_stored: int = 0
+    c_stored: int = 0
+
+    def stored(self, which: str) -> int:
+        """Elements of operand ``which`` ('A', 'B' or 'C') in DRAM, per group."""
+        full = {"A": self.M * self.K, "B": self.K * self.N, "C": self.M * self.N}[which]
+        own = {"A": self.a_stored, "B": self.b_stored, "C": self.c_stored}[which]
+        return min(own, full) if own else full
 
     @property
     def roles(self) -> tuple[str, str, str]:
@@ -65,12 +76,15 @@ def lower(layer: Layer, batch: int, phase: str) -> Gemm:
         rows = batch * ho * wo
     fan_in = layer.fan_in  # Cin/g · kh · kw
     cout = layer.out_channels // g
+    # the feature map an im2col operand expands (per group); equal to the matrix for linear
+    fmap = batch * (layer.in_channels // g) * (layer.tokens if layer.kind == "linear"
+                                              else layer.input_hw[0] * layer.input_hw[1])
     if phase == "fwd":
-        return Gemm(layer.name, phase, rows, fan_in, cout, g)
+        return Gemm(layer.name, phase, rows, fan_in, cout, g, a_stored=fmap)
     if phase == "bwd_input":
-        return Gemm(layer.name, phase, rows, cout, fan_in, g)
+        return Gemm(layer.name, phase, rows, cout, fan_in, g, c_stored=fmap)
     if phase == "bwd_weight":
-        return Gemm(layer.name, phase, cout, rows, fan_in, g)
+        return Gemm(layer.name, phase, cout, rows, fan_in, g, b_stored=fmap)
     raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
 
 

@@ -1,0 +1,222 @@
+"""Tile schedules: a GEMM's folds grouped into buffer tiles, with the DRAM and SRAM words each
+tile moves. The SimPy engine replays one event per tile, never per cycle.
+
+Loop order and reuse (all dataflows walk the column folds outer and the row folds inner, as
+SCALE-Sim does; "fits" means fits in half of that operand's double-buffered SRAM):
+
+======  ============================  ============================  ==============================
+df      A (M×K)                       B (K×N)                       C (M×N)
+======  ============================  ============================  ==============================
+``os``  block of R rows × K, fresh    block K × C cols, loaded      R×C finished outputs per fold
+        every fold unless all of A    once per column fold (re-
+        fits (then read once)         streamed per fold if it does
+                                      not fit)
+``ws``  block M × R·L, every fold     R·L × C weights, fresh every  M × C partial sums: kept on
+        unless all of A fits          fold                          chip over the K folds if they
+                                                                    fit, else spilled and read back
+``is``  C × R·L inputs, fresh every   block R·L × N, every fold     C × N partial sums, as ``ws``
+        fold                          unless all of B fits
+======  ============================  ============================  ==============================
+
+Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so a
+tile's fresh words of one operand are one contiguous run. An im2col operand is stored as the
+feature map it expands, so its DRAM words are scaled by stored/expanded elements (the array still
+reads the expanded stream from SRAM). A fold whose fresh data exceeds a half buffer is split into
+chunks along its time dimension; consecutive small folds are merged into one tile until a half
+buffer of some operand would overflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from dataflows.gemm import Gemm
+from dataflows.systolic import DenseMapping
+
+# fold-record columns
+A_DRAM, B_DRAM, CR_DRAM, CW_DRAM, COMPUTE, A_SRAM, B_SRAM, C_SRAM = range(8)
+N_COLS = 8
+TILE_FIELDS = ("a_dram", "b_dram", "c_read", "c_write", "compute", "a_sram", "b_sram", "c_sram",
+               "folds")
+
+
+@njit(cache=True)
+def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b):
+    rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
+    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    a_all = m * k <= cap_a
+    cpf = (k + lanes - 1) // lanes + rows + cols - 2
+    f = 0
+    for j in range(cf):
+        c = min(cols, n - j * cols)
+        b_fits = k * c <= cap_b
+        for i in range(rf):
+            r = min(rows, m - i * rows)
+            out[f, A_DRAM] = r * k if (j == 0 or not a_all) else 0
+            out[f, B_DRAM] = k * c if (i == 0 or not b_fits) else 0
+            out[f, CW_DRAM] = r * c
+            out[f, COMPUTE] = cpf
+            out[f, A_SRAM] = r * k
+            out[f, B_SRAM] = k * c
+            out[f, C_SRAM] = r * c
+            f += 1
+    return out
+
+
+@njit(cache=True)
+def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c):
+    kr = rows * lanes
+    rf, cf = (k + kr - 1) // kr, (n + cols - 1) // cols
+    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    a_all = m * k <= cap_a
+    cpf = 2 * rows + cols + m - 2
+    f = 0
+    for j in range(cf):
+        c = min(cols, n - j * cols)
+        psum_fits = m * c <= cap_c
+        for i in range(rf):
+            r = min(kr, k - i * kr)
+            out[f, A_DRAM] = m * r if (j == 0 or not a_all) else 0
+            out[f, B_DRAM] = r * c
+            if psum_fits:
+                out[f, CW_DRAM] = m * c if i == rf - 1 else 0
+            else:
+                out[f, CW_DRAM] = m * c
+                out[f, CR_DRAM] = m * c if i > 0 else 0
+            out[f, COMPUTE] = cpf
+            out[f, A_SRAM] = m * r
+            out[f, B_SRAM] = r * c
+            out[f, C_SRAM] = m * c
+            f += 1
+    return out
+
+
+@njit(cache=True)
+def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c):
+    kr = rows * lanes
+    rf, cf = (k + kr - 1) // kr, (m + cols - 1) // cols
+    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    b_all = k * n <= cap_b
+    cpf = 2 * rows + cols + n - 2
+    f = 0
+    for j in range(cf):
+        c = min(cols, m - j * cols)
+        psum_fits = c * n <= cap_c
+        for i in range(rf):
+            r = min(kr, k - i * kr)
+            out[f, A_DRAM] = c * r
+            out[f, B_DRAM] = r * n if (j == 0 or not b_all) else 0
+            if psum_fits:
+                out[f, CW_DRAM] = c * n if i == rf - 1 else 0
+            else:
+                out[f, CW_DRAM] = c * n
+                out[f, CR_DRAM] = c * n if i > 0 else 0
+            out[f, COMPUTE] = cpf
+            out[f, A_SRAM] = c * r
+            out[f, B_SRAM] = r * n
+            out[f, C_SRAM] = c * n
+            f += 1
+    return out
+
+
+@njit(cache=True)
+def _group_tiles(folds, groups, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
+    """Chunk oversized folds and merge small ones into tiles; repeat the folds ``groups``
+    times. Returns a (tiles, 9) int64 array with the columns of TILE_FIELDS."""
+    nf = folds.shape[0]
+    # upper bound on tiles: every chunk its own tile
+    bound = 0
+    chunks = np.ones(nf, dtype=np.int64)
+    for f in range(nf):
+        a = int(folds[f, A_DRAM] * scale_a + 0.5)
+        b = int(folds[f, B_DRAM] * scale_b + 0.5)
+        cw = int((folds[f, CW_DRAM] + folds[f, CR_DRAM]) * scale_c + 0.5)
+        n = 1
+        if cap_a > 0 and a > cap_a:
+            n = max(n, (a + cap_a - 1) // cap_a)
+        if cap_b > 0 and b > cap_b:
+            n = max(n, (b + cap_b - 1) // cap_b)
+        if cap_c > 0 and cw > cap_c:
+            n = max(n, (cw + cap_c - 1) // cap_c)
+        n = min(n, max(1, folds[f, COMPUTE]))
+        chunks[f] = n
+        bound += n
+    out = np.zeros((bound * groups + 1, 9), dtype=np.int64)
+    t = 0
+    cur = np.zeros(9, dtype=np.int64)
+    have = False
+    for _g in range(groups):
+        for f in range(nf):
+            n = chunks[f]
+            vals = np.empty(8, dtype=np.int64)
+            vals[A_DRAM] = int(folds[f, A_DRAM] * scale_a + 0.5)
+            vals[B_DRAM] = int(folds[f, B_DRAM] * scale_b + 0.5)
+            vals[CR_DRAM] = int(folds[f, CR_DRAM] * scale_c + 0.5)
+            vals[CW_DRAM] = int(folds[f, CW_DRAM] * scale_c + 0.5)
+            for col in range(COMPUTE, N_COLS):
+                vals[col] = folds[f, col]
+            for ch in range(n):
+                part = np.empty(8, dtype=np.int64)
+                for col in range(N_COLS):
+                    q, rem = divmod(vals[col], n)
+                    part[col] = q + (1 if ch < rem else 0)
+                over = have and (
+                    (cap_a > 0 and cur[A_DRAM] + part[A_DRAM] > cap_a)
+                    or (cap_b > 0 and cur[B_DRAM] + part[B_DRAM] > cap_b)
+                    or (cap_c > 0 and cur[CW_DRAM] + cur[CR_DRAM] + part[CW_DRAM]
+                        + part[CR_DRAM] > cap_c)
+                )
+                if over:
+                    out[t, :] = cur
+                    t += 1
+                    cur[:] = 0
+                for col in range(N_COLS):
+                    cur[col] += part[col]
+                if ch == 0:
+                    cur[8] += 1
+                have = True
+    if have:
+        out[t, :] = cur
+        t += 1
+    return out[:t]
+
+
+@dataclass(frozen=True)
+class TileSchedule:
+    """The tiles of one GEMM in execution order. Word counts are per tile; ``compute`` is the
+    array's cycles for the tile with no stalls. Columns as ``TILE_FIELDS``."""
+
+    gemm: Gemm
+    mapping: DenseMapping
+    tiles: np.ndarray  # (n_tiles, len(TILE_FIELDS)) int64
+
+    def __len__(self) -> int:
+        return int(self.tiles.shape[0])
+
+    def column(self, name: str) -> np.ndarray:
+        return self.tiles[:, TILE_FIELDS.index(name)]
+
+    def total(self, name: str) -> int:
+        return int(self.column(name).sum())
+
+
+def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int]) -> TileSchedule:
+    """Tile ``gemm`` mapped as ``mapping`` with half-buffer capacities ``cap_words`` (A, B, C
+    operand buffers, in words)."""
+    cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
+    m, k, n = gemm.M, gemm.K, gemm.N
+    r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
+    if mapping.dataflow == "os":
+        folds = _folds_os(m, k, n, r, c, lanes, cap_a, cap_b)
+    elif mapping.dataflow == "ws":
+        folds = _folds_ws(m, k, n, r, c, lanes, cap_a, cap_c)
+    else:
+        folds = _folds_is(m, k, n, r, c, lanes, cap_b, cap_c)
+    scale_a = gemm.stored("A") / (m * k)
+    scale_b = gemm.stored("B") / (k * n)
+    scale_c = gemm.stored("C") / (m * n)
+    tiles = _group_tiles(folds, gemm.groups, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c)
+    return TileSchedule(gemm, mapping, tiles)
