@@ -147,11 +147,12 @@ def _cmd_info(args: argparse.Namespace) -> None:
         table = get_model(target)
         name, layers, params = table.name, table.layers, table.params
     print(f"{name}: {len(layers)} layers" + (f", {params:,} parameters" if params else ""))
-    print(f"  {'layer':<28}{'kind':<8}{'in':>6}{'out':>6}{'kernel':>8}{'stride':>8}"
+    width = max(28, *(len(layer.name) + 2 for layer in layers))
+    print(f"  {'layer':<{width}}{'kind':<8}{'in':>6}{'out':>6}{'kernel':>8}{'stride':>8}"
           f"{'input':>10}{'output':>10}{'MACs/sample':>14}")
     for layer in layers:
         k, st = layer.kernel, layer.stride
-        print(f"  {layer.name:<28}{layer.kind:<8}{layer.in_channels:>6}{layer.out_channels:>6}"
+        print(f"  {layer.name:<{width}}{layer.kind:<8}{layer.in_channels:>6}{layer.out_channels:>6}"
               f"{f'{k[0]}x{k[1]}':>8}{f'{st[0]}x{st[1]}':>8}"
               f"{'x'.join(map(str, layer.input_hw)):>10}{'x'.join(map(str, layer.out_hw)):>10}"
               f"{layer.macs(1):>14,}")

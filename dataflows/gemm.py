@@ -4,13 +4,13 @@ Every GEMM is ``C[M×N] = A[M×K] · B[K×N]``, repeated ``groups`` times (group
 convolutions are independent GEMMs per group, run one after another). For a conv2d with batch
 ``n``, output ``Ho×Wo`` and ``g`` groups (``docs/gemms.md`` has a worked example):
 
-=============  ====================  ======================  ======================  =========
-phase          M                     K (reduction)           N                       A, B → C
-=============  ====================  ======================  ======================  =========
-``fwd``        n·Ho·Wo               Cin/g·kh·kw             Cout/g                  ifmap (im2col), filterᵀ → ofmap
-``bwd_input``  n·Ho·Wo               Cout/g                  Cin/g·kh·kw             grad_out, filter → grad_in (col2im)
-``bwd_weight`` Cout/g                n·Ho·Wo                 Cin/g·kh·kw             grad_outᵀ, ifmap (im2col) → grad_w
-=============  ====================  ======================  ======================  =========
+==============  ========  =============  ===========  ============================================
+phase           M         K (reduction)  N            A, B → C
+==============  ========  =============  ===========  ============================================
+``fwd``         n·Ho·Wo   Cin/g·kh·kw    Cout/g       ifmap (im2col), filterᵀ → ofmap
+``bwd_input``   n·Ho·Wo   Cout/g         Cin/g·kh·kw  grad_out, filter → grad_in (col2im)
+``bwd_weight``  Cout/g    n·Ho·Wo        Cin/g·kh·kw  grad_outᵀ, ifmap (im2col) → grad_w
+==============  ========  =============  ===========  ============================================
 
 A linear layer is the same with Ho·Wo = tokens, kh = kw = 1, g = 1. All three GEMMs have the
 same number of MACs. ``bwd_input`` is the col2im form (dA_col = dZ·W, then a scatter-add), so a
@@ -68,6 +68,8 @@ class Gemm:
 
 def lower(layer: Layer, batch: int, phase: str) -> Gemm:
     """The GEMM of ``phase`` for ``layer`` at batch size ``batch``."""
+    if batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch}")
     g = layer.groups
     if layer.kind == "linear":
         rows = batch * layer.tokens
