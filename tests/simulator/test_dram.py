@@ -1,0 +1,350 @@
+"""DRAM timing model: against a slow reference, streaming peak, latency-bound reads, alignment,
+channel scaling, row-buffer behaviour."""
+
+from __future__ import annotations
+
+import math
+import random
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simulator.dram import Dram, DramTiming, TransferResult, map_address
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MiB = 1 << 20
+
+
+def timing(**kw) -> DramTiming:
+    base = dict(channels=1, bytes_per_cycle=16.0, latency_cycles=100, banks_per_channel=4,
+                row_buffer_bytes=2048, burst_bytes=64, tRCD=14, tCL=14, tRP=14)
+    base.update(kw)
+    return DramTiming(**base)
+
+
+HBM = timing(channels=8, bytes_per_cycle=256.0, banks_per_channel=16, row_buffer_bytes=2048)
+DDR = timing(channels=2, bytes_per_cycle=38.4, latency_cycles=60, banks_per_channel=16,
+             row_buffer_bytes=8192, tRCD=22, tCL=22, tRP=22)
+ONE_BANK = timing(channels=1, bytes_per_cycle=16.0, banks_per_channel=1, tRCD=20, tCL=20, tRP=20)
+SHORT_ROWS = timing(channels=1, bytes_per_cycle=16.0, banks_per_channel=2, row_buffer_bytes=256,
+                    tRCD=20, tCL=20, tRP=20)
+CONFIGS = {"hbm": HBM, "ddr": DDR, "one_bank": ONE_BANK, "short_rows": SHORT_ROWS}
+
+
+# ------------------------------------------------------------------------------------------------
+# the slow reference: byte-by-byte burst enumeration, dict state, the rules of the docstring
+# ------------------------------------------------------------------------------------------------
+class ReferenceDram:
+    def __init__(self, t: DramTiming) -> None:
+        self.t = t
+        self.bus_free: dict[int, float] = {}
+        self.open_row: dict[tuple[int, int], int] = {}
+        self.bank_ready: dict[tuple[int, int], float] = {}
+
+    def transfer(self, now, base, run_bytes, n_runs=1, stride=0, write=False) -> TransferResult:
+        t = self.t
+        now = float(now)
+        # every burst any useful byte lies in, in order; a repeat of the previous one is coalesced
+        seq: list[int] = []
+        for i in range(n_runs):
+            for addr in range(base + i * stride, base + i * stride + run_bytes):
+                b = addr // t.burst_bytes
+                if not seq or seq[-1] != b:
+                    seq.append(b)
+        useful = run_bytes * n_runs
+        if not seq:
+            return TransferResult(now, now, 0, 0, 0, 0, 0, 0, 0.0)
+        t_burst = t.burst_bytes / (t.bytes_per_cycle / t.channels)
+        t0 = now + t.latency_cycles
+        finish = t0
+        hits = misses = conflicts = 0
+        for b in seq:
+            channel, j = b % t.channels, b // t.channels
+            row_global = j // (t.row_buffer_bytes // t.burst_bytes)
+            bank, row = row_global % t.banks_per_channel, row_global // t.banks_per_channel
+            key = (channel, bank)
+            if key not in self.open_row:
+                latency = t.tRCD + t.tCL
+                misses += 1
+            elif self.open_row[key] == row:
+                latency = t.tCL
+                hits += 1
+            else:
+                latency = t.tRP + t.tRCD + t.tCL
+                conflicts += 1
+            self.open_row[key] = row
+            command = max(t0, self.bank_ready.get(key, 0.0))
+            data_start = max(self.bus_free.get(channel, 0.0), command + latency)
+            data_end = data_start + t_burst
+            self.bus_free[channel] = data_end
+            self.bank_ready[key] = data_end - t.tCL
+            finish = max(finish, data_end)
+        return TransferResult(now, finish, useful, len(seq) * t.burst_bytes, len(seq), hits,
+                              misses, conflicts, useful / t.bytes_per_cycle)
+
+
+@st.composite
+def timings(draw) -> DramTiming:
+    burst = draw(st.sampled_from([16, 32, 64]))
+    return DramTiming(
+        channels=draw(st.integers(1, 4)),
+        bytes_per_cycle=draw(st.sampled_from([3.0, 8.0, 12.8, 16.0, 25.6, 64.0])),
+        latency_cycles=draw(st.integers(0, 60)),
+        banks_per_channel=draw(st.integers(1, 4)),
+        row_buffer_bytes=burst * draw(st.integers(1, 8)),
+        burst_bytes=burst,
+        tRCD=draw(st.integers(0, 20)),
+        tCL=draw(st.integers(0, 20)),
+        tRP=draw(st.sampled_from([0, 1, 7, 13.5, 20])),
+    )
+
+
+transfers = st.lists(
+    st.tuples(
+        st.integers(0, 300),  # gap since the previous request (may be before it finished)
+        st.integers(0, 4096),  # base
+        st.integers(0, 200),  # run_bytes
+        st.integers(0, 6),  # n_runs
+        st.integers(0, 300),  # stride beyond run_bytes (runs may not overlap)
+        st.booleans(),  # write
+    ),
+    min_size=1, max_size=10,
+)
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(t=timings(), seq=transfers)
+def test_matches_reference(t, seq):
+    fast, slow = Dram(t), ReferenceDram(t)
+    now = 0.0
+    for gap, base, run, n, extra, write in seq:
+        now += gap
+        stride = run + extra
+        got = fast.transfer(now, base, run, n, stride, write)
+        want = slow.transfer(now, base, run, n, stride, write)
+        assert got == want
+        assert got.cycles >= got.ideal_cycles * (1 - 1e-12)
+        assert got.bytes_moved >= got.bytes_useful
+    s = fast.stats
+    assert s.row_hits + s.row_misses + s.row_conflicts == s.bursts
+    assert s.bytes_read + s.bytes_written == s.bytes_moved == s.bursts * t.burst_bytes
+    assert s.busy_cycles == pytest.approx(s.bursts * t.burst_cycles)
+
+
+def test_map_address():
+    t = timing(channels=2, banks_per_channel=4, row_buffer_bytes=256, burst_bytes=64)
+    # 4 bursts per row; bursts alternate channels; a channel's row = 4 of its bursts
+    assert map_address(t, 0) == (0, 0, 0, 0)
+    assert map_address(t, 64) == (1, 0, 0, 0)
+    assert map_address(t, 128 + 63) == (0, 0, 0, 1)
+    assert map_address(t, 8 * 64) == (0, 1, 0, 0)  # channel 0's 5th burst: next row, next bank
+    assert map_address(t, 4 * 8 * 64) == (0, 0, 1, 0)  # wrapped round the 4 banks: row 1
+    assert map_address(t, 4 * 8 * 64 + 3 * 128 + 64) == (1, 0, 1, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# streaming reaches the peak the timing allows
+# ------------------------------------------------------------------------------------------------
+def streaming_bound(t: DramTiming, nbytes: int) -> float:
+    """An upper bound on a contiguous aligned read's cycles, from the parameters.
+
+    Per channel the rows go round-robin over the banks. A row takes D = bursts_per_row * t_burst
+    of bus time; a bank may start its next row X = tRP + tRCD after its previous one ended, so
+    with B banks the steady state is one row per max(D, (D + X) / B) cycles (the row switch is
+    hidden once (B - 1) * D >= X). The first rows find their banks precharged (tRCD + tCL).
+    """
+    rows_per_channel = nbytes // t.channels // t.row_buffer_bytes
+    d = t.bursts_per_row * t.burst_cycles
+    per_row = max(d, (d + t.tRP + t.tRCD) / t.banks_per_channel)
+    return t.latency_cycles + t.tRCD + t.tCL + (rows_per_channel - 1) * per_row + d
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_streaming_reaches_allowed_peak(name):
+    t = CONFIGS[name]
+    nbytes = 4 * MiB
+    r = Dram(t).transfer(0.0, 0, nbytes)
+    assert r.bytes_moved == nbytes
+    assert r.row_conflicts + r.row_misses == nbytes // t.row_buffer_bytes  # one per row
+    achieved = nbytes / r.cycles
+    bound = streaming_bound(t, nbytes)
+    assert achieved <= t.bytes_per_cycle
+    assert r.cycles <= bound * (1 + 1e-9)  # at least the efficiency the timing allows
+    assert r.cycles >= 0.99 * bound  # and the bound is tight: the overheads really are charged
+    if name in ("hbm", "ddr"):  # banks hide the row switches
+        assert achieved >= 0.99 * t.bytes_per_cycle
+
+
+def test_streaming_one_bank_is_exact():
+    t = ONE_BANK
+    nbytes = 64 * 1024
+    rows = nbytes // t.row_buffer_bytes
+    want = (t.latency_cycles + t.tRCD + t.tCL + nbytes / t.bytes_per_cycle
+            + (rows - 1) * (t.tRP + t.tRCD))
+    assert Dram(t).transfer(0.0, 0, nbytes).cycles == pytest.approx(want, rel=1e-12)
+
+
+def test_chunks_requested_together_stream_like_one_transfer():
+    t = DDR
+    one = Dram(t).transfer(0.0, 0, 1 * MiB)
+    dram = Dram(t)
+    chunks = [dram.transfer(0.0, off, 32 * 1024) for off in range(0, MiB, 32 * 1024)]
+    assert max(c.finish for c in chunks) == pytest.approx(one.finish, rel=1e-12)
+    assert dram.stats.bursts == one.bursts
+
+
+def test_contention_delays_a_later_transfer():
+    dram = Dram(HBM)
+    a = dram.transfer(0.0, 0, 64 * 1024)
+    b = dram.transfer(0.0, MiB, 64 * 1024)  # same time, other rows: waits for the buses
+    assert b.finish >= a.finish + 0.9 * (64 * 1024 / HBM.bytes_per_cycle)
+    c = Dram(HBM).transfer(0.0, MiB, 64 * 1024)
+    assert c.finish < b.finish
+
+
+# ------------------------------------------------------------------------------------------------
+# small scattered reads are latency-bound
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["hbm", "ddr"])
+def test_scattered_small_reads_are_latency_bound(name):
+    t = CONFIGS[name]
+    rng = random.Random(7)
+    dram = Dram(t)
+    now = 0.0
+    total = 0.0
+    for _ in range(500):
+        r = dram.transfer(now, rng.randrange(0, 1 << 30, 64), 64)
+        assert r.bursts == 1
+        access = (r.row_hits * t.tCL + r.row_misses * (t.tRCD + t.tCL)
+                  + r.row_conflicts * (t.tRP + t.tRCD + t.tCL))
+        assert r.cycles == pytest.approx(t.latency_cycles + access + t.burst_cycles, rel=1e-12)
+        total += r.cycles
+        now = r.finish
+    s = dram.stats
+    assert s.row_conflicts > 0.5 * s.bursts  # random rows: mostly conflicts
+    per_read = total / 500
+    worst = t.latency_cycles + t.tRP + t.tRCD + t.tCL + t.burst_cycles
+    assert t.latency_cycles + t.tCL + t.burst_cycles < per_read <= worst
+    assert per_read >= 0.9 * worst
+    assert 64 / per_read < 0.2 * t.bytes_per_cycle
+
+
+# ------------------------------------------------------------------------------------------------
+# burst alignment
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("base", "run", "n", "stride", "bursts"),
+    [
+        (100, 1, 1, 0, 1),  # one byte moves a whole burst
+        (63, 2, 1, 0, 2),  # spans a burst boundary
+        (0, 64, 1, 0, 1),
+        (1, 64, 1, 0, 2),
+        (0, 8, 4, 16, 1),  # four 8-byte runs inside one burst: fetched once
+        (60, 8, 3, 256, 6),  # each run straddles a boundary
+        (0, 64, 4, 64, 4),  # contiguous runs = one run of 256
+        (32, 64, 4, 64, 5),
+        (0, 1, 3, 1, 1),  # three adjacent bytes
+    ],
+)
+def test_burst_alignment(base, run, n, stride, bursts):
+    t = timing()
+    r = Dram(t).transfer(0.0, base, run, n, stride)
+    assert r.bursts == bursts
+    assert r.bytes_moved == bursts * t.burst_bytes
+    assert r.bytes_useful == run * n
+
+
+def test_runs_packed_contiguously_time_like_one_run():
+    t = timing(channels=2, bytes_per_cycle=32.0)
+    one = Dram(t).transfer(5.0, 40, 100 * 48)
+    many = Dram(t).transfer(5.0, 40, 48, 100, 48)
+    assert many == one  # same bursts, same times
+    assert many.ideal_cycles == 100 * 48 / t.bytes_per_cycle
+
+
+def test_empty_transfer_finishes_at_once():
+    dram = Dram(HBM)
+    assert dram.transfer(10.0, 0, 0).finish == 10.0
+    assert dram.transfer(10.0, 0, 64, n_runs=0).bursts == 0
+    assert dram.stats.transfers == 0
+    with pytest.raises(ValueError, match="base"):
+        dram.transfer(0.0, -1, 64)
+    with pytest.raises(ValueError, match="overlap"):
+        dram.transfer(0.0, 0, 64, n_runs=2, stride=32)
+
+
+# ------------------------------------------------------------------------------------------------
+# channels scale streaming bandwidth
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [2, 4])
+def test_channels_scale_streaming(channels):
+    base = dict(bytes_per_cycle=16.0, banks_per_channel=8)
+    one = Dram(timing(channels=1, **base)).transfer(0.0, 0, 4 * MiB)
+    base["bytes_per_cycle"] = 16.0 * channels  # same per-channel peak
+    many = Dram(timing(channels=channels, **base)).transfer(0.0, 0, 4 * MiB)
+    ratio = one.cycles / many.cycles
+    assert 0.97 * channels <= ratio <= channels * (1 + 1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# the row buffer
+# ------------------------------------------------------------------------------------------------
+def test_row_hits_misses_conflicts():
+    t = timing(channels=1, banks_per_channel=4, row_buffer_bytes=512, burst_bytes=64)
+    dram = Dram(t)
+    hit = t.latency_cycles + t.tCL + t.burst_cycles
+    first = dram.transfer(0.0, 0, 64)  # bank precharged: miss
+    assert first.row_misses == 1
+    assert first.cycles == t.latency_cycles + t.tRCD + t.tCL + t.burst_cycles
+    again = dram.transfer(first.finish, 0, 64)  # same burst again: hit
+    assert (again.row_hits, again.cycles) == (1, hit)
+    same_row = dram.transfer(again.finish, 448, 64)  # last column of the same row: hit
+    assert same_row.row_hits == 1
+    other_bank = dram.transfer(same_row.finish, 512, 64)  # next row lives in bank 1: miss
+    assert other_bank.row_misses == 1
+    now = other_bank.finish
+    same_bank_rows = [0, 4 * 512]  # rows 0 and 1 of bank 0
+    for i in range(6):
+        r = dram.transfer(now, same_bank_rows[(i + 1) % 2], 64)
+        assert r.row_conflicts == 1
+        assert r.cycles == t.latency_cycles + t.tRP + t.tRCD + t.tCL + t.burst_cycles
+        now = r.finish
+    assert dram.stats.row_conflicts == 6 and dram.stats.row_hits == 2
+    dram.reset()
+    assert dram.transfer(0.0, 0, 64).row_misses == 1
+
+
+def test_alternating_rows_stream_slower_than_one_row():
+    t = timing(channels=1, banks_per_channel=1, row_buffer_bytes=1024)
+    hits = Dram(t).transfer(0.0, 0, 64, n_runs=16, stride=64)  # the 16 bursts of one row
+    alt = Dram(t).transfer(0.0, 0, 64, n_runs=16, stride=1024)  # a new row every burst
+    assert (hits.row_misses, hits.row_hits, hits.row_conflicts) == (1, 15, 0)
+    assert (alt.row_misses, alt.row_hits, alt.row_conflicts) == (1, 0, 15)
+    assert alt.cycles - hits.cycles == pytest.approx(15 * (t.tRP + t.tRCD), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# construction
+# ------------------------------------------------------------------------------------------------
+def test_from_spec():
+    spec = SimpleNamespace(channels=4, bandwidth_gbps=102.4, latency_cycles=80,
+                           banks_per_channel=8, row_buffer_bytes=1024, burst_bytes=32, tRCD=15,
+                           tCL=15, tRP=15)
+    t = DramTiming.from_spec(spec, clock_ghz=0.8)
+    assert t.bytes_per_cycle == pytest.approx(128.0)
+    assert (t.channels, t.burst_bytes, t.bursts_per_row, t.tCL) == (4, 32, 32, 15.0)
+    assert t.burst_cycles == pytest.approx(1.0)
+    spec.bytes_per_cycle = lambda clock_ghz: 7.0 * clock_ghz
+    assert DramTiming.from_spec(spec, 2.0).bytes_per_cycle == 14.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("channels", 0), ("burst_bytes", 48.5), ("row_buffer_bytes", 100), ("bytes_per_cycle", 0),
+     ("tRP", -1), ("latency_cycles", math.nan)],
+)
+def test_bad_timing_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        timing(**{field: value})
