@@ -159,6 +159,36 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# simulate
+# ------------------------------------------------------------------------------------------------
+def _cmd_simulate(args: argparse.Namespace) -> None:
+    import time
+
+    from simulator.arch import load_arch
+
+    from simulator.results import summarize, write_results
+    from simulator.run import load_network, simulate
+    from traces.fsutil import check_output_dir
+
+    t0 = time.perf_counter()
+    net = load_network(args.input)
+    arch = load_arch(args.arch)
+    dataflow = args.dataflow or arch.dataflow
+    phases = args.phases or ("train" if net.kind == "trace" else "fwd")
+    check_output_dir(args.output, args.force)  # before a long run, not after it
+    results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory, net.step)
+    write_results(results, args.output, force=args.force)
+    s = summarize(results)["total"]
+    print(f"simulated {net.name} ({len(net.layers)} layers, batch {net.batch}, {phases}) on "
+          f"{arch.name} {arch.rows}x{arch.cols}x{arch.lanes} {dataflow}, {args.memory} memory "
+          f"in {time.perf_counter() - t0:.1f} s")
+    print(f"  cycles {s['cycles']:,} (compute {s['compute_cycles']:,}, stalls "
+          f"{s['stall_cycles']:,}), DRAM {s['dram_bytes'] / 1e6:.1f} MB, "
+          f"{s['avg_dram_bw_gbps']:.1f} GB/s average, energy {s['energy_pj'] / 1e6:.2f} uJ")
+    print(f"  results in {args.output}")
+
+
+# ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from traces.synth import DENSITY_KINDS, METHODS
 
@@ -202,6 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("simulate", help="simulate a trace or a SCALE-Sim topology on an "
+                                        "accelerator",
+                       description="Simulate a trace directory or a SCALE-Sim topology CSV on an "
+                                   "architecture (preset name, YAML file or SCALE-Sim .cfg).")
+    p.add_argument("input", help="trace directory or SCALE-Sim topology CSV")
+    p.add_argument("--arch", required=True, help="preset name, architecture YAML or .cfg file")
+    p.add_argument("--dataflow", default=None,
+                   help="os, ws or is (default: the architecture's)")
+    p.add_argument("--phases", default=None,
+                   help="fwd or train (default: train for a trace, fwd for a topology)")
+    p.add_argument("--memory", default="modeled",
+                   help="modeled (SimPy + DRAM timing, default) or ideal (SCALE-Sim's "
+                        "stall-free model)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="results directory")
+    p.add_argument("--force", action="store_true", help="replace an existing results directory")
+    p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("info", help="describe a trace, a topology CSV or a built-in model")
     p.add_argument("target", help="trace directory, SCALE-Sim topology CSV, or model name")
