@@ -127,6 +127,18 @@ def _group_tiles(folds, groups, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
     """Chunk oversized folds and merge small ones into tiles; repeat the folds ``groups``
     times. Returns a (tiles, 9) int64 array with the columns of TILE_FIELDS."""
     nf = folds.shape[0]
+    # scaled DRAM words per fold, rounded on the running sum so no traffic is lost to rounding
+    scaled = np.zeros((nf * groups, 4), dtype=np.int64)
+    scales = (scale_a, scale_b, scale_c, scale_c)
+    for col in range(4):
+        exact = 0.0
+        done = 0
+        for g in range(groups):
+            for f in range(nf):
+                exact += folds[f, col] * scales[col]
+                v = int(exact + 0.5) - done
+                scaled[g * nf + f, col] = v
+                done += v
     # upper bound on tiles: every chunk its own tile
     bound = 0
     chunks = np.ones(nf, dtype=np.int64)
@@ -152,10 +164,8 @@ def _group_tiles(folds, groups, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
         for f in range(nf):
             n = chunks[f]
             vals = np.empty(8, dtype=np.int64)
-            vals[A_DRAM] = int(folds[f, A_DRAM] * scale_a + 0.5)
-            vals[B_DRAM] = int(folds[f, B_DRAM] * scale_b + 0.5)
-            vals[CR_DRAM] = int(folds[f, CR_DRAM] * scale_c + 0.5)
-            vals[CW_DRAM] = int(folds[f, CW_DRAM] * scale_c + 0.5)
+            for col in range(4):  # A_DRAM, B_DRAM, CR_DRAM, CW_DRAM
+                vals[col] = scaled[_g * nf + f, col]
             for col in range(COMPUTE, N_COLS):
                 vals[col] = folds[f, col]
             for ch in range(n):
