@@ -241,6 +241,34 @@ def _transfer_kernel(t0, base, run_bytes, n_runs, stride, burst_bytes, channels,
     return finish, bursts, hits, misses, conflicts
 
 
+@njit(cache=True)
+def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, burst_bytes, channels,
+                      banks, bursts_per_row, t_hit, t_miss, t_conflict, t_cl, t_burst,
+                      bus_free, open_row, bank_ready):
+    """Up to three contiguous transfers issued together (one tile's operands), in order; a size
+    of 0 skips a slot. Returns ``(finish, bursts, hits, misses, conflicts)`` summed."""
+    finish = t0
+    bursts = hits = misses = conflicts = 0
+    for slot in range(3):
+        if slot == 0:
+            base, size = base0, size0
+        elif slot == 1:
+            base, size = base1, size1
+        else:
+            base, size = base2, size2
+        if size <= 0:
+            continue
+        f, b, h, m, c = _transfer_kernel(t0, base, size, 1, 0, burst_bytes, channels, banks,
+                                         bursts_per_row, t_hit, t_miss, t_conflict, t_cl,
+                                         t_burst, bus_free, open_row, bank_ready)
+        finish = max(finish, f)
+        bursts += b
+        hits += h
+        misses += m
+        conflicts += c
+    return finish, bursts, hits, misses, conflicts
+
+
 class Dram:
     """Mutable DRAM state (per channel bus, per bank open row and ready time) and counters."""
 
@@ -265,6 +293,41 @@ class Dram:
         self.open_row[:] = -1
         self.bank_ready[:] = 0.0
         self.stats = DramStats()
+
+    def transfer3(self, now: float, base0: int, size0: int, base1: int = 0, size1: int = 0,
+                  base2: int = 0, size2: int = 0, write: bool = False
+                  ) -> tuple[float, int, int, int, int]:
+        """Up to three contiguous transfers requested together at ``now`` (the lean path the
+        engine uses per tile; sizes in bytes, 0 skips a slot). Returns ``(finish, bytes moved,
+        row hits, row misses, row conflicts)``; the ideal time is ``useful / bytes_per_cycle``.
+        Counters in ``stats`` are updated as for ``transfer``."""
+        timing = self.timing
+        burst_bytes, channels, banks, bursts_per_row = self._geometry
+        finish, bursts, hits, misses, conflicts = _transfer3_kernel(
+            now + timing.latency_cycles, base0, size0, base1, size1, base2, size2,
+            burst_bytes, channels, banks, bursts_per_row,
+            self._t_hit, self._t_miss, self._t_conflict, timing.tCL, self._t_burst,
+            self.bus_free, self.open_row, self.bank_ready,
+        )
+        if bursts == 0:
+            return float(now), 0, 0, 0, 0
+        useful = max(size0, 0) + max(size1, 0) + max(size2, 0)
+        moved = bursts * burst_bytes
+        s = self.stats
+        s.transfers += 1
+        s.bursts += bursts
+        s.bytes_useful += useful
+        s.bytes_moved += moved
+        if write:
+            s.bytes_written += moved
+        else:
+            s.bytes_read += moved
+        s.row_hits += hits
+        s.row_misses += misses
+        s.row_conflicts += conflicts
+        s.busy_cycles += bursts * self._t_burst
+        s.ideal_cycles += useful / timing.bytes_per_cycle
+        return finish, moved, hits, misses, conflicts
 
     def transfer(self, now: float, base: int, run_bytes: int, n_runs: int = 1, stride: int = 0,
                  write: bool = False) -> TransferResult:

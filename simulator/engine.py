@@ -21,9 +21,10 @@ of SRAM ports is *SRAM bank conflict*; the very first fill and the last drain ar
 
 from __future__ import annotations
 
-import math
+from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 import simpy
 
 from dataflows.tiles import TILE_FIELDS, TileSchedule
@@ -59,109 +60,171 @@ class GemmTiming:
         return self.compute + self.stall_total
 
 
-def sram_extra_cycles(tile_row, compute: int, ports: tuple[float, float, float]) -> int:
-    """Cycles a tile takes beyond ``compute`` because the array wants more SRAM words per cycle
+def sram_extra_cycles(tiles: np.ndarray, ports: tuple[float, float, float]) -> np.ndarray:
+    """Per tile, the cycles beyond ``compute`` because the array wants more SRAM words per cycle
     than the banks × ports × width of some buffer deliver."""
-    need = 0.0
+    need = np.zeros(tiles.shape[0])
     for col, bw in zip(("a_sram", "b_sram", "c_sram"), ports, strict=True):
-        need = max(need, tile_row[_I[col]] / bw)
-    return max(0, math.ceil(need - 1e-9) - compute)
+        need = np.maximum(need, tiles[:, _I[col]] / bw)
+    extra = np.ceil(need - 1e-9) - tiles[:, _I["compute"]]
+    return np.maximum(extra, 0).astype(np.int64)
+
+
+class _Slots:
+    """A counting semaphore with one waiting process: taking a free slot costs no event."""
+
+    def __init__(self, env: simpy.Environment, n: int) -> None:
+        self.env, self.n, self.waiter = env, n, None
+
+    def take(self):
+        """None when a slot was free (taken), else an event to wait on."""
+        if self.n > 0:
+            self.n -= 1
+            return None
+        self.waiter = self.env.event()
+        return self.waiter
+
+    def give(self) -> None:
+        if self.waiter is not None:
+            w, self.waiter = self.waiter, None
+            w.succeed()  # the slot passes straight to the waiter
+        else:
+            self.n += 1
+
+
+class _Queue:
+    """A FIFO with one waiting consumer: getting a queued item costs no event."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env, self.items, self.waiter = env, deque(), None
+
+    def put(self, item) -> None:
+        if self.waiter is not None:
+            w, self.waiter = self.waiter, None
+            w.succeed(item)
+        else:
+            self.items.append(item)
+
+    def get(self):
+        """(item, None) when one is queued, else (None, event whose value is the item)."""
+        if self.items:
+            return self.items.popleft(), None
+        self.waiter = self.env.event()
+        return None, self.waiter
 
 
 def simulate_tiles(schedules: list[TileSchedule], arch) -> list[GemmTiming]:
     """Replay the tile schedules of consecutive GEMMs on ``arch`` with the SimPy model."""
     env = simpy.Environment()
     dram = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
+    peak = dram.timing.bytes_per_cycle
     wb = (arch.word_bytes["ifmap"], arch.word_bytes["filter"], arch.word_bytes["ofmap"])
     ports = tuple(float(arch.sram[b].words_per_cycle) for b in ("ifmap", "filter", "ofmap"))
     timings = [GemmTiming() for _ in schedules]
-    in_slots = simpy.Container(env, capacity=2, init=2)
-    out_slots = simpy.Container(env, capacity=2, init=2)
-    ready = simpy.Store(env)
-    to_write = simpy.Store(env)
-    state = {"write_ratio": 1.0, "last_compute_end": 0.0, "done": False}
+    # per GEMM, per tile: bytes read of A, B, C; bytes written; compute and SRAM-port cycles
+    plans = []
+    for sch in schedules:
+        t = sch.tiles
+        plans.append(np.column_stack([
+            t[:, _I["a_dram"]] * wb[0], t[:, _I["b_dram"]] * wb[1], t[:, _I["c_read"]] * wb[2],
+            t[:, _I["c_write"]] * wb[2], t[:, _I["compute"]], sram_extra_cycles(t, ports),
+        ]).tolist())
+    in_slots, out_slots = _Slots(env, 2), _Slots(env, 2)
+    ready, to_write = _Queue(env), _Queue(env)
+    state = {"write_ratio": 1.0, "last_compute_end": 0.0}
     offsets = [0, 0, 0]  # running offsets into the A, B, C regions (bytes)
 
-    def transfer(now: float, region: int, nbytes: int, write: bool, tm: GemmTiming):
-        base = region * _REGION + offsets[region] % _REGION
+    def addr(region: int, nbytes: int) -> int:
+        a = offsets[region]
         offsets[region] += nbytes
-        res = dram.transfer(now, base, nbytes, write=write)
-        tm.dram_moved_bytes += res.bytes_moved
-        tm.row_hits += res.row_hits
-        tm.row_misses += res.row_misses
-        tm.row_conflicts += res.row_conflicts
-        return res
+        return region * _REGION + a % _REGION
+
+    def account(tm: GemmTiming, moved: int, hits: int, misses: int, conflicts: int) -> None:
+        tm.dram_moved_bytes += moved
+        tm.row_hits += hits
+        tm.row_misses += misses
+        tm.row_conflicts += conflicts
 
     def reader():
-        for gi, sch in enumerate(schedules):
+        for gi, plan in enumerate(plans):
             tm = timings[gi]
-            for row in sch.tiles:
-                yield in_slots.get(1)
+            rd = tm.dram_read_bytes
+            for ra, rb, rc, _w, _c, _x in plan:
+                ev = in_slots.take()
+                if ev is not None:
+                    yield ev
                 now = env.now
-                finish, ideal = now, 0.0
-                for region, col, w in ((0, "a_dram", wb[0]), (1, "b_dram", wb[1]),
-                                       (2, "c_read", wb[2])):
-                    nbytes = int(row[_I[col]]) * w
-                    if nbytes:
-                        res = transfer(now, region, nbytes, False, tm)
-                        tm.dram_read_bytes["ABC"[region]] += nbytes
-                        finish = max(finish, res.finish)
-                        ideal += res.ideal_cycles
-                took = finish - now
-                if took > 0:
-                    yield env.timeout(took)
-                ready.put((gi, row, took, ideal))
+                took = ideal = 0.0
+                if ra or rb or rc:
+                    finish, moved, h, m, c = dram.transfer3(
+                        now, addr(0, ra), ra, addr(1, rb), rb, addr(2, rc), rc)
+                    account(tm, moved, h, m, c)
+                    rd["A"] += ra
+                    rd["B"] += rb
+                    rd["C"] += rc
+                    took = finish - now
+                    ideal = (ra + rb + rc) / peak
+                    if took > 0:
+                        yield env.timeout(took)
+                ready.put((took, ideal))
 
     def pe_array():
         first = True
-        for gi, sch in enumerate(schedules):
+        for gi, plan in enumerate(plans):
             tm = timings[gi]
+            stalls = tm.stalls
             tm.start = env.now
-            for _ in range(len(sch)):
+            for _ra, _rb, _rc, w, compute, extra in plan:
                 t0 = env.now
-                _, row, took, ideal = yield ready.get()
+                item, ev = ready.get()
+                if ev is not None:
+                    item = yield ev
+                took, ideal = item
                 wait = env.now - t0
                 if wait > 0:
                     if first:
-                        tm.stalls["fill_drain"] += wait
+                        stalls["fill_drain"] += wait
                     else:
                         bw = wait * (min(ideal, took) / took if took > 0 else 1.0)
-                        tm.stalls["dram_bandwidth"] += bw
-                        tm.stalls["dram_latency"] += wait - bw
+                        stalls["dram_bandwidth"] += bw
+                        stalls["dram_latency"] += wait - bw
                 first = False
-                t1 = env.now
-                yield out_slots.get(1)
-                wait = env.now - t1
-                if wait > 0:
+                ev = out_slots.take()
+                if ev is not None:
+                    t1 = env.now
+                    yield ev
+                    wait = env.now - t1
                     bw = wait * state["write_ratio"]
-                    tm.stalls["dram_bandwidth"] += bw
-                    tm.stalls["dram_latency"] += wait - bw
-                compute = int(row[_I["compute"]])
-                extra = sram_extra_cycles(row, compute, ports)
+                    stalls["dram_bandwidth"] += bw
+                    stalls["dram_latency"] += wait - bw
                 tm.compute += compute
-                tm.stalls["sram_conflict"] += extra
+                stalls["sram_conflict"] += extra
                 yield env.timeout(compute + extra)
-                in_slots.put(1)
-                to_write.put((gi, row))
+                in_slots.give()
+                to_write.put((gi, w))
             tm.end = env.now
             state["last_compute_end"] = env.now
-        state["done"] = True
 
     def writer():
-        total = sum(len(s) for s in schedules)
+        total = sum(len(p) for p in plans)
         for _ in range(total):
-            gi, row = yield to_write.get()
-            tm = timings[gi]
-            nbytes = int(row[_I["c_write"]]) * wb[2]
+            item, ev = to_write.get()
+            if ev is not None:
+                item = yield ev
+            gi, nbytes = item
             if nbytes:
+                tm = timings[gi]
                 now = env.now
-                res = transfer(now, 2, nbytes, True, tm)
+                finish, moved, h, m, c = dram.transfer3(now, addr(2, nbytes), nbytes,
+                                                        write=True)
+                account(tm, moved, h, m, c)
                 tm.dram_write_bytes += nbytes
-                took = res.finish - now
-                state["write_ratio"] = min(res.ideal_cycles, took) / took if took > 0 else 1.0
+                took = finish - now
+                ideal = nbytes / peak
+                state["write_ratio"] = min(ideal, took) / took if took > 0 else 1.0
                 if took > 0:
                     yield env.timeout(took)
-            out_slots.put(1)
+            out_slots.give()
 
     env.process(reader())
     env.process(pe_array())

@@ -7,6 +7,7 @@ import math
 import random
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -348,3 +349,26 @@ def test_from_spec():
 def test_bad_timing_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         timing(**{field: value})
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 5000), min_size=3, max_size=3),
+       bases=st.lists(st.integers(0, 1 << 20), min_size=3, max_size=3),
+       now=st.floats(0, 1000), channels=st.sampled_from([1, 2, 4]))
+def test_transfer3_equals_three_transfers(sizes, bases, now, channels):
+    timing = DramTiming(channels=channels, bytes_per_cycle=16.0, latency_cycles=7,
+                        banks_per_channel=4, row_buffer_bytes=1024, burst_bytes=64,
+                        tRCD=5, tCL=6, tRP=4)
+    a, b = Dram(timing), Dram(timing)
+    a.transfer(0.0, 12345, 999)  # some state first
+    b.transfer(0.0, 12345, 999)
+    finish, moved, hits, misses, conflicts = a.transfer3(
+        now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2])
+    results = [b.transfer(now, base, size) for base, size in zip(bases, sizes, strict=True)]
+    assert finish == max([now] + [r.finish for r in results if r.bytes_useful])
+    assert moved == sum(r.bytes_moved for r in results)
+    assert (hits, misses, conflicts) == (sum(r.row_hits for r in results),
+                                         sum(r.row_misses for r in results),
+                                         sum(r.row_conflicts for r in results))
+    np.testing.assert_array_equal(a.bus_free, b.bus_free)
+    np.testing.assert_array_equal(a.open_row, b.open_row)

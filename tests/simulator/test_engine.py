@@ -156,3 +156,4 @@ def test_energy_counts_macs_sram_and_dram():
     np.testing.assert_allclose(t["Energy MAC (pJ)"], mac)
     np.testing.assert_allclose(t["Energy DRAM (pJ)"], t["DRAM Bytes"] * a.energy.dram_pj_per_byte)
     assert (t["Energy (pJ)"] > t["Energy MAC (pJ)"] + t["Energy DRAM (pJ)"]).all()
+
