@@ -74,12 +74,24 @@ class Results:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _incl_prefetch(gemm: Gemm, arch, dataflow: str, total: int) -> int:
-    from simulator.scalesim_compat import prefetch_cycles
+def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) -> int:
+    """SCALE-Sim's ``Total Cycles (incl. prefetch)`` for ideal memory: its CALC-mode initial
+    DRAM fill and final drain around ``total`` (``simulator.scalesim_compat``)."""
+    from simulator.scalesim_compat import conv_ifmap_unique_words, prefetch_cycles
 
-    words = half_buffer_words(arch)
+    words = [arch.sram[b].capacity_bytes // arch.word_bytes[b] for b in BUFFERS]
+    unique = None
+    if gemm.phase == "fwd" and layer.kind == "conv2d" and layer.stride[0] == layer.stride[1]:
+        # the distinct input pixels SCALE-Sim's windows touch (its input is pre-padded)
+        h, w = layer.extra.get("scalesim_ifmap_hw", layer.input_hw)
+        if "scalesim_ifmap_hw" not in layer.extra:
+            h, w = h + 2 * layer.padding[0], w + 2 * layer.padding[1]
+        span = [layer.dilation[i] * (layer.kernel[i] - 1) + 1 for i in range(2)]
+        unique = conv_ifmap_unique_words(h, w, span[0], span[1], layer.in_channels // layer.groups,
+                                         layer.stride[0]) * (gemm.M // (layer.out_hw[0]
+                                                                        * layer.out_hw[1]))
     fill, drain = prefetch_cycles(gemm.M, gemm.K, gemm.N, arch.rows, arch.cols, dataflow,
-                                  2 * words[0], 2 * words[1], 2 * words[2])
+                                  *words, ifmap_unique_words=unique)
     return fill + total + drain
 
 
@@ -117,7 +129,8 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
         stalls = {c: int(round(tm.stalls[c])) for c in STALL_CAUSES}
         stall = sum(stalls.values())
         total = compute + stall - 1
-        incl = _incl_prefetch(g, arch, dataflow, total) if memory == "ideal" else total
+        incl = (_incl_prefetch(layers[li], g, arch, dataflow, total) if memory == "ideal"
+                else total)
         sram = {"A": sch.total("a_sram"), "B": sch.total("b_sram"), "C": sch.total("c_sram")}
         dram_r = {"A": sch.total("a_dram"), "B": sch.total("b_dram"), "C": sch.total("c_read")}
         dram_w = sch.total("c_write")
