@@ -242,6 +242,56 @@ def _transfer_kernel(t0, base, run_bytes, n_runs, stride, burst_bytes, channels,
 
 
 @njit(cache=True)
+def _contiguous_kernel(t0, base, size, burst_bytes, channels, banks, bursts_per_row, t_hit,
+                       t_miss, t_conflict, t_cl, t_burst, bus_free, open_row, bank_ready):
+    """One contiguous run, timed exactly as ``_transfer_kernel`` times it but one row segment
+    at a time: after a segment's first burst every burst of the same open row is a hit that
+    starts when the previous one ends, so only the first needs the bank logic. Channels are
+    independent (own bus and banks), so they are walked one after another."""
+    b0 = base // burst_bytes
+    b1 = (base + size - 1) // burst_bytes
+    finish = t0
+    hits = 0
+    misses = 0
+    conflicts = 0
+    for ch in range(channels):
+        first = b0 + (ch - b0 % channels) % channels
+        if first > b1:
+            continue
+        last = b1 - (b1 - ch) % channels
+        j = first // channels
+        j_hi = last // channels
+        while j <= j_hi:
+            row_global = j // bursts_per_row
+            seg_end = min(j_hi, (row_global + 1) * bursts_per_row - 1)
+            n = seg_end - j + 1
+            k = ch * banks + row_global % banks
+            row = row_global // banks
+            open_r = open_row[k]
+            if open_r == row:
+                lat = t_hit
+                hits += 1
+            elif open_r < 0:
+                lat = t_miss
+                misses += 1
+            else:
+                lat = t_conflict
+                conflicts += 1
+            hits += n - 1
+            open_row[k] = row
+            cmd = max(t0, bank_ready[k])
+            data_end = max(bus_free[ch], cmd + lat)
+            for _ in range(n):  # the same float additions as burst by burst
+                data_end += t_burst
+            bus_free[ch] = data_end
+            bank_ready[k] = data_end - t_cl
+            if data_end > finish:
+                finish = data_end
+            j = seg_end + 1
+    return finish, b1 - b0 + 1, hits, misses, conflicts
+
+
+@njit(cache=True)
 def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, burst_bytes, channels,
                       banks, bursts_per_row, t_hit, t_miss, t_conflict, t_cl, t_burst,
                       bus_free, open_row, bank_ready):
@@ -258,9 +308,9 @@ def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, burst_bytes,
             base, size = base2, size2
         if size <= 0:
             continue
-        f, b, h, m, c = _transfer_kernel(t0, base, size, 1, 0, burst_bytes, channels, banks,
-                                         bursts_per_row, t_hit, t_miss, t_conflict, t_cl,
-                                         t_burst, bus_free, open_row, bank_ready)
+        f, b, h, m, c = _contiguous_kernel(t0, base, size, burst_bytes, channels, banks,
+                                           bursts_per_row, t_hit, t_miss, t_conflict, t_cl,
+                                           t_burst, bus_free, open_row, bank_ready)
         finish = max(finish, f)
         bursts += b
         hits += h
