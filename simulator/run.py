@@ -90,8 +90,13 @@ def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) ->
         unique = conv_ifmap_unique_words(h, w, span[0], span[1], layer.in_channels // layer.groups,
                                          layer.stride[0]) * (gemm.M // (layer.out_hw[0]
                                                                         * layer.out_hw[1]))
-    fill, drain = prefetch_cycles(gemm.M, gemm.K, gemm.N, arch.rows, arch.cols, dataflow,
-                                  *words, ifmap_unique_words=unique)
+    try:
+        fill, drain = prefetch_cycles(gemm.M, gemm.K, gemm.N, arch.rows, arch.cols, dataflow,
+                                      *words, ifmap_unique_words=unique)
+    except (ValueError, NotImplementedError):
+        # outside what SCALE-Sim itself can run (buffers under 100 words, an output buffer
+        # narrower than the array): no prefetch figure to reproduce
+        return total
     return fill + total + drain
 
 

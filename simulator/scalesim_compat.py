@@ -7,13 +7,13 @@ access counts, without running its cycle-by-cycle Python loop. Notation: GEMM ``
 rows × ``C`` cols.
 
 ``Total Cycles`` (:func:`dense_cycles`)
-    ``folds · cycles_per_fold − 1``: the 0-based index of the last row of the concatenated demand
-    matrices (``double_buffered_scratchpad_mem.service_memory_requests`` stores the serviced cycle of
-    the last OFMAP demand row; stalls are 0 in CALC).
+    ``folds · cycles_per_fold − 1``: the 0-based index of the last row of the concatenated
+    demand matrices (``double_buffered_scratchpad_mem.service_memory_requests`` keeps the serviced
+    cycle of the last OFMAP demand row; stalls are 0 in CALC).
 
 ``Total Cycles (incl. prefetch)`` (:func:`prefetch_cycles`)
-    ``single_layer_sim.calc_report_data`` sets it to
-    ``DRAM OFMAP stop cycle − min(DRAM IFMAP start cycle, DRAM Filter start cycle)``, with no ``+1``.
+    ``single_layer_sim.calc_report_data`` sets it to ``DRAM OFMAP stop cycle −
+    min(DRAM IFMAP start cycle, DRAM Filter start cycle)``, with no ``+1``.
     We therefore write it as ``fill + Total Cycles + drain`` with
 
     * ``fill = −min(IFMAP start, Filter start)``: how many cycles before cycle 0 the first DRAM read
@@ -53,19 +53,26 @@ How the drain is computed (``memory/write_buffer.py``, class ``write_buffer``)
     ``ceil((words − ceil(words/2))/C)`` lines starting at that cycle (``empty_drain_buf``); freed
     space is ``lines·C`` minus the empty slots of the *last* drained line only, so partial lines in
     the middle of a drain count as full (this is why ``DRAM OFMAP Writes`` exceeds the SRAM
-    writes). After the last compute cycle ``T``, ``empty_all_buffers(T)`` writes the remaining lines
-    one per cycle from cycle ``T`` on. The OFMAP stop cycle is the latest of these drain cycles. This
-    depends only on how many OFMAP writes happen in each cycle, which follows from the demand
-    matrices: per fold, array column ``c < cols_used`` writes during a run of ``L`` consecutive
-    cycles starting at ``a + c`` with (OS) ``a = K − 1 + R − rows_used, L = rows_used``, (WS)
-    ``a = 2R − 1, L = M``, (IS) ``a = 2R − 1, L = N``. We replay the buffer's rule on the cumulative
-    write count (closed form per fold, binary search for its inverse), one step per drain: exact,
-    with O(folds) memory and O(drains · log) time. If the OFMAP buffer would fill up during a
-    drain (SCALE-Sim would then stall even in CALC; we never saw it, it needs an array about as
-    wide as half the OFMAP SRAM) we raise ``NotImplementedError``.
+    writes). After the last compute cycle ``T``, ``empty_all_buffers(T)`` writes the remaining
+    lines one per cycle from cycle ``T`` on. The OFMAP stop cycle is the latest of these drain
+    cycles. This depends only on how many OFMAP writes happen in each cycle, which follows from
+    the demand matrices: per fold, array column ``c < cols_used`` writes during ``L`` consecutive
+    cycles starting at ``a + c``, with (OS) ``a = K − 1 + R − rows_used, L = rows_used``, (WS)
+    ``a = 2R − 1, L = M``, (IS) ``a = 2R − 1, L = N``, the array-column fold being the outer
+    loop. There is no closed form for the whole drain sequence (each drain's start depends on the
+    previous one's end), so we replay the buffer's rule on the cumulative write count (closed
+    form per fold, binary search for its inverse), one step per drain: exact, O(folds) memory,
+    O(drains · log) time (0.2 s for a 924 M-write GEMM). If a write found the OFMAP buffer full
+    during a drain, SCALE-Sim would stall even in CALC; with its fixed half/half split we never
+    saw it (not even with 2×512 arrays on 1 KiB), and we raise ``NotImplementedError`` rather
+    than model it.
 
-Measured (see tests/simulator/test_scalesim_compat.py): exact to the cycle on every GEMM and
-ResNet-18 layer run we compared, both columns.
+Measured (tests/simulator/test_scalesim_compat.py has the live differential runs): both columns,
+plus ``DRAM OFMAP Writes``, exact on every run compared: 30 golden GEMM rows (32²/128², 64 KiB),
+241 of our own GEMM/conv runs (arrays 2×512 to 16×4, SRAMs 1–64 KiB, K < R, N < C, odd
+sizes, operands on either side of the half-SRAM threshold, Bandwidth 3/10/50), and the
+whole-network sums of ResNet-18 (6 array × dataflow runs) in the project's SCALE-Sim notes (§5.3).
+Not covered: sparsity, USER bandwidth mode, custom layouts, Ramulator traces.
 """
 
 from __future__ import annotations
@@ -146,10 +153,10 @@ def _fill_start(unique: int, first_demand: int, sram_words: int, bandwidth: int)
 
 
 class _OfmapWrites:
-    """When the OFMAP SRAM writes happen: cumulative count and its inverse, without per-cycle arrays.
+    """When the OFMAP SRAM writes happen: cumulative count and its inverse, no per-cycle arrays.
 
-    Per fold, array column ``c < cu`` writes once per cycle during ``[a + c, a + c + L)`` (fold-local
-    cycles; see the module docstring), so the writes up to fold-local cycle ``t`` are
+    Per fold, array column ``c < cu`` writes once per cycle during ``[a + c, a + c + L)``
+    (fold-local cycles; see the module docstring), so the writes up to fold-local cycle ``t`` are
     ``ramp(t − a) − ramp(t − a − L)`` with ``ramp(x) = Σ_{y=0..x} min(y + 1, cu)``.
     """
 
