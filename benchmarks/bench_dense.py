@@ -74,9 +74,10 @@ def bench_resnet50(work: Path) -> list[tuple]:
                     "--method", "dense", "--batch", "32", "-q", "-o", str(trace)], check=True,
                    stdout=subprocess.DEVNULL)
     # the simulate command in a child that reports its own peak memory
-    code = ("import resource, sys; from cli.main import main; rc = main(sys.argv[1:]); "
-            "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
-            "raise SystemExit(rc)")
+    # (VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from this big parent process)
+    code = ("import re, sys; from cli.main import main; rc = main(sys.argv[1:]); "
+            "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()); "
+            "print('MAXRSS_KB', hwm.group(1)); raise SystemExit(rc)")
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, "simulate", str(trace), "--arch",
                           "scalesim-32", "--dataflow", "os", "-o", str(work / "r50-res")],
