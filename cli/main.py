@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing results directory")
     p.set_defaults(func=_cmd_simulate)
 
+    from cli.train_cmd import add_train_parser
+
+    add_train_parser(sub)
+
     p = sub.add_parser("info", help="describe a trace, a topology CSV or a built-in model")
     p.add_argument("target", help="trace directory, SCALE-Sim topology CSV, or model name")
     p.set_defaults(func=_cmd_info)
