@@ -165,9 +165,8 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     import time
 
     from simulator.arch import load_arch
-
     from simulator.results import summarize, write_results
-    from simulator.run import load_network, simulate
+    from simulator.run import load_network, simulate, simulate_trace
     from traces.fsutil import check_output_dir
 
     t0 = time.perf_counter()
@@ -176,15 +175,23 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     dataflow = args.dataflow or arch.dataflow
     phases = args.phases or ("train" if net.kind == "trace" else "fwd")
     check_output_dir(args.output, args.force)  # before a long run, not after it
-    results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory, net.step)
+    if net.kind == "trace":
+        results = simulate_trace(net.source, arch, dataflow, phases, args.memory)
+    else:
+        results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory)
     write_results(results, args.output, force=args.force)
-    s = summarize(results)["total"]
+    summary = summarize(results)
+    s = summary["total"]
     print(f"simulated {net.name} ({len(net.layers)} layers, batch {net.batch}, {phases}) on "
           f"{arch.name} {arch.rows}x{arch.cols}x{arch.lanes} {dataflow}, {args.memory} memory "
           f"in {time.perf_counter() - t0:.1f} s")
     print(f"  cycles {s['cycles']:,} (compute {s['compute_cycles']:,}, stalls "
           f"{s['stall_cycles']:,}), DRAM {s['dram_bytes'] / 1e6:.1f} MB, "
           f"{s['avg_dram_bw_gbps']:.1f} GB/s average, energy {s['energy_pj'] / 1e6:.2f} uJ")
+    sp = summary.get("speedup")
+    if sp:
+        per = ", ".join(f"{ph} {v:.2f}x" for ph, v in sp["per_phase"].items())
+        print(f"  speedup over dense: training step {sp['training_step']:.2f}x ({per})")
     print(f"  results in {args.output}")
 
 

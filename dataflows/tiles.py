@@ -123,9 +123,10 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c):
 
 
 @njit(cache=True)
-def _group_tiles(folds, groups, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
+def _group_tiles(folds, groups, fold_compute, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
     """Chunk oversized folds and merge small ones into tiles; repeat the folds ``groups``
-    times. Returns a (tiles, 9) int64 array with the columns of TILE_FIELDS."""
+    times, with ``fold_compute`` (one per fold of every group) as each fold's cycles. Returns a
+    (tiles, 9) int64 array with the columns of TILE_FIELDS."""
     nf = folds.shape[0]
     # scaled DRAM words per fold, rounded on the running sum so no traffic is lost to rounding
     scaled = np.zeros((nf * groups, 4), dtype=np.int64)
@@ -153,7 +154,7 @@ def _group_tiles(folds, groups, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
             n = max(n, (b + cap_b - 1) // cap_b)
         if cap_c > 0 and cw > cap_c:
             n = max(n, (cw + cap_c - 1) // cap_c)
-        n = min(n, max(1, folds[f, COMPUTE]))
+        n = min(n, max(1, fold_compute[f]))
         chunks[f] = n
         bound += n
     out = np.zeros((bound * groups + 1, 9), dtype=np.int64)
@@ -168,6 +169,7 @@ def _group_tiles(folds, groups, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
                 vals[col] = scaled[_g * nf + f, col]
             for col in range(COMPUTE, N_COLS):
                 vals[col] = folds[f, col]
+            vals[COMPUTE] = fold_compute[_g * nf + f]
             for ch in range(n):
                 part = np.empty(8, dtype=np.int64)
                 for col in range(N_COLS):
@@ -213,9 +215,13 @@ class TileSchedule:
         return int(self.column(name).sum())
 
 
-def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int]) -> TileSchedule:
+def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
+             fold_cycles: np.ndarray | None = None,
+             compression: tuple[float, float] = (1.0, 1.0)) -> TileSchedule:
     """Tile ``gemm`` mapped as ``mapping`` with half-buffer capacities ``cap_words`` (A, B, C
-    operand buffers, in words)."""
+    operand buffers, in words). ``fold_cycles`` (one per fold of every group, in tile order)
+    replaces the dense cycles per fold — the sparse work model's; ``compression`` scales the
+    DRAM words of A and B (compressed bytes / dense bytes of the operand's format)."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
     r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
@@ -225,8 +231,15 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int])
         folds = _folds_ws(m, k, n, r, c, lanes, cap_a, cap_c)
     else:
         folds = _folds_is(m, k, n, r, c, lanes, cap_b, cap_c)
-    scale_a = gemm.stored("A") / (m * k)
-    scale_b = gemm.stored("B") / (k * n)
+    scale_a = gemm.stored("A") / (m * k) * compression[0]
+    scale_b = gemm.stored("B") / (k * n) * compression[1]
     scale_c = gemm.stored("C") / (m * n)
-    tiles = _group_tiles(folds, gemm.groups, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c)
+    nf = folds.shape[0]
+    if fold_cycles is None:
+        fold_cycles = np.full(nf * gemm.groups, mapping.cycles_per_fold, dtype=np.int64)
+    elif fold_cycles.shape[0] != nf * gemm.groups:
+        raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
+                         f"{nf * gemm.groups} folds")
+    tiles = _group_tiles(folds, gemm.groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
+                         scale_a, scale_b, scale_c, cap_a, cap_b, cap_c)
     return TileSchedule(gemm, mapping, tiles)

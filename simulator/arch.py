@@ -245,6 +245,13 @@ class Architecture:
         return self.rows * self.cols * self.lanes
 
     @property
+    def features(self):
+        """The sparse features (``dataflows.sparse.SparseFeatures``) of the ``sparse:`` section."""
+        from dataflows.sparse import parse_features
+
+        return parse_features(_thaw(self.sparse), self.source)
+
+    @property
     def dram_bytes_per_cycle(self) -> float:
         """Peak DRAM bandwidth of all channels, bytes per accelerator cycle."""
         return self.dram.bytes_per_cycle(self.clock_ghz)
@@ -598,6 +605,12 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
     if not isinstance(sparse, Mapping):
         c.fail("sparse", f"expected a mapping (sparse-engine features), got {_describe(sparse)}")
     sparse = c.plain(sparse, "sparse")
+    from dataflows.sparse import parse_features
+
+    try:
+        parse_features(_thaw(sparse), c.source)
+    except InputError as err:
+        c.fail(err.field, err.reason)
 
     return dict(
         name=name, description=description, rows=rows, cols=cols, lanes=lanes,

@@ -17,7 +17,14 @@ COMPUTE_COLUMNS = KEYS + [
     "Total Cycles (incl. prefetch)", "Total Cycles", "Stall Cycles", "Overall Util %",
     "Mapping Efficiency %", "Compute Util %", "Compute Cycles", *STALL_COLUMNS.values(),
     "Ideal Cycles", "M", "K", "N", "Groups", "Algorithmic Computes", "Actual Computes",
+    "Skipped Computes", "Gated Computes", "Effectual Computes",
     "Energy MAC (pJ)", "Energy SRAM (pJ)", "Energy DRAM (pJ)", "Energy (pJ)",
+]
+SPARSE_COLUMNS = KEYS + [
+    "Mode", "A Role", "A Density", "A Format", "B Role", "B Density", "B Format",
+    "DRAM IFMAP Reads", "DRAM Filter Reads", "Algorithmic Computes", "Actual Computes",
+    "Skipped Computes", "Gated Computes", "Effectual Computes", "Ideal Cycles",
+    "Stall Cycles (Load Imbalance)",
 ]
 BANDWIDTH_COLUMNS = KEYS + [
     "Avg IFMAP SRAM BW", "Avg FILTER SRAM BW", "Avg OFMAP SRAM BW", "Avg IFMAP DRAM BW",
@@ -29,7 +36,7 @@ ACCESS_COLUMNS = KEYS + [
     "DRAM Bytes Moved",
 ]
 REPORTS = {"COMPUTE_REPORT.csv": COMPUTE_COLUMNS, "BANDWIDTH_REPORT.csv": BANDWIDTH_COLUMNS,
-           "DETAILED_ACCESS_REPORT.csv": ACCESS_COLUMNS}
+           "DETAILED_ACCESS_REPORT.csv": ACCESS_COLUMNS, "SPARSE_REPORT.csv": SPARSE_COLUMNS}
 
 
 def summarize(results: Results) -> dict[str, Any]:
@@ -56,11 +63,30 @@ def summarize(results: Results) -> dict[str, Any]:
             "time_s": cycles / (clock * 1e9),
         }
 
-    return {
+    out = {
         **results.meta,
         "total": totals(t),
         "per_phase": {ph: totals(t[t["Phase"] == ph]) for ph in t["Phase"].unique()},
     }
+    if "Dense Cycles" in t.columns:
+        # speedup over the dense baseline: baseline GEMM cycles / sparse cycles, where the sparse
+        # side also pays its training overheads (top-K, mask updates)
+        def speedup(df: pd.DataFrame) -> float:
+            cyc = df["Compute Cycles"].sum() + df["Stall Cycles"].sum()
+            return float(df["Dense Cycles"].sum() / cyc) if cyc else float("nan")
+
+        steps = sorted(t["Step"].unique())
+        out["speedup"] = {
+            "baseline": "dense: same layers, batch, architecture and dataflow; masks dropped",
+            "step": {int(st): speedup(t[t["Step"] == st]) for st in steps},
+            "per_phase": {ph: speedup(t[t["Phase"] == ph]) for ph in ("fwd", "bwd_input",
+                                                                      "bwd_weight")
+                          if (t["Phase"] == ph).any()},
+            "backward": speedup(t[t["Phase"].isin(["bwd_input", "bwd_weight"])])
+            if t["Phase"].isin(["bwd_input", "bwd_weight"]).any() else None,
+            "training_step": speedup(t),
+        }
+    return out
 
 
 def write_results(results: Results, out: str | os.PathLike, force: bool = False) -> Path:
@@ -68,6 +94,10 @@ def write_results(results: Results, out: str | os.PathLike, force: bool = False)
     renamed into place when complete)."""
     with atomic_output_dir(out, force=force) as tmp:
         for name, cols in REPORTS.items():
-            results.table[cols].to_csv(tmp / name, index=False, float_format="%.6g")
+            if name == "COMPUTE_REPORT.csv":
+                cols = cols + [c for c in ("Dense Cycles", "Speedup")
+                               if c in results.table.columns]
+            present = [c for c in cols if c in results.table.columns]
+            results.table[present].to_csv(tmp / name, index=False, float_format="%.6g")
         (tmp / "summary.json").write_text(json.dumps(summarize(results), indent=1) + "\n")
     return Path(out)

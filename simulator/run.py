@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from dataflows.formats import block_bits
 from dataflows.gemm import Gemm, lower
+from dataflows.sparse import SparseFeatures, SparseWork, sparse_work
 from dataflows.systolic import DATAFLOWS, map_dense
 from dataflows.tiles import TileSchedule, schedule
 from simulator.engine import STALL_CAUSES, GemmTiming, simulate_tiles
@@ -28,12 +31,15 @@ from traces.errors import InputError
 from traces.layers import Layer
 
 MEMORY_MODES = ("ideal", "modeled")
+#: modes that run a dense GEMM on reduced dimensions (its operands are already compact)
+REDUCED_MODES = ("nm", "fanin", "structured")
 PHASE_SETS = {"fwd": ("fwd",), "train": ("fwd", "bwd_input", "bwd_weight")}
 BUFFERS = ("ifmap", "filter", "ofmap")  # hold A, B and C of every GEMM
 STALL_COLUMNS = {
     "dram_bandwidth": "Stall Cycles (DRAM Bandwidth)",
     "dram_latency": "Stall Cycles (DRAM Latency/Bank)",
     "sram_conflict": "Stall Cycles (SRAM Bank Conflict)",
+    "load_imbalance": "Stall Cycles (Load Imbalance)",
     "fill_drain": "Stall Cycles (Fill/Drain)",
 }
 
@@ -68,10 +74,12 @@ def check_buffers(arch) -> None:
 
 @dataclass
 class Results:
-    """The per-GEMM table of one run plus what produced it."""
+    """The per-GEMM table of one run plus what produced it (and, for a trace, the dense
+    baseline's table)."""
 
     table: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    baseline: pd.DataFrame | None = None
 
 
 def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) -> int:
@@ -100,9 +108,33 @@ def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) ->
     return fill + total + drain
 
 
+def _compression(work: SparseWork, feats: SparseFeatures, arch) -> tuple[float, float]:
+    """Compressed / dense bytes of A and B in their roles' formats (from the real nonzeros)."""
+    g = work.gemm
+    out = []
+    for x, (r, c), buf in (("A", (g.M, g.K), "ifmap"), ("B", (g.K, g.N), "filter")):
+        role = g.roles[0 if x == "A" else 1]
+        fmt = feats.formats.get(role, "dense")
+        if fmt == "dense":
+            out.append(1.0)
+            continue
+        w = 8 * arch.word_bytes[buf]
+        nnz = work.nnz[x] // max(1, g.groups)
+        data, meta = block_bits(fmt, r, c, nnz, w, feats.nm[1] if feats.nm else 4)
+        out.append((data + meta) / (r * c * w))
+    return out[0], out[1]
+
+
 def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow: str,
-             phases: str = "fwd", memory: str = "modeled", step: int = 0) -> Results:
-    """Simulate one step of ``layers`` at ``batch`` on ``arch``; see the module docstring."""
+             phases: str = "fwd", memory: str = "modeled", step: int = 0,
+             masks: dict[str, dict[str, np.ndarray | None]] | None = None,
+             features: SparseFeatures | None = None) -> Results:
+    """Simulate one step of ``layers`` at ``batch`` on ``arch``; see the module docstring.
+
+    ``masks[layer][role]`` are the operand masks of the step (layer-shaped bool tensors, None
+    for dense); without them every operand is dense. ``features`` defaults to the
+    architecture's sparse features; pass ``SparseFeatures()`` for the dense baseline.
+    """
     if dataflow not in DATAFLOWS:
         raise InputError("--dataflow", None,
                          f"unknown dataflow {dataflow!r}; expected one of {', '.join(DATAFLOWS)}")
@@ -111,41 +143,57 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     if memory not in MEMORY_MODES:
         raise InputError("--memory", None, f"expected ideal or modeled, got {memory!r}")
     check_buffers(arch)
+    feats = arch.features if features is None else features
     order = training_order(layers, PHASE_SETS[phases])
     caps = half_buffer_words(arch)
-    gemms: list[Gemm] = []
+    works: list[SparseWork] = []
     scheds: list[TileSchedule] = []
     for li, ph in order:
-        g = lower(layers[li], batch, ph)
-        mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes)
-        gemms.append(g)
-        scheds.append(schedule(g, mp, caps))
+        if masks is not None:
+            lm = masks[layers[li].name]
+            lm = lm.for_phase(ph) if hasattr(lm, "for_phase") else lm
+            w = sparse_work(layers[li], batch, ph, lm, arch.rows, arch.cols, arch.lanes,
+                            dataflow, feats)
+        else:
+            g = lower(layers[li], batch, ph)
+            mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes)
+            w = SparseWork(g, mp, "dense", None, mp.compute_cycles, 0, g.macs, g.macs, g.macs,
+                           0, {"A": 1.0, "B": 1.0}, {"A": g.groups * g.M * g.K,
+                                                     "B": g.groups * g.K * g.N})
+        works.append(w)
+        squeeze = (1.0, 1.0) if w.mode in REDUCED_MODES else _compression(w, feats, arch)
+        scheds.append(schedule(w.gemm, w.mapping, caps, w.fold_cycles, squeeze))
     if memory == "modeled":
         timings = simulate_tiles(scheds, arch)
     else:
-        timings = [GemmTiming(compute=s.mapping.compute_cycles) for s in scheds]
+        timings = [GemmTiming(compute=s.total("compute")) for s in scheds]
     rows = []
     wb = [arch.word_bytes[b] for b in BUFFERS]
     macs_per_cycle = arch.rows * arch.cols * arch.lanes
     en = arch.energy
-    for (li, ph), g, sch, tm in zip(order, gemms, scheds, timings, strict=True):
+    for (li, ph), w, sch, tm in zip(order, works, scheds, timings, strict=True):
+        g = w.gemm
         mp = sch.mapping
-        compute = mp.compute_cycles
+        compute = w.compute_cycles
         stalls = {c: int(round(tm.stalls[c])) for c in STALL_CAUSES}
+        stalls["load_imbalance"] = w.imbalance_cycles
         stall = sum(stalls.values())
         total = compute + stall - 1
-        incl = (_incl_prefetch(layers[li], g, arch, dataflow, total) if memory == "ideal"
-                else total)
+        exact_dense = w.mode == "dense" and w.fold_cycles is None and g == lower(
+            layers[li], batch, ph)
+        incl = (_incl_prefetch(layers[li], g, arch, dataflow, total)
+                if memory == "ideal" and exact_dense else total)
         sram = {"A": sch.total("a_sram"), "B": sch.total("b_sram"), "C": sch.total("c_sram")}
         dram_r = {"A": sch.total("a_dram"), "B": sch.total("b_dram"), "C": sch.total("c_read")}
         dram_w = sch.total("c_write")
         cycles = compute + stall
         dram_bytes = dram_r["A"] * wb[0] + dram_r["B"] * wb[1] + (dram_r["C"] + dram_w) * wb[2]
-        e_mac = g.macs * en.mac_pj
+        e_mac = (w.actual - w.gated) * en.mac_pj + w.gated * en.mac_gated_pj
         e_sram = (sram["A"] * wb[0] * en.sram_pj_per_byte["ifmap"]
                   + sram["B"] * wb[1] * en.sram_pj_per_byte["filter"]
                   + sram["C"] * wb[2] * en.sram_pj_per_byte["ofmap"])
         e_dram = dram_bytes * en.dram_pj_per_byte
+        full = lower(layers[li], batch, ph)
         row: dict[str, Any] = {
             "LayerID": li,
             "Layer": layers[li].name,
@@ -154,15 +202,24 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
             "Total Cycles (incl. prefetch)": incl,
             "Total Cycles": total,
             "Stall Cycles": stall,
-            "Overall Util %": 100.0 * g.macs / (max(total, 1) * macs_per_cycle),
+            "Overall Util %": 100.0 * w.algorithmic / (max(total, 1) * macs_per_cycle),
             "Mapping Efficiency %": 100.0 * mp.mapping_efficiency,
             "Compute Util %": 100.0 * mp.compute_utilization,
             "Compute Cycles": compute,
-            **{STALL_COLUMNS[c]: stalls[c] for c in STALL_CAUSES},
-            "Ideal Cycles": -(-g.macs // macs_per_cycle),
-            "M": g.M, "K": g.K, "N": g.N, "Groups": g.groups,
-            "Algorithmic Computes": g.macs,
-            "Actual Computes": g.macs,
+            **{STALL_COLUMNS[c]: stalls[c] for c in STALL_COLUMNS},
+            "Ideal Cycles": -(-w.effectual // macs_per_cycle),
+            "M": full.M, "K": full.K, "N": full.N, "Groups": full.groups,
+            "Mode": w.mode,
+            "Algorithmic Computes": w.algorithmic,
+            "Actual Computes": w.actual,
+            "Skipped Computes": w.skipped,
+            "Gated Computes": w.gated,
+            "Effectual Computes": w.effectual,
+            "A Density": w.density.get("A", 1.0),
+            "B Density": w.density.get("B", 1.0),
+            "A Role": full.roles[0], "B Role": full.roles[1],
+            "A Format": feats.formats.get(full.roles[0], "dense"),
+            "B Format": feats.formats.get(full.roles[1], "dense"),
             "SRAM IFMAP Reads": sram["A"], "SRAM Filter Reads": sram["B"],
             "SRAM OFMAP Writes": sram["C"],
             "DRAM IFMAP Reads": dram_r["A"], "DRAM Filter Reads": dram_r["B"],
@@ -221,3 +278,91 @@ def load_network(path: str) -> Network:
         topo = read_topology(p)
         return Network(topo.name, topo.layers, 1, "topology", str(p))
     raise InputError(str(p), None, "not found: expected a trace directory or a topology CSV")
+
+
+# ------------------------------------------------------------------------------------------------
+# whole traces: every step, its dense baseline, speedups and training overheads
+# ------------------------------------------------------------------------------------------------
+def _step_masks(step_data) -> dict[str, _PhaseView]:
+    """Layer → masks of one trace step, keyed ``role@phase``: a role used by two phases may
+    differ between them (SWAT multiplies a dense A in fwd and its top-K A~ in bwd_weight)."""
+    out = {}
+    for name, phases in step_data.layers.items():
+        out[name] = _PhaseView({f"{role}@{ph}": None if op.dense else op.unpack()
+                                for ph, ops in phases.items() for role, op in ops.items()})
+    return out
+
+
+class _PhaseView(dict):
+    """A layer's masks keyed ``role@phase``; ``for_phase`` gives the plain role view."""
+
+    def for_phase(self, phase: str) -> dict[str, np.ndarray | None]:
+        return {k.split("@")[0]: v for k, v in self.items() if k.endswith(f"@{phase}")}
+
+
+def overhead_rows(layers, batch: int, arch, manifest, step_data, step: int) -> list[dict]:
+    """Training work beside the GEMMs, as their own rows: SWAT's top-K (a threshold compare per
+    weight and activation every step, plus an O(n) selection — two passes — every P steps) and
+    RigL/SRigL mask updates (a selection over |W| and one over |G| of each updated layer)."""
+    rate = arch.topk_elements_per_cycle
+    rows = []
+    method = manifest.method
+    if method.startswith("swat"):
+        period = int(manifest.sparsity.get("topk_period", 10) or 10)
+        for li, layer in enumerate(layers):
+            dens = manifest.sparsity.get("layer_density")
+            if dens and dens[li] >= 1.0:
+                continue
+            n = layer.weight_numel + int(np.prod(layer.ifmap_shape(batch)))
+            work = n + (2 * n if step % period == 0 else 0)
+            rows.append((li, layer.name, "topk", -(-work // rate)))
+    for ev in step_data.events if step_data is not None else []:
+        if isinstance(ev, dict) and ev.get("type") == "mask_update":
+            names = [la.name for la in layers]
+            if ev.get("layer") in names:
+                li = names.index(ev["layer"])
+                n = layers[li].weight_numel
+                rows.append((li, ev["layer"], "mask_update", -(-(2 * n) // rate)))
+    out = []
+    for li, name, phase, cycles in rows:
+        out.append({"LayerID": li, "Layer": name, "Phase": phase, "Step": step,
+                    "Total Cycles (incl. prefetch)": cycles - 1, "Total Cycles": cycles - 1,
+                    "Stall Cycles": 0, "Compute Cycles": cycles,
+                    **dict.fromkeys(STALL_COLUMNS.values(), 0), "Mode": "topk-unit"})
+    return out
+
+
+def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
+                   memory: str = "modeled", steps: list[int] | None = None) -> Results:
+    """Every recorded step of a trace (or ``steps``) with its real masks, plus the dense
+    baseline (same layers, batch, architecture and dataflow; masks dropped, features off), with
+    ``Dense Cycles`` and ``Speedup`` per row. Overhead rows (top-K, mask updates) count in the
+    sparse run's step totals."""
+    from traces.format import Trace
+
+    trace = Trace(path)
+    m = trace.manifest
+    layers, batch = m.layers, m.batch_size
+    base = simulate(layers, batch, arch, dataflow, phases, memory, 0, None, SparseFeatures())
+    bt = base.table.set_index(["LayerID", "Phase"])
+    elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
+    tables = []
+    for sd in trace:
+        if steps is not None and sd.step not in steps:
+            continue
+        res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd))
+        t = res.table
+        t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]
+        t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])
+        extra = overhead_rows(layers, batch, arch, m, sd, sd.step)
+        if extra:
+            t = pd.concat([t, pd.DataFrame(extra)], ignore_index=True)
+        tables.append(t)
+    if not tables:
+        raise InputError(str(path), "steps", f"none of the steps {steps} are in the trace")
+    table = pd.concat(tables, ignore_index=True)
+    meta = {**base.meta, "trace": str(path), "model": m.model, "method": m.method,
+            "sparsity": m.sparsity.get("sparsity"), "steps": sorted(set(table["Step"])),
+            "features": dict(arch.sparse)}
+    return Results(table, meta, baseline=base.table)
+

@@ -42,7 +42,7 @@ def test_simulate_topology_writes_reports(topo, tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "BANDWIDTH_REPORT.csv", "COMPUTE_REPORT.csv", "DETAILED_ACCESS_REPORT.csv",
-        "summary.json"]
+        "SPARSE_REPORT.csv", "summary.json"]
     comp = pd.read_csv(out / "COMPUTE_REPORT.csv")
     assert list(comp["Layer"]) == ["conv1", "conv2"] and set(comp["Phase"]) == {"fwd"}
     # conv1: M = 16*16, K = 36, N = 16 on 32x32 ws: folds 2*1, 2*32+32+256-2 cycles each

@@ -173,7 +173,7 @@ def test_written_yaml_file_loads(tmp_path):
         "dram: {bandwidth_gbps: 4.0, channels: 2, row_buffer_bytes: 1024, burst_bytes: 32}\n"
         "energy: {sram_pj_per_byte: {filter: 0.7}}\n"
         "topk: {elements_per_cycle: 3}\n"
-        "sparse: {nm: '1:4', window: [1, 2]}\n",
+        "sparse: {nm: '1:4', window: {lookahead: 1, lookaside: 2}}\n",
         encoding="utf-8",
     )
     a = load_arch(str(path))
@@ -183,8 +183,9 @@ def test_written_yaml_file_loads(tmp_path):
     assert a.dram.bytes_per_cycle(a.clock_ghz) == 8.0
     assert a.energy.sram_pj_per_byte == {"ifmap": 1.25, "filter": 0.7, "ofmap": 1.25}
     assert a.topk_elements_per_cycle == 3
-    assert a.sparse == {"nm": "1:4", "window": (1, 2)}
-    assert a.to_dict()["sparse"] == {"nm": "1:4", "window": [1, 2]}
+    assert a.sparse == {"nm": "1:4", "window": {"lookahead": 1, "lookaside": 2}}
+    assert a.to_dict()["sparse"] == {"nm": "1:4", "window": {"lookahead": 1, "lookaside": 2}}
+    assert (a.features.nm, a.features.lookahead, a.features.lookaside) == ((1, 4), 1, 2)
 
 
 # ------------------------------------------------------------------------------------------------
