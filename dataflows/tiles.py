@@ -1,8 +1,11 @@
 """Tile schedules: a GEMM's folds grouped into buffer tiles, with the DRAM and SRAM words each
 tile moves. The SimPy engine replays one event per tile, never per cycle.
 
-Loop order and reuse (all dataflows walk the column folds outer and the row folds inner, as
-SCALE-Sim does; "fits" means fits in half of that operand's double-buffered SRAM):
+Loop order and reuse. Each GEMM takes whichever of two loop orders moves fewer DRAM bytes:
+column folds outer and row folds inner (SCALE-Sim's order, kept on a tie; the table below), or
+row folds outer, which keeps the row-side block (A_i in ``os``, A[:, kb] in ``ws``, B[kb, :] in
+``is``) while the column folds pass. "Fits" means fits in half of that operand's
+double-buffered SRAM:
 
 ======  ============================  ============================  ==============================
 df      A (M×K)                       B (K×N)                       C (M×N)
@@ -123,6 +126,89 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c):
 
 
 @njit(cache=True)
+def _folds_os_rows(m, k, n, rows, cols, lanes, cap_a, cap_b):
+    """``os`` with the row folds outer: A_i stays while the column folds pass."""
+    rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
+    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    b_all = k * n <= cap_b
+    cpf = (k + lanes - 1) // lanes + rows + cols - 2
+    f = 0
+    for i in range(rf):
+        r = min(rows, m - i * rows)
+        a_fits = r * k <= cap_a
+        for j in range(cf):
+            c = min(cols, n - j * cols)
+            out[f, A_DRAM] = r * k if (j == 0 or not a_fits) else 0
+            out[f, B_DRAM] = k * c if (i == 0 or not b_all) else 0
+            out[f, CW_DRAM] = r * c
+            out[f, COMPUTE] = cpf
+            out[f, A_SRAM] = r * k
+            out[f, B_SRAM] = k * c
+            out[f, C_SRAM] = r * c
+            f += 1
+    return out
+
+
+@njit(cache=True)
+def _folds_ws_rows(m, k, n, rows, cols, lanes, cap_a, cap_c):
+    """``ws`` with the K folds outer: A[:, kb] stays while the column folds pass; partial
+    sums of all N must fit to stay on chip."""
+    kr = rows * lanes
+    rf, cf = (k + kr - 1) // kr, (n + cols - 1) // cols
+    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    psum_fits = m * n <= cap_c
+    cpf = 2 * rows + cols + m - 2
+    f = 0
+    for i in range(rf):
+        r = min(kr, k - i * kr)
+        a_fits = m * r <= cap_a
+        for j in range(cf):
+            c = min(cols, n - j * cols)
+            out[f, A_DRAM] = m * r if (j == 0 or not a_fits) else 0
+            out[f, B_DRAM] = r * c
+            if psum_fits:
+                out[f, CW_DRAM] = m * c if i == rf - 1 else 0
+            else:
+                out[f, CW_DRAM] = m * c
+                out[f, CR_DRAM] = m * c if i > 0 else 0
+            out[f, COMPUTE] = cpf
+            out[f, A_SRAM] = m * r
+            out[f, B_SRAM] = r * c
+            out[f, C_SRAM] = m * c
+            f += 1
+    return out
+
+
+@njit(cache=True)
+def _folds_is_rows(m, k, n, rows, cols, lanes, cap_b, cap_c):
+    """``is`` with the K folds outer: B[kb, :] stays while the column (M) folds pass."""
+    kr = rows * lanes
+    rf, cf = (k + kr - 1) // kr, (m + cols - 1) // cols
+    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    psum_fits = m * n <= cap_c
+    cpf = 2 * rows + cols + n - 2
+    f = 0
+    for i in range(rf):
+        r = min(kr, k - i * kr)
+        b_fits = r * n <= cap_b
+        for j in range(cf):
+            c = min(cols, m - j * cols)
+            out[f, A_DRAM] = c * r
+            out[f, B_DRAM] = r * n if (j == 0 or not b_fits) else 0
+            if psum_fits:
+                out[f, CW_DRAM] = c * n if i == rf - 1 else 0
+            else:
+                out[f, CW_DRAM] = c * n
+                out[f, CR_DRAM] = c * n if i > 0 else 0
+            out[f, COMPUTE] = cpf
+            out[f, A_SRAM] = c * r
+            out[f, B_SRAM] = r * n
+            out[f, C_SRAM] = c * n
+            f += 1
+    return out
+
+
+@njit(cache=True)
 def _group_tiles(folds, groups, fold_compute, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
     """Chunk oversized folds and merge small ones into tiles; repeat the folds ``groups``
     times, with ``fold_compute`` (one per fold of every group) as each fold's cycles. Returns a
@@ -204,6 +290,7 @@ class TileSchedule:
     gemm: Gemm
     mapping: DenseMapping
     tiles: np.ndarray  # (n_tiles, len(TILE_FIELDS)) int64
+    outer: str = "cols"  # which folds the loop nest walks outermost: "cols" or "rows"
 
     def __len__(self) -> int:
         return int(self.tiles.shape[0])
@@ -225,21 +312,28 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
     r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
-    if mapping.dataflow == "os":
-        folds = _folds_os(m, k, n, r, c, lanes, cap_a, cap_b)
-    elif mapping.dataflow == "ws":
-        folds = _folds_ws(m, k, n, r, c, lanes, cap_a, cap_c)
-    else:
-        folds = _folds_is(m, k, n, r, c, lanes, cap_b, cap_c)
+    kernels = {"os": (_folds_os, _folds_os_rows, (cap_a, cap_b)),
+               "ws": (_folds_ws, _folds_ws_rows, (cap_a, cap_c)),
+               "is": (_folds_is, _folds_is_rows, (cap_b, cap_c))}[mapping.dataflow]
     scale_a = gemm.stored("A") / (m * k) * compression[0]
     scale_b = gemm.stored("B") / (k * n) * compression[1]
     scale_c = gemm.stored("C") / (m * n)
+    weights = np.array([scale_a, scale_b, scale_c, scale_c], dtype=np.float64)
+    # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
+    cols_outer = kernels[0](m, k, n, r, c, lanes, *kernels[2])
+    rows_outer = kernels[1](m, k, n, r, c, lanes, *kernels[2])
+    traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
+    row_first = traffic[1] < traffic[0]
+    folds = rows_outer if row_first else cols_outer
     nf = folds.shape[0]
     if fold_cycles is None:
         fold_cycles = np.full(nf * gemm.groups, mapping.cycles_per_fold, dtype=np.int64)
     elif fold_cycles.shape[0] != nf * gemm.groups:
         raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
                          f"{nf * gemm.groups} folds")
+    elif row_first:  # fold_cycles come column folds outer: reorder to row folds outer
+        fold_cycles = fold_cycles.reshape(gemm.groups, mapping.col_folds, mapping.row_folds)
+        fold_cycles = fold_cycles.transpose(0, 2, 1).reshape(-1)
     tiles = _group_tiles(folds, gemm.groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
                          scale_a, scale_b, scale_c, cap_a, cap_b, cap_c)
-    return TileSchedule(gemm, mapping, tiles)
+    return TileSchedule(gemm, mapping, tiles, "rows" if row_first else "cols")
