@@ -247,13 +247,14 @@ def _counts(a, b, M: int, K: int, N: int) -> tuple[np.ndarray, np.ndarray]:
 
 def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
                 rows: int, cols: int, lanes: int, dataflow: str,
-                feats: SparseFeatures) -> SparseWork:
+                feats: SparseFeatures, folds: str = "serial") -> SparseWork:
     """The work of ``phase`` of ``layer`` with the operand masks of one step."""
     gemm = lower(layer, batch, phase)
     ra, rb, _ = gemm.roles
     a_mask, b_mask = gemm_masks(phase, masks)
     M, K, N, G = gemm.M, gemm.K, gemm.N, gemm.groups
-    dense_map = map_dense(gemm, rows, cols, dataflow, lanes)
+    dense_map = map_dense(gemm, rows, cols, dataflow, lanes, folds)
+    fold_ovh, gemm_ovh = dense_map.fold_overhead, dense_map.gemm_overhead
     packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g) for g in range(G)]
     eff = act_a = act_b = gated_a = gated_b = gated_ab = 0
     nnz_a = nnz_b = 0
@@ -290,18 +291,19 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
                  and (a_mask if x == "A" else b_mask) is not None]
     if skippable:
         if len(skippable) == 2 and feats.two_sided:
-            folds, comp, imb = [], 0, 0
+            fl, comp, imb = [], 0, 0
             for a, b in packs:
                 for j0 in range(0, N, cols):
                     for i0 in range(0, M, rows):
                         i1, j1 = min(M, i0 + rows), min(N, j0 + cols)
                         mx, sm = kx.pair_lengths_max_sum(a, b, i0, i1, j0, j1, lanes)
                         bal = -(-sm // ((i1 - i0) * (j1 - j0)))
-                        folds.append(mx + rows + cols - 2)
-                        comp += bal + rows + cols - 2
+                        fl.append(mx + fold_ovh)
+                        comp += bal + fold_ovh
                         imb += mx - bal
+            fl[0] += gemm_ovh
             candidates.append(SparseWork(gemm, dense_map, "two_sided",
-                                         np.array(folds, dtype=np.int64), comp, imb,
+                                         np.array(fl, dtype=np.int64), comp + gemm_ovh, imb,
                                          algorithmic, eff, eff, 0, density, best.nnz))
         else:
             x = min(skippable, key=lambda o: density[o])
@@ -311,7 +313,7 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
                 pack = a if x == "A" else b
                 if dataflow == "os":
                     lens = kx.row_stream_lengths(pack, K, lanes, H, D)
-                    ovh = rows + cols - 2
+                    ovh = fold_ovh
                     if x == "A":  # rows of A on array rows; repeated for every column fold
                         f, c, i = _fold_cycles_rows(lens, rows, ovh, -(-N // cols))
                     else:  # columns of B on array columns, outer loop: each once, rows inner
@@ -321,13 +323,16 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
                 else:  # ws streams A over M, is streams B over N; one array row = L k's
                     lens = np.array([kx.slice_stream_length(pack, k0, K, lanes, H, D)
                                      for k0 in range(0, K, lanes)], dtype=np.int64)
-                    ovh = 2 * rows + cols - 2
+                    ovh = fold_ovh
                     f0, c0, i0 = _fold_cycles_rows(lens, rows, ovh, 1)
                     outer = -(-(N if dataflow == "ws" else M) // cols)
                     f, c, i = np.tile(f0, outer), outer * c0, outer * i0
                 folds_all.append(f)
                 comp += c
                 imb += i
+            folds_all[0] = folds_all[0].copy()
+            folds_all[0][0] += gemm_ovh
+            comp += gemm_ovh
             actual = act_a if x == "A" else act_b
             other_gated = 0
             if x == "A" and gate_b:
@@ -341,7 +346,7 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
     # -- structured modes: a dense GEMM with reduced dimensions ---------------------------------
     def reduced(mode: str, m2: int, k2: int, n2: int) -> None:
         g2 = Gemm(gemm.layer, phase, max(1, m2), max(1, k2), max(1, n2), G)
-        mp = map_dense(g2, rows, cols, dataflow, lanes)
+        mp = map_dense(g2, rows, cols, dataflow, lanes, folds)
         macs = G * m2 * k2 * n2
         gated = max(0, macs - eff) if (gate_a or gate_b) else 0
         candidates.append(SparseWork(g2, mp, mode, None, mp.compute_cycles, 0, algorithmic,

@@ -42,8 +42,10 @@ class DenseMapping:
     time_dim: int  # ... streamed in time (K for os, M for ws, N for is)
     row_folds: int
     col_folds: int
-    cycles_per_fold: int
+    cycles_per_fold: int  # incl. the per-fold fill/drain when folds are serial
     groups: int
+    fold_overhead: int = 0  # fill/drain cycles inside cycles_per_fold
+    gemm_overhead: int = 0  # fill/drain paid once per GEMM (overlapped folds)
 
     @property
     def folds(self) -> int:
@@ -53,7 +55,7 @@ class DenseMapping:
     @property
     def compute_cycles(self) -> int:
         """Cycles to compute all groups with no stalls (a count, not SCALE-Sim's last index)."""
-        return self.groups * self.folds * self.cycles_per_fold
+        return self.groups * self.folds * self.cycles_per_fold + self.gemm_overhead
 
     @property
     def mapping_efficiency(self) -> float:
@@ -75,21 +77,32 @@ class DenseMapping:
         return self.mapping_efficiency * t / span
 
 
-def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1) -> DenseMapping:
-    """Fold ``gemm`` onto a ``rows`` × ``cols`` array with ``lanes`` MAC lanes per PE."""
+def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1,
+              folds: str = "serial") -> DenseMapping:
+    """Fold ``gemm`` onto a ``rows`` × ``cols`` array with ``lanes`` MAC lanes per PE.
+
+    ``folds="serial"`` (SCALE-Sim) pays each fold's pipeline fill and drain; ``"overlapped"``
+    starts each fold as the previous one's data leaves, so fill and drain are paid once per GEMM
+    (and the stationary operand of the next fold preloads in the shadow of the current one).
+    """
     m, k, n = gemm.M, gemm.K, gemm.N
     if dataflow == "os":
         rd, cd, td = m, n, k
         rf, cf = _cdiv(m, rows), _cdiv(n, cols)
-        cpf = _cdiv(k, lanes) + rows + cols - 2
+        t = _cdiv(k, lanes)
+        ovh = rows + cols - 2
     elif dataflow == "ws":
         rd, cd, td = k, n, m
         rf, cf = _cdiv(k, rows * lanes), _cdiv(n, cols)
-        cpf = 2 * rows + cols + m - 2
+        t, ovh = m, 2 * rows + cols - 2
     elif dataflow == "is":
         rd, cd, td = k, m, n
         rf, cf = _cdiv(k, rows * lanes), _cdiv(m, cols)
-        cpf = 2 * rows + cols + n - 2
+        t, ovh = n, 2 * rows + cols - 2
     else:
         raise ValueError(f"unknown dataflow {dataflow!r}; expected one of {', '.join(DATAFLOWS)}")
-    return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, cpf, gemm.groups)
+    if folds == "overlapped":
+        return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, t, gemm.groups, 0,
+                            ovh)
+    return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, t + ovh, gemm.groups,
+                        ovh, 0)

@@ -328,6 +328,7 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     nf = folds.shape[0]
     if fold_cycles is None:
         fold_cycles = np.full(nf * gemm.groups, mapping.cycles_per_fold, dtype=np.int64)
+        fold_cycles[0] += mapping.gemm_overhead
     elif fold_cycles.shape[0] != nf * gemm.groups:
         raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
                          f"{nf * gemm.groups} folds")

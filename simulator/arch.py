@@ -48,7 +48,8 @@ _TOP_KEYS = (
     "name", "description", "array", "clock_ghz", "word_bytes", "sram", "dram", "energy", "topk",
     "sparse",
 )  # fmt: skip
-_ARRAY_KEYS = ("rows", "cols", "lanes", "dataflow")
+_ARRAY_KEYS = ("rows", "cols", "lanes", "dataflow", "folds")
+FOLD_MODES = ("serial", "overlapped")
 _SRAM_KEYS = ("kib", "banks", "ports", "bank_width_words")
 _DRAM_KEYS = (
     "channels", "bandwidth_gbps", "latency_cycles", "banks_per_channel", "row_buffer_bytes",
@@ -64,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "description": "",
     "array.lanes": 1,
     "array.dataflow": "os",
+    "array.folds": "serial",
     "clock_ghz": 1.0,
     "word_bytes": 1,
     "sram.kib": 64.0,
@@ -194,6 +196,7 @@ _FIELD_KEYS = {
     "cols": "array.cols",
     "lanes": "array.lanes",
     "dataflow": "array.dataflow",
+    "folds": "array.folds",
     "clock_ghz": "clock_ghz",
     "word_bytes": "word_bytes",
     "sram": "sram",
@@ -221,6 +224,7 @@ class Architecture:
     cols: int
     lanes: int  # MAC lanes per PE: dot-product width along K
     dataflow: str  # default dataflow: os | ws | is
+    folds: str  # serial (SCALE-Sim: every fold fills and drains) | overlapped (once per GEMM)
     clock_ghz: float
     word_bytes: dict[str, int]  # bytes per element, by buffer
     sram: dict[str, SramSpec]  # by buffer
@@ -267,6 +271,7 @@ class Architecture:
                 "cols": self.cols,
                 "lanes": self.lanes,
                 "dataflow": self.dataflow,
+                "folds": self.folds,
             },
             "clock_ghz": self.clock_ghz,
             "word_bytes": _thaw(self.word_bytes),
@@ -516,6 +521,7 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
     cols = c.integer(array, "array", "cols", _MISSING, 1)
     lanes = c.integer(array, "array", "lanes", DEFAULTS["array.lanes"], 1)
     dataflow = c.choice(array, "array", "dataflow", DEFAULTS["array.dataflow"], DATAFLOWS)
+    folds = c.choice(array, "array", "folds", DEFAULTS["array.folds"], FOLD_MODES)
 
     clock_ghz = c.real(top, "", "clock_ghz", DEFAULTS["clock_ghz"], positive=True)
 
@@ -614,7 +620,7 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
 
     return dict(
         name=name, description=description, rows=rows, cols=cols, lanes=lanes,
-        dataflow=dataflow, clock_ghz=clock_ghz, word_bytes=_FrozenDict(word_bytes),
+        dataflow=dataflow, folds=folds, clock_ghz=clock_ghz, word_bytes=_FrozenDict(word_bytes),
         sram=_FrozenDict(sram), dram=dram, energy=energy, topk_elements_per_cycle=topk,
         sparse=sparse,
     )  # fmt: skip

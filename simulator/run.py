@@ -153,10 +153,10 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
             lm = masks[layers[li].name]
             lm = lm.for_phase(ph) if hasattr(lm, "for_phase") else lm
             w = sparse_work(layers[li], batch, ph, lm, arch.rows, arch.cols, arch.lanes,
-                            dataflow, feats)
+                            dataflow, feats, arch.folds)
         else:
             g = lower(layers[li], batch, ph)
-            mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes)
+            mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes, arch.folds)
             w = SparseWork(g, mp, "dense", None, mp.compute_cycles, 0, g.macs, g.macs, g.macs,
                            0, {"A": 1.0, "B": 1.0}, {"A": g.groups * g.M * g.K,
                                                      "B": g.groups * g.K * g.N})
@@ -179,8 +179,8 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
         stalls["load_imbalance"] = w.imbalance_cycles
         stall = sum(stalls.values())
         total = compute + stall - 1
-        exact_dense = w.mode == "dense" and w.fold_cycles is None and g == lower(
-            layers[li], batch, ph)
+        exact_dense = (w.mode == "dense" and w.fold_cycles is None and arch.folds == "serial"
+                       and g == lower(layers[li], batch, ph))
         incl = (_incl_prefetch(layers[li], g, arch, dataflow, total)
                 if memory == "ideal" and exact_dense else total)
         sram = {"A": sch.total("a_sram"), "B": sch.total("b_sram"), "C": sch.total("c_sram")}
