@@ -38,6 +38,9 @@ def main() -> int:
         ("unbounded window, ideal memory",
          td.with_overrides({"sparse.window": None}), "ideal"),
         ("tensordash H=2 D=5, modeled memory", td, "modeled"),
+        ("same, bitmap-compressed W and A in DRAM",
+         td.with_overrides({"sparse.formats": {"filter": "bitmap", "ifmap": "bitmap"}}),
+         "modeled"),
     ]
     print(f"{args.model} SWAT-U, batch {args.batch}, pattern {args.pattern}, one training step, "
           "os dataflow; speed-up over dense on the same architecture")
@@ -51,7 +54,7 @@ def main() -> int:
             for name, arch, memory in variants:
                 t0 = time.perf_counter()
                 s = summarize(simulate_trace(str(trace), arch, "os", "train", memory))["speedup"]
-                paper = "%.1f / %.1f" % PAPER[sp]
+                paper = "{:.1f} / {:.1f}".format(*PAPER[sp])
                 print(f"{sp:<9.0%}{name:<38}{s['per_phase']['fwd']:>7.2f}{s['backward']:>7.2f}"
                       f"{s['training_step']:>7.2f}{paper:>15}{time.perf_counter() - t0:>6.1f}")
     return 0
