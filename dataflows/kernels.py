@@ -80,8 +80,11 @@ def schedule(steps, L, H, D):
             take = win[r] & free
             win[r] ^= take
             free ^= take
+        rest = np.uint64(0)
+        for r in range(H + 1):
+            rest |= win[r]
         d = 1
-        while d <= D and free != 0:
+        while d <= D and free != 0 and rest != 0:
             sd = np.uint64(d)
             for r in range(H + 1):  # from lane l - d
                 cand = (win[r] << sd) & full & free
@@ -91,6 +94,9 @@ def schedule(steps, L, H, D):
                 cand = (win[r] >> sd) & free
                 win[r] ^= cand << sd
                 free ^= cand
+            rest = np.uint64(0)
+            for r in range(H + 1):
+                rest |= win[r]
             d += 1
         cycles += 1
         adv = 0
@@ -112,8 +118,9 @@ def row_stream_lengths(pack, K, L, H, D):
     out = np.zeros(S, dtype=np.int64)
     steps = np.zeros(T, dtype=np.uint64)
     for s in range(S):
+        row = pack[s]
         for t in range(T):
-            steps[t] = extract_bits(pack[s], t * L, min(L, K - t * L))
+            steps[t] = extract_bits(row, t * L, min(L, K - t * L))
         out[s] = schedule(steps, L, H, D)
     return out
 
@@ -186,14 +193,22 @@ def im2col_rows(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
             for ow in range(wo):
                 r = (n * ho + oh) * wo + ow
                 k = 0
+                acc = np.uint64(0)  # the word being filled, flushed every 64 bits
                 for c in range(cpg):
+                    plane = fmap[n, c0 + c]
                     for i in range(kh):
                         y = oh * sh - ph + i * dh
+                        inside_y = 0 <= y < H
                         for j in range(kw):
                             x = ow * sw - pw + j * dw
-                            if 0 <= y < H and 0 <= x < Wd and fmap[n, c0 + c, y, x]:
-                                out[r, k >> 6] |= _U1 << np.uint64(k & 63)
+                            if inside_y and 0 <= x < Wd and plane[y, x]:
+                                acc |= _U1 << np.uint64(k & 63)
                             k += 1
+                            if k & 63 == 0:
+                                out[r, (k >> 6) - 1] = acc
+                                acc = np.uint64(0)
+                if k & 63:
+                    out[r, k >> 6] = acc
     return out
 
 
