@@ -125,6 +125,22 @@ def _compression(work: SparseWork, feats: SparseFeatures, arch) -> tuple[float, 
     return out[0], out[1]
 
 
+def _format_bytes(full: Gemm, work: SparseWork, feats: SparseFeatures, arch) -> dict[str, int]:
+    """Data and metadata bytes of A and B (all groups) in their roles' formats, as stored in
+    DRAM: the expanded im2col matrix's nonzeros are scaled to the feature map it expands."""
+    out = {}
+    for x, (r, c), buf, i in (("A", (full.M, full.K), "ifmap", 0),
+                              ("B", (full.K, full.N), "filter", 1)):
+        fmt = feats.formats.get(full.roles[i], "dense")
+        w = 8 * arch.word_bytes[buf]
+        nnz = work.nnz[x] // max(1, full.groups)
+        data, meta = block_bits(fmt, r, c, nnz, w, feats.nm[1] if feats.nm else 4)
+        stored = full.stored(x) / (r * c)
+        out[f"{x} Data Bytes"] = int(full.groups * data * stored / 8)
+        out[f"{x} Metadata Bytes"] = int(full.groups * meta * stored / 8)
+    return out
+
+
 def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow: str,
              phases: str = "fwd", memory: str = "modeled", step: int = 0,
              masks: dict[str, dict[str, np.ndarray | None]] | None = None,
@@ -194,6 +210,7 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
                   + sram["C"] * wb[2] * en.sram_pj_per_byte["ofmap"])
         e_dram = dram_bytes * en.dram_pj_per_byte
         full = lower(layers[li], batch, ph)
+        fmt_bytes = _format_bytes(full, w, feats, arch)
         row: dict[str, Any] = {
             "LayerID": li,
             "Layer": layers[li].name,
@@ -220,6 +237,7 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
             "A Role": full.roles[0], "B Role": full.roles[1],
             "A Format": feats.formats.get(full.roles[0], "dense"),
             "B Format": feats.formats.get(full.roles[1], "dense"),
+            **fmt_bytes,
             "SRAM IFMAP Reads": sram["A"], "SRAM Filter Reads": sram["B"],
             "SRAM OFMAP Writes": sram["C"],
             "DRAM IFMAP Reads": dram_r["A"], "DRAM Filter Reads": dram_r["B"],

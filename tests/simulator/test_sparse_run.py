@@ -1,0 +1,74 @@
+"""Runs on traces: the dense baseline, speedups per row / phase / step, overhead rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from dataflows.sparse import SparseFeatures
+from simulator.arch import load_arch
+from simulator.results import summarize
+from simulator.run import simulate, simulate_trace
+from traces.format import Trace
+from traces.synth import SynthConfig, synthesize
+
+
+def _trace(tmp_path, name="t", **kw):
+    kw.setdefault("model", "lenet5")
+    kw.setdefault("batch", 4)
+    synthesize(SynthConfig(**kw), tmp_path / name)
+    return str(tmp_path / name)
+
+
+def test_dense_trace_has_speedup_one(tmp_path):
+    t = simulate_trace(_trace(tmp_path, method="dense"), load_arch("tensordash"), "os",
+                       memory="ideal").table
+    assert (t["Speedup"] == 1.0).all() and set(t["Mode"]) == {"dense"}
+
+
+def test_speedup_is_against_the_dense_baseline(tmp_path):
+    arch = load_arch("tensordash")
+    path = _trace(tmp_path, method="swat", sparsity=0.9)
+    res = simulate_trace(path, arch, "ws", memory="modeled")
+    t = res.table[res.table["Phase"].isin(["fwd", "bwd_input", "bwd_weight"])]
+    base = simulate(Trace(path).manifest.layers, 4, arch, "ws", "train", "modeled",
+                    features=SparseFeatures()).table
+    want = (base["Compute Cycles"] + base["Stall Cycles"]).tolist()
+    assert t["Dense Cycles"].tolist() == want
+    assert t["Speedup"].tolist() == pytest.approx(
+        [d / (c + s) for d, c, s in zip(want, t["Compute Cycles"], t["Stall Cycles"],
+                                        strict=True)])
+    s = summarize(res)["speedup"]
+    assert set(s["per_phase"]) == {"fwd", "bwd_input", "bwd_weight"}
+    assert s["step"] == {0: pytest.approx(s["training_step"])}
+    # SWAT: the top-K unit rows, one per sparsified layer, count against the speedup
+    topk = res.table[res.table["Phase"] == "topk"]
+    assert list(topk["Layer"]) == ["conv2", "fc1", "fc2", "fc3"]
+    gemm_speedup = t["Dense Cycles"].sum() / (t["Compute Cycles"] + t["Stall Cycles"]).sum()
+    assert s["training_step"] < gemm_speedup
+
+
+def test_every_step_of_a_dynamic_trace(tmp_path):
+    path = _trace(tmp_path, method="rigl", sparsity=0.8, model="mlp3", steps=3)
+    res = simulate_trace(path, load_arch("tensordash"), "os", memory="ideal")
+    t = res.table
+    assert sorted(set(t["Step"])) == [0, 1, 2]
+    updates = t[t["Phase"] == "mask_update"]
+    events = [(sd.step, e["layer"]) for sd in Trace(path) for e in sd.events]
+    assert sorted(zip(updates["Step"], updates["Layer"], strict=True)) == sorted(events)
+    assert {st for st, _ in events} == {1, 2}
+    assert set(summarize(res)["speedup"]["step"]) == {0, 1, 2}
+
+
+def test_format_bytes_follow_the_nonzeros(tmp_path):
+    path = _trace(tmp_path, method="static", sparsity=0.75, model="mlp3", batch=2)
+    arch = load_arch("tensordash").with_overrides(
+        {"sparse.formats": {"filter": "bitmap", "ifmap": "coo"}})
+    t = simulate_trace(path, arch, "os", memory="ideal").table
+    row = t[(t["Layer"] == "fc2") & (t["Phase"] == "fwd")].iloc[0]
+    n = 300 * 100  # fc2 weights: 100 x 300 at density 0.25
+    assert row["B Data Bytes"] == n // 4 * 2  # bfloat16 values
+    assert row["B Metadata Bytes"] == n // 8  # one bit per element
+    assert row["A Format"] == "coo" and row["B Format"] == "bitmap"
+    dense = simulate_trace(path, load_arch("tensordash"), "os", memory="ideal").table
+    drow = dense[(dense["Layer"] == "fc2") & (dense["Phase"] == "fwd")].iloc[0]
+    assert row["DRAM Filter Reads"] < drow["DRAM Filter Reads"]  # compressed weights
