@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 FORMATS = ("dense", "bitmap", "csr", "csc", "coo", "rle", "nm", "fanin")
 
 
@@ -56,3 +58,27 @@ def block_bits(fmt: str, rows: int, cols: int, nnz: int, value_bits: int,
     if fmt == "fanin":
         return data, nnz * _idx(cols)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def _idx_arr(n: np.ndarray) -> np.ndarray:
+    return np.maximum(1, np.ceil(np.log2(np.maximum(n, 2))))
+
+
+def block_ratio(fmt: str, rows: np.ndarray, cols: np.ndarray, nnz: np.ndarray, value_bits: int,
+                nm_m: int = 4) -> np.ndarray:
+    """``block_bits`` for many blocks at once, as (data + metadata) / dense bits."""
+    rows, cols, nnz = (np.asarray(x, dtype=np.float64) for x in (rows, cols, nnz))
+    n = np.maximum(rows * cols, 1)
+    if fmt == "dense":
+        return np.ones_like(n)
+    data = nnz * value_bits
+    meta = {
+        "bitmap": lambda: n,
+        "csr": lambda: nnz * _idx_arr(cols) + (rows + 1) * _idx_arr(nnz + 1),
+        "csc": lambda: nnz * _idx_arr(rows) + (cols + 1) * _idx_arr(nnz + 1),
+        "coo": lambda: nnz * (_idx_arr(rows) + _idx_arr(cols)),
+        "rle": lambda: nnz * 4 + 4 * np.floor((n - nnz) / 16),
+        "nm": lambda: nnz * _idx_arr(np.asarray(float(nm_m))),
+        "fanin": lambda: nnz * _idx_arr(cols),
+    }[fmt]()
+    return (data + meta) / (n * value_bits)

@@ -181,6 +181,26 @@ def col_popcounts(pack, K):
 
 
 @njit(cache=True)
+def range_popcounts(pack, K, width):
+    """Per row, the set bits in each range of ``width`` consecutive k: (rows, ceil(K/width))."""
+    nb = (K + width - 1) // width
+    out = np.zeros((pack.shape[0], nb), dtype=np.int64)
+    for s in range(pack.shape[0]):
+        row = pack[s]
+        for b in range(nb):
+            k0 = b * width
+            c = 0
+            k = k0
+            end = min(K, k0 + width)
+            while k < end:
+                n = min(64, end - k)
+                c += popcount64(extract_bits(row, k, n))
+                k += n
+            out[s, b] = c
+    return out
+
+
+@njit(cache=True)
 def im2col_rows(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
     """Pack the im2col matrix of group channels c0 .. c0+cpg of ``fmap`` (N, C, H, W bool):
     rows (n, oh, ow), bits (c, i, j) — the fwd A operand. Padding is zero."""

@@ -209,6 +209,9 @@ class SparseWork:
     gated: int
     density: dict[str, float] = field(default_factory=dict)  # A / B realized densities
     nnz: dict[str, int] = field(default_factory=dict)
+    #: per fold of every group (column folds outer): [A rows, A cols, A nnz, B rows, B cols,
+    #: B nnz] of the operand blocks the fold reads; None for a reduced mode
+    fold_blocks: np.ndarray | None = None
 
     @property
     def skipped(self) -> int:
@@ -236,6 +239,37 @@ def _fold_cycles_rows(lens: np.ndarray, block: int, overhead: int, repeat: int
     busy_a, bal_a = np.array(busy, dtype=np.int64), np.array(bal, dtype=np.int64)
     folds = np.tile(busy_a + overhead, repeat)
     return folds, repeat * int((bal_a + overhead).sum()), repeat * int((busy_a - bal_a).sum())
+
+
+def _block_nnz(dataflow: str, M: int, K: int, N: int, rows: int, cols: int, lanes: int,
+               a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray:
+    """[A rows, A cols, A nnz, B rows, B cols, B nnz] of the blocks each fold of one group reads
+    (column folds outer, as ``dataflows.tiles``); a dense operand's blocks are full."""
+    if dataflow == "os":
+        ib = [(i, min(M, i + rows)) for i in range(0, M, rows)]
+        jb = [(j, min(N, j + cols)) for j in range(0, N, cols)]
+        ar = np.full(M, K) if a is None else kx.row_popcounts(a)
+        br = np.full(N, K) if b is None else kx.row_popcounts(b)
+        out = [(i1 - i0, K, ar[i0:i1].sum(), K, j1 - j0, br[j0:j1].sum())
+               for j0, j1 in jb for i0, i1 in ib]
+        return np.array(out, dtype=np.float64)
+    kr = rows * lanes
+    kb = [(k, min(K, k + kr)) for k in range(0, K, kr)]
+    if dataflow == "ws":  # A[:, kb] whole column block; B[kb, j] per column fold
+        ac = np.full(K, M) if a is None else kx.col_popcounts(a, K)
+        jb = [(j, min(N, j + cols)) for j in range(0, N, cols)]
+        b2 = None if b is None else kx.range_popcounts(b, K, kr)  # (N, nkb)
+        out = [(M, k1 - k0, ac[k0:k1].sum(), k1 - k0, j1 - j0,
+                (k1 - k0) * (j1 - j0) if b2 is None else b2[j0:j1, q].sum())
+               for j0, j1 in jb for q, (k0, k1) in enumerate(kb)]
+        return np.array(out, dtype=np.float64)
+    bc = np.full(K, N) if b is None else kx.col_popcounts(b, K)  # is: B[kb, :] whole
+    mb = [(m, min(M, m + cols)) for m in range(0, M, cols)]
+    a2 = None if a is None else kx.range_popcounts(a, K, kr)  # (M, nkb)
+    out = [(m1 - m0, k1 - k0, (m1 - m0) * (k1 - k0) if a2 is None else a2[m0:m1, q].sum(),
+            k1 - k0, N, bc[k0:k1].sum())
+           for m0, m1 in mb for q, (k0, k1) in enumerate(kb)]
+    return np.array(out, dtype=np.float64)
 
 
 def _counts(a, b, M: int, K: int, N: int) -> tuple[np.ndarray, np.ndarray]:
@@ -383,6 +417,10 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
     for c in candidates:
         if c.compute_cycles + c.imbalance_cycles < best.compute_cycles + best.imbalance_cycles:
             best = c
+    if best.mode not in ("nm", "fanin", "structured") and (a_mask is not None
+                                                            or b_mask is not None):
+        best.fold_blocks = np.concatenate([_block_nnz(dataflow, M, K, N, rows, cols, lanes, a, b)
+                                           for a, b in packs])
     return best
 
 

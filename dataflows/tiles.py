@@ -209,20 +209,23 @@ def _folds_is_rows(m, k, n, rows, cols, lanes, cap_b, cap_c):
 
 
 @njit(cache=True)
-def _group_tiles(folds, groups, fold_compute, scale_a, scale_b, scale_c, cap_a, cap_b, cap_c):
+def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, cap_a, cap_b, cap_c):
     """Chunk oversized folds and merge small ones into tiles; repeat the folds ``groups``
-    times, with ``fold_compute`` (one per fold of every group) as each fold's cycles. Returns a
+    times, with ``fold_compute`` (one per fold of every group) as each fold's cycles and
+    ``scale_ab`` (one row per fold of every group) scaling its A and B DRAM words. Returns a
     (tiles, 9) int64 array with the columns of TILE_FIELDS."""
     nf = folds.shape[0]
+    scale_a = scale_ab[0, 0]
+    scale_b = scale_ab[0, 1]
     # scaled DRAM words per fold, rounded on the running sum so no traffic is lost to rounding
     scaled = np.zeros((nf * groups, 4), dtype=np.int64)
-    scales = (scale_a, scale_b, scale_c, scale_c)
     for col in range(4):
         exact = 0.0
         done = 0
         for g in range(groups):
             for f in range(nf):
-                exact += folds[f, col] * scales[col]
+                sc = scale_ab[g * nf + f, col] if col < 2 else scale_c
+                exact += folds[f, col] * sc
                 v = int(exact + 0.5) - done
                 scaled[g * nf + f, col] = v
                 done += v
@@ -304,21 +307,27 @@ class TileSchedule:
 
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
              fold_cycles: np.ndarray | None = None,
-             compression: tuple[float, float] = (1.0, 1.0)) -> TileSchedule:
+             compression: tuple[float, float] | np.ndarray = (1.0, 1.0)) -> TileSchedule:
     """Tile ``gemm`` mapped as ``mapping`` with half-buffer capacities ``cap_words`` (A, B, C
     operand buffers, in words). ``fold_cycles`` (one per fold of every group, in tile order)
     replaces the dense cycles per fold — the sparse work model's; ``compression`` scales the
-    DRAM words of A and B (compressed bytes / dense bytes of the operand's format)."""
+    DRAM words of A and B (compressed bytes / dense bytes in the operand's format): two numbers
+    for the whole GEMM, or one pair per fold of every group in the same order as
+    ``fold_cycles`` (column folds outer)."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
     r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
     kernels = {"os": (_folds_os, _folds_os_rows, (cap_a, cap_b)),
                "ws": (_folds_ws, _folds_ws_rows, (cap_a, cap_c)),
                "is": (_folds_is, _folds_is_rows, (cap_b, cap_c))}[mapping.dataflow]
-    scale_a = gemm.stored("A") / (m * k) * compression[0]
-    scale_b = gemm.stored("B") / (k * n) * compression[1]
+    nf_all = mapping.folds * gemm.groups
+    comp = np.asarray(compression, dtype=np.float64)
+    comp = np.broadcast_to(comp, (nf_all, 2)) if comp.ndim == 1 else comp
+    if comp.shape != (nf_all, 2):
+        raise ValueError(f"compression has shape {comp.shape}, expected ({nf_all}, 2)")
+    scale_ab = comp * np.array([gemm.stored("A") / (m * k), gemm.stored("B") / (k * n)])
     scale_c = gemm.stored("C") / (m * n)
-    weights = np.array([scale_a, scale_b, scale_c, scale_c], dtype=np.float64)
+    weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
     cols_outer = kernels[0](m, k, n, r, c, lanes, *kernels[2])
     rows_outer = kernels[1](m, k, n, r, c, lanes, *kernels[2])
@@ -335,6 +344,9 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     elif row_first:  # fold_cycles come column folds outer: reorder to row folds outer
         fold_cycles = fold_cycles.reshape(gemm.groups, mapping.col_folds, mapping.row_folds)
         fold_cycles = fold_cycles.transpose(0, 2, 1).reshape(-1)
+    if row_first:
+        scale_ab = scale_ab.reshape(gemm.groups, mapping.col_folds, mapping.row_folds, 2)
+        scale_ab = scale_ab.transpose(0, 2, 1, 3).reshape(-1, 2)
     tiles = _group_tiles(folds, gemm.groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
-                         scale_a, scale_b, scale_c, cap_a, cap_b, cap_c)
+                         np.ascontiguousarray(scale_ab), scale_c, cap_a, cap_b, cap_c)
     return TileSchedule(gemm, mapping, tiles, "rows" if row_first else "cols")

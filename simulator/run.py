@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dataflows.formats import block_bits
+from dataflows.formats import block_bits, block_ratio
 from dataflows.gemm import Gemm, lower
 from dataflows.sparse import SparseFeatures, SparseWork, sparse_work
 from dataflows.systolic import DATAFLOWS, map_dense
@@ -108,21 +108,25 @@ def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) ->
     return fill + total + drain
 
 
-def _compression(work: SparseWork, feats: SparseFeatures, arch) -> tuple[float, float]:
-    """Compressed / dense bytes of A and B in their roles' formats (from the real nonzeros)."""
+def _compression(work: SparseWork, feats: SparseFeatures, arch) -> np.ndarray | tuple:
+    """Compressed / dense bytes of A and B in their roles' formats, per fold of every group
+    from the nonzeros of the blocks that fold reads (or per GEMM for dense operands)."""
     g = work.gemm
-    out = []
-    for x, (r, c), buf in (("A", (g.M, g.K), "ifmap"), ("B", (g.K, g.N), "filter")):
-        role = g.roles[0 if x == "A" else 1]
-        fmt = feats.formats.get(role, "dense")
-        if fmt == "dense":
-            out.append(1.0)
-            continue
-        w = 8 * arch.word_bytes[buf]
-        nnz = work.nnz[x] // max(1, g.groups)
-        data, meta = block_bits(fmt, r, c, nnz, w, feats.nm[1] if feats.nm else 4)
-        out.append((data + meta) / (r * c * w))
-    return out[0], out[1]
+    fmts = [feats.formats.get(g.roles[i], "dense") for i in (0, 1)]
+    if fmts == ["dense", "dense"]:
+        return (1.0, 1.0)
+    m = feats.nm[1] if feats.nm else 4
+    wbits = [8 * arch.word_bytes["ifmap"], 8 * arch.word_bytes["filter"]]
+    blocks = work.fold_blocks
+    if blocks is None:  # every operand dense: one full block per operand
+        return tuple(float(block_ratio(f, np.array([r]), np.array([c]), np.array([r * c]), w,
+                                       m)[0])
+                     for f, (r, c), w in zip(fmts, ((g.M, g.K), (g.K, g.N)), wbits, strict=True))
+    out = np.empty((blocks.shape[0], 2))
+    for i, (f, w) in enumerate(zip(fmts, wbits, strict=True)):
+        out[:, i] = block_ratio(f, blocks[:, 3 * i], blocks[:, 3 * i + 1], blocks[:, 3 * i + 2],
+                                w, m)
+    return out
 
 
 def _format_bytes(full: Gemm, work: SparseWork, feats: SparseFeatures, arch) -> dict[str, int]:

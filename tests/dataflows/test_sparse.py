@@ -264,3 +264,43 @@ def test_bad_features_name_the_key():
                      ({"skipp": []}, "sparse.skipp"), ({"fanin": "yes"}, "sparse.fanin")):
         with pytest.raises(InputError, match=key.replace(".", r"\.")):
             parse_features(bad, "arch.yaml")
+
+
+@settings(**SETTINGS)
+@given(c=case(), phase=st.sampled_from(["fwd", "bwd_input", "bwd_weight"]),
+       df=st.sampled_from(["os", "ws", "is"]), R=st.integers(1, 4), C=st.integers(1, 4),
+       L=st.integers(1, 3))
+def test_fold_blocks_cover_each_operand(c, phase, df, R, C, L):
+    """The blocks each fold reads, summed the right way, give back each operand's nonzeros."""
+    layer, batch, masks = c
+    w = sparse_work(layer, batch, phase, masks, R, C, L, df, SparseFeatures())
+    if w.fold_blocks is None:
+        return
+    g = lower(layer, batch, phase)
+    mp = map_dense(g, R, C, df, L)
+    blocks = w.fold_blocks.reshape(g.groups, mp.col_folds, mp.row_folds, 6)
+    for grp in range(g.groups):
+        a, b = explicit_ab(layer, batch, phase, masks, grp)
+        blk = blocks[grp]
+        if df == "os":  # every column fold reads all of A once; B blocks partition B
+            assert (blk[:, :, 2].sum(axis=1) == a.sum()).all()
+            assert blk[:, 0, 5].sum() == b.sum()
+        elif df == "ws":
+            assert (blk[:, :, 2].sum(axis=1) == a.sum()).all()
+            assert blk[:, :, 5].sum() == b.sum()
+        else:
+            assert blk[:, :, 2].sum() == a.sum()
+            assert (blk[:, :, 5].sum(axis=1) == b.sum()).all()
+        assert (blk[..., 0] * blk[..., 1] >= blk[..., 2]).all()
+
+
+@settings(deadline=None, max_examples=100)
+@given(fmt=st.sampled_from(FORMATS), r=st.integers(1, 40), c=st.integers(1, 40),
+       w=st.sampled_from([8, 16]), data=st.data())
+def test_block_ratio_matches_block_bits(fmt, r, c, w, data):
+    from dataflows.formats import block_ratio
+
+    nnz = data.draw(st.integers(0, r * c))
+    d, m = block_bits(fmt, r, c, nnz, w)
+    got = block_ratio(fmt, np.array([r]), np.array([c]), np.array([nnz]), w)[0]
+    assert got == (d + m) / (r * c * w)
