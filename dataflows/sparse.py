@@ -245,31 +245,44 @@ def _block_nnz(dataflow: str, M: int, K: int, N: int, rows: int, cols: int, lane
                a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray:
     """[A rows, A cols, A nnz, B rows, B cols, B nnz] of the blocks each fold of one group reads
     (column folds outer, as ``dataflows.tiles``); a dense operand's blocks are full."""
+
+    def spans(n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.arange(0, n, step)
+        return starts, np.minimum(starts + step, n) - starts
+
     if dataflow == "os":
-        ib = [(i, min(M, i + rows)) for i in range(0, M, rows)]
-        jb = [(j, min(N, j + cols)) for j in range(0, N, cols)]
+        i0, ir = spans(M, rows)
+        j0, jc = spans(N, cols)
         ar = np.full(M, K) if a is None else kx.row_popcounts(a)
         br = np.full(N, K) if b is None else kx.row_popcounts(b)
-        out = [(i1 - i0, K, ar[i0:i1].sum(), K, j1 - j0, br[j0:j1].sum())
-               for j0, j1 in jb for i0, i1 in ib]
-        return np.array(out, dtype=np.float64)
+        an, bn = np.add.reduceat(ar, i0), np.add.reduceat(br, j0)
+        nj, ni = len(j0), len(i0)
+        return np.column_stack([np.tile(ir, nj), np.full(nj * ni, K), np.tile(an, nj),
+                                np.full(nj * ni, K), np.repeat(jc, ni),
+                                np.repeat(bn, ni)]).astype(np.float64)
     kr = rows * lanes
-    kb = [(k, min(K, k + kr)) for k in range(0, K, kr)]
+    k0, kw = spans(K, kr)
     if dataflow == "ws":  # A[:, kb] whole column block; B[kb, j] per column fold
+        j0, jc = spans(N, cols)
         ac = np.full(K, M) if a is None else kx.col_popcounts(a, K)
-        jb = [(j, min(N, j + cols)) for j in range(0, N, cols)]
-        b2 = None if b is None else kx.range_popcounts(b, K, kr)  # (N, nkb)
-        out = [(M, k1 - k0, ac[k0:k1].sum(), k1 - k0, j1 - j0,
-                (k1 - k0) * (j1 - j0) if b2 is None else b2[j0:j1, q].sum())
-               for j0, j1 in jb for q, (k0, k1) in enumerate(kb)]
-        return np.array(out, dtype=np.float64)
-    bc = np.full(K, N) if b is None else kx.col_popcounts(b, K)  # is: B[kb, :] whole
-    mb = [(m, min(M, m + cols)) for m in range(0, M, cols)]
-    a2 = None if a is None else kx.range_popcounts(a, K, kr)  # (M, nkb)
-    out = [(m1 - m0, k1 - k0, (m1 - m0) * (k1 - k0) if a2 is None else a2[m0:m1, q].sum(),
-            k1 - k0, N, bc[k0:k1].sum())
-           for m0, m1 in mb for q, (k0, k1) in enumerate(kb)]
-    return np.array(out, dtype=np.float64)
+        an = np.add.reduceat(ac, k0)
+        if b is None:
+            bn = (jc[:, None] * kw[None, :]).reshape(-1)
+        else:
+            bn = np.add.reduceat(kx.range_popcounts(b, K, kr), j0, axis=0).reshape(-1)
+        nj, nk = len(j0), len(k0)
+        return np.column_stack([np.full(nj * nk, M), np.tile(kw, nj), np.tile(an, nj),
+                                np.tile(kw, nj), np.repeat(jc, nk), bn]).astype(np.float64)
+    m0, mc = spans(M, cols)  # is: A[m-block, kb] per fold; B[kb, :] whole row block
+    bc = np.full(K, N) if b is None else kx.col_popcounts(b, K)
+    bn = np.add.reduceat(bc, k0)
+    if a is None:
+        an = (mc[:, None] * kw[None, :]).reshape(-1)
+    else:
+        an = np.add.reduceat(kx.range_popcounts(a, K, kr), m0, axis=0).reshape(-1)
+    nm_, nk = len(m0), len(k0)
+    return np.column_stack([np.repeat(mc, nk), np.tile(kw, nm_), an, np.tile(kw, nm_),
+                            np.full(nm_ * nk, N), np.tile(bn, nm_)]).astype(np.float64)
 
 
 def _counts(a, b, M: int, K: int, N: int) -> tuple[np.ndarray, np.ndarray]:
@@ -417,8 +430,9 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
     for c in candidates:
         if c.compute_cycles + c.imbalance_cycles < best.compute_cycles + best.imbalance_cycles:
             best = c
-    if best.mode not in ("nm", "fanin", "structured") and (a_mask is not None
-                                                            or b_mask is not None):
+    compressed = any(feats.formats.get(r, "dense") != "dense" for r in (ra, rb))
+    if compressed and best.mode not in ("nm", "fanin", "structured") and (
+            a_mask is not None or b_mask is not None):
         best.fold_blocks = np.concatenate([_block_nnz(dataflow, M, K, N, rows, cols, lanes, a, b)
                                            for a, b in packs])
     return best

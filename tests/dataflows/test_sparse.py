@@ -273,7 +273,8 @@ def test_bad_features_name_the_key():
 def test_fold_blocks_cover_each_operand(c, phase, df, R, C, L):
     """The blocks each fold reads, summed the right way, give back each operand's nonzeros."""
     layer, batch, masks = c
-    w = sparse_work(layer, batch, phase, masks, R, C, L, df, SparseFeatures())
+    fmts = {"filter": "bitmap", "ifmap": "csr", "grad_out": "coo"}
+    w = sparse_work(layer, batch, phase, masks, R, C, L, df, SparseFeatures(formats=fmts))
     if w.fold_blocks is None:
         return
     g = lower(layer, batch, phase)
