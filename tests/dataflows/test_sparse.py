@@ -12,8 +12,8 @@ from dataflows.formats import FORMATS, block_bits
 from dataflows.gemm import lower
 from dataflows.sparse import SparseFeatures, parse_features, sparse_work
 from dataflows.systolic import map_dense
-from traces.layers import Layer
 from tests.dataflows.test_kernels import reference_schedule
+from traces.layers import Layer
 
 SETTINGS = dict(deadline=None, max_examples=150)
 

@@ -35,41 +35,12 @@ GEMMS = [("G64x64x64", 64, 64, 64), ("G256x128x512", 256, 128, 512),
          ("G1000x512x64", 1000, 512, 64), ("G49x512x4608", 49, 512, 4608),
          ("G100x37x77", 100, 37, 77)]
 
-CFG = """[general]
-run_name = {run}
-[architecture_presets]
-ArrayHeight:    {rows}
-ArrayWidth:     {cols}
-IfmapSramSzkB:   64
-FilterSramSzkB:  64
-OfmapSramSzkB:   64
-IfmapOffset:    0
-FilterOffset:   10000000
-OfmapOffset:    20000000
-Bandwidth : 10
-Dataflow : {df}
-MemoryBanks:   1
-ReadRequestBuffer: 32
-WriteRequestBuffer: 32
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 1
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 1
-FilterSRAMBankPort: 2
-[sparsity]
-SparsitySupport : false
-SparseRep : ellpack_block
-OptimizedMapping : false
-BlockSize : 8
-RandomNumberGeneratorSeed : 40
-[run_presets]
-InterfaceBandwidth: CALC
-UseRamulatorTrace: False
-"""
+sys.path.insert(0, str(HERE.parents[1]))
+from tests.scalesim_cfg import CFG as _TEMPLATE  # noqa: E402
+
+#: 64 KiB SRAMs and Bandwidth 10; run name, array and dataflow left to fill in
+CFG = _TEMPLATE.replace("{ifmap}", "64").replace("{filt}", "64").replace("{ofmap}", "64").replace(
+    "{bw}", "10")
 
 
 def _topologies(work: Path) -> dict[str, tuple[Path, bool, list[str]]]:

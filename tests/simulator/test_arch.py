@@ -26,42 +26,8 @@ from traces.errors import InputError
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 PRESETS = ["eyeriss", "scalesim-32", "stc-2to4", "tensordash", "tpu-v1"]
 
-# The SCALE-Sim config of /work/shared/reference/scalesim.md section 3 (calc_32_os.cfg).
-CFG = """[general]
-run_name = {run}
-[architecture_presets]
-ArrayHeight:    {rows}
-ArrayWidth:     {cols}
-IfmapSramSzkB:   {ifmap}
-FilterSramSzkB:  {filt}
-OfmapSramSzkB:   {ofmap}
-IfmapOffset:    0
-FilterOffset:   10000000
-OfmapOffset:    20000000
-Bandwidth : {bw}
-Dataflow : {df}
-MemoryBanks:   1
-ReadRequestBuffer: 32
-WriteRequestBuffer: 32
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 1
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 1
-FilterSRAMBankPort: 2
-[sparsity]
-SparsitySupport : false
-SparseRep : ellpack_block
-OptimizedMapping : false
-BlockSize : 8
-RandomNumberGeneratorSeed : 40
-[run_presets]
-InterfaceBandwidth: CALC
-UseRamulatorTrace: False
-"""
+from tests.scalesim_cfg import CFG  # noqa: E402
+
 CFG_DEFAULTS = dict(run="calc_32_os", rows=32, cols=32, ifmap=64, filt=64, ofmap=64, bw=10, df="os")
 
 

@@ -159,41 +159,7 @@ def test_write_model_matches_slow_reference(M, K, N, rows, cols, df, words):
 # --------------------------------------------------------------------------------------------------
 # Live differential runs of scalesim (skipped when it is not installed).
 
-CFG = """[general]
-run_name = {run}
-[architecture_presets]
-ArrayHeight: {rows}
-ArrayWidth: {cols}
-IfmapSramSzkB: {kb[0]}
-FilterSramSzkB: {kb[1]}
-OfmapSramSzkB: {kb[2]}
-IfmapOffset: 0
-FilterOffset: 10000000
-OfmapOffset: 20000000
-Bandwidth : 10
-Dataflow : {df}
-MemoryBanks: 1
-ReadRequestBuffer: 32
-WriteRequestBuffer: 32
-[layout]
-IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 1
-IfmapSRAMBankPort: 2
-FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 1
-FilterSRAMBankPort: 2
-[sparsity]
-SparsitySupport : false
-SparseRep : ellpack_block
-OptimizedMapping : false
-BlockSize : 8
-RandomNumberGeneratorSeed : 40
-[run_presets]
-InterfaceBandwidth: CALC
-UseRamulatorTrace: False
-"""
+from tests.scalesim_cfg import CFG  # noqa: E402
 
 # (M, N, K): odd sizes, K < R, N < C, one operand larger than half an SRAM; the last two make the
 # fill depend on the first demand cycle R - K of the flipped first fold (WS filter, IS IFMAP)
@@ -217,7 +183,8 @@ def _run_scalesim(tmp: Path, run: str, rows: int, cols: int, df: str, kb, layers
     from scalesim.scale_sim import scalesim
 
     cfg = tmp / f"{run}.cfg"
-    cfg.write_text(CFG.format(run=run, rows=rows, cols=cols, df=df, kb=kb))
+    cfg.write_text(CFG.format(run=run, rows=rows, cols=cols, df=df, ifmap=kb[0], filt=kb[1],
+                              ofmap=kb[2], bw=10))
     topo = tmp / f"{run}.csv"
     head = ("Layer, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, "
             "Strides," if conv else "Layer, M, N, K,")
