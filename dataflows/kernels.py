@@ -201,19 +201,57 @@ def range_popcounts(pack, K, width):
 
 
 @njit(cache=True)
+def _pack_fmap_rows(fmap, c0, cpg, pw):
+    """Each (n, c, y) row of the group's channels as bits along x, shifted right by ``pw`` so
+    that left padding sits at non-negative positions: (N, cpg, H, words) uint64."""
+    N, _, H, Wd = fmap.shape
+    words = (Wd + 2 * pw + 63) // 64 + 1
+    out = np.zeros((N, cpg, H, words), dtype=np.uint64)
+    for n in range(N):
+        for c in range(cpg):
+            for y in range(H):
+                for x in range(Wd):
+                    if fmap[n, c0 + c, y, x]:
+                        b = x + pw
+                        out[n, c, y, b >> 6] |= _U1 << np.uint64(b & 63)
+    return out
+
+
+@njit(cache=True)
 def im2col_rows(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
     """Pack the im2col matrix of group channels c0 .. c0+cpg of ``fmap`` (N, C, H, W bool):
-    rows (n, oh, ow), bits (c, i, j) — the fwd A operand. Padding is zero."""
+    rows (n, oh, ow), bits (c, i, j) — the fwd A operand. Padding is zero. With dilation 1 along
+    x a window row is ``kw`` consecutive bits of the packed feature-map row, moved in one go."""
     N, _, H, Wd = fmap.shape
     K = cpg * kh * kw
     W = (K + 63) // 64
     out = np.zeros((N * ho * wo, W), dtype=np.uint64)
+    if dw == 1 and kw <= 64:
+        rowsb = _pack_fmap_rows(fmap, c0, cpg, pw)
+        for n in range(N):
+            for oh in range(ho):
+                for ow in range(wo):
+                    r = (n * ho + oh) * wo + ow
+                    x0 = ow * sw  # window start, in the shifted (padded) coordinates
+                    k = 0
+                    for c in range(cpg):
+                        for i in range(kh):
+                            y = oh * sh - ph + i * dh
+                            if 0 <= y < H:
+                                v = extract_bits(rowsb[n, c, y], x0, kw)
+                                if v != 0:
+                                    w0 = k >> 6
+                                    off = k & 63
+                                    out[r, w0] |= v << np.uint64(off)
+                                    if off + kw > 64:
+                                        out[r, w0 + 1] |= v >> np.uint64(64 - off)
+                            k += kw
+        return out
     for n in range(N):
         for oh in range(ho):
             for ow in range(wo):
                 r = (n * ho + oh) * wo + ow
                 k = 0
-                acc = np.uint64(0)  # the word being filled, flushed every 64 bits
                 for c in range(cpg):
                     plane = fmap[n, c0 + c]
                     for i in range(kh):
@@ -222,13 +260,8 @@ def im2col_rows(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
                         for j in range(kw):
                             x = ow * sw - pw + j * dw
                             if inside_y and 0 <= x < Wd and plane[y, x]:
-                                acc |= _U1 << np.uint64(k & 63)
+                                out[r, k >> 6] |= _U1 << np.uint64(k & 63)
                             k += 1
-                            if k & 63 == 0:
-                                out[r, (k >> 6) - 1] = acc
-                                acc = np.uint64(0)
-                if k & 63:
-                    out[r, k >> 6] = acc
     return out
 
 
