@@ -344,6 +344,27 @@ class Dram:
         self.bank_ready[:] = 0.0
         self.stats = DramStats()
 
+    def _account(self, bursts: int, useful: int, write: bool, hits: int, misses: int,
+                 conflicts: int) -> tuple[int, float]:
+        """Add one transfer to ``stats``; returns (bytes moved, ideal cycles)."""
+        moved = bursts * self.timing.burst_bytes
+        ideal = useful / self.timing.bytes_per_cycle
+        s = self.stats
+        s.transfers += 1
+        s.bursts += bursts
+        s.bytes_useful += useful
+        s.bytes_moved += moved
+        if write:
+            s.bytes_written += moved
+        else:
+            s.bytes_read += moved
+        s.row_hits += hits
+        s.row_misses += misses
+        s.row_conflicts += conflicts
+        s.busy_cycles += bursts * self._t_burst
+        s.ideal_cycles += ideal
+        return moved, ideal
+
     def transfer3(self, now: float, base0: int, size0: int, base1: int = 0, size1: int = 0,
                   base2: int = 0, size2: int = 0, write: bool = False
                   ) -> tuple[float, int, int, int, int]:
@@ -362,21 +383,7 @@ class Dram:
         if bursts == 0:
             return float(now), 0, 0, 0, 0
         useful = max(size0, 0) + max(size1, 0) + max(size2, 0)
-        moved = bursts * burst_bytes
-        s = self.stats
-        s.transfers += 1
-        s.bursts += bursts
-        s.bytes_useful += useful
-        s.bytes_moved += moved
-        if write:
-            s.bytes_written += moved
-        else:
-            s.bytes_read += moved
-        s.row_hits += hits
-        s.row_misses += misses
-        s.row_conflicts += conflicts
-        s.busy_cycles += bursts * self._t_burst
-        s.ideal_cycles += useful / timing.bytes_per_cycle
+        moved, _ = self._account(bursts, useful, write, hits, misses, conflicts)
         return finish, moved, hits, misses, conflicts
 
     def transfer(self, now: float, base: int, run_bytes: int, n_runs: int = 1, stride: int = 0,
@@ -405,20 +412,5 @@ class Dram:
             self.bus_free, self.open_row, self.bank_ready,
         )
         useful = run_bytes * n_runs
-        moved = bursts * burst_bytes
-        ideal = useful / timing.bytes_per_cycle
-        s = self.stats
-        s.transfers += 1
-        s.bursts += bursts
-        s.bytes_useful += useful
-        s.bytes_moved += moved
-        if write:
-            s.bytes_written += moved
-        else:
-            s.bytes_read += moved
-        s.row_hits += hits
-        s.row_misses += misses
-        s.row_conflicts += conflicts
-        s.busy_cycles += bursts * self._t_burst
-        s.ideal_cycles += ideal
+        moved, ideal = self._account(bursts, useful, write, hits, misses, conflicts)
         return TransferResult(now, finish, useful, moved, bursts, hits, misses, conflicts, ideal)
