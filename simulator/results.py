@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,14 @@ def summarize(results: Results) -> dict[str, Any]:
     return out
 
 
-def write_results(results: Results, out: str | os.PathLike, force: bool = False) -> Path:
+def write_results(results: Results, out: str | os.PathLike, force: bool = False,
+                  extra: dict[str, Callable[[Path], None]] | None = None) -> Path:
     """Write the reports and ``summary.json`` into ``out`` (atomically: a temporary directory
-    renamed into place when complete)."""
+    renamed into place when complete). ``extra`` maps more file names to writers, each called
+    with its destination path inside the temporary directory (e.g. the timeline)."""
     with atomic_output_dir(out, force=force) as tmp:
+        for name, writer in (extra or {}).items():
+            writer(tmp / name)
         for name, cols in REPORTS.items():
             if name == "COMPUTE_REPORT.csv":
                 cols = cols + [c for c in ("Dense Cycles", "Speedup")
