@@ -1,0 +1,408 @@
+"""Run a sweep: every point of a sweep file, resumable, on a local process pool or a Dask cluster.
+
+``run_sweep("sweep.yaml", "out/")`` lays out the output directory as::
+
+    out/traces/<trace key>/    synthetic traces, one per distinct synth recipe, shared by points
+    out/points/<point key>/    one results directory per point (the reports of ``sparsesim
+                               simulate`` plus point.json, the point's full configuration)
+    out/sweep.csv              every point's COMPUTE_REPORT rows, with the point key and axes
+    out/sweep.json             the sweep: name, axes, points (key and axis values), columns
+
+Every directory is built under a temporary name beside its final one and renamed into place when
+complete, so a point directory exists only when the point finished. Re-running skips finished
+points; a run killed at any moment (SIGKILL included) loses nothing that had finished.
+``sweep.csv`` and ``sweep.json`` are written last, once every point has finished; their rows follow
+the sweep file's expansion order, so the same sweep gives the same bytes whatever the number of
+workers or the order they finish in.
+
+Workers (local or Dask) each run whole points and write them straight into the output directory,
+so Dask workers must see it at the same path (a shared file system).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulator.sweepfile import SYNTH_KEYS, Point, Sweep, format_value, load_sweep, version
+from traces.errors import InputError
+
+Progress = Callable[[int, int, str], None]
+POINT_FILE = "point.json"
+_STAGE = ".stage-"  # prefix of a directory being built
+
+
+class SweepFailed(RuntimeError):
+    """Some points raised; the finished ones are kept and a re-run retries the rest."""
+
+
+@dataclass
+class SweepRun:
+    """What ``run_sweep`` did: points run and skipped (finished before), where the table is."""
+
+    sweep: Sweep
+    out: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    where: str = ""  # "1 local worker", "2 local workers", "Dask cluster at ..."
+
+    @property
+    def table(self) -> Path:
+        return self.out / "sweep.csv"
+
+
+# ------------------------------------------------------------------------------------------------
+# the work of one point (runs in a worker)
+# ------------------------------------------------------------------------------------------------
+def _stage_name(key: str) -> str:
+    return f"{_STAGE}{key}-{socket.gethostname()}-{os.getpid()}"
+
+
+def _publish(stage: Path, final: Path) -> bool:
+    """Rename a complete directory into place; if another worker got there first, drop ours."""
+    try:
+        os.rename(stage, final)
+        return True
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(stage, ignore_errors=True)
+        return False
+
+
+def build_trace(task: Mapping[str, Any]) -> str:
+    """Synthesize a point's trace into the cache unless it is there; returns its path."""
+    from traces.synth import SynthConfig, synthesize
+
+    final = Path(task["out"]) / "traces" / task["trace_key"]
+    if not final.is_dir():
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in task["synth"].items()}
+        stage = final.with_name(_stage_name(task["trace_key"]))
+        shutil.rmtree(stage, ignore_errors=True)
+        synthesize(SynthConfig(**fields), stage, command=["sweep", task["trace_key"]])
+        _publish(stage, final)
+    return str(final)
+
+
+def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Simulate one point and write its results directory; returns its key and seconds."""
+    from simulator.arch import Architecture
+    from simulator.results import write_results
+    from simulator.run import simulate_trace
+
+    t0 = time.perf_counter()
+    final = Path(task["out"]) / "points" / task["key"]
+    if final.is_dir():
+        return {"key": task["key"], "seconds": 0.0}
+    trace = task["trace"] or build_trace(task)
+    arch = Architecture.from_dict(task["arch"], source=task["arch_source"])
+    results = simulate_trace(trace, arch, task["dataflow"], task["phases"], task["memory"])
+    stage = final.with_name(_stage_name(task["key"]))
+    shutil.rmtree(stage, ignore_errors=True)
+    write_results(results, stage)
+    (stage / POINT_FILE).write_text(json.dumps(
+        {"key": task["key"], "config": task["config"]}, indent=1, sort_keys=True) + "\n")
+    _publish(stage, final)
+    return {"key": task["key"], "seconds": time.perf_counter() - t0}
+
+
+def _task(point: Point, out: Path) -> dict[str, Any]:
+    """A point as plain data (what travels to a worker)."""
+    return {"out": str(out), "key": point.key, "arch": point.arch,
+            "arch_source": point.arch_source, "dataflow": point.dataflow,
+            "memory": point.memory, "phases": point.phases, "trace": point.trace,
+            "synth": point.synth, "trace_key": point.trace_key, "config": point.config}
+
+
+# ------------------------------------------------------------------------------------------------
+# executors: the same submit / wait on a local pool, in-process, or on Dask
+# ------------------------------------------------------------------------------------------------
+def _watch_parent(parent: int) -> None:
+    """Pool worker initializer: exit when the sweep process is gone (e.g. killed with SIGKILL),
+    instead of lingering as an orphan."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+class _Inline:
+    """One worker: run in this process, one task per ``wait`` in submission order (no start-up
+    cost; a debugger sees the points)."""
+
+    where = "1 local worker"
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[futures.Future, Callable, tuple]] = []
+
+    def submit(self, fn: Callable, *args: Any) -> futures.Future:
+        fut: futures.Future = futures.Future()
+        self.queue.append((fut, fn, args))
+        return fut
+
+    def wait(self, pending: set) -> set:
+        fut, fn, args = self.queue.pop(0)
+        try:
+            fut.set_result(fn(*args))
+        except Exception as err:  # reported per point by the caller
+            fut.set_exception(err)
+        return {fut}
+
+    def close(self, cancel: bool) -> None:
+        self.queue.clear()
+
+
+class _Pool:
+    """A local process pool (spawned processes: numba and threads do not survive fork)."""
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing
+
+        self.where = f"{workers} local workers"
+        self.pool = futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_watch_parent, initargs=(os.getpid(),))
+
+    def submit(self, fn: Callable, *args: Any) -> futures.Future:
+        return self.pool.submit(fn, *args)
+
+    def wait(self, pending: set) -> set:
+        return futures.wait(pending, return_when=futures.FIRST_COMPLETED).done
+
+    def close(self, cancel: bool) -> None:
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class _Dask:
+    """A Dask cluster: a scheduler address, or a ``distributed.Client`` a notebook holds."""
+
+    def __init__(self, scheduler: Any) -> None:
+        try:
+            import distributed
+        except ImportError:
+            raise InputError("--scheduler", None, "a Dask cluster needs the cluster extra: "
+                                                  "pip install 'sparsesim[cluster]'") from None
+        self.distributed = distributed
+        self.own = not isinstance(scheduler, distributed.Client)
+        if self.own:
+            try:
+                self.client = distributed.Client(scheduler, timeout="20s")
+            except (OSError, TimeoutError, ValueError) as err:
+                raise InputError("--scheduler", None, f"cannot reach a Dask scheduler at "
+                                                      f"{scheduler!r}: {err}") from None
+        else:
+            self.client = scheduler
+        self.where = f"Dask cluster at {self.client.scheduler.address}"
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False)
+
+    def wait(self, pending: set) -> set:
+        return set(self.distributed.wait(list(pending), return_when="FIRST_COMPLETED").done)
+
+    def close(self, cancel: bool) -> None:
+        if self.own:
+            self.client.close()
+
+
+def _executor(workers: int | None, scheduler: Any) -> Any:
+    if scheduler is not None:
+        if workers is not None:
+            raise InputError("--workers", None, "sets the local pool; a Dask cluster has its "
+                                                "own workers (leave out --workers or --scheduler)")
+        return _Dask(scheduler)
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError("--workers", None, f"expected a positive integer, got {workers!r}")
+    return _Inline() if workers == 1 else _Pool(workers)
+
+
+# ------------------------------------------------------------------------------------------------
+# the sweep
+# ------------------------------------------------------------------------------------------------
+def check_sweep_dir(out: Path, flag: str = "-o") -> None:
+    """An output directory is new, empty, or one that a sweep wrote (it has ``points/``)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(flag, None, f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "points").is_dir():
+        raise InputError(flag, None, f"{out} exists, is not empty and holds no sweep (no "
+                                     "points/); choose another directory")
+    ancestor = out.resolve()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise InputError(flag, None, f"directory {ancestor} is not writable")
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove directories that a killed run of this host left half-built."""
+    host = socket.gethostname()
+    for p in folder.iterdir():
+        name = p.name.lstrip(".")
+        if not (p.name.startswith(".") and ("stage-" in name) and f"-{host}-" in name):
+            continue
+        pid = name.rsplit("-", 1)[-1].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | os.PathLike,
+              workers: int | None = None, scheduler: Any = None,
+              progress: Progress | None = None) -> SweepRun:
+    """Run every point of ``sweep`` (a file, a mapping or a loaded ``Sweep``) not yet finished in
+    ``out``, then write ``out/sweep.csv`` and ``out/sweep.json``.
+
+    ``workers``: local processes (default: one per CPU; 1 runs in this process). ``scheduler``:
+    a Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``; the workers must
+    see ``out`` at the same path. ``progress(done, total, label)`` is called as points finish
+    (finished points found on disk count as done at once). A bad sweep raises ``InputError``
+    before anything is written; points that raise make ``SweepFailed`` after the others ran.
+    """
+    t0 = time.perf_counter()
+    sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
+    out = Path(out).resolve()
+    check_sweep_dir(out)
+    executor = _executor(workers, scheduler)
+    run = SweepRun(sw, out, where=executor.where)
+    total = len(sw.points)
+
+    def tick(label: str) -> None:
+        if progress:
+            progress(len(run.ran) + len(run.skipped), total, label)
+
+    try:
+        for sub in ("points", "traces"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+            _remove_stale(out / sub)
+        todo = [p for p in sw.points if not (out / "points" / p.key).is_dir()]
+        run.skipped = [p.key for p in sw.points if p not in todo]
+        tick("finished before" if run.skipped else "starting")
+        failures = _run(executor, todo, out, run, tick)
+    except BaseException:
+        executor.close(cancel=True)
+        raise
+    executor.close(cancel=False)
+    if failures:
+        first_point, err = failures[0]
+        raise SweepFailed(
+            f"{len(failures)} of {len(sw.points)} points failed; first, point "
+            f"{first_point.index + 1} ({first_point.label()}): {type(err).__name__}: {err}. "
+            f"The {len(run.ran) + len(run.skipped)} finished points are kept in {out}/points; "
+            "run the sweep again to retry the others")
+    write_table(sw, out)
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def _run(executor: Any, todo: list[Point], out: Path, run: SweepRun,
+         tick: Callable[[str], None]) -> list[tuple[Point, BaseException]]:
+    """Build the missing traces (one task per distinct recipe), then each point once its trace
+    is there. Returns the points that raised."""
+    waiting: dict[str, list[Point]] = {}
+    pending: dict[Any, tuple[str, Any]] = {}
+    failures: list[tuple[Point, BaseException]] = []
+
+    def start(p: Point) -> None:
+        pending[executor.submit(run_point, _task(p, out))] = ("point", p)
+
+    for p in todo:
+        if p.trace_key is None or (out / "traces" / p.trace_key).is_dir():
+            continue
+        if p.trace_key not in waiting:
+            waiting[p.trace_key] = []
+            pending[executor.submit(build_trace, _task(p, out))] = ("trace", p.trace_key)
+        waiting[p.trace_key].append(p)
+    for p in todo:
+        if not any(p in group for group in waiting.values()):
+            start(p)
+    while pending:
+        for fut in executor.wait(set(pending)):
+            kind, what = pending.pop(fut)
+            err = fut.exception()
+            if kind == "trace":
+                for p in waiting.pop(what):
+                    if err is None:
+                        start(p)
+                    else:
+                        failures.append((p, err))
+            elif err is None:
+                run.ran.append(what.key)
+                tick(what.label())
+            else:
+                failures.append((what, err))
+    failures.sort(key=lambda f: f[0].index)
+    return failures
+
+
+# ------------------------------------------------------------------------------------------------
+# the table
+# ------------------------------------------------------------------------------------------------
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    os.replace(tmp, path)
+
+
+def write_table(sw: Sweep, out: Path) -> Path:
+    """``sweep.csv``: one row per point x COMPUTE_REPORT row (layer x phase x step), columns
+    ``Point``, the axes, then the report's; and ``sweep.json``. Cells are copied as the point's
+    report wrote them."""
+    header: list[str] = []
+    blocks = []
+    for p in sw.points:
+        with open(out / "points" / p.key / "COMPUTE_REPORT.csv", newline="",
+                  encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        cols = rows[0]
+        header += [c for c in cols if c not in header]
+        blocks.append((p, cols, rows[1:]))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["Point", *sw.axes, *header])
+    n = 0
+    for p, cols, rows in blocks:
+        lead = [p.key, *(format_value(p.axes[a]) for a in sw.axes)]
+        for row in rows:
+            cells = dict(zip(cols, row, strict=True))
+            w.writerow(lead + [cells.get(c, "") for c in header])
+            n += 1
+    _write_atomic(out / "sweep.csv", buf.getvalue())
+    kinds = {"arch": "architecture", "trace": "trace", "dataflow": "run", "memory": "run",
+             "phases": "run"}
+    axes = []
+    for a in sw.axes:
+        values = list({format_value(p.axes[a]): p.axes[a] for p in sw.points}.values())
+        kind = kinds.get(a, "synth" if a in SYNTH_KEYS else "architecture key")
+        axes.append({"name": a, "kind": kind, "values": values})
+    meta = {"name": sw.name, "description": sw.description, "sparsesim": version(),
+            "axes": axes, "points": [{"point": p.key, **{a: p.axes[a] for a in sw.axes}}
+                                     for p in sw.points],
+            "columns": ["Point", *sw.axes, *header], "rows": n}
+    _write_atomic(out / "sweep.json", json.dumps(meta, indent=1) + "\n")
+    return out / "sweep.csv"
