@@ -3,13 +3,15 @@
 Figures to reach (issue "Sparse engine"):
 1. ResNet-50 SWAT 90 % full training step (batch 32), modeled memory, ``tensordash`` preset:
    < 30 s for the whole ``sparsesim simulate`` command (it also runs the dense baseline).
-2. The work-model kernels process >= 1 G mask bits per second on one core.
+2. The work-model kernels process >= 1 G mask bits per second on one core (best of five runs;
+   other processes may share the cores, so the load average is printed with the figures).
 
 Run:  python benchmarks/bench_sparse.py
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,28 +23,40 @@ import numpy as np
 from dataflows import kernels as kx
 
 
-def kernel_rates() -> list[tuple[str, float]]:
+def _best(fn, repeat: int) -> float:
+    """Seconds of the fastest of ``repeat`` calls (other processes share the cores)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def kernel_rates(repeat: int = 5) -> list[tuple[str, float]]:
+    """Mask bits per second of each work-model kernel, on one core (best of ``repeat``)."""
     rng = np.random.default_rng(0)
-    # a ResNet-50 layer1 3x3 conv at batch 8: im2col A is 25088 x 576 bits
+    # a ResNet-50 layer1 3x3 conv at batch 8, 90 % sparse activations: im2col A is 25088 x 576
+    # bits; its transpose (the bwd_weight B operand) 576 x 25088
     fmap = rng.random((8, 64, 56, 56)) < 0.1
     geo = (3, 3, 1, 1, 1, 1, 1, 1, 56, 56)
-    kx.im2col_rows(np.ascontiguousarray(fmap[:1, :, :8, :8]), 0, 64, 3, 3, 1, 1, 1, 1, 1, 1, 8,
-                   8)  # compile (the same array layout as below)
-    t0 = time.perf_counter()
-    a = kx.im2col_rows(fmap, 0, 64, *geo)
-    t_pack = time.perf_counter() - t0
+    small = np.ascontiguousarray(fmap[:1, :, :8, :8])  # compile, with the same array layout
+    kx.im2col_rows(small, 0, 64, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
+    kx.im2col_cols(small, 0, 64, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
     bits = 8 * 56 * 56 * 576
-    out = [("im2col packing (bits/s)", bits / t_pack)]
+    a = kx.im2col_rows(fmap, 0, 64, *geo)
+    out = [("im2col packing, rows (bits/s)",
+            bits / _best(lambda: kx.im2col_rows(fmap, 0, 64, *geo), repeat)),
+           ("im2col packing, columns (bits/s)",
+            bits / _best(lambda: kx.im2col_cols(fmap, 0, 64, *geo), repeat))]
+    kx.col_popcounts(a[:4], 576)
+    out.append(("per-k popcounts (bits/s)", bits / _best(lambda: kx.col_popcounts(a, 576),
+                                                         repeat)))
     for name, h, d in (("window H=2 D=5", 2, 5), ("unbounded window", -1, 0)):
         kx.row_stream_lengths(a[:4], 576, 16, h, d)
-        kx.slice_stream_length(a[:64], 0, 576, 16, h, d)
-        t0 = time.perf_counter()
-        kx.row_stream_lengths(a, 576, 16, h, d)
-        t_rows = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for k0 in range(0, 576, 16):
-            kx.slice_stream_length(a, k0, 576, 16, h, d)
-        t_slice = time.perf_counter() - t0
+        kx.slice_stream_lengths(a[:64], 576, 16, h, d)
+        t_rows = _best(lambda h=h, d=d: kx.row_stream_lengths(a, 576, 16, h, d), repeat)
+        t_slice = _best(lambda h=h, d=d: kx.slice_stream_lengths(a, 576, 16, h, d), repeat)
         out.append((f"os row streams, {name} (bits/s)", bits / t_rows))
         out.append((f"ws/is column streams, {name} (bits/s)", bits / t_slice))
     return out
@@ -67,13 +81,14 @@ def main() -> int:
     ok = True
     for name, rate in kernel_rates():
         good = rate >= 1e9
-        ok &= good or "packing" in name
+        ok &= good
         rows.append((name, f"{rate / 1e9:.2f} G", ">= 1 G", "yes" if good else "NO"))
     with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
         wall, speed = step_time(Path(tmp))
     ok &= wall < 30
     rows.append(("ResNet-50 SWAT 90 % step, tensordash, modeled (s)", f"{wall:.1f}", "< 30",
                  "yes" if wall < 30 else "NO"))
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; kernels: best of 5")
     print(f"{'figure':<56}{'value':>10}{'target':>10}{'ok':>5}")
     for r in rows:
         print(f"{r[0]:<56}{r[1]:>10}{r[2]:>10}{r[3]:>5}")

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 _U1 = np.uint64(1)
+_Z = np.uint64(0)
 
 
 @njit(cache=True)
@@ -52,35 +53,111 @@ def extract_bits(row, k0, n):
 
 
 @njit(cache=True)
-def schedule(steps, L, H, D):
-    """Cycles to drain a stream of ``steps`` (uint64 lane masks, L lanes) with window H, D."""
-    T = steps.shape[0]
-    if H < 0:
-        total = 0
-        for t in range(T):
-            total += popcount64(steps[t])
-        return (total + L - 1) // L
-    empty = True
-    for t in range(T):
-        if steps[t] != 0:
-            empty = False
-            break
-    if empty:  # an all-zero stream is known empty (its count is zero): nothing to schedule
-        return 0
-    full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~np.uint64(0)
-    win = np.zeros(H + 1, dtype=np.uint64)
-    for r in range(H + 1):
-        if r < T:
-            win[r] = steps[r]
+def _drain_small(steps, T, L, H, D):
+    """``schedule`` for a window of at most four steps (0 <= H <= 3), held in four scalars:
+    rows past H stay zero and take nothing. A window whose lanes hold one element each at most
+    (no two steps share a lane) is drained in one cycle and the head moves H + 1 steps."""
+    full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
+    w0 = steps[0] if T > 0 else _Z
+    w1 = steps[1] if H >= 1 and T > 1 else _Z
+    w2 = steps[2] if H >= 2 and T > 2 else _Z
+    w3 = steps[3] if H >= 3 and T > 3 else _Z
     t0 = 0
     cycles = 0
     while t0 < T:
+        cycles += 1
+        if (w0 & w1) | ((w0 | w1) & w2) | ((w0 | w1 | w2) & w3) == 0:
+            t0 += H + 1
+            w0 = steps[t0] if t0 < T else _Z
+            w1 = steps[t0 + 1] if H >= 1 and t0 + 1 < T else _Z
+            w2 = steps[t0 + 2] if H >= 2 and t0 + 2 < T else _Z
+            w3 = steps[t0 + 3] if H >= 3 and t0 + 3 < T else _Z
+            continue
+        free = full
+        take = w0 & free  # own lane, earliest step first
+        w0 ^= take
+        free ^= take
+        take = w1 & free
+        w1 ^= take
+        free ^= take
+        take = w2 & free
+        w2 ^= take
+        free ^= take
+        take = w3 & free
+        w3 ^= take
+        free ^= take
+        d = 1
+        while d <= D and free != 0 and (w0 | w1 | w2 | w3) != 0:
+            sd = np.uint64(d)
+            cand = (w0 << sd) & full & free  # from lane l - d
+            w0 ^= cand >> sd
+            free ^= cand
+            cand = (w1 << sd) & full & free
+            w1 ^= cand >> sd
+            free ^= cand
+            cand = (w2 << sd) & full & free
+            w2 ^= cand >> sd
+            free ^= cand
+            cand = (w3 << sd) & full & free
+            w3 ^= cand >> sd
+            free ^= cand
+            cand = (w0 >> sd) & free  # from lane l + d
+            w0 ^= cand << sd
+            free ^= cand
+            cand = (w1 >> sd) & free
+            w1 ^= cand << sd
+            free ^= cand
+            cand = (w2 >> sd) & free
+            w2 ^= cand << sd
+            free ^= cand
+            cand = (w3 >> sd) & free
+            w3 ^= cand << sd
+            free ^= cand
+            d += 1
+        adv = 0
+        while adv <= H and t0 < T and w0 == 0:
+            nxt = t0 + H + 1
+            v = steps[nxt] if nxt < T else _Z
+            w0, w1, w2, w3 = w1, w2, w3, _Z
+            if H == 0:
+                w0 = v
+            elif H == 1:
+                w1 = v
+            elif H == 2:
+                w2 = v
+            else:
+                w3 = v
+            t0 += 1
+            adv += 1
+    return cycles
+
+
+@njit(cache=True)
+def _drain_wide(steps, T, L, H, D, win):
+    """``schedule`` for any H >= 0, the window in ``win`` (at least H + 1 words, scratch)."""
+    full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
+    for r in range(H + 1):
+        win[r] = steps[r] if r < T else _Z
+    t0 = 0
+    cycles = 0
+    while t0 < T:
+        cycles += 1
+        seen = _Z
+        dup = _Z
+        for r in range(H + 1):
+            dup |= seen & win[r]
+            seen |= win[r]
+        if dup == 0:  # one element per lane at most: all taken, the head moves H + 1
+            t0 += H + 1
+            for r in range(H + 1):
+                win[r] = steps[t0 + r] if t0 + r < T else _Z
+            continue
         free = full
         for r in range(H + 1):  # own lane, earliest step first
             take = win[r] & free
             win[r] ^= take
             free ^= take
-        rest = np.uint64(0)
+        rest = _Z
         for r in range(H + 1):
             rest |= win[r]
         d = 1
@@ -94,49 +171,95 @@ def schedule(steps, L, H, D):
                 cand = (win[r] >> sd) & free
                 win[r] ^= cand << sd
                 free ^= cand
-            rest = np.uint64(0)
+            rest = _Z
             for r in range(H + 1):
                 rest |= win[r]
             d += 1
-        cycles += 1
         adv = 0
         while adv <= H and t0 < T and win[0] == 0:
             for r in range(H):
                 win[r] = win[r + 1]
             nxt = t0 + H + 1
-            win[H] = steps[nxt] if nxt < T else np.uint64(0)
+            win[H] = steps[nxt] if nxt < T else _Z
             t0 += 1
             adv += 1
     return cycles
 
 
 @njit(cache=True)
+def _drain(steps, T, L, H, D, win):
+    """Cycles of ``steps[:T]`` (``schedule``'s rule); ``win``: scratch of H + 1 words."""
+    if H < 0:
+        total = 0
+        for t in range(T):
+            total += popcount64(steps[t])
+        return (total + L - 1) // L
+    anyv = _Z
+    for t in range(T):
+        anyv |= steps[t]
+    if anyv == 0:  # an all-zero stream is known empty (its count is zero): nothing to schedule
+        return 0
+    if H <= 3:
+        return _drain_small(steps, T, L, H, D)
+    return _drain_wide(steps, T, L, H, D, win)
+
+
+@njit(cache=True)
+def schedule(steps, L, H, D):
+    """Cycles to drain a stream of ``steps`` (uint64 lane masks, L lanes) with window H, D."""
+    return _drain(steps, steps.shape[0], L, H, D, np.zeros(max(H + 1, 1), dtype=np.uint64))
+
+
+@njit(cache=True)
 def row_stream_lengths(pack, K, L, H, D):
     """Per packed row: cycles of the stream of its K bits taken L at a time (``os``)."""
-    S = pack.shape[0]
+    S, nw = pack.shape
     T = (K + L - 1) // L
+    full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
+    tail = K - (T - 1) * L  # bits in the last step
+    last = (_U1 << np.uint64(tail)) - _U1 if tail < 64 else ~_Z
     out = np.zeros(S, dtype=np.int64)
     steps = np.zeros(T, dtype=np.uint64)
+    win = np.zeros(max(H + 1, 1), dtype=np.uint64)
     for s in range(S):
-        row = pack[s]
         for t in range(T):
-            steps[t] = extract_bits(row, t * L, min(L, K - t * L))
-        out[s] = schedule(steps, L, H, D)
+            k0 = t * L
+            w = k0 >> 6
+            off = k0 & 63
+            v = pack[s, w] >> np.uint64(off)
+            if off + L > 64 and w + 1 < nw:
+                v |= pack[s, w + 1] << np.uint64(64 - off)
+            steps[t] = v & full
+        if T > 0:
+            steps[T - 1] &= last
+        out[s] = _drain(steps, T, L, H, D, win)
     return out
 
 
 @njit(cache=True)
-def slice_stream_length(pack, k0, K, L, H, D):
-    """Cycles of the stream that runs down all rows of ``pack`` reading bits k0 .. k0+L-1
-    (an array row of ``ws``/``is``: its L lanes hold L consecutive k)."""
-    S = pack.shape[0]
-    n = min(L, K - k0)
-    if n <= 0:
-        return 0
+def slice_stream_lengths(pack, K, L, H, D):
+    """Per slice k0 = 0, L, 2L, ...: cycles of the stream that runs down all rows of ``pack``
+    reading bits k0 .. k0+L-1 (an array row of ``ws``/``is``: its L lanes hold L consecutive
+    k)."""
+    S, nw = pack.shape
+    nslices = (K + L - 1) // L
+    out = np.zeros(nslices, dtype=np.int64)
     steps = np.zeros(S, dtype=np.uint64)
-    for s in range(S):
-        steps[s] = extract_bits(pack[s], k0, n)
-    return schedule(steps, L, H, D)
+    win = np.zeros(max(H + 1, 1), dtype=np.uint64)
+    for q in range(nslices):
+        k0 = q * L
+        w = k0 >> 6
+        off = k0 & 63
+        n = min(L, K - k0)
+        keep = (_U1 << np.uint64(n)) - _U1 if n < 64 else ~_Z
+        two = off + n > 64 and w + 1 < nw
+        for s in range(S):
+            v = pack[s, w] >> np.uint64(off)
+            if two:
+                v |= pack[s, w + 1] << np.uint64(64 - off)
+            steps[s] = v & keep
+        out[q] = _drain(steps, S, L, H, D, win)
+    return out
 
 
 @njit(cache=True)
@@ -169,15 +292,9 @@ def row_popcounts(pack):
     return out
 
 
-@njit(cache=True)
-def col_popcounts(pack, K):
+def col_popcounts(pack: np.ndarray, K: int) -> np.ndarray:
     """Per bit position k < K: how many rows have it set."""
-    out = np.zeros(K, dtype=np.int64)
-    for s in range(pack.shape[0]):
-        for k in range(K):
-            if (pack[s, k >> 6] >> np.uint64(k & 63)) & _U1:
-                out[k] += 1
-    return out
+    return row_popcounts(transpose_bits(pack, K))
 
 
 @njit(cache=True)
@@ -201,93 +318,121 @@ def range_popcounts(pack, K, width):
 
 
 @njit(cache=True)
-def _pack_fmap_rows(fmap, c0, cpg, pw):
-    """Each (n, c, y) row of the group's channels as bits along x, shifted right by ``pw`` so
-    that left padding sits at non-negative positions: (N, cpg, H, words) uint64."""
+def transpose_bits(pack, nbits):
+    """The bit transpose of ``pack`` (R rows × ``nbits`` bits): ``nbits`` rows × R bits, by
+    64 × 64 blocks (three-swap recursive halving, Hacker's Delight 7-3)."""
+    R, nw = pack.shape
+    ow = (R + 63) >> 6
+    out = np.zeros((nbits, ow), dtype=np.uint64)
+    blk = np.zeros(64, dtype=np.uint64)
+    for bw in range(nw):  # 64 input bits -> 64 output rows
+        for br in range(ow):  # 64 input rows -> one output word
+            r0 = br << 6
+            nr = min(64, R - r0)
+            anyv = _Z
+            for t in range(nr):
+                blk[t] = pack[r0 + t, bw]
+                anyv |= blk[t]
+            if anyv == 0:
+                continue
+            for t in range(nr, 64):
+                blk[t] = _Z
+            j = 32
+            m = np.uint64(0x00000000FFFFFFFF)
+            while j != 0:
+                sj = np.uint64(j)
+                k = 0
+                while k < 64:  # swap the off-diagonal j × j blocks of rows k and k + j
+                    t = ((blk[k] >> sj) ^ blk[k + j]) & m
+                    blk[k] ^= t << sj
+                    blk[k + j] ^= t
+                    k = (k + j + 1) & ~j
+                j >>= 1
+                m ^= m << np.uint64(j)
+            b0 = bw << 6
+            for t in range(min(64, nbits - b0)):
+                out[b0 + t, br] = blk[t]
+    return out
+
+
+@njit(cache=True)
+def _pack_fmap_phases(fmap, c0, cpg, sw, pw, nq):
+    """Each (n, c, y) row of the group's channels as ``sw`` bit rows, one per phase p: bit q of
+    phase p is x = q·sw + p − pw (left padding at non-negative positions, zero), so that a
+    strided window column is a run of consecutive bits: (N, cpg, H, sw, words) uint64."""
     N, _, H, Wd = fmap.shape
-    words = (Wd + 2 * pw + 63) // 64 + 1
-    out = np.zeros((N, cpg, H, words), dtype=np.uint64)
+    words = (nq + 63) // 64 + 1  # one spare zero word: a run may be read past the row
+    out = np.zeros((N, cpg, H, sw, words), dtype=np.uint64)
     for n in range(N):
         for c in range(cpg):
             for y in range(H):
-                for x in range(Wd):
-                    if fmap[n, c0 + c, y, x]:
-                        b = x + pw
-                        out[n, c, y, b >> 6] |= _U1 << np.uint64(b & 63)
+                src = fmap[n, c0 + c, y]
+                for p in range(sw):
+                    q = (pw - p + sw - 1) // sw if pw > p else 0  # the first q inside the row
+                    x = q * sw + p - pw
+                    acc = _Z
+                    while x < Wd:  # fill a word in a register, store it when full
+                        acc |= np.uint64(src[x]) << np.uint64(q & 63)
+                        q += 1
+                        x += sw
+                        if q & 63 == 0:
+                            out[n, c, y, p, (q >> 6) - 1] |= acc
+                            acc = _Z
+                    if acc != 0:
+                        out[n, c, y, p, q >> 6] |= acc
+    return out
+
+
+@njit(cache=True)
+def im2col_cols(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    """Pack the transposed im2col matrix of group channels c0 .. c0+cpg of ``fmap`` (N, C, H, W
+    bool): rows (c, i, j), bits (n, oh, ow) — the bwd_weight B operand (as Bᵀ). Padding is zero.
+    Along ow a window column reads x = ow·sw + j·dw − pw: consecutive bits of one phase of the
+    phase-split feature-map row, moved up to 64 at a time."""
+    N, _, H, Wd = fmap.shape
+    Kb = N * ho * wo
+    out = np.zeros((cpg * kh * kw, (Kb + 63) // 64), dtype=np.uint64)
+    nq = (Wd + 2 * pw + sw - 1) // sw
+    rowsb = _pack_fmap_phases(fmap, c0, cpg, sw, pw, nq)
+    for c in range(cpg):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                p = (j * dw) % sw
+                q0 = (j * dw) // sw
+                for n in range(N):
+                    for oh in range(ho):
+                        y = oh * sh - ph + i * dh
+                        if y < 0 or y >= H:
+                            continue
+                        base = (n * ho + oh) * wo
+                        t = 0
+                        while t < wo:
+                            cnt = min(64, wo - t)
+                            q = q0 + t  # bits q .. q+cnt-1 of the phase row (the spare word
+                            sq = q & 63  # keeps q >> 6 + 1 inside it)
+                            v = rowsb[n, c, y, p, q >> 6] >> np.uint64(sq)
+                            if sq != 0:
+                                v |= rowsb[n, c, y, p, (q >> 6) + 1] << np.uint64(64 - sq)
+                            if cnt < 64:
+                                v &= (_U1 << np.uint64(cnt)) - _U1
+                            if v != 0:
+                                k = base + t
+                                w0 = k >> 6
+                                off = k & 63
+                                out[r, w0] |= v << np.uint64(off)
+                                if off + cnt > 64:
+                                    out[r, w0 + 1] |= v >> np.uint64(64 - off)
+                            t += cnt
     return out
 
 
 @njit(cache=True)
 def im2col_rows(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
     """Pack the im2col matrix of group channels c0 .. c0+cpg of ``fmap`` (N, C, H, W bool):
-    rows (n, oh, ow), bits (c, i, j) — the fwd A operand. Padding is zero. With dilation 1 along
-    x a window row is ``kw`` consecutive bits of the packed feature-map row, moved in one go."""
-    N, _, H, Wd = fmap.shape
-    K = cpg * kh * kw
-    W = (K + 63) // 64
-    out = np.zeros((N * ho * wo, W), dtype=np.uint64)
-    if dw == 1 and kw <= 64:
-        rowsb = _pack_fmap_rows(fmap, c0, cpg, pw)
-        for n in range(N):
-            for oh in range(ho):
-                for ow in range(wo):
-                    r = (n * ho + oh) * wo + ow
-                    x0 = ow * sw  # window start, in the shifted (padded) coordinates
-                    k = 0
-                    for c in range(cpg):
-                        for i in range(kh):
-                            y = oh * sh - ph + i * dh
-                            if 0 <= y < H:
-                                v = extract_bits(rowsb[n, c, y], x0, kw)
-                                if v != 0:
-                                    w0 = k >> 6
-                                    off = k & 63
-                                    out[r, w0] |= v << np.uint64(off)
-                                    if off + kw > 64:
-                                        out[r, w0 + 1] |= v >> np.uint64(64 - off)
-                            k += kw
-        return out
-    for n in range(N):
-        for oh in range(ho):
-            for ow in range(wo):
-                r = (n * ho + oh) * wo + ow
-                k = 0
-                for c in range(cpg):
-                    plane = fmap[n, c0 + c]
-                    for i in range(kh):
-                        y = oh * sh - ph + i * dh
-                        inside_y = 0 <= y < H
-                        for j in range(kw):
-                            x = ow * sw - pw + j * dw
-                            if inside_y and 0 <= x < Wd and plane[y, x]:
-                                out[r, k >> 6] |= _U1 << np.uint64(k & 63)
-                            k += 1
-    return out
-
-
-@njit(cache=True)
-def im2col_cols(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
-    """The transpose of ``im2col_rows``: rows (c, i, j), bits (n, oh, ow) — the bwd_weight B
-    operand (as Bᵀ)."""
-    N, _, H, Wd = fmap.shape
-    Kb = N * ho * wo
-    W = (Kb + 63) // 64
-    out = np.zeros((cpg * kh * kw, W), dtype=np.uint64)
-    for c in range(cpg):
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for n in range(N):
-                    for oh in range(ho):
-                        y = oh * sh - ph + i * dh
-                        if y < 0 or y >= H:
-                            continue
-                        for ow in range(wo):
-                            x = ow * sw - pw + j * dw
-                            if 0 <= x < Wd and fmap[n, c0 + c, y, x]:
-                                k = (n * ho + oh) * wo + ow
-                                out[r, k >> 6] |= _U1 << np.uint64(k & 63)
-    return out
+    rows (n, oh, ow), bits (c, i, j) — the fwd A operand; the bit transpose of ``im2col_cols``."""
+    cols = im2col_cols(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+    return transpose_bits(cols, fmap.shape[0] * ho * wo)
 
 
 def pack_rows(mask2d: np.ndarray) -> np.ndarray:

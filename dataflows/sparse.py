@@ -368,8 +368,7 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
                         rf = -(-M // rows)
                         f, c, i = np.repeat(f0, rf), rf * c0, rf * i0
                 else:  # ws streams A over M, is streams B over N; one array row = L k's
-                    lens = np.array([kx.slice_stream_length(pack, k0, K, lanes, H, D)
-                                     for k0 in range(0, K, lanes)], dtype=np.int64)
+                    lens = kx.slice_stream_lengths(pack, K, lanes, H, D)
                     ovh = fold_ovh
                     f0, c0, i0 = _fold_cycles_rows(lens, rows, ovh, 1)
                     outer = -(-(N if dataflow == "ws" else M) // cols)

@@ -18,7 +18,8 @@ from dataflows.kernels import (
     row_popcounts,
     row_stream_lengths,
     schedule,
-    slice_stream_length,
+    slice_stream_lengths,
+    transpose_bits,
 )
 
 SETTINGS = dict(deadline=None, max_examples=200)
@@ -114,23 +115,45 @@ def test_pack_extract_popcounts(mask, k0, n):
     np.testing.assert_array_equal(col_popcounts(pack, mask.shape[1]), mask.sum(axis=0))
 
 
-@settings(deadline=None, max_examples=60)
-@given(mask=masks, H=st.integers(-1, 3), D=st.integers(0, 3), L=st.integers(1, 8),
-       k0=st.integers(0, 12))
-def test_stream_kernels_match_schedule(mask, H, D, L, k0):
+def _check_streams(mask, L, H, D):
+    """Both stream kernels on a (rows × K) mask against the reference schedule."""
     pack = pack_rows(mask)
     K = mask.shape[1]
+    T = -(-K // L)
     lens = row_stream_lengths(pack, K, L, H, D)
     for r in range(mask.shape[0]):
-        T = -(-K // L)
         padded = np.zeros((T, L), dtype=bool)
         padded.reshape(-1)[:K] = mask[r]
         assert lens[r] == reference_schedule(padded, H, D)
-    got = slice_stream_length(pack, k0, K, L, H, D)
-    cols = np.zeros((mask.shape[0], L), dtype=bool)
-    take = mask[:, k0:k0 + L]
-    cols[:, : take.shape[1]] = take
-    assert got == (0 if k0 >= K else reference_schedule(cols, H, D))
+    got = slice_stream_lengths(pack, K, L, H, D)
+    assert len(got) == T
+    for q, k0 in enumerate(range(0, K, L)):
+        cols = np.zeros((mask.shape[0], L), dtype=bool)
+        cols[:, : min(L, K - k0)] = mask[:, k0:k0 + L]
+        assert got[q] == reference_schedule(cols, H, D)
+
+
+@settings(deadline=None, max_examples=60)
+@given(mask=masks, H=st.integers(-1, 5), D=st.integers(0, 3), L=st.integers(1, 8))
+def test_stream_kernels_match_schedule(mask, H, D, L):
+    _check_streams(mask, L, H, D)
+
+
+@settings(deadline=None, max_examples=40)
+@given(rows=st.integers(1, 5), K=st.integers(1, 300), L=st.sampled_from([3, 16, 31, 33, 64]),
+       p=st.floats(0, 1), H=st.integers(-1, 5), D=st.integers(0, 6), seed=st.integers(0, 99))
+def test_long_streams_and_wide_lanes(rows, K, L, p, H, D, seed):
+    """Streams across word boundaries and lane counts up to 64 (the full-word masks)."""
+    _check_streams(np.random.default_rng(seed).random((rows, K)) < p, L, H, D)
+
+
+@settings(deadline=None, max_examples=60)
+@given(mask=st.builds(lambda r, k, p, s: np.random.default_rng(s).random((r, k)) < p,
+                      st.integers(1, 200), st.integers(1, 200), st.floats(0, 1),
+                      st.integers(0, 2**31)))
+def test_transpose_bits(mask):
+    np.testing.assert_array_equal(transpose_bits(pack_rows(mask), mask.shape[1]),
+                                  pack_rows(mask.T))
 
 
 @settings(deadline=None, max_examples=60)
@@ -177,3 +200,30 @@ def test_im2col_kernels(n, g, cpg, k, s, p, d, hw, seed):
         np.testing.assert_array_equal(got, pack_rows(ref))
         got_t = im2col_cols(fmap, grp * cpg, cpg, k, k, s, s, p, p, d, d, ho, wo)
         np.testing.assert_array_equal(got_t, pack_rows(ref.T))
+
+
+@settings(deadline=None, max_examples=30)
+@given(n=st.integers(1, 2), cpg=st.integers(1, 2), kh=st.integers(1, 3), kw=st.integers(1, 5),
+       sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 3),
+       dh=st.integers(1, 2), dw=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 150),
+       p=st.floats(0, 1), seed=st.integers(0, 99))
+def test_im2col_kernels_wide_rows(n, cpg, kh, kw, sh, sw, ph, pw, dh, dw, h, w, p, seed):
+    """Asymmetric geometry and feature-map rows longer than a word (window runs that cross
+    words on both sides), strides and dilations up to 3."""
+    sy, sx = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    if h + 2 * ph < sy or w + 2 * pw < sx:
+        return
+    fmap = np.random.default_rng(seed).random((n, cpg, h, w)) < p
+    ho, wo = (h + 2 * ph - sy) // sh + 1, (w + 2 * pw - sx) // sw + 1
+    ref = np.zeros((n * ho * wo, cpg * kh * kw), dtype=bool)
+    pad = np.zeros((n, cpg, h + 2 * ph, w + 2 * pw), dtype=bool)
+    pad[:, :, ph:ph + h, pw:pw + w] = fmap
+    for i in range(kh):
+        for j in range(kw):
+            win = pad[:, :, i * dh::sh, j * dw::sw][:, :, :ho, :wo]  # (n, c, ho, wo)
+            ref[:, np.arange(cpg) * kh * kw + i * kw + j] = win.transpose(0, 2, 3, 1).reshape(
+                -1, cpg)
+    np.testing.assert_array_equal(im2col_rows(fmap, 0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho,
+                                              wo), pack_rows(ref))
+    np.testing.assert_array_equal(im2col_cols(fmap, 0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho,
+                                              wo), pack_rows(ref.T))
