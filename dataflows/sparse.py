@@ -212,6 +212,9 @@ class SparseWork:
     #: per fold of every group (column folds outer): [A rows, A cols, A nnz, B rows, B cols,
     #: B nnz] of the operand blocks the fold reads; None for a reduced mode
     fold_blocks: np.ndarray | None = None
+    #: per fold, in the order of ``fold_cycles``: slowest stream − balanced (cycles, >= 0);
+    #: sums to ``imbalance_cycles``; None where ``fold_cycles`` is None
+    fold_imbalance: np.ndarray | None = None
 
     @property
     def skipped(self) -> int:
@@ -227,18 +230,61 @@ def _nm_valid(pack: np.ndarray, K: int, n: int, m: int) -> bool:
     return True
 
 
-def _fold_cycles_rows(lens: np.ndarray, block: int, overhead: int, repeat: int
-                      ) -> tuple[np.ndarray, int, int]:
-    """Per block of ``block`` streams: busy = max, balanced = ceil(mean); the fold sequence
-    repeats ``repeat`` times (outer loop). Returns (fold cycles in order, compute, imbalance)."""
-    busy, bal = [], []
-    for s in range(0, len(lens), block):
-        seg = lens[s:s + block]
-        busy.append(int(seg.max()))
-        bal.append(-(-int(seg.sum()) // len(seg)))
-    busy_a, bal_a = np.array(busy, dtype=np.int64), np.array(bal, dtype=np.int64)
-    folds = np.tile(busy_a + overhead, repeat)
-    return folds, repeat * int((bal_a + overhead).sum()), repeat * int((busy_a - bal_a).sum())
+def _fold_cycles_rows(lens: np.ndarray, block: int, overhead: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per block of ``block`` consecutive streams (one fold): busy = max + ``overhead`` and
+    imbalance = max − ceil(mean). Returns (fold cycles, fold imbalance)."""
+    starts = np.arange(0, len(lens), block)
+    busy = np.maximum.reduceat(lens, starts)
+    size = np.minimum(starts + block, len(lens)) - starts
+    bal = -(-np.add.reduceat(lens, starts) // size)
+    return (busy + overhead).astype(np.int64), (busy - bal).astype(np.int64)
+
+
+def _one_sided_folds(packs, x: str, M: int, K: int, N: int, dataflow: str, rows: int,
+                     cols: int, lanes: int, H: int, D: int, ovh: tuple[int, int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(fold cycles, fold imbalance) of every group, column folds outer, when the zeros of
+    operand ``x`` ("A" or "B") are skipped; ``ovh`` = (fill/drain per fold, once per GEMM)."""
+    fold_ovh, gemm_ovh = ovh
+    fcs, fis = [], []
+    for a, b in packs:
+        pack = a if x == "A" else b
+        if dataflow == "os":
+            lens = kx.row_stream_lengths(pack, K, lanes, H, D)
+            if x == "A":  # rows of A on array rows; repeated for every column fold
+                fc, fi = _fold_cycles_rows(lens, rows, fold_ovh)
+                fc, fi = np.tile(fc, -(-N // cols)), np.tile(fi, -(-N // cols))
+            else:  # columns of B on array columns, outer loop: each once, rows inner
+                fc, fi = _fold_cycles_rows(lens, cols, fold_ovh)
+                fc, fi = np.repeat(fc, -(-M // rows)), np.repeat(fi, -(-M // rows))
+        else:  # ws streams A over M, is streams B over N; one array row = L k's
+            lens = kx.slice_stream_lengths(pack, K, lanes, H, D)
+            fc, fi = _fold_cycles_rows(lens, rows, fold_ovh)
+            outer = -(-(N if dataflow == "ws" else M) // cols)
+            fc, fi = np.tile(fc, outer), np.tile(fi, outer)
+        fcs.append(fc)
+        fis.append(fi)
+    fc = np.concatenate(fcs)
+    fc[0] += gemm_ovh
+    return fc, np.concatenate(fis)
+
+
+def _two_sided_folds(packs, M: int, N: int, rows: int, cols: int, lanes: int,
+                     ovh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(fold cycles, fold imbalance) of every group (``os``, column folds outer) when every
+    pair with a zero operand is skipped: one stream per PE, ceil(|A_i ∧ B_j| / L) cycles."""
+    fold_ovh, gemm_ovh = ovh
+    fc, fi = [], []
+    for a, b in packs:
+        for j0 in range(0, N, cols):
+            for i0 in range(0, M, rows):
+                i1, j1 = min(M, i0 + rows), min(N, j0 + cols)
+                mx, sm = kx.pair_lengths_max_sum(a, b, i0, i1, j0, j1, lanes)
+                fc.append(mx + fold_ovh)
+                fi.append(mx + (sm // -((i1 - i0) * (j1 - j0))))  # max − ceil(mean)
+    fc[0] += gemm_ovh
+    return np.array(fc, dtype=np.int64), np.array(fi, dtype=np.int64)
 
 
 def _block_nnz(dataflow: str, M: int, K: int, N: int, rows: int, cols: int, lanes: int,
@@ -336,58 +382,27 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
     streamed = {"os": ("A", "B"), "ws": ("A",), "is": ("B",)}[dataflow]
     skippable = [x for x in streamed if (ra if x == "A" else rb) in feats.skip
                  and (a_mask if x == "A" else b_mask) is not None]
+    ovh = (fold_ovh, gemm_ovh)
     if skippable:
         if len(skippable) == 2 and feats.two_sided:
-            fl, comp, imb = [], 0, 0
-            for a, b in packs:
-                for j0 in range(0, N, cols):
-                    for i0 in range(0, M, rows):
-                        i1, j1 = min(M, i0 + rows), min(N, j0 + cols)
-                        mx, sm = kx.pair_lengths_max_sum(a, b, i0, i1, j0, j1, lanes)
-                        bal = -(-sm // ((i1 - i0) * (j1 - j0)))
-                        fl.append(mx + fold_ovh)
-                        comp += bal + fold_ovh
-                        imb += mx - bal
-            fl[0] += gemm_ovh
-            candidates.append(SparseWork(gemm, dense_map, "two_sided",
-                                         np.array(fl, dtype=np.int64), comp + gemm_ovh, imb,
-                                         algorithmic, eff, eff, 0, density, best.nnz))
+            fc, fi = _two_sided_folds(packs, M, N, rows, cols, lanes, ovh)
+            candidates.append(SparseWork(gemm, dense_map, "two_sided", fc,
+                                         int(fc.sum() - fi.sum()), int(fi.sum()), algorithmic,
+                                         eff, eff, 0, density, best.nnz, fold_imbalance=fi))
         else:
             x = min(skippable, key=lambda o: density[o])
             role = ra if x == "A" else rb
-            folds_all, comp, imb = [], 0, 0
-            for a, b in packs:
-                pack = a if x == "A" else b
-                if dataflow == "os":
-                    lens = kx.row_stream_lengths(pack, K, lanes, H, D)
-                    ovh = fold_ovh
-                    if x == "A":  # rows of A on array rows; repeated for every column fold
-                        f, c, i = _fold_cycles_rows(lens, rows, ovh, -(-N // cols))
-                    else:  # columns of B on array columns, outer loop: each once, rows inner
-                        f0, c0, i0 = _fold_cycles_rows(lens, cols, ovh, 1)
-                        rf = -(-M // rows)
-                        f, c, i = np.repeat(f0, rf), rf * c0, rf * i0
-                else:  # ws streams A over M, is streams B over N; one array row = L k's
-                    lens = kx.slice_stream_lengths(pack, K, lanes, H, D)
-                    ovh = fold_ovh
-                    f0, c0, i0 = _fold_cycles_rows(lens, rows, ovh, 1)
-                    outer = -(-(N if dataflow == "ws" else M) // cols)
-                    f, c, i = np.tile(f0, outer), outer * c0, outer * i0
-                folds_all.append(f)
-                comp += c
-                imb += i
-            folds_all[0] = folds_all[0].copy()
-            folds_all[0][0] += gemm_ovh
-            comp += gemm_ovh
+            fc, fi = _one_sided_folds(packs, x, M, K, N, dataflow, rows, cols, lanes, H, D, ovh)
             actual = act_a if x == "A" else act_b
             other_gated = 0
             if x == "A" and gate_b:
                 other_gated = sum(int((ak * (N - bk)).sum()) for ak, bk in counts)
             if x == "B" and gate_a:
                 other_gated = sum(int(((M - ak) * bk).sum()) for ak, bk in counts)
-            candidates.append(SparseWork(gemm, dense_map, f"skip:{role}",
-                                         np.concatenate(folds_all), comp, imb, algorithmic,
-                                         actual, eff, other_gated, density, best.nnz))
+            candidates.append(SparseWork(gemm, dense_map, f"skip:{role}", fc,
+                                         int(fc.sum() - fi.sum()), int(fi.sum()), algorithmic,
+                                         actual, eff, other_gated, density, best.nnz,
+                                         fold_imbalance=fi))
 
     # -- structured modes: a dense GEMM with reduced dimensions ---------------------------------
     def reduced(mode: str, m2: int, k2: int, n2: int) -> None:

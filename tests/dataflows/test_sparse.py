@@ -66,14 +66,20 @@ def explicit_ab(layer, batch, phase, masks, group):
     return a, b
 
 
-def reference_cycles(layer, batch, phase, masks, R, C, L, df, feats, folds="serial"):
-    """Per fold, per stream, cycle by cycle: the one-sided/two-sided skipping model. Serial
-    folds each pay the pipeline fill/drain; overlapped folds pay it once per GEMM."""
+def reference_folds(layer, batch, phase, masks, R, C, L, df, feats, folds="serial"):
+    """Per fold, per stream, cycle by cycle: the one-sided/two-sided skipping model. Returns
+    the (cycles, load imbalance) of every fold in tile order: the slowest stream plus the
+    fill/drain, and the slowest stream minus ceil(mean). Serial folds each pay the pipeline
+    fill/drain; overlapped folds pay it once per GEMM (added to the first fold)."""
     g = lower(layer, batch, phase)
     fill = (R + C - 2) if df == "os" else (2 * R + C - 2)
     per_fold = fill if folds == "serial" else 0
     ra, rb, _ = g.roles
-    total = 0
+    out = []
+
+    def fold(lens):
+        out.append([max(lens) + per_fold, max(lens) - (-(-sum(lens) // len(lens)))])
+
     for grp in range(g.groups):
         a, b = explicit_ab(layer, batch, phase, masks, grp)
         M, K, N = g.M, g.K, g.N
@@ -105,7 +111,7 @@ def reference_cycles(layer, batch, phase, masks, R, C, L, df, feats, folds="seri
                                  for j in jj])
                     else:
                         lens = [T]
-                    total += max(lens) + per_fold
+                    fold(lens)
         else:
             streamed = a if df == "ws" else b.T  # (time × K)
             outer = N if df == "ws" else M
@@ -118,8 +124,15 @@ def reference_cycles(layer, batch, phase, masks, R, C, L, df, feats, folds="seri
                         mat[:, : lanes.shape[1]] = lanes
                         lens.append(reference_schedule(mat, H, D) if skip
                                     else streamed.shape[0])
-                    total += max(lens) + per_fold
-    return total + (fill if folds == "overlapped" else 0)
+                    fold(lens)
+    out[0][0] += fill if folds == "overlapped" else 0
+    return np.array(out, dtype=np.int64)
+
+
+def reference_cycles(layer, batch, phase, masks, R, C, L, df, feats, folds="serial"):
+    """Total cycles of ``reference_folds``."""
+    return int(reference_folds(layer, batch, phase, masks, R, C, L, df, feats, folds)[:, 0]
+               .sum())
 
 
 @st.composite
@@ -154,12 +167,17 @@ def test_skipping_equals_per_cycle_reference(c, phase, df, R, C, L, H, D, roles,
     layer, batch, masks = c
     feats = SparseFeatures(skip=tuple(roles), two_sided=two, lookahead=H, lookaside=D)
     w = sparse_work(layer, batch, phase, masks, R, C, L, df, feats, folds)
-    want = reference_cycles(layer, batch, phase, masks, R, C, L, df, feats, folds)
+    ref = reference_folds(layer, batch, phase, masks, R, C, L, df, feats, folds)
+    want = int(ref[:, 0].sum())
     dense = map_dense(lower(layer, batch, phase), R, C, df, L, folds).compute_cycles
     # the model takes the cheaper of skipping and dense (a window can lose to dense)
     assert w.compute_cycles + w.imbalance_cycles == min(want, dense)
-    if w.fold_cycles is not None:
-        assert int(w.fold_cycles.sum()) == want
+    if w.fold_cycles is None:
+        assert w.fold_imbalance is None
+    else:  # per fold, in tile order: cycles and load imbalance
+        np.testing.assert_array_equal(w.fold_cycles, ref[:, 0])
+        np.testing.assert_array_equal(w.fold_imbalance, ref[:, 1])
+        assert int(w.fold_imbalance.sum()) == w.imbalance_cycles
 
 
 @settings(**SETTINGS)
