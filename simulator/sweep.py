@@ -300,8 +300,9 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
         for sub in ("points", "traces"):
             (out / sub).mkdir(parents=True, exist_ok=True)
             _remove_stale(out / sub)
-        todo = [p for p in sw.points if not (out / "points" / p.key).is_dir()]
-        run.skipped = [p.key for p in sw.points if p not in todo]
+        finished = {p.key for p in sw.points if (out / "points" / p.key).is_dir()}
+        todo = [p for p in sw.points if p.key not in finished]
+        run.skipped = [p.key for p in sw.points if p.key in finished]
         tick("finished before" if run.skipped else "starting")
         failures = _run(executor, todo, out, run, tick)
     except BaseException:
@@ -339,7 +340,7 @@ def _run(executor: Any, todo: list[Point], out: Path, run: SweepRun,
             pending[executor.submit(build_trace, _task(p, out))] = ("trace", p.trace_key)
         waiting[p.trace_key].append(p)
     for p in todo:
-        if not any(p in group for group in waiting.values()):
+        if p.trace_key not in waiting:
             start(p)
     while pending:
         for fut in executor.wait(set(pending)):

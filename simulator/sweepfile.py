@@ -335,7 +335,7 @@ class _Reader:
                 raise self.fail("synth", "required: a synth recipe (at least its model) or a "
                                          "recorded trace")
             fields = {**synth, **synth_assign}
-            recipe = self.recipe(fields, set(synth), set(synth_assign), loc, combo)
+            recipe = self.recipe(fields, set(synth_assign), loc, combo)
             trace_id = {"synth": recipe["identity"]}
         config = {"sparsesim": version(), "arch": arch.to_dict(), "trace": trace_id,
                   "dataflow": dataflow, "memory": memory, "phases": phases}
@@ -397,8 +397,7 @@ class _Reader:
             self._hashes[path] = h.hexdigest()
         return self._hashes[path]
 
-    def recipe(self, fields: dict[str, Any], written: set[str], assigned: set[str], loc,
-               combo) -> dict[str, Any]:
+    def recipe(self, fields: dict[str, Any], assigned: set[str], loc, combo) -> dict[str, Any]:
         """Type-check a synth recipe, resolve a topology file and ``plan`` it. Returns the
         fields to run (``fields``, a topology as an absolute path) and to hash (``identity``,
         a topology by name and content)."""
@@ -448,10 +447,8 @@ class _Reader:
                 plan(cfg)
             except InputError as err:
                 k = (err.field or err.source or "").lstrip("-").replace("-", "_")
-                if k in assigned or (k in SYNTH_KEYS and (k in written or not assigned)):
-                    raise self.fail(loc(k), err.reason) from None
                 if k in SYNTH_KEYS:
-                    raise self.fail(combo(), f"{k}: {err.reason}") from None
+                    raise self.fail(loc(k), err.reason) from None
                 raise self.fail(combo() if assigned else "synth", str(err)) from None
             self._plans.add(token)
         return {"fields": out, "identity": identity}
