@@ -17,6 +17,22 @@ stall, attributed to a cause (``docs/metrics.md``): waiting for a read is split 
 bandwidth* (the part the transfer would take at peak bandwidth) and *DRAM latency/bank* (the
 rest); waiting for the output buffer to drain is split the same way from the writes; a shortfall
 of SRAM ports is *SRAM bank conflict*; the very first fill and the last drain are *fill/drain*.
+
+Event log. ``simulate_tiles(..., log=buf)`` also appends, per tile, what each unit did and when,
+as flat records of ``len(EVENT_FIELDS)`` numbers (``kind, gemm, start, end, x, y, z``; times in
+cycles, ``gemm`` the schedule's index) — into an ``array.array("d")`` this costs 56 bytes a
+record. ``x, y, z`` by kind (``EVENT_KINDS``):
+
+* ``read``: bytes of A, B and C (partial sums) the reader DMA fetched for the tile;
+* ``compute``: the tile's compute cycles and its SRAM-bank-conflict cycles (the array is busy
+  ``end - start = x + y``);
+* ``write``: bytes the writer DMA wrote back (``y = z = 0``);
+* ``wait_read`` / ``wait_write``: the array stalled for a loaded tile / a free output half-buffer
+  (and, as the last ``wait_write``, the final drain): the stall's DRAM-bandwidth,
+  DRAM-latency/bank and fill/drain cycles (``x + y + z = end - start``).
+
+``gemm`` and ``overhead`` records are added by ``simulator.run`` (one span per GEMM, and the
+training overheads); the engine never writes them. With ``log=None`` nothing is recorded.
 """
 
 from __future__ import annotations
@@ -34,6 +50,10 @@ STALL_CAUSES = ("dram_bandwidth", "dram_latency", "sram_conflict", "fill_drain")
 _I = {name: i for i, name in enumerate(TILE_FIELDS)}
 # base addresses of the operand regions of one GEMM (bytes); each region wraps at 1 GiB
 _REGION = 1 << 30
+
+EVENT_FIELDS = ("kind", "gemm", "start", "end", "x", "y", "z")
+EVENT_KINDS = ("read", "compute", "write", "wait_read", "wait_write", "gemm", "overhead")
+READ, COMPUTE, WRITE, WAIT_READ, WAIT_WRITE, GEMM, OVERHEAD = range(len(EVENT_KINDS))
 
 
 @dataclass
@@ -113,8 +133,11 @@ class _Queue:
         return None, self.waiter
 
 
-def simulate_tiles(schedules: list[TileSchedule], arch) -> list[GemmTiming]:
-    """Replay the tile schedules of consecutive GEMMs on ``arch`` with the SimPy model."""
+def simulate_tiles(schedules: list[TileSchedule], arch, log=None) -> list[GemmTiming]:
+    """Replay the tile schedules of consecutive GEMMs on ``arch`` with the SimPy model.
+
+    ``log``: None, or a flat sequence with ``extend`` (``array.array("d")``, a list) that
+    receives the event records described in the module docstring."""
     env = simpy.Environment()
     dram = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
     peak = dram.timing.bytes_per_cycle
@@ -133,6 +156,7 @@ def simulate_tiles(schedules: list[TileSchedule], arch) -> list[GemmTiming]:
     ready, to_write = _Queue(env), _Queue(env)
     state = {"write_ratio": 1.0, "last_compute_end": 0.0}
     offsets = [0, 0, 0]  # running offsets into the A, B, C regions (bytes)
+    rec = None if log is None else log.extend
 
     def addr(region: int, nbytes: int) -> int:
         a = offsets[region]
@@ -164,6 +188,8 @@ def simulate_tiles(schedules: list[TileSchedule], arch) -> list[GemmTiming]:
                     rd["C"] += rc
                     took = finish - now
                     ideal = (ra + rb + rc) / peak
+                    if rec is not None:
+                        rec((READ, gi, now, finish, ra, rb, rc))
                     if took > 0:
                         yield env.timeout(took)
                 ready.put((took, ideal))
@@ -184,10 +210,14 @@ def simulate_tiles(schedules: list[TileSchedule], arch) -> list[GemmTiming]:
                 if wait > 0:
                     if first:
                         stalls["fill_drain"] += wait
+                        if rec is not None:
+                            rec((WAIT_READ, gi, t0, env.now, 0.0, 0.0, wait))
                     else:
                         bw = wait * (min(ideal, took) / took if took > 0 else 1.0)
                         stalls["dram_bandwidth"] += bw
                         stalls["dram_latency"] += wait - bw
+                        if rec is not None:
+                            rec((WAIT_READ, gi, t0, env.now, bw, wait - bw, 0.0))
                 first = False
                 ev = out_slots.take()
                 if ev is not None:
@@ -197,8 +227,12 @@ def simulate_tiles(schedules: list[TileSchedule], arch) -> list[GemmTiming]:
                     bw = wait * state["write_ratio"]
                     stalls["dram_bandwidth"] += bw
                     stalls["dram_latency"] += wait - bw
+                    if rec is not None:
+                        rec((WAIT_WRITE, gi, t1, env.now, bw, wait - bw, 0.0))
                 tm.compute += compute
                 stalls["sram_conflict"] += extra
+                if rec is not None:
+                    rec((COMPUTE, gi, env.now, env.now + compute + extra, compute, extra, 0))
                 yield env.timeout(compute + extra)
                 in_slots.give()
                 to_write.put((gi, w))
@@ -221,6 +255,8 @@ def simulate_tiles(schedules: list[TileSchedule], arch) -> list[GemmTiming]:
                 tm.dram_write_bytes += nbytes
                 took = finish - now
                 ideal = nbytes / peak
+                if rec is not None:
+                    rec((WRITE, gi, now, finish, nbytes, 0, 0))
                 state["write_ratio"] = min(ideal, took) / took if took > 0 else 1.0
                 if took > 0:
                     yield env.timeout(took)
@@ -234,4 +270,7 @@ def simulate_tiles(schedules: list[TileSchedule], arch) -> list[GemmTiming]:
         drain = env.now - state["last_compute_end"]
         timings[-1].stalls["fill_drain"] += drain
         timings[-1].end = env.now
+        if rec is not None and drain > 0:
+            rec((WAIT_WRITE, len(timings) - 1, state["last_compute_end"], env.now, 0.0, 0.0,
+                 drain))
     return timings

@@ -8,6 +8,16 @@
 * ``memory="modeled"``: the SimPy model (``simulator.engine``) over the DRAM timing model replays
   the tile schedule of every GEMM in training order; stalls are measured and split by cause.
 
+Timeline. With ``timeline=True``, ``Results.events`` holds the run's event log: a float64 array of
+shape ``(n, len(EVENT_FIELDS))``, one record per row, as ``simulator.engine`` documents, where
+``gemm`` is the row of ``Results.table`` the record belongs to and times are cycles from the start
+of the run. On top of the engine's per-tile records it has one ``gemm`` record per GEMM row (from
+the GEMM's first wait or compute to its last compute; the last GEMM also to the final drain). With
+ideal memory there is no SimPy run: each GEMM is one ``compute`` record of its elapsed cycles,
+laid end to end. A trace's steps follow each other; after each step's GEMMs come its
+``overhead`` rows (top-K, mask updates), end to end, because the step totals count them serially
+(``x`` = their cycles). ``reports.timeline`` turns this into a Chrome trace.
+
 Training order: ``fwd`` for every layer in order, then per layer from last to first its
 ``bwd_input`` and ``bwd_weight``. The first layer has no ``bwd_input`` (the network input needs no
 gradient).
@@ -15,6 +25,7 @@ gradient).
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +37,15 @@ from dataflows.gemm import Gemm, lower
 from dataflows.sparse import SparseFeatures, SparseWork, sparse_work
 from dataflows.systolic import DATAFLOWS, map_dense
 from dataflows.tiles import TileSchedule, schedule
-from simulator.engine import STALL_CAUSES, GemmTiming, simulate_tiles
+from simulator.engine import (
+    COMPUTE,
+    EVENT_FIELDS,
+    GEMM,
+    OVERHEAD,
+    STALL_CAUSES,
+    GemmTiming,
+    simulate_tiles,
+)
 from traces.errors import InputError
 from traces.layers import Layer
 
@@ -75,11 +94,32 @@ def check_buffers(arch) -> None:
 @dataclass
 class Results:
     """The per-GEMM table of one run plus what produced it (and, for a trace, the dense
-    baseline's table)."""
+    baseline's table); ``events`` is the event log of a ``timeline=True`` run (module
+    docstring)."""
 
     table: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     baseline: pd.DataFrame | None = None
+    events: np.ndarray | None = None
+
+
+def _events(log, timings: list[GemmTiming] | None, compute: list[int]) -> np.ndarray:
+    """The event array of one ``simulate`` run: the engine's records plus one ``gemm`` record
+    per GEMM (modeled memory), or per GEMM a ``compute`` and a ``gemm`` record of its
+    ``compute`` cycles laid end to end (ideal memory: ``timings`` is None)."""
+    n = len(compute)
+    gemms = np.zeros((n, len(EVENT_FIELDS)))
+    gemms[:, 0], gemms[:, 1] = GEMM, np.arange(n)
+    if timings is not None:
+        gemms[:, 2:4] = [(tm.start, tm.end) for tm in timings]
+        recs = np.array(log, dtype=np.float64).reshape(-1, len(EVENT_FIELDS))
+    else:
+        cycles = np.asarray(compute, dtype=np.float64)
+        gemms[:, 3] = np.cumsum(cycles)
+        gemms[:, 2] = gemms[:, 3] - cycles
+        recs = gemms.copy()
+        recs[:, 0], recs[:, 4] = COMPUTE, cycles
+    return np.concatenate([gemms, recs])
 
 
 def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) -> int:
@@ -148,12 +188,13 @@ def _format_bytes(full: Gemm, work: SparseWork, feats: SparseFeatures, arch) -> 
 def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow: str,
              phases: str = "fwd", memory: str = "modeled", step: int = 0,
              masks: dict[str, dict[str, np.ndarray | None]] | None = None,
-             features: SparseFeatures | None = None) -> Results:
+             features: SparseFeatures | None = None, timeline: bool = False) -> Results:
     """Simulate one step of ``layers`` at ``batch`` on ``arch``; see the module docstring.
 
     ``masks[layer][role]`` are the operand masks of the step (layer-shaped bool tensors, None
     for dense); without them every operand is dense. ``features`` defaults to the
     architecture's sparse features; pass ``SparseFeatures()`` for the dense baseline.
+    ``timeline`` keeps the event log in ``Results.events``.
     """
     if dataflow not in DATAFLOWS:
         raise InputError("--dataflow", None,
@@ -183,8 +224,9 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
         works.append(w)
         squeeze = (1.0, 1.0) if w.mode in REDUCED_MODES else _compression(w, feats, arch)
         scheds.append(schedule(w.gemm, w.mapping, caps, w.fold_cycles, squeeze))
+    log = array("d") if timeline else None
     if memory == "modeled":
-        timings = simulate_tiles(scheds, arch)
+        timings = simulate_tiles(scheds, arch, log)
     else:
         timings = [GemmTiming(compute=s.total("compute")) for s in scheds]
     rows = []
@@ -266,7 +308,11 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     meta = {"arch": arch.name, "arch_source": arch.source, "dataflow": dataflow,
             "phases": phases, "memory": memory, "batch": batch,
             "array": [arch.rows, arch.cols, arch.lanes], "clock_ghz": arch.clock_ghz}
-    return Results(table, meta)
+    events = None
+    if timeline:
+        events = _events(log, timings if memory == "modeled" else None,
+                         [tm.compute for tm in timings])
+    return Results(table, meta, events=events)
 
 
 @dataclass(frozen=True)
@@ -354,12 +400,30 @@ def overhead_rows(layers, batch: int, arch, manifest, step_data, step: int) -> l
     return out
 
 
+def _step_events(events: np.ndarray, extra: list[dict], row0: int, t0: float) -> np.ndarray:
+    """One step's events moved to rows from ``row0`` and times from ``t0``, followed by its
+    overhead rows (which follow its GEMM rows in the table) end to end after its last event."""
+    ev = events.copy()
+    ev[:, 1] += row0
+    ev[:, 2:4] += t0
+    t = float(ev[:, 3].max()) if len(ev) else t0
+    n = len(ev[ev[:, 0] == GEMM])
+    over = np.zeros((len(extra), len(EVENT_FIELDS)))
+    for i, row in enumerate(extra):
+        c = row["Compute Cycles"]
+        over[i] = (OVERHEAD, row0 + n + i, t, t + c, c, 0, 0)
+        t += c
+    return np.concatenate([ev, over])
+
+
 def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
-                   memory: str = "modeled", steps: list[int] | None = None) -> Results:
+                   memory: str = "modeled", steps: list[int] | None = None,
+                   timeline: bool = False) -> Results:
     """Every recorded step of a trace (or ``steps``) with its real masks, plus the dense
     baseline (same layers, batch, architecture and dataflow; masks dropped, features off), with
     ``Dense Cycles`` and ``Speedup`` per row. Overhead rows (top-K, mask updates) count in the
-    sparse run's step totals."""
+    sparse run's step totals. ``timeline`` keeps the sparse run's event log, steps one after
+    the other (module docstring); the baseline keeps none."""
     from traces.format import Trace
 
     trace = Trace(path)
@@ -368,23 +432,30 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
     base = simulate(layers, batch, arch, dataflow, phases, memory, 0, None, SparseFeatures())
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
-    tables = []
+    tables, events = [], []
+    rows, t_end = 0, 0.0
     for sd in trace:
         if steps is not None and sd.step not in steps:
             continue
-        res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd))
+        res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd),
+                       timeline=timeline)
         t = res.table
         t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]
         t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])
         extra = overhead_rows(layers, batch, arch, m, sd, sd.step)
+        if timeline:
+            events.append(_step_events(res.events, extra, rows, t_end))
+            t_end = float(events[-1][:, 3].max()) if len(events[-1]) else t_end
         if extra:
             t = pd.concat([t, pd.DataFrame(extra)], ignore_index=True)
         tables.append(t)
+        rows += len(t)
     if not tables:
         raise InputError(str(path), "steps", f"none of the steps {steps} are in the trace")
     table = pd.concat(tables, ignore_index=True)
     meta = {**base.meta, "trace": str(path), "model": m.model, "method": m.method,
             "sparsity": m.sparsity.get("sparsity"), "steps": sorted(set(table["Step"])),
             "features": dict(arch.sparse)}
-    return Results(table, meta, baseline=base.table)
+    return Results(table, meta, baseline=base.table,
+                   events=np.concatenate(events) if timeline else None)
 
