@@ -257,9 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing results directory")
     p.set_defaults(func=_cmd_simulate)
 
+    from cli.demo_cmd import add_demo_parser
+    from cli.report_cmd import add_report_parser
+    from cli.sweep_cmd import add_sweep_parser
     from cli.train_cmd import add_train_parser
 
     add_train_parser(sub)
+    add_report_parser(sub)
+    add_sweep_parser(sub)
+    add_demo_parser(sub)
 
     p = sub.add_parser("info", help="describe a trace, a topology CSV or a built-in model")
     p.add_argument("target", help="trace directory, SCALE-Sim topology CSV, or model name")

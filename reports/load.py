@@ -1,0 +1,222 @@
+"""Reading what ``sparsesim simulate`` and ``sparsesim sweep`` wrote, checked at the boundary.
+
+A *results directory* holds ``summary.json`` and ``COMPUTE_REPORT.csv`` (plus the other
+SCALE-Sim-named reports, ``docs/metrics.md``); a *sweep directory* holds ``sweep.csv`` (one row
+per point × layer × phase, ``docs/sweeps.md``). Anything else is refused with one message naming
+the directory and what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from traces.errors import InputError
+
+PHASES = ("fwd", "bwd_input", "bwd_weight")
+#: rows that are training overheads, not GEMMs (top-K unit, RigL/SRigL mask updates)
+OVERHEAD_PHASES = ("topk", "mask_update")
+KEYS = ["LayerID", "Layer", "Phase", "Step"]
+REQUIRED_COLUMNS = (*KEYS, "Compute Cycles", "Stall Cycles")
+MERGED_REPORTS = ("BANDWIDTH_REPORT.csv", "DETAILED_ACCESS_REPORT.csv", "SPARSE_REPORT.csv")
+STALL_CAUSE_COLUMNS = {
+    "DRAM bandwidth": "Stall Cycles (DRAM Bandwidth)",
+    "DRAM latency/bank": "Stall Cycles (DRAM Latency/Bank)",
+    "SRAM bank conflict": "Stall Cycles (SRAM Bank Conflict)",
+    "load imbalance": "Stall Cycles (Load Imbalance)",
+    "fill/drain": "Stall Cycles (Fill/Drain)",
+}
+NOT_A_RESULT = ("is not a sparsesim results directory (expected summary.json and "
+                "COMPUTE_REPORT.csv from 'sparsesim simulate ... -o DIR', or sweep.csv from "
+                "'sparsesim sweep')")
+
+
+@dataclass
+class Run:
+    """One simulated run: its per-GEMM table and its summary."""
+
+    path: Path
+    compute: pd.DataFrame
+    summary: dict[str, Any]
+    sparse: pd.DataFrame | None = None
+    imbalance: pd.DataFrame | None = None
+    label: str = ""
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.summary
+
+    @property
+    def arch(self) -> str:
+        return str(self.summary.get("arch", "?"))
+
+    @property
+    def dataflow(self) -> str:
+        return str(self.summary.get("dataflow", "?"))
+
+    @property
+    def memory(self) -> str:
+        return str(self.summary.get("memory", "?"))
+
+    @property
+    def method(self) -> str:
+        return str(self.summary.get("method") or "topology")
+
+    @property
+    def sparsity(self) -> float:
+        """The nominal sparsity of the trace (0 for a dense method or a topology)."""
+        s = self.summary.get("sparsity")
+        return float(s) if s is not None else 0.0
+
+    @property
+    def model(self) -> str:
+        return str(self.summary.get("model") or self.path.name)
+
+    @property
+    def speedup(self) -> dict[str, Any] | None:
+        return self.summary.get("speedup")
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted(int(s) for s in self.compute["Step"].unique())
+
+    @property
+    def gemms(self) -> pd.DataFrame:
+        """The GEMM rows (no overhead rows)."""
+        return self.compute[self.compute["Phase"].isin(PHASES)]
+
+    @property
+    def trace_key(self) -> tuple:
+        """What identifies the workload: runs with equal keys simulated the same masks."""
+        return (self.summary.get("trace") or self.model, self.model, self.method,
+                self.summary.get("sparsity"), self.summary.get("batch"))
+
+
+@dataclass
+class Sweep:
+    """A sweep directory: the tidy table and its description."""
+
+    path: Path
+    table: pd.DataFrame
+    axes: list[str] = field(default_factory=list)
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise InputError(str(path), None, f"cannot read as CSV: {err}".splitlines()[0]) from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise InputError(str(path), missing[0], "column missing (is this a sparsesim report of "
+                                                "the current version?)")
+    return df
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(str(path), None, f"cannot read as JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise InputError(str(path), None, "expected a JSON object")
+    return data
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Load one results directory written by ``sparsesim simulate``."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(str(p), None, "no such directory" if not p.exists() else NOT_A_RESULT)
+    if not (p / "summary.json").is_file() or not (p / "COMPUTE_REPORT.csv").is_file():
+        raise InputError(str(p), None, NOT_A_RESULT)
+    summary = _read_json(p / "summary.json")
+    for key in ("arch", "dataflow", "memory"):
+        if key not in summary:
+            raise InputError(str(p / "summary.json"), key, "missing")
+    compute = _read_csv(p / "COMPUTE_REPORT.csv", REQUIRED_COLUMNS)
+    if compute.empty:
+        raise InputError(str(p / "COMPUTE_REPORT.csv"), None, "has no rows")
+    sparse = None
+    for name in MERGED_REPORTS:  # one wide table: the other reports' columns joined on the keys
+        if not (p / name).is_file():
+            continue
+        other = _read_csv(p / name, tuple(KEYS))
+        if name == "SPARSE_REPORT.csv":
+            sparse = other
+        fresh = [c for c in other.columns if c not in compute.columns]
+        if fresh:
+            if other.duplicated(KEYS).any():
+                raise InputError(str(p / name), None, "has two rows for one layer, phase and step")
+            compute = compute.merge(other[KEYS + fresh], on=KEYS, how="left", sort=False)
+    imbalance = (_read_csv(p / "LOAD_IMBALANCE.csv", ("Layer", "Phase", "Step"))
+                 if (p / "LOAD_IMBALANCE.csv").is_file() else None)
+    return Run(p, compute, summary, sparse, imbalance)
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Load a sweep directory written by ``sparsesim sweep``."""
+    p = Path(path)
+    table = _read_csv(p / "sweep.csv", ("Point", "Layer", "Phase", "Compute Cycles",
+                                        "Stall Cycles"))
+    desc = _read_json(p / "sweep.json") if (p / "sweep.json").is_file() else {}
+    axes = desc.get("axes")
+    if isinstance(axes, dict):
+        axes = list(axes)
+    if not isinstance(axes, list):
+        axes = []
+    axes = [a for a in axes if a in table.columns]
+    return Sweep(p, table, axes, desc)
+
+
+def load_any(paths: list[str | os.PathLike]) -> tuple[list[Run], list[Sweep]]:
+    """Results and sweep directories, each recognised by its files, with unique labels."""
+    runs, sweeps = [], []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir() and (p / "sweep.csv").is_file():
+            sweeps.append(load_sweep(p))
+        else:
+            runs.append(load_run(p))
+    label_runs(runs)
+    return runs, sweeps
+
+
+def label_runs(runs: list[Run]) -> None:
+    """A short label per run that tells it apart from the others in the same report."""
+    def describe(r: Run, parts: tuple[str, ...]) -> str:
+        bits = []
+        for part in parts:
+            if part == "workload":
+                bits.append(r.method if r.method in ("dense", "topology")
+                            else f"{r.method} {r.sparsity:.0%}")
+            elif part == "model":
+                bits.append(r.model)
+            elif part == "dataflow":
+                bits.append(r.dataflow)
+            elif part == "memory":
+                bits.append(f"{r.memory} mem")
+            elif part == "arch":
+                bits.append(r.arch)
+        return " · ".join(bits)
+
+    varying = ["workload"]
+    for attr, part in (("model", "model"), ("dataflow", "dataflow"), ("memory", "memory"),
+                       ("arch", "arch")):
+        if len({getattr(r, attr) for r in runs}) > 1:
+            varying.append(part)
+    if len(runs) == 1:
+        varying = ["workload", "model", "dataflow"]
+    labels = [describe(r, tuple(varying)) for r in runs]
+    seen: dict[str, int] = {}
+    for r, lab in zip(runs, labels, strict=True):
+        if labels.count(lab) > 1:  # still ambiguous: add the directory name
+            seen[lab] = seen.get(lab, 0) + 1
+            lab = f"{lab} ({r.path.name})"
+        r.label = lab
