@@ -345,7 +345,10 @@ def _run(executor: Any, todo: list[Point], out: Path, run: SweepRun,
     while pending:
         for fut in executor.wait(set(pending)):
             kind, what = pending.pop(fut)
-            err = fut.exception()
+            try:
+                err = fut.exception()
+            except Exception as lost:  # cancelled: e.g. a Dask worker died
+                err = lost
             if kind == "trace":
                 for p in waiting.pop(what):
                     if err is None:
