@@ -236,11 +236,11 @@ def dataflow_comparison(runs: list[Run]) -> Drawn | None:
             pos = x - 0.4 + width * (2 * i) + width / 2
             st = _style(i)
             ax.bar(pos, sp, width, color=st["color"], edgecolor="black", linewidth=0.5,
-                   label=f"{run.dataflow} sparse")
+                   label=f"{run.dataflow}")
             if has_dense:
                 ax.bar(pos + width, dn, width, color="white", hatch=HATCHES[(i % 5) + 1],
-                       edgecolor=st["color"] if i else "black", linewidth=0.8,
-                       label=f"{run.dataflow} dense")
+                       edgecolor="black", linewidth=0.5,
+                       label=f"{run.dataflow} dense baseline")
                 for xp, s, d in zip(pos, sp, dn, strict=True):
                     if s > 0:
                         ax.annotate(f"{d / s:.2f}×", (xp + width / 2, max(s, d)), fontsize=6,
