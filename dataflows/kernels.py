@@ -263,6 +263,35 @@ def slice_stream_lengths(pack, K, L, H, D):
 
 
 @njit(cache=True)
+def gathered_stream_lengths(a_pack, slots, empty, L, H, D):
+    """Per PE (i, j) of a condensed GEMM (N:M or fan-in weights in slots, ``os``): cycles of
+    the stream of column j's slots taken L at a time, slot s pending when bit ``slots[j, s]``
+    of A's row i is set; an empty slot (−1) is pending when ``empty``, a padding slot (−2)
+    never. (M, columns) int64."""
+    M = a_pack.shape[0]
+    nc, ks = slots.shape
+    T = (ks + L - 1) // L
+    out = np.zeros((M, nc), dtype=np.int64)
+    steps = np.zeros(T, dtype=np.uint64)
+    win = np.zeros(max(H + 1, 1), dtype=np.uint64)
+    e = _U1 if empty else _Z
+    for j in range(nc):
+        for i in range(M):
+            for t in range(T):
+                v = _Z
+                for lane in range(min(L, ks - t * L)):
+                    k = slots[j, t * L + lane]
+                    if k >= 0:
+                        bit = (a_pack[i, k >> 6] >> np.uint64(k & 63)) & _U1
+                    else:
+                        bit = e if k == -1 else _Z
+                    v |= bit << np.uint64(lane)
+                steps[t] = v
+            out[i, j] = _drain(steps, T, L, H, D, win)
+    return out
+
+
+@njit(cache=True)
 def pair_lengths_max_sum(a_pack, b_pack, i0, i1, j0, j1, L):
     """Two-sided (intersection) streams of the PEs of one ``os`` fold: the max and the sum over
     PEs (i, j) of ceil(popcount(A_i & B_j) / L)."""

@@ -15,8 +15,8 @@ Features (the ``sparse:`` section of an architecture file; ``docs/sparse.md``):
     MACs with a zero operand of these roles are gated: they cost cycles but ``mac_gated_pj``.
 ``nm: "N:M"``
     structured execution of the ``filter`` operand: when every group of M consecutive weights
-    along K has at most N nonzeros, the GEMM runs as a dense GEMM with K·N/M (2× for 2:4);
-    otherwise at dense speed.
+    along K has at most N nonzeros, the GEMM runs as a dense GEMM with N slots per group of M
+    along K (2× for 2:4); otherwise at dense speed.
 ``fanin: true``
     condensed execution of constant fan-in weights (SRigL): when every active output neuron has
     the same number k of weights along K, the GEMM runs dense with K = k over the active neurons.
@@ -26,14 +26,16 @@ Features (the ``sparse:`` section of an architecture file; ``docs/sparse.md``):
 ``formats: {role: format}``
     the compressed format of each role in DRAM and SRAM (``dataflows.formats``).
 
-When several apply to a GEMM they are alternatives: the array runs the one with the fewest
-compute cycles (a flexible accelerator picks its mode per GEMM).
+A GEMM's candidate executions are dense, skipping, each reduced mode (nm, fanin, structured)
+alone, and each reduced mode with skipping stacked inside the reduced GEMM (``structured+skip:
+ifmap``, ``nm+skip:filter``, ``nm+skip:ifmap``...; ``docs/sparse.md``, "Stacking"); the array
+runs the one with the fewest cycles (a flexible accelerator picks its mode per GEMM).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,8 @@ from traces.errors import InputError
 from traces.layers import Layer
 
 SKIP_ROLES = ("filter", "ifmap", "grad_out")
+#: modes that run a dense GEMM on reduced dimensions (its operands are already compact)
+REDUCED_MODES = ("nm", "fanin", "structured")
 FEATURE_KEYS = ("skip", "two_sided", "window", "gate", "nm", "fanin", "structured", "formats")
 
 
@@ -220,14 +224,12 @@ class SparseWork:
     def skipped(self) -> int:
         return self.algorithmic - self.actual
 
-
-def _nm_valid(pack: np.ndarray, K: int, n: int, m: int) -> bool:
-    for k0 in range(0, K, m):
-        width = min(m, K - k0)
-        for r in range(pack.shape[0]):
-            if kx.popcount64(kx.extract_bits(pack[r], k0, width)) > n:
-                return False
-    return True
+    @property
+    def reduction(self) -> str | None:
+        """The reduced mode the GEMM runs in (``nm``, ``fanin``, ``structured``), alone or with
+        skipping stacked on it (mode ``structured+skip:ifmap``...); None otherwise."""
+        base = self.mode.split("+")[0]
+        return base if base in REDUCED_MODES else None
 
 
 def _fold_cycles_rows(lens: np.ndarray, block: int, overhead: int
@@ -338,117 +340,274 @@ def _counts(a, b, M: int, K: int, N: int) -> tuple[np.ndarray, np.ndarray]:
     return ak, bk
 
 
-def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
-                rows: int, cols: int, lanes: int, dataflow: str,
-                feats: SparseFeatures, folds: str = "serial") -> SparseWork:
-    """The work of ``phase`` of ``layer`` with the operand masks of one step."""
+@dataclass(frozen=True)
+class _Exec:
+    """One way of executing a GEMM: the GEMM that runs (reduced dimensions for a reduced
+    mode), its dense mapping, and per group its operands (A packed M×K, Bᵀ packed N×K; None =
+    dense) with their per-k nonzero counts (a_k over M, b_k over N)."""
+
+    gemm: Gemm
+    mapping: DenseMapping
+    packs: list
+    counts: list
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What every candidate of one GEMM shares: the array, the features and the real
+    operands' figures (counters are reported against the GEMM as written)."""
+
+    dataflow: str
+    rows: int
+    cols: int
+    lanes: int
+    feats: SparseFeatures
+    roles: tuple[str, str]
+    masked: tuple[bool, bool]  # A, B have a mask (else dense: nothing to skip)
+    algorithmic: int
+    effectual: int
+    density: dict
+    nnz: dict
+
+    @property
+    def gate(self) -> tuple[bool, bool]:
+        return self.roles[0] in self.feats.gate, self.roles[1] in self.feats.gate
+
+
+def _exec(gemm: Gemm, packs: list, ctx: _Ctx, folds: str) -> _Exec:
+    counts = [_counts(a, b, gemm.M, gemm.K, gemm.N) for a, b in packs]
+    return _Exec(gemm, map_dense(gemm, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
+                 packs, counts)
+
+
+def _skipping(ex: _Exec, ctx: _Ctx, prefix: str = "") -> list[SparseWork]:
+    """The skipping candidate of one executed GEMM (the rules of ``docs/sparse.md``: the
+    streamed operands whose roles are skipped; both with ``two_sided``, else the sparser)."""
+    M, K, N, G = ex.gemm.M, ex.gemm.K, ex.gemm.N, ex.gemm.groups
+    streamed = {"os": ("A", "B"), "ws": ("A",), "is": ("B",)}[ctx.dataflow]
+    skippable = [x for x in streamed if ctx.roles["AB".index(x)] in ctx.feats.skip
+                 and ctx.masked["AB".index(x)]]
+    if not skippable:
+        return []
+    ovh = (ex.mapping.fold_overhead, ex.mapping.gemm_overhead)
+    gate_a, gate_b = ctx.gate
+    if len(skippable) == 2 and ctx.feats.two_sided:
+        fc, fi = _two_sided_folds(ex.packs, M, N, ctx.rows, ctx.cols, ctx.lanes, ovh)
+        mode, actual, gated = "two_sided", ctx.effectual, 0
+    else:
+        dens = {"A": sum(int(ak.sum()) for ak, _ in ex.counts) / (G * M * K),
+                "B": sum(int(bk.sum()) for _, bk in ex.counts) / (G * K * N)}
+        x = min(skippable, key=lambda o: dens[o])
+        fc, fi = _one_sided_folds(ex.packs, x, M, K, N, ctx.dataflow, ctx.rows, ctx.cols,
+                                  ctx.lanes, ctx.feats.lookahead, ctx.feats.lookaside, ovh)
+        mode = f"skip:{ctx.roles['AB'.index(x)]}"
+        if x == "A":  # every nonzero of A meets all N columns; gated where B is zero
+            actual = sum(int(ak.sum()) * N for ak, _ in ex.counts)
+            gated = sum(int((ak * (N - bk)).sum()) for ak, bk in ex.counts) if gate_b else 0
+        else:
+            actual = sum(int(bk.sum()) * M for _, bk in ex.counts)
+            gated = sum(int(((M - ak) * bk).sum()) for ak, bk in ex.counts) if gate_a else 0
+    return [SparseWork(ex.gemm, ex.mapping, prefix + mode, fc, int(fc.sum() - fi.sum()),
+                       int(fi.sum()), ctx.algorithmic, actual, ctx.effectual, gated,
+                       ctx.density, ctx.nnz, fold_imbalance=fi)]
+
+
+def _dense_work(ex: _Exec, ctx: _Ctx, mode: str, macs: int | None = None) -> SparseWork:
+    """``ex`` run at dense speed: every MAC of the executed GEMM performed (``macs`` of a
+    reduced GEMM with a zero dimension, which runs as one of size 1)."""
+    macs = ex.gemm.macs if macs is None else macs
+    gate_a, gate_b = ctx.gate
+    if mode == "dense":
+        ga = sum(int(((ex.gemm.M - ak) * ex.gemm.N).sum()) for ak, _ in ex.counts)
+        gb = sum(int((ex.gemm.M * (ex.gemm.N - bk)).sum()) for _, bk in ex.counts)
+        gab = sum(int((ex.gemm.M * ex.gemm.N - ak * bk).sum()) for ak, bk in ex.counts)
+        gated = gab if gate_a and gate_b else (ga if gate_a else (gb if gate_b else 0))
+    else:
+        gated = max(0, macs - ctx.effectual) if (gate_a or gate_b) else 0
+    return SparseWork(ex.gemm, ex.mapping, mode, None, ex.mapping.compute_cycles, 0,
+                      ctx.algorithmic, macs, ctx.effectual, gated, ctx.density, ctx.nnz)
+
+
+def _unpack(pack: np.ndarray, K: int) -> np.ndarray:
+    """A packed (rows × K bits) matrix as bool."""
+    return np.unpackbits(pack.view(np.uint8), axis=1, bitorder="little")[:, :K].astype(bool)
+
+
+def _structured(ex: _Exec) -> tuple[Gemm, list, int] | None:
+    """The GEMM on the rows of A, columns of B and k's that hold a nonzero (both operands
+    nonzero at k); groups padded with zeros to the largest group's dimensions. Returns (the
+    GEMM, its operands per group, its MACs) or None when nothing is dropped."""
+    M, K, N, G = ex.gemm.M, ex.gemm.K, ex.gemm.N, ex.gemm.groups
+    keep = []
+    for (a, b), (ak, bk) in zip(ex.packs, ex.counts, strict=True):
+        keep.append((np.ones(M, bool) if a is None else kx.row_popcounts(a) > 0,
+                     (ak > 0) & (bk > 0),
+                     np.ones(N, bool) if b is None else kx.row_popcounts(b) > 0))
+    m2, k2, n2 = (max(int(kp[i].sum()) for kp in keep) for i in range(3))
+    if (m2, k2, n2) == (M, K, N):
+        return None
+    macs = G * m2 * k2 * n2
+    m2, k2, n2 = max(1, m2), max(1, k2), max(1, n2)
+
+    def select(pack, r, c, shape):
+        if pack is None:
+            return None
+        out = np.zeros(shape, bool)
+        sub = _unpack(pack, K)[r][:, c]
+        out[: sub.shape[0], : sub.shape[1]] = sub
+        return kx.pack_rows(out)
+
+    packs = [(select(a, km, kk, (m2, k2)), select(b, kn, kk, (n2, k2)))
+             for (a, b), (km, kk, kn) in zip(ex.packs, keep, strict=True)]
+    return Gemm(ex.gemm.layer, ex.gemm.phase, m2, k2, n2, G), packs, macs
+
+
+def nm_slots(K: int, n: int, m: int) -> int:
+    """Slots along K of an N:M-condensed operand: N per group of M, min(N, width) for a last,
+    narrower group."""
+    return (K // m) * n + min(n, K % m)
+
+
+def _condense(b: np.ndarray, K: int, kind: str, nm: tuple[int, int] | None
+              ) -> tuple[np.ndarray, int] | None:
+    """The slots of the condensed weight operand (Bᵀ packed N×K, one group): per column, the
+    k of each slot, −1 for an empty slot (an explicit zero weight). ``nm``: N slots per group of
+    M along K, the group's nonzeros first; ``fanin``: the k nonzeros of every active column
+    (all columns with a nonzero hold the same k), inactive columns dropped. Returns (slots
+    (columns × K'), number of columns kept) or None where the mask does not have the
+    structure."""
+    bits = _unpack(b, K)
+    if kind == "fanin":
+        per = bits.sum(axis=1)
+        act = bits[per > 0]
+        if len(act) == 0:
+            return np.zeros((0, 0), dtype=np.int64), 0
+        if len(set(per[per > 0].tolist())) != 1:
+            return None
+        return np.nonzero(act)[1].reshape(len(act), -1).astype(np.int64), len(act)
+    n, m = nm
+    slots = np.full((bits.shape[0], nm_slots(K, n, m)), -1, dtype=np.int64)
+    for g0 in range(0, K, m):
+        sub = bits[:, g0:g0 + m]
+        rank = np.cumsum(sub, axis=1) - 1
+        if (rank[:, -1] >= n).any():
+            return None
+        r, c = np.nonzero(sub)
+        slots[r, (g0 // m) * n + rank[r, c]] = g0 + c
+    return slots, bits.shape[0]
+
+
+def _pe_folds(lens: np.ndarray, rows: int, cols: int, fold_ovh: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(fold cycles, fold imbalance) of one group of ``os`` folds (column folds outer) from the
+    stream length of every PE (i, j): ``lens`` (M × N)."""
+    M, N = lens.shape
+    i0, j0 = np.arange(0, M, rows), np.arange(0, N, cols)
+    mx = np.maximum.reduceat(np.maximum.reduceat(lens, i0, axis=0), j0, axis=1)
+    sm = np.add.reduceat(np.add.reduceat(lens, i0, axis=0), j0, axis=1)
+    size = np.outer(np.minimum(i0 + rows, M) - i0, np.minimum(j0 + cols, N) - j0)
+    return (mx + fold_ovh).T.ravel().astype(np.int64), (mx + sm // -size).T.ravel().astype(
+        np.int64)
+
+
+def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
+    """N:M or fan-in execution of the weights (operand B) and what stacks on it: the dense
+    condensed GEMM; skipping the condensed weights' empty slots (a streamed B); and in ``os``,
+    skipping the other operand's zeros per PE, whose elements each PE selects by its weights'
+    indices (so its stream is its own: slot s of column j pending when A[i, k_j(s)] is nonzero;
+    an empty slot is pending unless the filter's zeros are skipped)."""
+    if ctx.roles[1] != "filter" or not ctx.masked[1]:
+        return []
+    M, K = ex.gemm.M, ex.gemm.K
+    cond = [_condense(b, K, kind, ctx.feats.nm) for _, b in ex.packs]
+    if any(c is None for c in cond):
+        return []
+    k2 = max(c[0].shape[1] for c in cond)
+    if kind == "fanin" and len({c[0].shape[1] for c in cond if c[1]}) != 1:
+        return []  # no active column, or groups with different fan-ins
+    n2 = max(c[1] for c in cond)
+    slots = []
+    for sl, n in cond:  # pad every group to (n2, k2); −2 marks slots of no real column
+        full = np.full((n2, max(1, k2)), -2, dtype=np.int64)
+        full[:n, : sl.shape[1]] = sl
+        slots.append(full)
+    g2 = Gemm(ex.gemm.layer, ex.gemm.phase, M, max(1, k2), n2, ex.gemm.groups)
+    ex2 = _Exec(g2, map_dense(g2, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
+                [(None, kx.pack_rows(sl >= 0)) for sl in slots], ex.counts)
+    out = [_dense_work(ex2, ctx, kind)]
+    if ctx.feats.skip:  # the weights' empty slots, a shared stream of B
+        out += _skipping(ex2, replace(ctx, masked=(False, True),
+                                      feats=replace(ctx.feats, two_sided=False)), kind + "+")
+    if ctx.dataflow == "os" and ctx.masked[0] and ctx.roles[0] in ctx.feats.skip:
+        empty = "filter" not in ctx.feats.skip
+        fcs, fis = [], []
+        for (a, _), sl in zip(ex.packs, slots, strict=True):
+            lens = kx.gathered_stream_lengths(a, sl, empty, ctx.lanes, ctx.feats.lookahead,
+                                              ctx.feats.lookaside)
+            fc, fi = _pe_folds(lens, ctx.rows, ctx.cols, ex2.mapping.fold_overhead)
+            fcs.append(fc)
+            fis.append(fi)
+        fc, fi = np.concatenate(fcs), np.concatenate(fis)
+        fc[0] += ex2.mapping.gemm_overhead
+        empties = M * sum(int((sl == -1).sum()) for sl in slots) if empty else 0
+        gated = empties if ctx.gate[1] else 0
+        out.append(SparseWork(g2, ex2.mapping, f"{kind}+skip:{ctx.roles[0]}", fc,
+                              int(fc.sum() - fi.sum()), int(fi.sum()), ctx.algorithmic,
+                              ctx.effectual + empties, ctx.effectual, gated, ctx.density,
+                              ctx.nnz, fold_imbalance=fi))
+    return out
+
+
+def work_candidates(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
+                    rows: int, cols: int, lanes: int, dataflow: str, feats: SparseFeatures,
+                    folds: str = "serial") -> list[SparseWork]:
+    """Every way the array can run ``phase`` of ``layer`` with these masks under ``feats``:
+    dense first, then skipping, the reduced modes alone, and each reduced mode with skipping
+    inside the reduced GEMM (``docs/sparse.md``, "Stacking")."""
+    return _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats, folds)[0]
+
+
+def _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats, folds):
     gemm = lower(layer, batch, phase)
     ra, rb, _ = gemm.roles
     a_mask, b_mask = gemm_masks(phase, masks)
     M, K, N, G = gemm.M, gemm.K, gemm.N, gemm.groups
-    dense_map = map_dense(gemm, rows, cols, dataflow, lanes, folds)
-    fold_ovh, gemm_ovh = dense_map.fold_overhead, dense_map.gemm_overhead
     packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g) for g in range(G)]
-    eff = act_a = act_b = gated_a = gated_b = gated_ab = 0
-    nnz_a = nnz_b = 0
-    counts = []
-    for a, b in packs:
-        ak, bk = _counts(a, b, M, K, N)
-        counts.append((ak, bk))
-        eff += int((ak * bk).sum())
-        nnz_a += int(ak.sum())
-        nnz_b += int(bk.sum())
-        act_a += int(ak.sum()) * N
-        act_b += int(bk.sum()) * M
-        gated_a += int(((M - ak) * N).sum())
-        gated_b += int((M * (N - bk)).sum())
-        gated_ab += int((M * N - ak * bk).sum())
-    algorithmic = gemm.macs
-    density = {"A": nnz_a / (G * M * K), "B": nnz_b / (G * K * N)}
-    gate_a, gate_b = ra in feats.gate, rb in feats.gate
-
-    def dense_gated() -> int:
-        if gate_a and gate_b:
-            return gated_ab
-        return gated_a if gate_a else (gated_b if gate_b else 0)
-
-    best = SparseWork(gemm, dense_map, "dense", None, dense_map.compute_cycles, 0, algorithmic,
-                      algorithmic, eff, dense_gated(), density,
-                      {"A": nnz_a, "B": nnz_b})
-    candidates = []
-    H, D = feats.lookahead, feats.lookaside
-
-    # -- skipping -------------------------------------------------------------------------------
-    streamed = {"os": ("A", "B"), "ws": ("A",), "is": ("B",)}[dataflow]
-    skippable = [x for x in streamed if (ra if x == "A" else rb) in feats.skip
-                 and (a_mask if x == "A" else b_mask) is not None]
-    ovh = (fold_ovh, gemm_ovh)
-    if skippable:
-        if len(skippable) == 2 and feats.two_sided:
-            fc, fi = _two_sided_folds(packs, M, N, rows, cols, lanes, ovh)
-            candidates.append(SparseWork(gemm, dense_map, "two_sided", fc,
-                                         int(fc.sum() - fi.sum()), int(fi.sum()), algorithmic,
-                                         eff, eff, 0, density, best.nnz, fold_imbalance=fi))
-        else:
-            x = min(skippable, key=lambda o: density[o])
-            role = ra if x == "A" else rb
-            fc, fi = _one_sided_folds(packs, x, M, K, N, dataflow, rows, cols, lanes, H, D, ovh)
-            actual = act_a if x == "A" else act_b
-            other_gated = 0
-            if x == "A" and gate_b:
-                other_gated = sum(int((ak * (N - bk)).sum()) for ak, bk in counts)
-            if x == "B" and gate_a:
-                other_gated = sum(int(((M - ak) * bk).sum()) for ak, bk in counts)
-            candidates.append(SparseWork(gemm, dense_map, f"skip:{role}", fc,
-                                         int(fc.sum() - fi.sum()), int(fi.sum()), algorithmic,
-                                         actual, eff, other_gated, density, best.nnz,
-                                         fold_imbalance=fi))
-
-    # -- structured modes: a dense GEMM with reduced dimensions ---------------------------------
-    def reduced(mode: str, m2: int, k2: int, n2: int) -> None:
-        g2 = Gemm(gemm.layer, phase, max(1, m2), max(1, k2), max(1, n2), G)
-        mp = map_dense(g2, rows, cols, dataflow, lanes, folds)
-        macs = G * m2 * k2 * n2
-        gated = max(0, macs - eff) if (gate_a or gate_b) else 0
-        candidates.append(SparseWork(g2, mp, mode, None, mp.compute_cycles, 0, algorithmic,
-                                     macs, eff, gated, density, best.nnz))
-
-    wpos = {"A": ra, "B": rb}
-    for x, pack_i in (("A", 0), ("B", 1)):
-        if wpos[x] != "filter" or (a_mask if x == "A" else b_mask) is None:
-            continue
-        if feats.nm:
-            n, m = feats.nm
-            if all(_nm_valid(p[pack_i], K, n, m) for p in packs):
-                reduced("nm", M, -(-K * n // m), N)
-        if feats.fanin:
-            per_row = [kx.row_popcounts(p[pack_i]) for p in packs]
-            active = [r[r > 0] for r in per_row]
-            ks = {int(v) for r in active for v in r}
-            if len(ks) == 1:
-                k = ks.pop()
-                n_act = max(len(r) for r in active)
-                if x == "B":
-                    reduced("fanin", M, k, n_act)
-                else:
-                    reduced("fanin", n_act, k, N)
+    counts = [_counts(a, b, M, K, N) for a, b in packs]
+    nnz_a = sum(int(ak.sum()) for ak, _ in counts)
+    nnz_b = sum(int(bk.sum()) for _, bk in counts)
+    ctx = _Ctx(dataflow, rows, cols, lanes, feats, (ra, rb), (a_mask is not None,
+                                                              b_mask is not None), gemm.macs,
+               sum(int((ak * bk).sum()) for ak, bk in counts),
+               {"A": nnz_a / (G * M * K), "B": nnz_b / (G * K * N)}, {"A": nnz_a, "B": nnz_b})
+    ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts)
+    out = [_dense_work(ex, ctx, "dense")] + _skipping(ex, ctx)
+    for kind in ("nm", "fanin"):
+        if getattr(feats, kind):
+            out += _condensed(kind, ex, ctx, folds)
     if feats.structured:
-        m2 = k2 = n2 = 0
-        for (a, b), (ak, bk) in zip(packs, counts, strict=True):
-            m2 = max(m2, M if a is None else int((kx.row_popcounts(a) > 0).sum()))
-            n2 = max(n2, N if b is None else int((kx.row_popcounts(b) > 0).sum()))
-            k2 = max(k2, int(((ak > 0) & (bk > 0)).sum()))
-        if (m2, k2, n2) != (M, K, N):
-            reduced("structured", m2, k2, n2)
+        red = _structured(ex)
+        if red is not None:
+            g2, p2, macs = red
+            ex2 = _exec(g2, p2, ctx, folds)
+            out += [_dense_work(ex2, ctx, "structured", macs)] + _skipping(ex2, ctx,
+                                                                           "structured+")
+    return out, packs
 
-    for c in candidates:
-        if c.compute_cycles + c.imbalance_cycles < best.compute_cycles + best.imbalance_cycles:
-            best = c
-    compressed = any(feats.formats.get(r, "dense") != "dense" for r in (ra, rb))
-    if compressed and best.mode not in ("nm", "fanin", "structured") and (
-            a_mask is not None or b_mask is not None):
-        best.fold_blocks = np.concatenate([_block_nnz(dataflow, M, K, N, rows, cols, lanes, a, b)
-                                           for a, b in packs])
+
+def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
+                rows: int, cols: int, lanes: int, dataflow: str,
+                feats: SparseFeatures, folds: str = "serial") -> SparseWork:
+    """The work of ``phase`` of ``layer`` with the operand masks of one step: the candidate of
+    ``work_candidates`` with the fewest cycles (the first of equals)."""
+    cands, packs = _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats,
+                               folds)
+    best = min(cands, key=lambda c: c.compute_cycles + c.imbalance_cycles)
+    gemm = lower(layer, batch, phase)
+    compressed = any(feats.formats.get(r, "dense") != "dense" for r in gemm.roles[:2])
+    if compressed and best.reduction is None and any(p is not None for ab in packs for p in ab):
+        best.fold_blocks = np.concatenate([_block_nnz(dataflow, gemm.M, gemm.K, gemm.N, rows,
+                                                      cols, lanes, a, b) for a, b in packs])
     return best
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from dataflows.kernels import (
     col_popcounts,
     extract_bits,
+    gathered_stream_lengths,
     im2col_cols,
     im2col_rows,
     pack_rows,
@@ -145,6 +146,26 @@ def test_stream_kernels_match_schedule(mask, H, D, L):
 def test_long_streams_and_wide_lanes(rows, K, L, p, H, D, seed):
     """Streams across word boundaries and lane counts up to 64 (the full-word masks)."""
     _check_streams(np.random.default_rng(seed).random((rows, K)) < p, L, H, D)
+
+
+@settings(deadline=None, max_examples=60)
+@given(m=st.integers(1, 5), k=st.integers(1, 150), nc=st.integers(1, 4), ks=st.integers(1, 20),
+       p=st.floats(0, 1), empty=st.booleans(), L=st.integers(1, 8), H=st.integers(-1, 5),
+       D=st.integers(0, 3), seed=st.integers(0, 99))
+def test_gathered_stream_lengths(m, k, nc, ks, p, empty, L, H, D, seed):
+    """Per PE (i, j): the stream of column j's slots, each pending when A[i, slot] is set (an
+    empty slot −1 when ``empty``, a padding slot −2 never)."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((m, k)) < p
+    slots = rng.integers(-2, k, size=(nc, ks))
+    got = gathered_stream_lengths(pack_rows(a), slots, empty, L, H, D)
+    for i in range(m):
+        for j in range(nc):
+            bits = [bool(a[i, s]) if s >= 0 else (s == -1 and empty) for s in slots[j]]
+            T = -(-ks // L)
+            mat = np.zeros((T, L), dtype=bool)
+            mat.reshape(-1)[:ks] = bits
+            assert got[i, j] == reference_schedule(mat, H, D)
 
 
 @settings(deadline=None, max_examples=60)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from dataflows.formats import FORMATS, block_bits
 from dataflows.gemm import lower
-from dataflows.sparse import SparseFeatures, parse_features, sparse_work
+from dataflows.sparse import SparseFeatures, parse_features, sparse_work, work_candidates
 from dataflows.systolic import map_dense
 from tests.dataflows.test_kernels import reference_schedule
 from traces.layers import Layer
@@ -66,36 +66,35 @@ def explicit_ab(layer, batch, phase, masks, group):
     return a, b
 
 
-def reference_folds(layer, batch, phase, masks, R, C, L, df, feats, folds="serial"):
-    """Per fold, per stream, cycle by cycle: the one-sided/two-sided skipping model. Returns
-    the (cycles, load imbalance) of every fold in tile order: the slowest stream plus the
-    fill/drain, and the slowest stream minus ceil(mean). Serial folds each pay the pipeline
+def _lane_matrix(bits, lanes):
+    t = -(-len(bits) // lanes)
+    out = np.zeros((t, lanes), bool)
+    out.reshape(-1)[: len(bits)] = bits
+    return out
+
+
+def reference_folds_ab(abs_, roles, masked, R, C, L, df, feats, folds="serial"):
+    """Per fold, per stream, cycle by cycle: the one-sided/two-sided skipping model of a GEMM
+    given explicitly, per group (A M×K, B K×N bool).
+    Returns the (cycles, load imbalance) of every fold in tile order: the slowest stream plus
+    the fill/drain, and the slowest stream minus ceil(mean). Serial folds each pay the pipeline
     fill/drain; overlapped folds pay it once per GEMM (added to the first fold)."""
-    g = lower(layer, batch, phase)
     fill = (R + C - 2) if df == "os" else (2 * R + C - 2)
     per_fold = fill if folds == "serial" else 0
-    ra, rb, _ = g.roles
     out = []
 
     def fold(lens):
         out.append([max(lens) + per_fold, max(lens) - (-(-sum(lens) // len(lens)))])
 
-    for grp in range(g.groups):
-        a, b = explicit_ab(layer, batch, phase, masks, grp)
-        M, K, N = g.M, g.K, g.N
-        skip = [x for x in {"os": "AB", "ws": "A", "is": "B"}[df]
-                if (ra if x == "A" else rb) in feats.skip
-                and masks[ra if x == "A" else rb] is not None]
-        H, D = feats.lookahead, feats.lookaside
-
-        def lane_matrix(bits, lanes):
-            t = -(-len(bits) // lanes)
-            out = np.zeros((t, lanes), bool)
-            out.reshape(-1)[: len(bits)] = bits
-            return out
-
+    skip = [x for x in {"os": "AB", "ws": "A", "is": "B"}[df]
+            if roles["AB".index(x)] in feats.skip and masked["AB".index(x)]]
+    # the sparser operand of the whole step (all groups) is the one skipped
+    dens = {x: (sum(int(ab[i].sum()) for ab in abs_) / sum(ab[i].size for ab in abs_))
+            for i, x in enumerate("AB") if x in skip}
+    H, D = feats.lookahead, feats.lookaside
+    for a, b in abs_:
+        (M, K), N = a.shape, b.shape[1]
         if df == "os":
-            T = -(-K // L)
             for j0 in range(0, N, C):
                 for i0 in range(0, M, R):
                     ii, jj = range(i0, min(M, i0 + R)), range(j0, min(N, j0 + C))
@@ -103,14 +102,13 @@ def reference_folds(layer, batch, phase, masks, R, C, L, df, feats, folds="seria
                         lens = [math.ceil(int((a[i] & b[:, j]).sum()) / L)
                                 for i in ii for j in jj]
                     elif skip:
-                        dens = {"A": a.mean(), "B": b.mean()}
                         x = min(skip, key=lambda o: dens[o])
-                        lens = ([reference_schedule(lane_matrix(a[i], L), H, D) for i in ii]
+                        lens = ([reference_schedule(_lane_matrix(a[i], L), H, D) for i in ii]
                                 if x == "A" else
-                                [reference_schedule(lane_matrix(b[:, j], L), H, D)
+                                [reference_schedule(_lane_matrix(b[:, j], L), H, D)
                                  for j in jj])
                     else:
-                        lens = [T]
+                        lens = [-(-K // L)]
                     fold(lens)
         else:
             streamed = a if df == "ws" else b.T  # (time × K)
@@ -129,23 +127,36 @@ def reference_folds(layer, batch, phase, masks, R, C, L, df, feats, folds="seria
     return np.array(out, dtype=np.int64)
 
 
+def reference_folds(layer, batch, phase, masks, R, C, L, df, feats, folds="serial"):
+    """``reference_folds_ab`` of the GEMM as written (explicit im2col matrices)."""
+    g = lower(layer, batch, phase)
+    ra, rb, _ = g.roles
+    abs_ = [explicit_ab(layer, batch, phase, masks, grp) for grp in range(g.groups)]
+    return reference_folds_ab(abs_, (ra, rb), (masks[ra] is not None, masks[rb] is not None),
+                              R, C, L, df, feats, folds)
+
+
 def reference_cycles(layer, batch, phase, masks, R, C, L, df, feats, folds="serial"):
     """Total cycles of ``reference_folds``."""
     return int(reference_folds(layer, batch, phase, masks, R, C, L, df, feats, folds)[:, 0]
                .sum())
 
 
-@st.composite
-def case(draw):
+def _layer(draw):
+    """A small conv (maybe grouped, strided, padded) or linear layer."""
     if draw(st.booleans()):
         g = draw(st.sampled_from([1, 2]))
         k = draw(st.integers(1, 3))
-        layer = Layer.conv("c", g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3)), k,
-                           draw(st.integers(k, 5)), stride=draw(st.integers(1, 2)),
-                           padding=draw(st.integers(0, 1)), groups=g)
-    else:
-        layer = Layer.linear("fc", draw(st.integers(1, 20)), draw(st.integers(1, 12)),
-                             tokens=draw(st.integers(1, 3)))
+        return Layer.conv("c", g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3)), k,
+                          draw(st.integers(k, 5)), stride=draw(st.integers(1, 2)),
+                          padding=draw(st.integers(0, 1)), groups=g)
+    return Layer.linear("fc", draw(st.integers(1, 20)), draw(st.integers(1, 12)),
+                        tokens=draw(st.integers(1, 3)))
+
+
+@st.composite
+def case(draw):
+    layer = _layer(draw)
     batch = draw(st.integers(1, 2))
     seed = draw(st.integers(0, 2**31))
     rng = np.random.default_rng(seed)
@@ -245,6 +256,16 @@ def test_nm_is_exactly_half_k_when_valid_and_dense_otherwise():
     assert sparse_work(layer, 1, "bwd_input", masks, 4, 4, 1, "os", feats).mode == "dense"
 
 
+def test_nm_slots_hold_a_narrow_last_group():
+    """K = 6 under 2:4: a full group and a group of width 2, which can hold 2 nonzeros, so 4
+    slots (K·N/M rounded up, 3, would not hold them)."""
+    layer = Layer.linear("fc", 6, 2, tokens=4)
+    w = np.array([[1, 0, 1, 0, 1, 1], [0, 1, 0, 0, 1, 0]], dtype=bool)
+    masks = {"filter": w, "ifmap": None, "grad_out": None}
+    got = sparse_work(layer, 1, "fwd", masks, 2, 2, 1, "os", SparseFeatures(nm=(2, 4)))
+    assert got.mode == "nm" and got.gemm.K == 4
+
+
 def test_fanin_and_structured_reduce_dimensions():
     layer = Layer.linear("fc", 40, 12, tokens=4)
     rng = np.random.default_rng(1)
@@ -323,3 +344,192 @@ def test_block_ratio_matches_block_bits(fmt, r, c, w, data):
     d, m = block_bits(fmt, r, c, nnz, w)
     got = block_ratio(fmt, np.array([r]), np.array([c]), np.array([nnz]), w)[0]
     assert got == (d + m) / (r * c * w)
+
+
+# ------------------------------------------------------------------------------------------------
+# stacking: skipping inside a reduced GEMM
+# ------------------------------------------------------------------------------------------------
+def _cycles(w):
+    return w.compute_cycles + w.imbalance_cycles
+
+
+def _by_mode(cands):
+    out = {c.mode: c for c in cands}
+    assert len(out) == len(cands)  # one candidate per mode
+    return out
+
+
+def reduce_structured(abs_):
+    """Explicit structured reduction of every group: the rows of A and columns of B holding a
+    nonzero, the k where both A's column and B's row hold one; padded with zeros to the
+    largest group (at least 1 × 1 × 1)."""
+    keep = [(a.any(axis=1), a.any(axis=0) & b.any(axis=1), b.any(axis=0)) for a, b in abs_]
+    m2, k2, n2 = (max(1, max(int(kp[i].sum()) for kp in keep)) for i in range(3))
+    out = []
+    for (a, b), (km, kk, kn) in zip(abs_, keep, strict=True):
+        a2, b2 = np.zeros((m2, k2), bool), np.zeros((k2, n2), bool)
+        a2[: km.sum(), : kk.sum()] = a[km][:, kk]
+        b2[: kk.sum(), : kn.sum()] = b[kk][:, kn]
+        out.append((a2, b2))
+    return out
+
+
+@settings(**SETTINGS)
+@given(c=case(), phase=st.sampled_from(["fwd", "bwd_input", "bwd_weight"]),
+       df=st.sampled_from(["os", "ws", "is"]), R=st.integers(1, 4), C=st.integers(1, 4),
+       L=st.integers(1, 4), H=st.integers(-1, 2), D=st.integers(0, 2),
+       roles=st.lists(st.sampled_from(["filter", "ifmap", "grad_out"]), unique=True,
+                      min_size=1),
+       two=st.booleans(), folds=st.sampled_from(["serial", "overlapped"]))
+def test_structured_with_skipping_equals_reference(c, phase, df, R, C, L, H, D, roles, two,
+                                                   folds):
+    """Structured reduction, then the skipping rules on the reduced operands: per fold equal
+    to the per-cycle reference on explicitly reduced matrices; never slower than the reduced
+    GEMM at dense speed, never faster than ideal; the chosen mode is the cheapest."""
+    layer, batch, masks = c
+    feats = SparseFeatures(skip=tuple(roles), two_sided=two, lookahead=H, lookaside=D,
+                           structured=True)
+    cands = _by_mode(work_candidates(layer, batch, phase, masks, R, C, L, df, feats, folds))
+    stacked = [m for m in cands if m.startswith("structured+")]
+    if not stacked:
+        return
+    (mode,) = stacked
+    event(mode)
+    w = cands[mode]
+    g = lower(layer, batch, phase)
+    ra, rb, _ = g.roles
+    abs_ = reduce_structured([explicit_ab(layer, batch, phase, masks, grp)
+                              for grp in range(g.groups)])
+    ref = reference_folds_ab(abs_, (ra, rb), (masks[ra] is not None, masks[rb] is not None),
+                             R, C, L, df, feats, folds)
+    np.testing.assert_array_equal(w.fold_cycles, ref[:, 0])
+    np.testing.assert_array_equal(w.fold_imbalance, ref[:, 1])
+    assert (w.gemm.M, w.gemm.K, w.gemm.N) == abs_[0][0].shape + abs_[0][1].shape[1:]
+    assert w.effectual == cands["dense"].effectual
+    assert w.effectual <= w.actual <= cands["structured"].actual
+    assert math.ceil(w.effectual / (R * C * L)) <= _cycles(w) <= _cycles(cands["structured"])
+    assert _cycles(cands["structured"]) <= _cycles(cands["dense"])
+    best = sparse_work(layer, batch, phase, masks, R, C, L, df, feats, folds)
+    assert _cycles(best) == min(_cycles(x) for x in cands.values())
+
+
+def _condense_ref(b, kind, nm):
+    """Per column of B (K×N), its slots: the k of each nonzero, −1 for an empty slot (N:M: N
+    slots per group of M along K, min(N, width) in a narrower last group; fan-in: the nonzeros
+    of the columns that have any, all of them the same count). None: not that structure."""
+    K, N = b.shape
+    cols = []
+    for j in range(N):
+        nz = [k for k in range(K) if b[k, j]]
+        if kind == "fanin":
+            if nz:
+                cols.append(nz)
+            continue
+        n, m = nm
+        slots = []
+        for g0 in range(0, K, m):
+            grp = [k for k in nz if g0 <= k < g0 + m]
+            if len(grp) > n:
+                return None
+            slots += grp + [-1] * (min(n, min(K, g0 + m) - g0) - len(grp))
+        cols.append(slots)
+    if kind == "fanin" and len({len(x) for x in cols}) > 1:
+        return None
+    return cols
+
+
+@st.composite
+def condensed_case(draw):
+    """A layer whose weights are N:M along the fwd K or of constant fan-in, random activation
+    and gradient masks."""
+    kind = draw(st.sampled_from(["nm", "fanin"]))
+    nm = draw(st.sampled_from([(1, 2), (2, 4), (1, 3), (2, 3)]))
+    layer = _layer(draw)
+    batch = draw(st.integers(1, 2))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    rows = layer.weight_shape[0]
+    kf = int(np.prod(layer.weight_shape[1:]))
+    w = np.zeros((rows, kf), bool)
+    fan = draw(st.integers(1, kf))
+    for r in range(rows):
+        if kind == "fanin":
+            if rng.random() < 0.8:  # some neurons ablated
+                w[r, rng.choice(kf, fan, replace=False)] = True
+        else:
+            n, m = nm
+            for g0 in range(0, kf, m):
+                width = min(m, kf - g0)
+                keep = rng.integers(0, min(n, width) + 1)
+                w[r, g0 + rng.choice(width, keep, replace=False)] = True
+    p = draw(st.floats(0.0, 1.0))
+    masks = {"filter": w.reshape(layer.weight_shape),
+             "ifmap": rng.random(layer.ifmap_shape(batch)) < p,
+             "grad_out": rng.random(layer.grad_out_shape(batch)) < p}
+    return kind, nm, layer, batch, masks
+
+
+@settings(**SETTINGS)
+@given(c=condensed_case(), phase=st.sampled_from(["fwd", "bwd_input"]),
+       df=st.sampled_from(["os", "ws", "is"]), R=st.integers(1, 4), C=st.integers(1, 4),
+       L=st.integers(1, 4), H=st.integers(-1, 2), D=st.integers(0, 2),
+       skip_filter=st.booleans(), folds=st.sampled_from(["serial", "overlapped"]))
+def test_condensed_with_skipping_equals_reference(c, phase, df, R, C, L, H, D, skip_filter,
+                                                  folds):
+    """N:M or fan-in execution with skipping stacked on it: the condensed weights' empty slots
+    as a shared stream, and (``os``) the other operand per PE through the weights' indices;
+    per fold equal to the per-cycle reference, never slower than the condensed GEMM at dense
+    speed, never faster than ideal."""
+    kind, nm, layer, batch, masks = c
+    g = lower(layer, batch, phase)
+    ra, rb, _ = g.roles
+    roles = (ra, "filter") if skip_filter else (ra,)
+    feats = SparseFeatures(skip=roles, lookahead=H, lookaside=D, nm=nm if kind == "nm" else None,
+                           fanin=kind == "fanin")
+    cands = _by_mode(work_candidates(layer, batch, phase, masks, R, C, L, df, feats, folds))
+    abs_ = [explicit_ab(layer, batch, phase, masks, grp) for grp in range(g.groups)]
+    slots = [_condense_ref(b, kind, nm) for _, b in abs_]
+    if any(s is None for s in slots) or (kind == "fanin" and (
+            not any(slots) or len({len(x) for s in slots for x in s}) != 1)):
+        assert not any(m.startswith(kind) for m in cands)
+        return
+    n2 = max(len(s) for s in slots)
+    k2 = max(len(x) for s in slots for x in s)
+    pad = [[x + [-2] * (k2 - len(x)) for x in s] + [[-2] * k2] * (n2 - len(s)) for s in slots]
+    alone = cands[kind]
+    assert (alone.gemm.M, alone.gemm.K, alone.gemm.N) == (g.M, k2, n2)
+    fill = (R + C - 2) if df == "os" else (2 * R + C - 2)
+    ideal = math.ceil(alone.effectual / (R * C * L))
+    # the condensed weights' empty slots skipped, a shared stream (B streamed: os and is)
+    if skip_filter and df in ("os", "is"):
+        w = cands[f"{kind}+skip:filter"]
+        event(w.mode)
+        b2 = [np.array(p, dtype=np.int64).T >= 0 for p in pad]  # K' × N'
+        ref = reference_folds_ab([(np.ones((g.M, k2), bool), b) for b in b2], ("-", "filter"),
+                                 (False, True), R, C, L, df, feats, folds)
+        np.testing.assert_array_equal(w.fold_cycles, ref[:, 0])
+        np.testing.assert_array_equal(w.fold_imbalance, ref[:, 1])
+        assert ideal <= _cycles(w) <= _cycles(alone)
+    # the other operand per PE, through the weights' indices (os)
+    mode = f"{kind}+skip:{ra}"
+    if df != "os":
+        assert mode not in cands
+        return
+    w = cands[mode]
+    event(mode)
+    ref = []
+    for (a, _), p in zip(abs_, pad, strict=True):
+        for j0 in range(0, n2, C):
+            for i0 in range(0, g.M, R):
+                lens = [reference_schedule(_lane_matrix(
+                    [bool(a[i, k]) if k >= 0 else (k == -1 and not skip_filter) for k in p[j]],
+                    L), H, D) for i in range(i0, min(g.M, i0 + R))
+                    for j in range(j0, min(n2, j0 + C))]
+                ref.append([max(lens) + (fill if folds == "serial" else 0),
+                            max(lens) + sum(lens) // -len(lens)])
+    ref[0][0] += fill if folds == "overlapped" else 0
+    np.testing.assert_array_equal(w.fold_cycles, np.array(ref)[:, 0])
+    np.testing.assert_array_equal(w.fold_imbalance, np.array(ref)[:, 1])
+    assert ideal <= _cycles(w) <= _cycles(alone) <= _cycles(cands["dense"])
+    assert w.effectual <= w.actual <= alone.actual
+    if skip_filter or kind == "fanin":  # every pair performed is effectual
+        assert w.actual == w.effectual
