@@ -56,10 +56,13 @@ COUNTERS = {READ_TID: "DRAM read", WRITE_TID: "DRAM write"}  # bandwidth series,
 _K, _G, _S, _E, _X, _Y, _Z = range(len(EVENT_FIELDS))
 
 
-def _num(v: float) -> int | float:
-    """A cycle or byte count for ``args``: an int when whole, else 3 decimals."""
-    r = round(float(v), 3)
-    return int(r) if r == int(r) else r
+def _nums(values) -> list[int | float]:
+    """Cycle or byte counts for ``args``: ints when whole, else to 3 decimals."""
+    r = np.round(np.asarray(values, dtype=np.float64), 3)
+    out = r.astype(object)
+    whole = r == np.floor(r)
+    out[whole] = r[whole].astype(np.int64).astype(object)
+    return out.tolist()
 
 
 def _track_rows(ev: np.ndarray, tid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,17 +163,18 @@ def chrome_trace(results: Results, max_events: int = MAX_EVENTS) -> dict[str, An
         mine = rows_rec[rec_step == st]
         lo, hi = mine[:, _S].min(), mine[:, _E].max()
         s_ns, e_ns = ns([lo, hi])
+        start, cycles = _nums([lo, hi - lo])
         out.append(span(STEP_TID, "step", f"step {st}", s_ns, e_ns,
-                        {"start_cycle": _num(lo), "cycles": _num(hi - lo)}))
+                        {"start_cycle": start, "cycles": cycles}))
     layer, phase = table["Layer"].astype(str).tolist(), table["Phase"].astype(str).tolist()
     compute, stall = table["Compute Cycles"].tolist(), table["Stall Cycles"].tolist()
     for tid, cat, recs in ((GEMM_TID, "gemm", gemm_rec), (TOPK_TID, "overhead", over_rec)):
         recs = recs[np.argsort(recs[:, _S], kind="stable")]
-        for row, s, e, s_ns, e_ns in zip(recs[:, _G].astype(int).tolist(), recs[:, _S].tolist(),
-                                         recs[:, _E].tolist(), ns(recs[:, _S]), ns(recs[:, _E]),
-                                         strict=True):
+        for row, s, c, s_ns, e_ns in zip(recs[:, _G].astype(int).tolist(), _nums(recs[:, _S]),
+                                         _nums(recs[:, _E] - recs[:, _S]), ns(recs[:, _S]),
+                                         ns(recs[:, _E]), strict=True):
             args = {"layer": layer[row], "phase": phase[row], "step": steps[row],
-                    "start_cycle": _num(s), "cycles": _num(e - s)}
+                    "start_cycle": s, "cycles": c}
             if tid == GEMM_TID:
                 args.update({"compute_cycles": int(compute[row]),
                              "stall_cycles": int(stall[row])})
@@ -187,9 +191,10 @@ def chrome_trace(results: Results, max_events: int = MAX_EVENTS) -> dict[str, An
         fields = TILE_TRACKS[tid][1]
         s_ns, e_ns = ns(lo), ns(hi)
         rows = rec[first, _G].astype(int).tolist()
-        for i, (row, s, e) in enumerate(zip(rows, lo.tolist(), hi.tolist(), strict=True)):
-            args = {"start_cycle": _num(s), "cycles": _num(e - s)}
-            args.update({f: _num(v) for f, v in zip(fields, sums[i].tolist(), strict=True) if v})
+        cols = [_nums(col) for col in sums.T]
+        for i, (row, s, c) in enumerate(zip(rows, _nums(lo), _nums(hi - lo), strict=True)):
+            args = {"start_cycle": s, "cycles": c}
+            args.update({f: col[i] for f, col in zip(fields, cols, strict=True) if col[i]})
             if k > 1:
                 args["tiles"] = int(tiles[i])
             name, cat = names[row], "dma" if tid in COUNTERS else "compute"
