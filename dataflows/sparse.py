@@ -23,8 +23,9 @@ Features (the ``sparse:`` section of an architecture file; ``docs/sparse.md``):
 ``structured: true``
     all-zero rows of A, all-zero columns of B and K positions that are zero in either operand are
     dropped: dense compute on the reduced dimensions (channel/filter-structured sparsity).
-``formats: {role: format}``
-    the compressed format of each role in DRAM and SRAM (``dataflows.formats``).
+``formats: {role: format | {dram: format, sram: format}}``
+    the compressed format of each role in DRAM and in its SRAM buffer, one for both levels or
+    one per level (``dataflows.formats``; ``operand_compression``).
 
 A GEMM's candidate executions are dense, skipping, each reduced mode (nm, fanin, structured)
 alone, and each reduced mode with skipping stacked inside the reduced GEMM (``structured+skip:
@@ -41,13 +42,14 @@ from typing import Any
 import numpy as np
 
 from dataflows import kernels as kx
-from dataflows.formats import FORMATS
+from dataflows.formats import FORMATS, block_ratio
 from dataflows.gemm import ROLES, Gemm, lower
 from dataflows.systolic import DenseMapping, map_dense
 from traces.errors import InputError
 from traces.layers import Layer
 
 SKIP_ROLES = ("filter", "ifmap", "grad_out")
+FORMAT_LEVELS = ("dram", "sram")
 #: modes that run a dense GEMM on reduced dimensions (its operands are already compact)
 REDUCED_MODES = ("nm", "fanin", "structured")
 FEATURE_KEYS = ("skip", "two_sided", "window", "gate", "nm", "fanin", "structured", "formats")
@@ -65,12 +67,17 @@ class SparseFeatures:
     nm: tuple[int, int] | None = None
     fanin: bool = False
     structured: bool = False
-    formats: dict[str, str] = field(default_factory=dict)
+    formats: dict[str, str] = field(default_factory=dict)  # role -> format in DRAM
+    sram_formats: dict[str, str] = field(default_factory=dict)  # role -> format in SRAM
 
     @property
     def any(self) -> bool:
         """True when some feature can change cycles (skipping or a structured mode)."""
         return bool(self.skip or self.nm or self.fanin or self.structured)
+
+    def format_of(self, role: str, level: str = "dram") -> str:
+        """The format ``role`` is held in at ``level`` (``dram`` or ``sram``); dense if unset."""
+        return (self.formats if level == "dram" else self.sram_formats).get(role, "dense")
 
 
 def parse_features(d: Any, source: str) -> SparseFeatures:
@@ -120,16 +127,28 @@ def parse_features(d: Any, source: str) -> SparseFeatures:
     formats = d.get("formats", {}) or {}
     if not isinstance(formats, dict):
         raise InputError(source, "sparse.formats", "expected a mapping role: format")
+    levels = {"dram": {}, "sram": {}}
     for role, fmt in formats.items():
         if role not in SKIP_ROLES:
             raise InputError(source, f"sparse.formats.{role}",
                              f"unknown role; expected one of {', '.join(SKIP_ROLES)}")
-        if fmt not in FORMATS:
-            raise InputError(source, f"sparse.formats.{role}",
-                             f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        per = fmt if isinstance(fmt, dict) else dict.fromkeys(FORMAT_LEVELS, fmt)
+        for lv in per:
+            if lv not in FORMAT_LEVELS:
+                raise InputError(source, f"sparse.formats.{role}.{lv}",
+                                 f"unknown memory level; expected {' or '.join(FORMAT_LEVELS)}")
+        for lv in FORMAT_LEVELS:
+            f = per.get(lv, "dense")
+            if not isinstance(f, str) or f not in FORMATS:
+                key = f"sparse.formats.{role}" + (f".{lv}" if isinstance(fmt, dict) else "")
+                raise InputError(source, key,
+                                 f"unknown format {f!r}; expected one of {', '.join(FORMATS)}")
+            if f != "dense":
+                levels[lv][role] = f
     return SparseFeatures(skip=roles("skip"), two_sided=flag("two_sided"), lookahead=la,
                           lookaside=ls, gate=roles("gate"), nm=nm, fanin=flag("fanin"),
-                          structured=flag("structured"), formats=dict(formats))
+                          structured=flag("structured"), formats=levels["dram"],
+                          sram_formats=levels["sram"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -604,11 +623,37 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
                                folds)
     best = min(cands, key=lambda c: c.compute_cycles + c.imbalance_cycles)
     gemm = lower(layer, batch, phase)
-    compressed = any(feats.formats.get(r, "dense") != "dense" for r in gemm.roles[:2])
+    compressed = any(feats.format_of(r, lv) != "dense" for r in gemm.roles[:2]
+                     for lv in FORMAT_LEVELS)
     if compressed and best.reduction is None and any(p is not None for ab in packs for p in ab):
         best.fold_blocks = np.concatenate([_block_nnz(dataflow, gemm.M, gemm.K, gemm.N, rows,
                                                       cols, lanes, a, b) for a, b in packs])
     return best
+
+
+def operand_compression(work: SparseWork, feats: SparseFeatures, word_bits: tuple[int, int],
+                        level: str = "dram") -> tuple[float, float] | np.ndarray:
+    """Compressed / dense bits of A and B in their roles' formats at ``level`` (``dram``: the
+    traffic; ``sram``: what a tile occupies in its buffer): per fold of every group from the
+    nonzeros of the blocks that fold reads (column folds outer, ``SparseWork.fold_blocks``), or
+    one pair for the GEMM. A reduced mode's operands are already compact: (1, 1).
+    ``word_bits``: bits per word of the A and B buffers."""
+    g = work.gemm
+    fmts = [feats.format_of(g.roles[i], level) for i in (0, 1)]
+    if work.reduction is not None or fmts == ["dense", "dense"]:
+        return (1.0, 1.0)
+    m = feats.nm[1] if feats.nm else 4
+    blocks = work.fold_blocks
+    if blocks is None:  # every operand dense: one full block per operand
+        return tuple(float(block_ratio(f, np.array([r]), np.array([c]), np.array([r * c]), w,
+                                       m)[0])
+                     for f, (r, c), w in zip(fmts, ((g.M, g.K), (g.K, g.N)), word_bits,
+                                             strict=True))
+    out = np.empty((blocks.shape[0], 2))
+    for i, (f, w) in enumerate(zip(fmts, word_bits, strict=True)):
+        out[:, i] = block_ratio(f, blocks[:, 3 * i], blocks[:, 3 * i + 1], blocks[:, 3 * i + 2],
+                                w, m)
+    return out
 
 
 def ideal_cycles(work: SparseWork, rows: int, cols: int, lanes: int) -> int:

@@ -209,32 +209,47 @@ def _folds_is_rows(m, k, n, rows, cols, lanes, cap_b, cap_c):
 
 
 @njit(cache=True)
-def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, cap_a, cap_b, cap_c):
+def _scaled_words(words, groups, scale):
+    """``words`` (one per fold) times ``scale`` (one per fold of every group), rounded on the
+    running sum so that nothing is lost to rounding."""
+    nf = words.shape[0]
+    out = np.zeros(nf * groups, dtype=np.int64)
+    exact = 0.0
+    done = 0
+    for g in range(groups):
+        for f in range(nf):
+            exact += words[f] * scale[g * nf + f]
+            v = int(exact + 0.5) - done
+            out[g * nf + f] = v
+            done += v
+    return out
+
+
+@njit(cache=True)
+def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, cap_b, cap_c):
     """Chunk oversized folds and merge small ones into tiles; repeat the folds ``groups``
-    times, with ``fold_compute`` (one per fold of every group) as each fold's cycles and
-    ``scale_ab`` (one row per fold of every group) scaling its A and B DRAM words. Returns a
-    (tiles, 9) int64 array with the columns of TILE_FIELDS."""
+    times, with ``fold_compute`` (one per fold of every group) as each fold's cycles,
+    ``scale_ab`` (one row per fold of every group) scaling its A and B DRAM words and
+    ``occ_ab`` the words its fresh A and B occupy in their half buffers. Returns a (tiles, 9)
+    int64 array with the columns of TILE_FIELDS."""
     nf = folds.shape[0]
-    scale_a = scale_ab[0, 0]
-    scale_b = scale_ab[0, 1]
-    # scaled DRAM words per fold, rounded on the running sum so no traffic is lost to rounding
+    occ_a0 = occ_ab[0, 0]
+    occ_b0 = occ_ab[0, 1]
     scaled = np.zeros((nf * groups, 4), dtype=np.int64)
     for col in range(4):
-        exact = 0.0
-        done = 0
-        for g in range(groups):
-            for f in range(nf):
-                sc = scale_ab[g * nf + f, col] if col < 2 else scale_c
-                exact += folds[f, col] * sc
-                v = int(exact + 0.5) - done
-                scaled[g * nf + f, col] = v
-                done += v
+        sc = scale_ab[:, col] if col < 2 else np.full(nf * groups, scale_c)
+        scaled[:, col] = _scaled_words(folds[:, col].astype(np.float64), groups,
+                                       np.ascontiguousarray(sc))
+    occ = np.zeros((nf * groups, 2), dtype=np.int64)
+    for col in range(2):
+        occ[:, col] = _scaled_words(folds[:, col].astype(np.float64), groups,
+                                    np.ascontiguousarray(occ_ab[:, col]))
     # upper bound on tiles: every chunk its own tile
     bound = 0
     chunks = np.ones(nf, dtype=np.int64)
     for f in range(nf):
-        a = int(folds[f, A_DRAM] * scale_a + 0.5)
-        b = int(folds[f, B_DRAM] * scale_b + 0.5)
+        a = int(folds[f, A_DRAM] * occ_a0 + 0.5)
+        b = int(folds[f, B_DRAM] * occ_b0 + 0.5)
         cw = int((folds[f, CW_DRAM] + folds[f, CR_DRAM]) * scale_c + 0.5)
         n = 1
         if cap_a > 0 and a > cap_a:
@@ -249,6 +264,7 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, cap_a, cap_b, c
     out = np.zeros((bound * groups + 1, 9), dtype=np.int64)
     t = 0
     cur = np.zeros(9, dtype=np.int64)
+    cur_occ = np.zeros(2, dtype=np.int64)  # half-buffer words of A and B the tile holds
     have = False
     for _g in range(groups):
         for f in range(nf):
@@ -264,9 +280,13 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, cap_a, cap_b, c
                 for col in range(N_COLS):
                     q, rem = divmod(vals[col], n)
                     part[col] = q + (1 if ch < rem else 0)
+                part_occ = np.empty(2, dtype=np.int64)
+                for col in range(2):
+                    q, rem = divmod(occ[_g * nf + f, col], n)
+                    part_occ[col] = q + (1 if ch < rem else 0)
                 over = have and (
-                    (cap_a > 0 and cur[A_DRAM] + part[A_DRAM] > cap_a)
-                    or (cap_b > 0 and cur[B_DRAM] + part[B_DRAM] > cap_b)
+                    (cap_a > 0 and cur_occ[0] + part_occ[0] > cap_a)
+                    or (cap_b > 0 and cur_occ[1] + part_occ[1] > cap_b)
                     or (cap_c > 0 and cur[CW_DRAM] + cur[CR_DRAM] + part[CW_DRAM]
                         + part[CR_DRAM] > cap_c)
                 )
@@ -274,8 +294,10 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, cap_a, cap_b, c
                     out[t, :] = cur
                     t += 1
                     cur[:] = 0
+                    cur_occ[:] = 0
                 for col in range(N_COLS):
                     cur[col] += part[col]
+                cur_occ += part_occ
                 if ch == 0:
                     cur[8] += 1
                 have = True
@@ -305,15 +327,27 @@ class TileSchedule:
         return int(self.column(name).sum())
 
 
+def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
+    """A compression ratio pair for the GEMM or per fold, as one row per fold."""
+    r = np.asarray(ratio, dtype=np.float64)
+    r = np.broadcast_to(r, (nf_all, 2)) if r.ndim == 1 else r
+    if r.shape != (nf_all, 2):
+        raise ValueError(f"{name} has shape {r.shape}, expected ({nf_all}, 2)")
+    return r
+
+
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
              fold_cycles: np.ndarray | None = None,
-             compression: tuple[float, float] | np.ndarray = (1.0, 1.0)) -> TileSchedule:
+             compression: tuple[float, float] | np.ndarray = (1.0, 1.0),
+             held: tuple[float, float] | np.ndarray | None = None) -> TileSchedule:
     """Tile ``gemm`` mapped as ``mapping`` with half-buffer capacities ``cap_words`` (A, B, C
     operand buffers, in words). ``fold_cycles`` (one per fold of every group, in tile order)
     replaces the dense cycles per fold — the sparse work model's; ``compression`` scales the
-    DRAM words of A and B (compressed bytes / dense bytes in the operand's format): two numbers
-    for the whole GEMM, or one pair per fold of every group in the same order as
-    ``fold_cycles`` (column folds outer)."""
+    DRAM words of A and B (compressed bytes / dense bytes in the operand's DRAM format): two
+    numbers for the whole GEMM, or one pair per fold of every group in the same order as
+    ``fold_cycles`` (column folds outer). ``held`` is the same for the operands' SRAM format:
+    it scales the words a tile's fresh A and B occupy in their half buffers (None: as
+    ``compression``, the data held as it came from DRAM)."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
     r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
@@ -321,11 +355,9 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
                "ws": (_folds_ws, _folds_ws_rows, (cap_a, cap_c)),
                "is": (_folds_is, _folds_is_rows, (cap_b, cap_c))}[mapping.dataflow]
     nf_all = mapping.folds * gemm.groups
-    comp = np.asarray(compression, dtype=np.float64)
-    comp = np.broadcast_to(comp, (nf_all, 2)) if comp.ndim == 1 else comp
-    if comp.shape != (nf_all, 2):
-        raise ValueError(f"compression has shape {comp.shape}, expected ({nf_all}, 2)")
-    scale_ab = comp * np.array([gemm.stored("A") / (m * k), gemm.stored("B") / (k * n)])
+    stored = np.array([gemm.stored("A") / (m * k), gemm.stored("B") / (k * n)])
+    scale_ab = _per_fold(compression, nf_all, "compression") * stored
+    occ_ab = scale_ab if held is None else _per_fold(held, nf_all, "held") * stored
     scale_c = gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
@@ -345,8 +377,9 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
         fold_cycles = fold_cycles.reshape(gemm.groups, mapping.col_folds, mapping.row_folds)
         fold_cycles = fold_cycles.transpose(0, 2, 1).reshape(-1)
     if row_first:
-        scale_ab = scale_ab.reshape(gemm.groups, mapping.col_folds, mapping.row_folds, 2)
-        scale_ab = scale_ab.transpose(0, 2, 1, 3).reshape(-1, 2)
+        scale_ab, occ_ab = (x.reshape(gemm.groups, mapping.col_folds, mapping.row_folds, 2)
+                            .transpose(0, 2, 1, 3).reshape(-1, 2) for x in (scale_ab, occ_ab))
     tiles = _group_tiles(folds, gemm.groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
-                         np.ascontiguousarray(scale_ab), scale_c, cap_a, cap_b, cap_c)
+                         np.ascontiguousarray(scale_ab), scale_c, np.ascontiguousarray(occ_ab),
+                         cap_a, cap_b, cap_c)
     return TileSchedule(gemm, mapping, tiles, "rows" if row_first else "cols")

@@ -533,3 +533,60 @@ def test_condensed_with_skipping_equals_reference(c, phase, df, R, C, L, H, D, s
     assert w.effectual <= w.actual <= alone.actual
     if skip_filter or kind == "fanin":  # every pair performed is effectual
         assert w.actual == w.effectual
+
+
+# ------------------------------------------------------------------------------------------------
+# formats per memory level
+# ------------------------------------------------------------------------------------------------
+def test_formats_per_level_parse():
+    f = parse_features({"formats": {"filter": "bitmap",
+                                    "ifmap": {"dram": "csr", "sram": "bitmap"},
+                                    "grad_out": {"sram": "rle"}}}, "arch.yaml")
+    assert [f.format_of("filter", lv) for lv in ("dram", "sram")] == ["bitmap", "bitmap"]
+    assert [f.format_of("ifmap", lv) for lv in ("dram", "sram")] == ["csr", "bitmap"]
+    assert [f.format_of("grad_out", lv) for lv in ("dram", "sram")] == ["dense", "rle"]
+    assert f.formats == {"filter": "bitmap", "ifmap": "csr"}  # DRAM, as the traffic reads it
+    assert f.sram_formats == {"filter": "bitmap", "ifmap": "bitmap", "grad_out": "rle"}
+
+
+def test_bad_level_formats_name_the_key():
+    import pytest
+
+    from traces.errors import InputError
+
+    for bad, key in (({"filter": {"l2": "csr"}}, "sparse.formats.filter.l2"),
+                     ({"filter": {"sram": "zip"}}, "sparse.formats.filter.sram"),
+                     ({"ifmap": {"dram": 3}}, "sparse.formats.ifmap.dram")):
+        with pytest.raises(InputError, match=key.replace(".", r"\.")):
+            parse_features({"formats": bad}, "arch.yaml")
+
+
+@settings(deadline=None, max_examples=60)
+@given(c=case(), phase=st.sampled_from(["fwd", "bwd_input", "bwd_weight"]),
+       df=st.sampled_from(["os", "ws", "is"]), dram=st.sampled_from(FORMATS),
+       sram=st.sampled_from(FORMATS))
+def test_operand_compression_per_level(c, phase, df, dram, sram):
+    """Each level's ratio is its own format's bits over dense bits, block by block; a level
+    in dense format moves dense words."""
+    from dataflows.formats import block_ratio
+    from dataflows.sparse import operand_compression
+
+    layer, batch, masks = c
+    fmts = {r: {"dram": dram, "sram": sram} for r in ("filter", "ifmap", "grad_out")}
+    feats = parse_features({"formats": fmts}, "arch.yaml")
+    w = sparse_work(layer, batch, phase, masks, 3, 2, 2, df, feats)
+    for level, fmt in (("dram", dram), ("sram", sram)):
+        got = np.asarray(operand_compression(w, feats, (16, 8), level))
+        if fmt == "dense":
+            assert np.all(got == 1.0)
+        elif w.fold_blocks is None:  # no operand has a mask: full blocks of the whole GEMM
+            g = w.gemm
+            for i, ((r, cc), bits) in enumerate(zip(((g.M, g.K), (g.K, g.N)), (16, 8),
+                                                    strict=True)):
+                assert got[i] == block_ratio(fmt, [r], [cc], [r * cc], bits)[0]
+        else:
+            blk = w.fold_blocks
+            for i, bits in enumerate((16, 8)):
+                want = block_ratio(fmt, blk[:, 3 * i], blk[:, 3 * i + 1], blk[:, 3 * i + 2],
+                                   bits)
+                np.testing.assert_allclose(got[:, i], want)

@@ -154,6 +154,22 @@ def test_written_yaml_file_loads(tmp_path):
     assert (a.features.nm, a.features.lookahead, a.features.lookaside) == ((1, 4), 1, 2)
 
 
+def test_formats_per_memory_level(tmp_path):
+    """A role's format is one name (DRAM and SRAM) or a mapping per level; an override can set
+    one level; a bad level names its key."""
+    base = load_arch("tensordash").with_overrides(
+        {"sparse.formats": {"filter": "bitmap", "ifmap": {"dram": "csr", "sram": "bitmap"}}})
+    f = base.features
+    assert [f.format_of("filter", lv) for lv in ("dram", "sram")] == ["bitmap", "bitmap"]
+    assert [f.format_of("ifmap", lv) for lv in ("dram", "sram")] == ["csr", "bitmap"]
+    assert yaml.safe_load(yaml.safe_dump(base.to_dict()))["sparse"]["formats"]["ifmap"] == {
+        "dram": "csr", "sram": "bitmap"}
+    new = base.with_overrides({"sparse.formats.ifmap.sram": "rle"})
+    assert [new.features.format_of("ifmap", lv) for lv in ("dram", "sram")] == ["csr", "rle"]
+    with pytest.raises(ArchError, match=r"sparse\.formats\.ifmap\.l2"):
+        base.with_overrides({"sparse.formats.ifmap.l2": "csr"})
+
+
 # ------------------------------------------------------------------------------------------------
 # overrides
 # ------------------------------------------------------------------------------------------------

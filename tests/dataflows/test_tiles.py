@@ -1,0 +1,42 @@
+"""Tile schedules: what a tile holds in its half buffers under an SRAM format."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataflows.gemm import Gemm
+from dataflows.systolic import map_dense
+from dataflows.tiles import schedule
+
+
+def test_a_compressed_sram_format_holds_a_fold_in_one_tile():
+    """An os fold reads a 4 × 100 block of A: 400 words, two chunks in a 200-word half buffer
+    when held dense; one tile when held at a quarter. DRAM traffic follows the DRAM format."""
+    g = Gemm("l", "fwd", 4, 100, 4)
+    mp = map_dense(g, 4, 4, "os", 1)
+    dense = schedule(g, mp, (200, 1000, 1000))
+    held = schedule(g, mp, (200, 1000, 1000), held=(0.25, 1.0))
+    assert (len(dense), len(held)) == (2, 1)
+    assert dense.total("a_dram") == held.total("a_dram") == 400
+    squeezed = schedule(g, mp, (200, 1000, 1000), compression=(0.5, 1.0), held=(1.0, 1.0))
+    assert len(squeezed) == 2 and squeezed.total("a_dram") == 200
+
+
+@settings(deadline=None, max_examples=80)
+@given(m=st.integers(1, 60), k=st.integers(1, 60), n=st.integers(1, 60),
+       df=st.sampled_from(["os", "ws", "is"]), cap=st.integers(4, 400),
+       comp=st.tuples(st.floats(0.05, 1.0), st.floats(0.05, 1.0)),
+       held=st.tuples(st.floats(0.05, 1.0), st.floats(0.05, 1.0)))
+def test_held_changes_tiling_not_traffic(m, k, n, df, cap, comp, held):
+    g = Gemm("l", "fwd", m, k, n)
+    mp = map_dense(g, 4, 3, df, 2)
+    caps = (cap, cap, cap)
+    base = schedule(g, mp, caps, compression=comp)
+    np.testing.assert_array_equal(base.tiles, schedule(g, mp, caps, compression=comp,
+                                                       held=comp).tiles)  # the default
+    other = schedule(g, mp, caps, compression=comp, held=held)
+    for col in ("a_dram", "b_dram", "c_read", "c_write", "compute", "a_sram", "b_sram",
+                "c_sram", "folds"):
+        assert other.total(col) == base.total(col)
