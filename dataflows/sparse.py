@@ -393,7 +393,8 @@ class _Ctx:
         return self.roles[0] in self.feats.gate, self.roles[1] in self.feats.gate
 
 
-def _exec(gemm: Gemm, packs: list, ctx: _Ctx, folds: str) -> _Exec:
+def _executed(gemm: Gemm, packs: list, ctx: _Ctx, folds: str) -> _Exec:
+    """``gemm`` with these operands, mapped on the array."""
     counts = [_counts(a, b, gemm.M, gemm.K, gemm.N) for a, b in packs]
     return _Exec(gemm, map_dense(gemm, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
                  packs, counts)
@@ -553,10 +554,10 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
     g2 = Gemm(ex.gemm.layer, ex.gemm.phase, M, max(1, k2), n2, ex.gemm.groups)
     ex2 = _Exec(g2, map_dense(g2, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
                 [(None, kx.pack_rows(sl >= 0)) for sl in slots], ex.counts)
+    # dense on the condensed GEMM; the weights' empty slots skipped as a shared stream of B
     out = [_dense_work(ex2, ctx, kind)]
-    if ctx.feats.skip:  # the weights' empty slots, a shared stream of B
-        out += _skipping(ex2, replace(ctx, masked=(False, True),
-                                      feats=replace(ctx.feats, two_sided=False)), kind + "+")
+    out += _skipping(ex2, replace(ctx, masked=(False, True),
+                                  feats=replace(ctx.feats, two_sided=False)), kind + "+")
     if ctx.dataflow == "os" and ctx.masked[0] and ctx.roles[0] in ctx.feats.skip:
         empty = "filter" not in ctx.feats.skip
         fcs, fis = [], []
@@ -586,7 +587,10 @@ def work_candidates(layer: Layer, batch: int, phase: str, masks: dict[str, np.nd
     return _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats, folds)[0]
 
 
-def _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats, folds):
+def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, cols: int,
+                lanes: int, dataflow: str, feats: SparseFeatures, folds: str
+                ) -> tuple[list[SparseWork], list]:
+    """``work_candidates`` and the packed operands of every group."""
     gemm = lower(layer, batch, phase)
     ra, rb, _ = gemm.roles
     a_mask, b_mask = gemm_masks(phase, masks)
@@ -608,7 +612,7 @@ def _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats, 
         red = _structured(ex)
         if red is not None:
             g2, p2, macs = red
-            ex2 = _exec(g2, p2, ctx, folds)
+            ex2 = _executed(g2, p2, ctx, folds)
             out += [_dense_work(ex2, ctx, "structured", macs)] + _skipping(ex2, ctx,
                                                                            "structured+")
     return out, packs
