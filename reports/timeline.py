@@ -95,7 +95,8 @@ def _group_starts(gemm: np.ndarray, k: int) -> np.ndarray:
 
 def _merge_factor(tracks: dict[int, tuple], fixed: int, cap: int) -> int:
     """The smallest ``k`` for which the trace stays within ``cap`` events: a tile track's span
-    costs one event, plus up to two bandwidth-counter events on a DMA track."""
+    costs one event, plus up to two bandwidth-counter events on a DMA track (its value, and a
+    zero before it after an idle gap)."""
     def count(k: int) -> int:
         return fixed + sum((3 if tid in COUNTERS else 1) * len(_group_starts(rec[:, _G], k))
                            for tid, (rec, _) in tracks.items())
@@ -135,7 +136,8 @@ def chrome_trace(results: Results, max_events: int = MAX_EVENTS) -> dict[str, An
     step_ids = sorted(set(steps)) if "steps" in meta else []
     used = ([STEP_TID] if step_ids else []) + [GEMM_TID] + sorted(tracks) + (
         [TOPK_TID] if len(over_rec) else [])
-    fixed = 2 + 2 * len(used) + len(step_ids) + len(gemm_rec) + len(over_rec)
+    # names, spans that are never merged, the counters' closing zeros
+    fixed = 2 + 2 * len(used) + len(step_ids) + len(gemm_rec) + len(over_rec) + len(COUNTERS)
     k = _merge_factor(tracks, fixed, max_events)
 
     ideal = meta.get("memory") == "ideal"
