@@ -176,10 +176,17 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     phases = args.phases or ("train" if net.kind == "trace" else "fwd")
     check_output_dir(args.output, args.force)  # before a long run, not after it
     if net.kind == "trace":
-        results = simulate_trace(net.source, arch, dataflow, phases, args.memory)
+        results = simulate_trace(net.source, arch, dataflow, phases, args.memory,
+                                 timeline=args.timeline)
     else:
-        results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory)
-    write_results(results, args.output, force=args.force)
+        results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory,
+                           timeline=args.timeline)
+    extra = None
+    if args.timeline:
+        from reports.timeline import chrome_trace, write_chrome_trace
+
+        extra = {"timeline.json": lambda p: write_chrome_trace(chrome_trace(results), p)}
+    write_results(results, args.output, force=args.force, extra=extra)
     summary = summarize(results)
     s = summary["total"]
     print(f"simulated {net.name} ({len(net.layers)} layers, batch {net.batch}, {phases}) on "
@@ -192,7 +199,9 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     if sp:
         per = ", ".join(f"{ph} {v:.2f}x" for ph, v in sp["per_phase"].items())
         print(f"  speedup over dense: training step {sp['training_step']:.2f}x ({per})")
-    print(f"  results in {args.output}")
+    print(f"  results in {args.output}"
+          + (f" (timeline: {args.output / 'timeline.json'}, opens in ui.perfetto.dev)"
+             if args.timeline else ""))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -254,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="modeled (SimPy + DRAM timing, default) or ideal (SCALE-Sim's "
                         "stall-free model)")
     p.add_argument("-o", "--output", required=True, type=Path, help="results directory")
+    p.add_argument("--timeline", action="store_true",
+                   help="also write timeline.json: the SimPy event log as a Chrome trace (one "
+                        "track per hardware unit) that opens in Perfetto")
     p.add_argument("--force", action="store_true", help="replace an existing results directory")
     p.set_defaults(func=_cmd_simulate)
 

@@ -66,6 +66,27 @@ def test_simulate_trace_defaults_to_training(trace, tmp_path):
     assert "tensordash 16x16x16 os, modeled memory" in r.stdout
 
 
+def test_simulate_timeline_writes_a_chrome_trace(trace, tmp_path):
+    out = tmp_path / "res"
+    r = run("simulate", str(trace), "--arch", "tensordash", "--timeline", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "timeline.json" in r.stdout
+    events = json.loads((out / "timeline.json").read_text())["traceEvents"]
+    tracks = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert {"GEMM", "PE array", "DRAM read DMA", "DRAM write DMA"} <= tracks
+    spans = [e for e in events if e["ph"] == "X"]
+    assert spans and all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
+    # the GEMM track has one span per row of the compute report
+    tid = next(e["tid"] for e in events if e["name"] == "thread_name"
+               and e["args"]["name"] == "GEMM")
+    comp = pd.read_csv(out / "COMPUTE_REPORT.csv")
+    gemms = comp[comp["Phase"].isin(["fwd", "bwd_input", "bwd_weight"])]
+    assert sum(e["tid"] == tid for e in spans) == len(gemms)
+    # without the flag: no timeline
+    r = run("simulate", str(trace), "--arch", "tensordash", "-o", str(tmp_path / "plain"))
+    assert r.returncode == 0 and not (tmp_path / "plain" / "timeline.json").exists()
+
+
 def _bad(*args: str, out: Path) -> str:
     r = run(*args, "-o", str(out))
     assert r.returncode == 2, (r.stdout, r.stderr)
