@@ -305,7 +305,7 @@ def _peaks(run: Run) -> tuple[float | None, float | None]:
     """(peak MACs per cycle, peak DRAM bytes per cycle) of the run's architecture."""
     arr = run.summary.get("array")
     macs = float(np.prod(arr)) if isinstance(arr, list) and arr else None
-    bw = run.summary.get("dram_peak_bytes_per_cycle")
+    bw = run.summary.get("dram_peak_bytes_per_cycle")  # older results: from the arch file
     if bw is None:
         bw = _arch_dram_peak(run)
     return macs, bw
@@ -330,25 +330,39 @@ def _arch_dram_peak(run: Run) -> float | None:
 
 
 def dram_bandwidth(runs: list[Run]) -> Drawn | None:
-    """Average DRAM bandwidth of each GEMM over the time of the first recorded step."""
-    shown = [r for r in runs if "DRAM Bytes" in r.compute.columns][:MAX_PANELS]
+    """DRAM bandwidth over the time of the first recorded step: from the event log's transfers
+    (``DRAM_TIMELINE.csv``, modeled memory), else each GEMM's average."""
+    shown = [r for r in runs if r.dram_timeline is not None
+             or "DRAM Bytes" in r.compute.columns][:MAX_PANELS]
     if not shown:
         return None
     fig, ax = plt.subplots(figsize=(7.0, 3.4))
     rows = []
     peak_drawn = set()
+    averaged = False
     for i, run in enumerate(shown):
         clock = float(run.summary.get("clock_ghz", 1.0))
         st = run.steps[0]
-        df = run.compute[run.compute["Step"] == st]
-        cyc = _elapsed(df).to_numpy(dtype=float)
-        byt = df["DRAM Bytes"].fillna(0).to_numpy(dtype=float)
-        start = np.concatenate([[0.0], np.cumsum(cyc)[:-1]])
-        gbps = np.divide(byt, cyc, out=np.zeros_like(byt), where=cyc > 0) * clock
+        if run.dram_timeline is not None:
+            tl = run.dram_timeline[run.dram_timeline["Step"] == st]
+            start = tl["Start Cycle"].to_numpy(dtype=float)
+            cyc = (tl["End Cycle"] - tl["Start Cycle"]).to_numpy(dtype=float)
+            gbps = tl["DRAM GB/s"].to_numpy(dtype=float)
+            names = [f"bin {b}" for b in tl["Bin"]]
+            source = "transfers"
+        else:
+            averaged = True
+            df = run.compute[run.compute["Step"] == st]
+            cyc = _elapsed(df).to_numpy(dtype=float)
+            byt = df["DRAM Bytes"].fillna(0).to_numpy(dtype=float)
+            start = np.concatenate([[0.0], np.cumsum(cyc)[:-1]])
+            gbps = np.divide(byt, cyc, out=np.zeros_like(byt), where=cyc > 0) * clock
+            names = [f"{a} {b}" for a, b in zip(df["Layer"], df["Phase"], strict=True)]
+            source = "GEMM average"
         t_us = start / (clock * 1e3)
         ax.step(np.append(t_us, (start[-1] + cyc[-1]) / (clock * 1e3)),
                 np.append(gbps, gbps[-1]), where="post", label=run.label,
-                color=GREYS[i % len(GREYS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                color=LINE_GREYS[i % len(LINE_GREYS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
                 linewidth=1.0)
         _m, peak = _peaks(run)
         if peak and (peak, clock) not in peak_drawn:
@@ -356,19 +370,22 @@ def dram_bandwidth(runs: list[Run]) -> Drawn | None:
             ax.axhline(peak * clock, color="black", linewidth=0.8, linestyle=":")
             ax.annotate(f"{run.arch} DRAM peak {peak * clock:.0f} GB/s", (0, peak * clock),
                         fontsize=7, va="bottom")
-        for (_, r), t, c, b, bw in zip(df.iterrows(), t_us, cyc, byt, gbps, strict=True):
-            rows.append({"Run": run.label, "Step": st, "Layer": r["Layer"], "Phase": r["Phase"],
-                         "Start (us)": t, "Cycles": c, "DRAM Bytes": b, "DRAM BW (GB/s)": bw})
+        rows += [{"Run": run.label, "Step": st, "Span": n, "Start (us)": t, "Cycles": c,
+                  "DRAM BW (GB/s)": bw, "Source": source}
+                 for n, t, c, bw in zip(names, t_us, cyc, gbps, strict=True)]
     ax.set_xlabel("time into the training step (µs)")
     ax.set_ylabel("DRAM bandwidth (GB/s)")
-    ax.set_title("DRAM bandwidth over one training step (average per GEMM)")
+    ax.set_title("DRAM bandwidth over one training step")
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
+    how = ("reads and writes of the event log in 200 equal bins (each transfer's bytes in its "
+           "data phase at peak rate, after queueing and latency)")
+    if averaged:
+        how += "; runs without a log (ideal memory): the average of each GEMM in turn"
     return Drawn("dram_bandwidth", "DRAM bandwidth over time",
-                 "Average DRAM bandwidth of each GEMM (and training-overhead row) in execution "
-                 "order over the first recorded step; the dotted line is the DRAM peak.", fig,
-                 pd.DataFrame(rows))
+                 f"DRAM bandwidth over the first recorded step: {how}. The dotted line is the "
+                 "DRAM peak.", fig, pd.DataFrame(rows))
 
 
 def roofline(runs: list[Run]) -> Drawn | None:
@@ -427,55 +444,44 @@ def roofline(runs: list[Run]) -> Drawn | None:
 
 # ------------------------------------------------------------------------------------------------
 def load_imbalance(runs: list[Run]) -> Drawn | None:
-    """Histogram of the load imbalance of the worst layers: per fold when the run recorded
-    ``LOAD_IMBALANCE.csv``, else per GEMM over the recorded steps."""
-    col = STALL_CAUSE_COLUMNS["load imbalance"]
-    cand = [r for r in runs if col in r.compute.columns and r.compute[col].fillna(0).sum() > 0]
+    """Histogram of the load imbalance of the worst layer-phases, over their folds
+    (``LOAD_IMBALANCE.csv``, all recorded steps), for the run that loses the largest share."""
+    cand = [r for r in runs if r.imbalance is not None and len(r.imbalance)
+            and r.imbalance["Imbalance Cycles"].sum() > 0]
     if not cand:
         return None
-    run = max(cand, key=lambda r: r.compute[col].sum() / max(_elapsed(r.gemms).sum(), 1))
-    g = run.gemms
-    worst = (g.groupby(["Layer", "Phase"])[col].sum().sort_values(ascending=False)
-             .head(4))
+    run = max(cand, key=lambda r: r.imbalance["Imbalance Cycles"].sum()
+              / max(float(_elapsed(r.gemms).sum()), 1.0))
+    imb = run.imbalance
+    bins = [c for c in imb.columns if c.startswith("Folds ") and c.endswith(" %")]
+    per = imb.groupby(["Layer", "Phase"], sort=False)
+    worst = per["Imbalance Cycles"].sum().sort_values(ascending=False, kind="stable").head(4)
     worst = worst[worst > 0]
-    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    counts = per[bins].sum()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    lows = np.array([float(b.split()[1].split("-")[0]) for b in bins])
+    width = (lows[1] - lows[0]) if len(lows) > 1 else 5.0
+    n = len(worst)
     rows = []
-    per_fold = run.imbalance is not None and len(run.imbalance) > 0
-    bins = np.linspace(0, 100, 21)
-    data, labels = [], []
-    for (lay, ph), _ in worst.items():
-        if per_fold:
-            f = run.imbalance[(run.imbalance["Layer"] == lay) & (run.imbalance["Phase"] == ph)]
-            share = (100.0 * f["Imbalance Cycles"] / f["Busy Cycles"].where(f["Busy Cycles"] > 0)
-                     ).dropna().to_numpy()
-            unit = "folds"
-        else:
-            r = g[(g["Layer"] == lay) & (g["Phase"] == ph)]
-            share = (100.0 * r[col] / _elapsed(r).where(_elapsed(r) > 0)).dropna().to_numpy()
-            unit = "recorded steps"
-        data.append(share)
-        labels.append(f"{lay} {ph}")
-        counts, _ = np.histogram(share, bins=bins)
-        for lo, hi, c in zip(bins[:-1], bins[1:], counts, strict=True):
-            rows.append({"Run": run.label, "Layer": lay, "Phase": ph, "Bin Low %": lo,
-                         "Bin High %": hi, "Count": int(c), "Over": unit})
-    ax.hist(data, bins=bins, label=labels, color=[GREYS[i] for i in range(len(data))],
-            hatch=None, edgecolor="black", linewidth=0.4, histtype="bar")
-    for patch_group, h in zip(ax.containers, HATCHES, strict=False):
-        for patch in patch_group:
-            patch.set_hatch(h)
-    ax.set_xlabel("cycles lost to load imbalance (% of the " +
-                  ("fold's" if per_fold else "GEMM's") + " cycles)")
-    ax.set_ylabel(f"number of {unit}")
+    for i, ((lay, ph), cyc) in enumerate(worst.items()):
+        c = counts.loc[(lay, ph)].to_numpy(dtype=float)
+        ax.bar(lows + width * (i + 0.5) / n, c, width / n, label=f"{lay} {ph}", **_style(i))
+        rows += [{"Run": run.label, "Layer": lay, "Phase": ph, "Bin": b, "Folds": int(v),
+                  "Imbalance Cycles (all steps)": int(cyc)} for b, v in zip(bins, c, strict=True)]
+    ax.set_xlabel("cycles of a fold lost to load imbalance (%)")
+    ax.set_ylabel("number of folds (all recorded steps)")
     ax.set_title(f"Load imbalance of the worst layers: {run.label}")
+    ax.set_xlim(0, 100)
+    if counts.to_numpy().max() > 50:
+        ax.set_yscale("log")
+        ax.set_ylabel("number of folds (all recorded steps, log scale)")
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return Drawn("load_imbalance", "Load-imbalance histogram",
-                 "For the four layer-phases that lose the most cycles to load imbalance, how "
-                 "the loss is spread over " + ("the folds of the array" if per_fold
-                                                else "the recorded steps") +
-                 ": the share of cycles in which the slowest lane kept the others idle.", fig,
-                 pd.DataFrame(rows))
+                 "For the four layer-phases that lose the most cycles to load imbalance: how many "
+                 "folds of the array lost what share of their cycles waiting for the slowest "
+                 "lane (slowest lane's cycles minus the balanced length, over the fold's "
+                 "cycles), summed over the recorded steps.", fig, pd.DataFrame(rows))
 
 
 # ------------------------------------------------------------------------------------------------

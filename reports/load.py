@@ -45,6 +45,7 @@ class Run:
     summary: dict[str, Any]
     sparse: pd.DataFrame | None = None
     imbalance: pd.DataFrame | None = None
+    dram_timeline: pd.DataFrame | None = None
     label: str = ""
 
     @property
@@ -155,9 +156,12 @@ def load_run(path: str | os.PathLike) -> Run:
             if other.duplicated(KEYS).any():
                 raise InputError(str(p / name), None, "has two rows for one layer, phase and step")
             compute = compute.merge(other[KEYS + fresh], on=KEYS, how="left", sort=False)
-    imbalance = (_read_csv(p / "LOAD_IMBALANCE.csv", ("Layer", "Phase", "Step"))
+    imbalance = (_read_csv(p / "LOAD_IMBALANCE.csv", (*KEYS, "Folds", "Folds 0-5 %"))
                  if (p / "LOAD_IMBALANCE.csv").is_file() else None)
-    return Run(p, compute, summary, sparse, imbalance)
+    timeline = (_read_csv(p / "DRAM_TIMELINE.csv", ("Step", "Start Cycle", "End Cycle",
+                                                    "Read GB/s", "Write GB/s", "DRAM GB/s"))
+                if (p / "DRAM_TIMELINE.csv").is_file() else None)
+    return Run(p, compute, summary, sparse, imbalance, timeline)
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:

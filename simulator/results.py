@@ -105,5 +105,9 @@ def write_results(results: Results, out: str | os.PathLike, force: bool = False,
                                if c in results.table.columns]
             present = [c for c in cols if c in results.table.columns]
             results.table[present].to_csv(tmp / name, index=False, float_format="%.6g")
+        for name, df in (("DRAM_TIMELINE.csv", results.dram_timeline),
+                         ("LOAD_IMBALANCE.csv", results.imbalance)):
+            if df is not None and len(df):
+                df.to_csv(tmp / name, index=False, float_format="%.6g")
         (tmp / "summary.json").write_text(json.dumps(summarize(results), indent=1) + "\n")
     return Path(out)

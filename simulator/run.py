@@ -37,6 +37,7 @@ from dataflows.gemm import Gemm, lower
 from dataflows.sparse import SparseFeatures, SparseWork, sparse_work
 from dataflows.systolic import DATAFLOWS, map_dense
 from dataflows.tiles import TileSchedule, schedule
+from simulator.dram import DramTiming
 from simulator.engine import (
     COMPUTE,
     EVENT_FIELDS,
@@ -46,6 +47,7 @@ from simulator.engine import (
     GemmTiming,
     simulate_tiles,
 )
+from simulator.series import IMBALANCE_COLUMNS, dram_timeline, imbalance_histogram
 from traces.errors import InputError
 from traces.layers import Layer
 
@@ -101,6 +103,10 @@ class Results:
     meta: dict[str, Any] = field(default_factory=dict)
     baseline: pd.DataFrame | None = None
     events: np.ndarray | None = None
+    #: DRAM traffic over each step's time in equal bins (modeled memory; ``simulator.series``)
+    dram_timeline: pd.DataFrame | None = None
+    #: per GEMM with a per-fold work model: folds per 5 % bin of load-imbalance share
+    imbalance: pd.DataFrame | None = None
 
 
 def _events(log, timings: list[GemmTiming] | None, compute: list[int]) -> np.ndarray:
@@ -224,12 +230,13 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
         works.append(w)
         squeeze = (1.0, 1.0) if w.mode in REDUCED_MODES else _compression(w, feats, arch)
         scheds.append(schedule(w.gemm, w.mapping, caps, w.fold_cycles, squeeze))
-    log = array("d") if timeline else None
+    # the event log also gives the DRAM timeline, so a modeled run always keeps one
+    log = array("d") if timeline or memory == "modeled" else None
     if memory == "modeled":
         timings = simulate_tiles(scheds, arch, log)
     else:
         timings = [GemmTiming(compute=s.total("compute")) for s in scheds]
-    rows = []
+    rows, imb_rows = [], []
     wb = [arch.word_bytes[b] for b in BUFFERS]
     macs_per_cycle = arch.rows * arch.cols * arch.lanes
     en = arch.energy
@@ -304,15 +311,30 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
             "Energy (pJ)": e_mac + e_sram + e_dram,
         }
         rows.append(row)
+        if w.fold_cycles is not None and w.fold_imbalance is not None:
+            imb_rows.append({
+                "LayerID": li, "Layer": layers[li].name, "Phase": ph, "Step": step,
+                "Folds": int(len(w.fold_cycles)), "Fold Cycles": int(np.sum(w.fold_cycles)),
+                "Imbalance Cycles": int(np.sum(w.fold_imbalance)),
+                **dict(zip(IMBALANCE_COLUMNS,
+                           imbalance_histogram(w.fold_cycles, w.fold_imbalance).tolist(),
+                           strict=True))})
     table = pd.DataFrame(rows)
+    peak = DramTiming.from_spec(arch.dram, arch.clock_ghz).bytes_per_cycle
     meta = {"arch": arch.name, "arch_source": arch.source, "dataflow": dataflow,
             "phases": phases, "memory": memory, "batch": batch,
-            "array": [arch.rows, arch.cols, arch.lanes], "clock_ghz": arch.clock_ghz}
-    events = None
-    if timeline:
+            "array": [arch.rows, arch.cols, arch.lanes], "clock_ghz": arch.clock_ghz,
+            "macs_per_cycle": macs_per_cycle, "dram_peak_bytes_per_cycle": peak,
+            "dram_peak_gbps": peak * arch.clock_ghz}
+    events = series = None
+    if log is not None:
         events = _events(log, timings if memory == "modeled" else None,
                          [tm.compute for tm in timings])
-    return Results(table, meta, events=events)
+        if memory == "modeled":
+            duration = float((table["Compute Cycles"] + table["Stall Cycles"]).sum())
+            series = dram_timeline(events, duration, arch.clock_ghz, step, peak)
+    return Results(table, meta, events=events if timeline else None, dram_timeline=series,
+                   imbalance=pd.DataFrame(imb_rows) if imb_rows else None)
 
 
 @dataclass(frozen=True)
@@ -432,7 +454,7 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
     base = simulate(layers, batch, arch, dataflow, phases, memory, 0, None, SparseFeatures())
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
-    tables, events = [], []
+    tables, events, series, imbalance = [], [], [], []
     rows, t_end = 0, 0.0
     for sd in trace:
         if steps is not None and sd.step not in steps:
@@ -443,6 +465,8 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
         t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]
         t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])
         extra = overhead_rows(layers, batch, arch, m, sd, sd.step)
+        series += [res.dram_timeline] if res.dram_timeline is not None else []
+        imbalance += [res.imbalance] if res.imbalance is not None else []
         if timeline:
             events.append(_step_events(res.events, extra, rows, t_end))
             t_end = float(events[-1][:, 3].max()) if len(events[-1]) else t_end
@@ -457,5 +481,7 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
             "sparsity": m.sparsity.get("sparsity"), "steps": sorted(set(table["Step"])),
             "features": dict(arch.sparse)}
     return Results(table, meta, baseline=base.table,
-                   events=np.concatenate(events) if timeline else None)
+                   events=np.concatenate(events) if timeline else None,
+                   dram_timeline=pd.concat(series, ignore_index=True) if series else None,
+                   imbalance=pd.concat(imbalance, ignore_index=True) if imbalance else None)
 

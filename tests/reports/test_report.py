@@ -110,13 +110,30 @@ def test_figure_tables_equal_the_result_files(results, tmp_path):
     lc_tot = lc[lc["Phase"].isin(PHASES)].groupby(["Run", "Layer"])["Cycles"].sum()
     st_tot = st.groupby(["Run", "Layer"])["Cycles"].sum()
     pd.testing.assert_series_equal(st_tot.sort_index(), lc_tot.sort_index(), check_names=False)
-    # DRAM bandwidth over the first step: the bytes are the step's DRAM bytes
+    # DRAM bandwidth over the first step: bandwidth x time gives the step's DRAM bytes
     bw = pd.read_csv(out / "tables" / "dram_bandwidth.csv")
     acc = pd.read_csv(results["swat90-os"] / "DETAILED_ACCESS_REPORT.csv")
     label = runs_df.loc[runs_df["Directory"] == "swat90-os", "Run"].item()
     first = acc[acc["Step"] == acc["Step"].min()]
-    assert bw.loc[bw["Run"] == label, "DRAM Bytes"].sum() == pytest.approx(
-        first["DRAM Bytes"].fillna(0).sum())
+    mine = bw[bw["Run"] == label]
+    assert set(mine["Source"]) == {"transfers"}
+    clock = json.loads((results["swat90-os"] / "summary.json").read_text())["clock_ghz"]
+    assert (mine["DRAM BW (GB/s)"] * mine["Cycles"] / clock).sum() == pytest.approx(
+        first["DRAM Bytes"].sum(), rel=1e-4)
+    # load imbalance: the worst layer-phases of LOAD_IMBALANCE.csv, their fold counts summed
+    li = pd.read_csv(out / "tables" / "load_imbalance.csv")
+    src = None
+    for run_dir in run_dirs:
+        label = runs_df.loc[runs_df["Directory"] == run_dir.name, "Run"].item()
+        if label != li["Run"].iloc[0]:
+            continue
+        src = pd.read_csv(run_dir / "LOAD_IMBALANCE.csv")
+        worst = src.groupby(["Layer", "Phase"])["Imbalance Cycles"].sum().nlargest(4)
+        assert set(zip(li["Layer"], li["Phase"], strict=True)) == set(worst.index)
+        for (lay, ph), grp in li.groupby(["Layer", "Phase"]):
+            rows = src[(src["Layer"] == lay) & (src["Phase"] == ph)]
+            assert grp["Folds"].sum() == rows["Folds"].sum()
+    assert src is not None
     # speedup over steps: only the 2-step traces, and their per-step speedups
     so = pd.read_csv(out / "tables" / "speedup_over_steps.csv")
     s90 = json.loads((results["swat90-os"] / "summary.json").read_text())
