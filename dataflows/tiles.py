@@ -351,13 +351,18 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
     r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
-    kernels = {"os": (_folds_os, _folds_os_rows, (cap_a, cap_b)),
-               "ws": (_folds_ws, _folds_ws_rows, (cap_a, cap_c)),
-               "is": (_folds_is, _folds_is_rows, (cap_b, cap_c))}[mapping.dataflow]
     nf_all = mapping.folds * gemm.groups
     stored = np.array([gemm.stored("A") / (m * k), gemm.stored("B") / (k * n)])
+    held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
     scale_ab = _per_fold(compression, nf_all, "compression") * stored
-    occ_ab = scale_ab if held is None else _per_fold(held, nf_all, "held") * stored
+    occ_ab = held_ratio * stored
+    # what the loop nest can keep on chip: a buffer holding compressed operands holds more of
+    # them (dense words / mean held ratio); dense formats leave the capacities as they are
+    eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6)))
+                    for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
+    kernels = {"os": (_folds_os, _folds_os_rows, (eff_a, eff_b)),
+               "ws": (_folds_ws, _folds_ws_rows, (eff_a, cap_c)),
+               "is": (_folds_is, _folds_is_rows, (eff_b, cap_c))}[mapping.dataflow]
     scale_c = gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)

@@ -22,8 +22,9 @@ COMPUTE_COLUMNS = KEYS + [
     "Energy MAC (pJ)", "Energy SRAM (pJ)", "Energy DRAM (pJ)", "Energy (pJ)",
 ]
 SPARSE_COLUMNS = KEYS + [
-    "Mode", "A Role", "A Density", "A Format", "A Data Bytes", "A Metadata Bytes", "B Role",
-    "B Density", "B Format", "B Data Bytes", "B Metadata Bytes",
+    "Mode", "A Role", "A Density", "A Format", "A SRAM Format", "A Data Bytes",
+    "A Metadata Bytes", "B Role", "B Density", "B Format", "B SRAM Format", "B Data Bytes",
+    "B Metadata Bytes",
     "DRAM IFMAP Reads", "DRAM Filter Reads", "Algorithmic Computes", "Actual Computes",
     "Skipped Computes", "Gated Computes", "Effectual Computes", "Ideal Cycles",
     "Stall Cycles (Load Imbalance)",

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dataflows.formats import block_bits, block_ratio
+from dataflows.formats import block_bits
 from dataflows.gemm import Gemm, lower
-from dataflows.sparse import SparseFeatures, SparseWork, sparse_work
+from dataflows.sparse import SparseFeatures, SparseWork, operand_compression, sparse_work
 from dataflows.systolic import DATAFLOWS, map_dense
 from dataflows.tiles import TileSchedule, schedule
 from simulator.dram import DramTiming
@@ -52,8 +52,6 @@ from traces.errors import InputError
 from traces.layers import Layer
 
 MEMORY_MODES = ("ideal", "modeled")
-#: modes that run a dense GEMM on reduced dimensions (its operands are already compact)
-REDUCED_MODES = ("nm", "fanin", "structured")
 PHASE_SETS = {"fwd": ("fwd",), "train": ("fwd", "bwd_input", "bwd_weight")}
 BUFFERS = ("ifmap", "filter", "ofmap")  # hold A, B and C of every GEMM
 STALL_COLUMNS = {
@@ -154,34 +152,13 @@ def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) ->
     return fill + total + drain
 
 
-def _compression(work: SparseWork, feats: SparseFeatures, arch) -> np.ndarray | tuple:
-    """Compressed / dense bytes of A and B in their roles' formats, per fold of every group
-    from the nonzeros of the blocks that fold reads (or per GEMM for dense operands)."""
-    g = work.gemm
-    fmts = [feats.formats.get(g.roles[i], "dense") for i in (0, 1)]
-    if fmts == ["dense", "dense"]:
-        return (1.0, 1.0)
-    m = feats.nm[1] if feats.nm else 4
-    wbits = [8 * arch.word_bytes["ifmap"], 8 * arch.word_bytes["filter"]]
-    blocks = work.fold_blocks
-    if blocks is None:  # every operand dense: one full block per operand
-        return tuple(float(block_ratio(f, np.array([r]), np.array([c]), np.array([r * c]), w,
-                                       m)[0])
-                     for f, (r, c), w in zip(fmts, ((g.M, g.K), (g.K, g.N)), wbits, strict=True))
-    out = np.empty((blocks.shape[0], 2))
-    for i, (f, w) in enumerate(zip(fmts, wbits, strict=True)):
-        out[:, i] = block_ratio(f, blocks[:, 3 * i], blocks[:, 3 * i + 1], blocks[:, 3 * i + 2],
-                                w, m)
-    return out
-
-
 def _format_bytes(full: Gemm, work: SparseWork, feats: SparseFeatures, arch) -> dict[str, int]:
     """Data and metadata bytes of A and B (all groups) in their roles' formats, as stored in
     DRAM: the expanded im2col matrix's nonzeros are scaled to the feature map it expands."""
     out = {}
     for x, (r, c), buf, i in (("A", (full.M, full.K), "ifmap", 0),
                               ("B", (full.K, full.N), "filter", 1)):
-        fmt = feats.formats.get(full.roles[i], "dense")
+        fmt = feats.format_of(full.roles[i], "dram")
         w = 8 * arch.word_bytes[buf]
         nnz = work.nnz[x] // max(1, full.groups)
         data, meta = block_bits(fmt, r, c, nnz, w, feats.nm[1] if feats.nm else 4)
@@ -228,8 +205,10 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
                            0, {"A": 1.0, "B": 1.0}, {"A": g.groups * g.M * g.K,
                                                      "B": g.groups * g.K * g.N})
         works.append(w)
-        squeeze = (1.0, 1.0) if w.mode in REDUCED_MODES else _compression(w, feats, arch)
-        scheds.append(schedule(w.gemm, w.mapping, caps, w.fold_cycles, squeeze))
+        wbits = (8 * arch.word_bytes["ifmap"], 8 * arch.word_bytes["filter"])
+        squeeze = operand_compression(w, feats, wbits, "dram")
+        held = operand_compression(w, feats, wbits, "sram")
+        scheds.append(schedule(w.gemm, w.mapping, caps, w.fold_cycles, squeeze, held))
     # the event log also gives the DRAM timeline, so a modeled run always keeps one
     log = array("d") if timeline or memory == "modeled" else None
     if memory == "modeled":
@@ -288,8 +267,10 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
             "A Density": w.density.get("A", 1.0),
             "B Density": w.density.get("B", 1.0),
             "A Role": full.roles[0], "B Role": full.roles[1],
-            "A Format": feats.formats.get(full.roles[0], "dense"),
-            "B Format": feats.formats.get(full.roles[1], "dense"),
+            "A Format": feats.format_of(full.roles[0], "dram"),
+            "B Format": feats.format_of(full.roles[1], "dram"),
+            "A SRAM Format": feats.format_of(full.roles[0], "sram"),
+            "B SRAM Format": feats.format_of(full.roles[1], "sram"),
             **fmt_bytes,
             "SRAM IFMAP Reads": sram["A"], "SRAM Filter Reads": sram["B"],
             "SRAM OFMAP Writes": sram["C"],
