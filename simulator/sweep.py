@@ -399,11 +399,11 @@ def write_table(sw: Sweep, out: Path) -> Path:
     _write_atomic(out / "sweep.csv", buf.getvalue())
     kinds = {"arch": "architecture", "trace": "trace", "dataflow": "run", "memory": "run",
              "phases": "run"}
-    axes = []
+    axes = {}
     for a in sw.axes:
         values = list({format_value(p.axes[a]): p.axes[a] for p in sw.points}.values())
         kind = kinds.get(a, "synth" if a in SYNTH_KEYS else "architecture key")
-        axes.append({"name": a, "kind": kind, "values": values})
+        axes[a] = {"kind": kind, "values": values}
     meta = {"name": sw.name, "description": sw.description, "sparsesim": version(),
             "axes": axes, "points": [{"point": p.key, **{a: p.axes[a] for a in sw.axes}}
                                      for p in sw.points],

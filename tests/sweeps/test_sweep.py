@@ -65,8 +65,9 @@ def test_table_is_every_points_report_with_its_axes(sweep_file, local_run):
         assert {"fwd", "bwd_input", "bwd_weight"} <= set(rows["Phase"])
         assert "Speedup" in rows.columns
     meta = json.loads((out / "sweep.json").read_text())
-    assert [a["name"] for a in meta["axes"]] == list(sw.axes)
-    assert [a["values"] for a in meta["axes"]][-1] == [0.5, 0.8]
+    assert list(meta["axes"]) == list(sw.axes)
+    assert meta["axes"]["sparsity"] == {"kind": "synth", "values": [0.5, 0.8]}
+    assert meta["axes"]["array.rows"] == {"kind": "architecture key", "values": [32, 16]}
     assert meta["rows"] == len(table)
     # two sparsities: two synthetic traces, shared by the points that use them
     assert len(list((out / "traces").iterdir())) == 2
