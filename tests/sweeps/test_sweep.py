@@ -147,6 +147,26 @@ def _snapshot(points: Path) -> dict[str, tuple[int, int]]:
             for f in points.rglob("*")}
 
 
+def _stat(pid: int) -> list[str] | None:
+    """State, parent, ... of a process from /proc (None when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _state(pid: int) -> str | None:
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid``."""
+    pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    return [c for c in pids if (_stat(c) or ["", ""])[1] == str(pid)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     sweep = tmp_path / "kill.yaml"
     sweep.write_text(KILL_SWEEP)
@@ -164,9 +184,15 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     while len(finished()) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, f"the sweep ended before it was killed: {proc.communicate()}"
+    workers = _children(proc.pid)
+    assert len(workers) >= 2  # the two pool workers (and multiprocessing's resource tracker)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.5)  # the pool's workers notice their parent is gone and exit
+    # the pool's workers notice that their parent is gone and exit
+    while workers and time.monotonic() < deadline:
+        workers = [w for w in workers if _state(w) not in (None, "Z")]
+        time.sleep(0.05)
+    assert not workers, "pool workers outlived the killed sweep"
     done = finished()
     assert 2 <= len(done) < 8, "the sweep should be killed half-way"
     assert not (out / "sweep.csv").exists()
