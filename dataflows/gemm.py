@@ -48,10 +48,14 @@ class Gemm:
     a_stored: int = 0
     b_stored: int = 0
     c_stored: int = 0
+    #: elements of a row of A read from DRAM when that differs from K (0 = K): condensed (N:M,
+    #: fan-in) execution computes on K' weight slots but reads the dense activations
+    k_read: int = 0
 
     def stored(self, which: str) -> int:
         """Elements of operand ``which`` ('A', 'B' or 'C') in DRAM, per group."""
-        full = {"A": self.M * self.K, "B": self.K * self.N, "C": self.M * self.N}[which]
+        full = {"A": self.M * (self.k_read or self.K), "B": self.K * self.N,
+                "C": self.M * self.N}[which]
         own = {"A": self.a_stored, "B": self.b_stored, "C": self.c_stored}[which]
         return min(own, full) if own else full
 

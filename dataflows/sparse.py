@@ -479,7 +479,13 @@ def _structured(ex: _Exec) -> tuple[Gemm, list, int] | None:
 
     packs = [(select(a, km, kk, (m2, k2)), select(b, kn, kk, (n2, k2)))
              for (a, b), (km, kk, kn) in zip(ex.packs, keep, strict=True)]
-    return Gemm(ex.gemm.layer, ex.gemm.phase, m2, k2, n2, G), packs, macs
+    g = ex.gemm
+    # the reduced operands as stored: the kept share of each (an im2col A keeps its feature-map
+    # ratio)
+    a_st = -(-g.stored("A") * m2 * k2 // (M * K))
+    b_st = -(-g.stored("B") * k2 * n2 // (K * N))
+    c_st = -(-g.stored("C") * m2 * n2 // (M * N))
+    return Gemm(g.layer, g.phase, m2, k2, n2, G, a_st, b_st, c_st), packs, macs
 
 
 def nm_slots(K: int, n: int, m: int) -> int:
@@ -551,7 +557,11 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
         full = np.full((n2, max(1, k2)), -2, dtype=np.int64)
         full[:n, : sl.shape[1]] = sl
         slots.append(full)
-    g2 = Gemm(ex.gemm.layer, ex.gemm.phase, M, max(1, k2), n2, ex.gemm.groups)
+    g = ex.gemm
+    # the activations are read dense (K per row; an im2col A as its feature map), the
+    # condensed weights as K' slots
+    g2 = Gemm(g.layer, g.phase, M, max(1, k2), n2, g.groups, a_stored=g.stored("A"),
+              c_stored=g.stored("C") * n2 // g.N, k_read=g.K)
     ex2 = _Exec(g2, map_dense(g2, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
                 [(None, kx.pack_rows(sl >= 0)) for sl in slots], ex.counts)
     # dense on the condensed GEMM; the weights' empty slots skipped as a shared stream of B

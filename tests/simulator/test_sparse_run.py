@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from dataflows.sparse import SparseFeatures
@@ -93,3 +94,19 @@ def test_sram_format_per_level(tmp_path):
     reads = ["DRAM IFMAP Reads", "DRAM Filter Reads"]
     assert (b[reads].sum(axis=1) <= a[reads].sum(axis=1)).all()
     assert b[reads].to_numpy().sum() < a[reads].to_numpy().sum()
+
+
+def test_nm_reads_the_dense_activations_once(tmp_path):
+    """2:4 execution computes on half the K slots but reads the activations dense: its ifmap
+    traffic is the dense run's (an im2col A stays its feature map), not the im2col matrix."""
+    path = _trace(tmp_path, method="static", sparsity=0.5, pattern="2:4", model="resnet20",
+                  batch=8)
+    res = simulate_trace(path, load_arch("stc-2to4"), "os", memory="ideal")
+    t = res.table
+    base = res.baseline.set_index(["LayerID", "Phase"])
+    nm = t[t["Mode"] == "nm"]
+    assert len(nm) > 0
+    reads = nm["DRAM IFMAP Reads"].to_numpy()
+    dense = np.array([base.loc[(r.LayerID, r.Phase), "DRAM IFMAP Reads"]
+                      for r in nm.itertuples()])
+    assert (reads <= dense).all() and (reads >= dense // 2).all()
