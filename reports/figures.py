@@ -543,6 +543,19 @@ def sweep_points(sweep: Sweep) -> pd.DataFrame:
     return pts
 
 
+_UNITS = {"_gbps": "GB/s", ".kib": "KiB", "_ghz": "GHz", "_cycles": "cycles", "_bytes": "bytes",
+          "sparsity": "fraction of weights zero", "batch": "samples", "rows": "PEs",
+          "cols": "PEs", "lanes": "MACs per PE"}
+
+
+def _axis_label(name: str) -> str:
+    """A sweep axis with its unit, where the key's name says it."""
+    for suffix, unit in _UNITS.items():
+        if name.endswith(suffix):
+            return f"{name} ({unit})"
+    return name
+
+
 def sweep_figure(sweep: Sweep) -> Drawn | None:
     """The sweep's headline: speedup (or cycles) against its first numeric axis, one line per
     combination of the other axes."""
@@ -569,10 +582,15 @@ def sweep_figure(sweep: Sweep) -> Drawn | None:
         ax.set_ylabel("training-step speedup over dense (×)")
     else:
         ax.set_ylabel("cycles per training step")
-    ax.set_xlabel(x_axis)
+    ax.set_xlabel(_axis_label(x_axis))
     ax.set_title(f"Sweep {sweep.path.name}: {len(pts)} points")
-    ax.legend(frameon=False, fontsize=7, ncols=2)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) > 1:  # below the axes: the labels name every other axis and can be long
+        fig.set_figheight(3.8 + 0.2 * len(labels))
+        fig.legend(handles, labels, loc="lower center", ncols=1, frameon=False, fontsize=7)
+        fig.tight_layout(rect=(0, (0.2 * len(labels) + 0.1) / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout()
     return Drawn(f"sweep_{sweep.path.name}", f"Sweep {sweep.path.name}",
                  f"{metric} of a training step for each point of the sweep against "
                  f"'{x_axis}'; one line per combination of the other axes (first 12).", fig, pts)
