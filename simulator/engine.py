@@ -133,11 +133,13 @@ class _Queue:
         return None, self.waiter
 
 
-def simulate_tiles(schedules: list[TileSchedule], arch, log=None) -> list[GemmTiming]:
+def simulate_tiles(schedules: list[TileSchedule], arch, log=None,
+                   dram_only: bool = False) -> list[GemmTiming]:
     """Replay the tile schedules of consecutive GEMMs on ``arch`` with the SimPy model.
 
     ``log``: None, or a flat sequence with ``extend`` (``array.array("d")``, a list) that
-    receives the event records described in the module docstring."""
+    receives the event records described in the module docstring; ``dram_only`` keeps just the
+    ``read`` and ``write`` records (what the DRAM timeline needs)."""
     env = simpy.Environment()
     dram = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
     peak = dram.timing.bytes_per_cycle
@@ -157,6 +159,7 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None) -> list[GemmTi
     state = {"write_ratio": 1.0, "last_compute_end": 0.0}
     offsets = [0, 0, 0]  # running offsets into the A, B, C regions (bytes)
     rec = None if log is None else log.extend
+    prec = None if dram_only else rec  # the PE array's records
 
     def addr(region: int, nbytes: int) -> int:
         a = offsets[region]
@@ -210,14 +213,14 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None) -> list[GemmTi
                 if wait > 0:
                     if first:
                         stalls["fill_drain"] += wait
-                        if rec is not None:
-                            rec((WAIT_READ, gi, t0, env.now, 0.0, 0.0, wait))
+                        if prec is not None:
+                            prec((WAIT_READ, gi, t0, env.now, 0.0, 0.0, wait))
                     else:
                         bw = wait * (min(ideal, took) / took if took > 0 else 1.0)
                         stalls["dram_bandwidth"] += bw
                         stalls["dram_latency"] += wait - bw
-                        if rec is not None:
-                            rec((WAIT_READ, gi, t0, env.now, bw, wait - bw, 0.0))
+                        if prec is not None:
+                            prec((WAIT_READ, gi, t0, env.now, bw, wait - bw, 0.0))
                 first = False
                 ev = out_slots.take()
                 if ev is not None:
@@ -227,12 +230,12 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None) -> list[GemmTi
                     bw = wait * state["write_ratio"]
                     stalls["dram_bandwidth"] += bw
                     stalls["dram_latency"] += wait - bw
-                    if rec is not None:
-                        rec((WAIT_WRITE, gi, t1, env.now, bw, wait - bw, 0.0))
+                    if prec is not None:
+                        prec((WAIT_WRITE, gi, t1, env.now, bw, wait - bw, 0.0))
                 tm.compute += compute
                 stalls["sram_conflict"] += extra
-                if rec is not None:
-                    rec((COMPUTE, gi, env.now, env.now + compute + extra, compute, extra, 0))
+                if prec is not None:
+                    prec((COMPUTE, gi, env.now, env.now + compute + extra, compute, extra, 0))
                 yield env.timeout(compute + extra)
                 in_slots.give()
                 to_write.put((gi, w))
@@ -270,7 +273,7 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None) -> list[GemmTi
         drain = env.now - state["last_compute_end"]
         timings[-1].stalls["fill_drain"] += drain
         timings[-1].end = env.now
-        if rec is not None and drain > 0:
-            rec((WAIT_WRITE, len(timings) - 1, state["last_compute_end"], env.now, 0.0, 0.0,
+        if prec is not None and drain > 0:
+            prec((WAIT_WRITE, len(timings) - 1, state["last_compute_end"], env.now, 0.0, 0.0,
                  drain))
     return timings

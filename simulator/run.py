@@ -212,7 +212,7 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     # the event log also gives the DRAM timeline, so a modeled run always keeps one
     log = array("d") if timeline or memory == "modeled" else None
     if memory == "modeled":
-        timings = simulate_tiles(scheds, arch, log)
+        timings = simulate_tiles(scheds, arch, log, dram_only=not timeline)
     else:
         timings = [GemmTiming(compute=s.total("compute")) for s in scheds]
     rows, imb_rows = [], []
