@@ -181,6 +181,9 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     else:
         results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory,
                            timeline=args.timeline)
+    if net.kind != "trace":  # a topology: name the network as a trace names its model
+        results.meta.setdefault("model", net.name)
+        results.meta.setdefault("topology", str(args.input))
     extra = None
     if args.timeline:
         from reports.timeline import chrome_trace, write_chrome_trace

@@ -29,7 +29,15 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 PHASE_LABEL = {"fwd": "fwd", "bwd_input": "bwd_input", "bwd_weight": "bwd_weight",
                "overhead": "training overheads (top-K, mask updates)"}
-MAX_PANELS = 4
+MAX_PANELS = 8  # per-run panels of one figure; the caption says when runs were left out
+
+
+def _first(items: list, what: str = "runs") -> tuple[list, str]:
+    """The first MAX_PANELS items and, when some were left out, a sentence saying so."""
+    if len(items) <= MAX_PANELS:
+        return items, ""
+    return items[:MAX_PANELS], (f" Shown: the first {MAX_PANELS} of {len(items)} {what} "
+                                "(report fewer directories at a time to see the others).")
 
 plt.rcParams.update({
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -95,7 +103,7 @@ def _layer_order(run: Run) -> list[str]:
 def layer_cycles(runs: list[Run]) -> Drawn | None:
     """Per-layer cycles of a training step stacked by phase, dense baseline and sparse run side
     by side (one panel per run)."""
-    shown = runs[:MAX_PANELS]
+    shown, cut = _first(runs)
     if not shown:
         return None
     fig, axes = _panels(len(shown), width=max(7.0, 0.45 * len(_layer_order(shown[0])) + 2))
@@ -154,7 +162,7 @@ def layer_cycles(runs: list[Run]) -> Drawn | None:
                  "Cycles of one training step per layer, stacked by phase (mean over the recorded "
                  "steps). Left bar: the dense baseline (same layers, batch, architecture and "
                  "dataflow, masks dropped); right bar: the sparse run, with its training overheads "
-                 "on top.", fig, pd.DataFrame(rows))
+                 "on top." + cut, fig, pd.DataFrame(rows))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,7 +219,7 @@ def speedup_vs_sparsity(runs: list[Run]) -> Drawn | None:
         ax.plot([], [], marker="o", markerfacecolor="white", markeredgecolor="black",
                 linestyle=":", color="black", label="dense-trained (0 %)")
     ax.axhline(1.0, color="black", linewidth=0.6, linestyle=":")
-    ax.annotate("dense baseline", (ax.get_xlim()[0], 1.0), fontsize=7, va="bottom")
+    ax.annotate("dense baseline", (ax.get_xlim()[1], 1.0), fontsize=7, va="bottom", ha="right")
     ax.set_xlabel("weight sparsity of the trace (%)")
     ax.set_ylabel("training-step speedup over dense (×)")
     ax.set_title(f"Speedup vs sparsity on {with_sp[0].arch}")
@@ -237,7 +245,7 @@ def dataflow_comparison(runs: list[Run]) -> Drawn | None:
     groups = {k: v for k, v in groups.items() if len({r.dataflow for r in v}) > 1}
     if not groups:
         return None
-    shown = list(groups.items())[:MAX_PANELS]
+    shown, cut = _first(list(groups.items()), "workloads")
     fig, axes = _panels(len(shown), width=7.0, height=3.2)
     rows = []
     cats = [*PHASES, "step"]
@@ -285,13 +293,13 @@ def dataflow_comparison(runs: list[Run]) -> Drawn | None:
     return Drawn("dataflow_comparison", "Dataflow comparison",
                  "Cycles per phase and per training step for each dataflow on the same trace "
                  "and architecture: solid bars the sparse run, hatched bars its dense baseline; "
-                 "the label over each pair is the speedup.", fig, pd.DataFrame(rows))
+                 "the label over each pair is the speedup." + cut, fig, pd.DataFrame(rows))
 
 
 # ------------------------------------------------------------------------------------------------
 def stall_attribution(runs: list[Run]) -> Drawn | None:
     """Per layer, the cycles of a training step split into compute and each stall cause."""
-    shown = runs[:MAX_PANELS]
+    shown, cut = _first(runs)
     if not shown:
         return None
     fig, axes = _panels(len(shown), width=max(7.0, 0.45 * len(_layer_order(shown[0])) + 2))
@@ -320,7 +328,7 @@ def stall_attribution(runs: list[Run]) -> Drawn | None:
     _top_legend(fig, *axes[0].get_legend_handles_labels())
     return Drawn("stall_attribution", "Stall attribution",
                  "Cycles of one training step per layer (all three phases), split into compute "
-                 "and stalls by cause (docs/metrics.md defines each cause).", fig,
+                 "and stalls by cause (docs/metrics.md defines each cause)." + cut, fig,
                  pd.DataFrame(rows))
 
 
@@ -354,17 +362,18 @@ def _arch_dram_peak(run: Run) -> float | None:
 
 
 def dram_bandwidth(runs: list[Run]) -> Drawn | None:
-    """DRAM bandwidth over the time of the first recorded step: from the event log's transfers
-    (``DRAM_TIMELINE.csv``, modeled memory), else each GEMM's average."""
-    shown = [r for r in runs if r.dram_timeline is not None
-             or "DRAM Bytes" in r.compute.columns][:MAX_PANELS]
+    """DRAM bandwidth over the time of the first recorded step, one panel per run: from the
+    event log's transfers (``DRAM_TIMELINE.csv``, modeled memory), else each GEMM's average."""
+    shown, cut = _first([r for r in runs if r.dram_timeline is not None
+                         or "DRAM Bytes" in r.compute.columns])
     if not shown:
         return None
-    fig, ax = plt.subplots(figsize=(7.0, 3.4))
+    fig, axes = plt.subplots(len(shown), 1, figsize=(7.0, 0.6 + 2.0 * len(shown)),
+                             squeeze=False, sharex=True, sharey=True)
+    axes = [a[0] for a in axes]
     rows = []
-    peak_drawn = set()
     averaged = False
-    for i, run in enumerate(shown):
+    for ax, run in zip(axes, shown, strict=True):
         clock = float(run.summary.get("clock_ghz", 1.0))
         st = run.steps[0]
         if run.dram_timeline is not None:
@@ -384,38 +393,38 @@ def dram_bandwidth(runs: list[Run]) -> Drawn | None:
             names = [f"{a} {b}" for a, b in zip(df["Layer"], df["Phase"], strict=True)]
             source = "GEMM average"
         t_us = start / (clock * 1e3)
-        ax.step(np.append(t_us, (start[-1] + cyc[-1]) / (clock * 1e3)),
-                np.append(gbps, gbps[-1]), where="post", label=run.label,
-                color=LINE_GREYS[i % len(LINE_GREYS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
-                linewidth=1.0)
+        end_us = (start[-1] + cyc[-1]) / (clock * 1e3)
+        ax.fill_between(np.append(t_us, end_us), np.append(gbps, gbps[-1]), step="post",
+                        color=GREYS[2], edgecolor="black", linewidth=0.6)
         _m, peak = _peaks(run)
-        if peak and (peak, clock) not in peak_drawn:
-            peak_drawn.add((peak, clock))
-            ax.axhline(peak * clock, color="black", linewidth=0.8, linestyle=":")
-            ax.annotate(f"{run.arch} DRAM peak {peak * clock:.0f} GB/s", (0, peak * clock),
-                        fontsize=7, va="bottom")
+        if peak:
+            ax.axhline(peak * clock, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(f"{run.label}" + (f"  (dashed: DRAM peak {peak * clock:.0f} GB/s)"
+                                        if peak else "") + ("" if source == "transfers"
+                                                            else "  (GEMM averages)"),
+                     fontsize=8, loc="left")
+        ax.set_ylabel("DRAM (GB/s)")
+        ax.set_ylim(bottom=0)
         rows += [{"Run": run.label, "Step": st, "Span": n, "Start (us)": t, "Cycles": c,
                   "DRAM BW (GB/s)": bw, "Source": source}
                  for n, t, c, bw in zip(names, t_us, cyc, gbps, strict=True)]
-    ax.set_xlabel("time into the training step (µs)")
-    ax.set_ylabel("DRAM bandwidth (GB/s)")
-    ax.set_title("DRAM bandwidth over one training step")
-    ax.set_ylim(bottom=0)
-    ax.legend(frameon=False, fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("time into the training step (µs)", fontsize=7)
+        ax.tick_params(labelbottom=True)
     fig.tight_layout()
     how = ("reads and writes of the event log in 200 equal bins (each transfer's bytes in its "
            "data phase at peak rate, after queueing and latency)")
     if averaged:
         how += "; runs without a log (ideal memory): the average of each GEMM in turn"
     return Drawn("dram_bandwidth", "DRAM bandwidth over time",
-                 f"DRAM bandwidth over the first recorded step: {how}. The dotted line is the "
-                 "DRAM peak.", fig, pd.DataFrame(rows))
+                 f"DRAM bandwidth over the first recorded step of each run: {how}. The dashed "
+                 "line is the DRAM peak." + cut, fig, pd.DataFrame(rows))
 
 
 def roofline(runs: list[Run]) -> Drawn | None:
     """Per layer and phase: executed MACs per cycle against MACs per DRAM byte, under the
     architecture's compute and bandwidth roofs."""
-    shown = [r for r in runs if "Actual Computes" in r.compute.columns][:MAX_PANELS]
+    shown, cut = _first([r for r in runs if "Actual Computes" in r.compute.columns])
     if not shown:
         return None
     cols = min(len(shown), 2)
@@ -462,7 +471,7 @@ def roofline(runs: list[Run]) -> Drawn | None:
     return Drawn("roofline", "Per-layer roofline",
                  "Each point is one layer's GEMM in one phase (all recorded steps): MACs the "
                  "array executed per DRAM byte against MACs executed per cycle. The roof is the "
-                 "array's peak and the DRAM peak bandwidth times the intensity.", fig,
+                 "array's peak and the DRAM peak bandwidth times the intensity." + cut, fig,
                  pd.DataFrame(rows))
 
 
@@ -567,20 +576,26 @@ def sweep_points(sweep: Sweep) -> pd.DataFrame:
     return pts
 
 
-_UNITS = {"_gbps": "GB/s", ".kib": "KiB", "_ghz": "GHz", "_cycles": "cycles", "_bytes": "bytes",
-          "sparsity": "fraction of weights zero", "batch": "samples", "rows": "PEs",
-          "cols": "PEs", "lanes": "MACs per PE"}
+_UNITS = {"relu_sparsity": "fraction of activations zero", "_gbps": "GB/s", ".kib": "KiB",
+          "_ghz": "GHz", "_cycles": "cycles", "_bytes": "bytes", "_pj": "pJ",
+          "_pj_per_byte": "pJ/byte", "word_bytes": "bytes", ".banks": "banks",
+          "per_cycle": "per cycle", "sparsity": "fraction of weights zero", "batch": "samples",
+          "rows": "PEs", "cols": "PEs", "lanes": "MACs per PE", "seed": "seed",
+          "steps": "recorded steps"}
 
 
 def _axis_label(name: str) -> str:
     """A sweep axis with its unit, where the key's name says it."""
-    for suffix, unit in _UNITS.items():
-        if name.endswith(suffix):
+    if name in ("dataflow", "method", "pattern", "arch", "memory", "phases", "trace", "model",
+                "density", "dtype"):
+        return name  # a category, no unit
+    for key, unit in _UNITS.items():  # a key's ending, or the section it is in
+        if name.endswith(key) or name.startswith(key + "."):
             return f"{name} ({unit})"
-    return name
+    return f"{name} (as in the sweep file)"
 
 
-def sweep_figure(sweep: Sweep) -> Drawn | None:
+def sweep_figure(sweep: Sweep, fig_name: str | None = None) -> Drawn | None:
     """The sweep's headline: speedup (or cycles) against its first numeric axis, one line per
     combination of the other axes."""
     pts = sweep_points(sweep)
@@ -604,6 +619,7 @@ def sweep_figure(sweep: Sweep) -> Drawn | None:
     if metric == "Speedup":
         ax.axhline(1.0, color="black", linewidth=0.6, linestyle=":")
         ax.set_ylabel("training-step speedup over dense (×)")
+        ax.set_ylim(bottom=0)
     else:
         ax.set_ylabel("cycles per training step")
     ax.set_xlabel(_axis_label(x_axis))
@@ -615,7 +631,7 @@ def sweep_figure(sweep: Sweep) -> Drawn | None:
         fig.tight_layout(rect=(0, (0.2 * len(labels) + 0.1) / fig.get_figheight(), 1, 1))
     else:
         fig.tight_layout()
-    return Drawn(f"sweep_{sweep.path.name}", f"Sweep {sweep.path.name}",
+    return Drawn(fig_name or f"sweep_{sweep.path.name}", f"Sweep {sweep.path.name}",
                  f"{metric} of a training step for each point of the sweep against "
                  f"'{x_axis}'; one line per combination of the other axes (first 12).", fig, pts)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from traces.errors import InputError
@@ -94,8 +95,12 @@ class Run:
     @property
     def trace_key(self) -> tuple:
         """What identifies the workload: runs with equal keys simulated the same masks."""
-        return (self.summary.get("trace") or self.model, self.model, self.method,
-                self.summary.get("sparsity"), self.summary.get("batch"))
+        src = self.summary.get("trace_id")  # the manifest's hash: the same trace by any path
+        if src is None:
+            where = self.summary.get("trace") or self.summary.get("topology")
+            src = str(Path(where).resolve()) if where else self.model
+        return (src, self.model, self.method, self.summary.get("sparsity"),
+                self.summary.get("batch"))
 
 
 @dataclass
@@ -108,15 +113,48 @@ class Sweep:
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+#: columns of the results CSVs that hold text; every other column holds numbers
+TEXT_COLUMNS = {"Layer", "Phase", "Mode", "A Role", "B Role", "A Format", "B Format",
+                "A SRAM Format", "B SRAM Format", "Point"}
+INTEGER_KEYS = ("LayerID", "Step", "Bin")
+
+
+def _read_csv(path: Path, required: tuple[str, ...], text: set[str] | None = None
+              ) -> pd.DataFrame:
+    """A CSV the simulator wrote, checked: complete (ends with a newline), the ``required``
+    columns present, keys filled in, and numbers where numbers belong (``text``: the columns
+    that may hold text; None: do not check the other columns)."""
     try:
+        raw = path.read_bytes()
         df = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputError(str(path), None, f"cannot read as CSV: {err}".splitlines()[0]) from None
+    if raw and not raw.endswith(b"\n"):
+        raise InputError(str(path), None, "truncated: the last line is incomplete")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(str(path), missing[0], "column missing (is this a sparsesim report of "
                                                 "the current version?)")
+    for col in df.columns:
+        if col in INTEGER_KEYS or col in ("Layer", "Phase", "Point"):
+            bad = df[col].isna()
+            if col in INTEGER_KEYS:
+                num = pd.to_numeric(df[col], errors="coerce")
+                bad |= num.isna() | (num != num.round())
+            if bad.any():
+                row = int(bad.to_numpy().nonzero()[0][0]) + 2
+                raise InputError(str(path), col, f"line {row}: expected "
+                                 + ("an integer" if col in INTEGER_KEYS else "a name")
+                                 + f", got {df[col].iloc[row - 2]!r}")
+            if col in INTEGER_KEYS:
+                df[col] = num.astype(np.int64)
+        elif (text is not None and col not in text
+              and not pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any()):
+            num = pd.to_numeric(df[col], errors="coerce")
+            bad = num.isna() & df[col].notna()
+            row = int(bad.to_numpy().nonzero()[0][0]) + 2
+            raise InputError(str(path), col, f"line {row}: expected a number, got "
+                                             f"{df[col].iloc[row - 2]!r}")
     return df
 
 
@@ -136,19 +174,24 @@ def load_run(path: str | os.PathLike) -> Run:
     if not p.is_dir():
         raise InputError(str(p), None, "no such directory" if not p.exists() else NOT_A_RESULT)
     if not (p / "summary.json").is_file() or not (p / "COMPUTE_REPORT.csv").is_file():
-        raise InputError(str(p), None, NOT_A_RESULT)
+        raise InputError(str(p), None, NOT_A_RESULT + _hint(p))
     summary = _read_json(p / "summary.json")
     for key in ("arch", "dataflow", "memory"):
         if key not in summary:
             raise InputError(str(p / "summary.json"), key, "missing")
-    compute = _read_csv(p / "COMPUTE_REPORT.csv", REQUIRED_COLUMNS)
+    compute = _read_csv(p / "COMPUTE_REPORT.csv", REQUIRED_COLUMNS, TEXT_COLUMNS)
     if compute.empty:
         raise InputError(str(p / "COMPUTE_REPORT.csv"), None, "has no rows")
+    keys = set(map(tuple, compute[KEYS].itertuples(index=False)))
     sparse = None
     for name in MERGED_REPORTS:  # one wide table: the other reports' columns joined on the keys
         if not (p / name).is_file():
             continue
-        other = _read_csv(p / name, tuple(KEYS))
+        other = _read_csv(p / name, tuple(KEYS), TEXT_COLUMNS)
+        if set(map(tuple, other[KEYS].itertuples(index=False))) != keys:
+            raise InputError(str(p / name), None, f"has {len(other)} rows for other layers, "
+                                                  "phases or steps than COMPUTE_REPORT.csv "
+                                                  f"({len(compute)} rows): not from the same run")
         if name == "SPARSE_REPORT.csv":
             sparse = other
         fresh = [c for c in other.columns if c not in compute.columns]
@@ -156,19 +199,35 @@ def load_run(path: str | os.PathLike) -> Run:
             if other.duplicated(KEYS).any():
                 raise InputError(str(p / name), None, "has two rows for one layer, phase and step")
             compute = compute.merge(other[KEYS + fresh], on=KEYS, how="left", sort=False)
-    imbalance = (_read_csv(p / "LOAD_IMBALANCE.csv", (*KEYS, "Folds", "Folds 0-5 %"))
-                 if (p / "LOAD_IMBALANCE.csv").is_file() else None)
-    timeline = (_read_csv(p / "DRAM_TIMELINE.csv", ("Step", "Start Cycle", "End Cycle",
-                                                    "Read GB/s", "Write GB/s", "DRAM GB/s"))
-                if (p / "DRAM_TIMELINE.csv").is_file() else None)
+    imbalance = (_read_csv(p / "LOAD_IMBALANCE.csv", (*KEYS, "Folds", "Folds 0-5 %"),
+                           TEXT_COLUMNS) if (p / "LOAD_IMBALANCE.csv").is_file() else None)
+    timeline = (_read_csv(p / "DRAM_TIMELINE.csv", ("Step", "Bin", "Start Cycle", "End Cycle",
+                                                    "Read GB/s", "Write GB/s", "DRAM GB/s"),
+                          TEXT_COLUMNS) if (p / "DRAM_TIMELINE.csv").is_file() else None)
     return Run(p, compute, summary, sparse, imbalance, timeline)
+
+
+def _hint(p: Path) -> str:
+    """What the directory looks like instead, as advice."""
+    if (p / "manifest.json").is_file():
+        return "; it is a trace: simulate it first ('sparsesim simulate DIR --arch ... -o OUT')"
+    if (p / "points").is_dir():
+        return ("; it looks like a sweep that did not finish: run 'sparsesim sweep' again to "
+                "complete it")
+    inner = sorted(str(f.parent.relative_to(p)) for pattern in ("*/summary.json",
+                                                                 "*/*/summary.json")
+                   for f in p.glob(pattern))
+    if inner:
+        return (f"; it holds results directories ({', '.join(inner[:3])}"
+                f"{', ...' if len(inner) > 3 else ''}): pass those")
+    return ""
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
     """Load a sweep directory written by ``sparsesim sweep``."""
     p = Path(path)
     table = _read_csv(p / "sweep.csv", ("Point", "Layer", "Phase", "Compute Cycles",
-                                        "Stall Cycles"))
+                                        "Stall Cycles"))  # axis columns may hold text
     desc = _read_json(p / "sweep.json") if (p / "sweep.json").is_file() else {}
     axes = desc.get("axes")
     if isinstance(axes, dict):

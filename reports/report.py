@@ -139,10 +139,20 @@ def make_report(inputs: list[str | os.PathLike], out: str | os.PathLike, force: 
     """Write the report of ``inputs`` (results and/or sweep directories) into ``out``."""
     if not inputs:
         raise InputError("RESULT_DIR", None, "give at least one results directory")
+    target = Path(out).resolve()
+    for src in inputs:
+        s = Path(src).resolve()
+        if s == target or target in s.parents:
+            raise InputError("-o", None, f"{out} is (or contains) the input {src}: the report "
+                                         "would replace it; choose another directory")
     runs, sweeps = load_any(inputs)
     jobs: list[tuple[str, Callable[[], Drawn | None]]] = [
         (f.__name__, (lambda f=f: f(runs))) for f in RUN_FIGURES if runs]
-    jobs += [(f"sweep_{s.path.name}", (lambda s=s: sweep_figure(s))) for s in sweeps]
+    names: list[str] = []
+    for s in sweeps:  # unique file names, also for two sweeps in directories of one name
+        base = f"sweep_{s.path.name}"
+        names.append(base if base not in names else f"{base}_{len(names) + 1}")
+        jobs.append((names[-1], (lambda s=s, n=names[-1]: sweep_figure(s, n))))
     drawn: list[Drawn] = []
     skipped = []
     for i, (name, job) in enumerate(jobs):

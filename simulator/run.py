@@ -25,8 +25,10 @@ gradient).
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -458,7 +460,9 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
     if not tables:
         raise InputError(str(path), "steps", f"none of the steps {steps} are in the trace")
     table = pd.concat(tables, ignore_index=True)
-    meta = {**base.meta, "trace": str(path), "model": m.model, "method": m.method,
+    trace_id = hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()[:16]
+    meta = {**base.meta, "trace": str(path), "trace_id": trace_id, "model": m.model,
+            "method": m.method,
             "sparsity": m.sparsity.get("sparsity"), "steps": sorted(set(table["Step"])),
             "features": dict(arch.sparse)}
     return Results(table, meta, baseline=base.table,

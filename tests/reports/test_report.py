@@ -228,7 +228,8 @@ def test_mixed_architectures_on_speedup_figure_are_refused(results, tmp_path, ca
 
 
 @pytest.mark.parametrize("case", ["missing", "empty_dir", "no_summary", "bad_json", "bad_csv",
-                                  "file"])
+                                  "file", "truncated", "bad_key", "bad_number", "other_rows",
+                                  "truncated_timeline"])
 def test_not_a_results_dir(results, tmp_path, capsys, case):
     bad = tmp_path / "bad"
     if case == "empty_dir":
@@ -241,11 +242,53 @@ def test_not_a_results_dir(results, tmp_path, capsys, case):
             (bad / "summary.json").unlink()
         elif case == "bad_json":
             (bad / "summary.json").write_text("{not json")
-        else:
+        elif case == "bad_csv":
             (bad / "COMPUTE_REPORT.csv").write_text("LayerID,Layer\n0,conv1\n")
+        elif case in ("truncated", "truncated_timeline"):
+            f = bad / ("COMPUTE_REPORT.csv" if case == "truncated" else "DRAM_TIMELINE.csv")
+            f.write_bytes(f.read_bytes()[:1500])
+        elif case in ("bad_key", "bad_number"):
+            df = pd.read_csv(bad / "COMPUTE_REPORT.csv")
+            df = df.astype({"Step": object, "Compute Cycles": object})
+            df.loc[1, "Step" if case == "bad_key" else "Compute Cycles"] = "x"
+            df.to_csv(bad / "COMPUTE_REPORT.csv", index=False)
+        else:  # another run's access report
+            df = pd.read_csv(bad / "DETAILED_ACCESS_REPORT.csv")
+            df.iloc[:-3].to_csv(bad / "DETAILED_ACCESS_REPORT.csv", index=False)
     err = _bad(["report", str(bad), "-o", str(tmp_path / "r")], capsys)
     assert str(bad) in err
     assert not (tmp_path / "r").exists()
+    if case in ("bad_key", "bad_number"):
+        assert "line 3" in err and "'x'" in err
+
+
+def test_report_never_replaces_its_inputs(results, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(results["swat90-os"], run)
+    for out in (run, tmp_path):
+        err = _bad(["report", str(run), "-o", str(out), "--force"], capsys)
+        assert "is (or contains) the input" in err
+    assert (run / "COMPUTE_REPORT.csv").is_file() and (run / "summary.json").is_file()
+
+
+def test_a_trace_by_another_path_is_the_same_trace(results, tmp_path):
+    """The dataflow comparison groups runs of one trace, whatever path named it."""
+    moved = tmp_path / "ws-copy"
+    shutil.copytree(results["swat90-ws"], moved)
+    summary = json.loads((moved / "summary.json").read_text())
+    summary["trace"] = "some/other/path/to/it"
+    (moved / "summary.json").write_text(json.dumps(summary))
+    out = make_report([results["swat90-os"], moved], tmp_path / "rep")
+    dc = pd.read_csv(out / "tables" / "dataflow_comparison.csv")
+    assert set(dc["Dataflow"]) == {"os", "ws"}
+
+
+def test_hints_for_directories_that_hold_results_or_are_traces(results, tmp_path, capsys):
+    err = _bad(["report", str(results["swat90-os"].parent), "-o", str(tmp_path / "r")], capsys)
+    assert "holds results directories" in err and "swat90-os" in err
+    trace = results["swat90-os"].parent / "trace0.9"
+    err = _bad(["report", str(trace), "-o", str(tmp_path / "r")], capsys)
+    assert "it is a trace: simulate it first" in err
 
 
 def test_sweep_dir_is_drawn(tmp_path):
@@ -270,6 +313,12 @@ def test_sweep_dir_is_drawn(tmp_path):
         per_gemm = 100 * (1 - r.sparsity) + (10 if r.dataflow == "ws" else 0) + 10
         assert r.Speedup == pytest.approx(120 / per_gemm)
     assert (out / "figures" / "sweep_sweep.png").is_file()
+    # a second sweep in a directory of the same name gets its own figure and table
+    other = tmp_path / "b" / "sweep"
+    shutil.copytree(sweep, other)
+    out2 = make_report([sweep, other], tmp_path / "rep2")
+    assert len(list((out2 / "figures").glob("sweep_sweep*.png"))) == 2
+    assert len(list((out2 / "tables").glob("sweep_sweep*.csv"))) == 2
 
 
 def test_report_in_a_real_browser(results, tmp_path):
