@@ -202,6 +202,11 @@ def run(args: argparse.Namespace) -> None:
     print(f"report: {res.report}")
     for line in res.summary_lines():
         print(line)
+    low = [n for n, a in res.accuracy.items() if a < 0.5]
+    if low:
+        print(f"warning: {', '.join(low)} reached under 50 % test accuracy in {args.steps} "
+              "steps; its masks are those of a model that has not learned yet (use more --steps)",
+              file=sys.stderr)
     print(f"(test accuracy dense {100 * res.accuracy['dense']:.1f} %, SWAT-U 90 % "
           f"{100 * res.accuracy['swat90']:.1f} %; {res.seconds:.0f} s in all; everything in "
           f"{res.out})")

@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chromium", default=None, help="browser executable (default: on PATH)")
     args = ap.parse_args(argv)
     if not args.page.is_file():
-        print(f"check_report_in_browser: {args.page}: no such file", file=sys.stderr)
+        why = ("is a directory: give the report.html inside it" if args.page.is_dir()
+               else "no such file")
+        print(f"check_report_in_browser: {args.page}: {why}", file=sys.stderr)
         return 2
     browser = find_chromium(args.chromium)
     if browser is None:
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     res = check(args.page, browser, args.screenshot)
     if not res["loaded"]:
         print("page did not load in the probe")
+    elif not res["images"]:
+        print("the page has no images (a report always has figures)")
     for status, size, name in res["images"]:
         print(f"image {status:<6} {size:>10}  {name}")
     for msg in res["console"]:

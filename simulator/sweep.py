@@ -195,7 +195,9 @@ class _Dask:
             import distributed
         except ImportError:
             raise InputError("--scheduler", None, "a Dask cluster needs the cluster extra: "
-                                                  "pip install 'sparsesim[cluster]'") from None
+                                                  "pip install 'dask[distributed]' (from a "
+                                                  "checkout: pip install -e '.[cluster]')"
+                             ) from None
         self.distributed = distributed
         self.own = not isinstance(scheduler, distributed.Client)
         if self.own:
@@ -288,6 +290,9 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
     out = Path(out).resolve()
     check_sweep_dir(out)
+    if (scheduler is None and isinstance(workers, int) and not isinstance(workers, bool)
+            and workers > len(sw.points) > 0):
+        workers = len(sw.points)  # no more processes than points
     executor = _executor(workers, scheduler)
     run = SweepRun(sw, out, where=executor.where)
     total = len(sw.points)
