@@ -145,7 +145,7 @@ def layer_cycles(runs: list[Run]) -> Drawn | None:
         ax.set_xlabel("layer")
         ax.set_ylabel("cycles per training step")
         ax.set_title(run.label + ("  (left: dense baseline, hatched; right: sparse)"
-                                  if has_dense else ""))
+                                  if has_dense else ""), pad=12)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=GREYS[i], edgecolor="black", linewidth=0.4)
                for i in range(len(PHASES))]
@@ -286,7 +286,7 @@ def dataflow_comparison(runs: list[Run]) -> Drawn | None:
         ax.set_xlabel("phase (step: the whole training step incl. overheads)")
         ax.set_ylabel("cycles per training step")
         ax.set_title(f"{grp[0].model}, {grp[0].label.split(' · ')[0]} on {arch}, {memory} "
-                     "memory (labels: speedup over dense)")
+                     "memory (labels: speedup over dense)", pad=12)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         ax.legend(ncols=len(grp), frameon=False, fontsize=7)
     fig.tight_layout()
@@ -323,7 +323,7 @@ def stall_attribution(runs: list[Run]) -> Drawn | None:
         ax.set_xticks(x, layers, rotation=60, ha="right", fontsize=7)
         ax.set_xlabel("layer")
         ax.set_ylabel("cycles per training step")
-        ax.set_title(f"{run.label}: where the cycles go ({run.memory} memory)")
+        ax.set_title(f"{run.label}: where the cycles go ({run.memory} memory)", pad=12)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     _top_legend(fig, *axes[0].get_legend_handles_labels())
     return Drawn("stall_attribution", "Stall attribution",
