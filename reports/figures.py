@@ -214,7 +214,10 @@ def speedup_vs_sparsity(runs: list[Run]) -> Drawn | None:
                 ax.plot(start["Sparsity %"], start["Training Step Speedup"], marker="o",
                         markerfacecolor="white", markeredgecolor="black", linestyle="none",
                         markersize=6, zorder=1)
-        ax.plot(grp["Sparsity %"], grp["Training Step Speedup"], label=name, **_line(i))
+        style = _line(i)
+        if len(grp) == 1:  # one point: a marker, no line in the plot or the legend
+            style["linestyle"] = "none"
+        ax.plot(grp["Sparsity %"], grp["Training Step Speedup"], label=name, **style)
     if len(dense) and sparse_methods:
         ax.plot([], [], marker="o", markerfacecolor="white", markeredgecolor="black",
                 linestyle=":", color="black", label="dense-trained (0 %)")
