@@ -303,7 +303,11 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
 
     try:
         for sub in ("points", "traces"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                (out / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise InputError("-o", None, f"cannot create {out / sub}: "
+                                             f"{err.strerror or err}") from None
             _remove_stale(out / sub)
         finished = {p.key for p in sw.points if (out / "points" / p.key).is_dir()}
         todo = [p for p in sw.points if p.key not in finished]

@@ -164,6 +164,22 @@ def test_output_that_is_not_a_sweep_directory_is_refused(tmp_path, capsys):
     assert "-o: " in capsys.readouterr().err and sorted(out.iterdir()) == [out / "notes.txt"]
 
 
+def test_output_that_cannot_be_created_names_the_flag(tmp_path, capsys, monkeypatch):
+    sweep = write(tmp_path, BASE + "grid: {sparsity: [0.5]}\n")
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if self.name == "points":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(sweep), "-o", str(tmp_path / "out"), "-q"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("sparsesim: error: -o: cannot create ")
+
+
 def test_console_script_prints_no_traceback(tmp_path):
     sweep = write(tmp_path, BASE + "grid: {array.rows: [0]}\n")
     r = subprocess.run([sys.executable, "-m", "cli.main", "sweep", str(sweep), "-o",
