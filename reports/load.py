@@ -44,14 +44,9 @@ class Run:
     path: Path
     compute: pd.DataFrame
     summary: dict[str, Any]
-    sparse: pd.DataFrame | None = None
     imbalance: pd.DataFrame | None = None
     dram_timeline: pd.DataFrame | None = None
     label: str = ""
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.summary
 
     @property
     def arch(self) -> str:
@@ -183,7 +178,6 @@ def load_run(path: str | os.PathLike) -> Run:
     if compute.empty:
         raise InputError(str(p / "COMPUTE_REPORT.csv"), None, "has no rows")
     keys = set(map(tuple, compute[KEYS].itertuples(index=False)))
-    sparse = None
     for name in MERGED_REPORTS:  # one wide table: the other reports' columns joined on the keys
         if not (p / name).is_file():
             continue
@@ -192,8 +186,6 @@ def load_run(path: str | os.PathLike) -> Run:
             raise InputError(str(p / name), None, f"has {len(other)} rows for other layers, "
                                                   "phases or steps than COMPUTE_REPORT.csv "
                                                   f"({len(compute)} rows): not from the same run")
-        if name == "SPARSE_REPORT.csv":
-            sparse = other
         fresh = [c for c in other.columns if c not in compute.columns]
         if fresh:
             if other.duplicated(KEYS).any():
@@ -204,7 +196,7 @@ def load_run(path: str | os.PathLike) -> Run:
     timeline = (_read_csv(p / "DRAM_TIMELINE.csv", ("Step", "Bin", "Start Cycle", "End Cycle",
                                                     "Read GB/s", "Write GB/s", "DRAM GB/s"),
                           TEXT_COLUMNS) if (p / "DRAM_TIMELINE.csv").is_file() else None)
-    return Run(p, compute, summary, sparse, imbalance, timeline)
+    return Run(p, compute, summary, imbalance, timeline)
 
 
 def _hint(p: Path) -> str:
