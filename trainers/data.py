@@ -106,6 +106,6 @@ def batches(n: int, batch: int, generator: torch.Generator):
     if batch > n:
         raise ConfigError("--batch", None, f"{batch} is larger than the training set ({n})")
     while True:
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=generator, device=generator.device)
         for i in range(0, n - batch + 1, batch):
             yield perm[i:i + batch]

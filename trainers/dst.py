@@ -60,8 +60,8 @@ def constant_fan_in_mask(
     out = shape[0]
     fan = math.prod(shape[1:])
     k = min(max(int(math.prod(shape) * density) // out, 1), fan)
-    order = torch.rand(out, fan, generator=generator).argsort(dim=1)
-    mask = torch.zeros(out, fan, dtype=torch.bool)
+    order = torch.rand(out, fan, generator=generator, device=generator.device).argsort(dim=1)
+    mask = torch.zeros(out, fan, dtype=torch.bool, device=generator.device)
     mask.scatter_(1, order[:, :k], True)
     return mask.view(shape)
 

@@ -93,10 +93,11 @@ def sparse_orthogonal(n: int, m: int, density: float, generator: torch.Generator
         return sparse_orthogonal(m, n, density, generator).T.contiguous()
     k = rotations_for_density(m, density)
     # Draw everything up front so the draw order does not depend on the arithmetic below.
-    i = torch.randint(0, m, (k,), generator=generator)
-    j = torch.randint(0, max(m - 1, 1), (k,), generator=generator)
+    cpu = torch.device("cpu")  # the rotations are applied in numpy below
+    i = torch.randint(0, m, (k,), generator=generator, device=cpu)
+    j = torch.randint(0, max(m - 1, 1), (k,), generator=generator, device=cpu)
     j = j + (j >= i).long()  # uniform over j != i
-    theta = torch.rand(k, generator=generator, dtype=torch.float64) * (2.0 * math.pi)
+    theta = torch.rand(k, generator=generator, dtype=torch.float64, device=cpu) * (2.0 * math.pi)
     cos, sin = torch.cos(theta).numpy(), torch.sin(theta).numpy()
     i, j = i.numpy(), j.numpy()
     # Store the transpose so that a column of A is a contiguous row of `at`.
@@ -148,6 +149,6 @@ def eoi_init_(
         need = min(round(density * mask.numel()), mask.numel()) - int(mask.sum())
         if need > 0:
             free = torch.nonzero(~mask).flatten()
-            pick = torch.randperm(free.numel(), generator=generator)[:need]
+            pick = torch.randperm(free.numel(), generator=generator, device=generator.device)[:need]
             mask[free[pick]] = True
         return mask.view(weight.shape)

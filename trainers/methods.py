@@ -273,7 +273,8 @@ def random_mask(shape: torch.Size, density: float, generator: torch.Generator | 
     k = min(n, max(1, round(density * n)))
     if k == n:
         return torch.ones(shape, dtype=torch.bool, device=device)
-    idx = torch.randperm(n, generator=generator)[:k].to(device)
+    draw_on = generator.device if generator is not None else torch.device("cpu")
+    idx = torch.randperm(n, generator=generator, device=draw_on)[:k].to(device)
     mask = torch.zeros(n, dtype=torch.bool, device=device)
     mask[idx] = True
     return mask.view(shape)
@@ -508,7 +509,8 @@ class SRigL(RigL):
         mask = constant_fan_in_mask(m.weight.shape, density, generator).to(m.weight.device)
         k = int(mask[0].sum())
         with torch.no_grad():  # grad-flow init: N(0, 2/k) per neuron (He for fan-in k)
-            w = torch.randn(m.weight.shape, generator=generator) * math.sqrt(2.0 / max(k, 1))
+            w = torch.randn(m.weight.shape, generator=generator, device=generator.device)
+            w *= math.sqrt(2.0 / max(k, 1))
             m.weight.copy_(w.to(m.weight.device))
         return mask
 

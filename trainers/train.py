@@ -90,7 +90,9 @@ def setup(cfg: TrainConfig, data: Dataset | None = None
                           lr=cfg.lr, momentum=cfg.momentum)
     method = make_method(cfg.method, cfg.sparsity, cfg.density, cfg.init, cfg.structured,
                          cfg.topk_period)
-    first = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(cfg.seed))
+    # masks and batch orders are drawn on the CPU, so a seed gives the same run on any device
+    first = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(cfg.seed),
+                           device="cpu")
     idx = first[:min(cfg.batch * 4, len(first))]  # saliency criteria score on 4 batches' worth
     method.attach(model, opt, cfg.steps, (data.x_train[idx].to(device),
                                           data.y_train[idx].to(device)), mask_gen)
