@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # GraSP divides the logits by this temperature before its loss (Wang et al. 2020, official code),
 # which keeps the Hessian-gradient product from vanishing on confident outputs.
@@ -30,7 +31,7 @@ def _global_keep(scores: list[torch.Tensor], n_keep: int) -> list[torch.Tensor]:
         s[torch.argmax(s)] = torch.inf
         flat.append(s)
     allv = torch.cat(flat)
-    keep = torch.zeros(allv.numel(), dtype=torch.bool)
+    keep = torch.zeros(allv.numel(), dtype=torch.bool, device=allv.device)
     keep[torch.topk(allv, n_keep, sorted=False).indices] = True
     out, start = [], 0
     for s in scores:
@@ -64,7 +65,10 @@ def _grasp_scores(model, weights, batch, loss_fn) -> list[torch.Tensor]:
     its code removes the top S(-w) and keeps the rest, which is keeping the top w * Hg.
     """
     x, y = batch
-    loss = loss_fn(model(x) / GRASP_TEMPERATURE, y)
+    # The fused attention kernels (flash, memory-efficient) have no double backward; the math
+    # one does, and gives the same product.
+    with sdpa_kernel(SDPBackend.MATH):
+        loss = loss_fn(model(x) / GRASP_TEMPERATURE, y)
     grads = torch.autograd.grad(loss, weights, create_graph=True)
     # d/dw (g . stop_grad(g)) = H g
     z = sum((g * g.detach()).sum() for g in grads)

@@ -152,3 +152,37 @@ def test_at_least_one_weight_per_module():
     assert int(masks[1].sum()) >= 1
     with pytest.raises(ValueError):
         prune_at_init(model, layers, "magnitude", 0.5, _batch((8, 20), 5, 0))
+
+
+def test_grasp_through_fused_attention_matches_the_reference():
+    """GraSP needs a double backward; the fused attention kernels have none (it used to fail
+    with "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward")."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from trainers.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vit-mini", 3, 10, (32, 32))
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    x, y = _batch((4, 3, 32, 32), 10, 5)
+    with pytest.raises(RuntimeError, match="derivative"):  # what a plain double backward does
+        g = torch.autograd.grad(F.cross_entropy(model(x), y), [layers[0].weight],
+                                create_graph=True)
+        torch.autograd.grad(g[0].sum(), [layers[0].weight])
+    masks = prune_at_init(model, layers, "grasp", 0.9, (x, y))
+    names = {id(m): n + ".weight" for n, m in model.named_modules()}
+    wanted = [names[id(m)] for m in layers]
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in wanted}
+    ws = [m.weight.detach().clone().requires_grad_() for m in layers]
+    with sdpa_kernel(SDPBackend.MATH):
+        out = torch.func.functional_call(model, {**fixed, **dict(zip(wanted, ws, strict=True))},
+                                         (x,))
+        g = torch.autograd.grad(F.cross_entropy(out / GRASP_TEMPERATURE, y), ws,
+                                create_graph=True)
+        hg = torch.autograd.grad(0.5 * sum((gi * gi).sum() for gi in g), ws)
+    scores = [(w * h).detach() for w, h in zip(ws, hg, strict=True)]
+    total = sum(s.numel() for s in scores)
+    n_keep = round(0.1 * total)
+    got = torch.cat([m.flatten() for m in masks])
+    assert int(got.sum()) == n_keep
+    assert torch.equal(got, _topk_mask(scores, n_keep))
