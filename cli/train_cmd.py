@@ -9,6 +9,7 @@ Trains, prints ``test accuracy: NN.N %`` and, with ``-o``, where the trace is.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 # kept in step with trainers.models.MODELS, trainers.data.DATASETS, trainers.methods (tested)
@@ -103,8 +104,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--topk-period", None, "applies to the SWAT methods only")
     if args.record_every is not None and args.output is None:
         raise ConfigError("--record-every", None, "needs -o TRACE_DIR to record into")
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        raise ConfigError("--device", None, f"expected cpu or cuda[:N], got {args.device!r}")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        raise ConfigError("--device", None, f"expected cpu, cuda or cuda:N, got {args.device!r}")
 
 
 def run(args: argparse.Namespace) -> None:

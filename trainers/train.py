@@ -70,11 +70,29 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50
     return correct / max(len(y), 1)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a device this machine has, else a ``--device`` error."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError("--device", None, f"expected cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device", None, f"{name} requested but no CUDA GPU is visible")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError("--device", None, f"{name} requested but only {count} CUDA GPU(s) "
+                                                f"are visible (cuda:0 to cuda:{count - 1})")
+    return device
+
+
 def setup(cfg: TrainConfig, data: Dataset | None = None
           ) -> tuple[nn.Module, Method, torch.optim.Optimizer, Dataset, torch.Generator]:
     """Seeded model, method (masks decided), optimizer and data of a run."""
     spec = get_spec(cfg.model)
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     data = data or load_dataset(cfg.dataset, spec.train_hw)  # the same data for every seed
     torch.manual_seed(cfg.seed)
     model = sparsify(build_model(cfg.model, data.channels, data.num_classes, spec.train_hw))
@@ -103,11 +121,9 @@ def train(cfg: TrainConfig, trace_dir: str | Path | None = None, record_every: i
           progress: Progress | None = None, data: Dataset | None = None,
           command: Sequence[str] | None = None) -> TrainResult:
     """Train ``cfg`` and return the test accuracy; record a trace into ``trace_dir`` if given."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device", None, f"{cfg.device} requested but no CUDA GPU is visible")
+    device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     model, method, opt, data, gen = setup(cfg, data)
-    device = torch.device(cfg.device)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * t / cfg.steps)))

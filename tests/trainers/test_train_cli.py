@@ -65,6 +65,9 @@ def test_train_records_a_trace_that_reads_back_and_simulates(tmp_path):
     (["--record-every", "5"], "needs -o"),
     (["--steps", "0"], "--steps: expected a positive integer"),
     (["--device", "tpu"], "--device"),
+    (["--device", "cuda:x"], "--device: expected cpu, cuda or cuda:N"),
+    (["--device", "cuda:-1"], "--device: expected cpu, cuda or cuda:N"),
+    (["--device", "cudas"], "--device: expected cpu, cuda or cuda:N"),
     (["--model", "resnet99"], "invalid choice"),
 ])
 def test_bad_flags_are_one_line_errors(args, needle, capsys):
@@ -120,6 +123,23 @@ def test_cuda_request_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         train(TrainConfig(device="cuda", steps=1))
+
+
+def test_a_gpu_index_this_machine_lacks_is_a_clear_error(monkeypatch):
+    import torch
+
+    from trainers.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"cuda:2 requested but only 2 CUDA GPU\(s\) are "
+                                          r"visible \(cuda:0 to cuda:1\)"):
+        resolve_device("cuda:2")
+    with pytest.raises(ConfigError, match="expected cpu, cuda or cuda:N, got 'meta'"):
+        resolve_device("meta")
+    assert resolve_device("cpu") == torch.device("cpu")
 
 
 # ---- ACCURACY (slow: the default budget of `sparsesim train`) ----------------------------------
