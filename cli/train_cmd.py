@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"test accuracy: {100 * result.test_accuracy:.1f} %")
     print(f"  {cfg.model} on {cfg.dataset}, {cfg.method}"
           + (f" {cfg.sparsity:g}" if cfg.method != "dense" else "")
-          + f", {cfg.steps} steps of {cfg.batch} in {result.seconds:.0f} s")
+          + f", {cfg.steps} step{'s' * (cfg.steps != 1)} of {cfg.batch} in "
+          f"{result.seconds:.0f} s")
     if args.output is not None:
         from cli.main import _print_trace_summary
 
