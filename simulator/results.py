@@ -33,6 +33,15 @@ BANDWIDTH_COLUMNS = KEYS + [
     "Avg IFMAP SRAM BW", "Avg FILTER SRAM BW", "Avg OFMAP SRAM BW", "Avg IFMAP DRAM BW",
     "Avg FILTER DRAM BW", "Avg OFMAP DRAM BW", "Avg DRAM BW (bytes/cycle)", "Avg DRAM BW (GB/s)",
 ]
+# Counters: written as integers (a float column would print 3.77645e+09 for 3776446464). The
+# other number columns are written to full precision (the shortest text that reads back equal).
+COUNT_COLUMNS = (
+    "M", "K", "N", "Groups", "Algorithmic Computes", "Actual Computes", "Skipped Computes",
+    "Gated Computes", "Effectual Computes", "A Data Bytes", "A Metadata Bytes", "B Data Bytes",
+    "B Metadata Bytes", "SRAM IFMAP Reads", "SRAM Filter Reads", "SRAM OFMAP Writes",
+    "DRAM IFMAP Reads", "DRAM Filter Reads", "DRAM OFMAP Reads", "DRAM OFMAP Writes",
+    "DRAM Bytes", "DRAM Bytes Moved", "Dense Cycles",
+)
 ACCESS_COLUMNS = KEYS + [
     "SRAM IFMAP Reads", "SRAM Filter Reads", "SRAM OFMAP Writes", "DRAM IFMAP Reads",
     "DRAM Filter Reads", "DRAM OFMAP Reads", "DRAM OFMAP Writes", "DRAM Bytes",
@@ -92,6 +101,19 @@ def summarize(results: Results) -> dict[str, Any]:
     return out
 
 
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """``df`` as CSV without losing a digit: counters (``COUNT_COLUMNS``, when every value is a
+    whole number) as integers, an empty cell where a row has none; other floats at full
+    precision."""
+    out = df.copy()
+    for c in out.columns:
+        if c in COUNT_COLUMNS and out[c].dtype.kind == "f":
+            v = out[c].dropna()
+            if (v == v.round()).all() and (v.abs() < 2**53).all():
+                out[c] = out[c].astype("Int64")
+    out.to_csv(path, index=False)
+
+
 def write_results(results: Results, out: str | os.PathLike, force: bool = False,
                   extra: dict[str, Callable[[Path], None]] | None = None) -> Path:
     """Write the reports and ``summary.json`` into ``out`` (atomically: a temporary directory
@@ -105,10 +127,10 @@ def write_results(results: Results, out: str | os.PathLike, force: bool = False,
                 cols = cols + [c for c in ("Dense Cycles", "Speedup")
                                if c in results.table.columns]
             present = [c for c in cols if c in results.table.columns]
-            results.table[present].to_csv(tmp / name, index=False, float_format="%.6g")
+            write_csv(results.table[present], tmp / name)
         for name, df in (("DRAM_TIMELINE.csv", results.dram_timeline),
                          ("LOAD_IMBALANCE.csv", results.imbalance)):
             if df is not None and len(df):
-                df.to_csv(tmp / name, index=False, float_format="%.6g")
+                write_csv(df, tmp / name)
         (tmp / "summary.json").write_text(json.dumps(summarize(results), indent=1) + "\n")
     return Path(out)

@@ -110,3 +110,37 @@ def test_nm_reads_the_dense_activations_once(tmp_path):
     dense = np.array([base.loc[(r.LayerID, r.Phase), "DRAM IFMAP Reads"]
                       for r in nm.itertuples()])
     assert (reads <= dense).all() and (reads >= dense // 2).all()
+
+
+def test_result_files_keep_every_digit(tmp_path):
+    """Counters of 9 and more digits come back from the CSVs exactly (they were once written
+    with 6 significant digits, so Skipped != Algorithmic - Actual in the file)."""
+    import pandas as pd
+
+    from simulator.results import COUNT_COLUMNS, write_results
+
+    res = simulate_trace(_trace(tmp_path, model="resnet20", batch=64, method="swat",
+                                sparsity=0.9), load_arch("tensordash"), "ws", memory="modeled")
+    out = write_results(res, tmp_path / "res")
+    comp = pd.read_csv(out / "COMPUTE_REPORT.csv")
+    t = res.table
+    assert comp["Algorithmic Computes"].max() >= 10**8  # beyond 6 significant digits
+    for name in ("COMPUTE_REPORT.csv", "SPARSE_REPORT.csv", "BANDWIDTH_REPORT.csv",
+                 "DETAILED_ACCESS_REPORT.csv"):
+        df = pd.read_csv(out / name)
+        for c in df.columns:
+            if df[c].dtype.kind in "if":
+                assert np.array_equal(df[c].to_numpy(float), t[c].to_numpy(float),
+                                      equal_nan=True), (name, c)
+            if c in COUNT_COLUMNS:  # whole numbers, written without a decimal point
+                assert df[c].dtype.kind == "i" or df[c].isna().any(), (name, c)
+    g = comp.dropna(subset=["Actual Computes"])
+    assert (g["Skipped Computes"] == g["Algorithmic Computes"] - g["Actual Computes"]).all()
+    assert (out / "DRAM_TIMELINE.csv").exists()
+    for name, df in (("DRAM_TIMELINE.csv", res.dram_timeline),
+                     ("LOAD_IMBALANCE.csv", res.imbalance)):
+        if df is None or not len(df):
+            continue
+        back = pd.read_csv(out / name)
+        num = [c for c in df.columns if df[c].dtype.kind in "if"]
+        assert np.array_equal(back[num].to_numpy(float), df[num].to_numpy(float)), name
