@@ -10,7 +10,11 @@
 
 Every directory is built under a temporary name beside its final one and renamed into place when
 complete, so a point directory exists only when the point finished. Re-running skips finished
-points; a run killed at any moment (SIGKILL included) loses nothing that had finished.
+points; a run killed at any moment (SIGKILL included) loses nothing that had finished. A re-run
+checks what it reuses: a finished point whose results do not read back (``reports.load``) is
+removed and run again, and a synthetic trace that does not read back (``traces.format``) is
+built again; a recorded trace (``trace:``) is the user's, so a bad one stops the sweep before
+anything runs, naming the trace file and the problem.
 ``sweep.csv`` and ``sweep.json`` are written last, once every point has finished; their rows follow
 the sweep file's expansion order, so the same sweep gives the same bytes whatever the number of
 workers or the order they finish in.
@@ -35,8 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.sweepfile import SYNTH_KEYS, Point, Sweep, format_value, load_sweep, version
-from traces.errors import InputError
+from simulator.sweepfile import (
+    SYNTH_KEYS,
+    Point,
+    Sweep,
+    SweepError,
+    format_value,
+    load_sweep,
+    version,
+)
+from traces.errors import InputError, TraceError
 
 Progress = Callable[[int, int, str], None]
 POINT_FILE = "point.json"
@@ -55,6 +67,10 @@ class SweepRun:
     out: Path
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: points that had finished but whose results were damaged: removed and run again (in ``ran``)
+    rerun: list[str] = field(default_factory=list)
+    #: synthetic traces (keys) that were there but damaged: built again
+    rebuilt: list[str] = field(default_factory=list)
     seconds: float = 0.0
     where: str = ""  # "1 local worker", "2 local workers", "Dask cluster at ..."
 
@@ -83,7 +99,8 @@ def _publish(stage: Path, final: Path) -> bool:
 
 
 def build_trace(task: Mapping[str, Any]) -> str:
-    """Synthesize a point's trace into the cache unless it is there; returns its path."""
+    """Synthesize a point's trace into the cache unless it is there; returns its path.
+    (``run_sweep`` has checked a trace that was there before, and removed it if damaged.)"""
     from traces.synth import SynthConfig, synthesize
 
     final = Path(task["out"]) / "traces" / task["trace_key"]
@@ -265,13 +282,85 @@ def _remove_stale(folder: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped by its new parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# ------------------------------------------------------------------------------------------------
+# checking what a re-run reuses
+# ------------------------------------------------------------------------------------------------
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells one directory from another that replaced it at the same name."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+def _point_problem(folder: Path, key: str) -> str | None:
+    """Why a finished point's directory cannot be used (None: it can): its reports must read
+    back as ``sparsesim report`` reads them, and point.json must name the point."""
+    from reports.load import load_run
+
+    try:
+        load_run(folder)
+    except InputError as err:
+        return str(err)
+    try:
+        meta = json.loads((folder / POINT_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{folder / POINT_FILE}: cannot read: {err}"
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        return f"{folder / POINT_FILE}: key: expected {key!r}"
+    return None
+
+
+def _trace_problem(folder: str | os.PathLike) -> TraceError | None:
+    """The first problem of a trace directory (manifest and every step file), or None."""
+    from traces.format import Trace
+
+    try:
+        for _ in Trace(folder):
+            pass
+    except TraceError as err:
+        return err
+    return None
+
+
+def _discard(final: Path, seen: tuple[int, int, int] | None) -> None:
+    """Remove a damaged directory safely: rename it out of the way (atomically, to a stage name
+    that a later run's clean-up also removes if this one is killed), then delete it. If what was
+    renamed is not the directory found damaged (another run of the sweep replaced it meanwhile),
+    it is put back."""
+    grave = final.with_name(_stage_name(final.name) + ".damaged")
+    shutil.rmtree(grave, ignore_errors=True)
+    try:
+        os.rename(final, grave)
+    except FileNotFoundError:
+        return  # another run removed it already
+    if _identity(grave) != seen:
+        _publish(grave, final)
+        return
+    shutil.rmtree(grave, ignore_errors=True)
+
+
+def _check_recorded_traces(sw: Sweep, todo: list[Point]) -> None:
+    """A recorded trace is the user's input: read every one the points to run use, manifest and
+    step files, before anything is written; the first problem is a ``SweepError``."""
+    for path in dict.fromkeys(p.trace for p in todo if p.trace is not None):
+        err = _trace_problem(path)
+        if err is not None:
+            raise SweepError(sw.source, "trace", str(err)) from None
 
 
 def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | os.PathLike,
@@ -283,13 +372,29 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     ``workers``: local processes (default: one per CPU; 1 runs in this process). ``scheduler``:
     a Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``; the workers must
     see ``out`` at the same path. ``progress(done, total, label)`` is called as points finish
-    (finished points found on disk count as done at once). A bad sweep raises ``InputError``
-    before anything is written; points that raise make ``SweepFailed`` after the others ran.
+    (finished points found on disk count as done at once). A bad sweep, or a recorded trace that
+    does not read back (manifest or a step file), raises ``InputError`` before anything is
+    written; points that raise make ``SweepFailed`` after the others ran. Finished points whose
+    results do not read back are removed and run again (``SweepRun.rerun``), and so are damaged
+    synthetic traces built again (``SweepRun.rebuilt``).
     """
     t0 = time.perf_counter()
     sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
     out = Path(out).resolve()
     check_sweep_dir(out)
+    # what a run before finished: a point whose results do not read back is run again
+    finished: set[str] = set()
+    damaged: dict[str, tuple[int, int, int] | None] = {}
+    for p in sw.points:
+        folder = out / "points" / p.key
+        if folder.is_dir():
+            seen = _identity(folder)
+            if _point_problem(folder, p.key) is None:
+                finished.add(p.key)
+            else:
+                damaged[p.key] = seen
+    todo = [p for p in sw.points if p.key not in finished]
+    _check_recorded_traces(sw, todo)  # bad input: stop before anything is written
     if (scheduler is None and isinstance(workers, int) and not isinstance(workers, bool)
             and workers > len(sw.points) > 0):
         workers = len(sw.points)  # no more processes than points
@@ -309,10 +414,19 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
                 raise InputError("-o", None, f"cannot create {out / sub}: "
                                              f"{err.strerror or err}") from None
             _remove_stale(out / sub)
-        finished = {p.key for p in sw.points if (out / "points" / p.key).is_dir()}
-        todo = [p for p in sw.points if p.key not in finished]
+        for key, seen in damaged.items():
+            _discard(out / "points" / key, seen)
+        run.rerun = list(damaged)
+        for key in dict.fromkeys(p.trace_key for p in todo if p.trace_key is not None):
+            folder = out / "traces" / key
+            if folder.is_dir():  # built by a run before: it must read back, or it is built again
+                seen = _identity(folder)
+                if _trace_problem(folder) is not None:
+                    _discard(folder, seen)
+                    run.rebuilt.append(key)
         run.skipped = [p.key for p in sw.points if p.key in finished]
-        tick("finished before" if run.skipped else "starting")
+        tick(f"{len(damaged)} damaged, to run again" if damaged
+             else "finished before" if run.skipped else "starting")
         failures = _run(executor, todo, out, run, tick)
     except BaseException:
         executor.close(cancel=True)
@@ -320,12 +434,16 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     executor.close(cancel=False)
     if failures:
         first_point, err = failures[0]
+        then = "run the sweep again to retry the others"
+        if first_point.trace is not None and isinstance(err, TraceError):
+            then = (f"the recorded trace {first_point.trace} is not valid: fix or replace it "
+                    "(running the sweep again as it is will not help)")
         raise SweepFailed(
             f"{len(failures)} of {len(sw.points)} points failed; first, point "
             f"{first_point.index + 1} ({first_point.label()}): {type(err).__name__}: {err}. "
             f"The {len(run.ran) + len(run.skipped)} finished points are kept in {out}/points; "
-            "run the sweep again to retry the others")
-    write_table(sw, out)
+            + then)
+    write_table(sw, out, checked=finished)
     run.seconds = time.perf_counter() - t0
     return run
 
@@ -382,13 +500,20 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_table(sw: Sweep, out: Path) -> Path:
+def write_table(sw: Sweep, out: Path, checked: set[str] | frozenset[str] = frozenset()) -> Path:
     """``sweep.csv``: one row per point x COMPUTE_REPORT row (layer x phase x step), columns
     ``Point``, the axes, then the report's; and ``sweep.json``. Cells are copied as the point's
-    report wrote them."""
+    report wrote them. Every point's results are checked first (but those in ``checked``); a
+    damaged one raises ``SweepFailed`` and nothing is written."""
     header: list[str] = []
     blocks = []
     for p in sw.points:
+        if p.key not in checked:
+            problem = _point_problem(out / "points" / p.key, p.key)
+            if problem is not None:
+                raise SweepFailed(
+                    f"point {p.index + 1} ({p.label()}): its results are damaged: {problem}. "
+                    "No table was written; run the sweep again to run the point again")
         with open(out / "points" / p.key / "COMPUTE_REPORT.csv", newline="",
                   encoding="utf-8") as f:
             rows = list(csv.reader(f))
