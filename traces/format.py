@@ -44,6 +44,15 @@ PHASE_RESULT = {"fwd": "ofmap", "bwd_input": "grad_in", "bwd_weight": "grad_w"}
 DTYPES = ("float32", "float16", "bfloat16")
 VALUE_DTYPES = ("float32", "float16")
 
+#: Sanity limits checked when a manifest is read, far above any real network (ResNet-50 at
+#: batch 4096 peaks at 2**31.6 elements per operand), so that a corrupt size is one clear error
+#: instead of a simulation that dies allocating terabytes.
+MAX_BATCH = 65536  # batch_size
+MAX_SPATIAL = 65536  # each of input_hw (H, W or tokens), kernel, stride, padding, dilation
+MAX_CHANNELS = 2**24  # in_channels, out_channels (features of a linear layer)
+MAX_OPERAND_ELEMENTS = 2**34  # elements of each operand (filter, ifmap, grad_out) at batch_size
+LIMITS_NOTE = "a sanity limit no real network reaches"
+
 
 # ------------------------------------------------------------------------------------------------
 # operands
@@ -180,6 +189,63 @@ def _want(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], src: s
     return v
 
 
+def _check_limits(layer: Layer, batch: int, src: str, where: str) -> None:
+    """Reject sizes beyond the sanity limits (``MAX_*``) before anything is allocated."""
+    for fld in ("in_channels", "out_channels"):
+        v = getattr(layer, fld)
+        if v > MAX_CHANNELS:
+            raise TraceError(src, f"{where}: {fld}",
+                             f"expected at most {MAX_CHANNELS} = 2**24 ({LIMITS_NOTE}), got {v}")
+    for fld in ("input_hw", "kernel", "stride", "padding", "dilation"):
+        pair = list(getattr(layer, fld))
+        if max(pair) > MAX_SPATIAL:
+            raise TraceError(src, f"{where}: {fld}",
+                             f"expected sizes of at most {MAX_SPATIAL} ({LIMITS_NOTE}), "
+                             f"got {pair}")
+    for role in ("filter", "ifmap", "grad_out"):
+        shape = layer.operand_shape(role, batch)
+        n = math.prod(shape)
+        if n > MAX_OPERAND_ELEMENTS:
+            raise TraceError(src, where,
+                             f"operand {role} {list(shape)} at batch_size {batch} has {n} "
+                             f"elements; expected at most {MAX_OPERAND_ELEMENTS} = 2**34 "
+                             f"({LIMITS_NOTE})")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _check_sparsity(sp: dict[str, Any], n_layers: int, src: str) -> None:
+    """The keys of the sparsity config that readers use: ``sparsity`` (global weight sparsity,
+    in [0, 1]; 1 is what ``synth --sparsity 1`` writes), ``layer_density`` (one density in
+    [0, 1] per layer) and ``topk_period`` (SWAT's top-K period; null or absent for methods
+    without one). Other keys are free-form."""
+    if "sparsity" in sp:
+        v = sp["sparsity"]
+        if not _is_number(v) or not 0.0 <= v <= 1.0:
+            raise TraceError(src, "sparsity.sparsity",
+                             f"expected a number in [0, 1] (the global weight sparsity), "
+                             f"got {v!r}")
+    if "layer_density" in sp:
+        dens = sp["layer_density"]
+        if not isinstance(dens, list) or len(dens) != n_layers:
+            got = f"{len(dens)} values" if isinstance(dens, list) else repr(dens)
+            raise TraceError(src, "sparsity.layer_density",
+                             f"expected a list of {n_layers} densities (one per layer, in "
+                             f"layer order), got {got}")
+        for i, v in enumerate(dens):
+            if not _is_number(v) or not 0.0 <= v <= 1.0:
+                raise TraceError(src, f"sparsity.layer_density[{i}]",
+                                 f"expected a density in [0, 1], got {v!r}")
+    period = sp.get("topk_period")
+    if period is not None and (isinstance(period, bool) or not isinstance(period, int)
+                               or period < 1):
+        raise TraceError(src, "sparsity.topk_period",
+                         f"expected a positive integer (SWAT's top-K period in steps) or null, "
+                         f"got {period!r}")
+
+
 def parse_manifest(d: Any, src: str) -> Manifest:
     """Validate a decoded ``manifest.json`` and return a ``Manifest``."""
     if not isinstance(d, dict):
@@ -188,6 +254,9 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     if fmt != FORMAT_NAME:
         raise TraceError(src, "format", f"expected {FORMAT_NAME!r}, got {fmt!r}")
     version = d.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TraceError(src, "format_version",
+                         f"expected the integer {FORMAT_VERSION}, got {version!r}")
     if version != FORMAT_VERSION:
         raise TraceError(
             src, "format_version",
@@ -201,6 +270,9 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     batch = _want(d, "batch_size", int, src, "a positive integer")
     if batch < 1:
         raise TraceError(src, "batch_size", f"expected a positive integer, got {batch}")
+    if batch > MAX_BATCH:
+        raise TraceError(src, "batch_size",
+                         f"expected at most {MAX_BATCH} ({LIMITS_NOTE}), got {batch}")
     dtype = _want(d, "dtype", str, src, f"one of {', '.join(DTYPES)}")
     if dtype not in DTYPES:
         raise TraceError(src, "dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -221,6 +293,9 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise TraceError(src, "layers", f"duplicate layer name {dup[0]!r}")
+    for i, layer in enumerate(layers):
+        _check_limits(layer, batch, src, f"layers[{i}]: layer {layer.name!r}")
+    _check_sparsity(sparsity, len(layers), src)
     raw_steps = _want(d, "steps", list, src, "a list of steps")
     steps = []
     seen: set[int] = set()
@@ -408,7 +483,18 @@ class Trace:
     def __len__(self) -> int:
         return len(self.manifest.steps)
 
+    def require_steps(self) -> None:
+        """Raise ``TraceError`` (naming ``manifest.json`` and ``steps``) when the trace lists
+        no step. Such a manifest opens: the writer writes it before the first step, so a
+        recording that stopped early leaves one. It has nothing to read or simulate."""
+        if not self.manifest.steps:
+            raise TraceError(str(self.path / MANIFEST), "steps",
+                             "expected at least one recorded step, the trace lists none (a "
+                             "recording that stopped before its first step?)")
+
     def __iter__(self) -> Iterator[StepData]:
+        """Every listed step, validated; ``require_steps`` first."""
+        self.require_steps()
         for s in self.manifest.steps:
             yield self._read(s)
 
@@ -422,6 +508,11 @@ class Trace:
         fpath = self.path / entry["file"]
         src = str(fpath)
         if not fpath.is_file():
+            if fpath.exists() or fpath.is_symlink():
+                what = ("a directory" if fpath.is_dir() else "a broken symbolic link"
+                        if not fpath.exists() else "a special file")
+                raise TraceError(src, None, f"step file listed in the manifest is not a regular "
+                                            f"file ({what}); expected a .npz file")
             raise TraceError(src, None, "step file listed in the manifest is missing")
         try:
             with np.load(fpath, allow_pickle=False) as npz:
@@ -436,8 +527,12 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
     src = str(fpath)
     if INDEX_KEY not in arrays:
         raise TraceError(src, INDEX_KEY, "missing (every step file holds its index)")
+    raw_index = arrays[INDEX_KEY]
+    if raw_index.dtype != np.uint8 or raw_index.ndim != 1:
+        raise TraceError(src, INDEX_KEY, f"expected a 1-D uint8 array of UTF-8 JSON, got "
+                                         f"{raw_index.dtype} {raw_index.shape}")
     try:
-        index = json.loads(arrays[INDEX_KEY].astype(np.uint8).tobytes().decode("utf-8"))
+        index = json.loads(raw_index.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TraceError(src, INDEX_KEY, f"not valid JSON ({err})") from None
     if not isinstance(index, dict):
@@ -454,6 +549,14 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
         raise TraceError(src, "index.meta", "expected meta to be an object and events a list")
     batch = manifest.batch_size
     known = {layer.name for layer in manifest.layers}
+    for i, ev in enumerate(events):
+        if isinstance(ev, dict) and ev.get("type") == "mask_update":
+            name = ev.get("layer")
+            if not isinstance(name, str) or name not in known:
+                got = "no layer" if "layer" not in ev else repr(name)
+                raise TraceError(src, f"index.events[{i}].layer",
+                                 f"a mask_update names the layer it updates; expected a layer "
+                                 f"of the manifest, got {got}")
     extra = sorted(set(raw_layers) - known)
     if extra:
         raise TraceError(src, f"index.layers.{extra[0]}", "layer not in the manifest")
@@ -491,10 +594,19 @@ def _parse_operand(arrays: dict[str, np.ndarray], oe: Any, role: str, shape: tup
     if not isinstance(oe, dict):
         raise TraceError(src, where, "expected an object")
     declared = oe.get("shape")
-    if declared is not None and tuple(declared) != shape:
+    if declared is not None and (not isinstance(declared, list) or declared != list(shape)
+                                 or any(isinstance(v, bool) for v in declared)):
         raise TraceError(src, f"{where}.shape",
-                         f"expected {list(shape)} from the layer geometry, got {declared}")
-    if oe.get("dense") is True:
+                         f"expected {list(shape)} from the layer geometry, got {declared!r}")
+    dense = oe.get("dense", False)
+    if not isinstance(dense, bool):
+        raise TraceError(src, f"{where}.dense", f"expected true or false, got {dense!r}")
+    if dense:
+        stored = [k for k in ("mask", "nnz", "values") if k in oe]
+        if stored:
+            raise TraceError(src, where, f"a dense operand stores nothing; expected either "
+                                         f"\"dense\": true or a \"mask\", got both \"dense\" "
+                                         f"and {', '.join(repr(k) for k in stored)}")
         return Operand(role=role, shape=shape, mask=None)
     key = oe.get("mask")
     if not isinstance(key, str):
@@ -520,12 +632,14 @@ def _parse_operand(arrays: dict[str, np.ndarray], oe: Any, role: str, shape: tup
         pm = PackedMask(shape, bits, nnz)
         cache[key] = pm
     stated = oe.get("nnz")
-    if stated != pm.nnz:
+    if isinstance(stated, bool) or stated != pm.nnz:
         raise TraceError(src, f"{where}.nnz",
                          f"index says {stated!r} nonzeros, the mask holds {pm.nnz}")
     vals = None
     vkey = oe.get("values")
     if vkey is not None:
+        if not isinstance(vkey, str):
+            raise TraceError(src, f"{where}.values", f"expected an array name, got {vkey!r}")
         if vkey not in arrays:
             raise TraceError(src, f"{where}.values", f"array {vkey!r} missing from the step file")
         vals = arrays[vkey]
