@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.main import path_arg
+
 DATAFLOWS = ("os", "ws", "is")
 ARCH = "tensordash"
 RUNS = (("dense", "dense", 0.0), ("swat90", "swat", 0.9))  # (name, method, sparsity)
@@ -30,10 +32,10 @@ def add_demo_parser(sub) -> None:
     """Register the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo", help="the main job in one command: train, record, simulate, report",
-        description="Train LeNet-5 on MNIST-5k dense and with SWAT-U 90 %%, record both "
+        description="Train LeNet-5 on MNIST-5k dense and with SWAT-U 90 %, record both "
                     "traces, simulate them on the tensordash preset with the os, ws and is "
                     "dataflows, write the report and print the speedup per dataflow.")
-    p.add_argument("-o", "--output", type=Path, default=Path("runs/demo"),
+    p.add_argument("-o", "--output", type=path_arg, default=Path("runs/demo"),
                    help="directory to write everything into (default: runs/demo)")
     p.add_argument("--steps", type=int, default=1500,
                    help="training steps of each model (default: 1500, the budget of "

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -21,6 +23,21 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def path_arg(text: str) -> Path:
+    """argparse type of a path argument: an empty one is a usage error, not the current
+    directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def word_arg(text: str) -> str:
+    """argparse type of a name argument (a preset, a dataflow): not empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty string")
+    return text
 
 
 def _fail(message: str) -> NoReturn:
@@ -50,14 +67,16 @@ class _Progress:
 # ------------------------------------------------------------------------------------------------
 # synth
 # ------------------------------------------------------------------------------------------------
-def _layer_sparsity(text: str | None) -> tuple[float, ...] | None:
-    """A comma-separated list of per-layer sparsities, or a file with one value per line
-    (optionally ``name,value``)."""
+def _layer_sparsity(text: str | None, model: str) -> tuple[float, ...] | None:
+    """A comma-separated list of per-layer sparsities in layer order, or a file with one value
+    per line, either all bare (layer order) or all ``name,value`` (any order, every layer of
+    ``model`` named once)."""
     if text is None:
         return None
     from traces.errors import ConfigError
 
     path = Path(text)
+    named: dict[str, tuple[str, str]] = {}
     if path.is_file():
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -66,11 +85,37 @@ def _layer_sparsity(text: str | None) -> tuple[float, ...] | None:
         items = []
         for no, line in enumerate(lines, 1):
             line = line.strip()
-            if line and not line.startswith("#"):
-                items.append((f"{path}: line {no}", line.split(",")[-1].strip()))
+            if not line or line.startswith("#"):
+                continue
+            where = f"{path}: line {no}"
+            parts = [x.strip() for x in line.split(",")]
+            if len(parts) > 2:
+                raise ConfigError(where, None, f"expected 'value' or 'name,value', got {line!r}")
+            if len(parts) == 2:
+                if parts[0] in named:
+                    raise ConfigError(where, None, f"layer {parts[0]!r} given twice (also "
+                                                   f"{named[parts[0]][0]})")
+                named[parts[0]] = (where, parts[1])
+            items.append((where, parts[-1]))
+        if named and len(named) != len(items):
+            raise ConfigError(str(path), None, "name every line ('name,value') or none")
     else:
         items = [(f"--layer-sparsity item {i + 1}", v.strip()) for i, v in
                  enumerate(text.split(","))]
+    if named:
+        from traces.synth import _load_layers
+
+        layers = [la.name for la in _load_layers(model)[1]]
+        unknown = [n for n in named if n not in layers]
+        if unknown:
+            where = named[unknown[0]][0]
+            raise ConfigError(where, None, f"{model} has no layer {unknown[0]!r}; its layers: "
+                                           f"{', '.join(layers)}")
+        missing = [n for n in layers if n not in named]
+        if missing:
+            raise ConfigError(str(path), None, f"no value for layer(s) {', '.join(missing)} of "
+                                               f"{model}")
+        items = [named[n] for n in layers]
     out = []
     for where, value in items:
         try:
@@ -81,11 +126,15 @@ def _layer_sparsity(text: str | None) -> tuple[float, ...] | None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
+    from traces.fsutil import check_output_dir
     from traces.synth import SynthConfig, synthesize
 
+    given = (args.model, args.layer_sparsity)  # files among them must survive --force
+    check_output_dir(args.output, args.force, inputs=[p for p in given if p and Path(p).exists()])
     cfg = SynthConfig(
         model=args.model, method=args.method, sparsity=args.sparsity, batch=args.batch,
-        seed=args.seed, density=args.density, layer_sparsity=_layer_sparsity(args.layer_sparsity),
+        seed=args.seed, density=args.density,
+        layer_sparsity=_layer_sparsity(args.layer_sparsity, args.model),
         pattern=args.pattern or ("fanin" if args.method == "srigl" else "random"),
         first_dense=args.first_dense, relu_sparsity=args.relu_sparsity, steps=args.steps,
         dtype=args.dtype,
@@ -174,7 +223,8 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     arch = load_arch(args.arch)
     dataflow = args.dataflow or arch.dataflow
     phases = args.phases or ("train" if net.kind == "trace" else "fwd")
-    check_output_dir(args.output, args.force)  # before a long run, not after it
+    inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
+    check_output_dir(args.output, args.force, inputs=inputs)  # before a long run
     if net.kind == "trace":
         results = simulate_trace(net.source, arch, dataflow, phases, args.memory,
                                  timeline=args.timeline)
@@ -247,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="natural zeros in the inputs of all layers but the first (default: 0)")
     p.add_argument("--steps", type=int, default=1, help="recorded steps (default: 1)")
     p.add_argument("--dtype", default="float32", help="element type: float32, float16, bfloat16")
-    p.add_argument("-o", "--output", required=True, type=Path, help="trace directory to write")
+    p.add_argument("-o", "--output", required=True, type=path_arg,
+                   help="trace directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
@@ -256,16 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
                                         "accelerator",
                        description="Simulate a trace directory or a SCALE-Sim topology CSV on an "
                                    "architecture (preset name, YAML file or SCALE-Sim .cfg).")
-    p.add_argument("input", help="trace directory or SCALE-Sim topology CSV")
-    p.add_argument("--arch", required=True, help="preset name, architecture YAML or .cfg file")
-    p.add_argument("--dataflow", default=None,
+    p.add_argument("input", type=path_arg, help="trace directory or SCALE-Sim topology CSV")
+    p.add_argument("--arch", required=True, type=word_arg,
+                   help="preset name, architecture YAML or .cfg file")
+    p.add_argument("--dataflow", default=None, type=word_arg,
                    help="os, ws or is (default: the architecture's)")
     p.add_argument("--phases", default=None,
                    help="fwd or train (default: train for a trace, fwd for a topology)")
     p.add_argument("--memory", default="modeled",
-                   help="modeled (SimPy + DRAM timing, default) or ideal (SCALE-Sim's "
-                        "stall-free model)")
-    p.add_argument("-o", "--output", required=True, type=Path, help="results directory")
+                   help="modeled (SimPy + DRAM timing, default) or ideal (no memory "
+                        "stalls, as SCALE-Sim)")
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="results directory")
     p.add_argument("--timeline", action="store_true",
                    help="also write timeline.json: the SimPy event log as a Chrome trace (one "
                         "track per hardware unit) that opens in Perfetto")
@@ -283,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
 
     p = sub.add_parser("info", help="describe a trace, a topology CSV or a built-in model")
-    p.add_argument("target", help="trace directory, SCALE-Sim topology CSV, or model name")
+    p.add_argument("target", type=word_arg,
+                   help="trace directory, SCALE-Sim topology CSV, or model name")
     p.set_defaults(func=_cmd_info)
     return parser
 
@@ -294,11 +347,19 @@ def _version() -> str:
     return version()
 
 
+def _terminated(signum, frame) -> NoReturn:
+    print("sparsesim: terminated", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from traces.errors import InputError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # `kill PID` unwinds like an error: half-written outputs are removed
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         args.func(args)
     except InputError as err:
@@ -311,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sparsesim: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as err:
+        _fail(f"out of memory: {err or 'an allocation failed'} (the input is too large for "
+              "this machine)")
     return 0
 
 

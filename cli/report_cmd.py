@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
+
+from cli.main import path_arg
 
 
 def add_report_parser(sub) -> None:
@@ -19,9 +21,9 @@ def add_report_parser(sub) -> None:
                     "comparison, stall attribution, DRAM bandwidth over time, roofline, load "
                     "imbalance and speedup across training steps. Writes report.html (opens "
                     "offline), every figure as PNG and SVG, and the numbers as CSV.")
-    p.add_argument("inputs", nargs="+", metavar="RESULT_DIR",
+    p.add_argument("inputs", nargs="+", metavar="RESULT_DIR", type=path_arg,
                    help="results directory of 'sparsesim simulate' or a sweep directory")
-    p.add_argument("-o", "--output", required=True, type=Path, help="report directory to write")
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="report directory to write")
     p.add_argument("--title", default=None, help="title of the HTML page")
     p.add_argument("--force", action="store_true", help="replace an existing report directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -31,9 +33,16 @@ def add_report_parser(sub) -> None:
 def run_report(args: argparse.Namespace) -> None:
     from cli.main import _Progress
     from reports.report import make_report
+    from traces.errors import InputError
     from traces.fsutil import check_output_dir
 
-    check_output_dir(args.output, args.force)
+    seen: dict[str, str] = {}
+    for src in args.inputs:
+        key = os.path.realpath(src)
+        if key in seen:
+            raise InputError("RESULT_DIR", None, f"{src} is given twice (also as {seen[key]})")
+        seen[key] = str(src)
+    check_output_dir(args.output, args.force, inputs=args.inputs)
     out = make_report(args.inputs, args.output, force=args.force, title=args.title,
                       progress=_Progress("report", not args.quiet))
     figs = sorted(p.stem for p in (out / "figures").glob("*.png"))

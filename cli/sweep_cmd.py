@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
+
+from cli.main import path_arg
 
 
 def add_sweep_parser(sub) -> None:
@@ -22,8 +23,8 @@ def add_sweep_parser(sub) -> None:
                     "sparsity config, as a grid or listed points). Each point is written to "
                     "DIR/points/<key>/ as it finishes; a re-run skips finished points. All "
                     "points together make DIR/sweep.csv. See docs/sweeps.md.")
-    p.add_argument("sweep_file", metavar="SWEEP.yaml", help="the sweep file")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
+    p.add_argument("sweep_file", metavar="SWEEP.yaml", type=path_arg, help="the sweep file")
+    p.add_argument("-o", "--output", required=True, type=path_arg, metavar="DIR",
                    help="sweep directory: new, empty, or one this sweep (or another) wrote")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="local worker processes (default: one per CPU)")
@@ -74,8 +75,11 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(1) from None
     n = len(r.sweep.points)
     rows = sum(1 for _ in r.table.open(encoding="utf-8")) - 1
-    print(f"sweep {r.sweep.name}: {n} points, {len(r.ran)} run and {len(r.skipped)} already "
-          f"done, in {r.seconds:.1f} s on {r.where}")
+    again = f" ({len(r.rerun)} of them again: their results were damaged)" if r.rerun else ""
+    print(f"sweep {r.sweep.name}: {n} points, {len(r.ran)} run{again} and {len(r.skipped)} "
+          f"already done, in {r.seconds:.1f} s on {r.where}")
+    if r.rebuilt:
+        print(f"  {len(r.rebuilt)} damaged synthetic trace(s) built again")
     print(f"  axes: {', '.join(r.sweep.axes)}")
     print(f"  table: {r.table} ({rows} rows: point x layer x phase x step)")
     print(f"  points: {r.out / 'points'}/<key>/ (a results directory each)")

@@ -79,6 +79,8 @@ def _check(args: argparse.Namespace) -> None:
     positive("--batch", args.batch)
     positive("--topk-period", args.topk_period)
     positive("--record-every", args.record_every)
+    if args.seed < 0:
+        raise ConfigError("--seed", None, f"expected a non-negative integer, got {args.seed}")
     if not args.lr > 0:
         raise ConfigError("--lr", None, f"expected a positive number, got {args.lr}")
     swat = args.method.startswith("swat")

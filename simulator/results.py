@@ -40,7 +40,7 @@ COUNT_COLUMNS = (
     "Gated Computes", "Effectual Computes", "A Data Bytes", "A Metadata Bytes", "B Data Bytes",
     "B Metadata Bytes", "SRAM IFMAP Reads", "SRAM Filter Reads", "SRAM OFMAP Writes",
     "DRAM IFMAP Reads", "DRAM Filter Reads", "DRAM OFMAP Reads", "DRAM OFMAP Writes",
-    "DRAM Bytes", "DRAM Bytes Moved", "Dense Cycles",
+    "DRAM Bytes", "DRAM Bytes Moved", "Dense Cycles", "Ideal Cycles",
 )
 ACCESS_COLUMNS = KEYS + [
     "SRAM IFMAP Reads", "SRAM Filter Reads", "SRAM OFMAP Writes", "DRAM IFMAP Reads",
