@@ -76,7 +76,8 @@ def test_cli_reruns_a_point_whose_report_was_deleted(copy, capsys):
     key = load_sweep(sweep).points[0].key
     (out / "points" / key / "COMPUTE_REPORT.csv").unlink()
     assert main(["sweep", str(sweep), "-o", str(out), "--workers", "1", "-q"]) == 0
-    assert "4 points, 1 run and 3 already done" in capsys.readouterr().out
+    assert ("4 points, 1 run (1 of them again: their results were damaged) and 3 already done"
+            in capsys.readouterr().out)
     assert (out / "sweep.csv").read_bytes() == table
 
 
