@@ -111,11 +111,16 @@ def parse_features(d: Any, source: str) -> SparseFeatures:
         if not isinstance(win, dict) or set(win) - {"lookahead", "lookaside"}:
             raise InputError(source, "sparse.window",
                              "expected a mapping with lookahead and lookaside (integers >= 0)")
-        la, ls = win.get("lookahead", 0), win.get("lookaside", 0)
-        for k, v in (("lookahead", la), ("lookaside", ls)):
+        for k, v in win.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise InputError(source, f"sparse.window.{k}",
                                  f"expected an integer >= 0, got {v!r}")
+        missing = [k for k in ("lookahead", "lookaside") if k not in win]
+        if missing:  # a window left out means unbounded; a key left out is not 0
+            raise InputError(source, f"sparse.window.{missing[0]}",
+                             "missing (expected an integer >= 0; leave out the whole window "
+                             "for an unbounded one)")
+        la, ls = win["lookahead"], win["lookaside"]
     nm = d.get("nm")
     if nm is not None:
         parts = str(nm).split(":")

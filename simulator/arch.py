@@ -366,11 +366,6 @@ def _string_hint(value: Any) -> str:
             return ""
     except ValueError:
         return ""
-    text = value.strip().lower()
-    if "e" in text and "." not in text:
-        return (
-            f" (YAML reads {value} as text; write it with a '.', e.g. {text.replace('e', '.0e')})"
-        )
     return " (write the number without quotes)"
 
 
@@ -679,6 +674,32 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+# Numbers as YAML 1.2 reads them (PyYAML follows YAML 1.1): ``1e9`` and ``2.5e-3`` are floats
+# (1.1 needs ``1.0e+9``), and ``2:4`` is text, not the base-60 integer 124.
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(_FLOAT, re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+_StrictLoader.add_implicit_resolver(_INT, re.compile(
+    r"^(?:[-+]?0b[0-1_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?[0-9][0-9_]*)$"), list("-+0123456789"))
+
+
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+    base = {"0b": 2, "0x": 16}.get(digits[:2], 10)
+    return sign * int(digits[2:] if base != 10 else digits, base)  # 010 is ten, as in YAML 1.2
+
+
+_StrictLoader.add_constructor(_INT, _construct_int)
+
 
 def _parse_yaml_text(text: str, source: str) -> Architecture:
     try:
@@ -693,9 +714,17 @@ def _parse_yaml_text(text: str, source: str) -> Architecture:
     return _build(raw, source)
 
 
+MAX_FILE_BYTES = 1 << 20  # an architecture or sweep file is a few kB
+
+
 def _read_text(path: Path) -> str:
     if path.is_dir():
         raise ArchError(str(path), None, "is a directory, expected an architecture file")
+    if path.exists() and not path.is_file():
+        raise ArchError(str(path), None, "is not a regular file, expected an architecture file")
+    if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+        raise ArchError(str(path), None, f"is {path.stat().st_size:,} bytes; expected an "
+                                         f"architecture file (at most {MAX_FILE_BYTES:,})")
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-from simulator.arch import KEY_PATHS, Architecture, _describe, _StrictLoader, load_arch
+from simulator.arch import (
+    KEY_PATHS,
+    MAX_FILE_BYTES,
+    Architecture,
+    _describe,
+    _StrictLoader,
+    load_arch,
+)
 from traces.errors import InputError
 from traces.synth import SynthConfig, plan, version
 
@@ -114,6 +121,11 @@ def load_sweep(spec: str | os.PathLike | Mapping[str, Any]) -> Sweep:
     source = str(path)
     if path.is_dir():
         raise SweepError(source, None, "is a directory, expected a sweep file (YAML)")
+    if path.exists() and not path.is_file():
+        raise SweepError(source, None, "is not a regular file, expected a sweep file (YAML)")
+    if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+        raise SweepError(source, None, f"is {path.stat().st_size:,} bytes; expected a sweep "
+                                       f"file (at most {MAX_FILE_BYTES:,})")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -412,10 +424,7 @@ class _Reader:
             v = fields.get(k, defaults[k])
             if k in ("model", "method", "pattern", "dtype") or (k == "density" and v is not None):
                 if not isinstance(v, str) or not v:
-                    hint = ""
-                    if k == "pattern" and isinstance(v, int):
-                        hint = " (quote N:M patterns: YAML reads 2:4 unquoted as the number 124)"
-                    raise bad(k, "text", hint)
+                    raise bad(k, "text")
             elif k in ("batch", "seed", "steps"):
                 if not isinstance(v, int) or isinstance(v, bool):
                     raise bad(k, "an integer")

@@ -299,6 +299,8 @@ def test_bad_features_name_the_key():
 
     for bad, key in (({"skip": ["weights"]}, "sparse.skip"), ({"nm": "4:2"}, "sparse.nm"),
                      ({"window": {"lookahead": -1}}, "sparse.window.lookahead"),
+                     ({"window": {"lookahead": 2}}, "sparse.window.lookaside: missing"),
+                     ({"window": {}}, "sparse.window.lookahead: missing"),
                      ({"formats": {"filter": "zip"}}, "sparse.formats.filter"),
                      ({"skipp": []}, "sparse.skipp"), ({"fanin": "yes"}, "sparse.fanin")):
         with pytest.raises(InputError, match=key.replace(".", r"\.")):

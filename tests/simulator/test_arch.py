@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import pickle
 import re
 from pathlib import Path
@@ -319,13 +320,29 @@ def test_bad_file(tmp_path, case, mutate, field, expected):
     assert expected in message, message
 
 
-def test_bad_file_unquoted_exponent(tmp_path):
-    # PyYAML reads 1e9 (no '.') as text; the message says how to write it
+def test_numbers_read_as_yaml_1_2_reads_them(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e1 and 1.0e1 as text and 2:4 as the base-60 integer 124; the
+    architecture (and sweep) loader reads them as YAML 1.2 does."""
     path = tmp_path / "exp.yaml"
-    path.write_text("name: x\narray: {rows: 4, cols: 4}\ndram: {bandwidth_gbps: 1e1}\n")
+    path.write_text("name: x\narray: {rows: 4, cols: 010}\nclock_ghz: 1.0e0\n"
+                    "dram: {bandwidth_gbps: 1e1}\nenergy: {mac_pj: 2.5e-1}\nsparse: {nm: 2:4}\n")
+    assert yaml.safe_load(path.read_text())["sparse"]["nm"] == 124  # what plain PyYAML does
+    a = load_arch(str(path))
+    assert (a.cols, a.clock_ghz, a.dram.bandwidth_gbps) == (10, 1.0, 10.0)
+    assert a.energy.mac_pj == 0.25 and a.features.nm == (2, 4)
+    path.write_text("name: x\narray: {rows: 4, cols: 4}\ndram: {bandwidth_gbps: '1e1'}\n")
     message = _error(path)
     assert message.startswith(f"{path}: dram.bandwidth_gbps: expected a number > 0")
-    assert "1.0e1" in message
+    assert "without quotes" in message
+
+
+def test_a_special_or_huge_file_is_refused_without_reading_it(tmp_path):
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)  # reading it would block forever
+    assert _error(fifo) == f"{fifo}: is not a regular file, expected an architecture file"
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\nname: x\n")
+    assert "bytes; expected an architecture file (at most 1,048,576)" in _error(big)
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,18 @@ def test_points_cross_the_grid_in_file_order(tmp_path):
     assert ws.arch["sram"]["ifmap"]["kib"] == 32 and ws.synth["sparsity"] == 0.9
 
 
+def test_unquoted_nm_patterns_and_exponents_are_what_they_look_like(tmp_path):
+    """YAML 1.1 (PyYAML) reads 2:4 as 124 and 1e9 as text; a sweep file reads them as YAML 1.2
+    does."""
+    sw = load_sweep(write(tmp_path, BASE.replace("sparsity: 0.5, ", "") + dedent("""\
+        grid:
+          pattern: [2:4, 1:4]
+          dram.bandwidth_gbps: [1e2, 2.5e+1]
+        """)))
+    got = [(p.synth["pattern"], p.arch["dram"]["bandwidth_gbps"]) for p in sw.points]
+    assert got == [("2:4", 100.0), ("2:4", 25.0), ("1:4", 100.0), ("1:4", 25.0)]
+
+
 def test_a_point_has_the_same_key_in_any_sweep(tmp_path):
     a = load_sweep(write(tmp_path, BASE + "grid: {sparsity: [0.5, 0.7], array.rows: [16, 32]}\n",
                          "a.yaml"))
@@ -105,8 +117,8 @@ BAD = {
                        ["grid: method", "unknown method 'magic'"]),
     "unknown preset": (BASE.replace("scalesim-32", "scalsim-32") + "grid: {seed: [1]}\n",
                        ["arch", "did you mean 'scalesim-32'"]),
-    "unquoted N:M pattern": (BASE + "grid: {pattern: [2:4]}\n",
-                             ["grid: pattern", "quote N:M"]),
+    "a number for a pattern": (BASE + "grid: {pattern: [24]}\n",
+                               ["grid: pattern", "expected text, got 24"]),
     "a value the sweep sets is at fault": (
         BASE + "grid: {array.rows: [512], sram.ifmap.kib: [64, 0.25]}\n",
         ["grid: sram.ifmap.kib", "0.25 KiB is too small", "512 banks"]),
