@@ -163,6 +163,66 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_summary(summary: dict[str, Any], src: str) -> None:
+    """The fields of ``summary.json`` the report reads, each of the type ``simulate`` writes."""
+    def bad(key: str, expected: str) -> InputError:
+        return InputError(src, key, f"expected {expected}, got {summary_get(key)!r}")
+
+    def summary_get(key: str) -> Any:
+        node: Any = summary
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    for key in ("arch", "dataflow", "memory"):
+        if key not in summary:
+            raise InputError(src, key, "missing")
+        if not isinstance(summary[key], str) or not summary[key]:
+            raise bad(key, "text")
+    for key in ("phases", "model", "method", "trace", "topology", "trace_id", "arch_source"):
+        if summary.get(key) is not None and not isinstance(summary[key], str):
+            raise bad(key, "text")
+    b = summary.get("batch")
+    if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
+        raise bad("batch", "a positive integer")
+    sp = summary.get("sparsity")
+    if sp is not None and (not _is_number(sp) or not 0 <= sp <= 1):
+        raise bad("sparsity", "a number in [0, 1] or null")
+    for key in ("clock_ghz", "macs_per_cycle", "dram_peak_bytes_per_cycle", "dram_peak_gbps"):
+        v = summary.get(key)
+        if v is not None and (not _is_number(v) or not v > 0):
+            raise bad(key, "a number > 0")
+    steps = summary.get("steps")
+    if steps is not None and (not isinstance(steps, list)
+                              or not all(isinstance(x, int) and not isinstance(x, bool)
+                                         for x in steps)):
+        raise bad("steps", "a list of step numbers")
+    total = summary.get("total")
+    if not isinstance(total, dict):
+        raise InputError(src, "total", "missing" if total is None else
+                         f"expected an object, got {total!r}")
+    for k, v in total.items():
+        if not (_is_number(v) or (isinstance(v, dict) and all(map(_is_number, v.values())))):
+            raise bad(f"total.{k}", "a number")
+    speed = summary.get("speedup")
+    if speed is None:
+        return
+    if not isinstance(speed, dict):
+        raise bad("speedup", "an object or null")
+    for key in ("training_step", "backward"):
+        v = speed.get(key)
+        if v is not None and not _is_number(v):
+            raise bad(f"speedup.{key}", "a number")
+    for key in ("per_phase", "step"):
+        v = speed.get(key, {})
+        if not isinstance(v, dict) or not all(map(_is_number, v.values())):
+            raise bad(f"speedup.{key}", "an object of numbers")
+
+
 def load_run(path: str | os.PathLike) -> Run:
     """Load one results directory written by ``sparsesim simulate``."""
     p = Path(path)
@@ -171,9 +231,7 @@ def load_run(path: str | os.PathLike) -> Run:
     if not (p / "summary.json").is_file() or not (p / "COMPUTE_REPORT.csv").is_file():
         raise InputError(str(p), None, NOT_A_RESULT + _hint(p))
     summary = _read_json(p / "summary.json")
-    for key in ("arch", "dataflow", "memory"):
-        if key not in summary:
-            raise InputError(str(p / "summary.json"), key, "missing")
+    _check_summary(summary, str(p / "summary.json"))
     compute = _read_csv(p / "COMPUTE_REPORT.csv", REQUIRED_COLUMNS, TEXT_COLUMNS)
     if compute.empty:
         raise InputError(str(p / "COMPUTE_REPORT.csv"), None, "has no rows")

@@ -262,6 +262,29 @@ def test_not_a_results_dir(results, tmp_path, capsys, case):
         assert "line 3" in err and "'x'" in err
 
 
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda s: s.update(speedup="fast"), "speedup: expected an object or null"),
+    (lambda s: s["speedup"].update(training_step="2x"), "speedup.training_step"),
+    (lambda s: s["speedup"]["per_phase"].update(fwd=None), "speedup.per_phase"),
+    (lambda s: s.update(sparsity="high"), "sparsity: expected a number in [0, 1]"),
+    (lambda s: s.update(arch=5), "arch: expected text"),
+    (lambda s: s.update(batch=0), "batch: expected a positive integer"),
+    (lambda s: s.update(steps="x"), "steps: expected a list of step numbers"),
+    (lambda s: s.pop("total"), "total: missing"),
+    (lambda s: s["total"].update(cycles="many"), "total.cycles: expected a number"),
+    (lambda s: s.update(dram_peak_gbps=-1), "dram_peak_gbps: expected a number > 0"),
+])
+def test_a_summary_with_a_wrong_field_is_named(results, tmp_path, capsys, edit, field):
+    bad = tmp_path / "bad"
+    shutil.copytree(results["swat90-os"], bad)
+    summary = json.loads((bad / "summary.json").read_text())
+    edit(summary)
+    (bad / "summary.json").write_text(json.dumps(summary))
+    err = _bad(["report", str(bad), "-o", str(tmp_path / "r")], capsys)
+    assert f"{bad / 'summary.json'}: {field}" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_report_never_replaces_its_inputs(results, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(results["swat90-os"], run)
