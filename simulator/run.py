@@ -342,8 +342,9 @@ def load_network(path: str) -> Network:
         from traces.format import Trace
 
         trace = Trace(p)
+        trace.require_steps()  # before the dense baseline runs, not after
         m = trace.manifest
-        step = trace.steps[0] if trace.steps else 0
+        step = trace.steps[0]
         return Network(m.model, m.layers, m.batch_size, "trace", str(p), step)
     if p.suffix.lower() == ".csv" or p.is_file():
         from traces.topology import read_topology

@@ -47,6 +47,7 @@ field count (4-5 fields: GEMM, 8-9: conv). Anything else that is malformed raise
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from traces.errors import InputError, TopologyError
+from traces.format import LIMITS_NOTE, MAX_OPERAND_ELEMENTS
 from traces.layers import Layer
 
 FORMS = ("conv", "gemm")
@@ -260,6 +262,12 @@ class _Reader:
             raise
         except InputError as e:  # not expected after the checks above; keep file and line
             raise self.err(_where(lineno), e.reason) from None
+        for role in ("filter", "ifmap", "grad_out"):  # before anything is allocated
+            shape = layer.operand_shape(role, 1)
+            if math.prod(shape) > MAX_OPERAND_ELEMENTS:
+                raise self.err(_where(lineno), f"layer {name}: operand {role} {list(shape)} has "
+                                               f"{math.prod(shape):,} elements; expected at most "
+                                               f"2**34 ({LIMITS_NOTE})")
         return lineno, name, layer, nm, extra
 
     def unique(self, raw: list) -> tuple[list[Layer], list[str | None]]:

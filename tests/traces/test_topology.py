@@ -428,3 +428,17 @@ def test_file_level_errors(tmp_path):
     ok = _write(tmp_path / "ok.csv", f"{CONV_HEADER}\n{ROW}\n")
     with pytest.raises(TopologyError, match=r"ok\.csv: kind: expected one of conv, gemm"):
         read_topology(ok, kind="fc")
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("Layer, M, N, K,\ng1,99999999999,99999999999,99999999999,\n",
+     "line 2: layer g1: operand filter"),
+    ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, "
+     "Strides,\nC1,100000,100000,3,3,512,512,1,\n", "line 2: layer C1: operand ifmap"),
+])
+def test_a_layer_too_large_to_simulate_is_refused_when_read(tmp_path, text, needle):
+
+    path = _write(tmp_path / "big.csv", text)
+    with pytest.raises(TopologyError, match="expected at most 2\\*\\*34") as err:
+        read_topology(path)
+    assert needle in str(err.value)
