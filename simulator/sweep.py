@@ -49,6 +49,7 @@ from simulator.sweepfile import (
     version,
 )
 from traces.errors import InputError, TraceError
+from traces.fsutil import pid_alive
 
 Progress = Callable[[int, int, str], None]
 POINT_FILE = "point.json"
@@ -277,22 +278,8 @@ def _remove_stale(folder: Path) -> None:
         if not (p.name.startswith(".") and ("stage-" in name) and f"-{host}-" in name):
             continue
         pid = name.rsplit("-", 1)[-1].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process runs (a zombie, dead but not yet reaped by its new parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 # ------------------------------------------------------------------------------------------------

@@ -46,14 +46,18 @@ def check_output_dir(out: str | os.PathLike, force: bool, flag: str = "-o",
         raise InputError(flag, None, f"directory {ancestor} is not writable")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped by its new parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_stale(out: Path) -> None:
@@ -64,7 +68,7 @@ def remove_stale(out: Path) -> None:
     for kind in ("partial", "old"):
         for p in out.parent.glob(f".{out.name}.{kind}-*"):
             pid = p.name.rsplit("-", 1)[1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
 
 
