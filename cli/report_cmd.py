@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from cli.main import path_arg
@@ -33,15 +32,8 @@ def add_report_parser(sub) -> None:
 def run_report(args: argparse.Namespace) -> None:
     from cli.main import _Progress
     from reports.report import make_report
-    from traces.errors import InputError
     from traces.fsutil import check_output_dir
 
-    seen: dict[str, str] = {}
-    for src in args.inputs:
-        key = os.path.realpath(src)
-        if key in seen:
-            raise InputError("RESULT_DIR", None, f"{src} is given twice (also as {seen[key]})")
-        seen[key] = str(src)
     check_output_dir(args.output, args.force, inputs=args.inputs)
     out = make_report(args.inputs, args.output, force=args.force, title=args.title,
                       progress=_Progress("report", not args.quiet))

@@ -170,13 +170,10 @@ def _is_number(v: Any) -> bool:
 def _check_summary(summary: dict[str, Any], src: str) -> None:
     """The fields of ``summary.json`` the report reads, each of the type ``simulate`` writes."""
     def bad(key: str, expected: str) -> InputError:
-        return InputError(src, key, f"expected {expected}, got {summary_get(key)!r}")
-
-    def summary_get(key: str) -> Any:
-        node: Any = summary
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return node
+        head, _, rest = key.partition(".")  # one level of nesting: total.cycles
+        value = summary.get(head)
+        value = value.get(rest) if rest and isinstance(value, dict) else value
+        return InputError(src, key, f"expected {expected}, got {value!r}")
 
     for key in ("arch", "dataflow", "memory"):
         if key not in summary:

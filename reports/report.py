@@ -23,7 +23,7 @@ import pandas as pd
 from reports.figures import RUN_FIGURES, Drawn, sweep_figure
 from reports.load import OVERHEAD_PHASES, PHASES, Run, load_any
 from traces.errors import InputError
-from traces.fsutil import atomic_output_dir
+from traces.fsutil import atomic_output_dir, check_output_dir
 
 PNG_DPI = 150
 
@@ -139,12 +139,13 @@ def make_report(inputs: list[str | os.PathLike], out: str | os.PathLike, force: 
     """Write the report of ``inputs`` (results and/or sweep directories) into ``out``."""
     if not inputs:
         raise InputError("RESULT_DIR", None, "give at least one results directory")
-    target = Path(out).resolve()
+    seen: dict[str, str] = {}
     for src in inputs:
-        s = Path(src).resolve()
-        if s == target or target in s.parents:
-            raise InputError("-o", None, f"{out} is (or contains) the input {src}: the report "
-                                         "would replace it; choose another directory")
+        key = os.path.realpath(src)
+        if key in seen:
+            raise InputError("RESULT_DIR", None, f"{src} is given twice (also as {seen[key]})")
+        seen[key] = str(src)
+    check_output_dir(out, force, inputs=inputs)  # before the figures are drawn
     runs, sweeps = load_any(inputs)
     jobs: list[tuple[str, Callable[[], Drawn | None]]] = [
         (f.__name__, (lambda f=f: f(runs))) for f in RUN_FIGURES if runs]
