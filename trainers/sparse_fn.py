@@ -90,10 +90,9 @@ class SparseGemm(torch.autograd.Function):
         dz_i = _apply(dz, _realize(m_i, dz))
         dz_w = dz_i if m_w is m_i else _apply(dz, _realize(m_w, dz))
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx, dw = layer.gemm_backward(dz_i, dz_w, x_b, w_b, need_x, need_w)
+        dx, dw, db = layer.gemm_backward(dz, dz_i, dz_w, x_b, w_b, need_x, need_w, need_b)
         if dw is not None and ctx.grad_w is not None:
             dw = dw * ctx.grad_w
-        db = layer.bias_grad(dz) if need_b else None
         if tap is not None:
             tap.backward(layer, dz_i, dz_w, need_x)
         return dx, dw, db, None
@@ -131,26 +130,31 @@ class SparseConv2d(_Sparse, nn.Conv2d):
     def gemm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def gemm_backward(self, dz_i: torch.Tensor, dz_w: torch.Tensor, x: torch.Tensor,
-                      w: torch.Tensor, need_x: bool, need_w: bool
-                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def gemm_backward(self, dz: torch.Tensor, dz_i: torch.Tensor, dz_w: torch.Tensor,
+                      x: torch.Tensor, w: torch.Tensor, need_x: bool, need_w: bool, need_b: bool
+                      ) -> tuple[torch.Tensor | None, ...]:
+        """dx from dz_i, dW from dz_w, the bias gradient from the unmasked dz."""
         args = (self.stride, self.padding, self.dilation, False, [0, 0], self.groups)
-        if dz_i is dz_w:  # one call, as autograd's own conv backward
+        bias = [self.out_channels]
+        if dz_i is dz_w is dz:  # one call, as autograd's own conv backward: the same bits
+            return tuple(torch.ops.aten.convolution_backward(
+                dz, x, w, bias, *args, [need_x, need_w, need_b]))
+        if dz_i is dz_w:
             dx, dw, _ = torch.ops.aten.convolution_backward(
                 dz_i, x, w, None, *args, [need_x, need_w, False])
-            return dx, dw
-        dx = dw = None
-        if need_x:
-            dx = torch.ops.aten.convolution_backward(dz_i, x, w, None, *args,
-                                                     [True, False, False])[0]
-        if need_w:
-            dw = torch.ops.aten.convolution_backward(dz_w, x, w, None, *args,
-                                                     [False, True, False])[1]
-        return dx, dw
-
-    @staticmethod
-    def bias_grad(dz: torch.Tensor) -> torch.Tensor:
-        return dz.sum((0, 2, 3))
+        else:
+            dx = dw = None
+            if need_x:
+                dx = torch.ops.aten.convolution_backward(dz_i, x, w, None, *args,
+                                                         [True, False, False])[0]
+            if need_w:
+                dw = torch.ops.aten.convolution_backward(dz_w, x, w, None, *args,
+                                                         [False, True, False])[1]
+        db = None
+        if need_b:
+            db = torch.ops.aten.convolution_backward(dz, x, w, bias, *args,
+                                                     [False, False, True])[2]
+        return dx, dw, db
 
 
 class SparseLinear(_Sparse, nn.Linear):
@@ -165,18 +169,16 @@ class SparseLinear(_Sparse, nn.Linear):
         return F.linear(x, w, b)
 
     @staticmethod
-    def gemm_backward(dz_i: torch.Tensor, dz_w: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
-                      need_x: bool, need_w: bool
-                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def gemm_backward(dz: torch.Tensor, dz_i: torch.Tensor, dz_w: torch.Tensor, x: torch.Tensor,
+                      w: torch.Tensor, need_x: bool, need_w: bool, need_b: bool
+                      ) -> tuple[torch.Tensor | None, ...]:
+        """dx from dz_i, dW from dz_w, the bias gradient from the unmasked dz."""
         dx = dz_i.matmul(w) if need_x else None
         dw = None
         if need_w:
             dw = dz_w.reshape(-1, dz_w.shape[-1]).t().mm(x.reshape(-1, x.shape[-1]))
-        return dx, dw
-
-    @staticmethod
-    def bias_grad(dz: torch.Tensor) -> torch.Tensor:
-        return dz.reshape(-1, dz.shape[-1]).sum(0)
+        db = dz.reshape(-1, dz.shape[-1]).sum(0) if need_b else None
+        return dx, dw, db
 
 
 SparseModule = SparseConv2d | SparseLinear

@@ -145,3 +145,40 @@ def test_eval_passes_and_forward_only_steps_are_not_recorded(tmp_path):
         model(torch.rand(2, 4)).sum().backward()  # step 2
         assert rec.step == 2
     assert Trace(tmp_path / "t").steps == [0, 2]
+
+
+def test_recording_a_plain_model_does_not_change_its_training(tmp_path):
+    """A user's model of plain nn.Conv2d/nn.Linear with biases: recording swaps in the sparse
+    twins, and the weights after training are the same bits as without recording."""
+
+    def run(out):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3),
+                              nn.ReLU(), nn.Flatten(), nn.Linear(16 * 10 * 10, 10))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(2)
+        batches = [(torch.randn(32, 3, 12, 12, generator=g), torch.randint(0, 10, (32,),
+                                                                             generator=g))
+                   for _ in range(5)]
+
+        def loop():
+            losses = []
+            for x, y in batches:
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            return losses
+
+        if out is None:
+            return loop(), [p.detach().clone() for p in model.parameters()]
+        with record(model, out, every=2):
+            losses = loop()
+        return losses, [p.detach().clone() for p in model.parameters()]
+
+    plain_losses, plain = run(None)
+    rec_losses, recorded = run(tmp_path / "t")
+    assert rec_losses == plain_losses
+    assert all(torch.equal(a, b) for a, b in zip(plain, recorded, strict=True))
+    assert Trace(tmp_path / "t").steps == [0, 2, 4]
