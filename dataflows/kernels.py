@@ -22,7 +22,8 @@ Serial ``@njit(cache=True)`` kernels, one per access pattern.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from dataflows.jit import njit
 
 _U1 = np.uint64(1)
 _Z = np.uint64(0)

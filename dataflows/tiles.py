@@ -34,9 +34,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from dataflows.gemm import Gemm
+from dataflows.jit import njit
 from dataflows.systolic import DenseMapping
 
 # fold-record columns

@@ -56,7 +56,8 @@ from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
-from numba import njit
+
+from dataflows.jit import njit
 
 __all__ = ["Dram", "DramStats", "DramTiming", "TransferResult", "map_address"]
 

@@ -1,0 +1,71 @@
+"""numba's ``njit`` whose on-disk cache also works on a read-only install.
+
+Every kernel is compiled with ``cache=True``. numba keeps that cache in the ``__pycache__`` beside
+the source or, failing that, in the user's cache directory (``~/.cache/numba``); where neither can
+be written (a system-wide or container install run by another user with a read-only home) it
+refuses to decorate the function at all: ``RuntimeError: cannot cache function ... no locator
+available``. Here, before the first kernel is decorated, the module checks those two places for
+each source folder; when neither works and ``NUMBA_CACHE_DIR`` is not set, the cache goes to a
+private folder in the temporary directory instead, and when even that cannot be made the
+kernels are compiled without a disk cache (slower to start, same results).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from numba import njit as _njit
+from numba.core import config
+from numba.core.caching import InTreeCacheLocator, UserWideCacheLocator
+
+_checked: dict[str, bool] = {}  # source folder -> may its kernels use cache=True
+
+
+def _probe() -> None:  # a stand-in function for numba's locators (only its line number is read)
+    pass
+
+
+def _private_temp_dir() -> str | None:
+    """``$TMPDIR/sparsesim-numba-UID``, made and owned by this user (mode 0700), or None."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    path = Path(tempfile.gettempdir()) / f"sparsesim-numba-{uid if uid is not None else 'user'}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = path.stat()
+        if uid is not None and (st.st_uid != uid or st.st_mode & 0o022):
+            return None  # someone else's folder: never load compiled code from it
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return None
+    return str(path)
+
+
+def cache_usable(py_file: str) -> bool:
+    """Whether kernels defined in ``py_file`` can be cached on disk, pointing numba's cache at a
+    private temporary folder when the usual places cannot be written."""
+    folder = os.path.dirname(os.path.abspath(py_file))
+    if folder not in _checked:
+        ok = bool(config.CACHE_DIR)  # the user chose a folder: numba's own message if it fails
+        if not ok:
+            ok = any(loc.from_function(_probe, py_file) is not None
+                     for loc in (InTreeCacheLocator, UserWideCacheLocator))
+        if not ok:
+            tmp = _private_temp_dir()
+            if tmp is not None:
+                config.CACHE_DIR = tmp
+                ok = True
+        _checked[folder] = ok
+    return _checked[folder]
+
+
+def njit(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+    """``numba.njit(cache=True)`` for the calling module, as described above; used as
+    ``@njit(cache=True)``."""
+    if kwargs.get("cache"):
+        kwargs["cache"] = cache_usable(sys._getframe(1).f_code.co_filename)
+    return _njit(*args, **kwargs)

@@ -1,0 +1,70 @@
+"""Kernels still compile and cache where numba's usual cache folders cannot be written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Runs in a fresh interpreter with the temporary folder set to $TEMP_FOLDER: every numba cache
+# folder outside it behaves as read-only (numba probes a folder by making it and writing a
+# temporary file in it), as on a system-wide install run by a user with a read-only home. Then
+# the first kernel is decorated and called.
+SCRIPT = """
+import os, sys, tempfile
+from numba.core import caching
+
+tempfile.tempdir = os.environ["TEMP_FOLDER"]
+allowed = os.path.realpath(tempfile.tempdir)
+
+def ensure_cache_path(self):
+    path = os.path.realpath(self.get_cache_path())
+    if not path.startswith(allowed + os.sep):
+        raise PermissionError(13, "Read-only file system", path)
+    os.makedirs(path, exist_ok=True)
+    tempfile.TemporaryFile(dir=path).close()
+
+caching._CacheLocator.ensure_cache_path = ensure_cache_path
+import numpy as np
+from dataflows import jit, kernels
+from simulator import dram  # a second source folder
+import json
+print(json.dumps([kernels.popcount64(np.uint64(0b1011)), sorted(jit._checked.values()),
+                  jit.config.CACHE_DIR]))
+"""
+
+
+def _run(tmpdir: Path) -> list:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env.update(TEMP_FOLDER=str(tmpdir), PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="per-user folder named by uid")
+def test_read_only_install_caches_in_a_private_temp_folder(tmp_path):
+    count, checked, cache_dir = _run(tmp_path)
+    assert count == 3
+    assert checked == [True, True]  # dataflows/ and simulator/
+    folder = tmp_path / f"sparsesim-numba-{os.getuid()}"
+    assert Path(cache_dir) == folder
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert any(p.suffix == ".nbi" for p in folder.rglob("*"))  # the kernel's cache index
+    assert _run(tmp_path)[0] == 3  # a second process loads it
+
+
+def test_no_writable_folder_at_all_compiles_without_a_cache(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    count, checked, cache_dir = _run(blocker / "tmp")  # the temp folder cannot be made
+    assert count == 3
+    assert checked == [False, False]
+    assert cache_dir == ""
