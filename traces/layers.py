@@ -249,8 +249,23 @@ class Layer:
                 kw[k] = v
             else:
                 kw[k] = v
-        layer = Layer(**kw)
-        return layer.checked(f"{source}: {where}" if source else where)
+        layer = Layer(**kw).checked(f"{source}: {where}" if source else where)
+        if "scalesim_ifmap_hw" in layer.extra:
+            _check_scalesim_hw(layer, layer.extra["scalesim_ifmap_hw"], source,
+                               f"{where}.extra.scalesim_ifmap_hw")
+        return layer
+
+
+def _check_scalesim_hw(layer: Layer, value: Any, source: str | None, fld: str) -> None:
+    """SCALE-Sim's own IFMAP size of a topology conv whose input was extended so that floor
+    division gives SCALE-Sim's output size: [H, W], the filter fits, at most the stored size."""
+    pair = (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    if not pair or layer.kind != "conv2d" or not all(
+            layer.kernel[i] <= value[i] <= layer.input_hw[i] for i in range(2)):
+        raise InputError(source, fld, f"expected [H, W] of a conv layer with kernel "
+                                      f"{list(layer.kernel)} <= [H, W] <= input_hw "
+                                      f"{list(layer.input_hw)}, got {value!r}")
 
 
 def total_params(layers: Iterable[Layer]) -> int:

@@ -325,3 +325,20 @@ def test_real_networks_are_far_within_the_limits(name):
         assert max(*layer.input_hw, *layer.kernel, *layer.padding) <= MAX_SPATIAL
         for role in ("filter", "ifmap", "grad_out"):
             assert math.prod(layer.operand_shape(role, batch)) <= MAX_OPERAND_ELEMENTS
+
+
+# ---- layer extra: SCALE-Sim's own IFMAP size of an imported topology conv ------------------------
+@pytest.mark.parametrize("layer, bad", [(0, "x"), (0, [28]), (0, [4, 28]), (0, [29, 28]),
+                                        (0, [True, 28]), (0, {"h": 28}), (-1, [1, 1])])
+def test_scalesim_ifmap_hw_must_fit_the_layer(trace, layer, bad):
+    edit_manifest(trace, lambda d: d["layers"][layer].setdefault("extra", {}).update(
+        scalesim_ifmap_hw=bad))
+    with pytest.raises(TraceError) as err:
+        Trace(trace)
+    msg = str(err.value)
+    assert "manifest.json" in msg and "scalesim_ifmap_hw" in msg and "kernel" in msg, msg
+
+
+def test_scalesim_ifmap_hw_within_the_layer_is_read(trace):
+    edit_manifest(trace, lambda d: d["layers"][0].update(extra={"scalesim_ifmap_hw": [27, 26]}))
+    assert Trace(trace).manifest.layers[0].extra == {"scalesim_ifmap_hw": [27, 26]}
