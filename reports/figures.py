@@ -474,7 +474,12 @@ def roofline(runs: list[Run]) -> Drawn | None:
     return Drawn("roofline", "Per-layer roofline",
                  "Each point is one layer's GEMM in one phase (all recorded steps): MACs the "
                  "array executed per DRAM byte against MACs executed per cycle. The roof is the "
-                 "array's peak and the DRAM peak bandwidth times the intensity." + cut, fig,
+                 "array's peak and the DRAM peak bandwidth times the intensity. Cycles are the "
+                 "ones the GEMM is charged (compute and its stalls); its DRAM transfers can "
+                 "overlap its neighbours' cycles (the reader prefetches the next GEMM's first "
+                 "tiles, the writer drains the last outputs during the next GEMM), so a point "
+                 "above the bandwidth roof is a GEMM whose traffic was partly hidden that way."
+                 + cut, fig,
                  pd.DataFrame(rows))
 
 
