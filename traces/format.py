@@ -449,6 +449,7 @@ class TraceWriter:
         fname = f"step_{step:08d}.npz"
         write_npz(self.path / fname, arrays, self.level)
         self._steps.append({"step": step, "file": fname})
+        self._steps.sort(key=lambda s: s["step"])  # a step may finish after a later one
         self._write_manifest()
         return self.path / fname
 

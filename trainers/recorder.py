@@ -7,7 +7,10 @@ the mask of dW when only part of it is computed. A mask in the trace is the set 
 the operand as multiplied (natural ReLU zeros included); an operand with no zero is marked dense.
 
 Steps are the model's training forward passes (``model.training`` and grad enabled), counted from
-``start``; steps ``start, start + every, ...`` are recorded. The layer table is what the first
+``start``; steps ``start, start + every, ...`` are recorded. A step's backward reports to the
+step of its forward (the autograd context carries it), so eval passes, several forwards before
+one backward and activation checkpointing's recompute (non-reentrant) keep each step's operands
+apart; a step is written once every layer's backward ran in it. The layer table is what the first
 forward pass shows: every conv/linear that ran, in execution order, named by module path, with
 the input size it saw. Recording reads tensors and never writes them, draws no random numbers,
 and changes no state of the model or the optimizer: a run gives the same numbers with and
@@ -61,8 +64,50 @@ def _nz(t: torch.Tensor) -> torch.Tensor:
     return (t != 0).cpu()
 
 
+class _Step:
+    """One recorded step: the operands of each layer, filled in by its forward and backward."""
+
+    __slots__ = ("step", "ops", "meta", "pending", "skipped_dx", "skipped_dw")
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.ops: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
+        self.meta: dict[str, Any] = {}
+        self.pending: set[str] = set()  # layers whose backward has not run yet
+        self.skipped_dx: list[str] = []
+        self.skipped_dw: list[str] = []
+
+
+def _in_backward() -> bool:
+    """Whether autograd is running a backward pass on this thread (activation checkpointing
+    recomputes forwards there)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+class _Hook:
+    """A forward hook of the recorder; a copy or a pickle of the model holds an inert one."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> None:
+        if self.fn is not None:
+            self.fn(*args)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fn": None}
+
+
 class Recorder:
-    """Hooks on one model that write a trace; use through ``record``."""
+    """Hooks on one model that write a trace; use through ``record``.
+
+    A step's operands reach it from the forward (``forward``) and, later, from the backward
+    (``backward``, told which step by the autograd context). A step is written once a newer
+    training forward has begun (or recording ends) and every layer's backward has run; until
+    then it waits, so several forwards before one backward (two views of a batch) are recorded
+    as their own steps. At most ``MAX_WAITING`` steps wait; older ones are dropped."""
+
+    MAX_WAITING = 4
 
     def __init__(self, model: nn.Module, out_dir: str | Path, every: int = 10, *,
                  method: Any = None, model_name: str | None = None, seed: int = 0,
@@ -70,6 +115,9 @@ class Recorder:
                  background: bool = True) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
+        if hasattr(model, "_orig_mod") and hasattr(model, "dynamo_ctx"):
+            raise ValueError("trace: record the model before torch.compile: "
+                             "record(model, ...) first, then compile it inside the block")
         self.model = sparsify(model)
         self.out_dir = Path(out_dir)
         self.every, self.start = every, start
@@ -77,16 +125,19 @@ class Recorder:
         self.model_name = model_name or type(model).__name__.lower()
         self.seed, self.level, self.command = seed, level, command
         self.modules = [m for _, m in sparse_layers(self.model)]
+        if not self.modules:
+            raise ValueError("trace: the model has no nn.Conv2d or nn.Linear layer to record")
         self.names = {id(m): n for n, m in sparse_layers(self.model)}
         self.step = start - 1  # the step now running
         self.writer: TraceWriter | None = None
         self.layers: list[Layer] | None = None
         self.batch = 0
+        self.dtype = "float32"
         self._probe: list[tuple[str, SparseModule, tuple[int, ...]]] | None = None
-        self._cur: dict[str, dict[tuple[str, str], torch.Tensor]] | None = None
-        self._meta: dict[str, Any] = {}
-        self._skipped_dx: list[str] = []
-        self._warned = False
+        self._cur: _Step | None = None  # the recorded step whose forward runs or just ran
+        self._waiting: list[_Step] = []  # older steps whose backward has not finished
+        self._last: dict[str, _Step] = {}  # per layer: the step of its last forward
+        self._warned: set[str] = set()
         self._handles: list[Any] = []
         self._queue: queue.Queue | None = queue.Queue(maxsize=2) if background else None
         self._thread: threading.Thread | None = None
@@ -94,8 +145,8 @@ class Recorder:
 
     # ---- hooks ---------------------------------------------------------------------------------
     def install(self) -> None:
-        self._handles = [self.model.register_forward_pre_hook(self._pre),
-                         self.model.register_forward_hook(self._post)]
+        self._handles = [self.model.register_forward_pre_hook(_Hook(self._pre), with_kwargs=True),
+                         self.model.register_forward_hook(_Hook(self._post))]
         if self._queue is not None:
             self._thread = threading.Thread(target=self._drain, name="trace-writer", daemon=True)
             self._thread.start()
@@ -103,71 +154,112 @@ class Recorder:
     def _training_pass(self) -> bool:
         return self.model.training and torch.is_grad_enabled()
 
-    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if not self._training_pass():
+    def _warn(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(text, stacklevel=4)
+
+    def _pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._training_pass() or _in_backward():
             return
-        self._finish_step()
+        self._retire()
         self.step += 1
-        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        x = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
         n = int(x.shape[0]) if x is not None and x.dim() > 0 else 0
         recording = self.step >= self.start and (self.step - self.start) % self.every == 0
         if self.layers is None:
             self._probe, self.batch = [], n
         elif recording and n and n != self.batch:
-            if not self._warned:
-                warnings.warn(f"trace: step {self.step} has batch {n}, the trace has "
-                              f"{self.batch}; such steps are not recorded", stacklevel=2)
-                self._warned = True
+            self._warn("batch", f"trace: step {self.step} has batch {n}, the trace has "
+                                f"{self.batch}; such steps are not recorded")
             recording = False
-        self._cur = {} if recording else None
-        self._skipped_dx = []
+        self._cur = _Step(self.step) if recording else None
         on = self if (recording or self._probe is not None) else None
         for m in self.modules:
             m.tap = on
 
     def _post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        if not self._training_pass():
+        if not self._training_pass() or _in_backward():
             return
         if self._probe is not None:
             self._open()
         if self._cur is not None and self.method is not None:
-            self._meta = self.method.step_meta()
-        else:
-            self._meta = {}
+            self._cur.meta = dict(self.method.step_meta())
 
     # ---- taps (called by SparseGemm) -----------------------------------------------------------
     def forward(self, layer: SparseModule, x: torch.Tensor, w_f: torch.Tensor, x_f: torch.Tensor,
-                w_b: torch.Tensor, x_b: torch.Tensor, grad_w: torch.Tensor | None) -> None:
+                w_b: torch.Tensor, x_b: torch.Tensor, grad_w: torch.Tensor | None,
+                needs: tuple[bool, bool, bool]) -> _Step | None:
+        """Take the forward operands of ``layer``; returns the step its backward reports to
+        (None: not recorded)."""
         name = self.names.get(id(layer))
-        if name is None or not self.model.training:  # an eval pass with grad: not a step
-            return
+        if name is None:
+            return None
+        if _in_backward():  # activation checkpointing's recompute: the step already has it
+            st = self._last.get(name)
+            if self.layers is not None and name not in {la.name for la in self.layers}:
+                raise ValueError(f"trace: layer {name!r} ran only inside the backward pass "
+                                 "(reentrant activation checkpointing); the recorder needs "
+                                 "torch.utils.checkpoint(..., use_reentrant=False)")
+            return st if st is not None and name in st.pending else None
+        if not self.model.training:  # an eval pass with grad: not a step
+            return None
         if self._probe is not None:
             self._probe.append((name, layer, tuple(x.shape)))
             if not self.batch:
                 self.batch = int(x.shape[0])
-        if self._cur is None:
-            return
-        if name in self._cur:
+            dev = x.device.type
+            if torch.is_autocast_enabled(dev):
+                self.dtype = _DTYPES.get(torch.get_autocast_dtype(dev), "float32")
+            else:
+                self.dtype = _DTYPES.get(layer.weight.dtype, "float32")
+        if isinstance(layer, nn.Conv2d) and self.batch and x.shape[0] != self.batch:
+            raise ValueError(f"trace: conv layer {name!r} ran on {x.shape[0]} images, the "
+                             f"model's input batch is {self.batch}; the recorder needs every "
+                             "conv to see the batch (no frames or crops folded into it)")
+        st = self._cur
+        if st is None:
+            return None
+        if name in st.ops:
             raise ValueError(f"trace: layer {name!r} ran twice in step {self.step}; the "
                              "recorder supports one call per layer per step")
+        if not any(needs):
+            self._warn(f"nobwd:{name}", f"trace: layer {name!r} runs no backward pass (its "
+                       "weight and bias are frozen and its input needs no gradient); a trace "
+                       "step needs every layer's dZ, so no step is recorded")
+            self._cur = None
+            return None
         fw, fx = _nz(w_f), _nz(x_f)
         ops = {("fwd", "filter"): fw, ("fwd", "ifmap"): fx,
                ("bwd_input", "filter"): fw if w_b is w_f else _nz(w_b),
                ("bwd_weight", "ifmap"): fx if x_b is x_f else _nz(x_b)}
         if grad_w is not None:
             ops[("bwd_weight", "grad_w")] = grad_w.expand(w_f.shape).to("cpu", copy=True)
-        self._cur[name] = ops
+        st.ops[name] = ops
+        st.pending.add(name)
+        self._last[name] = st
+        return st
 
-    def backward(self, layer: SparseModule, dz_i: torch.Tensor, dz_w: torch.Tensor,
-                 need_x: bool) -> None:
+    def backward(self, st: _Step, layer: SparseModule, dz_i: torch.Tensor, dz_w: torch.Tensor,
+                 need_x: bool, need_w: bool) -> None:
+        """Take the gradient operands of ``layer`` for step ``st`` (its forward's)."""
         name = self.names.get(id(layer))
-        if self._cur is None or name is None or name not in self._cur:
+        if name is None or name not in st.ops:
             return
+        if name not in st.pending and st is not self._cur:
+            return  # already written
         gi = _nz(dz_i)
-        self._cur[name][("bwd_input", "grad_out")] = gi
-        self._cur[name][("bwd_weight", "grad_out")] = gi if dz_w is dz_i else _nz(dz_w)
-        if not need_x:
-            self._skipped_dx.append(name)
+        ops = st.ops[name]
+        ops[("bwd_input", "grad_out")] = gi
+        ops[("bwd_weight", "grad_out")] = gi if dz_w is dz_i else _nz(dz_w)
+        if not need_x and name not in st.skipped_dx:
+            st.skipped_dx.append(name)
+        if not need_w and name not in st.skipped_dw:
+            st.skipped_dw.append(name)
+        st.pending.discard(name)
+        if not st.pending and st in self._waiting:
+            self._waiting.remove(st)
+            self._finish(st)
 
     # ---- writing -------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -186,7 +278,6 @@ class Recorder:
         if not layers:
             raise ValueError("trace: no conv2d/linear layer ran in the forward pass")
         self.layers = layers
-        weight = probe[0][1].weight
         sparsity: dict[str, Any] = {"sparsity": 0.0, "method": "dense"}
         method_name = "dense"
         if self.method is not None:
@@ -198,25 +289,38 @@ class Recorder:
         if self.command is not None:
             producer["command"] = list(self.command)
         manifest = Manifest(model=self.model_name, method=method_name, sparsity=sparsity,
-                            seed=self.seed, batch_size=self.batch,
-                            dtype=_DTYPES.get(weight.dtype, "float32"), layers=tuple(layers),
-                            producer=producer)
+                            seed=self.seed, batch_size=self.batch, dtype=self.dtype,
+                            layers=tuple(layers), producer=producer)
         self.writer = TraceWriter(self.out_dir, manifest, level=self.level)
 
-    def _finish_step(self) -> None:
-        """Hand the step that just ran to the writer, if it was recorded and is complete."""
-        cur, self._cur = self._cur, None
-        if cur is None or self.layers is None:
+    def _retire(self) -> None:
+        """The current step's forward is over: write it if its backward has run, else let it
+        wait for its backward."""
+        st, self._cur = self._cur, None
+        if st is None or self.layers is None:
             return
-        for la in self.layers:
-            ops = cur.get(la.name)
-            if ops is None or ("bwd_weight", "grad_out") not in ops:
-                return  # no backward pass ran (or not for every layer): not a training step
+        if st.pending:
+            self._waiting.append(st)
+            if len(self._waiting) > self.MAX_WAITING:
+                self._waiting.pop(0)  # a forward whose backward never came
+        else:
+            self._finish(st)
+
+    def _finish(self, st: _Step) -> None:
+        """Hand a step to the writer if every layer ran forward and backward in it."""
+        assert self.layers is not None
+        if any(("bwd_weight", "grad_out") not in st.ops.get(la.name, {}) for la in self.layers):
+            return  # not every layer ran, or no backward: not a training step
         events = self.method.pop_events() if self.method is not None else []
-        meta = dict(self._meta)
-        if self._skipped_dx:
-            meta["bwd_input_not_computed"] = list(self._skipped_dx)
-        item = (self.step, cur, meta, events)
+        meta = dict(st.meta)
+        if st.skipped_dx:
+            meta["bwd_input_not_computed"] = list(st.skipped_dx)
+        if st.skipped_dw:
+            meta["bwd_weight_not_computed"] = list(st.skipped_dw)
+        item = (st.step, st.ops, meta, events)
+        for name, last in list(self._last.items()):
+            if last is st:
+                del self._last[name]
         if self._queue is None:
             self._write(*item)
         else:
@@ -260,7 +364,8 @@ class Recorder:
     def close(self) -> None:
         """Write the last recorded step, wait for the writer, remove hooks and taps."""
         try:
-            self._finish_step()
+            self._retire()
+            self._waiting.clear()  # forwards whose backward never came
         finally:
             for h in self._handles:
                 h.remove()

