@@ -20,7 +20,9 @@ laid end to end. A trace's steps follow each other; after each step's GEMMs come
 
 Training order: ``fwd`` for every layer in order, then per layer from last to first its
 ``bwd_input`` and ``bwd_weight``. The first layer has no ``bwd_input`` (the network input needs no
-gradient).
+gradient); a trace step also leaves out the GEMMs its meta lists as not computed
+(``bwd_input_not_computed``, ``bwd_weight_not_computed``: frozen layers), in the sparse run and,
+through the per-GEMM ``Dense Cycles``, in its baseline.
 """
 
 from __future__ import annotations
@@ -65,14 +67,15 @@ STALL_COLUMNS = {
 }
 
 
-def training_order(layers: list[Layer] | tuple[Layer, ...], phases: tuple[str, ...]
-                   ) -> list[tuple[int, str]]:
-    """(layer index, phase) pairs in the order a training step runs them."""
+def training_order(layers: list[Layer] | tuple[Layer, ...], phases: tuple[str, ...],
+                   skip: frozenset[tuple[str, str]] = frozenset()) -> list[tuple[int, str]]:
+    """(layer index, phase) pairs in the order a training step runs them, leaving out the
+    (layer name, phase) GEMMs in ``skip`` (not computed in that step: a frozen weight's dW)."""
     order = [(i, "fwd") for i in range(len(layers))] if "fwd" in phases else []
     for i in reversed(range(len(layers))):
-        if "bwd_input" in phases and i > 0:
+        if "bwd_input" in phases and i > 0 and (layers[i].name, "bwd_input") not in skip:
             order.append((i, "bwd_input"))
-        if "bwd_weight" in phases:
+        if "bwd_weight" in phases and (layers[i].name, "bwd_weight") not in skip:
             order.append((i, "bwd_weight"))
     return order
 
@@ -173,13 +176,15 @@ def _format_bytes(full: Gemm, work: SparseWork, feats: SparseFeatures, arch) -> 
 def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow: str,
              phases: str = "fwd", memory: str = "modeled", step: int = 0,
              masks: dict[str, dict[str, np.ndarray | None]] | None = None,
-             features: SparseFeatures | None = None, timeline: bool = False) -> Results:
+             features: SparseFeatures | None = None, timeline: bool = False,
+             skip: frozenset[tuple[str, str]] = frozenset()) -> Results:
     """Simulate one step of ``layers`` at ``batch`` on ``arch``; see the module docstring.
 
     ``masks[layer][role]`` are the operand masks of the step (layer-shaped bool tensors, None
     for dense); without them every operand is dense. ``features`` defaults to the
     architecture's sparse features; pass ``SparseFeatures()`` for the dense baseline.
-    ``timeline`` keeps the event log in ``Results.events``.
+    ``timeline`` keeps the event log in ``Results.events``. ``skip``: (layer name, phase)
+    backward GEMMs the step did not compute (``training_order``).
     """
     if dataflow not in DATAFLOWS:
         raise InputError("--dataflow", None,
@@ -190,7 +195,7 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
         raise InputError("--memory", None, f"expected ideal or modeled, got {memory!r}")
     check_buffers(arch)
     feats = arch.features if features is None else features
-    order = training_order(layers, PHASE_SETS[phases])
+    order = training_order(layers, PHASE_SETS[phases], skip)
     caps = half_buffer_words(arch)
     works: list[SparseWork] = []
     scheds: list[TileSchedule] = []
@@ -430,7 +435,7 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
     ``Dense Cycles`` and ``Speedup`` per row. Overhead rows (top-K, mask updates) count in the
     sparse run's step totals. ``timeline`` keeps the sparse run's event log, steps one after
     the other (module docstring); the baseline keeps none."""
-    from traces.format import Trace
+    from traces.format import NOT_COMPUTED, Trace
 
     trace = Trace(path)
     m = trace.manifest
@@ -443,8 +448,10 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
     for sd in trace:
         if steps is not None and sd.step not in steps:
             continue
+        skip = frozenset((name, phase) for key, phase in NOT_COMPUTED.items()
+                         for name in sd.meta.get(key, ()))
         res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd),
-                       timeline=timeline)
+                       timeline=timeline, skip=skip)
         t = res.table
         t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]
         t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])

@@ -41,6 +41,8 @@ PHASE_OPERANDS: dict[str, tuple[str, str]] = {
     "bwd_weight": ("ifmap", "grad_out"),
 }
 PHASE_RESULT = {"fwd": "ofmap", "bwd_input": "grad_in", "bwd_weight": "grad_w"}
+#: step-meta keys listing the layers whose GEMM of that phase did not run in the step
+NOT_COMPUTED = {"bwd_input_not_computed": "bwd_input", "bwd_weight_not_computed": "bwd_weight"}
 DTYPES = ("float32", "float16", "bfloat16")
 VALUE_DTYPES = ("float32", "float16")
 
@@ -558,6 +560,12 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
                 raise TraceError(src, f"index.events[{i}].layer",
                                  f"a mask_update names the layer it updates; expected a layer "
                                  f"of the manifest, got {got}")
+    for key in NOT_COMPUTED:
+        names = meta.get(key)
+        if names is not None and (not isinstance(names, list)
+                                  or not all(isinstance(n, str) and n in known for n in names)):
+            raise TraceError(src, f"index.meta.{key}",
+                             f"expected a list of layer names of the manifest, got {names!r}")
     extra = sorted(set(raw_layers) - known)
     if extra:
         raise TraceError(src, f"index.layers.{extra[0]}", "layer not in the manifest")

@@ -342,3 +342,19 @@ def test_scalesim_ifmap_hw_must_fit_the_layer(trace, layer, bad):
 def test_scalesim_ifmap_hw_within_the_layer_is_read(trace):
     edit_manifest(trace, lambda d: d["layers"][0].update(extra={"scalesim_ifmap_hw": [27, 26]}))
     assert Trace(trace).manifest.layers[0].extra == {"scalesim_ifmap_hw": [27, 26]}
+
+
+# ---- step meta: the GEMMs a step did not compute -------------------------------------------------
+@pytest.mark.parametrize("key", ["bwd_input_not_computed", "bwd_weight_not_computed"])
+@pytest.mark.parametrize("bad", ["conv1", ["nope"], [1], {"conv1": True}])
+def test_not_computed_lists_must_name_layers(trace, key, bad):
+    edit_index(trace, lambda index, arrays: index["meta"].update({key: bad}))
+    msg = rejects(trace, f"index.meta.{key}", "layer names")
+    assert "step_" in msg
+
+
+def test_not_computed_lists_of_layers_are_read(trace):
+    edit_index(trace, lambda index, arrays: index["meta"].update(
+        bwd_weight_not_computed=["conv2"], bwd_input_not_computed=[]))
+    meta = read_all(trace)[0].meta
+    assert meta["bwd_weight_not_computed"] == ["conv2"]

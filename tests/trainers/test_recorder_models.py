@@ -437,13 +437,25 @@ def test_frozen_stem_fine_tuning_says_why_nothing_is_recorded(tmp_path):
         list(Trace(tmp_path / "t"))
 
 
-def test_frozen_weight_says_dw_not_computed(tmp_path):
+@pytest.mark.parametrize("frozen", [False, True])
+def test_frozen_weight_dw_is_not_computed_nor_simulated(frozen, tmp_path):
+    """A frozen weight's dW does not run: the step says so, and simulate leaves that GEMM
+    out of the sparse run and of its dense baseline."""
+    from simulator.arch import load_arch
+    from simulator.run import simulate_trace
+
     model = mlp()
-    model[2].weight.requires_grad_(False)
+    model[2].weight.requires_grad_(not frozen)
     with record(model, tmp_path / "t", every=1):
         model(torch.rand(2, 4)).sum().backward()
     (st,) = list(Trace(tmp_path / "t"))
-    assert "2" in st.meta.get("bwd_weight_not_computed", [])
+    assert st.meta.get("bwd_weight_not_computed") == (["2"] if frozen else None)
+    res = simulate_trace(str(tmp_path / "t"), load_arch("tensordash"), "ws")
+    gemms = set(zip(res.table["Layer"], res.table["Phase"], strict=True))
+    want = {("0", "fwd"), ("2", "fwd"), ("2", "bwd_input"), ("0", "bwd_weight")}
+    assert gemms == want | (set() if frozen else {("2", "bwd_weight")})
+    row = res.table[(res.table["Layer"] == "2") & (res.table["Phase"] == "fwd")].iloc[0]
+    assert row["Dense Cycles"] > 0
 
 
 def test_two_views_one_backward(tmp_path):
