@@ -71,7 +71,7 @@ class _Step:
 
     def __init__(self, step: int) -> None:
         self.step = step
-        self.ops: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
+        self.ops: dict[str, dict[tuple[str, str], torch.Tensor | None]] = {}
         self.meta: dict[str, Any] = {}
         self.pending: set[str] = set()  # layers whose backward has not run yet
         self.skipped_dx: list[str] = []
@@ -223,12 +223,6 @@ class Recorder:
         if name in st.ops:
             raise ValueError(f"trace: layer {name!r} ran twice in step {self.step}; the "
                              "recorder supports one call per layer per step")
-        if not any(needs):
-            self._warn(f"nobwd:{name}", f"trace: layer {name!r} runs no backward pass (its "
-                       "weight and bias are frozen and its input needs no gradient); a trace "
-                       "step needs every layer's dZ, so no step is recorded")
-            self._cur = None
-            return None
         fw, fx = _nz(w_f), _nz(x_f)
         ops = {("fwd", "filter"): fw, ("fwd", "ifmap"): fx,
                ("bwd_input", "filter"): fw if w_b is w_f else _nz(w_b),
@@ -236,6 +230,11 @@ class Recorder:
         if grad_w is not None:
             ops[("bwd_weight", "grad_w")] = grad_w.expand(w_f.shape).to("cpu", copy=True)
         st.ops[name] = ops
+        if not any(needs):  # frozen, input needs no gradient: no backward will come
+            ops[("bwd_input", "grad_out")] = ops[("bwd_weight", "grad_out")] = None
+            st.skipped_dx.append(name)
+            st.skipped_dw.append(name)
+            return None
         st.pending.add(name)
         self._last[name] = st
         return st
@@ -310,7 +309,7 @@ class Recorder:
         """Hand a step to the writer if every layer ran forward and backward in it."""
         assert self.layers is not None
         if any(("bwd_weight", "grad_out") not in st.ops.get(la.name, {}) for la in self.layers):
-            return  # not every layer ran, or no backward: not a training step
+            return  # not every layer ran, or not every backward: not a training step
         events = self.method.pop_events() if self.method is not None else []
         meta = dict(st.meta)
         if st.skipped_dx:
@@ -327,7 +326,7 @@ class Recorder:
             self._raise_if_failed()
             self._queue.put(item)
 
-    def _write(self, step: int, cur: dict[str, dict[tuple[str, str], torch.Tensor]],
+    def _write(self, step: int, cur: dict[str, dict[tuple[str, str], torch.Tensor | None]],
                meta: dict[str, Any], events: list[Any]) -> None:
         assert self.writer is not None and self.layers is not None
         operands: dict[str, dict[str, dict[str, np.ndarray | None]]] = {}
@@ -335,6 +334,9 @@ class Recorder:
             packed: dict[int, np.ndarray | None] = {}
             phases: dict[str, dict[str, np.ndarray | None]] = {p: {} for p in PHASE_OPERANDS}
             for (phase, role), t in cur[la.name].items():
+                if t is None:  # the dZ of a layer with no backward: a GEMM not computed
+                    phases[phase][role] = None
+                    continue
                 if id(t) not in packed:
                     a = t.numpy().reshape(la.operand_shape(role, self.batch))
                     # a mask with every element set is a dense operand (nothing stored)

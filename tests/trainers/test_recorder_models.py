@@ -1,8 +1,8 @@
 """``record`` on the models and loops a researcher brings: it trains to the same bits, writes a
 trace that loads and simulates, with the right layer table, or refuses with a clear error.
 
-What a trace cannot say (a layer with no backward, a layer run only inside the backward, a conv
-whose batch is not the model's) is refused or warned about in one line.
+What a trace cannot say (a layer run twice per step or only inside the backward, a conv whose
+batch is not the model's) is refused in one line.
 """
 
 from __future__ import annotations
@@ -421,20 +421,30 @@ def test_bfloat16_autocast(tmp_path):
     check_trace(tmp_path / "t", model, seen)
 
 
-def test_frozen_stem_fine_tuning_says_why_nothing_is_recorded(tmp_path):
-    """A layer with no backward at all (frozen, its input needs no gradient) has no dZ, and a
-    trace step holds every layer's: the recorder says so once instead of writing nothing
-    silently, and training is unchanged."""
+def test_frozen_stem_fine_tuning(tmp_path, capsys):
+    """A layer with no backward at all (frozen, its input needs no gradient): its forward is
+    recorded, both of its gradient GEMMs are listed as not computed, and simulate leaves them
+    out; training is unchanged."""
+    from simulator.arch import load_arch
+    from simulator.run import simulate_trace
+
     def make():
         model = small_cnn()
         model[0].requires_grad_(False)
         return model
 
-    with pytest.warns(UserWarning, match="layer '0' runs no backward pass") as caught:
-        same_training(make, batches((4, 3, 8, 8)), tmp_path / "t")
-    assert sum("no backward" in str(w.message) for w in caught) == 1
-    with pytest.raises(TraceError, match="before its first step"):
-        list(Trace(tmp_path / "t"))
+    model, seen = same_training(make, batches((4, 3, 8, 8)), tmp_path / "t")
+    trace = check_trace(tmp_path / "t", model, seen)
+    assert trace.steps == [0, 1, 2]
+    for st in trace:
+        # layer 2's input comes from the frozen stem: it needs no gradient either
+        assert sorted(st.meta["bwd_input_not_computed"]) == ["0", "2"]
+        assert st.meta["bwd_weight_not_computed"] == ["0"]
+        assert st.layers["0"]["bwd_weight"]["grad_out"].dense  # a placeholder, never simulated
+    res = simulate_trace(str(tmp_path / "t"), load_arch("tensordash"), "ws", steps=[0])
+    gemms = set(zip(res.table["Layer"], res.table["Phase"], strict=True))
+    assert gemms == {("0", "fwd"), ("2", "fwd"), ("5", "fwd"), ("2", "bwd_weight"),
+                     ("5", "bwd_input"), ("5", "bwd_weight")}
 
 
 @pytest.mark.parametrize("frozen", [False, True])
