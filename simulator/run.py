@@ -319,7 +319,10 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
         events = _events(log, timings if memory == "modeled" else None,
                          [tm.compute for tm in timings])
         if memory == "modeled":
-            duration = float((table["Compute Cycles"] + table["Stall Cycles"]).sum())
+            # the table's cycles are whole (stall causes rounded): the engine's own end can be a
+            # fraction later, and the last write's bytes belong in the bins too
+            duration = max(float((table["Compute Cycles"] + table["Stall Cycles"]).sum()),
+                           float(timings[-1].end) if timings else 0.0)
             series = dram_timeline(events, duration, arch.clock_ghz, step, peak)
     return Results(table, meta, events=events if timeline else None, dram_timeline=series,
                    imbalance=pd.DataFrame(imb_rows) if imb_rows else None)

@@ -289,28 +289,17 @@ def test_memory_stalls_are_physically_bounded(make_trace, cfg, arch, df, slow):
 @settings(**SETTINGS)
 @given(cfg=trace_st, arch=arch_st(features=True), df=st.sampled_from(DATAFLOWS))
 def test_dram_timeline_carries_every_byte(make_trace, cfg, arch, df):
-    """DRAM_TIMELINE.csv: a step's bins hold the bytes the step moved, never more, and fewer
-    only by what moved after the bins end (the xfail below: they end at the sum of rounded
-    elapsed cycles, which can fall short of the run's last write)."""
+    """DRAM_TIMELINE.csv: a step's bins hold exactly the bytes the step moved (the bins reach
+    the engine's end, past the table's whole cycles)."""
     res = simulate_trace(make_trace(cfg), arch, df, memory="modeled", timeline=True)
-    t, tl, ev = res.table, res.dram_timeline, res.events
-    peak = res.meta["dram_peak_bytes_per_cycle"]
+    t, tl = res.table, res.dram_timeline
     for st_ in sorted(set(t["Step"])):
-        rows = t.index[t["Step"] == st_]
-        g = gemm_rows(t.loc[rows])
-        io = ev[np.isin(ev[:, 0], [READ, WRITE]) & np.isin(ev[:, 1], g.index)]
-        t0 = ev[(ev[:, 0] == GEMM) & (ev[:, 1] == g.index[0])][0, 2]
-        late = max(0.0, io[:, 3].max() - t0 - elapsed(g).sum()) if len(io) else 0.0
+        g = gemm_rows(t.loc[t.index[t["Step"] == st_]])
         b = tl[tl["Step"] == st_]
         got = b["Read Bytes"].sum() + b["Write Bytes"].sum()
-        want = g["DRAM Bytes"].sum()
-        assert got <= want * (1 + 1e-12) + 1e-6
-        assert got >= want - 2 * peak * late - 1e-6 * max(want, 1)
+        assert got == pytest.approx(g["DRAM Bytes"].sum(), rel=1e-12, abs=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="simulator.run.simulate bins DRAM_TIMELINE over the "
-                                       "sum of rounded elapsed cycles, which ends before the "
-                                       "run's last write: the bytes after it are dropped")
 @pytest.mark.parametrize("arch, df", [("scalesim-32", "os"), ("tensordash", "os")])
 def test_dram_timeline_carries_every_byte_exactly(make_trace, arch, df):
     """Every byte of the step is in its bins (lenet5, batch 2, dense trace: 227,772 of 227,776
