@@ -379,6 +379,11 @@ class TraceWriter:
         self._steps: list[dict[str, Any]] = []
         self._write_manifest()
 
+    @property
+    def written(self) -> list[int]:
+        """The steps written so far, in order."""
+        return [s["step"] for s in self._steps]
+
     def _write_manifest(self) -> None:
         d = self.manifest.to_dict()
         d["steps"] = self._steps

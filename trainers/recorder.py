@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from traces.format import PHASE_OPERANDS, Manifest, TraceWriter
+from traces.format import MANIFEST, PHASE_OPERANDS, Manifest, TraceWriter
 from traces.layers import Layer
 from trainers.sparse_fn import SparseModule, sparse_layers, sparsify
 
@@ -120,6 +120,7 @@ class Recorder:
                              "record(model, ...) first, then compile it inside the block")
         self.model = sparsify(model)
         self.out_dir = Path(out_dir)
+        self._made_dir = not self.out_dir.exists()
         self.every, self.start = every, start
         self.method = method
         self.model_name = model_name or type(model).__name__.lower()
@@ -363,8 +364,10 @@ class Recorder:
             err, self._error = self._error, None
             raise err
 
-    def close(self) -> None:
-        """Write the last recorded step, wait for the writer, remove hooks and taps."""
+    def close(self, failed: bool = False) -> None:
+        """Write the last recorded step, wait for the writer, remove hooks and taps. A trace
+        that got no step is removed (``Trace`` could not read it, and it would block a rerun
+        into the same directory); unless the block ``failed``, a warning says so."""
         try:
             self._retire()
             self._waiting.clear()  # forwards whose backward never came
@@ -377,6 +380,16 @@ class Recorder:
                 self._queue.put(None)
                 self._thread.join()
         self._raise_if_failed()
+        if self.writer is not None and self.writer.written:
+            return
+        if self.writer is not None:
+            (self.out_dir / MANIFEST).unlink(missing_ok=True)
+            if self._made_dir and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()
+        if not failed:
+            warnings.warn(f"trace: no training step was recorded (a step is a training-mode "
+                          f"forward with its backward, every {self.every} from step "
+                          f"{self.start}); nothing was written to {self.out_dir}", stacklevel=3)
 
     @property
     def path(self) -> Path:
@@ -402,5 +415,7 @@ def record(model: nn.Module, out_dir: str | Path, every: int = 10, **kwargs: Any
     rec.install()
     try:
         yield rec
-    finally:
-        rec.close()
+    except BaseException:
+        rec.close(failed=True)
+        raise
+    rec.close()

@@ -22,7 +22,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from cli.main import main
-from traces.errors import TraceError
 from traces.format import Trace
 from trainers.recorder import record
 from trainers.sparse_fn import SparseModule, sparse_layers
@@ -396,14 +395,31 @@ def test_exception_keeps_the_finished_steps(tmp_path):
     simulate(tmp_path / "t", tmp_path / "sim")
 
 
-def test_exception_in_the_first_step_leaves_no_usable_trace(tmp_path):
+def test_exception_in_the_first_step_leaves_nothing_and_a_rerun_works(tmp_path):
     model = small_cnn()
     with pytest.raises(IndexError):
         with record(model, tmp_path / "t"):
             F.cross_entropy(model(torch.rand(4, 3, 8, 8)), torch.tensor([0, 1, 2, 99]))
-    if (tmp_path / "t" / "manifest.json").exists():
-        with pytest.raises(TraceError, match="before its first step"):
-            list(Trace(tmp_path / "t"))
+    assert not (tmp_path / "t").exists()  # no trace that cannot be read
+    with record(model, tmp_path / "t", every=1):  # the fixed loop, into the same directory
+        F.cross_entropy(model(torch.rand(4, 3, 8, 8)), torch.tensor([0, 1, 2, 3])).backward()
+    assert Trace(tmp_path / "t").steps == [0]
+
+
+def test_no_training_step_warns_and_writes_nothing(tmp_path):
+    """A model left in eval mode, or training forwards whose backward never comes: one warning
+    and no trace; a directory that existed before is left in place, empty."""
+    model = small_cnn().eval()
+    with pytest.warns(UserWarning, match="no training step was recorded"):
+        with record(model, tmp_path / "t", every=1):
+            model(torch.rand(4, 3, 8, 8)).sum().backward()
+    assert not (tmp_path / "t").exists()
+    model.train()
+    (tmp_path / "u").mkdir()
+    with pytest.warns(UserWarning, match="no training step was recorded"):
+        with record(model, tmp_path / "u", every=1):
+            model(torch.rand(4, 3, 8, 8))  # no backward
+    assert (tmp_path / "u").is_dir() and not any((tmp_path / "u").iterdir())
 
 
 # ---- known bugs --------------------------------------------------------------------------------
