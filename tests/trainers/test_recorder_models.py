@@ -434,10 +434,11 @@ def test_bfloat16_autocast(tmp_path):
         return loss.item()
 
     model, seen = same_training(small_cnn, batches((4, 3, 8, 8)), tmp_path / "t", step)
-    check_trace(tmp_path / "t", model, seen)
+    trace = check_trace(tmp_path / "t", model, seen)
+    assert trace.manifest.dtype == "bfloat16"  # the GEMMs ran in autocast's dtype
 
 
-def test_frozen_stem_fine_tuning(tmp_path, capsys):
+def test_frozen_stem_fine_tuning(tmp_path):
     """A layer with no backward at all (frozen, its input needs no gradient): its forward is
     recorded, both of its gradient GEMMs are listed as not computed, and simulate leaves them
     out; training is unchanged."""
