@@ -47,10 +47,13 @@ class Run:
     imbalance: pd.DataFrame | None = None
     dram_timeline: pd.DataFrame | None = None
     label: str = ""
+    #: the architecture's name, with the keys that set it apart from others of that name in the
+    #: same report (``name_archs``)
+    arch_label: str = ""
 
     @property
     def arch(self) -> str:
-        return str(self.summary.get("arch", "?"))
+        return self.arch_label or str(self.summary.get("arch", "?"))
 
     @property
     def dataflow(self) -> str:
@@ -189,6 +192,9 @@ def _check_summary(summary: dict[str, Any], src: str) -> None:
     sp = summary.get("sparsity")
     if sp is not None and (not _is_number(sp) or not 0 <= sp <= 1):
         raise bad("sparsity", "a number in [0, 1] or null")
+    spec = summary.get("arch_spec")
+    if spec is not None and not isinstance(spec, dict):
+        raise bad("arch_spec", "an object (the architecture's keys)")
     for key in ("clock_ghz", "macs_per_cycle", "dram_peak_bytes_per_cycle", "dram_peak_gbps"):
         v = summary.get(key)
         if v is not None and (not _is_number(v) or not v > 0):
@@ -294,8 +300,39 @@ def load_any(paths: list[str | os.PathLike]) -> tuple[list[Run], list[Sweep]]:
             sweeps.append(load_sweep(p))
         else:
             runs.append(load_run(p))
+    name_archs(runs)
     label_runs(runs)
     return runs, sweeps
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested mapping: ``{"dram": {"channels": 4}}`` -> ``dram.channels``."""
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def name_archs(runs: list[Run]) -> None:
+    """Runs on architectures of one name but different keys (a sweep over ``dram.*``, an edited
+    preset) are different architectures: each gets the name and the keys that differ, e.g.
+    ``tensordash (dram.bandwidth_gbps=25.6)``, so no figure or table takes them for one."""
+    by_name: dict[str, list[Run]] = {}
+    for r in runs:
+        r.arch_label = ""
+        by_name.setdefault(r.arch, []).append(r)
+    for name, group in by_name.items():
+        flats = [_flat(r.summary.get("arch_spec") or {}) for r in group]
+        keys = sorted({k for f in flats for k in f} - {"name", "description"})
+        differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+        if not differ:
+            continue
+        for r, f in zip(group, flats, strict=True):
+            shown = ", ".join(f"{k}={f.get(k, '?')}" for k in differ[:3])
+            more = f", +{len(differ) - 3} more" if len(differ) > 3 else ""
+            r.arch_label = f"{name} ({shown}{more})"
 
 
 def label_runs(runs: list[Run]) -> None:

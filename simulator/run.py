@@ -313,7 +313,7 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
             "phases": phases, "memory": memory, "batch": batch,
             "array": [arch.rows, arch.cols, arch.lanes], "clock_ghz": arch.clock_ghz,
             "macs_per_cycle": macs_per_cycle, "dram_peak_bytes_per_cycle": peak,
-            "dram_peak_gbps": peak * arch.clock_ghz}
+            "dram_peak_gbps": peak * arch.clock_ghz, "arch_spec": arch.to_dict()}
     events = series = None
     if log is not None:
         events = _events(log, timings if memory == "modeled" else None,

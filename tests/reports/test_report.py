@@ -227,6 +227,29 @@ def test_mixed_architectures_on_speedup_figure_are_refused(results, tmp_path, ca
     assert not (tmp_path / "r").exists()
 
 
+def test_one_preset_with_other_keys_is_another_architecture(results, tmp_path, capsys):
+    """A sweep point over dram.bandwidth_gbps keeps the preset's name: the runs are told apart
+    by the keys that differ, in labels and tables, and a speedup figure refuses to mix them."""
+    from reports.load import load_any
+
+    slow = tmp_path / "slow"
+    trace = tmp_path / "t"
+    synthesize(SynthConfig(model="lenet5", method="swat", sparsity=0.9, batch=4, seed=1), trace)
+    arch = load_arch("tensordash").with_overrides({"dram.bandwidth_gbps": 25.6})
+    assert arch.name == "tensordash"
+    write_results(simulate_trace(str(trace), arch, "os", "train", "modeled"), slow)
+    runs, _ = load_any([str(results["swat90-os"]), str(slow)])
+    assert [r.arch for r in runs] == ["tensordash (dram.bandwidth_gbps=102.4)",
+                                      "tensordash (dram.bandwidth_gbps=25.6)"]
+    assert all("dram.bandwidth_gbps" in r.label for r in runs)
+    err = _bad(["report", str(results["swat90-os"]), str(slow), "-o", str(tmp_path / "r")],
+               capsys)
+    assert "different architectures" in err and "bandwidth_gbps=25.6" in err
+    # runs on the same keys keep the plain name
+    runs, _ = load_any([str(results["swat90-os"]), str(results["swat50-os"])])
+    assert {r.arch for r in runs} == {"tensordash"}
+
+
 @pytest.mark.parametrize("case", ["missing", "empty_dir", "no_summary", "bad_json", "bad_csv",
                                   "file", "truncated", "bad_key", "bad_number", "other_rows",
                                   "truncated_timeline"])
