@@ -245,9 +245,17 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     print(f"simulated {net.name} ({len(net.layers)} layers, batch {net.batch}, {phases}) on "
           f"{arch.name} {arch.rows}x{arch.cols}x{arch.lanes} {dataflow}, {args.memory} memory "
           f"in {time.perf_counter() - t0:.1f} s")
+    n = len(summary.get("steps") or [0])
     print(f"  cycles {s['cycles']:,} (compute {s['compute_cycles']:,}, stalls "
           f"{s['stall_cycles']:,}), DRAM {s['dram_bytes'] / 1e6:.1f} MB, "
-          f"{s['avg_dram_bw_gbps']:.1f} GB/s average, energy {s['energy_pj'] / 1e6:.2f} uJ")
+          f"{s['avg_dram_bw_gbps']:.1f} GB/s average, energy {s['energy_pj'] / 1e6:.2f} uJ"
+          + (f", all {n} recorded steps added up" if n > 1 else ""))
+    b = summary.get("baseline_per_step")
+    if b:
+        print(f"  per step: cycles {s['cycles'] / n:,.0f}, DRAM {s['dram_bytes'] / n / 1e6:.1f} "
+              f"MB, energy {s['energy_pj'] / n / 1e6:.2f} uJ; dense baseline: cycles "
+              f"{b['cycles']:,}, DRAM {b['dram_bytes'] / 1e6:.1f} MB, energy "
+              f"{b['energy_pj'] / 1e6:.2f} uJ")
     sp = summary.get("speedup")
     if sp:
         per = ", ".join(f"{ph} {v:.2f}x" for ph, v in sp["per_phase"].items())

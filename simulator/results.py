@@ -98,6 +98,10 @@ def summarize(results: Results) -> dict[str, Any]:
             if t["Phase"].isin(["bwd_input", "bwd_weight"]).any() else None,
             "training_step": speedup(t),
         }
+    if results.baseline is not None:
+        # the dense baseline's own totals for one step (every GEMM of the layer table): what
+        # the sparse run's per-step cycles, DRAM bytes and energy compare with
+        out["baseline_per_step"] = totals(results.baseline)
     return out
 
 

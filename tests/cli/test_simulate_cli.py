@@ -64,6 +64,14 @@ def test_simulate_trace_defaults_to_training(trace, tmp_path):
     assert (gemms["Speedup"] > 0).all() and (gemms["Dense Cycles"] > 0).all()
     assert (comp["Stall Cycles"] >= 0).all()
     assert "tensordash 16x16x16 os, modeled memory" in r.stdout
+    # the dense baseline's own step: its cycles are the GEMMs' Dense Cycles; its bytes and
+    # energy are a dense run's (no skipping, so at least the sparse run's MACs' energy)
+    s = json.loads((out / "summary.json").read_text())
+    b = s["baseline_per_step"]
+    assert b["cycles"] == int(gemms["Dense Cycles"].sum())
+    assert b["gemms"] == len(gemms) and b["macs"] == s["total"]["macs"]
+    assert b["energy_pj"] > 0 and b["dram_bytes"] > 0
+    assert f"dense baseline: cycles {b['cycles']:,}" in r.stdout
 
 
 def test_simulate_timeline_writes_a_chrome_trace(trace, tmp_path):
