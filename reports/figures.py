@@ -631,7 +631,9 @@ def sweep_figure(sweep: Sweep, fig_name: str | None = None) -> Drawn | None:
     else:
         ax.set_ylabel("cycles per training step")
     ax.set_xlabel(_axis_label(x_axis))
-    ax.set_title(f"Sweep {sweep.path.name}: {len(pts)} points")
+    title = sweep.description.get("name")
+    title = title if isinstance(title, str) and title else sweep.path.name
+    ax.set_title(f"Sweep {title}: {len(pts)} points")
     handles, labels = ax.get_legend_handles_labels()
     if len(labels) > 1:  # below the axes: the labels name every other axis and can be long
         fig.set_figheight(3.8 + 0.2 * len(labels))
@@ -639,7 +641,7 @@ def sweep_figure(sweep: Sweep, fig_name: str | None = None) -> Drawn | None:
         fig.tight_layout(rect=(0, (0.2 * len(labels) + 0.1) / fig.get_figheight(), 1, 1))
     else:
         fig.tight_layout()
-    return Drawn(fig_name or f"sweep_{sweep.path.name}", f"Sweep {sweep.path.name}",
+    return Drawn(fig_name or f"sweep_{sweep.path.name}", f"Sweep {title}",
                  f"{metric} of a training step for each point of the sweep against "
                  f"'{x_axis}'; one line per combination of the other axes (first 12).", fig, pts)
 

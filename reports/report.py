@@ -65,7 +65,7 @@ def _html_table(df: pd.DataFrame, max_rows: int = 60) -> str:
     shown = df.head(max_rows)
     out = "<div class='scroll'>" + shown.to_html(
         index=False, border=0, classes="t", na_rep="–",
-        float_format=lambda v: f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}") + "</div>"
+        float_format=lambda v: f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}") + "</div>"
     if len(df) > max_rows:
         out += f"<p class='more'>first {max_rows} of {len(df)} rows; all in the CSV</p>"
     return out

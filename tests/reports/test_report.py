@@ -351,8 +351,16 @@ def test_sweep_dir_is_drawn(tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     pd.DataFrame(rows).to_csv(sweep / "sweep.csv", index=False)
-    (sweep / "sweep.json").write_text(json.dumps({"axes": ["dataflow", "sparsity"]}))
+    (sweep / "sweep.json").write_text(json.dumps({"name": "bw-study",
+                                                  "axes": ["dataflow", "sparsity"]}))
     out = make_report([sweep], tmp_path / "rep")
+    page = (out / "report.html").read_text()
+    assert "Sweep bw-study" in page  # the sweep's name, not its directory's
+    assert ">0.9<" in page and ">0.5<" in page  # axis values as written
+    from reports.report import _html_table
+
+    html_bw = _html_table(pd.DataFrame({"dram.bandwidth_gbps": [25.6, 102.4, 409.6]}))
+    assert all(f">{v}<" in html_bw for v in ("25.6", "102.4", "409.6"))
     pts = pd.read_csv(out / "tables" / "sweep_sweep.csv")
     assert len(pts) == 4
     for r in pts.itertuples():
