@@ -66,9 +66,12 @@ LINE_GREYS = ("#000000", "#5a5a5a", "#8c8c8c", "#2d2d2d", "#a8a8a8")
 
 
 def _line(i: int) -> dict:
+    """Line style ``i``: marker, marker fill and dash pattern tell the first 16 apart without
+    colour (series ``i`` and ``i + 8`` share a marker, one filled, one hollow)."""
     return {"color": LINE_GREYS[i % len(LINE_GREYS)],
             "marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)],
-            "markersize": 5, "linewidth": 1.2, "markerfacecolor": "white" if i % 2 else None}
+            "markersize": 5, "linewidth": 1.2,
+            "markerfacecolor": "white" if (i // len(MARKERS)) % 2 else None}
 
 
 def _panels(n: int, width: float = 7.0, height: float = 3.0, sharey: bool = False):

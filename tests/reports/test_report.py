@@ -179,6 +179,14 @@ def test_every_axis_labelled_and_series_apart_in_greyscale(results):
             assert len(set(keys)) == len(keys), (fn.__name__, keys)
 
 
+def test_line_styles_apart_without_grey():
+    """Up to 16 lines (a sweep draws 12) differ in marker, its fill or the dash pattern, not
+    only in a shade of grey that a print may lose."""
+    keys = [(st["marker"], st["linestyle"], str(st["markerfacecolor"]))
+            for st in (figures._line(i) for i in range(16))]
+    assert len(set(keys)) == 16
+
+
 def test_report_is_deterministic(results, tmp_path):
     dirs = [results["swat90-os"], results["swat50-os"]]
     a = make_report(dirs, tmp_path / "a")
