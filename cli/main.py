@@ -153,10 +153,18 @@ def _print_trace_summary(path: Path) -> None:
     m = trace.manifest
     print(f"trace written to {path}")
     print(f"  model {m.model}, method {m.method}, {len(m.layers)} layers, {len(trace)} step(s), "
-          f"batch {m.batch_size}, {s['bytes'] / 1e6:.1f} MB on disk")
+          f"batch {m.batch_size}, {_size(s['bytes'])} on disk")
     for phase, roles in s["density"].items():
         parts = ", ".join(f"{role} {d:.4f}" for role, d in roles.items())
         print(f"  {phase:<10} density: {parts}")
+
+
+def _size(nbytes: float) -> str:
+    """A file size a person reads: ``18.3 kB``, ``4.2 MB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} B"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,9 +184,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
               f"{m.producer.get('name')} {m.producer.get('version')} ({m.producer.get('tool')})")
         print(f"  model {m.model}, method {m.method}, batch {m.batch_size}, dtype {m.dtype}, "
               f"seed {m.seed}, {len(m.layers)} layers, steps {trace.steps}")
-        print(f"  sparsity: {m.sparsity.get('sparsity')} ({m.sparsity.get('density')}, "
-              f"pattern {m.sparsity.get('pattern')})")
-        print(f"  {s['bytes'] / 1e6:.1f} MB on disk")
+        how = ", ".join(f"{k} {m.sparsity[k]}" for k in ("density", "pattern")
+                        if m.sparsity.get(k) is not None)
+        print(f"  sparsity: {m.sparsity.get('sparsity')}" + (f" ({how})" if how else ""))
+        print(f"  {_size(s['bytes'])} on disk")
         print(f"  {'layer':<28}{'fwd.filter':>11}{'fwd.ifmap':>11}{'bwd_w.ifmap':>12}"
               f"{'bwd_w.grad_out':>15}")
         for name, d in s["layers"].items():
