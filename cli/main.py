@@ -222,7 +222,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> None:
     import time
 
-    from simulator.arch import load_arch
+    from simulator.arch import load_arch, parse_overrides
     from simulator.results import summarize, write_results
     from simulator.run import load_network, simulate, simulate_trace
     from traces.fsutil import check_output_dir
@@ -230,6 +230,8 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     net = load_network(args.input)
     arch = load_arch(args.arch)
+    if args.overrides:
+        arch = arch.with_overrides(parse_overrides(args.overrides), source="--set")
     dataflow = args.dataflow or arch.dataflow
     phases = args.phases or ("train" if net.kind == "trace" else "fwd")
     inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
@@ -334,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", default="modeled",
                    help="modeled (SimPy + DRAM timing, default) or ideal (no memory "
                         "stalls, as SCALE-Sim)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="change one key of the architecture, e.g. --set "
+                        "dram.bandwidth_gbps=25.6 --set sram.ifmap.kib=128 (repeatable; keys "
+                        "as in the architecture file)")
     p.add_argument("-o", "--output", required=True, type=path_arg, help="results directory")
     p.add_argument("--timeline", action="store_true",
                    help="also write timeline.json: the SimPy event log as a Chrome trace (one "

@@ -714,6 +714,26 @@ def _parse_yaml_text(text: str, source: str) -> Architecture:
     return _build(raw, source)
 
 
+def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``dram.bandwidth_gbps=25.6``, ``sparse.nm=2:4``) as overrides for
+    ``Architecture.with_overrides``; a VALUE reads as it would in an architecture file (YAML
+    1.2 numbers, ``true``/``false``, ``[a, b]``, ``{k: v}``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key or not text.strip():
+            raise ArchError(flag, None, f"expected KEY=VALUE (e.g. dram.bandwidth_gbps=25.6), "
+                                        f"got {item!r}")
+        if key in out:
+            raise ArchError(flag, key, "given twice")
+        try:
+            out[key] = yaml.load(text, Loader=_StrictLoader)
+        except yaml.YAMLError:
+            raise ArchError(flag, key, f"cannot read the value {text!r} as a YAML value") from None
+    return out
+
+
 MAX_FILE_BYTES = 1 << 20  # an architecture or sweep file is a few kB
 
 

@@ -167,3 +167,36 @@ def test_existing_results_kept(topo, tmp_path):
     r = run("simulate", str(topo), "--arch", "scalesim-32", "-o", str(out))
     assert r.returncode == 2 and "--force" in r.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_set_changes_keys_of_the_architecture(trace, tmp_path):
+    """--set KEY=VALUE: a slower DRAM gives a slower run of the same work, recorded in
+    arch_spec; the preset keeps its name."""
+    runs = {}
+    for name, extra in (("base", []), ("slow", ["--set", "dram.bandwidth_gbps=1.6",
+                                                "--set", "dram.channels=1"])):
+        out = tmp_path / name
+        r = run("simulate", str(trace), "--arch", "tensordash", *extra, "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        runs[name] = json.loads((out / "summary.json").read_text())
+    base, slow = runs["base"], runs["slow"]
+    assert slow["arch"] == base["arch"] == "tensordash"
+    assert slow["arch_spec"]["dram"]["bandwidth_gbps"] == 1.6
+    assert slow["arch_spec"]["dram"]["channels"] == 1
+    assert base["arch_spec"]["dram"]["bandwidth_gbps"] == 102.4
+    assert slow["total"]["macs"] == base["total"]["macs"]
+    assert slow["total"]["cycles"] > base["total"]["cycles"]
+
+
+@pytest.mark.parametrize("item, words", [
+    ("dram.bandwidth_gbps", "expected KEY=VALUE"),
+    ("dram.nope=3", "dram.nope: unknown key"),
+    ("dram.bandwidth_gbps=-1", "dram.bandwidth_gbps: expected a number > 0"),
+    ("array.rows=[1", "array.rows: cannot read the value"),
+])
+def test_bad_set_is_one_line(trace, tmp_path, item, words):
+    r = run("simulate", str(trace), "--arch", "tensordash", "--set", item,
+            "-o", str(tmp_path / "r"))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "--set" in r.stderr and words in r.stderr, r.stderr
+    assert not (tmp_path / "r").exists()
