@@ -607,46 +607,54 @@ def _axis_label(name: str) -> str:
 
 
 def sweep_figure(sweep: Sweep, fig_name: str | None = None) -> Drawn | None:
-    """The sweep's headline: speedup (or cycles) against its first numeric axis, one line per
-    combination of the other axes."""
+    """The sweep's headline against its first numeric axis, one line per combination of the
+    other axes: the speedup over each point's own dense baseline and, below it, the cycles of
+    a training step (which point is fastest; speedups against different baselines do not say)."""
     pts = sweep_points(sweep)
     if pts.empty:
         return None
-    metric = "Speedup" if "Speedup" in pts.columns and pts["Speedup"].notna().any() else "Cycles"
+    has_speedup = "Speedup" in pts.columns and pts["Speedup"].notna().any()
+    metrics = ["Speedup", "Cycles"] if has_speedup else ["Cycles"]
     numeric = [a for a in sweep.axes if pd.api.types.is_numeric_dtype(pts[a])
                and pts[a].nunique() > 1]
     x_axis = numeric[0] if numeric else (sweep.axes[0] if sweep.axes else "Point")
     others = [a for a in sweep.axes if a != x_axis and pts[a].nunique() > 1]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    groups = pts.groupby(others, sort=True, dropna=False) if others else [((), pts)]
-    for i, (key, grp) in enumerate(itertools.islice(groups, 12)):
-        key = key if isinstance(key, tuple) else (key,)
-        name = ", ".join(f"{a}={v}" for a, v in zip(others, key, strict=True)) or metric
-        grp = grp.sort_values(x_axis)
-        if x_axis in numeric:
-            ax.plot(grp[x_axis], grp[metric], label=name, **_line(i))
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(6.4, 3.2 * len(metrics)), sharex=True,
+                             squeeze=False)
+    axes = [a[0] for a in axes]
+    groups = list(itertools.islice(pts.groupby(others, sort=True, dropna=False) if others
+                                   else [((), pts)], 12))
+    for ax, metric in zip(axes, metrics, strict=True):
+        for i, (key, grp) in enumerate(groups):
+            key = key if isinstance(key, tuple) else (key,)
+            name = ", ".join(f"{a}={v}" for a, v in zip(others, key, strict=True)) or metric
+            grp = grp.sort_values(x_axis)
+            xs = grp[x_axis] if x_axis in numeric else grp[x_axis].astype(str)
+            ax.plot(xs, grp[metric], label=name, **_line(i))
+        if metric == "Speedup":
+            ax.axhline(1.0, color="black", linewidth=0.6, linestyle=":")
+            ax.set_ylabel("training-step speedup\nover its dense baseline (×)")
+            ax.set_ylim(bottom=0)
         else:
-            ax.plot(grp[x_axis].astype(str), grp[metric], label=name, **_line(i))
-    if metric == "Speedup":
-        ax.axhline(1.0, color="black", linewidth=0.6, linestyle=":")
-        ax.set_ylabel("training-step speedup over dense (×)")
-        ax.set_ylim(bottom=0)
-    else:
-        ax.set_ylabel("cycles per training step")
-    ax.set_xlabel(_axis_label(x_axis))
+            ax.set_ylabel("cycles per training step")
+            ax.set_ylim(bottom=0)
+    axes[-1].set_xlabel(_axis_label(x_axis))
     title = sweep.description.get("name")
     title = title if isinstance(title, str) and title else sweep.path.name
-    ax.set_title(f"Sweep {title}: {len(pts)} points")
-    handles, labels = ax.get_legend_handles_labels()
+    axes[0].set_title(f"Sweep {title}: {len(pts)} points")
+    handles, labels = axes[0].get_legend_handles_labels()
     if len(labels) > 1:  # below the axes: the labels name every other axis and can be long
-        fig.set_figheight(3.8 + 0.2 * len(labels))
+        fig.set_figheight(fig.get_figheight() + 0.2 * len(labels))
         fig.legend(handles, labels, loc="lower center", ncols=1, frameon=False, fontsize=7)
         fig.tight_layout(rect=(0, (0.2 * len(labels) + 0.1) / fig.get_figheight(), 1, 1))
     else:
         fig.tight_layout()
+    what = ("Training-step speedup over each point's own dense baseline (top) and cycles of a "
+            "training step (bottom; the fastest point is the lowest)" if has_speedup
+            else "Cycles of a training step")
     return Drawn(fig_name or f"sweep_{sweep.path.name}", f"Sweep {title}",
-                 f"{metric} of a training step for each point of the sweep against "
-                 f"'{x_axis}'; one line per combination of the other axes (first 12).", fig, pts)
+                 f"{what} for each point of the sweep against '{x_axis}'; one line per "
+                 "combination of the other axes (first 12).", fig, pts)
 
 
 RUN_FIGURES: tuple[Callable[[list[Run]], Drawn | None], ...] = (
