@@ -42,9 +42,12 @@ from typing import Any
 import numpy as np
 
 from dataflows import kernels as kx
+from dataflows import taps as kx_taps
 from dataflows.formats import FORMATS, block_ratio
 from dataflows.gemm import ROLES, Gemm, lower
+from dataflows.lowering import Lowering, lowered, parse_lowering
 from dataflows.systolic import DenseMapping, map_dense
+from dataflows.taps import dnnsim_taps, strided_order
 from traces.errors import InputError
 from traces.layers import Layer
 
@@ -52,7 +55,11 @@ SKIP_ROLES = ("filter", "ifmap", "grad_out")
 FORMAT_LEVELS = ("dram", "sram")
 #: modes that run a dense GEMM on reduced dimensions (its operands are already compact)
 REDUCED_MODES = ("nm", "fanin", "structured")
-FEATURE_KEYS = ("skip", "two_sided", "window", "gate", "nm", "fanin", "structured", "formats")
+FEATURE_KEYS = ("skip", "two_sided", "window", "gate", "nm", "fanin", "structured", "formats",
+                "sync", "taps", "order", "free_rows", "side", "lowering")
+SYNCS = ("barrier", "lockstep")
+SIDES = ("gemm", "tensor")
+MAX_SKIP_LANES = 64  # a step of a stream is one 64-bit word
 
 
 @dataclass(frozen=True)
@@ -69,19 +76,82 @@ class SparseFeatures:
     structured: bool = False
     formats: dict[str, str] = field(default_factory=dict)  # role -> format in DRAM
     sram_formats: dict[str, str] = field(default_factory=dict)  # role -> format in SRAM
+    #: fold synchronisation: ``barrier`` (every stream on its own, the fold waits for the
+    #: slowest) or ``lockstep`` (one step index shared by the fold's streams)
+    sync: str = "barrier"
+    #: the multiplexer as a tap list ((step offset h >= 1, lane offset d), tried in order, lanes
+    #: wrapping inside the stream's lane group); None: the window (lookahead, lookaside)
+    taps: tuple[tuple[int, int], ...] | None = None
+    #: the order the empty lanes of a step are visited (taps): a permutation of the lanes, or
+    #: an int s (strides of s, ``dataflows.taps.strided_order``); 1 = lanes in order
+    order: tuple[int, ...] | int = 1
+    #: taps: the most consecutive steps empty in every stream that retire for free; -1 = the
+    #: largest step offset of the taps
+    free_rows: int = -1
+    #: which operand is skipped when both could be: ``gemm`` (the sparser by its density in the
+    #: GEMM) or ``tensor`` (per group, the larger zero fraction of the stored tensor with its
+    #: padding; ties to the operand that is not windowed)
+    side: str = "gemm"
+    lowering: Lowering = field(default_factory=Lowering)
 
     @property
     def any(self) -> bool:
         """True when some feature can change cycles (skipping or a structured mode)."""
         return bool(self.skip or self.nm or self.fanin or self.structured)
 
+    def baseline(self) -> SparseFeatures:
+        """The dense baseline's features: none, but the same lowering."""
+        return SparseFeatures(lowering=self.lowering)
+
+    def free_run(self) -> int:
+        """The free-row cap of the tap scheduler."""
+        if self.free_rows >= 0:
+            return self.free_rows
+        return max(h for h, _ in self.taps) if self.taps else 0
+
+    def lane_order(self, lanes: int) -> np.ndarray:
+        """The visiting order of the lanes (taps)."""
+        if isinstance(self.order, int):
+            return np.array(strided_order(lanes, self.order), dtype=np.int64)
+        return np.array(self.order, dtype=np.int64)
+
     def format_of(self, role: str, level: str = "dram") -> str:
         """The format ``role`` is held in at ``level`` (``dram`` or ``sram``); dense if unset."""
         return (self.formats if level == "dram" else self.sram_formats).get(role, "dense")
 
 
-def parse_features(d: Any, source: str) -> SparseFeatures:
-    """Check the ``sparse:`` mapping of an architecture file; errors name ``sparse.<key>``."""
+def _parse_taps(v: Any, source: str) -> tuple[tuple[int, int], ...]:
+    if isinstance(v, dict):
+        extra = set(v) - {"shape", "lookahead", "lookaside"}
+        shape = v.get("shape", "T")
+        la, ls = v.get("lookahead"), v.get("lookaside")
+        bad = [k for k, x in (("lookahead", la), ("lookaside", ls))
+               if not isinstance(x, int) or isinstance(x, bool) or x < 0]
+        if extra or shape not in ("T", "L") or bad:
+            key = "sparse.taps" + (f".{bad[0]}" if bad and not extra else "")
+            raise InputError(source, key, "expected {shape: T or L, lookahead: H >= 1, "
+                             "lookaside: D >= 0} (DNNsim's tap lists) or a list of [h, d]")
+        if la < 1:
+            raise InputError(source, "sparse.taps.lookahead", f"expected >= 1, got {la}")
+        return tuple(dnnsim_taps(shape, la, ls))
+    ok = isinstance(v, (list, tuple)) and len(v) > 0
+    out = []
+    for t in v if ok else []:
+        if (not isinstance(t, (list, tuple)) or len(t) != 2
+                or any(not isinstance(x, int) or isinstance(x, bool) for x in t) or t[0] < 1):
+            ok = False
+            break
+        out.append((int(t[0]), int(t[1])))
+    if not ok or len(set(out)) != len(out):
+        raise InputError(source, "sparse.taps",
+                         f"expected a list of distinct [h, d] (step offset h >= 1, lane offset "
+                         f"d), or {{shape: T, lookahead: H, lookaside: D}}; got {v!r}")
+    return tuple(out)
+
+
+def parse_features(d: Any, source: str, lanes: int | None = None) -> SparseFeatures:
+    """Check the ``sparse:`` mapping of an architecture file; errors name ``sparse.<key>``.
+    ``lanes``: the array's, to check lane orders and the 64-lane limit of skipping."""
     if d is None:
         return SparseFeatures()
     if not isinstance(d, dict):
@@ -150,10 +220,57 @@ def parse_features(d: Any, source: str) -> SparseFeatures:
                                  f"unknown format {f!r}; expected one of {', '.join(FORMATS)}")
             if f != "dense":
                 levels[lv][role] = f
-    return SparseFeatures(skip=roles("skip"), two_sided=flag("two_sided"), lookahead=la,
+    def choice(key: str, options: tuple[str, ...], default: str) -> str:
+        v = d.get(key, default)
+        if v not in options:
+            raise InputError(source, f"sparse.{key}",
+                             f"expected one of {', '.join(options)}, got {v!r}")
+        return v
+
+    taps = None
+    if d.get("taps") is not None:
+        if win is not None:
+            raise InputError(source, "sparse.taps",
+                             "give either window (lookahead, lookaside) or taps, not both")
+        taps = _parse_taps(d["taps"], source)
+    order: tuple[int, ...] | int = 1
+    ov = d.get("order")
+    if ov is not None:
+        if isinstance(ov, dict) and set(ov) == {"stride"} and isinstance(ov["stride"], int) \
+                and not isinstance(ov["stride"], bool) and ov["stride"] >= 1:
+            order = ov["stride"]
+        elif ov == "sequential":
+            order = 1
+        elif (isinstance(ov, (list, tuple)) and ov
+              and all(isinstance(x, int) and not isinstance(x, bool) for x in ov)
+              and sorted(ov) == list(range(len(ov)))
+              and (lanes is None or len(ov) == lanes)):
+            order = tuple(ov)
+        else:
+            n = f"0 .. {lanes - 1}" if lanes else "0 .. lanes-1"
+            raise InputError(source, "sparse.order",
+                             f"expected sequential, {{stride: S >= 1}} or a permutation of the "
+                             f"lanes {n}; got {ov!r}")
+        if taps is None:
+            raise InputError(source, "sparse.order", "a visiting order needs taps")
+    fr = d.get("free_rows", -1)
+    if "free_rows" in d:
+        if not isinstance(fr, int) or isinstance(fr, bool) or fr < 0:
+            raise InputError(source, "sparse.free_rows", f"expected an integer >= 0, got {fr!r}")
+        if taps is None:
+            raise InputError(source, "sparse.free_rows", "the free-row rule needs taps")
+    skip = roles("skip")
+    if skip and lanes is not None and lanes > MAX_SKIP_LANES:
+        raise InputError(source, "array.lanes",
+                         f"at most {MAX_SKIP_LANES} with sparse.skip (a stream step is held in "
+                         f"one 64-bit word), got {lanes}")
+    return SparseFeatures(skip=skip, two_sided=flag("two_sided"), lookahead=la,
                           lookaside=ls, gate=roles("gate"), nm=nm, fanin=flag("fanin"),
                           structured=flag("structured"), formats=levels["dram"],
-                          sram_formats=levels["sram"])
+                          sram_formats=levels["sram"], sync=choice("sync", SYNCS, "barrier"),
+                          taps=taps, order=order, free_rows=fr,
+                          side=choice("side", SIDES, "gemm"),
+                          lowering=parse_lowering(d.get("lowering"), source))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,28 +384,79 @@ def _fold_cycles_rows(lens: np.ndarray, block: int, overhead: int
     return (busy + overhead).astype(np.int64), (busy - bal).astype(np.int64)
 
 
-def _one_sided_folds(packs, x: str, M: int, K: int, N: int, dataflow: str, rows: int,
-                     cols: int, lanes: int, H: int, D: int, ovh: tuple[int, int]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _walk_order(nr: int, nc: int, rows_outer: bool) -> np.ndarray:
+    """Tile index (column folds outer: j·nr + i) of each visit when the row folds are walked
+    outer instead (``rows_outer``) or not."""
+    idx = np.arange(nr * nc).reshape(nc, nr)
+    return (idx.T if rows_outer else idx).ravel()
+
+
+def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str, rows: int,
+                     cols: int, lanes: int, feats: SparseFeatures, ovh: tuple[int, int],
+                     phase: str = "fwd") -> tuple[np.ndarray, np.ndarray]:
     """(fold cycles, fold imbalance) of every group, column folds outer, when the zeros of
-    operand ``x`` ("A" or "B") are skipped; ``ovh`` = (fill/drain per fold, once per GEMM)."""
+    operand ``xs[group]`` ("A" or "B") are skipped; ``ovh`` = (fill/drain per fold, once per
+    GEMM). The streams of a fold run under ``feats.sync`` with the window or the taps."""
     fold_ovh, gemm_ovh = ovh
+    H, D = feats.lookahead, feats.lookaside
+    taps = feats.taps
+    lock = feats.sync == "lockstep" and (taps is not None or H >= 0)
+    if taps is not None:
+        th = np.array([t[0] for t in taps], dtype=np.int64)
+        td = np.array([t[1] for t in taps], dtype=np.int64)
+        order, F = feats.lane_order(lanes), feats.free_run()
     fcs, fis = [], []
-    for a, b in packs:
+    for (a, b), x in zip(packs, xs, strict=True):
         pack = a if x == "A" else b
         if dataflow == "os":
-            lens = kx.row_stream_lengths(pack, K, lanes, H, D)
-            if x == "A":  # rows of A on array rows; repeated for every column fold
-                fc, fi = _fold_cycles_rows(lens, rows, fold_ovh)
-                fc, fi = np.tile(fc, -(-N // cols)), np.tile(fi, -(-N // cols))
-            else:  # columns of B on array columns, outer loop: each once, rows inner
-                fc, fi = _fold_cycles_rows(lens, cols, fold_ovh)
-                fc, fi = np.repeat(fc, -(-M // rows)), np.repeat(fi, -(-M // rows))
+            R = rows if x == "A" else cols
+            nr, nc = -(-M // rows), -(-N // cols)
         else:  # ws streams A over M, is streams B over N; one array row = L k's
-            lens = kx.slice_stream_lengths(pack, K, lanes, H, D)
-            fc, fi = _fold_cycles_rows(lens, rows, fold_ovh)
-            outer = -(-(N if dataflow == "ws" else M) // cols)
-            fc, fi = np.tile(fc, outer), np.tile(fi, outer)
+            R = rows
+            nr, nc = -(-K // (lanes * rows)), -(-(N if dataflow == "ws" else M) // cols)
+        slices = dataflow != "os"
+        if lock and taps is not None:
+            kern = kx_taps.lockstep_slice_folds if slices else kx_taps.lockstep_row_folds
+            z, rest, out, T = kern(pack, K, lanes, R, th, td, order, F)
+            # the tiles in DNNsim's loop order: the windowed operand's folds outer (A's rows
+            # in fwd / bwd_input, B's columns in bwd_weight); the free run carries over
+            rows_outer = dataflow == "os" and phase != "bwd_weight"
+            visit = _walk_order(nr, nc, rows_outer)  # tile index per visit
+            if slices:
+                fold_of = np.tile(np.arange(nr), nc)
+            elif x == "A":
+                fold_of = np.tile(np.arange(nr), nc)
+            else:
+                fold_of = np.repeat(np.arange(nc), nr)
+            seq = fold_of[visit]
+            resets = np.zeros(len(seq), dtype=bool)
+            resets[0] = True
+            cyc = kx_taps.carry_walk(z, rest, out, T, seq, resets, F)
+            fc = np.empty(nr * nc, dtype=np.int64)
+            fc[visit] = cyc
+            fc += fold_ovh
+            fi = np.zeros(nr * nc, dtype=np.int64)
+        elif lock:
+            kern = (kx_taps.window_lockstep_slice_folds if slices
+                    else kx_taps.window_lockstep_row_folds)
+            per = kern(pack, K, lanes, R, H, D) + fold_ovh
+            fi0 = np.zeros(len(per), dtype=np.int64)
+            if not slices and x == "B":
+                fc, fi = np.repeat(per, nr), np.repeat(fi0, nr)
+            else:
+                fc, fi = np.tile(per, nc), np.tile(fi0, nc)
+        else:
+            if taps is not None:
+                lens = (kx_taps.tap_slice_lengths(pack, K, lanes, th, td, order, F) if slices
+                        else kx_taps.tap_row_lengths(pack, K, lanes, th, td, order, F))
+            else:
+                lens = (kx.slice_stream_lengths(pack, K, lanes, H, D) if slices
+                        else kx.row_stream_lengths(pack, K, lanes, H, D))
+            fc, fi = _fold_cycles_rows(lens, R, fold_ovh)
+            if not slices and x == "B":  # columns of B on array columns, outer loop
+                fc, fi = np.repeat(fc, nr), np.repeat(fi, nr)
+            else:  # rows of A (or slices) on array rows; repeated for every column fold
+                fc, fi = np.tile(fc, nc), np.tile(fi, nc)
         fcs.append(fc)
         fis.append(fi)
     fc = np.concatenate(fcs)
@@ -392,6 +560,9 @@ class _Ctx:
     effectual: int
     density: dict
     nnz: dict
+    phase: str = "fwd"
+    #: per group, the zero fractions of the A and B tensors as stored (``side: tensor``)
+    fracs: list | None = None
 
     @property
     def gate(self) -> tuple[bool, bool]:
@@ -420,18 +591,30 @@ def _skipping(ex: _Exec, ctx: _Ctx, prefix: str = "") -> list[SparseWork]:
         fc, fi = _two_sided_folds(ex.packs, M, N, ctx.rows, ctx.cols, ctx.lanes, ovh)
         mode, actual, gated = "two_sided", ctx.effectual, 0
     else:
-        dens = {"A": sum(int(ak.sum()) for ak, _ in ex.counts) / (G * M * K),
-                "B": sum(int(bk.sum()) for _, bk in ex.counts) / (G * K * N)}
-        x = min(skippable, key=lambda o: dens[o])
-        fc, fi = _one_sided_folds(ex.packs, x, M, K, N, ctx.dataflow, ctx.rows, ctx.cols,
-                                  ctx.lanes, ctx.feats.lookahead, ctx.feats.lookaside, ovh)
-        mode = f"skip:{ctx.roles['AB'.index(x)]}"
-        if x == "A":  # every nonzero of A meets all N columns; gated where B is zero
-            actual = sum(int(ak.sum()) * N for ak, _ in ex.counts)
-            gated = sum(int((ak * (N - bk)).sum()) for ak, bk in ex.counts) if gate_b else 0
+        if len(skippable) == 1:
+            xs = skippable * G
+        elif ctx.feats.side == "tensor" and ctx.fracs is not None and len(ctx.fracs) == G:
+            # per group: the larger zero fraction of the stored tensors; ties to the operand
+            # that is not windowed (B, but A in bwd_weight)
+            win = "B" if ctx.phase == "bwd_weight" else "A"
+            other = "A" if win == "B" else "B"
+            xs = [win if f["AB".index(win)] > f["AB".index(other)] else other
+                  for f in ctx.fracs]
         else:
-            actual = sum(int(bk.sum()) * M for _, bk in ex.counts)
-            gated = sum(int(((M - ak) * bk).sum()) for ak, bk in ex.counts) if gate_a else 0
+            dens = {"A": sum(int(ak.sum()) for ak, _ in ex.counts) / (G * M * K),
+                    "B": sum(int(bk.sum()) for _, bk in ex.counts) / (G * K * N)}
+            xs = [min(skippable, key=lambda o: dens[o])] * G
+        fc, fi = _one_sided_folds(ex.packs, xs, M, K, N, ctx.dataflow, ctx.rows, ctx.cols,
+                                  ctx.lanes, ctx.feats, ovh, ctx.phase)
+        mode = "skip:" + "/".join(dict.fromkeys(ctx.roles["AB".index(x)] for x in xs))
+        actual = gated = 0
+        for (ak, bk), x in zip(ex.counts, xs, strict=True):
+            if x == "A":  # every nonzero of A meets all N columns; gated where B is zero
+                actual += int(ak.sum()) * N
+                gated += int((ak * (N - bk)).sum()) if gate_b else 0
+            else:
+                actual += int(bk.sum()) * M
+                gated += int(((M - ak) * bk).sum()) if gate_a else 0
     return [SparseWork(ex.gemm, ex.mapping, prefix + mode, fc, int(fc.sum() - fi.sum()),
                        int(fi.sum()), ctx.algorithmic, actual, ctx.effectual, gated,
                        ctx.density, ctx.nnz, fold_imbalance=fi)]
@@ -606,18 +789,26 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
                 lanes: int, dataflow: str, feats: SparseFeatures, folds: str
                 ) -> tuple[list[SparseWork], list]:
     """``work_candidates`` and the packed operands of every group."""
-    gemm = lower(layer, batch, phase)
-    ra, rb, _ = gemm.roles
+    true = lower(layer, batch, phase)
+    ra, rb, _ = true.roles
     a_mask, b_mask = gemm_masks(phase, masks)
+    low = feats.lowering
+    fracs = None
+    if low.default and feats.side == "gemm":
+        gemm = true
+        packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g)
+                 for g in range(gemm.groups)]
+    else:
+        gemm, packs, fracs = lowered(layer, batch, phase, low, lanes, a_mask, b_mask)
     M, K, N, G = gemm.M, gemm.K, gemm.N, gemm.groups
-    packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g) for g in range(G)]
     counts = [_counts(a, b, M, K, N) for a, b in packs]
     nnz_a = sum(int(ak.sum()) for ak, _ in counts)
     nnz_b = sum(int(bk.sum()) for _, bk in counts)
     ctx = _Ctx(dataflow, rows, cols, lanes, feats, (ra, rb), (a_mask is not None,
-                                                              b_mask is not None), gemm.macs,
+                                                              b_mask is not None), true.macs,
                sum(int((ak * bk).sum()) for ak, bk in counts),
-               {"A": nnz_a / (G * M * K), "B": nnz_b / (G * K * N)}, {"A": nnz_a, "B": nnz_b})
+               {"A": nnz_a / (G * M * K), "B": nnz_b / (G * K * N)}, {"A": nnz_a, "B": nnz_b},
+               phase, fracs)
     ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts)
     out = [_dense_work(ex, ctx, "dense")] + _skipping(ex, ctx)
     for kind in ("nm", "fanin"):
@@ -641,7 +832,7 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarra
     cands, packs = _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats,
                                folds)
     best = min(cands, key=lambda c: c.compute_cycles + c.imbalance_cycles)
-    gemm = lower(layer, batch, phase)
+    gemm = cands[0].gemm  # the GEMM as lowered (the dense candidate runs it whole)
     compressed = any(feats.format_of(r, lv) != "dense" for r in gemm.roles[:2]
                      for lv in FORMAT_LEVELS)
     if compressed and best.reduction is None and any(p is not None for ab in packs for p in ab):

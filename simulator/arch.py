@@ -253,7 +253,7 @@ class Architecture:
         """The sparse features (``dataflows.sparse.SparseFeatures``) of the ``sparse:`` section."""
         from dataflows.sparse import parse_features
 
-        return parse_features(_thaw(self.sparse), self.source)
+        return parse_features(_thaw(self.sparse), self.source, self.lanes)
 
     @property
     def dram_bytes_per_cycle(self) -> float:
@@ -609,7 +609,7 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
     from dataflows.sparse import parse_features
 
     try:
-        parse_features(_thaw(sparse), c.source)
+        parse_features(_thaw(sparse), c.source, lanes)
     except InputError as err:
         c.fail(err.field, err.reason)
 

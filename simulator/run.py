@@ -200,8 +200,8 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     works: list[SparseWork] = []
     scheds: list[TileSchedule] = []
     for li, ph in order:
-        if masks is not None:
-            lm = masks[layers[li].name]
+        if masks is not None or not feats.lowering.default:
+            lm = {} if masks is None else masks[layers[li].name]
             lm = lm.for_phase(ph) if hasattr(lm, "for_phase") else lm
             w = sparse_work(layers[li], batch, ph, lm, arch.rows, arch.cols, arch.lanes,
                             dataflow, feats, arch.folds)
@@ -443,7 +443,8 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
     trace = Trace(path)
     m = trace.manifest
     layers, batch = m.layers, m.batch_size
-    base = simulate(layers, batch, arch, dataflow, phases, memory, 0, None, SparseFeatures())
+    base = simulate(layers, batch, arch, dataflow, phases, memory, 0, None,
+                    arch.features.baseline())
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
     tables, events, series, imbalance = [], [], [], []

@@ -1,0 +1,246 @@
+"""Lowering choices: how a layer's training GEMMs are laid out on the array (``docs/gemms.md``,
+"Lowering choices"; the ``sparse.lowering`` keys of an architecture file).
+
+``bwd_input``
+    ``col2im`` (default): dA_col = dZ · W with K = Cout, then a scatter-add of overlapping
+    partial sums. ``transposed``: a transposed convolution, the output gradient zero-inserted
+    (stride − 1 zeros between elements, zeros the scheduler may skip), padded by d(k−1) − p and
+    correlated with the 180°-rotated filters: M = N·H·W input positions, K = Cout·kh·kw,
+    N = Cin; no partial sums leave the array.
+``bwd_weight``
+    ``batch`` (default): K = N·Ho·Wo, the images one after another. ``per_image``: each image's
+    Ho·Wo positions padded to a multiple of the lanes, so no step of a stream spans two images.
+``k_order``
+    ``flat`` (default; SCALE-Sim's): the im2col dimension is (c, i, j). ``channel_inner``:
+    (i, j, c), the channels padded with zeros to a multiple of the lanes at every kernel
+    position (TensorDash's channel-first layout).
+``batch``
+    ``folded`` (default): the batch is folded into M (or K of ``bwd_weight``). ``per_image``:
+    every image is a GEMM of its own, run one after another (counted as groups: a layer with g
+    groups at batch n runs n·g GEMMs), which implies ``bwd_weight: per_image``.
+
+The default lowering is ``dataflows.gemm.lower`` with the packed operands of
+``dataflows.sparse.pack_operands``; any other builds the operands here with numpy from the
+layer-shaped masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dataflows.gemm import Gemm, lower
+from dataflows.kernels import pack_rows
+from traces.errors import InputError
+from traces.layers import Layer
+
+CHOICES = {
+    "bwd_input": ("col2im", "transposed"),
+    "bwd_weight": ("batch", "per_image"),
+    "k_order": ("flat", "channel_inner"),
+    "batch": ("folded", "per_image"),
+}
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """The validated ``sparse.lowering`` section."""
+
+    bwd_input: str = "col2im"
+    bwd_weight: str = "batch"
+    k_order: str = "flat"
+    batch: str = "folded"
+
+    @property
+    def default(self) -> bool:
+        return self == Lowering()
+
+
+def parse_lowering(v: Any, source: str) -> Lowering:
+    """Check ``sparse.lowering``; errors name ``sparse.lowering.<key>``."""
+    if v is None:
+        return Lowering()
+    if not isinstance(v, dict):
+        raise InputError(source, "sparse.lowering", "expected a mapping of "
+                         + ", ".join(CHOICES))
+    for k, x in v.items():
+        if k not in CHOICES:
+            raise InputError(source, f"sparse.lowering.{k}",
+                             f"unknown key; expected one of {', '.join(CHOICES)}")
+        if x not in CHOICES[k]:
+            raise InputError(source, f"sparse.lowering.{k}",
+                             f"expected {' or '.join(CHOICES[k])}, got {x!r}")
+    return Lowering(**v)
+
+
+def _as_conv(layer: Layer, batch: int, role: str, m: np.ndarray) -> np.ndarray:
+    """A linear layer's operand in conv shape: ifmap/grad_out (N, C, tokens, 1), filter
+    (out, in, 1, 1)."""
+    if layer.kind != "linear":
+        return m
+    if role == "filter":
+        return m.reshape(m.shape[0], m.shape[1], 1, 1)
+    return m.reshape(batch, -1, m.shape[-1]).transpose(0, 2, 1)[..., None]
+
+
+def _geometry(layer: Layer):
+    if layer.kind == "linear":
+        return (layer.tokens, 1), (layer.tokens, 1), (1, 1), (1, 1), (0, 0), (1, 1)
+    return (layer.input_hw, layer.out_hw, layer.kernel, layer.stride, layer.padding,
+            layer.dilation)
+
+
+def _gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+    """``x`` (N, C, Hs, Ws) bool read at rows ``iy`` (P, kh) and columns ``ix`` (Q, kw), −1 for
+    a zero (padding or an inserted zero): (N, C, P, Q, kh, kw)."""
+    n, c, hs, ws = x.shape
+    xp = np.zeros((n, c, hs + 1, ws + 1), dtype=bool)
+    xp[:, :, :hs, :ws] = x
+    iy = np.where(iy < 0, hs, iy)
+    ix = np.where(ix < 0, ws, ix)
+    return xp[:, :, iy[:, None, :, None], ix[None, :, None, :]]
+
+
+def _fwd_index(size: int, out: int, k: int, s: int, p: int, d: int) -> np.ndarray:
+    r = np.arange(out)[:, None] * s - p + np.arange(k)[None, :] * d
+    return np.where((r >= 0) & (r < size), r, -1)
+
+
+def _transposed_index(size: int, out: int, k: int, s: int, p: int, d: int) -> np.ndarray:
+    """Input position y, rotated tap i' reads output-gradient row (y + p − (k−1−i')·d) / s."""
+    r = np.arange(size)[:, None] + p - (k - 1 - np.arange(k)[None, :]) * d
+    ok = (r % s == 0) & (r >= 0) & (r // s < out)
+    return np.where(ok, r // s, -1)
+
+
+def _k_layout(t: np.ndarray, order: str, lanes: int) -> np.ndarray:
+    """(rows, C, kh, kw) → (rows, K): flat (c, i, j) or (i, j, c) with c padded to the lanes."""
+    rows, c, kh, kw = t.shape
+    if order == "flat":
+        return t.reshape(rows, c * kh * kw)
+    cp = -(-c // lanes) * lanes
+    out = np.zeros((rows, kh, kw, cp), dtype=bool)
+    out[..., :c] = t.transpose(0, 2, 3, 1)
+    return out.reshape(rows, kh * kw * cp)
+
+
+def _pad_k(bits: np.ndarray, per: int, lanes: int) -> np.ndarray:
+    """(rows, images·per) → (rows, images·per') with each image's ``per`` padded to the lanes."""
+    rows = bits.shape[0]
+    img = bits.shape[1] // per
+    pp = -(-per // lanes) * lanes
+    out = np.zeros((rows, img, pp), dtype=bool)
+    out[:, :, :per] = bits.reshape(rows, img, per)
+    return out.reshape(rows, img * pp)
+
+
+def _zero_frac(x: np.ndarray | None, numel: int) -> float:
+    """Zero fraction of a tensor of ``numel`` elements (padding included) holding ``x``'s
+    nonzeros; a dense operand (no mask) has none."""
+    if x is None:
+        return 0.0
+    return 1.0 - int(np.count_nonzero(x)) / max(numel, 1)
+
+
+def lowered(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
+            a_mask: np.ndarray | None, b_mask: np.ndarray | None
+            ) -> tuple[Gemm, list, list[tuple[float, float]]]:
+    """The GEMM that runs for ``phase`` of ``layer`` under ``low``, its packed operands per
+    group (A M×K, Bᵀ N×K; None = dense) and per group the zero fractions of the A and B tensors
+    as stored, padding included (``sparse.side: tensor``)."""
+    per_image = low.batch == "per_image"
+    (h, w), (ho, wo), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(layer)
+    g = layer.groups
+    cin, cout = layer.in_channels // g, layer.out_channels // g
+    n_img = 1 if per_image else batch
+    reps = batch if per_image else 1
+    # the padded extent the forward windows read (top/left pad + what the windows reach)
+    hp = ph + max(h, (ho - 1) * sh + dh * (kh - 1) + 1 - ph)
+    wp = pw + max(w, (wo - 1) * sw + dw * (kw - 1) + 1 - pw)
+    base = lower(layer, batch, phase)
+    if phase == "fwd":
+        k = cin * kh * kw if low.k_order == "flat" else kh * kw * -(-cin // lanes) * lanes
+        gemm = Gemm(layer.name, phase, n_img * ho * wo, k, cout, g * reps,
+                    a_stored=n_img * cin * h * w)
+    elif phase == "bwd_weight":
+        per = ho * wo
+        kk = per if low.bwd_weight == "batch" and not per_image else -(-per // lanes) * lanes
+        nn = cin * kh * kw if low.k_order == "flat" else kh * kw * -(-cin // lanes) * lanes
+        gemm = Gemm(layer.name, phase, cout, n_img * kk, nn, g * reps,
+                    b_stored=n_img * cin * h * w)
+    elif low.bwd_input == "col2im":
+        nn = cin * kh * kw if low.k_order == "flat" else kh * kw * -(-cin // lanes) * lanes
+        gemm = Gemm(layer.name, phase, n_img * ho * wo, cout, nn, g * reps,
+                    c_stored=n_img * cin * h * w)
+    else:
+        k = cout * kh * kw if low.k_order == "flat" else kh * kw * -(-cout // lanes) * lanes
+        gemm = Gemm(layer.name, phase, n_img * h * w, k, cin, g * reps,
+                    a_stored=n_img * cout * ho * wo, b_stored=cout * cin * kh * kw)
+    if low.default:
+        gemm = base
+    ra, rb = {"fwd": ("ifmap", "filter"), "bwd_input": ("grad_out", "filter"),
+              "bwd_weight": ("grad_out", "ifmap")}[phase]
+    a_full = None if a_mask is None else _as_conv(layer, batch, ra, np.asarray(a_mask, bool))
+    b_full = None if b_mask is None else _as_conv(layer, batch, rb, np.asarray(b_mask, bool))
+    packs, fracs = [], []
+    for img in range(reps):
+        sl = slice(img, img + 1) if per_image else slice(0, batch)
+        for grp in range(g):
+            ci, co = slice(grp * cin, (grp + 1) * cin), slice(grp * cout, (grp + 1) * cout)
+
+            def fmap(m, c=ci, s=sl):
+                return None if m is None else m[s, c]
+
+            def wts(m, o=co):
+                return None if m is None else m[o]
+
+            if phase == "fwd":
+                x, wt = fmap(a_full), wts(b_full)
+                fr = (_zero_frac(x, n_img * cin * hp * wp), _zero_frac(wt, cout * cin * kh * kw))
+                a = b = None
+                if x is not None:
+                    t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh), _fwd_index(w, wo, kw, sw,
+                                                                                 pw, dw))
+                    t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cin, kh, kw)
+                    a = _k_layout(t, low.k_order, lanes)
+                if wt is not None:
+                    b = _k_layout(wt, low.k_order, lanes)
+            elif phase == "bwd_weight":
+                dz, x = fmap(a_full, co), fmap(b_full)
+                fr = (_zero_frac(dz, n_img * cout * ho * wo), _zero_frac(x, n_img * cin * hp * wp))
+                a = b = None
+                pad = not (low.bwd_weight == "batch" and not per_image)
+                if dz is not None:
+                    a = dz.transpose(1, 0, 2, 3).reshape(cout, -1)
+                    a = _pad_k(a, ho * wo, lanes) if pad else a
+                if x is not None:
+                    t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh), _fwd_index(w, wo, kw, sw,
+                                                                                 pw, dw))
+                    t = t.transpose(1, 4, 5, 0, 2, 3).reshape(cin, kh, kw, -1)
+                    t = t.transpose(3, 0, 1, 2)  # (positions, c, i, j)
+                    b = _k_layout(t, low.k_order, lanes).T
+                    b = _pad_k(b, ho * wo, lanes) if pad else b
+            elif low.bwd_input == "col2im":
+                dz, wt = fmap(a_full, co), wts(b_full)
+                fr = (_zero_frac(dz, n_img * cout * ho * wo), _zero_frac(wt, cout * cin * kh * kw))
+                a = None if dz is None else dz.transpose(0, 2, 3, 1).reshape(-1, cout)
+                b = None if wt is None else _k_layout(wt, low.k_order, lanes).T.copy()
+            else:
+                dz, wt = fmap(a_full, co), wts(b_full)
+                eh, ew = h + dh * (kh - 1), w + dw * (kw - 1)  # what the windows cover
+                fr = (_zero_frac(dz, n_img * cout * eh * ew), _zero_frac(wt, cout * cin * kh * kw))
+                a = b = None
+                if dz is not None:
+                    t = _gather(dz, _transposed_index(h, ho, kh, sh, ph, dh),
+                                _transposed_index(w, wo, kw, sw, pw, dw))
+                    t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cout, kh, kw)
+                    a = _k_layout(t, low.k_order, lanes)
+                if wt is not None:  # rotated: tap i' holds W[..., k−1−i', k−1−j']
+                    rot = wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (cin, cout, kh, kw)
+                    b = _k_layout(np.ascontiguousarray(rot), low.k_order, lanes)
+            packs.append((None if a is None else pack_rows(a), None if b is None else
+                          pack_rows(b)))
+            fracs.append(fr)
+    return gemm, packs, fracs

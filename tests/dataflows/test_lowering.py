@@ -1,0 +1,178 @@
+"""Lowering choices (``dataflows.lowering``) against torch autograd.
+
+0/1 masks are exact in float64: for each choice, the lowered operands of every group multiply
+(A · Bᵀ) to the layer's output, input gradient or weight gradient that torch computes from the
+same 0/1 tensors, and the GEMM's reported dimensions are those of the operands.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dataflows.lowering import CHOICES, Lowering, lowered, parse_lowering
+from traces.errors import InputError
+from traces.layers import Layer
+
+SETTINGS = dict(max_examples=40, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+def _unpack(pack: np.ndarray, k: int) -> np.ndarray:
+    return np.unpackbits(pack.view(np.uint8), axis=1, bitorder="little")[:, :k].astype(float)
+
+
+def _torch(layer: Layer, x, w, dz):
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    if layer.kind == "linear":
+        out = xt @ wt.T
+    else:
+        out = F.conv2d(xt, wt, stride=layer.stride, padding=layer.padding,
+                       dilation=layer.dilation, groups=layer.groups)
+    (out * torch.tensor(dz, dtype=torch.float64)).sum().backward()
+    return out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+
+
+def _k_back(c: np.ndarray, low: Lowering, ch: int, kh: int, kw: int, lanes: int) -> np.ndarray:
+    """Columns in the K order of ``low`` back to (c, i, j)."""
+    if low.k_order == "flat":
+        return c.reshape(c.shape[0], ch, kh, kw)
+    cp = -(-ch // lanes) * lanes
+    t = c.reshape(c.shape[0], kh, kw, cp)
+    assert not t[..., ch:].any()  # the padding lanes hold nothing
+    return t[..., :ch].transpose(0, 3, 1, 2)
+
+
+@st.composite
+def cases(draw):
+    linear = draw(st.booleans()) and draw(st.booleans())
+    n = draw(st.integers(1, 3))
+    if linear:
+        tokens = draw(st.integers(1, 4))
+        layer = Layer.linear("l", draw(st.integers(1, 20)), draw(st.integers(1, 20)), tokens)
+    else:
+        g = draw(st.sampled_from([1, 1, 2]))
+        k = draw(st.integers(1, 3))
+        s = draw(st.integers(1, 3))
+        d = draw(st.sampled_from([1, 1, 2]))
+        p = draw(st.integers(0, d * (k - 1)))
+        hw = (draw(st.integers(d * (k - 1) + 1, 9)), draw(st.integers(d * (k - 1) + 1, 9)))
+        layer = Layer.conv("c", g * draw(st.integers(1, 9)), g * draw(st.integers(1, 5)), k, hw,
+                           stride=s, padding=p, groups=g, dilation=d)
+    low = Lowering(**{k: draw(st.sampled_from(v)) for k, v in CHOICES.items()})
+    lanes = draw(st.sampled_from([1, 4, 16]))
+    seed = draw(st.integers(0, 2**31))
+    return layer, n, low, lanes, seed
+
+
+def _masks(layer: Layer, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    if layer.kind == "linear":
+        t = layer.tokens
+        x = rng.random((n, t, layer.in_channels)) < 0.5 if t > 1 else \
+            rng.random((n, layer.in_channels)) < 0.5
+        dz = rng.random(x.shape[:-1] + (layer.out_channels,)) < 0.5
+        w = rng.random((layer.out_channels, layer.in_channels)) < 0.5
+    else:
+        x = rng.random((n, layer.in_channels, *layer.input_hw)) < 0.5
+        w = rng.random((layer.out_channels, layer.in_channels // layer.groups,
+                        *layer.kernel)) < 0.5
+        dz = rng.random((n, layer.out_channels, *layer.out_hw)) < 0.5
+    return x, w, dz
+
+
+@settings(**SETTINGS)
+@given(case=cases())
+def test_lowered_gemms_multiply_to_torch(case):
+    layer, n, low, lanes, seed = case
+    x, w, dz = _masks(layer, n, seed)
+    out, dx, dw = _torch(layer, x.astype(float), w.astype(float), dz.astype(float))
+    conv = layer.kind == "conv2d"
+    if not conv:  # as (N, C, tokens, 1) and (out, in, 1, 1)
+        t = layer.tokens
+        out = out.reshape(n, t, -1).transpose(0, 2, 1)[..., None]
+        dx = dx.reshape(n, t, -1).transpose(0, 2, 1)[..., None]
+        dw = dw[..., None, None]
+    g = layer.groups
+    cin, cout = layer.in_channels // g, layer.out_channels // g
+    kh, kw = layer.kernel
+    h, wd = layer.input_hw if conv else (layer.tokens, 1)
+    ho, wo = layer.out_hw if conv else (layer.tokens, 1)
+    per_image = low.batch == "per_image"
+    imgs = n if per_image else 1
+    for phase, (am, bm) in {"fwd": (x, w), "bwd_input": (dz, w),
+                            "bwd_weight": (dz, x)}.items():
+        gemm, packs, fracs = lowered(layer, n, phase, low, lanes, am, bm)
+        assert gemm.groups == g * imgs == len(packs) == len(fracs)
+        assert all(0.0 <= f <= 1.0 for fr in fracs for f in fr)
+        acc_dw = np.zeros_like(dw)
+        for idx, (a, b) in enumerate(packs):
+            img, grp = divmod(idx, g)
+            assert a.shape[0] == gemm.M and b.shape[0] == gemm.N
+            c = _unpack(a, gemm.K) @ _unpack(b, gemm.K).T
+            sl = slice(img, img + 1) if per_image else slice(0, n)
+            nn = 1 if per_image else n
+            ci, co = slice(grp * cin, (grp + 1) * cin), slice(grp * cout, (grp + 1) * cout)
+            if phase == "fwd":
+                want = out[sl, co].transpose(0, 2, 3, 1).reshape(nn * ho * wo, cout)
+                np.testing.assert_array_equal(c, want)
+            elif phase == "bwd_weight":
+                acc_dw[co] += _k_back(c, low, cin, kh, kw, lanes)
+            elif low.bwd_input == "transposed":
+                want = dx[sl, ci].transpose(0, 2, 3, 1).reshape(nn * h * wd, cin)
+                np.testing.assert_array_equal(c, want)
+            else:  # col2im: C's rows (n, oh, ow), columns the patch; scatter-add them
+                cols = _k_back(c, low, cin, kh, kw, lanes).reshape(nn, ho, wo, cin, kh, kw)
+                got = np.zeros((nn, cin, h, wd))
+                (sh, sw), (ph, pw), (dh, ddw) = ((layer.stride, layer.padding, layer.dilation)
+                                                 if conv else ((1, 1), (0, 0), (1, 1)))
+                for oy in range(ho):
+                    for ox in range(wo):
+                        for i in range(kh):
+                            for j in range(kw):
+                                y, xx = oy * sh + i * dh - ph, ox * sw + j * ddw - pw
+                                if 0 <= y < h and 0 <= xx < wd:
+                                    got[:, :, y, xx] += cols[:, oy, ox, :, i, j]
+                np.testing.assert_array_equal(got, dx[sl, ci])
+        if phase == "bwd_weight":
+            np.testing.assert_array_equal(acc_dw, dw)
+
+
+def test_stride_two_transposed_streams_the_inserted_zeros():
+    """A 3×3, stride-2 conv's transposed bwd_input reads every input position against all 9
+    taps: the zeros inserted between output-gradient elements are in the stream (about three
+    in four of the window's elements), so a skipping array can skip them; col2im has none."""
+    layer = Layer.conv("c", 1, 1, 3, 8, stride=2, padding=1)
+    dz = np.ones((1, 1, 4, 4), dtype=bool)
+    w = np.ones((1, 1, 3, 3), dtype=bool)
+    low = Lowering(bwd_input="transposed")
+    gemm, packs, _ = lowered(layer, 1, "bwd_input", low, 16, dz, w)
+    a = _unpack(packs[0][0], gemm.K)
+    assert (gemm.M, gemm.K, gemm.N) == (64, 9, 1)
+    # position (y, x) gets (number of odd-offset-aligned taps): 1, 2 or 4 of 9 taps per axis pair
+    per = a.sum(axis=1).reshape(8, 8)
+    assert per[1, 1] == 4 and per[1, 2] == 2 and per[2, 2] == 1
+    assert a.sum() < gemm.M * gemm.K / 2
+
+
+def test_channel_inner_pads_each_kernel_position():
+    layer = Layer.conv("c", 3, 2, 3, 5, padding=1)
+    gemm, packs, _ = lowered(layer, 2, "fwd", Lowering(k_order="channel_inner"), 16,
+                             np.ones((2, 3, 5, 5), bool), np.ones((2, 3, 3, 3), bool))
+    assert gemm.K == 9 * 16
+    b = _unpack(packs[0][1], gemm.K).reshape(2, 9, 16)
+    assert b[:, :, :3].all() and not b[:, :, 3:].any()
+
+
+@pytest.mark.parametrize("bad,field", [({"bwd_input": "col"}, "sparse.lowering.bwd_input"),
+                                       ({"order": 1}, "sparse.lowering.order"),
+                                       ([1], "sparse.lowering")])
+def test_parse_lowering_errors(bad, field):
+    with pytest.raises(InputError) as e:
+        parse_lowering(bad, "a.yaml")
+    assert field in str(e.value)
