@@ -358,7 +358,9 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     occ_ab = held_ratio * stored
     # what the loop nest can keep on chip: a buffer holding compressed operands holds more of
     # them (dense words / mean held ratio); dense formats leave the capacities as they are
-    eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6)))
+    # (a hair over the quotient: a mean ratio of 1/3 that rounds to 0.33333333333333337 still
+    # gives three times the words)
+    eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
                     for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
     kernels = {"os": (_folds_os, _folds_os_rows, (eff_a, eff_b)),
                "ws": (_folds_ws, _folds_ws_rows, (eff_a, cap_c)),
@@ -388,3 +390,11 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
                          np.ascontiguousarray(scale_ab), scale_c, np.ascontiguousarray(occ_ab),
                          cap_a, cap_b, cap_c)
     return TileSchedule(gemm, mapping, tiles, "rows" if row_first else "cols")
+
+
+def concat(schedules: list[TileSchedule]) -> TileSchedule:
+    """The tiles of several GEMMs run one after another as one schedule (the first GEMM's
+    ``gemm``, ``mapping`` and loop order name it)."""
+    first = schedules[0]
+    return TileSchedule(first.gemm, first.mapping,
+                        np.concatenate([s.tiles for s in schedules], axis=0), first.outer)
