@@ -51,6 +51,15 @@ class Gemm:
     #: elements of a row of A read from DRAM when that differs from K (0 = K): condensed (N:M,
     #: fan-in) execution computes on K' weight slots but reads the dense activations
     k_read: int = 0
+    #: K and N positions that hold data when a lowering pads them to the lanes (0 = all):
+    #: padding lanes are idle, not computes (``dataflows.lowering``)
+    k_data: int = 0
+    n_data: int = 0
+
+    @property
+    def data_macs(self) -> int:
+        """Multiply-accumulates of all groups on data positions (padding lanes left out)."""
+        return self.groups * self.M * (self.k_data or self.K) * (self.n_data or self.N)
 
     def stored(self, which: str) -> int:
         """Elements of operand ``which`` ('A', 'B' or 'C') in DRAM, per group."""

@@ -6,7 +6,12 @@
     partial sums. ``transposed``: a transposed convolution, the output gradient zero-inserted
     (stride − 1 zeros between elements, zeros the scheduler may skip), padded by d(k−1) − p and
     correlated with the 180°-rotated filters: M = N·H·W input positions, K = Cout·kh·kw,
-    N = Cin; no partial sums leave the array.
+    N = Cin; no partial sums leave the array. ``phases``: the same transposed convolution split
+    by output phase (sub-pixel decomposition, DNNsim's strided path): for a stride s, the input
+    positions y ≡ r (mod s) only ever meet the taps whose offset lines up with a stored element,
+    so each of the s² phases is a stride-1 correlation of the stored output gradient with its
+    own sub-kernel — s² GEMMs of their own (``lowered_parts``), and the inserted zeros are never
+    streamed. With stride 1 it is ``transposed``.
 ``bwd_weight``
     ``batch`` (default): K = N·Ho·Wo, the images one after another. ``per_image``: each image's
     Ho·Wo positions padded to a multiple of the lanes, so no step of a stream spans two images.
@@ -37,7 +42,7 @@ from traces.errors import InputError
 from traces.layers import Layer
 
 CHOICES = {
-    "bwd_input": ("col2im", "transposed"),
+    "bwd_input": ("col2im", "transposed", "phases"),
     "bwd_weight": ("batch", "per_image"),
     "k_order": ("flat", "channel_inner"),
     "batch": ("folded", "per_image"),
@@ -115,6 +120,35 @@ def _transposed_index(size: int, out: int, k: int, s: int, p: int, d: int) -> np
     return np.where(ok, r // s, -1)
 
 
+def _axis_phases(size: int, out: int, k: int, s: int, p: int, d: int
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per output phase r of one axis: (its positions y ≡ r mod s, the rotated taps i' whose
+    output-gradient row (y + p − (k−1−i')·d) / s is a whole number); phases with no position
+    or no tap are left out."""
+    out_ = []
+    for r in range(s):
+        ys = np.arange(r, size, s)
+        taps = np.array([i for i in range(k) if (r + p - (k - 1 - i) * d) % s == 0], dtype=int)
+        if len(ys) and len(taps):
+            out_.append((ys, taps))
+    return out_
+
+
+def _phase_index(ys: np.ndarray, taps: np.ndarray, out: int, k: int, s: int, p: int,
+                 d: int) -> np.ndarray:
+    r = ys[:, None] + p - (k - 1 - taps[None, :]) * d
+    ok = (r % s == 0) & (r >= 0) & (r // s < out)
+    return np.where(ok, r // s, -1)
+
+
+def _extent(size: int, k: int, s: int, p: int, d: int) -> int:
+    """Rows of the output gradient the transposed windows span (its padding included)."""
+    y = np.arange(size)[:, None]
+    r = y + p - (k - 1 - np.arange(k)[None, :]) * d
+    r = r[r % s == 0] // s
+    return int(r.max() - r.min() + 1) if r.size else 0
+
+
 def _k_layout(t: np.ndarray, order: str, lanes: int) -> np.ndarray:
     """(rows, C, kh, kw) → (rows, K): flat (c, i, j) or (i, j, c) with c padded to the lanes."""
     rows, c, kh, kw = t.shape
@@ -149,98 +183,130 @@ def lowered(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
             ) -> tuple[Gemm, list, list[tuple[float, float]]]:
     """The GEMM that runs for ``phase`` of ``layer`` under ``low``, its packed operands per
     group (A M×K, Bᵀ N×K; None = dense) and per group the zero fractions of the A and B tensors
-    as stored, padding included (``sparse.side: tensor``)."""
+    as stored, padding included (``sparse.side: tensor``). A lowering that runs several GEMMs
+    (``bwd_input: phases`` with stride > 1) is ``lowered_parts``."""
+    parts = lowered_parts(layer, batch, phase, low, lanes, a_mask, b_mask)
+    if len(parts) != 1:
+        raise ValueError(f"{layer.name} {phase} lowers to {len(parts)} GEMMs")
+    return parts[0]
+
+
+def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
+                  a_mask: np.ndarray | None, b_mask: np.ndarray | None
+                  ) -> list[tuple[Gemm, list, list[tuple[float, float]]]]:
+    """``lowered`` for every GEMM the phase runs, in order: one, or one per output phase."""
     per_image = low.batch == "per_image"
     (h, w), (ho, wo), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(layer)
     g = layer.groups
     cin, cout = layer.in_channels // g, layer.out_channels // g
     n_img = 1 if per_image else batch
     reps = batch if per_image else 1
+
+    def kdim(ch: int, taps: int) -> int:
+        return ch * taps if low.k_order == "flat" else taps * -(-ch // lanes) * lanes
+
     # the padded extent the forward windows read (top/left pad + what the windows reach)
     hp = ph + max(h, (ho - 1) * sh + dh * (kh - 1) + 1 - ph)
     wp = pw + max(w, (wo - 1) * sw + dw * (kw - 1) + 1 - pw)
-    base = lower(layer, batch, phase)
-    if phase == "fwd":
-        k = cin * kh * kw if low.k_order == "flat" else kh * kw * -(-cin // lanes) * lanes
-        gemm = Gemm(layer.name, phase, n_img * ho * wo, k, cout, g * reps,
-                    a_stored=n_img * cin * h * w)
-    elif phase == "bwd_weight":
-        per = ho * wo
-        kk = per if low.bwd_weight == "batch" and not per_image else -(-per // lanes) * lanes
-        nn = cin * kh * kw if low.k_order == "flat" else kh * kw * -(-cin // lanes) * lanes
-        gemm = Gemm(layer.name, phase, cout, n_img * kk, nn, g * reps,
-                    b_stored=n_img * cin * h * w)
-    elif low.bwd_input == "col2im":
-        nn = cin * kh * kw if low.k_order == "flat" else kh * kw * -(-cin // lanes) * lanes
-        gemm = Gemm(layer.name, phase, n_img * ho * wo, cout, nn, g * reps,
-                    c_stored=n_img * cin * h * w)
-    else:
-        k = cout * kh * kw if low.k_order == "flat" else kh * kw * -(-cout // lanes) * lanes
-        gemm = Gemm(layer.name, phase, n_img * h * w, k, cin, g * reps,
-                    a_stored=n_img * cout * ho * wo, b_stored=cout * cin * kh * kw)
-    if low.default:
-        gemm = base
     ra, rb = {"fwd": ("ifmap", "filter"), "bwd_input": ("grad_out", "filter"),
               "bwd_weight": ("grad_out", "ifmap")}[phase]
     a_full = None if a_mask is None else _as_conv(layer, batch, ra, np.asarray(a_mask, bool))
     b_full = None if b_mask is None else _as_conv(layer, batch, rb, np.asarray(b_mask, bool))
-    packs, fracs = [], []
-    for img in range(reps):
-        sl = slice(img, img + 1) if per_image else slice(0, batch)
-        for grp in range(g):
-            ci, co = slice(grp * cin, (grp + 1) * cin), slice(grp * cout, (grp + 1) * cout)
+    transposed = phase == "bwd_input" and low.bwd_input != "col2im"
+    whole = [((np.arange(h), np.arange(kh)), (np.arange(w), np.arange(kw)))]
+    if not transposed:
+        sets = [None]
+    elif low.bwd_input == "phases":
+        sets = [(yp, xp) for yp in _axis_phases(h, ho, kh, sh, ph, dh)
+                for xp in _axis_phases(w, wo, kw, sw, pw, dw)]
+        sets.sort(key=lambda t: (t[0][1][0], t[1][1][0]))  # by the first rotated tap
+        sets = sets or whole  # no input position meets a stored element: one empty GEMM
+    else:
+        sets = whole
+    eh, ew = _extent(h, kh, sh, ph, dh), _extent(w, kw, sw, pw, dw)
+    parts = []
+    for st in sets:
+        if phase == "fwd":
+            gemm = Gemm(layer.name, phase, n_img * ho * wo, kdim(cin, kh * kw), cout, g * reps,
+                        a_stored=n_img * cin * h * w, k_data=cin * kh * kw)
+        elif phase == "bwd_weight":
+            per = ho * wo
+            kk = per if low.bwd_weight == "batch" and not per_image else -(-per // lanes) * lanes
+            gemm = Gemm(layer.name, phase, cout, n_img * kk, kdim(cin, kh * kw), g * reps,
+                        b_stored=n_img * cin * h * w, k_data=n_img * per,
+                        n_data=cin * kh * kw)
+        elif not transposed:
+            gemm = Gemm(layer.name, phase, n_img * ho * wo, cout, kdim(cin, kh * kw), g * reps,
+                        c_stored=n_img * cin * h * w, n_data=cin * kh * kw)
+        else:
+            (ys, ti), (xs, tj) = st
+            gemm = Gemm(layer.name, phase, n_img * len(ys) * len(xs),
+                        kdim(cout, len(ti) * len(tj)), cin, g * reps,
+                        a_stored=n_img * cout * ho * wo, b_stored=cout * cin * len(ti) * len(tj),
+                        k_data=cout * len(ti) * len(tj))
+        if low.default:
+            gemm = lower(layer, batch, phase)
+        packs, fracs = [], []
+        for img in range(reps):
+            sl = slice(img, img + 1) if per_image else slice(0, batch)
+            for grp in range(g):
+                ci = slice(grp * cin, (grp + 1) * cin)
+                co = slice(grp * cout, (grp + 1) * cout)
 
-            def fmap(m, c=ci, s=sl):
-                return None if m is None else m[s, c]
+                def fmap(m, c=ci, s=sl):
+                    return None if m is None else m[s, c]
 
-            def wts(m, o=co):
-                return None if m is None else m[o]
+                def wts(m, o=co):
+                    return None if m is None else m[o]
 
-            if phase == "fwd":
-                x, wt = fmap(a_full), wts(b_full)
-                fr = (_zero_frac(x, n_img * cin * hp * wp), _zero_frac(wt, cout * cin * kh * kw))
                 a = b = None
-                if x is not None:
-                    t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh), _fwd_index(w, wo, kw, sw,
-                                                                                 pw, dw))
-                    t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cin, kh, kw)
-                    a = _k_layout(t, low.k_order, lanes)
-                if wt is not None:
-                    b = _k_layout(wt, low.k_order, lanes)
-            elif phase == "bwd_weight":
-                dz, x = fmap(a_full, co), fmap(b_full)
-                fr = (_zero_frac(dz, n_img * cout * ho * wo), _zero_frac(x, n_img * cin * hp * wp))
-                a = b = None
-                pad = not (low.bwd_weight == "batch" and not per_image)
-                if dz is not None:
-                    a = dz.transpose(1, 0, 2, 3).reshape(cout, -1)
-                    a = _pad_k(a, ho * wo, lanes) if pad else a
-                if x is not None:
-                    t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh), _fwd_index(w, wo, kw, sw,
-                                                                                 pw, dw))
-                    t = t.transpose(1, 4, 5, 0, 2, 3).reshape(cin, kh, kw, -1)
-                    t = t.transpose(3, 0, 1, 2)  # (positions, c, i, j)
-                    b = _k_layout(t, low.k_order, lanes).T
-                    b = _pad_k(b, ho * wo, lanes) if pad else b
-            elif low.bwd_input == "col2im":
-                dz, wt = fmap(a_full, co), wts(b_full)
-                fr = (_zero_frac(dz, n_img * cout * ho * wo), _zero_frac(wt, cout * cin * kh * kw))
-                a = None if dz is None else dz.transpose(0, 2, 3, 1).reshape(-1, cout)
-                b = None if wt is None else _k_layout(wt, low.k_order, lanes).T.copy()
-            else:
-                dz, wt = fmap(a_full, co), wts(b_full)
-                eh, ew = h + dh * (kh - 1), w + dw * (kw - 1)  # what the windows cover
-                fr = (_zero_frac(dz, n_img * cout * eh * ew), _zero_frac(wt, cout * cin * kh * kw))
-                a = b = None
-                if dz is not None:
-                    t = _gather(dz, _transposed_index(h, ho, kh, sh, ph, dh),
-                                _transposed_index(w, wo, kw, sw, pw, dw))
-                    t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cout, kh, kw)
-                    a = _k_layout(t, low.k_order, lanes)
-                if wt is not None:  # rotated: tap i' holds W[..., k−1−i', k−1−j']
-                    rot = wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (cin, cout, kh, kw)
-                    b = _k_layout(np.ascontiguousarray(rot), low.k_order, lanes)
-            packs.append((None if a is None else pack_rows(a), None if b is None else
-                          pack_rows(b)))
-            fracs.append(fr)
-    return gemm, packs, fracs
+                if phase == "fwd":
+                    x, wt = fmap(a_full), wts(b_full)
+                    fr = (_zero_frac(x, n_img * cin * hp * wp),
+                          _zero_frac(wt, cout * cin * kh * kw))
+                    if x is not None:
+                        t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh),
+                                    _fwd_index(w, wo, kw, sw, pw, dw))
+                        t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cin, kh, kw)
+                        a = _k_layout(t, low.k_order, lanes)
+                    if wt is not None:
+                        b = _k_layout(wt, low.k_order, lanes)
+                elif phase == "bwd_weight":
+                    dz, x = fmap(a_full, co), fmap(b_full)
+                    fr = (_zero_frac(dz, n_img * cout * ho * wo),
+                          _zero_frac(x, n_img * cin * hp * wp))
+                    pad = not (low.bwd_weight == "batch" and not per_image)
+                    if dz is not None:
+                        a = dz.transpose(1, 0, 2, 3).reshape(cout, -1)
+                        a = _pad_k(a, ho * wo, lanes) if pad else a
+                    if x is not None:
+                        t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh),
+                                    _fwd_index(w, wo, kw, sw, pw, dw))
+                        t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cin, kh, kw)
+                        b = _k_layout(t, low.k_order, lanes).T
+                        b = _pad_k(b, ho * wo, lanes) if pad else b
+                elif not transposed:
+                    dz, wt = fmap(a_full, co), wts(b_full)
+                    fr = (_zero_frac(dz, n_img * cout * ho * wo),
+                          _zero_frac(wt, cout * cin * kh * kw))
+                    a = None if dz is None else dz.transpose(0, 2, 3, 1).reshape(-1, cout)
+                    b = None if wt is None else _k_layout(wt, low.k_order, lanes).T.copy()
+                else:
+                    (ys, ti), (xs, tj) = st
+                    dz, wt = fmap(a_full, co), wts(b_full)
+                    fr = (_zero_frac(dz, n_img * cout * eh * ew),
+                          _zero_frac(wt, cout * cin * kh * kw))
+                    if dz is not None:
+                        t = _gather(dz, _phase_index(ys, ti, ho, kh, sh, ph, dh),
+                                    _phase_index(xs, tj, wo, kw, sw, pw, dw))
+                        t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cout, len(ti), len(tj))
+                        a = _k_layout(t, low.k_order, lanes)
+                    if wt is not None:  # rotated: tap i' holds W[..., k−1−i', k−1−j']
+                        rot = wt[:, :, ::-1, ::-1][:, :, ti][:, :, :, tj]
+                        b = _k_layout(np.ascontiguousarray(rot.transpose(1, 0, 2, 3)),
+                                      low.k_order, lanes)
+                packs.append((None if a is None else pack_rows(a),
+                              None if b is None else pack_rows(b)))
+                fracs.append(fr)
+        parts.append((gemm, packs, fracs))
+    return parts

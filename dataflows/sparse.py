@@ -45,7 +45,7 @@ from dataflows import kernels as kx
 from dataflows import taps as kx_taps
 from dataflows.formats import FORMATS, block_ratio
 from dataflows.gemm import ROLES, Gemm, lower
-from dataflows.lowering import Lowering, lowered, parse_lowering
+from dataflows.lowering import Lowering, lowered_parts, parse_lowering
 from dataflows.systolic import DenseMapping, map_dense
 from dataflows.taps import dnnsim_taps, strided_order
 from traces.errors import InputError
@@ -360,6 +360,9 @@ class SparseWork:
     #: per fold, in the order of ``fold_cycles``: slowest stream − balanced (cycles, >= 0);
     #: sums to ``imbalance_cycles``; None where ``fold_cycles`` is None
     fold_imbalance: np.ndarray | None = None
+    #: the GEMMs run one after another when the phase lowers to several (``bwd_input:
+    #: phases``); ``gemm`` and ``mapping`` are then the first one's
+    parts: list | None = None
 
     @property
     def skipped(self) -> int:
@@ -610,8 +613,9 @@ def _skipping(ex: _Exec, ctx: _Ctx, prefix: str = "") -> list[SparseWork]:
         actual = gated = 0
         for (ak, bk), x in zip(ex.counts, xs, strict=True):
             if x == "A":  # every nonzero of A meets all N columns; gated where B is zero
-                actual += int(ak.sum()) * N
-                gated += int((ak * (N - bk)).sum()) if gate_b else 0
+                nd = ex.gemm.n_data or N  # columns that hold data (not padding lanes)
+                actual += int(ak.sum()) * nd
+                gated += int((ak * np.maximum(nd - bk, 0)).sum()) if gate_b else 0
             else:
                 actual += int(bk.sum()) * M
                 gated += int(((M - ak) * bk).sum()) if gate_a else 0
@@ -623,13 +627,15 @@ def _skipping(ex: _Exec, ctx: _Ctx, prefix: str = "") -> list[SparseWork]:
 def _dense_work(ex: _Exec, ctx: _Ctx, mode: str, macs: int | None = None) -> SparseWork:
     """``ex`` run at dense speed: every MAC of the executed GEMM performed (``macs`` of a
     reduced GEMM with a zero dimension, which runs as one of size 1)."""
-    macs = ex.gemm.macs if macs is None else macs
+    macs = ex.gemm.data_macs if macs is None else macs
     gate_a, gate_b = ctx.gate
     if mode == "dense":
         ga = sum(int(((ex.gemm.M - ak) * ex.gemm.N).sum()) for ak, _ in ex.counts)
         gb = sum(int((ex.gemm.M * (ex.gemm.N - bk)).sum()) for _, bk in ex.counts)
         gab = sum(int((ex.gemm.M * ex.gemm.N - ak * bk).sum()) for ak, bk in ex.counts)
         gated = gab if gate_a and gate_b else (ga if gate_a else (gb if gate_b else 0))
+        if ex.gemm.k_data or ex.gemm.n_data:  # padding lanes are idle, not gated computes
+            gated = min(gated, macs - ctx.effectual)
     else:
         gated = max(0, macs - ctx.effectual) if (gate_a or gate_b) else 0
     return SparseWork(ex.gemm, ex.mapping, mode, None, ex.mapping.compute_cycles, 0,
@@ -785,6 +791,73 @@ def work_candidates(layer: Layer, batch: int, phase: str, masks: dict[str, np.nd
     return _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats, folds)[0]
 
 
+def _context(gemm: Gemm, packs: list, fracs, roles: tuple[str, str],
+             masked: tuple[bool, bool], rows: int, cols: int, lanes: int, dataflow: str,
+             feats: SparseFeatures, phase: str) -> tuple[_Ctx, list]:
+    """The shared figures of one executed GEMM and its per-k counts."""
+    M, K, N, G = gemm.M, gemm.K, gemm.N, gemm.groups
+    counts = [_counts(a, b, M, K, N) for a, b in packs]
+    nnz_a = sum(int(ak.sum()) for ak, _ in counts)
+    nnz_b = sum(int(bk.sum()) for _, bk in counts)
+    # the MACs of the GEMM as lowered (the layer's, under the default lowering)
+    ctx = _Ctx(dataflow, rows, cols, lanes, feats, roles, masked, gemm.data_macs,
+               sum(int((ak * bk).sum()) for ak, bk in counts),
+               {"A": nnz_a / (G * M * K), "B": nnz_b / (G * K * N)}, {"A": nnz_a, "B": nnz_b},
+               phase, fracs)
+    return ctx, counts
+
+
+def _dense_folds(w: SparseWork) -> np.ndarray:
+    if w.fold_cycles is not None:
+        return w.fold_cycles
+    mp = w.mapping
+    fc = np.full(mp.folds * mp.groups, mp.cycles_per_fold, dtype=np.int64)
+    fc[0] += mp.gemm_overhead
+    return fc
+
+
+def _combine(works: list[SparseWork], density: dict, nnz: dict) -> SparseWork:
+    """Several GEMMs run one after another as the work of one layer and phase."""
+    fc = np.concatenate([_dense_folds(w) for w in works])
+    fi = np.concatenate([w.fold_imbalance if w.fold_imbalance is not None
+                         else np.zeros(len(_dense_folds(w)), dtype=np.int64) for w in works])
+    mode = "/".join(dict.fromkeys(w.mode for w in works))
+    return SparseWork(works[0].gemm, works[0].mapping, mode, fc,
+                      sum(w.compute_cycles for w in works),
+                      sum(w.imbalance_cycles for w in works),
+                      sum(w.algorithmic for w in works), sum(w.actual for w in works),
+                      sum(w.effectual for w in works),
+                      sum(w.gated for w in works), density, nnz, fold_imbalance=fi,
+                      parts=works)
+
+
+def _composite(parts: list, roles: tuple[str, str], masked: tuple[bool, bool],
+               rows: int, cols: int, lanes: int, dataflow: str, feats: SparseFeatures,
+               folds: str, phase: str) -> list[SparseWork]:
+    """The candidates of a phase lowered to several GEMMs (``bwd_input: phases``): all dense,
+    and each GEMM run its cheaper way (dense or skipping; reduced modes are not tried)."""
+    dense, best = [], []
+    nz = {"A": 0, "B": 0}
+    size = {"A": 0, "B": 0}
+    for gemm, packs, fracs in parts:
+        ctx, counts = _context(gemm, packs, fracs, roles, masked, rows, cols, lanes,
+                               dataflow, feats, phase)
+        for x in "AB":
+            nz[x] += ctx.nnz[x]
+        size["A"] += gemm.groups * gemm.M * gemm.K
+        size["B"] += gemm.groups * gemm.K * gemm.N
+        ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts)
+        d = _dense_work(ex, ctx, "dense")
+        dense.append(d)
+        best.append(min([d] + _skipping(ex, ctx),
+                        key=lambda c: c.compute_cycles + c.imbalance_cycles))
+    density = {x: nz[x] / max(size[x], 1) for x in "AB"}
+    out = [_combine(dense, density, nz)]
+    if any(b.mode != "dense" for b in best):
+        out.append(_combine(best, density, nz))
+    return out
+
+
 def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, cols: int,
                 lanes: int, dataflow: str, feats: SparseFeatures, folds: str
                 ) -> tuple[list[SparseWork], list]:
@@ -799,16 +872,21 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
         packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g)
                  for g in range(gemm.groups)]
     else:
-        gemm, packs, fracs = lowered(layer, batch, phase, low, lanes, a_mask, b_mask)
-    M, K, N, G = gemm.M, gemm.K, gemm.N, gemm.groups
-    counts = [_counts(a, b, M, K, N) for a, b in packs]
-    nnz_a = sum(int(ak.sum()) for ak, _ in counts)
-    nnz_b = sum(int(bk.sum()) for _, bk in counts)
-    ctx = _Ctx(dataflow, rows, cols, lanes, feats, (ra, rb), (a_mask is not None,
-                                                              b_mask is not None), true.macs,
-               sum(int((ak * bk).sum()) for ak, bk in counts),
-               {"A": nnz_a / (G * M * K), "B": nnz_b / (G * K * N)}, {"A": nnz_a, "B": nnz_b},
-               phase, fracs)
+        # under a lowering of its own, a dense operand of a skipped role is ones in its data
+        # and zeros where the lowering pads (the spatial padding, the lanes past the channels):
+        # what the array's buffers hold
+        if a_mask is None and ra in feats.skip:
+            a_mask = np.ones(layer.operand_shape(ra, batch), dtype=bool)
+        if b_mask is None and rb in feats.skip:
+            b_mask = np.ones(layer.operand_shape(rb, batch), dtype=bool)
+        parts = lowered_parts(layer, batch, phase, low, lanes, a_mask, b_mask)
+        if len(parts) > 1:
+            return _composite(parts, (ra, rb), (a_mask is not None, b_mask is not None),
+                              rows, cols, lanes, dataflow, feats, folds, phase), []
+        gemm, packs, fracs = parts[0]
+    ctx, counts = _context(gemm, packs, fracs, (ra, rb),
+                           (a_mask is not None, b_mask is not None), rows, cols, lanes,
+                           dataflow, feats, phase)
     ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts)
     out = [_dense_work(ex, ctx, "dense")] + _skipping(ex, ctx)
     for kind in ("nm", "fanin"):

@@ -83,7 +83,9 @@ def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1,
 
     ``folds="serial"`` (SCALE-Sim) pays each fold's pipeline fill and drain; ``"overlapped"``
     starts each fold as the previous one's data leaves, so fill and drain are paid once per GEMM
-    (and the stationary operand of the next fold preloads in the shadow of the current one).
+    (and the stationary operand of the next fold preloads in the shadow of the current one);
+    ``"broadcast"``: operands are broadcast to the PEs with no systolic skew, so there is no
+    fill or drain at all (DNNsim's TensorDash counts none).
     """
     m, k, n = gemm.M, gemm.K, gemm.N
     if dataflow == "os":
@@ -101,6 +103,8 @@ def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1,
         t, ovh = n, 2 * rows + cols - 2
     else:
         raise ValueError(f"unknown dataflow {dataflow!r}; expected one of {', '.join(DATAFLOWS)}")
+    if folds == "broadcast":  # no systolic skew: no fill, no drain
+        return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, t, gemm.groups, 0, 0)
     if folds == "overlapped":
         return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, t, gemm.groups, 0,
                             ovh)

@@ -49,7 +49,7 @@ _TOP_KEYS = (
     "sparse",
 )  # fmt: skip
 _ARRAY_KEYS = ("rows", "cols", "lanes", "dataflow", "folds")
-FOLD_MODES = ("serial", "overlapped")
+FOLD_MODES = ("serial", "overlapped", "broadcast")
 _SRAM_KEYS = ("kib", "banks", "ports", "bank_width_words")
 _DRAM_KEYS = (
     "channels", "bandwidth_gbps", "latency_cycles", "banks_per_channel", "row_buffer_bytes",

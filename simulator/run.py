@@ -41,6 +41,7 @@ from dataflows.gemm import Gemm, lower
 from dataflows.sparse import SparseFeatures, SparseWork, operand_compression, sparse_work
 from dataflows.systolic import DATAFLOWS, map_dense
 from dataflows.tiles import TileSchedule, schedule
+from dataflows.tiles import concat as concat_schedules
 from simulator.dram import DramTiming
 from simulator.engine import (
     COMPUTE,
@@ -131,6 +132,14 @@ def _events(log, timings: list[GemmTiming] | None, compute: list[int]) -> np.nda
     return np.concatenate([gemms, recs])
 
 
+def _fold_mean(work: SparseWork, figure: str) -> float:
+    """A mapping figure (a mean over folds) of the work's GEMM, or over the folds of all the
+    GEMMs a phase runs."""
+    maps = [p.mapping for p in work.parts or [work]]
+    n = [m.folds * m.groups for m in maps]
+    return sum(getattr(m, figure) * k for m, k in zip(maps, n, strict=True)) / sum(n)
+
+
 def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) -> int:
     """SCALE-Sim's ``Total Cycles (incl. prefetch)`` for ideal memory: its CALC-mode initial
     DRAM fill and final drain around ``total`` (``simulator.scalesim_compat``)."""
@@ -213,9 +222,12 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
                                                      "B": g.groups * g.K * g.N})
         works.append(w)
         wbits = (8 * arch.word_bytes["ifmap"], 8 * arch.word_bytes["filter"])
-        squeeze = operand_compression(w, feats, wbits, "dram")
-        held = operand_compression(w, feats, wbits, "sram")
-        scheds.append(schedule(w.gemm, w.mapping, caps, w.fold_cycles, squeeze, held))
+        subs = []
+        for p in w.parts or [w]:  # a phase lowered to several GEMMs runs them in turn
+            squeeze = operand_compression(p, feats, wbits, "dram")
+            held = operand_compression(p, feats, wbits, "sram")
+            subs.append(schedule(p.gemm, p.mapping, caps, p.fold_cycles, squeeze, held))
+        scheds.append(subs[0] if len(subs) == 1 else concat_schedules(subs))
     # the event log also gives the DRAM timeline, so a modeled run always keeps one
     log = array("d") if timeline or memory == "modeled" else None
     if memory == "modeled":
@@ -259,8 +271,8 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
             "Total Cycles": total,
             "Stall Cycles": stall,
             "Overall Util %": 100.0 * w.algorithmic / (max(total, 1) * macs_per_cycle),
-            "Mapping Efficiency %": 100.0 * mp.mapping_efficiency,
-            "Compute Util %": 100.0 * mp.compute_utilization,
+            "Mapping Efficiency %": 100.0 * _fold_mean(w, "mapping_efficiency"),
+            "Compute Util %": 100.0 * _fold_mean(w, "compute_utilization"),
             "Compute Cycles": compute,
             **{STALL_COLUMNS[c]: stalls[c] for c in STALL_COLUMNS},
             "Ideal Cycles": -(-w.effectual // macs_per_cycle),

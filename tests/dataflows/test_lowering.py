@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataflows.lowering import CHOICES, Lowering, lowered, parse_lowering
+from dataflows.lowering import CHOICES, Lowering, lowered, lowered_parts, parse_lowering
 from traces.errors import InputError
 from traces.layers import Layer
 
@@ -107,7 +107,12 @@ def test_lowered_gemms_multiply_to_torch(case):
     imgs = n if per_image else 1
     for phase, (am, bm) in {"fwd": (x, w), "bwd_input": (dz, w),
                             "bwd_weight": (dz, x)}.items():
-        gemm, packs, fracs = lowered(layer, n, phase, low, lanes, am, bm)
+        parts = lowered_parts(layer, n, phase, low, lanes, am, bm)
+        if phase == "bwd_input" and low.bwd_input == "phases":
+            _check_phases(layer, n, low, lanes, parts, dx)
+            continue
+        assert len(parts) == 1
+        gemm, packs, fracs = parts[0]
         assert gemm.groups == g * imgs == len(packs) == len(fracs)
         assert all(0.0 <= f <= 1.0 for fr in fracs for f in fr)
         acc_dw = np.zeros_like(dw)
@@ -141,6 +146,50 @@ def test_lowered_gemms_multiply_to_torch(case):
                 np.testing.assert_array_equal(got, dx[sl, ci])
         if phase == "bwd_weight":
             np.testing.assert_array_equal(acc_dw, dw)
+
+
+def _phases_of(size, k, s, p, d):
+    """Per output phase r: its positions and rotated taps (both non-empty), worked directly."""
+    out = []
+    for r in range(s):
+        ys = list(range(r, size, s))
+        taps = [t for t in range(k) if (r + p - (k - 1 - t) * d) % s == 0]
+        if ys and taps:
+            out.append((ys, taps))
+    return out
+
+
+def _check_phases(layer, n, low, lanes, parts, dx):
+    """Every phase GEMM gives dX at its own positions; positions no phase holds get none."""
+    conv = layer.kind == "conv2d"
+    g = layer.groups
+    cin = layer.in_channels // g
+    h, wd = layer.input_hw if conv else (layer.tokens, 1)
+    (kh, kw), (sh, sw), (ph, pw), (dh, ddw) = ((layer.kernel, layer.stride, layer.padding,
+                                                layer.dilation) if conv else
+                                               ((1, 1), (1, 1), (0, 0), (1, 1)))
+    sets = [(a, b) for a in _phases_of(h, kh, sh, ph, dh) for b in _phases_of(wd, kw, sw, pw, ddw)]
+    sets.sort(key=lambda t: (t[0][1][0], t[1][1][0]))
+    if not sets:  # no position meets a stored element: one GEMM of the whole, all zero
+        assert len(parts) == 1 and not dx.any()
+        return
+    assert len(parts) == len(sets)
+    per_image = low.batch == "per_image"
+    got = np.zeros_like(dx)
+    for (gemm, packs, _), ((ys, ti), (xs, tj)) in zip(parts, sets, strict=True):
+        taps = len(ti) * len(tj)
+        k = gemm.K
+        assert k == (layer.out_channels // g * taps if low.k_order == "flat"
+                     else taps * -(-(layer.out_channels // g) // lanes) * lanes)
+        for idx, (a, b) in enumerate(packs):
+            img, grp = divmod(idx, g)
+            c = _unpack(a, k) @ _unpack(b, k).T
+            sl = slice(img, img + 1) if per_image else slice(0, n)
+            nn = 1 if per_image else n
+            c = c.reshape(nn, len(ys), len(xs), cin).transpose(0, 3, 1, 2)
+            got[sl, grp * cin:(grp + 1) * cin][:, :, np.array(ys)[:, None],
+                                              np.array(xs)[None, :]] += c
+    np.testing.assert_array_equal(got, dx)
 
 
 def test_stride_two_transposed_streams_the_inserted_zeros():

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataflows.lowering import CHOICES, Lowering, lowered
+from dataflows.lowering import CHOICES, Lowering, lowered_parts
 from dataflows.sparse import SparseFeatures, parse_features, sparse_work
 from dataflows.systolic import map_dense
 from dataflows.taps import strided_order
@@ -34,10 +34,23 @@ def _steps(bits: np.ndarray, L: int) -> np.ndarray:
 
 
 def reference(layer, batch, phase, masks, R, C, L, df, feats: SparseFeatures):
-    """Fold cycles of the skipping candidate, column folds outer, from the literal rules."""
+    """Per GEMM the phase runs: (fold cycles of the skipping candidate and their imbalance,
+    column folds outer, from the literal rules; the GEMM); None when nothing is skipped."""
     ra, rb = {"fwd": ("ifmap", "filter"), "bwd_input": ("grad_out", "filter"),
               "bwd_weight": ("grad_out", "ifmap")}[phase]
-    gemm, packs, fracs = lowered(layer, batch, phase, feats.lowering, L, masks[ra], masks[rb])
+    masks = dict(masks)
+    if not feats.lowering.default or feats.side == "tensor":
+        for r in (ra, rb):  # a dense operand of a skipped role: ones, zeros where padded
+            if masks[r] is None and r in feats.skip:
+                masks[r] = np.ones(layer.operand_shape(r, batch), dtype=bool)
+    parts = lowered_parts(layer, batch, phase, feats.lowering, L, masks[ra], masks[rb])
+    out = [_reference_part(gemm, packs, fracs, phase, (ra, rb), masks, R, C, L, df, feats)
+           for gemm, packs, fracs in parts]
+    return None if out[0] is None else out
+
+
+def _reference_part(gemm, packs, fracs, phase, rs, masks, R, C, L, df, feats):
+    ra, rb = rs
     M, K, N = gemm.M, gemm.K, gemm.N
     streamed = {"os": "AB", "ws": "A", "is": "B"}[df]
     roles = {"A": ra, "B": rb}
@@ -138,17 +151,24 @@ def test_scheduler_keys_equal_reference(c, phase, df, R, C, L, f):
     layer, batch, masks = c
     w = sparse_work(layer, batch, phase, masks, R, C, L, df, f)
     ref = reference(layer, batch, phase, masks, R, C, L, df, f)
-    dense = map_dense(w.gemm, R, C, df, L).compute_cycles
+    works = w.parts or [w]
     if ref is None:
-        assert w.mode == "dense" and w.compute_cycles == dense
+        assert all(p.mode == "dense" for p in works)
+        assert w.compute_cycles == sum(map_dense(p.gemm, R, C, df, L).compute_cycles
+                                       for p in works)
         return
-    folds, gemm = ref
-    assert w.gemm == gemm
-    want = int(folds[:, 0].sum())
-    assert w.compute_cycles + w.imbalance_cycles == min(want, dense)
-    if w.mode != "dense":
-        np.testing.assert_array_equal(w.fold_cycles, folds[:, 0])
-        np.testing.assert_array_equal(w.fold_imbalance, folds[:, 1])
+    assert len(ref) == len(works) and (len(works) == 1) == (w.parts is None)
+    total = 0
+    for p, (folds, gemm) in zip(works, ref, strict=True):
+        assert p.gemm == gemm
+        dense = map_dense(gemm, R, C, df, L).compute_cycles
+        want = min(int(folds[:, 0].sum()), dense)
+        assert p.compute_cycles + p.imbalance_cycles == want
+        total += want
+        if p.mode != "dense":
+            np.testing.assert_array_equal(p.fold_cycles, folds[:, 0])
+            np.testing.assert_array_equal(p.fold_imbalance, folds[:, 1])
+    assert w.compute_cycles + w.imbalance_cycles == total
 
 
 def test_order_and_taps_parse():
@@ -174,7 +194,7 @@ def test_free_run_carries_in_dnnsim_tile_order():
         rng = np.random.default_rng(seed)
         masks = {"ifmap": rng.random((2, 3, 6, 6)) < 0.04, "filter": None, "grad_out": None}
         w = sparse_work(layer, 2, "fwd", masks, 2, 2, 4, "os", f)
-        folds, _ = reference(layer, 2, "fwd", masks, 2, 2, 4, "os", f)
+        ((folds, _),) = reference(layer, 2, "fwd", masks, 2, 2, 4, "os", f)
         np.testing.assert_array_equal(w.fold_cycles, folds[:, 0])
         lens = w.fold_cycles
         hits += len(set(lens.tolist())) > 1

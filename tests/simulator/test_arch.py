@@ -25,7 +25,7 @@ from simulator.arch import (
 from traces.errors import InputError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
-PRESETS = ["eyeriss", "scalesim-32", "stc-2to4", "tensordash", "tpu-v1"]
+PRESETS = ["dnnsim-tensordash", "eyeriss", "scalesim-32", "stc-2to4", "tensordash", "tpu-v1"]
 
 from tests.scalesim_cfg import CFG  # noqa: E402
 
@@ -383,7 +383,7 @@ def test_unknown_preset():
     assert message.startswith("preset tpu-v2: unknown preset; did you mean 'tpu-v1'?")
     for name in PRESETS:
         assert name in message
-    assert _error("zzz").startswith("preset zzz: unknown preset; presets: eyeriss,")
+    assert _error("zzz").startswith("preset zzz: unknown preset; presets: dnnsim-tensordash,")
     assert isinstance(pytest.raises(InputError, load_arch, "zzz").value, ArchError)
 
 
