@@ -141,14 +141,6 @@ def _phase_index(ys: np.ndarray, taps: np.ndarray, out: int, k: int, s: int, p: 
     return np.where(ok, r // s, -1)
 
 
-def _extent(size: int, k: int, s: int, p: int, d: int) -> int:
-    """Rows of the output gradient the transposed windows span (its padding included)."""
-    y = np.arange(size)[:, None]
-    r = y + p - (k - 1 - np.arange(k)[None, :]) * d
-    r = r[r % s == 0] // s
-    return int(r.max() - r.min() + 1) if r.size else 0
-
-
 def _k_layout(t: np.ndarray, order: str, lanes: int) -> np.ndarray:
     """(rows, C, kh, kw) → (rows, K): flat (c, i, j) or (i, j, c) with c padded to the lanes."""
     rows, c, kh, kw = t.shape
@@ -223,7 +215,11 @@ def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: in
         sets = sets or whole  # no input position meets a stored element: one empty GEMM
     else:
         sets = whole
-    eh, ew = _extent(h, kh, sh, ph, dh), _extent(w, kw, sw, pw, dw)
+    # the output gradient as a transposed bwd_input's windows read it, padded as DNNsim pads it
+    # (which ``side: tensor`` measures): by the forward padding (p − 1 on one side where the
+    # forward windows leave the last padded row unread), or by ⌊(k−1)/s⌋ when p = 0
+    eh = ho + (hp - h if ph else 2 * ((kh - 1) // sh))
+    ew = wo + (wp - w if pw else 2 * ((kw - 1) // sw))
     parts = []
     for st in sets:
         if phase == "fwd":
