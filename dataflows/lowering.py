@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from dataflows import kernels as kx
 from dataflows.gemm import Gemm, lower
 from dataflows.kernels import pack_rows
 from traces.errors import InputError
@@ -162,6 +163,38 @@ def _pad_k(bits: np.ndarray, per: int, lanes: int) -> np.ndarray:
     return out.reshape(rows, img * pp)
 
 
+def _ci_rows(cols: np.ndarray, ch: int, kh: int, kw: int, order: str, lanes: int
+             ) -> np.ndarray:
+    """Packed rows (c, i, j) of an im2col-columns matrix reordered as ``order`` lays out K:
+    flat as they are, channel_inner as (i, j, c) with zero rows for the padding channels."""
+    if order == "flat":
+        return cols
+    cp = -(-ch // lanes) * lanes
+    out = np.zeros((kh * kw * cp, cols.shape[1]), dtype=np.uint64)
+    c, i, j = np.meshgrid(np.arange(ch), np.arange(kh), np.arange(kw), indexing="ij")
+    out[((i * kw + j) * cp + c).ravel()] = cols[((c * kh + i) * kw + j).ravel()]
+    return out
+
+
+def _fast_cols(x: np.ndarray, geo: tuple) -> np.ndarray:
+    """``kernels.im2col_cols`` of all channels of ``x`` (N, C, H, W) with ``geo`` = (kh, kw,
+    sh, sw, ph, pw, dh, dw, ho, wo): rows (c, i, j), bits (n, oh, ow). The map is padded with
+    zeros below and right so that every window stays inside what the kernel packs."""
+    kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
+    n, c, h, w = x.shape
+    need_h = (ho - 1) * sh + dh * (kh - 1) + 1 - ph
+    need_w = (wo - 1) * sw + dw * (kw - 1) + 1 - pw
+    if need_h > h or need_w > w:
+        x = np.pad(x, ((0, 0), (0, 0), (0, max(0, need_h - h)), (0, max(0, need_w - w))))
+    return kx.im2col_cols(np.ascontiguousarray(x), 0, c, *geo)
+
+
+def _phase_shift(r: int, first: int, k: int, s: int, p: int) -> int:
+    """Output-gradient row of phase r's first position and first rotated tap (stride s,
+    dilation 1): the taps then read rows m + shift + u."""
+    return (r + p - (k - 1 - first)) // s
+
+
 def _zero_frac(x: np.ndarray | None, numel: int) -> float:
     """Zero fraction of a tensor of ``numel`` elements (padding included) holding ``x``'s
     nonzeros; a dense operand (no mask) has none."""
@@ -188,6 +221,7 @@ def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: in
                   ) -> list[tuple[Gemm, list, list[tuple[float, float]]]]:
     """``lowered`` for every GEMM the phase runs, in order: one, or one per output phase."""
     per_image = low.batch == "per_image"
+    conv = layer.kind == "conv2d"
     (h, w), (ho, wo), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(layer)
     g = layer.groups
     cin, cout = layer.in_channels // g, layer.out_channels // g
@@ -256,11 +290,16 @@ def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: in
                     return None if m is None else m[o]
 
                 a = b = None
+                pa = pb = None  # packed directly by the numba kernels
                 if phase == "fwd":
                     x, wt = fmap(a_full), wts(b_full)
                     fr = (_zero_frac(x, n_img * cin * hp * wp),
                           _zero_frac(wt, cout * cin * kh * kw))
-                    if x is not None:
+                    if x is not None and conv:
+                        cols = _fast_cols(x, (kh, kw, sh, sw, ph, pw, dh, dw, ho, wo))
+                        rows = _ci_rows(cols, cin, kh, kw, low.k_order, lanes)
+                        pa = kx.transpose_bits(rows, n_img * ho * wo)
+                    elif x is not None:
                         t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh),
                                     _fwd_index(w, wo, kw, sw, pw, dw))
                         t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cin, kh, kw)
@@ -275,7 +314,10 @@ def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: in
                     if dz is not None:
                         a = dz.transpose(1, 0, 2, 3).reshape(cout, -1)
                         a = _pad_k(a, ho * wo, lanes) if pad else a
-                    if x is not None:
+                    if x is not None and conv and not pad:
+                        cols = _fast_cols(x, (kh, kw, sh, sw, ph, pw, dh, dw, ho, wo))
+                        pb = _ci_rows(cols, cin, kh, kw, low.k_order, lanes)
+                    elif x is not None:
                         t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh),
                                     _fwd_index(w, wo, kw, sw, pw, dw))
                         t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cin, kh, kw)
@@ -292,7 +334,18 @@ def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: in
                     dz, wt = fmap(a_full, co), wts(b_full)
                     fr = (_zero_frac(dz, n_img * cout * eh * ew),
                           _zero_frac(wt, cout * cin * kh * kw))
-                    if dz is not None:
+                    if (dz is not None and conv and dh == dw == 1
+                            and (low.bwd_input == "phases" or sh == sw == 1)):
+                        # a stride-1 correlation of the stored gradient with the phase's taps
+                        oy = _phase_shift(int(ys[0]), int(ti[0]), kh, sh, ph)
+                        ox = _phase_shift(int(xs[0]), int(tj[0]), kw, sw, pw)
+                        src = dz[:, :, max(oy, 0):, max(ox, 0):]
+                        geo = (len(ti), len(tj), 1, 1, max(-oy, 0), max(-ox, 0), 1, 1, len(ys),
+                               len(xs))
+                        rows = _ci_rows(_fast_cols(src, geo), cout, len(ti), len(tj),
+                                        low.k_order, lanes)
+                        pa = kx.transpose_bits(rows, n_img * len(ys) * len(xs))
+                    elif dz is not None:
                         t = _gather(dz, _phase_index(ys, ti, ho, kh, sh, ph, dh),
                                     _phase_index(xs, tj, wo, kw, sw, pw, dw))
                         t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cout, len(ti), len(tj))
@@ -301,8 +354,8 @@ def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: in
                         rot = wt[:, :, ::-1, ::-1][:, :, ti][:, :, :, tj]
                         b = _k_layout(np.ascontiguousarray(rot.transpose(1, 0, 2, 3)),
                                       low.k_order, lanes)
-                packs.append((None if a is None else pack_rows(a),
-                              None if b is None else pack_rows(b)))
+                packs.append((pa if pa is not None else None if a is None else pack_rows(a),
+                              pb if pb is not None else None if b is None else pack_rows(b)))
                 fracs.append(fr)
         parts.append((gemm, packs, fracs))
     return parts

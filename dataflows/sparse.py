@@ -791,12 +791,84 @@ def work_candidates(layer: Layer, batch: int, phase: str, masks: dict[str, np.nd
     return _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats, folds)[0]
 
 
+def _ones_counts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
+                 ones: list[bool], roles: tuple[str, str]) -> list:
+    """Per GEMM of the phase: (per group (a_k, b_k) of the operands in ``ones``, None for the
+    others; per group the zero fractions, the ones' from their padding) for the dense operands
+    in ``ones`` taken as ones, from one image: a lowering's zeros are the same in every image
+    (the batch folds into M, or into K of ``bwd_weight``: counts scale or repeat)."""
+    one = [np.ones(layer.operand_shape(r, 1), dtype=bool) if o else None
+           for r, o in zip(roles, ones, strict=True)]
+    parts1 = lowered_parts(layer, 1, phase, replace(low, batch="folded"), lanes, *one)
+    imgs = 1 if low.batch == "per_image" else batch
+    g = layer.groups
+    out = []
+    for gemm1, packs1, fracs1 in parts1:
+        reps = batch if low.batch == "per_image" else 1
+        per_group, fr = [], []
+        for idx in range(g * reps):
+            a1, b1 = packs1[idx % g]
+            k1 = gemm1.K
+            ak = bk = None
+            if ones[0]:
+                ak = kx.col_popcounts(a1, k1)
+                ak = np.tile(ak, imgs) if phase == "bwd_weight" else ak * imgs
+            if ones[1]:
+                bk = kx.col_popcounts(b1, k1)
+                bk = np.tile(bk, imgs) if phase == "bwd_weight" else bk
+            per_group.append((ak, bk))
+            fr.append(fracs1[idx % g])
+        out.append((per_group, fr))
+    return out
+
+
+def _could_skip_ones(parts: list, fill: list, ones: list[bool], other_ok: bool,
+                     dataflow: str, feats: SparseFeatures, phase: str) -> bool:
+    """Whether the array could skip a dense operand held as ones (so it must be built): it is
+    streamed and the sparser one (``side``), or skipped two-sided."""
+    streamed = {"os": "AB", "ws": "A", "is": "B"}[dataflow]
+    if not any(o and x in streamed for o, x in zip(ones, "AB", strict=True)):
+        return False
+    if all(ones) or feats.two_sided:
+        return True
+    x = "AB"[ones.index(True)]
+    if "AB".replace(x, "") not in streamed or not other_ok:
+        return True  # the only skippable operand
+    for (gemm, packs, fracs), (counts1, fr1) in zip(parts, fill, strict=True):
+        if feats.side == "tensor":
+            win = "B" if phase == "bwd_weight" else "A"
+            for (fa, fb), (oa, ob) in zip(fracs, fr1, strict=True):
+                f = {"A": oa if ones[0] else fa, "B": ob if ones[1] else fb}
+                other = "A" if win == "B" else "B"
+                if (win if f[win] > f[other] else other) == x:
+                    return True
+            continue
+        G, M, K, N = gemm.groups, gemm.M, gemm.K, gemm.N
+        if x == "A":
+            da = sum(int(ak.sum()) for ak, _ in counts1) / (G * M * K)
+            db = sum(int(kx.row_popcounts(b).sum()) for _, b in packs) / (G * K * N)
+        else:
+            da = sum(int(kx.row_popcounts(a).sum()) for a, _ in packs) / (G * M * K)
+            db = sum(int(bk.sum()) for _, bk in counts1) / (G * K * N)
+        if (da <= db) == (x == "A"):  # min() over (A, B) takes A on a tie
+            return True
+    return False
+
+
 def _context(gemm: Gemm, packs: list, fracs, roles: tuple[str, str],
              masked: tuple[bool, bool], rows: int, cols: int, lanes: int, dataflow: str,
-             feats: SparseFeatures, phase: str) -> tuple[_Ctx, list]:
-    """The shared figures of one executed GEMM and its per-k counts."""
+             feats: SparseFeatures, phase: str, fill: tuple | None = None
+             ) -> tuple[_Ctx, list]:
+    """The shared figures of one executed GEMM and its per-k counts; ``fill``: per group the
+    counts (a_k, b_k; None = from the pack) and zero fractions of dense operands held as ones
+    that were not built (``_ones_counts``)."""
     M, K, N, G = gemm.M, gemm.K, gemm.N, gemm.groups
     counts = [_counts(a, b, M, K, N) for a, b in packs]
+    if fill is not None:
+        fc, ff = fill
+        counts = [(ak if fa is None else fa, bk if fb is None else fb)
+                  for (ak, bk), (fa, fb) in zip(counts, fc, strict=True)]
+        fracs = ff
     nnz_a = sum(int(ak.sum()) for ak, _ in counts)
     nnz_b = sum(int(bk.sum()) for _, bk in counts)
     # the MACs of the GEMM as lowered (the layer's, under the default lowering)
@@ -833,15 +905,15 @@ def _combine(works: list[SparseWork], density: dict, nnz: dict) -> SparseWork:
 
 def _composite(parts: list, roles: tuple[str, str], masked: tuple[bool, bool],
                rows: int, cols: int, lanes: int, dataflow: str, feats: SparseFeatures,
-               folds: str, phase: str) -> list[SparseWork]:
+               folds: str, phase: str, fill: list | None = None) -> list[SparseWork]:
     """The candidates of a phase lowered to several GEMMs (``bwd_input: phases``): all dense,
     and each GEMM run its cheaper way (dense or skipping; reduced modes are not tried)."""
     dense, best = [], []
     nz = {"A": 0, "B": 0}
     size = {"A": 0, "B": 0}
-    for gemm, packs, fracs in parts:
+    for i, (gemm, packs, fracs) in enumerate(parts):
         ctx, counts = _context(gemm, packs, fracs, roles, masked, rows, cols, lanes,
-                               dataflow, feats, phase)
+                               dataflow, feats, phase, None if fill is None else fill[i])
         for x in "AB":
             nz[x] += ctx.nnz[x]
         size["A"] += gemm.groups * gemm.M * gemm.K
@@ -871,22 +943,36 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
         gemm = true
         packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g)
                  for g in range(gemm.groups)]
+        ctx, counts = _context(gemm, packs, fracs, (ra, rb),
+                               (a_mask is not None, b_mask is not None), rows, cols, lanes,
+                               dataflow, feats, phase)
     else:
         # under a lowering of its own, a dense operand of a skipped role is ones in its data
         # and zeros where the lowering pads (the spatial padding, the lanes past the channels):
-        # what the array's buffers hold
-        if a_mask is None and ra in feats.skip:
-            a_mask = np.ones(layer.operand_shape(ra, batch), dtype=bool)
-        if b_mask is None and rb in feats.skip:
-            b_mask = np.ones(layer.operand_shape(rb, batch), dtype=bool)
+        # what the array's buffers hold. It is built only where the array could skip it;
+        # otherwise its per-k counts come from one image (``_ones_counts``).
+        masks2 = [a_mask, b_mask]
+        ones = [m is None and r in feats.skip for m, r in zip(masks2, (ra, rb), strict=True)]
         parts = lowered_parts(layer, batch, phase, low, lanes, a_mask, b_mask)
+        fill = None
+        if any(ones):
+            fill = _ones_counts(layer, batch, phase, low, lanes, ones, (ra, rb))
+            other_ok = any(m is not None and r in feats.skip and not o for m, r, o in
+                           zip(masks2, (ra, rb), ones, strict=True))
+            if _could_skip_ones(parts, fill, ones, other_ok, dataflow, feats, phase):
+                for i in (0, 1):
+                    if ones[i]:
+                        masks2[i] = np.ones(layer.operand_shape((ra, rb)[i], batch), dtype=bool)
+                parts = lowered_parts(layer, batch, phase, low, lanes, *masks2)
+                fill = None
         if len(parts) > 1:
-            return _composite(parts, (ra, rb), (a_mask is not None, b_mask is not None),
-                              rows, cols, lanes, dataflow, feats, folds, phase), []
+            return _composite(parts, (ra, rb), (masks2[0] is not None, masks2[1] is not None),
+                              rows, cols, lanes, dataflow, feats, folds, phase,
+                              fill), []
         gemm, packs, fracs = parts[0]
-    ctx, counts = _context(gemm, packs, fracs, (ra, rb),
-                           (a_mask is not None, b_mask is not None), rows, cols, lanes,
-                           dataflow, feats, phase)
+        ctx, counts = _context(gemm, packs, fracs, (ra, rb),
+                               (masks2[0] is not None, masks2[1] is not None), rows, cols,
+                               lanes, dataflow, feats, phase, None if fill is None else fill[0])
     ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts)
     out = [_dense_work(ex, ctx, "dense")] + _skipping(ex, ctx)
     for kind in ("nm", "fanin"):

@@ -77,17 +77,31 @@ def strided_order(lanes: int, stride: int) -> list[int]:
 
 
 @njit(cache=True)
+def _rotr(x, r, L, full):
+    """Lane word ``x`` rotated so that bit p holds lane (p + r) mod L."""
+    if r == 0:
+        return x
+    return ((x >> np.uint64(r)) | (x << np.uint64(L - r))) & full
+
+
+@njit(cache=True)
 def schedule_buffer(buf, T, G, L, th, td, order, F):
     """Schedule ``buf[:T, :G]`` in place (the module's rule) and count it from a run of zero
     free steps. Returns (z, rest, out): ``z`` leading steps empty in every stream (``z == T``:
     the whole buffer is empty); ``rest`` cycles of the steps from the first non-empty one on;
-    ``out`` the run of free steps at the end."""
+    ``out`` the run of free steps at the end.
+
+    Per step and stream, tap s offers lane p the element at lane (p + d_s) mod L of step
+    t + h_s: ``cand[s]``, that step's word rotated by d_s. Only lanes with some candidate are
+    visited (in ``order``); a take clears the element in every tap word that reaches it."""
     full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
     ntaps = th.shape[0]
-    hmax = 0
+    rot = np.empty(ntaps, dtype=np.int64)
     for s in range(ntaps):
-        if th[s] > hmax:
-            hmax = th[s]
+        rot[s] = td[s] % L
+        if rot[s] < 0:
+            rot[s] += L
+    cand = np.zeros(ntaps, dtype=np.uint64)
     skip = 0
     for t in range(T):
         zero = True
@@ -105,27 +119,35 @@ def schedule_buffer(buf, T, G, L, th, td, order, F):
             w = buf[t, g]
             if w == full:
                 continue
-            later = _Z
-            for h in range(1, hmax + 1):
-                if t + h < T:
-                    later |= buf[t + h, g]
-            if later == 0:
+            anyc = _Z
+            for s in range(ntaps):
+                tt = t + th[s]
+                c = _rotr(buf[tt, g], rot[s], L, full) if tt < T else _Z
+                cand[s] = c
+                anyc |= c
+            elig = anyc & ~w & full
+            if elig == 0:
                 continue
             for p in order:
-                if (w >> np.uint64(p)) & _U1:
+                bp = _U1 << np.uint64(p)
+                if elig & bp == 0:
                     continue
                 for s in range(ntaps):
-                    tt = t + th[s]
-                    if tt >= T:
-                        continue
-                    src = (p + td[s]) % L
-                    if src < 0:
-                        src += L
-                    bit = _U1 << np.uint64(src)
-                    if buf[tt, g] & bit:
-                        buf[tt, g] ^= bit
-                        w |= _U1 << np.uint64(p)
+                    if cand[s] & bp:
+                        h = th[s]
+                        src = (p + rot[s]) % L
+                        buf[t + h, g] ^= _U1 << np.uint64(src)
+                        w |= bp
+                        anyc = _Z
+                        for s2 in range(ntaps):  # the element leaves every tap that saw it
+                            if th[s2] == h:
+                                q = (src - rot[s2]) % L
+                                cand[s2] &= ~(_U1 << np.uint64(q))
+                            anyc |= cand[s2]
+                        elig = anyc & ~w & full
                         break
+                if elig == 0:
+                    break
             buf[t, g] = w
     # count
     z = 0

@@ -18,7 +18,7 @@ from dataflows.lowering import CHOICES, Lowering, lowered, lowered_parts, parse_
 from traces.errors import InputError
 from traces.layers import Layer
 
-SETTINGS = dict(max_examples=40, deadline=None, derandomize=True,
+SETTINGS = dict(max_examples=80, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -151,6 +151,14 @@ def test_scheduler_keys_equal_reference(c, phase, df, R, C, L, f):
     layer, batch, masks = c
     w = sparse_work(layer, batch, phase, masks, R, C, L, df, f)
     ref = reference(layer, batch, phase, masks, R, C, L, df, f)
+    # a dense operand is an all-ones mask under a lowering of its own (built or not)
+    ones = {r: (np.ones(layer.operand_shape(r, batch), bool) if m is None and r in f.skip
+                else m) for r, m in masks.items()}
+    if not f.lowering.default or f.side == "tensor":
+        w1 = sparse_work(layer, batch, phase, ones, R, C, L, df, f)
+        for k in ("mode", "compute_cycles", "imbalance_cycles", "algorithmic", "actual",
+                  "effectual", "gated"):
+            assert getattr(w1, k) == getattr(w, k), k
     works = w.parts or [w]
     if ref is None:
         assert all(p.mode == "dense" for p in works)
