@@ -9,7 +9,8 @@ masks, and the masks of real or synthetic training traces), this runs
 
 and prints, per trace, how many per-layer, per-phase compute-cycle counters are equal to
 DNNsim's (``dnnsim-tensordash``) and the ratio of ``tensordash``'s compute cycles to DNNsim's per
-phase. Not part of the test suite (it needs DNNsim); ``docs/validation.md`` records a run.
+phase, with its own lowering and on DNNsim's tiles (``SAME_TILES``). Not part of the test
+suite (it needs DNNsim); ``docs/validation.md`` records a run.
 
     python scripts/compare_dnnsim.py --dnnsim PATH/TO/DNNsim [--work DIR] [--resnet50]
 """
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dataflows.lowering import lowered_parts
+from simulator.arch import load_arch
 from traces.format import PHASE_OPERANDS, PHASES, Manifest, Trace, TraceWriter
 from traces.layers import Layer
 
@@ -70,10 +73,18 @@ def make_trace(out: Path, density: float, kind: str, seed: int = 0, batch: int =
     TraceWriter(str(out), manifest).write_step(0, operands)
 
 
-def simulate(trace: Path, arch: str, out: Path) -> pd.DataFrame:
-    subprocess.run([sys.executable, "-m", "cli.main", "simulate", str(trace), "--arch", arch,
-                    "--memory", "ideal", "-o", str(out), "--force"], check=True,
-                   stdout=subprocess.DEVNULL)
+#: tensordash on DNNsim's tiles: its lowering set to DNNsim's (one image at a time, bwd_weight
+#: reduced per image, the side chosen per image by the tensors' zero fractions)
+SAME_TILES = ("sparse.lowering.batch=per_image", "sparse.lowering.bwd_weight=per_image",
+              "sparse.side=tensor")
+
+
+def simulate(trace: Path, arch: str, out: Path, sets: tuple[str, ...] = ()) -> pd.DataFrame:
+    cmd = [sys.executable, "-m", "cli.main", "simulate", str(trace), "--arch", arch,
+           "--memory", "ideal", "-o", str(out), "--force"]
+    for kv in sets:
+        cmd += ["--set", kv]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     t = pd.read_csv(out / "COMPUTE_REPORT.csv")
     return t[t["Phase"].isin(PHASES)].set_index(["Layer", "Phase"])["Compute Cycles"]
 
@@ -86,6 +97,7 @@ def compare(trace: Path, dnnsim: str, work: Path) -> dict:
     ref = pd.read_csv(csv).set_index(["layer", "phase"])["compute_cycles"]
     exact = simulate(trace, "dnnsim-tensordash", work / f"{trace.name}.exact")
     td = simulate(trace, "tensordash", work / f"{trace.name}.td")
+    same = simulate(trace, "tensordash", work / f"{trace.name}.same", SAME_TILES)
     # DNNsim's strided bwd_input with kernels over 3 fails DNNsim's own value check
     # (--check_values: "Channel First convolution wrong value"; its windows are misaligned and
     # run past the input's edge): those counters are set apart, not compared
@@ -99,6 +111,17 @@ def compare(trace: Path, dnnsim: str, work: Path) -> dict:
         sel = [r for r in rows if r[1] == ph]
         out[ph] = float(td.reindex(sel).sum() / ref.loc[sel].sum()) if sel else float("nan")
     out["step"] = float(td.reindex(rows).sum() / ref.loc[rows].sum())
+    ratio = same.reindex(rows) / ref.loc[rows]
+    out["same_min"], out["same_max"] = float(ratio.min()), float(ratio.max())
+    # tensordash pays its fill and drain once per GEMM (overlapped folds): rows + cols - 2, for
+    # each of the GEMMs a phase lowers to (a strided bwd_input runs one per output phase)
+    td_arch = load_arch("tensordash")
+    low = td_arch.features.lowering
+    gemms = pd.Series([len(lowered_parts(layers[n], 1, ph, low, td_arch.lanes, None, None))
+                       for n, ph in rows], index=rows)
+    fill = (td_arch.rows + td_arch.cols - 2) * gemms
+    out["same_sched_equal"] = int((same.reindex(rows) - fill == ref.loc[rows]).sum())
+    out["same_step"] = float(same.reindex(rows).sum() / ref.loc[rows].sum())
     return out
 
 
@@ -135,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     for t in traces:
         r = compare(t, a.dnnsim, work)
         results.append(r)
-        print(f"{r['trace']:<22} {r['equal']:>4}/{r['compared']:<4} equal   tensordash/DNNsim "
-              + "  ".join(f"{ph} {r[ph]:.3f}" for ph in PHASES) + f"  step {r['step']:.3f}",
-              flush=True)
+        print(f"{r['trace']:<18} {r['equal']:>4}/{r['compared']:<4} equal | tensordash/DNNsim "
+              + " ".join(f"{ph} {r[ph]:.3f}" for ph in PHASES) + f" step {r['step']:.3f}"
+              + f" | same tiles: step {r['same_step']:.4f}, per counter "
+              f"{r['same_min']:.3f}-{r['same_max']:.3f}, less fill/drain equal "
+              f"{r['same_sched_equal']}/{r['compared']}", flush=True)
     total = sum(r["compared"] for r in results)
     equal = sum(r["equal"] for r in results)
     apart = sum(r["set_apart"] for r in results)

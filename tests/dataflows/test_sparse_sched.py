@@ -207,3 +207,22 @@ def test_free_run_carries_in_dnnsim_tile_order():
         lens = w.fold_cycles
         hits += len(set(lens.tolist())) > 1
     assert hits  # the folds differ: the case is not trivial
+
+
+def test_more_than_64_lanes_with_skipping_is_refused(tmp_path):
+    """A step of a stream is one 64-bit word: a wider PE with skipping is one clear error naming
+    array.lanes (and nothing is refused without skipping)."""
+    import pytest
+
+    from simulator.arch import load_arch
+    from traces.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        load_arch("tensordash").with_overrides({"array.lanes": 128})
+    assert "array.lanes" in str(e.value) and "at most 64" in str(e.value)
+    ok = load_arch("tensordash").with_overrides({"array.lanes": 64})
+    assert ok.lanes == 64
+    dense = load_arch("scalesim-32").with_overrides({"array.lanes": 128})
+    assert dense.lanes == 128
+    with pytest.raises(InputError):
+        parse_features({"skip": ["ifmap"]}, "a.yaml", 65)
