@@ -253,8 +253,9 @@ def parse_features(d: Any, source: str, lanes: int | None = None) -> SparseFeatu
                              f"lanes {n}; got {ov!r}")
         if taps is None:
             raise InputError(source, "sparse.order", "a visiting order needs taps")
-    fr = d.get("free_rows", -1)
-    if "free_rows" in d:
+    fr = d.get("free_rows")
+    fr = -1 if fr is None else fr
+    if d.get("free_rows") is not None:
         if not isinstance(fr, int) or isinstance(fr, bool) or fr < 0:
             raise InputError(source, "sparse.free_rows", f"expected an integer >= 0, got {fr!r}")
         if taps is None:

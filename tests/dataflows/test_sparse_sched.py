@@ -187,6 +187,10 @@ def test_order_and_taps_parse():
     assert f.lane_order(16).tolist() == strided_order(16, 5)
     assert f.baseline() == SparseFeatures(lowering=f.lowering)
     assert Lowering().default
+    # a key set to null is a key left out (an override can remove the taps' companions)
+    g = parse_features({"skip": ["ifmap"], "taps": None, "order": None, "free_rows": None},
+                       "a.yaml", 16)
+    assert g.taps is None and g.free_rows == -1
 
 
 def test_free_run_carries_in_dnnsim_tile_order():
