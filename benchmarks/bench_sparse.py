@@ -6,12 +6,18 @@ Figures to reach (issue "Sparse engine"):
 2. The work-model kernels process >= 1 G mask bits per second on one core (best of five runs;
    other processes may share the cores, so the load average is printed with the figures).
 
-Run:  python benchmarks/bench_sparse.py
+3. With ``--against REV``: the same ``sparsesim simulate`` command timed alternately on this
+   checkout and on REV (a git worktree made for the run), ``--repeat`` times each; prints the
+   median wall times and their ratio (this / REV), measured in one run on one machine.
+
+Run:  python benchmarks/bench_sparse.py [--against REV [--repeat 3]]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,21 +68,61 @@ def kernel_rates(repeat: int = 5) -> list[tuple[str, float]]:
     return out
 
 
-def step_time(work: Path) -> tuple[float, str]:
+def make_trace(work: Path) -> Path:
     trace = work / "r50-swat90"
     subprocess.run([sys.executable, "-m", "cli.main", "synth", "--model", "resnet50", "--method",
                     "swat", "--sparsity", "0.9", "--batch", "32", "-q", "-o", str(trace)],
                    check=True, stdout=subprocess.DEVNULL)
+    return trace
+
+
+def step_time(trace: Path, out: Path, cwd: Path | None = None) -> tuple[float, str]:
+    """Wall seconds of the whole ``sparsesim simulate`` command (run from ``cwd``, whose
+    packages it then imports) and the speedup line it printed."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "cli.main", "simulate", str(trace), "--arch",
-                          "tensordash", "-o", str(work / "res")], check=True,
-                         capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "cli.main", "simulate", str(trace), "--arch",
+                          "tensordash", "-o", str(out), "--force"], check=True,
+                         capture_output=True, text=True, cwd=cwd)
     wall = time.perf_counter() - t0
-    speed = next(line for line in out.stdout.splitlines() if "speedup" in line).strip()
+    speed = next(line for line in res.stdout.splitlines() if "speedup" in line).strip()
     return wall, speed
 
 
+def against(rev: str, repeat: int) -> int:
+    """This checkout against ``rev``: alternate runs, median wall times and their ratio."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
+        work = Path(tmp)
+        trace = make_trace(work)
+        other = work / "rev"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(other),
+                        rev], check=True)
+        try:
+            times: dict[str, list[float]] = {"this": [], rev: []}
+            for cwd in (root, other):  # warm-up: numba compiles and caches each tree's kernels
+                step_time(trace, work / "res", cwd)
+            for _ in range(repeat):
+                for name, cwd in (("this", root), (rev, other)):
+                    times[name].append(step_time(trace, work / "res", cwd)[0])
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force",
+                            str(other)], check=False)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"ResNet-50 SWAT 90 % step (batch 32), tensordash, modeled memory; {repeat} runs "
+          f"each, alternating; load average {os.getloadavg()[0]:.2f}")
+    for k, v in times.items():
+        print(f"  {k:<12} median {med[k]:6.1f} s   runs " + " ".join(f"{x:.1f}" for x in v))
+    print(f"  ratio this / {rev}: {med['this'] / med[rev]:.2f}")
+    return 0
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--against", metavar="REV", help="time against this git revision too")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    if args.against:
+        return against(args.against, args.repeat)
     rows = []
     ok = True
     for name, rate in kernel_rates():
@@ -84,7 +130,7 @@ def main() -> int:
         ok &= good
         rows.append((name, f"{rate / 1e9:.2f} G", ">= 1 G", "yes" if good else "NO"))
     with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
-        wall, speed = step_time(Path(tmp))
+        wall, speed = step_time(make_trace(Path(tmp)), Path(tmp) / "res")
     ok &= wall < 30
     rows.append(("ResNet-50 SWAT 90 % step, tensordash, modeled (s)", f"{wall:.1f}", "< 30",
                  "yes" if wall < 30 else "NO"))
