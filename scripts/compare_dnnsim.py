@@ -86,7 +86,9 @@ def simulate(trace: Path, arch: str, out: Path, sets: tuple[str, ...] = ()) -> p
         cmd += ["--set", kv]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     t = pd.read_csv(out / "COMPUTE_REPORT.csv")
-    return t[t["Phase"].isin(PHASES)].set_index(["Layer", "Phase"])["Compute Cycles"]
+    first = Trace(str(trace)).steps[0]  # the step dnnsim_run.py gives DNNsim
+    t = t[t["Phase"].isin(PHASES) & (t["Step"] == first)]
+    return t.set_index(["Layer", "Phase"])["Compute Cycles"]
 
 
 def compare(trace: Path, dnnsim: str, work: Path) -> dict:
@@ -133,16 +135,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="also ResNet-50 SWAT-U 80 %% and 90 %% (batch 1; a minute each)")
     ap.add_argument("--trace", action="append", default=[],
                     help="another trace to compare (e.g. one recorded by sparsesim train)")
+    ap.add_argument("--only", action="store_true",
+                    help="only the traces given with --trace (no generated ones)")
     a = ap.parse_args(argv)
     work = Path(a.work or tempfile.mkdtemp(prefix="dnnsim-compare-"))
     work.mkdir(parents=True, exist_ok=True)
     traces = []
-    for kind in ("random", "clustered"):
+    for kind in () if a.only else ("random", "clustered"):
         for d in DENSITIES:
             p = work / f"{kind}-{d:g}"
             make_trace(p, d, kind)
             traces.append(p)
-    synth = [("resnet20-swat90", "resnet20", "0.9", "2")]
+    synth = [] if a.only else [("resnet20-swat90", "resnet20", "0.9", "2")]
     if a.resnet50:
         synth += [("resnet50-swat80", "resnet50", "0.8", "1"),
                   ("resnet50-swat90", "resnet50", "0.9", "1")]

@@ -23,7 +23,7 @@ Build (Debian; about three minutes), beside the project::
 
     apt-get install cmake g++ libprotobuf-dev protobuf-compiler
     git clone --no-checkout https://github.com/isakedo/DNNsim dnnsim/src && cd dnnsim/src
-    git checkout 2ba5177 && git apply ../defects.patch    # the two changes above
+    git checkout 2ba5177     # then make the two changes above (13 lines) by hand
     cmake -H. -B../build -DCMAKE_BUILD_TYPE=Release
     cmake --build ../build --target DNNsim -- -j2     # the binary is dnnsim/DNNsim
 
