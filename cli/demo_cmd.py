@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.main import path_arg
+from common.vocab import DATAFLOWS
 
-DATAFLOWS = ("os", "ws", "is")
 ARCH = "tensordash"
 RUNS = (("dense", "dense", 0.0), ("swat90", "swat", 0.9))  # (name, method, sparsity)
 
@@ -145,12 +145,12 @@ def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: st
              force: bool = False, quiet: bool = False) -> DemoResult:
     """The demo as a function (what ``sparsesim demo`` runs)."""
     from cli.main import _Progress
+    from common.errors import ConfigError
+    from common.fsutil import atomic_output_dir
     from reports.report import make_report
     from simulator.arch import load_arch
     from simulator.results import summarize, write_results
     from simulator.run import simulate_trace
-    from traces.errors import ConfigError
-    from traces.fsutil import atomic_output_dir
 
     if steps < 100:
         raise ConfigError("--steps", None, f"expected at least 100 (one recorded step), got "
@@ -197,7 +197,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: st
 
 
 def run(args: argparse.Namespace) -> None:
-    from traces.fsutil import check_output_dir
+    from common.fsutil import check_output_dir
 
     check_output_dir(args.output, args.force)
     res = run_demo(args.output, args.steps, args.memory, args.force, args.quiet)

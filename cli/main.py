@@ -73,7 +73,7 @@ def _layer_sparsity(text: str | None, model: str) -> tuple[float, ...] | None:
     ``model`` named once)."""
     if text is None:
         return None
-    from traces.errors import ConfigError
+    from common.errors import ConfigError
 
     path = Path(text)
     named: dict[str, tuple[str, str]] = {}
@@ -126,7 +126,7 @@ def _layer_sparsity(text: str | None, model: str) -> tuple[float, ...] | None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
-    from traces.fsutil import check_output_dir
+    from common.fsutil import check_output_dir
     from traces.synth import SynthConfig, synthesize
 
     given = (args.model, args.layer_sparsity)  # files among them must survive --force
@@ -222,10 +222,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> None:
     import time
 
+    from common.fsutil import check_output_dir
     from simulator.arch import load_arch, parse_overrides
     from simulator.results import summarize, write_results
     from simulator.run import load_network, simulate, simulate_trace
-    from traces.fsutil import check_output_dir
 
     t0 = time.perf_counter()
     net = load_network(args.input)
@@ -376,7 +376,7 @@ def _terminated(signum, frame) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from traces.errors import InputError
+    from common.errors import InputError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -31,8 +31,8 @@ def add_report_parser(sub) -> None:
 
 def run_report(args: argparse.Namespace) -> None:
     from cli.main import _Progress
+    from common.fsutil import check_output_dir
     from reports.report import make_report
-    from traces.fsutil import check_output_dir
 
     check_output_dir(args.output, args.force, inputs=args.inputs)
     out = make_report(args.inputs, args.output, force=args.force, title=args.title,

@@ -69,7 +69,7 @@ def add_train_parser(sub) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from traces.errors import ConfigError
+    from common.errors import ConfigError
 
     def positive(flag: str, value: int | None) -> None:
         if value is not None and value < 1:
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
     _check(args)
     from pathlib import Path
 
-    from traces.fsutil import atomic_output_dir, check_output_dir
+    from common.fsutil import atomic_output_dir, check_output_dir
     from trainers.train import TextProgress, TrainConfig, train
 
     sparsity = 0.0 if args.method == "dense" else (

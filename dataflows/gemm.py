@@ -22,15 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.vocab import PHASES, ROLES
 from traces.layers import Layer
-
-PHASES = ("fwd", "bwd_input", "bwd_weight")
-#: roles of (A, B, C) per phase; A streams through the array's rows, B through its columns
-ROLES = {
-    "fwd": ("ifmap", "filter", "ofmap"),
-    "bwd_input": ("grad_out", "filter", "grad_in"),
-    "bwd_weight": ("grad_out", "ifmap", "grad_w"),
-}
 
 
 @dataclass(frozen=True)

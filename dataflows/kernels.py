@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataflows.jit import njit
+from common.jit import njit
 
 _U1 = np.uint64(1)
 _Z = np.uint64(0)

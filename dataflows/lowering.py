@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import InputError
 from dataflows import kernels as kx
 from dataflows.gemm import Gemm, lower
 from dataflows.kernels import pack_rows
-from traces.errors import InputError
 from traces.layers import Layer
 
 CHOICES = {

@@ -41,14 +41,15 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import InputError
+from common.vocab import ROLES
 from dataflows import kernels as kx
 from dataflows import taps as kx_taps
 from dataflows.formats import FORMATS, block_ratio
-from dataflows.gemm import ROLES, Gemm, lower
+from dataflows.gemm import Gemm, lower
 from dataflows.lowering import Lowering, lowered_parts, parse_lowering
 from dataflows.systolic import DenseMapping, map_dense
 from dataflows.taps import dnnsim_taps, strided_order
-from traces.errors import InputError
 from traces.layers import Layer
 
 SKIP_ROLES = ("filter", "ifmap", "grad_out")

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.vocab import DATAFLOWS
 from dataflows.gemm import Gemm
-
-DATAFLOWS = ("os", "ws", "is")
 
 
 def _cdiv(a: int, b: int) -> int:

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.jit import njit
 from dataflows.gemm import Gemm
-from dataflows.jit import njit
 from dataflows.systolic import DenseMapping
 
 # fold-record columns

@@ -20,8 +20,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from reports.load import OVERHEAD_PHASES, PHASES, STALL_CAUSE_COLUMNS, Run, Sweep  # noqa: E402
-from traces.errors import InputError  # noqa: E402
+from common.errors import InputError  # noqa: E402
+from common.vocab import PHASES  # noqa: E402
+from reports.load import OVERHEAD_PHASES, STALL_CAUSE_COLUMNS, Run, Sweep  # noqa: E402
 
 GREYS = ("#1a1a1a", "#6e6e6e", "#b4b4b4", "#e6e6e6", "#4a4a4a", "#969696")
 HATCHES = ("", "///", "...", "xx", "\\\\\\", "++")

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from traces.errors import InputError
+from common.errors import InputError
+from common.vocab import PHASES
 
-PHASES = ("fwd", "bwd_input", "bwd_weight")
 #: rows that are training overheads, not GEMMs (top-K unit, RigL/SRigL mask updates)
 OVERHEAD_PHASES = ("topk", "mask_update")
 KEYS = ["LayerID", "Layer", "Phase", "Step"]

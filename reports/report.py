@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.errors import InputError
+from common.fsutil import atomic_output_dir, check_output_dir
+from common.vocab import PHASES
 from reports.figures import RUN_FIGURES, Drawn, sweep_figure
-from reports.load import OVERHEAD_PHASES, PHASES, Run, load_any
-from traces.errors import InputError
-from traces.fsutil import atomic_output_dir, check_output_dir
+from reports.load import OVERHEAD_PHASES, Run, load_any
 
 PNG_DPI = 150
 

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.vocab import PHASES
 from dataflows.lowering import lowered_parts
 from simulator.arch import load_arch
-from traces.format import PHASE_OPERANDS, PHASES, Manifest, Trace, TraceWriter
+from traces.format import PHASE_OPERANDS, Manifest, Trace, TraceWriter
 from traces.layers import Layer
 
 HERE = Path(__file__).resolve().parent

@@ -68,7 +68,8 @@ from pathlib import Path
 
 import numpy as np
 
-from traces.format import PHASE_OPERANDS, PHASES, Manifest, Operand, Trace, TraceWriter
+from common.vocab import PHASES
+from traces.format import PHASE_OPERANDS, Manifest, Operand, Trace, TraceWriter
 from traces.layers import Layer
 
 STATS = {"fwd": "Forward", "bwd_input": "Backward Input", "bwd_weight": "Backward Weights"}

@@ -35,9 +35,10 @@ from typing import Any, NoReturn
 
 import yaml
 
-from traces.errors import InputError
+from common.errors import InputError
+from common.vocab import DATAFLOWS
+from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe
 
-DATAFLOWS = ("os", "ws", "is")
 #: The three on-chip buffers: A operand, B operand, result / partial sums.
 BUFFERS = ("ifmap", "filter", "ofmap")
 WORD_SIZES = (1, 2, 4, 8)
@@ -310,7 +311,7 @@ class Architecture:
         """
         where = source or f"{self.source} (overrides)"
         if not isinstance(overrides, Mapping):
-            raise ArchError(where, None, f"overrides must be a mapping, got {_describe(overrides)}")
+            raise ArchError(where, None, f"overrides must be a mapping, got {describe(overrides)}")
         spec = _thaw(self._spec)
         for key, value in overrides.items():
             _set_dotted(spec, key, _thaw(value), where)
@@ -339,22 +340,6 @@ class Architecture:
 # ------------------------------------------------------------------------------------------------
 def _join(path: str | None, key: str) -> str:
     return f"{path}.{key}" if path else key
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "an empty value"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()} (booleans are not numbers)"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, Mapping):
-        return "a mapping" if value else "an empty mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list" if value else "an empty list"
-    if isinstance(value, numbers.Number):
-        return str(value)
-    return f"a {type(value).__name__}"
 
 
 def _string_hint(value: Any) -> str:
@@ -418,10 +403,10 @@ class _Checker:
             return {}
         if not isinstance(value, Mapping):
             keys = ", ".join(allowed)
-            self.fail(path, f"expected a mapping with keys {keys}, got {_describe(value)}")
+            self.fail(path, f"expected a mapping with keys {keys}, got {describe(value)}")
         for key in value:
             if not isinstance(key, str):
-                self.fail(_join(path, str(key)), f"keys must be text, got {_describe(key)}")
+                self.fail(_join(path, str(key)), f"keys must be text, got {describe(key)}")
             if key not in allowed:
                 self.fail(_join(path, key), _unknown_key(key, allowed, path))
         return dict(value)
@@ -441,7 +426,7 @@ class _Checker:
             if int(value) >= minimum:
                 return int(value)
         self.fail(
-            full, f"expected an integer >= {minimum}, got {_describe(value)}" + _string_hint(value)
+            full, f"expected an integer >= {minimum}, got {describe(value)}" + _string_hint(value)
         )
 
     def real(self, mapping: dict, path: str, key: str, default: Any, positive: bool) -> float:
@@ -451,19 +436,19 @@ class _Checker:
             x = float(value)
             if math.isfinite(x) and (x > 0 if positive else x >= 0):
                 return x
-        self.fail(full, f"expected {want}, got {_describe(value)}" + _string_hint(value))
+        self.fail(full, f"expected {want}, got {describe(value)}" + _string_hint(value))
 
     def choice(self, mapping: dict, path: str, key: str, default: Any, options: tuple) -> Any:
         value, full = self.get(mapping, path, key, default)
         if isinstance(value, bool) or value not in options:
             shown = ", ".join(str(o) for o in options)
-            self.fail(full, f"expected one of {shown}, got {_describe(value)}")
+            self.fail(full, f"expected one of {shown}, got {describe(value)}")
         return value
 
     def text(self, mapping: dict, path: str, key: str, default: Any) -> str:
         value, full = self.get(mapping, path, key, default)
         if not isinstance(value, str):
-            self.fail(full, f"expected text, got {_describe(value)}")
+            self.fail(full, f"expected text, got {describe(value)}")
         return value
 
     def plain(self, value: Any, path: str) -> Any:
@@ -471,7 +456,7 @@ class _Checker:
         if isinstance(value, Mapping):
             for key in value:
                 if not isinstance(key, str):
-                    self.fail(_join(path, str(key)), f"keys must be text, got {_describe(key)}")
+                    self.fail(_join(path, str(key)), f"keys must be text, got {describe(key)}")
             return _FrozenDict({k: self.plain(v, _join(path, k)) for k, v in value.items()})
         if isinstance(value, (list, tuple)):
             return tuple(self.plain(v, f"{path}[{i}]") for i, v in enumerate(value))
@@ -484,7 +469,7 @@ class _Checker:
         if isinstance(value, numbers.Real):
             return self.plain(float(value), path)
         self.fail(
-            path, f"expected text, a number, a boolean, a list or a mapping, got {_describe(value)}"
+            path, f"expected text, a number, a boolean, a list or a mapping, got {describe(value)}"
         )
 
 
@@ -496,7 +481,7 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
         c.fail(None, "the file is empty: expected a mapping with at least name and array")
     if not isinstance(raw, Mapping):
         c.fail(
-            None, f"expected a mapping of architecture keys at the top level, got {_describe(raw)}"
+            None, f"expected a mapping of architecture keys at the top level, got {describe(raw)}"
         )
     top = c.section(raw, None, _TOP_KEYS)
 
@@ -526,7 +511,7 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
         value, full = c.get(wb, "word_bytes", b, DEFAULTS["word_bytes"])
         integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         if not (integral and int(value) in WORD_SIZES):
-            c.fail(full, f"expected one of 1, 2, 4, 8 (bytes), got {_describe(value)}")
+            c.fail(full, f"expected one of 1, 2, 4, 8 (bytes), got {describe(value)}")
         word_bytes[b] = int(value)
 
     sram_raw = c.section(top.get("sram", _MISSING), "sram", BUFFERS)
@@ -604,7 +589,7 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
     if sparse is _MISSING or sparse is None:
         sparse = {}
     if not isinstance(sparse, Mapping):
-        c.fail("sparse", f"expected a mapping (sparse-engine features), got {_describe(sparse)}")
+        c.fail("sparse", f"expected a mapping (sparse-engine features), got {describe(sparse)}")
     sparse = c.plain(sparse, "sparse")
     from dataflows.sparse import parse_features
 
@@ -638,7 +623,7 @@ def _build(raw: Any, source: str) -> Architecture:
 
 def _set_dotted(spec: dict, key: Any, value: Any, source: str) -> None:
     if not isinstance(key, str) or not key:
-        raise ArchError(source, None, f"override keys must be dotted text, got {_describe(key)}")
+        raise ArchError(source, None, f"override keys must be dotted text, got {describe(key)}")
     parts = key.split(".")
     if not (key in KEY_PATHS or (parts[0] == "sparse" and all(parts))):
         close = difflib.get_close_matches(key, KEY_PATHS, n=1, cutoff=0.6)
@@ -655,55 +640,11 @@ def _set_dotted(spec: dict, key: Any, value: Any, source: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # reading files and presets
 # ------------------------------------------------------------------------------------------------
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
-    seen = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-            continue
-        if key_node.value in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
-            )
-        seen.add(key_node.value)
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-# Numbers as YAML 1.2 reads them (PyYAML follows YAML 1.1): ``1e9`` and ``2.5e-3`` are floats
-# (1.1 needs ``1.0e+9``), and ``2:4`` is text, not the base-60 integer 124.
-_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
-_StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictLoader.add_implicit_resolver(_FLOAT, re.compile(
-    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
-_StrictLoader.add_implicit_resolver(_INT, re.compile(
-    r"^(?:[-+]?0b[0-1_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?[0-9][0-9_]*)$"), list("-+0123456789"))
-
-
-def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
-    text = loader.construct_scalar(node).replace("_", "")
-    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
-    base = {"0b": 2, "0x": 16}.get(digits[:2], 10)
-    return sign * int(digits[2:] if base != 10 else digits, base)  # 010 is ten, as in YAML 1.2
-
-
-_StrictLoader.add_constructor(_INT, _construct_int)
 
 
 def _parse_yaml_text(text: str, source: str) -> Architecture:
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        raw = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -728,13 +669,12 @@ def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, Any]:
         if key in out:
             raise ArchError(flag, key, "given twice")
         try:
-            out[key] = yaml.load(text, Loader=_StrictLoader)
+            out[key] = yaml.load(text, Loader=StrictLoader)
         except yaml.YAMLError:
             raise ArchError(flag, key, f"cannot read the value {text!r} as a YAML value") from None
     return out
 
 
-MAX_FILE_BYTES = 1 << 20  # an architecture or sweep file is a few kB
 
 
 def _read_text(path: Path) -> str:
@@ -780,7 +720,7 @@ def load_arch(spec: str | os.PathLike) -> Architecture:
     if isinstance(spec, Architecture):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
-        raise ArchError(None, None, f"expected a preset name or a file path, got {_describe(spec)}")
+        raise ArchError(None, None, f"expected a preset name or a file path, got {describe(spec)}")
     text = os.fspath(spec)
     if isinstance(spec, str) and text in preset_names():
         return _load_preset(text)

@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dataflows.jit import njit
+from common.jit import njit
 
 __all__ = ["Dram", "DramStats", "DramTiming", "TransferResult", "map_address"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from common.fsutil import atomic_output_dir
 from simulator.run import STALL_COLUMNS, Results
-from traces.fsutil import atomic_output_dir
 
 KEYS = ["LayerID", "Layer", "Phase", "Step"]
 COMPUTE_COLUMNS = KEYS + [

@@ -36,10 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.errors import InputError
+from common.vocab import DATAFLOWS
 from dataflows.formats import block_bits
 from dataflows.gemm import Gemm, lower
 from dataflows.sparse import SparseFeatures, SparseWork, operand_compression, sparse_work
-from dataflows.systolic import DATAFLOWS, map_dense
+from dataflows.systolic import map_dense
 from dataflows.tiles import TileSchedule, schedule
 from dataflows.tiles import concat as concat_schedules
 from simulator.dram import DramTiming
@@ -53,7 +55,6 @@ from simulator.engine import (
     simulate_tiles,
 )
 from simulator.series import IMBALANCE_COLUMNS, dram_timeline, imbalance_histogram
-from traces.errors import InputError
 from traces.layers import Layer
 
 MEMORY_MODES = ("ideal", "modeled")

@@ -82,7 +82,8 @@ import math
 
 import numpy as np
 
-DATAFLOWS = ("os", "ws", "is")
+from common.vocab import DATAFLOWS
+
 CALC_READ_BANDWIDTH = 10  # words/cycle, hard-coded in single_layer_sim.run for CALC mode
 _ACTIVE_SETS = 50  # int(0.5 * 100): sets per half buffer in ReadBufferEstimateBw
 _SETS_PER_BUFFER = 100

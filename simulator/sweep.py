@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.errors import InputError, TraceError
+from common.fsutil import pid_alive
 from simulator.sweepfile import (
     SYNTH_KEYS,
     Point,
@@ -48,8 +50,6 @@ from simulator.sweepfile import (
     load_sweep,
     version,
 )
-from traces.errors import InputError, TraceError
-from traces.fsutil import pid_alive
 
 Progress = Callable[[int, int, str], None]
 POINT_FILE = "point.json"

@@ -34,15 +34,9 @@ from typing import Any
 
 import yaml
 
-from simulator.arch import (
-    KEY_PATHS,
-    MAX_FILE_BYTES,
-    Architecture,
-    _describe,
-    _StrictLoader,
-    load_arch,
-)
-from traces.errors import InputError
+from common.errors import InputError
+from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe
+from simulator.arch import KEY_PATHS, Architecture, load_arch
 from traces.synth import SynthConfig, plan, version
 
 RUN_KEYS = ("dataflow", "memory", "phases")
@@ -135,7 +129,7 @@ def load_sweep(spec: str | os.PathLike | Mapping[str, Any]) -> Sweep:
     except OSError as err:
         raise SweepError(source, None, f"cannot read: {err.strerror or err}") from None
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # SafeLoader that refuses duplicate keys
+        raw = yaml.load(text, Loader=StrictLoader)  # SafeLoader that refuses duplicate keys
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -167,7 +161,7 @@ class _Reader:
     def read(self, raw: Any) -> Sweep:
         if not isinstance(raw, Mapping):
             raise self.fail(None, f"expected a mapping of sweep keys ({', '.join(TOP_KEYS)}), "
-                                  f"got {_describe(raw)}")
+                                  f"got {describe(raw)}")
         for key in raw:
             if key not in TOP_KEYS:
                 raise self.fail(None, self.unknown(key, TOP_KEYS, "keys"))
@@ -183,13 +177,13 @@ class _Reader:
         overrides = raw.get("overrides", {})
         if not isinstance(overrides, Mapping):
             raise self.fail("overrides", f"expected a mapping of architecture keys "
-                                         f"(e.g. array.rows: 64), got {_describe(overrides)}")
+                                         f"(e.g. array.rows: 64), got {describe(overrides)}")
         for k in overrides:
             self.axis_kind(k, "overrides", arch_only=True)
         synth = raw.get("synth")
         if synth is not None and not isinstance(synth, Mapping):
             raise self.fail("synth", f"expected a mapping of synth keys ({', '.join(SYNTH_KEYS)})"
-                                     f", got {_describe(synth)}")
+                                     f", got {describe(synth)}")
         for k in synth or {}:
             if k not in SYNTH_KEYS:
                 raise self.fail(f"synth: {k}", self.unknown(k, SYNTH_KEYS, "synth keys"))
@@ -209,7 +203,7 @@ class _Reader:
     def text(self, raw: Mapping, key: str, default: str) -> str:
         value = raw.get(key, default)
         if not isinstance(value, str):
-            raise self.fail(key, f"expected text, got {_describe(value)}")
+            raise self.fail(key, f"expected text, got {describe(value)}")
         return value
 
     def unknown(self, key: Any, allowed: tuple[str, ...], what: str) -> str:
@@ -221,7 +215,7 @@ class _Reader:
         """``run``, ``synth``, ``arch`` (the architecture itself), ``trace`` or ``key`` (an
         architecture key); an unknown key fails naming ``where``."""
         if not isinstance(key, str) or not key:
-            raise self.fail(where, f"axis names are text, got {_describe(key)}")
+            raise self.fail(where, f"axis names are text, got {describe(key)}")
         parts = key.split(".")
         if key in KEY_PATHS or (parts[0] == "sparse" and len(parts) > 1 and all(parts)):
             return "key"
@@ -254,16 +248,16 @@ class _Reader:
         if grid is None and listed is None:
             raise self.fail(None, "no axes: give a grid, a list of points, or both")
         if grid is not None and (not isinstance(grid, Mapping) or not grid):
-            raise self.fail("grid", f"expected a mapping of axis: [values], got {_describe(grid)}")
+            raise self.fail("grid", f"expected a mapping of axis: [values], got {describe(grid)}")
         if listed is not None and (not isinstance(listed, list) or not listed):
             raise self.fail("points", f"expected a non-empty list of mappings (axis: value), got "
-                                      f"{_describe(listed)}")
+                                      f"{describe(listed)}")
         grid = dict(grid or {})
         for k, values in grid.items():
             self.axis_kind(k, "grid")
             if not isinstance(values, list) or not values:
                 raise self.fail(f"grid: {k}", f"expected a non-empty list of values, got "
-                                              f"{_describe(values)}")
+                                              f"{describe(values)}")
         rows: list[tuple[int | None, dict[str, Any]]] = []
         for i, item in enumerate(listed or [None]):
             if item is None and listed is None:
@@ -271,7 +265,7 @@ class _Reader:
                 continue
             where = f"points item {i + 1}"
             if not isinstance(item, Mapping) or not item:
-                raise self.fail(where, f"expected a mapping of axis: value, got {_describe(item)}")
+                raise self.fail(where, f"expected a mapping of axis: value, got {describe(item)}")
             for k in item:
                 self.axis_kind(k, where)
                 if k in grid:
@@ -366,7 +360,7 @@ class _Reader:
 
     def base_arch(self, spec: Any, field: str) -> Architecture:
         if not isinstance(spec, str) or not spec:
-            raise self.fail(field, f"expected a preset name or a file path, got {_describe(spec)}")
+            raise self.fail(field, f"expected a preset name or a file path, got {describe(spec)}")
         if spec not in self._archs:
             target: str | Path = spec
             if "/" in spec or os.sep in spec or Path(spec).suffix:
@@ -378,18 +372,18 @@ class _Reader:
         return self._archs[spec]
 
     def check_run(self, values: dict[str, Any], loc) -> None:
-        from dataflows.systolic import DATAFLOWS
+        from common.vocab import DATAFLOWS
         from simulator.run import MEMORY_MODES, PHASE_SETS
 
         options = {"dataflow": DATAFLOWS, "memory": MEMORY_MODES, "phases": tuple(PHASE_SETS)}
         for key, value in values.items():
             if value not in options[key]:
                 raise self.fail(loc(key), f"expected one of {', '.join(options[key])}, got "
-                                          f"{_describe(value)}")
+                                          f"{describe(value)}")
 
     def trace_dir(self, value: Any, field: str) -> str:
         if not isinstance(value, str) or not value:
-            raise self.fail(field, f"expected a trace directory, got {_describe(value)}")
+            raise self.fail(field, f"expected a trace directory, got {describe(value)}")
         path = (self.base_dir / value).resolve()
         from traces.format import Trace
 
@@ -414,7 +408,7 @@ class _Reader:
         fields to run (``fields``, a topology as an absolute path) and to hash (``identity``,
         a topology by name and content)."""
         def bad(k: str, expected: str, hint: str = "") -> SweepError:
-            return self.fail(loc(k), f"expected {expected}, got {_describe(fields[k])}{hint}")
+            return self.fail(loc(k), f"expected {expected}, got {describe(fields[k])}{hint}")
 
         if "model" not in fields:
             raise self.fail("synth: model", "required: a built-in model name or a topology CSV")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 from traces.layers import Layer
 
 

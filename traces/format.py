@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import InputError, TraceError
+from common.errors import InputError, TraceError
+from common.vocab import PHASES
 from traces.layers import Layer
 
 FORMAT_NAME = "sparsesim-trace"
@@ -33,7 +34,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_KEY = "index"
 
-PHASES = ("fwd", "bwd_input", "bwd_weight")
 #: The two operands each training GEMM multiplies, and the result it produces.
 PHASE_OPERANDS: dict[str, tuple[str, str]] = {
     "fwd": ("filter", "ifmap"),

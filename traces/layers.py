@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from traces.errors import InputError
+from common.errors import InputError
 
 KINDS = ("conv2d", "linear")
 

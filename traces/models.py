@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 from traces.layers import Layer
 
 Shape = tuple[int, tuple[int, int]]  # (channels, (height, width)) of an activation

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 from traces.layers import Layer
 
 PATTERN_NAMES = ("random", "clustered", "N:M", "fanin", "channel", "filter", "kernel", "block:RxC")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from traces.format import PHASE_OPERANDS, PHASES, Trace
+from common.vocab import PHASES
+from traces.format import PHASE_OPERANDS, Trace
 
 
 def trace_summary(trace: Trace, first_step_only: bool = False) -> dict[str, Any]:

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import ConfigError
+from common.fsutil import atomic_output_dir
 from traces import density as dens
-from traces.errors import ConfigError
 from traces.format import DTYPES, Manifest, PackedMask, TraceWriter
-from traces.fsutil import atomic_output_dir
 from traces.layers import Layer
 from traces.patterns import Pattern, activation_mask, parse_pattern, weight_mask
 

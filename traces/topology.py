@@ -54,7 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from traces.errors import InputError, TopologyError
+from common.errors import InputError, TopologyError
 from traces.format import LIMITS_NOTE, MAX_OPERAND_ELEMENTS
 from traces.layers import Layer
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from dataflows.gemm import PHASES, ROLES, Gemm, lower, lower_all
+from common.vocab import PHASES, ROLES
+from dataflows.gemm import Gemm, lower, lower_all
 from traces.layers import Layer
 from traces.models import get_model
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import InputError
 from dataflows.lowering import CHOICES, Lowering, lowered, lowered_parts, parse_lowering
-from traces.errors import InputError
 from traces.layers import Layer
 
 SETTINGS = dict(max_examples=80, deadline=None, derandomize=True,

@@ -295,7 +295,7 @@ def test_formats_hold_at_least_the_nonzeros(fmt, r, c, w, data):
 def test_bad_features_name_the_key():
     import pytest
 
-    from traces.errors import InputError
+    from common.errors import InputError
 
     for bad, key in (({"skip": ["weights"]}, "sparse.skip"), ({"nm": "4:2"}, "sparse.nm"),
                      ({"window": {"lookahead": -1}}, "sparse.window.lookahead"),
@@ -554,7 +554,7 @@ def test_formats_per_level_parse():
 def test_bad_level_formats_name_the_key():
     import pytest
 
-    from traces.errors import InputError
+    from common.errors import InputError
 
     for bad, key in (({"filter": {"l2": "csr"}}, "sparse.formats.filter.l2"),
                      ({"filter": {"sram": "zip"}}, "sparse.formats.filter.sram"),

@@ -218,8 +218,8 @@ def test_more_than_64_lanes_with_skipping_is_refused(tmp_path):
     array.lanes (and nothing is refused without skipping)."""
     import pytest
 
+    from common.errors import InputError
     from simulator.arch import load_arch
-    from traces.errors import InputError
 
     with pytest.raises(InputError) as e:
         load_arch("tensordash").with_overrides({"array.lanes": 128})

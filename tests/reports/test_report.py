@@ -15,8 +15,9 @@ import pytest
 from matplotlib.colors import to_rgb
 
 from cli.main import main
+from common.vocab import PHASES
 from reports import figures
-from reports.load import PHASES, load_any
+from reports.load import load_any
 from reports.report import make_report
 from simulator.arch import load_arch
 from simulator.results import write_results

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.errors import InputError
 from simulator.arch import (
     KEY_PATHS,
     ArchError,
@@ -22,7 +23,6 @@ from simulator.arch import (
     preset_names,
     read_scalesim_cfg,
 )
-from traces.errors import InputError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 PRESETS = ["dnnsim-tensordash", "eyeriss", "scalesim-32", "stc-2to4", "tensordash", "tpu-v1"]

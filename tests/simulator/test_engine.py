@@ -7,13 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.errors import InputError
 from dataflows.gemm import Gemm, lower
 from dataflows.systolic import map_dense
 from dataflows.tiles import schedule
 from simulator.arch import load_arch
 from simulator.run import half_buffer_words, simulate, training_order
 from simulator.scalesim_compat import dense_cycles, sram_accesses
-from traces.errors import InputError
 from traces.layers import Layer
 from traces.models import get_model
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from common.vocab import DATAFLOWS
 from simulator.arch import load_arch, preset_names
 from simulator.engine import GEMM, OVERHEAD, READ, STALL_CAUSES, WRITE
 from simulator.results import summarize
@@ -33,7 +34,6 @@ PRESETS = tuple(preset_names())
 #: presets that lower as SCALE-Sim does (a lowering of its own holds the padding zeros in its
 #: buffers, and a skipping array skips those even in a trace without a zero)
 DEFAULT_LOWERING = tuple(p for p in PRESETS if load_arch(p).features.lowering.default)
-DATAFLOWS = ("os", "ws", "is")
 MEMORY_STALLS = [STALL_COLUMNS[c] for c in STALL_CAUSES]  # all but load imbalance
 GEMM_PHASES = ("fwd", "bwd_input", "bwd_weight")
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from common.errors import ConfigError
 from traces import density as dens
-from traces.errors import ConfigError
 from traces.layers import Layer
 from traces.models import get_model
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from traces.errors import TraceError
+from common.errors import TraceError
 from traces.format import (
     MANIFEST,
     PHASE_OPERANDS,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cli.main import main
-from traces.errors import TraceError
+from common.errors import TraceError
 from traces.format import (
     INDEX_KEY,
     MANIFEST,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 from traces.layers import Layer
 from traces.models import ModelTable, get_model, model_names
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 from traces.layers import Layer
 from traces.patterns import (
     Pattern,

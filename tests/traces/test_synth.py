@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 from traces.format import Trace
 from traces.models import get_model
 from traces.patterns import keep_count

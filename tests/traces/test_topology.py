@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from traces.errors import TopologyError
+from common.errors import TopologyError
 from traces.layers import Layer
 from traces.topology import Topology, read_topology, write_topology
 

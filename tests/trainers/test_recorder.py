@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from traces.errors import TraceError
+from common.errors import TraceError
 from traces.format import Trace
 from trainers.data import load_dataset
 from trainers.recorder import record

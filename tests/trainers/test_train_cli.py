@@ -15,7 +15,7 @@ import pytest
 
 from cli import train_cmd
 from cli.main import main
-from traces.errors import ConfigError
+from common.errors import ConfigError
 from traces.format import Trace
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}

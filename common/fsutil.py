@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from traces.errors import InputError
+from common.errors import InputError
 
 
 def _absolute(p: str | os.PathLike) -> Path:

@@ -32,7 +32,8 @@ def ensure_cache_path(self):
 
 caching._CacheLocator.ensure_cache_path = ensure_cache_path
 import numpy as np
-from dataflows import jit, kernels
+from common import jit
+from dataflows import kernels
 from simulator import dram  # a second source folder
 import json
 print(json.dumps([kernels.popcount64(np.uint64(0b1011)), sorted(jit._checked.values()),
