@@ -344,28 +344,10 @@ def _peaks(run: Run) -> tuple[float | None, float | None]:
     """(peak MACs per cycle, peak DRAM bytes per cycle) of the run's architecture."""
     arr = run.summary.get("array")
     macs = float(np.prod(arr)) if isinstance(arr, list) and arr else None
-    bw = run.summary.get("dram_peak_bytes_per_cycle")  # older results: from the arch file
-    if bw is None:
-        bw = _arch_dram_peak(run)
+    # recorded by the run (results older than that field draw no peak line: reports never
+    # re-derive what the simulator computed)
+    bw = run.summary.get("dram_peak_bytes_per_cycle")
     return macs, bw
-
-
-def _arch_dram_peak(run: Run) -> float | None:
-    """The DRAM peak from the architecture named in the summary, when it can still be found."""
-    from pathlib import Path
-
-    src = str(run.summary.get("arch_source", ""))
-    name = src[len("preset "):] if src.startswith("preset ") else src
-    if not name or (not src.startswith("preset ") and not Path(name).is_file()):
-        return None
-    try:
-        from simulator.arch import load_arch
-        from simulator.dram import DramTiming
-
-        arch = load_arch(name)
-        return float(DramTiming.from_spec(arch.dram, arch.clock_ghz).bytes_per_cycle)
-    except (InputError, OSError, ValueError):
-        return None
 
 
 def dram_bandwidth(runs: list[Run]) -> Drawn | None:

@@ -33,9 +33,7 @@ ALLOWED_MODULES = {("reports", "simulator.results")}
 KNOWN_BACK_EDGES = {
     # a sweep checks a finished point with the results reader (two owners of one format)
     ("simulator/sweep.py", "reports.load"),
-    # reports re-derives the DRAM peak from the architecture, and names engine event kinds
-    ("reports/figures.py", "simulator.arch"),
-    ("reports/figures.py", "simulator.dram"),
+    # the timeline export names the engine's event kinds
     ("reports/timeline.py", "simulator.engine"),
     ("reports/timeline.py", "simulator.run"),  # the in-memory Results of a run
 }
