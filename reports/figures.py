@@ -1,4 +1,4 @@
-"""The report's figures: each function takes loaded runs (``reports.load``) and returns a
+"""The report's figures: each function takes loaded runs (``simulator.results``) and returns a
 ``Figure`` plus the table it draws, or ``None`` when the runs give nothing to draw.
 
 Conventions, for figures that go into papers: every axis names its quantity and unit; series
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from common.errors import InputError  # noqa: E402
 from common.vocab import PHASES  # noqa: E402
-from reports.load import OVERHEAD_PHASES, STALL_CAUSE_COLUMNS, Run, Sweep  # noqa: E402
+from simulator.results import OVERHEAD_PHASES, STALL_CAUSE_COLUMNS, Run, Sweep  # noqa: E402
 
 GREYS = ("#1a1a1a", "#6e6e6e", "#b4b4b4", "#e6e6e6", "#4a4a4a", "#969696")
 HATCHES = ("", "///", "...", "xx", "\\\\\\", "++")

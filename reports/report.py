@@ -24,7 +24,7 @@ from common.errors import InputError
 from common.fsutil import atomic_output_dir, check_output_dir
 from common.vocab import PHASES
 from reports.figures import RUN_FIGURES, Drawn, sweep_figure
-from reports.load import OVERHEAD_PHASES, Run, load_any
+from simulator.results import OVERHEAD_PHASES, Run, load_any
 
 PNG_DPI = 150
 

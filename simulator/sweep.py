@@ -11,7 +11,7 @@
 Every directory is built under a temporary name beside its final one and renamed into place when
 complete, so a point directory exists only when the point finished. Re-running skips finished
 points; a run killed at any moment (SIGKILL included) loses nothing that had finished. A re-run
-checks what it reuses: a finished point whose results do not read back (``reports.load``) is
+checks what it reuses: a finished point whose results do not read back (``simulator.results``) is
 removed and run again, and a synthetic trace that does not read back (``traces.format``) is
 built again; a recorded trace (``trace:``) is the user's, so a bad one stops the sweep before
 anything runs, naming the trace file and the problem.
@@ -297,7 +297,7 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 def _point_problem(folder: Path, key: str) -> str | None:
     """Why a finished point's directory cannot be used (None: it can): its reports must read
     back as ``sparsesim report`` reads them, and point.json must name the point."""
-    from reports.load import load_run
+    from simulator.results import load_run
 
     try:
         load_run(folder)

@@ -17,10 +17,9 @@ from matplotlib.colors import to_rgb
 from cli.main import main
 from common.vocab import PHASES
 from reports import figures
-from reports.load import load_any
 from reports.report import make_report
 from simulator.arch import load_arch
-from simulator.results import write_results
+from simulator.results import load_any, write_results
 from simulator.run import simulate, simulate_trace
 from traces.models import get_model
 from traces.synth import SynthConfig, synthesize
@@ -240,7 +239,7 @@ def test_mixed_architectures_on_speedup_figure_are_refused(results, tmp_path, ca
 def test_one_preset_with_other_keys_is_another_architecture(results, tmp_path, capsys):
     """A sweep point over dram.bandwidth_gbps keeps the preset's name: the runs are told apart
     by the keys that differ, in labels and tables, and a speedup figure refuses to mix them."""
-    from reports.load import load_any
+    from simulator.results import load_any
 
     slow = tmp_path / "slow"
     trace = tmp_path / "t"
