@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator.engine import (
+from simulator.results import (
     COMPUTE,
     EVENT_FIELDS,
     GEMM,
@@ -36,8 +36,8 @@ from simulator.engine import (
     WAIT_READ,
     WAIT_WRITE,
     WRITE,
+    Results,
 )
-from simulator.run import Results
 
 MAX_EVENTS = 1_000_000
 PID = 1

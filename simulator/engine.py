@@ -45,15 +45,13 @@ import simpy
 
 from dataflows.tiles import TILE_FIELDS, TileSchedule
 from simulator.dram import Dram, DramTiming
+from simulator.results import COMPUTE, READ, WAIT_READ, WAIT_WRITE, WRITE
 
 STALL_CAUSES = ("dram_bandwidth", "dram_latency", "sram_conflict", "fill_drain")
 _I = {name: i for i, name in enumerate(TILE_FIELDS)}
 # base addresses of the operand regions of one GEMM (bytes); each region wraps at 1 GiB
 _REGION = 1 << 30
 
-EVENT_FIELDS = ("kind", "gemm", "start", "end", "x", "y", "z")
-EVENT_KINDS = ("read", "compute", "write", "wait_read", "wait_write", "gemm", "overhead")
-READ, COMPUTE, WRITE, WAIT_READ, WAIT_WRITE, GEMM, OVERHEAD = range(len(EVENT_KINDS))
 
 
 @dataclass

@@ -23,7 +23,38 @@ import pandas as pd
 from common.errors import InputError
 from common.fsutil import atomic_output_dir
 from common.vocab import PHASES
-from simulator.run import STALL_COLUMNS, Results
+
+#: the stall columns of the tables, by the engine's name of their cause
+STALL_COLUMNS = {
+    "dram_bandwidth": "Stall Cycles (DRAM Bandwidth)",
+    "dram_latency": "Stall Cycles (DRAM Latency/Bank)",
+    "sram_conflict": "Stall Cycles (SRAM Bank Conflict)",
+    "load_imbalance": "Stall Cycles (Load Imbalance)",
+    "fill_drain": "Stall Cycles (Fill/Drain)",
+}
+
+#: the event log (``Results.events``, the timeline): one row per event, these fields; ``kind``
+#: is the index of one of ``EVENT_KINDS``
+EVENT_FIELDS = ("kind", "gemm", "start", "end", "x", "y", "z")
+EVENT_KINDS = ("read", "compute", "write", "wait_read", "wait_write", "gemm", "overhead")
+READ, COMPUTE, WRITE, WAIT_READ, WAIT_WRITE, GEMM, OVERHEAD = range(len(EVENT_KINDS))
+
+
+@dataclass
+class Results:
+    """The per-GEMM table of one run plus what produced it (and, for a trace, the dense
+    baseline's table); ``events`` is the event log of a ``timeline=True`` run (module
+    docstring)."""
+
+    table: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    baseline: pd.DataFrame | None = None
+    events: np.ndarray | None = None
+    #: DRAM traffic over each step's time in equal bins (modeled memory; ``simulator.series``)
+    dram_timeline: pd.DataFrame | None = None
+    #: per GEMM with a per-fold work model: folds per 5 % bin of load-imbalance share
+    imbalance: pd.DataFrame | None = None
+
 
 KEYS = ["LayerID", "Layer", "Phase", "Step"]
 COMPUTE_COLUMNS = KEYS + [

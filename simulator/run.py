@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,28 +45,14 @@ from dataflows.systolic import map_dense
 from dataflows.tiles import TileSchedule, schedule
 from dataflows.tiles import concat as concat_schedules
 from simulator.dram import DramTiming
-from simulator.engine import (
-    COMPUTE,
-    EVENT_FIELDS,
-    GEMM,
-    OVERHEAD,
-    STALL_CAUSES,
-    GemmTiming,
-    simulate_tiles,
-)
+from simulator.engine import STALL_CAUSES, GemmTiming, simulate_tiles
+from simulator.results import COMPUTE, EVENT_FIELDS, GEMM, OVERHEAD, STALL_COLUMNS, Results
 from simulator.series import IMBALANCE_COLUMNS, dram_timeline, imbalance_histogram
 from traces.layers import Layer
 
 MEMORY_MODES = ("ideal", "modeled")
 PHASE_SETS = {"fwd": ("fwd",), "train": ("fwd", "bwd_input", "bwd_weight")}
 BUFFERS = ("ifmap", "filter", "ofmap")  # hold A, B and C of every GEMM
-STALL_COLUMNS = {
-    "dram_bandwidth": "Stall Cycles (DRAM Bandwidth)",
-    "dram_latency": "Stall Cycles (DRAM Latency/Bank)",
-    "sram_conflict": "Stall Cycles (SRAM Bank Conflict)",
-    "load_imbalance": "Stall Cycles (Load Imbalance)",
-    "fill_drain": "Stall Cycles (Fill/Drain)",
-}
 
 
 def training_order(layers: list[Layer] | tuple[Layer, ...], phases: tuple[str, ...],
@@ -96,22 +82,6 @@ def check_buffers(arch) -> None:
                              f"{arch.sram[b].kib} KiB holds {words} words per half-buffer; one "
                              f"tile of a {arch.rows}x{arch.cols}x{arch.lanes} array needs at "
                              f"least {need}")
-
-
-@dataclass
-class Results:
-    """The per-GEMM table of one run plus what produced it (and, for a trace, the dense
-    baseline's table); ``events`` is the event log of a ``timeline=True`` run (module
-    docstring)."""
-
-    table: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
-    baseline: pd.DataFrame | None = None
-    events: np.ndarray | None = None
-    #: DRAM traffic over each step's time in equal bins (modeled memory; ``simulator.series``)
-    dram_timeline: pd.DataFrame | None = None
-    #: per GEMM with a per-fold work model: folds per 5 % bin of load-imbalance share
-    imbalance: pd.DataFrame | None = None
 
 
 def _events(log, timings: list[GemmTiming] | None, compute: list[int]) -> np.ndarray:

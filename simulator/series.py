@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from simulator.engine import READ, WRITE
+from simulator.results import READ, WRITE
 
 TIMELINE_BINS = 200
 IMBALANCE_BINS = np.linspace(0.0, 100.0, 21)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 
 DATASETS = ("mnist", "digits", "synthetic")
 SPLIT_SEED = 20240601

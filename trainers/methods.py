@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.errors import ConfigError
 from traces import density as dens
-from traces.errors import ConfigError
 from traces.layers import Layer
 from trainers.sparse_fn import (
     BWI_FILTER,

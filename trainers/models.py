@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 
 
 # ---- MLP and LeNet ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from traces.errors import ConfigError
+from common.errors import ConfigError
 from trainers.data import Dataset, batches, load_dataset
 from trainers.methods import Method, make_method
 from trainers.models import build_model, get_spec

@@ -14,7 +14,8 @@ from dataflows.systolic import map_dense
 from dataflows.tiles import schedule
 from reports.timeline import MAX_EVENTS, TRACKS, chrome_trace, write_chrome_trace
 from simulator.arch import load_arch
-from simulator.engine import (
+from simulator.engine import simulate_tiles
+from simulator.results import (
     COMPUTE,
     EVENT_FIELDS,
     GEMM,
@@ -23,7 +24,6 @@ from simulator.engine import (
     WAIT_READ,
     WAIT_WRITE,
     WRITE,
-    simulate_tiles,
 )
 from simulator.run import PHASE_SETS, half_buffer_words, simulate, simulate_trace, training_order
 from traces.models import get_model

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from common.vocab import DATAFLOWS
 from simulator.arch import load_arch, preset_names
-from simulator.engine import GEMM, OVERHEAD, READ, STALL_CAUSES, WRITE
-from simulator.results import summarize
+from simulator.engine import STALL_CAUSES
+from simulator.results import GEMM, OVERHEAD, READ, WRITE, summarize
 from simulator.run import (
     STALL_COLUMNS,
     simulate,
