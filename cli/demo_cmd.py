@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.main import path_arg
+from cli.helpers import path_arg
 from common.vocab import DATAFLOWS
 
 ARCH = "tensordash"
@@ -144,7 +144,7 @@ def _train_all(out: Path, steps: int, quiet: bool) -> dict[str, float]:
 def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: str = "modeled",
              force: bool = False, quiet: bool = False) -> DemoResult:
     """The demo as a function (what ``sparsesim demo`` runs)."""
-    from cli.main import _Progress
+    from cli.helpers import Progress
     from common.errors import ConfigError
     from common.fsutil import atomic_output_dir
     from reports.report import make_report
@@ -173,7 +173,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: st
                f"{arch.lanes} lanes) with os, ws and is, {memory} memory", quiet)
         result_dirs = []
         jobs = [(name, df) for name, _m, _s in RUNS for df in DATAFLOWS]
-        bar = _Progress("  simulate", not quiet)
+        bar = Progress("  simulate", not quiet)
         for i, (name, df) in enumerate(jobs):
             bar(i, len(jobs), f"{name} {df}")
             res = simulate_trace(str(tmp / "traces" / name), arch, df, "train", memory)
@@ -186,7 +186,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: st
         make_report(result_dirs, tmp / "report",
                     title="sparsesim demo: LeNet-5 on MNIST-5k, dense vs SWAT-U 90 % on "
                           f"{ARCH}",
-                    progress=_Progress("  report", not quiet))
+                    progress=Progress("  report", not quiet))
         result.seconds = time.perf_counter() - t0
         lines = [f"test accuracy: dense {100 * result.accuracy['dense']:.1f} %, SWAT-U 90 % "
                  f"{100 * result.accuracy['swat90']:.1f} %", *result.summary_lines(),

@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-EXIT_BAD_INPUT = 2
+from cli.helpers import (
+    EXIT_BAD_INPUT,
+    Progress,
+    path_arg,
+    print_trace_summary,
+    size,
+    word_arg,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,43 +32,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def path_arg(text: str) -> Path:
-    """argparse type of a path argument: an empty one is a usage error, not the current
-    directory."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a path, got an empty string")
-    return Path(text)
-
-
-def word_arg(text: str) -> str:
-    """argparse type of a name argument (a preset, a dataflow): not empty."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a name, got an empty string")
-    return text
-
-
 def _fail(message: str) -> NoReturn:
     print(f"sparsesim: error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_BAD_INPUT)
-
-
-class _Progress:
-    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, label: str, enabled: bool) -> None:
-        self.label = label
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        fill = int(width * done / max(total, 1))
-        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] "
-                         f"{done}/{total} {what[:30]:<30}")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,31 +113,8 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         dtype=args.dtype,
     )
     out = synthesize(cfg, args.output, force=args.force,
-                     progress=_Progress("synth", not args.quiet), command=sys.argv[1:])
-    _print_trace_summary(out)
-
-
-def _print_trace_summary(path: Path) -> None:
-    from traces.format import Trace
-    from traces.summary import trace_summary
-
-    trace = Trace(path)
-    s = trace_summary(trace, first_step_only=True)
-    m = trace.manifest
-    print(f"trace written to {path}")
-    print(f"  model {m.model}, method {m.method}, {len(m.layers)} layers, {len(trace)} step(s), "
-          f"batch {m.batch_size}, {_size(s['bytes'])} on disk")
-    for phase, roles in s["density"].items():
-        parts = ", ".join(f"{role} {d:.4f}" for role, d in roles.items())
-        print(f"  {phase:<10} density: {parts}")
-
-
-def _size(nbytes: float) -> str:
-    """A file size a person reads: ``18.3 kB``, ``4.2 MB``."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{int(nbytes)} B"
+                     progress=Progress("synth", not args.quiet), command=sys.argv[1:])
+    print_trace_summary(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,7 +137,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
         how = ", ".join(f"{k} {m.sparsity[k]}" for k in ("density", "pattern")
                         if m.sparsity.get(k) is not None)
         print(f"  sparsity: {m.sparsity.get('sparsity')}" + (f" ({how})" if how else ""))
-        print(f"  {_size(s['bytes'])} on disk")
+        print(f"  {size(s['bytes'])} on disk")
         print(f"  {'layer':<28}{'fwd.filter':>11}{'fwd.ifmap':>11}{'bwd_w.ifmap':>12}"
               f"{'bwd_w.grad_out':>15}")
         for name, d in s["layers"].items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.main import path_arg
+from cli.helpers import path_arg
 
 
 def add_report_parser(sub) -> None:
@@ -30,13 +30,13 @@ def add_report_parser(sub) -> None:
 
 
 def run_report(args: argparse.Namespace) -> None:
-    from cli.main import _Progress
+    from cli.helpers import Progress
     from common.fsutil import check_output_dir
     from reports.report import make_report
 
     check_output_dir(args.output, args.force, inputs=args.inputs)
     out = make_report(args.inputs, args.output, force=args.force, title=args.title,
-                      progress=_Progress("report", not args.quiet))
+                      progress=Progress("report", not args.quiet))
     figs = sorted(p.stem for p in (out / "figures").glob("*.png"))
     print(f"report written to {out / 'report.html'}")
     print(f"  {len(figs)} figures (PNG + SVG in {out / 'figures'}): {', '.join(figs)}",

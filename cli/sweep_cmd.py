@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from cli.main import path_arg
+from cli.helpers import path_arg
 
 
 def add_sweep_parser(sub) -> None:
@@ -40,9 +40,9 @@ class SweepProgress:
     when it is a terminal, silent otherwise)."""
 
     def __init__(self, enabled: bool) -> None:
-        from cli.main import _Progress
+        from cli.helpers import Progress
 
-        self.bar = _Progress("sweep", enabled)
+        self.bar = Progress("sweep", enabled)
         self.start: tuple[float, int] | None = None
 
     def __call__(self, done: int, total: int, what: str) -> None:

@@ -140,6 +140,6 @@ def run(args: argparse.Namespace) -> None:
           + f", {cfg.steps} step{'s' * (cfg.steps != 1)} of {cfg.batch} in "
           f"{result.seconds:.0f} s")
     if args.output is not None:
-        from cli.main import _print_trace_summary
+        from cli.helpers import print_trace_summary
 
-        _print_trace_summary(Path(args.output))
+        print_trace_summary(Path(args.output))

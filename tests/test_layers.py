@@ -88,3 +88,12 @@ def test_the_check_sees_a_back_edge(tmp_path, monkeypatch):
     assert {"simulator.results", "simulator.results.load_run", "simulator.run"} <= _imports(f)
     found = {("dataflows", "dataflows/x.py", "simulator.run")}
     assert _bad(found) == {("dataflows/x.py", "simulator.run")}
+
+
+def test_no_cli_module_imports_the_entry_point():
+    """cli.main imports the subcommands; they share cli.helpers, never cli.main (no cycle)."""
+    users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cli").glob("*.py")
+                   if p.name != "main.py" and any(m == "cli.main" or m.startswith("cli.main.")
+                                                  for m in _imports(p)))
+    assert not users
+    assert not any(m.startswith("cli.main") for m in _imports(ROOT / "cli" / "helpers.py"))
