@@ -2,7 +2,7 @@
 
     sparsesim sweep sweeps/dataflows.yaml -o runs/dataflows [--workers N] [--scheduler ADDRESS]
 
-The work is in ``simulator.sweep`` (``run_sweep``); the file format is in ``docs/sweeps.md``.
+The work is in ``pipeline.sweep`` (``run_sweep``); the file format is in ``docs/sweeps.md``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _clock(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from simulator.sweep import SweepFailed, run_sweep
+    from pipeline.sweep import SweepFailed, run_sweep
 
     try:
         r = run_sweep(args.sweep_file, args.output, workers=args.workers,

@@ -10,7 +10,7 @@ import pytest
 MODULES = [
     "traces", "traces.format", "traces.synth", "traces.models", "traces.topology",
     "traces.patterns", "traces.density", "traces.summary", "dataflows", "simulator", "reports",
-    "cli.main",
+    "common", "pipeline.sweep", "pipeline.sweepfile", "cli.main",
 ]
 
 

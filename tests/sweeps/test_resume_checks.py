@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from simulator import sweep as sweep_mod
-from simulator.sweep import SweepFailed, run_sweep, write_table
-from simulator.sweepfile import SweepError, load_sweep
+from pipeline import sweep as sweep_mod
+from pipeline.sweep import SweepFailed, run_sweep, write_table
+from pipeline.sweepfile import SweepError, load_sweep
 from traces.format import Trace
 
 SWEEP = """\

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulator import sweep as sweep_mod
+from pipeline import sweep as sweep_mod
+from pipeline.sweep import SweepFailed, run_sweep
+from pipeline.sweepfile import load_sweep
 from simulator.results import REPORTS
-from simulator.sweep import SweepFailed, run_sweep
-from simulator.sweepfile import load_sweep
 
 SWEEP = """\
 name: small

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cli.main import main
-from simulator.sweepfile import load_sweep
+from pipeline.sweepfile import load_sweep
 
 BASE = """\
 arch: scalesim-32

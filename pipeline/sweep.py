@@ -41,7 +41,7 @@ from typing import Any
 
 from common.errors import InputError, TraceError
 from common.fsutil import pid_alive
-from simulator.sweepfile import (
+from pipeline.sweepfile import (
     SYNTH_KEYS,
     Point,
     Sweep,
