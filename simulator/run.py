@@ -153,6 +153,198 @@ def _format_bytes(full: Gemm, work: SparseWork, feats: SparseFeatures, arch) -> 
     return out
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """One GEMM of a run, planned: its layer and phase, its work (cycles and counters from the
+    masks) and its tile schedule (what moves between DRAM, SRAM and the array)."""
+
+    li: int
+    phase: str
+    work: SparseWork
+    sched: TileSchedule
+
+
+def _check_run(arch, dataflow: str, phases: str, memory: str) -> None:
+    if dataflow not in DATAFLOWS:
+        raise InputError("--dataflow", None,
+                         f"unknown dataflow {dataflow!r}; expected one of {', '.join(DATAFLOWS)}")
+    if phases not in PHASE_SETS:
+        raise InputError("--phases", None, f"expected fwd or train, got {phases!r}")
+    if memory not in MEMORY_MODES:
+        raise InputError("--memory", None, f"expected ideal or modeled, got {memory!r}")
+    check_buffers(arch)
+
+
+def _work(layer: Layer, batch: int, phase: str, arch, dataflow: str, masks,
+          feats: SparseFeatures) -> SparseWork:
+    """The work of one GEMM: from the masks (or with a lowering of the architecture's own), or
+    the closed form of a dense GEMM."""
+    if masks is not None or not feats.lowering.default:
+        lm = {} if masks is None else masks[layer.name]
+        lm = lm.for_phase(phase) if hasattr(lm, "for_phase") else lm
+        return sparse_work(layer, batch, phase, lm, arch.rows, arch.cols, arch.lanes, dataflow,
+                           feats, arch.folds)
+    g = lower(layer, batch, phase)
+    mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes, arch.folds)
+    return SparseWork(g, mp, "dense", None, mp.compute_cycles, 0, g.macs, g.macs, g.macs, 0,
+                      {"A": 1.0, "B": 1.0}, {"A": g.groups * g.M * g.K, "B": g.groups * g.K * g.N})
+
+
+def _tiles(work: SparseWork, arch, feats: SparseFeatures) -> TileSchedule:
+    """The tile schedule of one GEMM (a phase lowered to several GEMMs runs them in turn)."""
+    wbits = (8 * arch.word_bytes["ifmap"], 8 * arch.word_bytes["filter"])
+    subs = []
+    for p in work.parts or [work]:
+        squeeze = operand_compression(p, feats, wbits, "dram")
+        held = operand_compression(p, feats, wbits, "sram")
+        subs.append(schedule(p.gemm, p.mapping, half_buffer_words(arch), p.fold_cycles, squeeze,
+                             held))
+    return subs[0] if len(subs) == 1 else concat_schedules(subs)
+
+
+def _plan(layers, batch: int, arch, dataflow: str, phases: str, masks,
+          feats: SparseFeatures, skip) -> list[_Planned]:
+    """Stage 1: every GEMM of the step in training order, with its work and tiles."""
+    out = []
+    for li, ph in training_order(layers, PHASE_SETS[phases], skip):
+        w = _work(layers[li], batch, ph, arch, dataflow, masks, feats)
+        out.append(_Planned(li, ph, w, _tiles(w, arch, feats)))
+    return out
+
+
+def _time(plan: list[_Planned], arch, memory: str, timeline: bool
+          ) -> tuple[list[GemmTiming], array | None]:
+    """Stage 2: the GEMMs' timings: the SimPy engine over the tiles (modeled memory) or their
+    compute cycles (ideal). The event log also gives the DRAM timeline, so a modeled run
+    always keeps one."""
+    log = array("d") if timeline or memory == "modeled" else None
+    scheds = [p.sched for p in plan]
+    if memory == "modeled":
+        return simulate_tiles(scheds, arch, log, dram_only=not timeline), log
+    return [GemmTiming(compute=s.total("compute")) for s in scheds], log
+
+
+def _energy(w: SparseWork, sram: dict, dram_bytes: int, arch) -> tuple[float, float, float]:
+    """MAC, SRAM and DRAM energy (pJ) of one GEMM."""
+    en = arch.energy
+    wb = [arch.word_bytes[b] for b in BUFFERS]
+    e_mac = (w.actual - w.gated) * en.mac_pj + w.gated * en.mac_gated_pj
+    e_sram = (sram["A"] * wb[0] * en.sram_pj_per_byte["ifmap"]
+              + sram["B"] * wb[1] * en.sram_pj_per_byte["filter"]
+              + sram["C"] * wb[2] * en.sram_pj_per_byte["ofmap"])
+    return e_mac, e_sram, dram_bytes * en.dram_pj_per_byte
+
+
+def _dram_bytes(sch: TileSchedule, arch) -> int:
+    wb = [arch.word_bytes[b] for b in BUFFERS]
+    return (sch.total("a_dram") * wb[0] + sch.total("b_dram") * wb[1]
+            + (sch.total("c_read") + sch.total("c_write")) * wb[2])
+
+
+def _operand_columns(full: Gemm, w: SparseWork, feats: SparseFeatures, arch) -> dict[str, Any]:
+    """Densities, roles, formats and formatted bytes of the GEMM's A and B."""
+    return {
+        "A Density": w.density.get("A", 1.0),
+        "B Density": w.density.get("B", 1.0),
+        "A Role": full.roles[0], "B Role": full.roles[1],
+        "A Format": feats.format_of(full.roles[0], "dram"),
+        "B Format": feats.format_of(full.roles[1], "dram"),
+        "A SRAM Format": feats.format_of(full.roles[0], "sram"),
+        "B SRAM Format": feats.format_of(full.roles[1], "sram"),
+        **_format_bytes(full, w, feats, arch),
+    }
+
+
+def _traffic_columns(sch: TileSchedule, moved: int | None, cycles: int, arch
+                     ) -> dict[str, Any]:
+    """SRAM and DRAM accesses of the tiles, bytes and average bandwidths; ``moved``: the DRAM
+    bytes the engine moved (whole bursts; None with ideal memory: the useful bytes)."""
+    sram = {"A": sch.total("a_sram"), "B": sch.total("b_sram"), "C": sch.total("c_sram")}
+    dram_r = {"A": sch.total("a_dram"), "B": sch.total("b_dram"), "C": sch.total("c_read")}
+    dram_w = sch.total("c_write")
+    dram_bytes = _dram_bytes(sch, arch)
+    return {
+        "SRAM IFMAP Reads": sram["A"], "SRAM Filter Reads": sram["B"],
+        "SRAM OFMAP Writes": sram["C"],
+        "DRAM IFMAP Reads": dram_r["A"], "DRAM Filter Reads": dram_r["B"],
+        "DRAM OFMAP Reads": dram_r["C"], "DRAM OFMAP Writes": dram_w,
+        "DRAM Bytes": dram_bytes,
+        "DRAM Bytes Moved": dram_bytes if moved is None else moved,
+        "Avg IFMAP SRAM BW": sram["A"] / cycles,
+        "Avg FILTER SRAM BW": sram["B"] / cycles,
+        "Avg OFMAP SRAM BW": sram["C"] / cycles,
+        "Avg IFMAP DRAM BW": dram_r["A"] / cycles,
+        "Avg FILTER DRAM BW": dram_r["B"] / cycles,
+        "Avg OFMAP DRAM BW": (dram_r["C"] + dram_w) / cycles,
+        "Avg DRAM BW (bytes/cycle)": dram_bytes / cycles,
+        "Avg DRAM BW (GB/s)": dram_bytes / cycles * arch.clock_ghz,
+    }
+
+
+def _row(p: _Planned, tm: GemmTiming, layers, batch: int, arch, dataflow: str, memory: str,
+         feats: SparseFeatures, step: int) -> dict[str, Any]:
+    """Stage 3: one GEMM's row of the table (``docs/metrics.md`` defines every column)."""
+    li, ph, w, sch = p.li, p.phase, p.work, p.sched
+    g = w.gemm
+    macs_per_cycle = arch.rows * arch.cols * arch.lanes
+    compute = w.compute_cycles
+    stalls = {c: int(round(tm.stalls[c])) for c in STALL_CAUSES}
+    stalls["load_imbalance"] = w.imbalance_cycles
+    stall = sum(stalls.values())
+    total = compute + stall - 1
+    exact_dense = (w.mode == "dense" and w.fold_cycles is None and arch.folds == "serial"
+                   and g == lower(layers[li], batch, ph))
+    incl = (_incl_prefetch(layers[li], g, arch, dataflow, total)
+            if memory == "ideal" and exact_dense else total)
+    sram = {"A": sch.total("a_sram"), "B": sch.total("b_sram"), "C": sch.total("c_sram")}
+    cycles = compute + stall
+    e_mac, e_sram, e_dram = _energy(w, sram, _dram_bytes(sch, arch), arch)
+    full = lower(layers[li], batch, ph)
+    row: dict[str, Any] = {
+        "LayerID": li,
+        "Layer": layers[li].name,
+        "Phase": ph,
+        "Step": step,
+        "Total Cycles (incl. prefetch)": incl,
+        "Total Cycles": total,
+        "Stall Cycles": stall,
+        "Overall Util %": 100.0 * w.algorithmic / (max(total, 1) * macs_per_cycle),
+        "Mapping Efficiency %": 100.0 * _fold_mean(w, "mapping_efficiency"),
+        "Compute Util %": 100.0 * _fold_mean(w, "compute_utilization"),
+        "Compute Cycles": compute,
+        **{STALL_COLUMNS[c]: stalls[c] for c in STALL_COLUMNS},
+        "Ideal Cycles": -(-w.effectual // macs_per_cycle),
+        "M": full.M, "K": full.K, "N": full.N, "Groups": full.groups,
+        "Mode": w.mode,
+        "Algorithmic Computes": w.algorithmic,
+        "Actual Computes": w.actual,
+        "Skipped Computes": w.skipped,
+        "Gated Computes": w.gated,
+        "Effectual Computes": w.effectual,
+        **_operand_columns(full, w, feats, arch),
+        **_traffic_columns(sch, tm.dram_moved_bytes if memory == "modeled" else None, cycles,
+                           arch),
+        "Energy MAC (pJ)": e_mac,
+        "Energy SRAM (pJ)": e_sram,
+        "Energy DRAM (pJ)": e_dram,
+        "Energy (pJ)": e_mac + e_sram + e_dram,
+    }
+    return row
+
+
+def _imbalance_row(p: _Planned, layers, step: int) -> dict[str, Any] | None:
+    """A GEMM's row of ``LOAD_IMBALANCE.csv`` (those with a per-fold work model)."""
+    w = p.work
+    if w.fold_cycles is None or w.fold_imbalance is None:
+        return None
+    return {"LayerID": p.li, "Layer": layers[p.li].name, "Phase": p.phase, "Step": step,
+            "Folds": int(len(w.fold_cycles)), "Fold Cycles": int(np.sum(w.fold_cycles)),
+            "Imbalance Cycles": int(np.sum(w.fold_imbalance)),
+            **dict(zip(IMBALANCE_COLUMNS,
+                       imbalance_histogram(w.fold_cycles, w.fold_imbalance).tolist(),
+                       strict=True))}
+
+
 def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow: str,
              phases: str = "fwd", memory: str = "modeled", step: int = 0,
              masks: dict[str, dict[str, np.ndarray | None]] | None = None,
@@ -162,141 +354,26 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
 
     ``masks[layer][role]`` are the operand masks of the step (layer-shaped bool tensors, None
     for dense); without them every operand is dense. ``features`` defaults to the
-    architecture's sparse features; pass ``SparseFeatures()`` for the dense baseline.
+    architecture's sparse features; pass ``arch.features.baseline()`` for the dense baseline.
     ``timeline`` keeps the event log in ``Results.events``. ``skip``: (layer name, phase)
     backward GEMMs the step did not compute (``training_order``).
+
+    Three stages: plan the GEMMs (work and tiles), time them (the engine), tabulate.
     """
-    if dataflow not in DATAFLOWS:
-        raise InputError("--dataflow", None,
-                         f"unknown dataflow {dataflow!r}; expected one of {', '.join(DATAFLOWS)}")
-    if phases not in PHASE_SETS:
-        raise InputError("--phases", None, f"expected fwd or train, got {phases!r}")
-    if memory not in MEMORY_MODES:
-        raise InputError("--memory", None, f"expected ideal or modeled, got {memory!r}")
-    check_buffers(arch)
+    _check_run(arch, dataflow, phases, memory)
     feats = arch.features if features is None else features
-    order = training_order(layers, PHASE_SETS[phases], skip)
-    caps = half_buffer_words(arch)
-    works: list[SparseWork] = []
-    scheds: list[TileSchedule] = []
-    for li, ph in order:
-        if masks is not None or not feats.lowering.default:
-            lm = {} if masks is None else masks[layers[li].name]
-            lm = lm.for_phase(ph) if hasattr(lm, "for_phase") else lm
-            w = sparse_work(layers[li], batch, ph, lm, arch.rows, arch.cols, arch.lanes,
-                            dataflow, feats, arch.folds)
-        else:
-            g = lower(layers[li], batch, ph)
-            mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes, arch.folds)
-            w = SparseWork(g, mp, "dense", None, mp.compute_cycles, 0, g.macs, g.macs, g.macs,
-                           0, {"A": 1.0, "B": 1.0}, {"A": g.groups * g.M * g.K,
-                                                     "B": g.groups * g.K * g.N})
-        works.append(w)
-        wbits = (8 * arch.word_bytes["ifmap"], 8 * arch.word_bytes["filter"])
-        subs = []
-        for p in w.parts or [w]:  # a phase lowered to several GEMMs runs them in turn
-            squeeze = operand_compression(p, feats, wbits, "dram")
-            held = operand_compression(p, feats, wbits, "sram")
-            subs.append(schedule(p.gemm, p.mapping, caps, p.fold_cycles, squeeze, held))
-        scheds.append(subs[0] if len(subs) == 1 else concat_schedules(subs))
-    # the event log also gives the DRAM timeline, so a modeled run always keeps one
-    log = array("d") if timeline or memory == "modeled" else None
-    if memory == "modeled":
-        timings = simulate_tiles(scheds, arch, log, dram_only=not timeline)
-    else:
-        timings = [GemmTiming(compute=s.total("compute")) for s in scheds]
-    rows, imb_rows = [], []
-    wb = [arch.word_bytes[b] for b in BUFFERS]
-    macs_per_cycle = arch.rows * arch.cols * arch.lanes
-    en = arch.energy
-    for (li, ph), w, sch, tm in zip(order, works, scheds, timings, strict=True):
-        g = w.gemm
-        mp = sch.mapping
-        compute = w.compute_cycles
-        stalls = {c: int(round(tm.stalls[c])) for c in STALL_CAUSES}
-        stalls["load_imbalance"] = w.imbalance_cycles
-        stall = sum(stalls.values())
-        total = compute + stall - 1
-        exact_dense = (w.mode == "dense" and w.fold_cycles is None and arch.folds == "serial"
-                       and g == lower(layers[li], batch, ph))
-        incl = (_incl_prefetch(layers[li], g, arch, dataflow, total)
-                if memory == "ideal" and exact_dense else total)
-        sram = {"A": sch.total("a_sram"), "B": sch.total("b_sram"), "C": sch.total("c_sram")}
-        dram_r = {"A": sch.total("a_dram"), "B": sch.total("b_dram"), "C": sch.total("c_read")}
-        dram_w = sch.total("c_write")
-        cycles = compute + stall
-        dram_bytes = dram_r["A"] * wb[0] + dram_r["B"] * wb[1] + (dram_r["C"] + dram_w) * wb[2]
-        e_mac = (w.actual - w.gated) * en.mac_pj + w.gated * en.mac_gated_pj
-        e_sram = (sram["A"] * wb[0] * en.sram_pj_per_byte["ifmap"]
-                  + sram["B"] * wb[1] * en.sram_pj_per_byte["filter"]
-                  + sram["C"] * wb[2] * en.sram_pj_per_byte["ofmap"])
-        e_dram = dram_bytes * en.dram_pj_per_byte
-        full = lower(layers[li], batch, ph)
-        fmt_bytes = _format_bytes(full, w, feats, arch)
-        row: dict[str, Any] = {
-            "LayerID": li,
-            "Layer": layers[li].name,
-            "Phase": ph,
-            "Step": step,
-            "Total Cycles (incl. prefetch)": incl,
-            "Total Cycles": total,
-            "Stall Cycles": stall,
-            "Overall Util %": 100.0 * w.algorithmic / (max(total, 1) * macs_per_cycle),
-            "Mapping Efficiency %": 100.0 * _fold_mean(w, "mapping_efficiency"),
-            "Compute Util %": 100.0 * _fold_mean(w, "compute_utilization"),
-            "Compute Cycles": compute,
-            **{STALL_COLUMNS[c]: stalls[c] for c in STALL_COLUMNS},
-            "Ideal Cycles": -(-w.effectual // macs_per_cycle),
-            "M": full.M, "K": full.K, "N": full.N, "Groups": full.groups,
-            "Mode": w.mode,
-            "Algorithmic Computes": w.algorithmic,
-            "Actual Computes": w.actual,
-            "Skipped Computes": w.skipped,
-            "Gated Computes": w.gated,
-            "Effectual Computes": w.effectual,
-            "A Density": w.density.get("A", 1.0),
-            "B Density": w.density.get("B", 1.0),
-            "A Role": full.roles[0], "B Role": full.roles[1],
-            "A Format": feats.format_of(full.roles[0], "dram"),
-            "B Format": feats.format_of(full.roles[1], "dram"),
-            "A SRAM Format": feats.format_of(full.roles[0], "sram"),
-            "B SRAM Format": feats.format_of(full.roles[1], "sram"),
-            **fmt_bytes,
-            "SRAM IFMAP Reads": sram["A"], "SRAM Filter Reads": sram["B"],
-            "SRAM OFMAP Writes": sram["C"],
-            "DRAM IFMAP Reads": dram_r["A"], "DRAM Filter Reads": dram_r["B"],
-            "DRAM OFMAP Reads": dram_r["C"], "DRAM OFMAP Writes": dram_w,
-            "DRAM Bytes": dram_bytes,
-            "DRAM Bytes Moved": tm.dram_moved_bytes if memory == "modeled" else dram_bytes,
-            "Avg IFMAP SRAM BW": sram["A"] / cycles,
-            "Avg FILTER SRAM BW": sram["B"] / cycles,
-            "Avg OFMAP SRAM BW": sram["C"] / cycles,
-            "Avg IFMAP DRAM BW": dram_r["A"] / cycles,
-            "Avg FILTER DRAM BW": dram_r["B"] / cycles,
-            "Avg OFMAP DRAM BW": (dram_r["C"] + dram_w) / cycles,
-            "Avg DRAM BW (bytes/cycle)": dram_bytes / cycles,
-            "Avg DRAM BW (GB/s)": dram_bytes / cycles * arch.clock_ghz,
-            "Energy MAC (pJ)": e_mac,
-            "Energy SRAM (pJ)": e_sram,
-            "Energy DRAM (pJ)": e_dram,
-            "Energy (pJ)": e_mac + e_sram + e_dram,
-        }
-        rows.append(row)
-        if w.fold_cycles is not None and w.fold_imbalance is not None:
-            imb_rows.append({
-                "LayerID": li, "Layer": layers[li].name, "Phase": ph, "Step": step,
-                "Folds": int(len(w.fold_cycles)), "Fold Cycles": int(np.sum(w.fold_cycles)),
-                "Imbalance Cycles": int(np.sum(w.fold_imbalance)),
-                **dict(zip(IMBALANCE_COLUMNS,
-                           imbalance_histogram(w.fold_cycles, w.fold_imbalance).tolist(),
-                           strict=True))})
-    table = pd.DataFrame(rows)
+    plan = _plan(layers, batch, arch, dataflow, phases, masks, feats, skip)
+    timings, log = _time(plan, arch, memory, timeline)
+    table = pd.DataFrame([_row(p, tm, layers, batch, arch, dataflow, memory, feats, step)
+                          for p, tm in zip(plan, timings, strict=True)])
+    imb_rows = [r for r in (_imbalance_row(p, layers, step) for p in plan) if r is not None]
     peak = DramTiming.from_spec(arch.dram, arch.clock_ghz).bytes_per_cycle
     meta = {"arch": arch.name, "arch_source": arch.source, "dataflow": dataflow,
             "phases": phases, "memory": memory, "batch": batch,
             "array": [arch.rows, arch.cols, arch.lanes], "clock_ghz": arch.clock_ghz,
-            "macs_per_cycle": macs_per_cycle, "dram_peak_bytes_per_cycle": peak,
-            "dram_peak_gbps": peak * arch.clock_ghz, "arch_spec": arch.to_dict()}
+            "macs_per_cycle": arch.rows * arch.cols * arch.lanes,
+            "dram_peak_bytes_per_cycle": peak, "dram_peak_gbps": peak * arch.clock_ghz,
+            "arch_spec": arch.to_dict()}
     events = series = None
     if log is not None:
         events = _events(log, timings if memory == "modeled" else None,
