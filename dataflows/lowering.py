@@ -216,146 +216,226 @@ def lowered(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
     return parts[0]
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """A layer's geometry under one lowering, per group and GEMM (what every builder needs)."""
+
+    conv: bool
+    h: int
+    w: int
+    ho: int
+    wo: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    cin: int  # per group
+    cout: int
+    n_img: int  # images in one GEMM: 1 with batch per_image, else the batch
+    low: Lowering
+    lanes: int
+
+    @property
+    def hp(self) -> int:
+        """Rows of the input with the padding the forward windows read (top + what they
+        reach)."""
+        return self.ph + max(self.h, (self.ho - 1) * self.sh + self.dh * (self.kh - 1) + 1
+                             - self.ph)
+
+    @property
+    def wp(self) -> int:
+        return self.pw + max(self.w, (self.wo - 1) * self.sw + self.dw * (self.kw - 1) + 1
+                             - self.pw)
+
+    @property
+    def eh_ew(self) -> tuple[int, int]:
+        """The output gradient as a transposed bwd_input's windows read it, padded as DNNsim
+        pads it (which ``side: tensor`` measures): by the forward padding (p − 1 on one side
+        where the forward windows leave the last padded row unread), or by ⌊(k−1)/s⌋ when
+        p = 0."""
+        eh = self.ho + (self.hp - self.h if self.ph else 2 * ((self.kh - 1) // self.sh))
+        ew = self.wo + (self.wp - self.w if self.pw else 2 * ((self.kw - 1) // self.sw))
+        return eh, ew
+
+    @property
+    def geo(self) -> tuple:
+        """The forward windows as ``kernels.im2col_cols`` takes them."""
+        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw,
+                self.ho, self.wo)
+
+    def kdim(self, ch: int, taps: int) -> int:
+        """An im2col dimension of ``ch`` channels × ``taps`` kernel positions, as laid out."""
+        if self.low.k_order == "flat":
+            return ch * taps
+        return taps * -(-ch // self.lanes) * self.lanes
+
+    @property
+    def k_padded(self) -> bool:
+        """Whether bwd_weight's K is padded to the lanes image by image."""
+        return not (self.low.bwd_weight == "batch" and self.low.batch != "per_image")
+
+
+def _shape(layer: Layer, batch: int, low: Lowering, lanes: int) -> _Shape:
+    (h, w), (ho, wo), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(layer)
+    g = layer.groups
+    return _Shape(layer.kind == "conv2d", h, w, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                  layer.in_channels // g, layer.out_channels // g,
+                  1 if low.batch == "per_image" else batch, low, lanes)
+
+
+def _phase_sets(S: _Shape, phase: str) -> list:
+    """The GEMMs a phase runs: [None] (one, not transposed), or per transposed GEMM its
+    (positions, rotated taps) along each axis: all of them, or one output phase each."""
+    if phase != "bwd_input" or S.low.bwd_input == "col2im":
+        return [None]
+    whole = [((np.arange(S.h), np.arange(S.kh)), (np.arange(S.w), np.arange(S.kw)))]
+    if S.low.bwd_input == "transposed":
+        return whole
+    sets = [(yp, xp) for yp in _axis_phases(S.h, S.ho, S.kh, S.sh, S.ph, S.dh)
+            for xp in _axis_phases(S.w, S.wo, S.kw, S.sw, S.pw, S.dw)]
+    sets.sort(key=lambda t: (t[0][1][0], t[1][1][0]))  # by the first rotated tap
+    return sets or whole  # no input position meets a stored element: one empty GEMM
+
+
+def _part_gemm(layer: Layer, S: _Shape, phase: str, st, groups: int) -> Gemm:
+    n, cin, cout, taps = S.n_img, S.cin, S.cout, S.kh * S.kw
+    if phase == "fwd":
+        return Gemm(layer.name, phase, n * S.ho * S.wo, S.kdim(cin, taps), cout, groups,
+                    a_stored=n * cin * S.h * S.w, k_data=cin * taps)
+    if phase == "bwd_weight":
+        per = S.ho * S.wo
+        kk = -(-per // S.lanes) * S.lanes if S.k_padded else per
+        return Gemm(layer.name, phase, cout, n * kk, S.kdim(cin, taps), groups,
+                    b_stored=n * cin * S.h * S.w, k_data=n * per, n_data=cin * taps)
+    if st is None:
+        return Gemm(layer.name, phase, n * S.ho * S.wo, cout, S.kdim(cin, taps), groups,
+                    c_stored=n * cin * S.h * S.w, n_data=cin * taps)
+    (ys, ti), (xs, tj) = st
+    t = len(ti) * len(tj)
+    return Gemm(layer.name, phase, n * len(ys) * len(xs), S.kdim(cout, t), cin, groups,
+                a_stored=n * cout * S.ho * S.wo, b_stored=cout * cin * t, k_data=cout * t)
+
+
+def _pack(m: np.ndarray | None) -> np.ndarray | None:
+    return None if m is None else pack_rows(m)
+
+
+def _im2col(S: _Shape, x: np.ndarray) -> np.ndarray:
+    """Bool (positions, channels, kh, kw) of the forward windows over ``x`` (N, C, H, W)."""
+    t = _gather(x, _fwd_index(S.h, S.ho, S.kh, S.sh, S.ph, S.dh),
+                _fwd_index(S.w, S.wo, S.kw, S.sw, S.pw, S.dw))
+    return t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], S.kh, S.kw)
+
+
+def _fwd_ops(S: _Shape, x, wt):
+    """fwd: A = the input's windows (rows (n, oh, ow)), Bᵀ = the filters."""
+    fr = (_zero_frac(x, S.n_img * S.cin * S.hp * S.wp), _zero_frac(wt, S.cout * S.cin * S.kh
+                                                                   * S.kw))
+    a = None
+    if x is not None and S.conv:
+        rows = _ci_rows(_fast_cols(x, S.geo), S.cin, S.kh, S.kw, S.low.k_order, S.lanes)
+        a = kx.transpose_bits(rows, S.n_img * S.ho * S.wo)
+    elif x is not None:
+        a = _pack(_k_layout(_im2col(S, x), S.low.k_order, S.lanes))
+    b = None if wt is None else _pack(_k_layout(wt, S.low.k_order, S.lanes))
+    return a, b, fr
+
+
+def _bwd_weight_ops(S: _Shape, dz, x):
+    """bwd_weight: A = dZᵀ (rows: output channels), Bᵀ = the input's windows transposed (rows
+    (i, j, c) or (c, i, j)); K = positions, padded to the lanes image by image if asked."""
+    fr = (_zero_frac(dz, S.n_img * S.cout * S.ho * S.wo),
+          _zero_frac(x, S.n_img * S.cin * S.hp * S.wp))
+    per, pad = S.ho * S.wo, S.k_padded
+    a = b = None
+    if dz is not None:
+        a = dz.transpose(1, 0, 2, 3).reshape(S.cout, -1)
+        a = _pack(_pad_k(a, per, S.lanes) if pad else a)
+    if x is not None and S.conv and not pad:
+        b = _ci_rows(_fast_cols(x, S.geo), S.cin, S.kh, S.kw, S.low.k_order, S.lanes)
+    elif x is not None:
+        t = _k_layout(_im2col(S, x), S.low.k_order, S.lanes).T
+        b = _pack(_pad_k(t, per, S.lanes) if pad else t)
+    return a, b, fr
+
+
+def _col2im_ops(S: _Shape, dz, wt):
+    """col2im bwd_input: A = dZ (rows (n, oh, ow), K = output channels), Bᵀ = Wᵀ."""
+    fr = (_zero_frac(dz, S.n_img * S.cout * S.ho * S.wo),
+          _zero_frac(wt, S.cout * S.cin * S.kh * S.kw))
+    a = None if dz is None else _pack(dz.transpose(0, 2, 3, 1).reshape(-1, S.cout))
+    b = None if wt is None else _pack(_k_layout(wt, S.low.k_order, S.lanes).T.copy())
+    return a, b, fr
+
+
+def _transposed_ops(S: _Shape, st, dz, wt):
+    """Transposed bwd_input (one output phase, or all positions): A = the output gradient's
+    windows over the rotated taps, Bᵀ = the rotated filters (rows: input channels)."""
+    (ys, ti), (xs, tj) = st
+    eh, ew = S.eh_ew
+    fr = (_zero_frac(dz, S.n_img * S.cout * eh * ew),
+          _zero_frac(wt, S.cout * S.cin * S.kh * S.kw))
+    a = b = None
+    if (dz is not None and S.conv and S.dh == S.dw == 1
+            and (S.low.bwd_input == "phases" or S.sh == S.sw == 1)):
+        # a stride-1 correlation of the stored gradient with the phase's taps
+        oy = _phase_shift(int(ys[0]), int(ti[0]), S.kh, S.sh, S.ph)
+        ox = _phase_shift(int(xs[0]), int(tj[0]), S.kw, S.sw, S.pw)
+        src = dz[:, :, max(oy, 0):, max(ox, 0):]
+        geo = (len(ti), len(tj), 1, 1, max(-oy, 0), max(-ox, 0), 1, 1, len(ys), len(xs))
+        rows = _ci_rows(_fast_cols(src, geo), S.cout, len(ti), len(tj), S.low.k_order, S.lanes)
+        a = kx.transpose_bits(rows, S.n_img * len(ys) * len(xs))
+    elif dz is not None:
+        t = _gather(dz, _phase_index(ys, ti, S.ho, S.kh, S.sh, S.ph, S.dh),
+                    _phase_index(xs, tj, S.wo, S.kw, S.sw, S.pw, S.dw))
+        t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, S.cout, len(ti), len(tj))
+        a = _pack(_k_layout(t, S.low.k_order, S.lanes))
+    if wt is not None:  # rotated: tap i' holds W[..., k−1−i', k−1−j']
+        rot = wt[:, :, ::-1, ::-1][:, :, ti][:, :, :, tj]
+        b = _pack(_k_layout(np.ascontiguousarray(rot.transpose(1, 0, 2, 3)), S.low.k_order,
+                            S.lanes))
+    return a, b, fr
+
+
 def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
                   a_mask: np.ndarray | None, b_mask: np.ndarray | None
                   ) -> list[tuple[Gemm, list, list[tuple[float, float]]]]:
     """``lowered`` for every GEMM the phase runs, in order: one, or one per output phase."""
-    per_image = low.batch == "per_image"
-    conv = layer.kind == "conv2d"
-    (h, w), (ho, wo), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(layer)
+    S = _shape(layer, batch, low, lanes)
+    reps = batch if low.batch == "per_image" else 1
     g = layer.groups
-    cin, cout = layer.in_channels // g, layer.out_channels // g
-    n_img = 1 if per_image else batch
-    reps = batch if per_image else 1
-
-    def kdim(ch: int, taps: int) -> int:
-        return ch * taps if low.k_order == "flat" else taps * -(-ch // lanes) * lanes
-
-    # the padded extent the forward windows read (top/left pad + what the windows reach)
-    hp = ph + max(h, (ho - 1) * sh + dh * (kh - 1) + 1 - ph)
-    wp = pw + max(w, (wo - 1) * sw + dw * (kw - 1) + 1 - pw)
     ra, rb = {"fwd": ("ifmap", "filter"), "bwd_input": ("grad_out", "filter"),
               "bwd_weight": ("grad_out", "ifmap")}[phase]
     a_full = None if a_mask is None else _as_conv(layer, batch, ra, np.asarray(a_mask, bool))
     b_full = None if b_mask is None else _as_conv(layer, batch, rb, np.asarray(b_mask, bool))
-    transposed = phase == "bwd_input" and low.bwd_input != "col2im"
-    whole = [((np.arange(h), np.arange(kh)), (np.arange(w), np.arange(kw)))]
-    if not transposed:
-        sets = [None]
-    elif low.bwd_input == "phases":
-        sets = [(yp, xp) for yp in _axis_phases(h, ho, kh, sh, ph, dh)
-                for xp in _axis_phases(w, wo, kw, sw, pw, dw)]
-        sets.sort(key=lambda t: (t[0][1][0], t[1][1][0]))  # by the first rotated tap
-        sets = sets or whole  # no input position meets a stored element: one empty GEMM
-    else:
-        sets = whole
-    # the output gradient as a transposed bwd_input's windows read it, padded as DNNsim pads it
-    # (which ``side: tensor`` measures): by the forward padding (p − 1 on one side where the
-    # forward windows leave the last padded row unread), or by ⌊(k−1)/s⌋ when p = 0
-    eh = ho + (hp - h if ph else 2 * ((kh - 1) // sh))
-    ew = wo + (wp - w if pw else 2 * ((kw - 1) // sw))
     parts = []
-    for st in sets:
-        if phase == "fwd":
-            gemm = Gemm(layer.name, phase, n_img * ho * wo, kdim(cin, kh * kw), cout, g * reps,
-                        a_stored=n_img * cin * h * w, k_data=cin * kh * kw)
-        elif phase == "bwd_weight":
-            per = ho * wo
-            kk = per if low.bwd_weight == "batch" and not per_image else -(-per // lanes) * lanes
-            gemm = Gemm(layer.name, phase, cout, n_img * kk, kdim(cin, kh * kw), g * reps,
-                        b_stored=n_img * cin * h * w, k_data=n_img * per,
-                        n_data=cin * kh * kw)
-        elif not transposed:
-            gemm = Gemm(layer.name, phase, n_img * ho * wo, cout, kdim(cin, kh * kw), g * reps,
-                        c_stored=n_img * cin * h * w, n_data=cin * kh * kw)
-        else:
-            (ys, ti), (xs, tj) = st
-            gemm = Gemm(layer.name, phase, n_img * len(ys) * len(xs),
-                        kdim(cout, len(ti) * len(tj)), cin, g * reps,
-                        a_stored=n_img * cout * ho * wo, b_stored=cout * cin * len(ti) * len(tj),
-                        k_data=cout * len(ti) * len(tj))
-        if low.default:
-            gemm = lower(layer, batch, phase)
+    for st in _phase_sets(S, phase):
+        gemm = lower(layer, batch, phase) if low.default else _part_gemm(layer, S, phase, st,
+                                                                          g * reps)
         packs, fracs = [], []
-        for img in range(reps):
-            sl = slice(img, img + 1) if per_image else slice(0, batch)
+        for img in range(reps):  # the images one by one (per_image), else the whole batch
+            sl = slice(img, img + 1) if reps > 1 else slice(0, batch)
             for grp in range(g):
-                ci = slice(grp * cin, (grp + 1) * cin)
-                co = slice(grp * cout, (grp + 1) * cout)
-
-                def fmap(m, c=ci, s=sl):
-                    return None if m is None else m[s, c]
-
-                def wts(m, o=co):
-                    return None if m is None else m[o]
-
-                a = b = None
-                pa = pb = None  # packed directly by the numba kernels
+                ci = slice(grp * S.cin, (grp + 1) * S.cin)
+                co = slice(grp * S.cout, (grp + 1) * S.cout)
                 if phase == "fwd":
-                    x, wt = fmap(a_full), wts(b_full)
-                    fr = (_zero_frac(x, n_img * cin * hp * wp),
-                          _zero_frac(wt, cout * cin * kh * kw))
-                    if x is not None and conv:
-                        cols = _fast_cols(x, (kh, kw, sh, sw, ph, pw, dh, dw, ho, wo))
-                        rows = _ci_rows(cols, cin, kh, kw, low.k_order, lanes)
-                        pa = kx.transpose_bits(rows, n_img * ho * wo)
-                    elif x is not None:
-                        t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh),
-                                    _fwd_index(w, wo, kw, sw, pw, dw))
-                        t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cin, kh, kw)
-                        a = _k_layout(t, low.k_order, lanes)
-                    if wt is not None:
-                        b = _k_layout(wt, low.k_order, lanes)
+                    ops = (None if a_full is None else a_full[sl, ci],
+                           None if b_full is None else b_full[co])
+                    a, b, fr = _fwd_ops(S, *ops)
                 elif phase == "bwd_weight":
-                    dz, x = fmap(a_full, co), fmap(b_full)
-                    fr = (_zero_frac(dz, n_img * cout * ho * wo),
-                          _zero_frac(x, n_img * cin * hp * wp))
-                    pad = not (low.bwd_weight == "batch" and not per_image)
-                    if dz is not None:
-                        a = dz.transpose(1, 0, 2, 3).reshape(cout, -1)
-                        a = _pad_k(a, ho * wo, lanes) if pad else a
-                    if x is not None and conv and not pad:
-                        cols = _fast_cols(x, (kh, kw, sh, sw, ph, pw, dh, dw, ho, wo))
-                        pb = _ci_rows(cols, cin, kh, kw, low.k_order, lanes)
-                    elif x is not None:
-                        t = _gather(x, _fwd_index(h, ho, kh, sh, ph, dh),
-                                    _fwd_index(w, wo, kw, sw, pw, dw))
-                        t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cin, kh, kw)
-                        b = _k_layout(t, low.k_order, lanes).T
-                        b = _pad_k(b, ho * wo, lanes) if pad else b
-                elif not transposed:
-                    dz, wt = fmap(a_full, co), wts(b_full)
-                    fr = (_zero_frac(dz, n_img * cout * ho * wo),
-                          _zero_frac(wt, cout * cin * kh * kw))
-                    a = None if dz is None else dz.transpose(0, 2, 3, 1).reshape(-1, cout)
-                    b = None if wt is None else _k_layout(wt, low.k_order, lanes).T.copy()
+                    ops = (None if a_full is None else a_full[sl, co],
+                           None if b_full is None else b_full[sl, ci])
+                    a, b, fr = _bwd_weight_ops(S, *ops)
                 else:
-                    (ys, ti), (xs, tj) = st
-                    dz, wt = fmap(a_full, co), wts(b_full)
-                    fr = (_zero_frac(dz, n_img * cout * eh * ew),
-                          _zero_frac(wt, cout * cin * kh * kw))
-                    if (dz is not None and conv and dh == dw == 1
-                            and (low.bwd_input == "phases" or sh == sw == 1)):
-                        # a stride-1 correlation of the stored gradient with the phase's taps
-                        oy = _phase_shift(int(ys[0]), int(ti[0]), kh, sh, ph)
-                        ox = _phase_shift(int(xs[0]), int(tj[0]), kw, sw, pw)
-                        src = dz[:, :, max(oy, 0):, max(ox, 0):]
-                        geo = (len(ti), len(tj), 1, 1, max(-oy, 0), max(-ox, 0), 1, 1, len(ys),
-                               len(xs))
-                        rows = _ci_rows(_fast_cols(src, geo), cout, len(ti), len(tj),
-                                        low.k_order, lanes)
-                        pa = kx.transpose_bits(rows, n_img * len(ys) * len(xs))
-                    elif dz is not None:
-                        t = _gather(dz, _phase_index(ys, ti, ho, kh, sh, ph, dh),
-                                    _phase_index(xs, tj, wo, kw, sw, pw, dw))
-                        t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cout, len(ti), len(tj))
-                        a = _k_layout(t, low.k_order, lanes)
-                    if wt is not None:  # rotated: tap i' holds W[..., k−1−i', k−1−j']
-                        rot = wt[:, :, ::-1, ::-1][:, :, ti][:, :, :, tj]
-                        b = _k_layout(np.ascontiguousarray(rot.transpose(1, 0, 2, 3)),
-                                      low.k_order, lanes)
-                packs.append((pa if pa is not None else None if a is None else pack_rows(a),
-                              pb if pb is not None else None if b is None else pack_rows(b)))
+                    ops = (None if a_full is None else a_full[sl, co],
+                           None if b_full is None else b_full[co])
+                    a, b, fr = (_col2im_ops(S, *ops) if st is None
+                                else _transposed_ops(S, st, *ops))
+                packs.append((a, b))
                 fracs.append(fr)
         parts.append((gemm, packs, fracs))
     return parts
