@@ -251,8 +251,8 @@ class Architecture:
 
     @property
     def features(self):
-        """The sparse features (``dataflows.sparse.SparseFeatures``) of the ``sparse:`` section."""
-        from dataflows.sparse import parse_features
+        """The sparse features (``dataflows.features.SparseFeatures``) of ``sparse:``."""
+        from dataflows.features import parse_features
 
         return parse_features(_thaw(self.sparse), self.source, self.lanes)
 
@@ -591,7 +591,7 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
     if not isinstance(sparse, Mapping):
         c.fail("sparse", f"expected a mapping (sparse-engine features), got {describe(sparse)}")
     sparse = c.plain(sparse, "sparse")
-    from dataflows.sparse import parse_features
+    from dataflows.features import parse_features
 
     try:
         parse_features(_thaw(sparse), c.source, lanes)

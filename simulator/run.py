@@ -38,9 +38,10 @@ import pandas as pd
 
 from common.errors import InputError
 from common.vocab import DATAFLOWS
+from dataflows.features import SparseFeatures
 from dataflows.formats import block_bits
 from dataflows.gemm import Gemm, lower
-from dataflows.sparse import SparseFeatures, SparseWork, operand_compression, sparse_work
+from dataflows.sparse import SparseWork, operand_compression, sparse_work
 from dataflows.systolic import map_dense
 from dataflows.tiles import TileSchedule, schedule
 from dataflows.tiles import concat as concat_schedules

@@ -8,9 +8,10 @@ import numpy as np
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from dataflows.features import SparseFeatures, parse_features
 from dataflows.formats import FORMATS, block_bits
 from dataflows.gemm import lower
-from dataflows.sparse import SparseFeatures, parse_features, sparse_work, work_candidates
+from dataflows.sparse import sparse_work, work_candidates
 from dataflows.systolic import map_dense
 from tests.dataflows.test_kernels import reference_schedule
 from traces.layers import Layer

@@ -9,8 +9,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dataflows.features import SparseFeatures, parse_features
 from dataflows.lowering import CHOICES, Lowering, lowered_parts
-from dataflows.sparse import SparseFeatures, parse_features, sparse_work
+from dataflows.sparse import sparse_work
 from dataflows.systolic import map_dense
 from dataflows.taps import strided_order
 from tests.dataflows.test_sparse import case
