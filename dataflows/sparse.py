@@ -175,6 +175,23 @@ def _walk_order(nr: int, nc: int, rows_outer: bool) -> np.ndarray:
     return (idx.T if rows_outer else idx).ravel()
 
 
+def _carried_folds(stats: tuple, nr: int, nc: int, by_rows: bool, rows_outer: bool,
+                   F: int) -> np.ndarray:
+    """Cycles of the nr × nc tiles of one group (column folds outer) from the scheduled
+    buffers' ``stats`` (``taps.lockstep_*_folds``; one buffer per row fold if ``by_rows``, else
+    per column fold), the run of free steps carried from tile to tile in DNNsim's loop order:
+    the windowed operand's folds outer (``rows_outer``: A's rows in fwd / bwd_input)."""
+    z, rest, out, T = stats
+    visit = _walk_order(nr, nc, rows_outer)  # tile index per visit
+    fold_of = np.tile(np.arange(nr), nc) if by_rows else np.repeat(np.arange(nc), nr)
+    seq = fold_of[visit]
+    resets = np.zeros(len(seq), dtype=bool)
+    resets[0] = True
+    fc = np.empty(nr * nc, dtype=np.int64)
+    fc[visit] = kx_taps.carry_walk(z, rest, out, T, seq, resets, F)
+    return fc
+
+
 def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str, rows: int,
                      cols: int, lanes: int, feats: SparseFeatures, ovh: tuple[int, int],
                      phase: str = "fwd") -> tuple[np.ndarray, np.ndarray]:
@@ -201,24 +218,9 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
         slices = dataflow != "os"
         if lock and taps is not None:
             kern = kx_taps.lockstep_slice_folds if slices else kx_taps.lockstep_row_folds
-            z, rest, out, T = kern(pack, K, lanes, R, th, td, order, F)
-            # the tiles in DNNsim's loop order: the windowed operand's folds outer (A's rows
-            # in fwd / bwd_input, B's columns in bwd_weight); the free run carries over
-            rows_outer = dataflow == "os" and phase != "bwd_weight"
-            visit = _walk_order(nr, nc, rows_outer)  # tile index per visit
-            if slices:
-                fold_of = np.tile(np.arange(nr), nc)
-            elif x == "A":
-                fold_of = np.tile(np.arange(nr), nc)
-            else:
-                fold_of = np.repeat(np.arange(nc), nr)
-            seq = fold_of[visit]
-            resets = np.zeros(len(seq), dtype=bool)
-            resets[0] = True
-            cyc = kx_taps.carry_walk(z, rest, out, T, seq, resets, F)
-            fc = np.empty(nr * nc, dtype=np.int64)
-            fc[visit] = cyc
-            fc += fold_ovh
+            stats = kern(pack, K, lanes, R, th, td, order, F)
+            fc = _carried_folds(stats, nr, nc, slices or x == "A",
+                                dataflow == "os" and phase != "bwd_weight", F) + fold_ovh
             fi = np.zeros(nr * nc, dtype=np.int64)
         elif lock:
             kern = (kx_taps.window_lockstep_slice_folds if slices
