@@ -473,6 +473,111 @@ class _Checker:
         )
 
 
+def _parse_word_bytes(c: _Checker, top: Mapping) -> dict[str, int]:
+    wb = c.section(top.get("word_bytes", _MISSING), "word_bytes", BUFFERS)
+    word_bytes = {}
+    for b in BUFFERS:
+        value, full = c.get(wb, "word_bytes", b, DEFAULTS["word_bytes"])
+        integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not (integral and int(value) in WORD_SIZES):
+            c.fail(full, f"expected one of 1, 2, 4, 8 (bytes), got {describe(value)}")
+        word_bytes[b] = int(value)
+    return word_bytes
+
+
+def _parse_sram(c: _Checker, top: Mapping, rows: int, cols: int, lanes: int,
+                word_bytes: dict[str, int]) -> dict[str, SramSpec]:
+    sram_raw = c.section(top.get("sram", _MISSING), "sram", BUFFERS)
+    sram = {}
+    for b in BUFFERS:
+        path = f"sram.{b}"
+        s = c.section(sram_raw.get(b, _MISSING), path, _SRAM_KEYS)
+        kib = c.real(s, path, "kib", DEFAULTS["sram.kib"], positive=True)
+        banks = c.integer(s, path, "banks", max(rows, cols), 1)
+        ports = c.integer(s, path, "ports", DEFAULTS["sram.ports"], 1)
+        width = c.integer(s, path, "bank_width_words", lanes, 1)
+        if not (kib * 1024).is_integer():
+            c.fail(f"{path}.kib", f"expected a whole number of bytes (kib * 1024), got {kib}")
+        need = 2 * banks * width * word_bytes[b]
+        if kib * 1024 < need:
+            c.fail(
+                f"{path}.kib",
+                f"{kib:g} KiB is too small: each half of the double buffer must "
+                f"hold one word per bank lane ({banks} banks x {width} words x "
+                f"{word_bytes[b]} B), i.e. at least {need} B in all",
+            )
+        sram[b] = SramSpec(kib, banks, ports, width)
+    return sram
+
+
+def _parse_dram(c: _Checker, top: Mapping) -> DramSpec:
+    d = c.section(top.get("dram", _MISSING), "dram", _DRAM_KEYS)
+
+    def dram_int(key: str, minimum: int) -> int:
+        return c.integer(d, "dram", key, DEFAULTS[f"dram.{key}"], minimum)
+
+    dram = DramSpec(
+        channels=dram_int("channels", 1),
+        bandwidth_gbps=c.real(d, "dram", "bandwidth_gbps", DEFAULTS["dram.bandwidth_gbps"], True),
+        latency_cycles=dram_int("latency_cycles", 0),
+        banks_per_channel=dram_int("banks_per_channel", 1),
+        row_buffer_bytes=dram_int("row_buffer_bytes", 1),
+        burst_bytes=dram_int("burst_bytes", 1),
+        tRCD=dram_int("tRCD", 0),
+        tCL=dram_int("tCL", 0),
+        tRP=dram_int("tRP", 0),
+    )
+    if dram.burst_bytes & (dram.burst_bytes - 1):
+        c.fail("dram.burst_bytes", f"expected a power of two, got {dram.burst_bytes}")
+    if dram.row_buffer_bytes % dram.burst_bytes:
+        c.fail(
+            "dram.burst_bytes",
+            f"expected a divisor of dram.row_buffer_bytes "
+            f"({dram.row_buffer_bytes}), got {dram.burst_bytes}",
+        )
+    return dram
+
+
+def _parse_energy(c: _Checker, top: Mapping) -> EnergySpec:
+    e = c.section(top.get("energy", _MISSING), "energy", _ENERGY_KEYS)
+    mac_pj = c.real(e, "energy", "mac_pj", DEFAULTS["energy.mac_pj"], positive=False)
+    gated = c.real(e, "energy", "mac_gated_pj", DEFAULTS["energy.mac_gated_pj"], positive=False)
+    if gated > mac_pj:
+        c.fail(
+            "energy.mac_gated_pj",
+            f"expected at most energy.mac_pj ({mac_pj:g}): a gated MAC "
+            f"does not cost more than a MAC, got {gated:g}",
+        )
+    sp = c.section(e.get("sram_pj_per_byte", _MISSING), "energy.sram_pj_per_byte", BUFFERS)
+    default_sram_pj = DEFAULTS["energy.sram_pj_per_byte"]
+    return EnergySpec(
+        mac_pj=mac_pj,
+        mac_gated_pj=gated,
+        sram_pj_per_byte=_FrozenDict(
+            {b: c.real(sp, "energy.sram_pj_per_byte", b, default_sram_pj, False) for b in BUFFERS}
+        ),
+        dram_pj_per_byte=c.real(
+            e, "energy", "dram_pj_per_byte", DEFAULTS["energy.dram_pj_per_byte"], positive=False
+        ),
+    )
+
+
+def _parse_sparse(c: _Checker, top: Mapping, lanes: int) -> Any:
+    sparse = top.get("sparse", _MISSING)
+    if sparse is _MISSING or sparse is None:
+        sparse = {}
+    if not isinstance(sparse, Mapping):
+        c.fail("sparse", f"expected a mapping (sparse-engine features), got {describe(sparse)}")
+    sparse = c.plain(sparse, "sparse")
+    from dataflows.features import parse_features
+
+    try:
+        parse_features(_thaw(sparse), c.source, lanes)
+    except InputError as err:
+        c.fail(err.field, err.reason)
+    return sparse
+
+
 def _parse(raw: Any, source: str) -> dict[str, Any]:
     """Validate a file mapping; returns the keyword arguments of ``Architecture`` (no
     ``source``)."""
@@ -502,102 +607,14 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
     lanes = c.integer(array, "array", "lanes", DEFAULTS["array.lanes"], 1)
     dataflow = c.choice(array, "array", "dataflow", DEFAULTS["array.dataflow"], DATAFLOWS)
     folds = c.choice(array, "array", "folds", DEFAULTS["array.folds"], FOLD_MODES)
-
     clock_ghz = c.real(top, "", "clock_ghz", DEFAULTS["clock_ghz"], positive=True)
-
-    wb = c.section(top.get("word_bytes", _MISSING), "word_bytes", BUFFERS)
-    word_bytes = {}
-    for b in BUFFERS:
-        value, full = c.get(wb, "word_bytes", b, DEFAULTS["word_bytes"])
-        integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        if not (integral and int(value) in WORD_SIZES):
-            c.fail(full, f"expected one of 1, 2, 4, 8 (bytes), got {describe(value)}")
-        word_bytes[b] = int(value)
-
-    sram_raw = c.section(top.get("sram", _MISSING), "sram", BUFFERS)
-    sram = {}
-    for b in BUFFERS:
-        path = f"sram.{b}"
-        s = c.section(sram_raw.get(b, _MISSING), path, _SRAM_KEYS)
-        kib = c.real(s, path, "kib", DEFAULTS["sram.kib"], positive=True)
-        banks = c.integer(s, path, "banks", max(rows, cols), 1)
-        ports = c.integer(s, path, "ports", DEFAULTS["sram.ports"], 1)
-        width = c.integer(s, path, "bank_width_words", lanes, 1)
-        if not (kib * 1024).is_integer():
-            c.fail(f"{path}.kib", f"expected a whole number of bytes (kib * 1024), got {kib}")
-        need = 2 * banks * width * word_bytes[b]
-        if kib * 1024 < need:
-            c.fail(
-                f"{path}.kib",
-                f"{kib:g} KiB is too small: each half of the double buffer must "
-                f"hold one word per bank lane ({banks} banks x {width} words x "
-                f"{word_bytes[b]} B), i.e. at least {need} B in all",
-            )
-        sram[b] = SramSpec(kib, banks, ports, width)
-
-    d = c.section(top.get("dram", _MISSING), "dram", _DRAM_KEYS)
-
-    def dram_int(key: str, minimum: int) -> int:
-        return c.integer(d, "dram", key, DEFAULTS[f"dram.{key}"], minimum)
-
-    dram = DramSpec(
-        channels=dram_int("channels", 1),
-        bandwidth_gbps=c.real(d, "dram", "bandwidth_gbps", DEFAULTS["dram.bandwidth_gbps"], True),
-        latency_cycles=dram_int("latency_cycles", 0),
-        banks_per_channel=dram_int("banks_per_channel", 1),
-        row_buffer_bytes=dram_int("row_buffer_bytes", 1),
-        burst_bytes=dram_int("burst_bytes", 1),
-        tRCD=dram_int("tRCD", 0),
-        tCL=dram_int("tCL", 0),
-        tRP=dram_int("tRP", 0),
-    )
-    if dram.burst_bytes & (dram.burst_bytes - 1):
-        c.fail("dram.burst_bytes", f"expected a power of two, got {dram.burst_bytes}")
-    if dram.row_buffer_bytes % dram.burst_bytes:
-        c.fail(
-            "dram.burst_bytes",
-            f"expected a divisor of dram.row_buffer_bytes "
-            f"({dram.row_buffer_bytes}), got {dram.burst_bytes}",
-        )
-
-    e = c.section(top.get("energy", _MISSING), "energy", _ENERGY_KEYS)
-    mac_pj = c.real(e, "energy", "mac_pj", DEFAULTS["energy.mac_pj"], positive=False)
-    gated = c.real(e, "energy", "mac_gated_pj", DEFAULTS["energy.mac_gated_pj"], positive=False)
-    if gated > mac_pj:
-        c.fail(
-            "energy.mac_gated_pj",
-            f"expected at most energy.mac_pj ({mac_pj:g}): a gated MAC "
-            f"does not cost more than a MAC, got {gated:g}",
-        )
-    sp = c.section(e.get("sram_pj_per_byte", _MISSING), "energy.sram_pj_per_byte", BUFFERS)
-    default_sram_pj = DEFAULTS["energy.sram_pj_per_byte"]
-    energy = EnergySpec(
-        mac_pj=mac_pj,
-        mac_gated_pj=gated,
-        sram_pj_per_byte=_FrozenDict(
-            {b: c.real(sp, "energy.sram_pj_per_byte", b, default_sram_pj, False) for b in BUFFERS}
-        ),
-        dram_pj_per_byte=c.real(
-            e, "energy", "dram_pj_per_byte", DEFAULTS["energy.dram_pj_per_byte"], positive=False
-        ),
-    )
-
+    word_bytes = _parse_word_bytes(c, top)
+    sram = _parse_sram(c, top, rows, cols, lanes, word_bytes)
+    dram = _parse_dram(c, top)
+    energy = _parse_energy(c, top)
     t = c.section(top.get("topk", _MISSING), "topk", _TOPK_KEYS)
     topk = c.integer(t, "topk", "elements_per_cycle", cols * lanes, 1)
-
-    sparse = top.get("sparse", _MISSING)
-    if sparse is _MISSING or sparse is None:
-        sparse = {}
-    if not isinstance(sparse, Mapping):
-        c.fail("sparse", f"expected a mapping (sparse-engine features), got {describe(sparse)}")
-    sparse = c.plain(sparse, "sparse")
-    from dataflows.features import parse_features
-
-    try:
-        parse_features(_thaw(sparse), c.source, lanes)
-    except InputError as err:
-        c.fail(err.field, err.reason)
-
+    sparse = _parse_sparse(c, top, lanes)
     return dict(
         name=name, description=description, rows=rows, cols=cols, lanes=lanes,
         dataflow=dataflow, folds=folds, clock_ghz=clock_ghz, word_bytes=_FrozenDict(word_bytes),
