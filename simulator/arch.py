@@ -799,20 +799,8 @@ CFG_WORD_BYTES = 1
 CFG_CLOCK_GHZ = 1.0
 
 
-def read_scalesim_cfg(path: str | os.PathLike) -> Architecture:
-    """An Architecture from a SCALE-Sim ``.cfg`` (ConfigParser) file.
-
-    Mapping (``docs/architecture.md`` has the table): ``ArrayHeight`` / ``ArrayWidth`` -> rows /
-    cols; ``Ifmap/Filter/OfmapSramSzkB`` -> ``sram.*.kib``; ``Dataflow`` -> dataflow;
-    ``Bandwidth`` (words/cycle; the first value of a comma list, as SCALE-Sim uses it) ->
-    ``dram.bandwidth_gbps`` = Bandwidth * 1 B * 1 GHz (default 10 when absent, SCALE-Sim reads it
-    only in USER mode); ``[general] run_name`` -> name (else the file name). Words are 1 byte and
-    the clock 1 GHz; SRAM banks = max(rows, cols) so SRAM never stalls a dense array (SCALE-Sim's
-    SRAM is unlimited); everything else takes the scalesim-32 defaults. The offsets, MemoryBanks,
-    request buffers and the [layout], [sparsity] and [run_presets] sections are not mapped.
-    """
-    path = Path(path)
-    source = str(path)
+def _cfg_section(path: Path, source: str) -> tuple[configparser.ConfigParser, Any]:
+    """The parsed ``.cfg`` file and its architecture section, its keys checked."""
     text = _read_text(path)
     parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), interpolation=None)
     try:
@@ -837,6 +825,24 @@ def read_scalesim_cfg(path: str | os.PathLike) -> Architecture:
                 f"[{_CFG_SECTION}] {key}",
                 f"unknown key; {hint}(SCALE-Sim reads: {', '.join(_CFG_KEYS.values())})",
             )
+    return parser, section
+
+
+def read_scalesim_cfg(path: str | os.PathLike) -> Architecture:
+    """An Architecture from a SCALE-Sim ``.cfg`` (ConfigParser) file.
+
+    Mapping (``docs/architecture.md`` has the table): ``ArrayHeight`` / ``ArrayWidth`` -> rows /
+    cols; ``Ifmap/Filter/OfmapSramSzkB`` -> ``sram.*.kib``; ``Dataflow`` -> dataflow;
+    ``Bandwidth`` (words/cycle; the first value of a comma list, as SCALE-Sim uses it) ->
+    ``dram.bandwidth_gbps`` = Bandwidth * 1 B * 1 GHz (default 10 when absent, SCALE-Sim reads it
+    only in USER mode); ``[general] run_name`` -> name (else the file name). Words are 1 byte and
+    the clock 1 GHz; SRAM banks = max(rows, cols) so SRAM never stalls a dense array (SCALE-Sim's
+    SRAM is unlimited); everything else takes the scalesim-32 defaults. The offsets, MemoryBanks,
+    request buffers and the [layout], [sparsity] and [run_presets] sections are not mapped.
+    """
+    path = Path(path)
+    source = str(path)
+    parser, section = _cfg_section(path, source)
 
     def value(key: str, convert: Any, what: str, default: Any = _MISSING) -> Any:
         where = f"[{_CFG_SECTION}] {key}"
