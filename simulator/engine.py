@@ -131,20 +131,43 @@ class _Queue:
         return None, self.waiter
 
 
-def simulate_tiles(schedules: list[TileSchedule], arch, log=None,
-                   dram_only: bool = False) -> list[GemmTiming]:
-    """Replay the tile schedules of consecutive GEMMs on ``arch`` with the SimPy model.
+class _Replay:
+    """What the hardware units of one replay share: the clock, the DRAM, the double-buffer
+    slots and queues between them, the per-GEMM tile plans and timings, the event log."""
 
-    ``log``: None, or a flat sequence with ``extend`` (``array.array("d")``, a list) that
-    receives the event records described in the module docstring; ``dram_only`` keeps just the
-    ``read`` and ``write`` records (what the DRAM timeline needs)."""
-    env = simpy.Environment()
-    dram = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
-    peak = dram.timing.bytes_per_cycle
+    def __init__(self, schedules: list[TileSchedule], arch, log, dram_only: bool) -> None:
+        self.env = simpy.Environment()
+        self.dram = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
+        self.peak = self.dram.timing.bytes_per_cycle
+        self.timings = [GemmTiming() for _ in schedules]
+        self.plans = _plans(schedules, arch)
+        # two tiles in flight on each side: the input and output halves of the buffers
+        self.in_slots, self.out_slots = _Slots(self.env, 2), _Slots(self.env, 2)
+        self.ready, self.to_write = _Queue(self.env), _Queue(self.env)
+        self.write_ratio = 1.0  # the last write's useful share of its DRAM time
+        self.last_compute_end = 0.0
+        self.offsets = [0, 0, 0]  # running offsets into the A, B, C regions (bytes)
+        self.rec = None if log is None else log.extend
+        self.prec = None if dram_only else self.rec  # the PE array's records
+
+    def addr(self, region: int, nbytes: int) -> int:
+        a = self.offsets[region]
+        self.offsets[region] += nbytes
+        return region * _REGION + a % _REGION
+
+    @staticmethod
+    def account(tm: GemmTiming, moved: int, hits: int, misses: int, conflicts: int) -> None:
+        tm.dram_moved_bytes += moved
+        tm.row_hits += hits
+        tm.row_misses += misses
+        tm.row_conflicts += conflicts
+
+
+def _plans(schedules: list[TileSchedule], arch) -> list[list]:
+    """Per GEMM, per tile: bytes read of A, B, C; bytes written; compute and SRAM-port
+    cycles."""
     wb = (arch.word_bytes["ifmap"], arch.word_bytes["filter"], arch.word_bytes["ofmap"])
     ports = tuple(float(arch.sram[b].words_per_cycle) for b in ("ifmap", "filter", "ofmap"))
-    timings = [GemmTiming() for _ in schedules]
-    # per GEMM, per tile: bytes read of A, B, C; bytes written; compute and SRAM-port cycles
     plans = []
     for sch in schedules:
         t = sch.tiles
@@ -152,126 +175,133 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None,
             t[:, _I["a_dram"]] * wb[0], t[:, _I["b_dram"]] * wb[1], t[:, _I["c_read"]] * wb[2],
             t[:, _I["c_write"]] * wb[2], t[:, _I["compute"]], sram_extra_cycles(t, ports),
         ]).tolist())
-    in_slots, out_slots = _Slots(env, 2), _Slots(env, 2)
-    ready, to_write = _Queue(env), _Queue(env)
-    state = {"write_ratio": 1.0, "last_compute_end": 0.0}
-    offsets = [0, 0, 0]  # running offsets into the A, B, C regions (bytes)
-    rec = None if log is None else log.extend
-    prec = None if dram_only else rec  # the PE array's records
+    return plans
 
-    def addr(region: int, nbytes: int) -> int:
-        a = offsets[region]
-        offsets[region] += nbytes
-        return region * _REGION + a % _REGION
 
-    def account(tm: GemmTiming, moved: int, hits: int, misses: int, conflicts: int) -> None:
-        tm.dram_moved_bytes += moved
-        tm.row_hits += hits
-        tm.row_misses += misses
-        tm.row_conflicts += conflicts
+def _dma_in(r: _Replay):
+    """The read DMA: fetches each tile's A, B and C from DRAM into a free input half-buffer."""
+    for gi, plan in enumerate(r.plans):
+        tm = r.timings[gi]
+        rd = tm.dram_read_bytes
+        for ra, rb, rc, _w, _c, _x in plan:
+            ev = r.in_slots.take()
+            if ev is not None:
+                yield ev
+            now = r.env.now
+            took = ideal = 0.0
+            if ra or rb or rc:
+                finish, moved, h, m, c = r.dram.transfer3(
+                    now, r.addr(0, ra), ra, r.addr(1, rb), rb, r.addr(2, rc), rc)
+                r.account(tm, moved, h, m, c)
+                rd["A"] += ra
+                rd["B"] += rb
+                rd["C"] += rc
+                took = finish - now
+                ideal = (ra + rb + rc) / r.peak
+                if r.rec is not None:
+                    r.rec((READ, gi, now, finish, ra, rb, rc))
+                if took > 0:
+                    yield r.env.timeout(took)
+            r.ready.put((took, ideal))
 
-    def reader():
-        for gi, plan in enumerate(plans):
-            tm = timings[gi]
-            rd = tm.dram_read_bytes
-            for ra, rb, rc, _w, _c, _x in plan:
-                ev = in_slots.take()
-                if ev is not None:
-                    yield ev
-                now = env.now
-                took = ideal = 0.0
-                if ra or rb or rc:
-                    finish, moved, h, m, c = dram.transfer3(
-                        now, addr(0, ra), ra, addr(1, rb), rb, addr(2, rc), rc)
-                    account(tm, moved, h, m, c)
-                    rd["A"] += ra
-                    rd["B"] += rb
-                    rd["C"] += rc
-                    took = finish - now
-                    ideal = (ra + rb + rc) / peak
-                    if rec is not None:
-                        rec((READ, gi, now, finish, ra, rb, rc))
-                    if took > 0:
-                        yield env.timeout(took)
-                ready.put((took, ideal))
 
-    def pe_array():
-        first = True
-        for gi, plan in enumerate(plans):
-            tm = timings[gi]
-            stalls = tm.stalls
-            tm.start = env.now
-            for _ra, _rb, _rc, w, compute, extra in plan:
-                t0 = env.now
-                item, ev = ready.get()
-                if ev is not None:
-                    item = yield ev
-                took, ideal = item
-                wait = env.now - t0
-                if wait > 0:
-                    if first:
-                        stalls["fill_drain"] += wait
-                        if prec is not None:
-                            prec((WAIT_READ, gi, t0, env.now, 0.0, 0.0, wait))
-                    else:
-                        bw = wait * (min(ideal, took) / took if took > 0 else 1.0)
-                        stalls["dram_bandwidth"] += bw
-                        stalls["dram_latency"] += wait - bw
-                        if prec is not None:
-                            prec((WAIT_READ, gi, t0, env.now, bw, wait - bw, 0.0))
-                first = False
-                ev = out_slots.take()
-                if ev is not None:
-                    t1 = env.now
-                    yield ev
-                    wait = env.now - t1
-                    bw = wait * state["write_ratio"]
-                    stalls["dram_bandwidth"] += bw
-                    stalls["dram_latency"] += wait - bw
-                    if prec is not None:
-                        prec((WAIT_WRITE, gi, t1, env.now, bw, wait - bw, 0.0))
-                tm.compute += compute
-                stalls["sram_conflict"] += extra
-                if prec is not None:
-                    prec((COMPUTE, gi, env.now, env.now + compute + extra, compute, extra, 0))
-                yield env.timeout(compute + extra)
-                in_slots.give()
-                to_write.put((gi, w))
-            tm.end = env.now
-            state["last_compute_end"] = env.now
+def _wait_read(r: _Replay, gi: int, stalls: dict, t0: float, item, first: bool) -> None:
+    """Attribute the PE array's wait for a tile's data: fill before the first tile, else DRAM
+    bandwidth for the transfer's share at peak rate and latency/bank for the rest."""
+    took, ideal = item
+    wait = r.env.now - t0
+    if wait <= 0:
+        return
+    if first:
+        stalls["fill_drain"] += wait
+        if r.prec is not None:
+            r.prec((WAIT_READ, gi, t0, r.env.now, 0.0, 0.0, wait))
+        return
+    bw = wait * (min(ideal, took) / took if took > 0 else 1.0)
+    stalls["dram_bandwidth"] += bw
+    stalls["dram_latency"] += wait - bw
+    if r.prec is not None:
+        r.prec((WAIT_READ, gi, t0, r.env.now, bw, wait - bw, 0.0))
 
-    def writer():
-        total = sum(len(p) for p in plans)
-        for _ in range(total):
-            item, ev = to_write.get()
+
+def _pe_array(r: _Replay):
+    """The PE array: computes each tile once its data is in and an output half-buffer is free,
+    then hands the tile's results to the write DMA."""
+    env, first = r.env, True
+    for gi, plan in enumerate(r.plans):
+        tm = r.timings[gi]
+        stalls = tm.stalls
+        tm.start = env.now
+        for _ra, _rb, _rc, w, compute, extra in plan:
+            t0 = env.now
+            item, ev = r.ready.get()
             if ev is not None:
                 item = yield ev
-            gi, nbytes = item
-            if nbytes:
-                tm = timings[gi]
-                now = env.now
-                finish, moved, h, m, c = dram.transfer3(now, addr(2, nbytes), nbytes,
-                                                        write=True)
-                account(tm, moved, h, m, c)
-                tm.dram_write_bytes += nbytes
-                took = finish - now
-                ideal = nbytes / peak
-                if rec is not None:
-                    rec((WRITE, gi, now, finish, nbytes, 0, 0))
-                state["write_ratio"] = min(ideal, took) / took if took > 0 else 1.0
-                if took > 0:
-                    yield env.timeout(took)
-            out_slots.give()
+            _wait_read(r, gi, stalls, t0, item, first)
+            first = False
+            ev = r.out_slots.take()
+            if ev is not None:
+                t1 = env.now
+                yield ev
+                wait = env.now - t1
+                bw = wait * r.write_ratio
+                stalls["dram_bandwidth"] += bw
+                stalls["dram_latency"] += wait - bw
+                if r.prec is not None:
+                    r.prec((WAIT_WRITE, gi, t1, env.now, bw, wait - bw, 0.0))
+            tm.compute += compute
+            stalls["sram_conflict"] += extra
+            if r.prec is not None:
+                r.prec((COMPUTE, gi, env.now, env.now + compute + extra, compute, extra, 0))
+            yield env.timeout(compute + extra)
+            r.in_slots.give()
+            r.to_write.put((gi, w))
+        tm.end = env.now
+        r.last_compute_end = env.now
 
-    env.process(reader())
-    env.process(pe_array())
-    env.process(writer())
-    env.run()
-    if timings:
-        drain = env.now - state["last_compute_end"]
+
+def _dma_out(r: _Replay):
+    """The write DMA: writes each computed tile's results back to DRAM, freeing its output
+    half-buffer."""
+    for _ in range(sum(len(p) for p in r.plans)):
+        item, ev = r.to_write.get()
+        if ev is not None:
+            item = yield ev
+        gi, nbytes = item
+        if nbytes:
+            tm = r.timings[gi]
+            now = r.env.now
+            finish, moved, h, m, c = r.dram.transfer3(now, r.addr(2, nbytes), nbytes,
+                                                      write=True)
+            r.account(tm, moved, h, m, c)
+            tm.dram_write_bytes += nbytes
+            took = finish - now
+            if r.rec is not None:
+                r.rec((WRITE, gi, now, finish, nbytes, 0, 0))
+            r.write_ratio = min(nbytes / r.peak, took) / took if took > 0 else 1.0
+            if took > 0:
+                yield r.env.timeout(took)
+        r.out_slots.give()
+
+
+def simulate_tiles(schedules: list[TileSchedule], arch, log=None,
+                   dram_only: bool = False) -> list[GemmTiming]:
+    """Replay the tile schedules of consecutive GEMMs on ``arch`` with the SimPy model: one
+    process per hardware unit (read DMA, PE array, write DMA) over one timed DRAM.
+
+    ``log``: None, or a flat sequence with ``extend`` (``array.array("d")``, a list) that
+    receives the event records described in the module docstring; ``dram_only`` keeps just the
+    ``read`` and ``write`` records (what the DRAM timeline needs)."""
+    r = _Replay(schedules, arch, log, dram_only)
+    for unit in (_dma_in, _pe_array, _dma_out):
+        r.env.process(unit(r))
+    r.env.run()
+    timings = r.timings
+    if timings:  # the drain after the last compute: the last write-backs
+        drain = r.env.now - r.last_compute_end
         timings[-1].stalls["fill_drain"] += drain
-        timings[-1].end = env.now
-        if prec is not None and drain > 0:
-            prec((WAIT_WRITE, len(timings) - 1, state["last_compute_end"], env.now, 0.0, 0.0,
-                 drain))
+        timings[-1].end = r.env.now
+        if r.prec is not None and drain > 0:
+            r.prec((WAIT_WRITE, len(timings) - 1, r.last_compute_end, r.env.now, 0.0, 0.0,
+                    drain))
     return timings
