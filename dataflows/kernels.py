@@ -57,7 +57,8 @@ def extract_bits(row, k0, n):
 def _drain_small(steps, T, L, H, D):
     """``schedule`` for a window of at most four steps (0 <= H <= 3), held in four scalars:
     rows past H stay zero and take nothing. A window whose lanes hold one element each at most
-    (no two steps share a lane) is drained in one cycle and the head moves H + 1 steps."""
+    (no two steps share a lane) is drained in one cycle and the head moves H + 1 steps.
+    One function, long: the window lives in four local scalars, which a call would spill."""
     full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
     w0 = steps[0] if T > 0 else _Z
     w1 = steps[1] if H >= 1 and T > 1 else _Z

@@ -93,7 +93,8 @@ def schedule_buffer(buf, T, G, L, th, td, order, F):
 
     Per step and stream, tap s offers lane p the element at lane (p + d_s) mod L of step
     t + h_s: ``cand[s]``, that step's word rotated by d_s. Only lanes with some candidate are
-    visited (in ``order``); a take clears the element in every tap word that reaches it."""
+    visited (in ``order``); a take clears the element in every tap word that reaches it.
+    One function, long: numba keeps the per-step loop tight only without calls inside it."""
     full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
     ntaps = th.shape[0]
     rot = np.empty(ntaps, dtype=np.int64)

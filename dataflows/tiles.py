@@ -231,7 +231,8 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
     times, with ``fold_compute`` (one per fold of every group) as each fold's cycles,
     ``scale_ab`` (one row per fold of every group) scaling its A and B DRAM words and
     ``occ_ab`` the words its fresh A and B occupy in their half buffers. Returns a (tiles, 9)
-    int64 array with the columns of TILE_FIELDS."""
+    int64 array with the columns of TILE_FIELDS. One function, long: one pass over every fold
+    of every group, the open tile held in locals between iterations."""
     nf = folds.shape[0]
     occ_a0 = occ_ab[0, 0]
     occ_b0 = occ_ab[0, 1]

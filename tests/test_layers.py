@@ -99,3 +99,20 @@ def test_no_cli_module_imports_the_entry_point():
                                                   for m in _imports(p)))
     assert not users
     assert not any(m.startswith("cli.main") for m in _imports(ROOT / "cli" / "helpers.py"))
+
+
+def test_functions_are_short_or_say_why():
+    """No function over 60 lines in simulator/ and dataflows/, except numba kernels whose
+    docstring says why they are one function."""
+    long_ = []
+    for pkg in ("simulator", "dataflows"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.FunctionDef) or node.end_lineno - node.lineno < 60:
+                    continue
+                jit = any("njit" in ast.unparse(d) for d in node.decorator_list)
+                doc = ast.get_docstring(node) or ""
+                if not (jit and "One function, long:" in doc):
+                    long_.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
+                                 f"({node.end_lineno - node.lineno + 1} lines)")
+    assert not long_, long_
