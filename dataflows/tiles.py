@@ -47,19 +47,24 @@ TILE_FIELDS = ("a_dram", "b_dram", "c_read", "c_write", "compute", "a_sram", "b_
 
 
 @njit(cache=True)
-def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b):
+def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer):
+    """``os`` folds in loop order: column folds outer (A stays on chip across them only if all
+    of A fits; B_j stays while the row folds pass if it fits), or row folds outer (A_i stays
+    while the column folds pass if it fits; B only if all of it fits)."""
     rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
-    a_all = m * k <= cap_a
     cpf = (k + lanes - 1) // lanes + rows + cols - 2
+    n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
-    for j in range(cf):
-        c = min(cols, n - j * cols)
-        b_fits = k * c <= cap_b
-        for i in range(rf):
+    for o in range(n_out):
+        for q in range(n_in):
+            i, j = (o, q) if rows_outer else (q, o)
             r = min(rows, m - i * rows)
-            out[f, A_DRAM] = r * k if (j == 0 or not a_all) else 0
-            out[f, B_DRAM] = k * c if (i == 0 or not b_fits) else 0
+            c = min(cols, n - j * cols)
+            a_keep = r * k <= cap_a if rows_outer else m * k <= cap_a
+            b_keep = k * n <= cap_b if rows_outer else k * c <= cap_b
+            out[f, A_DRAM] = r * k if (j == 0 or not a_keep) else 0
+            out[f, B_DRAM] = k * c if (i == 0 or not b_keep) else 0
             out[f, CW_DRAM] = r * c
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = r * k
@@ -70,19 +75,24 @@ def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b):
 
 
 @njit(cache=True)
-def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c):
+def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c, rows_outer):
+    """``ws`` folds in loop order: column folds outer (A stays across them if all of A fits;
+    a column's partial sums stay if they fit), or K folds outer (A[:, kb] stays while the
+    column folds pass if it fits; partial sums of all N must fit to stay)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (n + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
-    a_all = m * k <= cap_a
     cpf = 2 * rows + cols + m - 2
+    n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
-    for j in range(cf):
-        c = min(cols, n - j * cols)
-        psum_fits = m * c <= cap_c
-        for i in range(rf):
+    for o in range(n_out):
+        for q in range(n_in):
+            i, j = (o, q) if rows_outer else (q, o)
             r = min(kr, k - i * kr)
-            out[f, A_DRAM] = m * r if (j == 0 or not a_all) else 0
+            c = min(cols, n - j * cols)
+            a_keep = m * r <= cap_a if rows_outer else m * k <= cap_a
+            psum_fits = m * n <= cap_c if rows_outer else m * c <= cap_c
+            out[f, A_DRAM] = m * r if (j == 0 or not a_keep) else 0
             out[f, B_DRAM] = r * c
             if psum_fits:
                 out[f, CW_DRAM] = m * c if i == rf - 1 else 0
@@ -98,103 +108,25 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c):
 
 
 @njit(cache=True)
-def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c):
+def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c, rows_outer):
+    """``is`` folds in loop order: column (M) folds outer (B stays across them if all of B
+    fits; a column's partial sums stay if they fit), or K folds outer (B[kb, :] stays while
+    the column folds pass if it fits; partial sums of all of M must fit to stay)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (m + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
-    b_all = k * n <= cap_b
     cpf = 2 * rows + cols + n - 2
+    n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
-    for j in range(cf):
-        c = min(cols, m - j * cols)
-        psum_fits = c * n <= cap_c
-        for i in range(rf):
+    for o in range(n_out):
+        for q in range(n_in):
+            i, j = (o, q) if rows_outer else (q, o)
             r = min(kr, k - i * kr)
-            out[f, A_DRAM] = c * r
-            out[f, B_DRAM] = r * n if (j == 0 or not b_all) else 0
-            if psum_fits:
-                out[f, CW_DRAM] = c * n if i == rf - 1 else 0
-            else:
-                out[f, CW_DRAM] = c * n
-                out[f, CR_DRAM] = c * n if i > 0 else 0
-            out[f, COMPUTE] = cpf
-            out[f, A_SRAM] = c * r
-            out[f, B_SRAM] = r * n
-            out[f, C_SRAM] = c * n
-            f += 1
-    return out
-
-
-@njit(cache=True)
-def _folds_os_rows(m, k, n, rows, cols, lanes, cap_a, cap_b):
-    """``os`` with the row folds outer: A_i stays while the column folds pass."""
-    rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
-    b_all = k * n <= cap_b
-    cpf = (k + lanes - 1) // lanes + rows + cols - 2
-    f = 0
-    for i in range(rf):
-        r = min(rows, m - i * rows)
-        a_fits = r * k <= cap_a
-        for j in range(cf):
-            c = min(cols, n - j * cols)
-            out[f, A_DRAM] = r * k if (j == 0 or not a_fits) else 0
-            out[f, B_DRAM] = k * c if (i == 0 or not b_all) else 0
-            out[f, CW_DRAM] = r * c
-            out[f, COMPUTE] = cpf
-            out[f, A_SRAM] = r * k
-            out[f, B_SRAM] = k * c
-            out[f, C_SRAM] = r * c
-            f += 1
-    return out
-
-
-@njit(cache=True)
-def _folds_ws_rows(m, k, n, rows, cols, lanes, cap_a, cap_c):
-    """``ws`` with the K folds outer: A[:, kb] stays while the column folds pass; partial
-    sums of all N must fit to stay on chip."""
-    kr = rows * lanes
-    rf, cf = (k + kr - 1) // kr, (n + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
-    psum_fits = m * n <= cap_c
-    cpf = 2 * rows + cols + m - 2
-    f = 0
-    for i in range(rf):
-        r = min(kr, k - i * kr)
-        a_fits = m * r <= cap_a
-        for j in range(cf):
-            c = min(cols, n - j * cols)
-            out[f, A_DRAM] = m * r if (j == 0 or not a_fits) else 0
-            out[f, B_DRAM] = r * c
-            if psum_fits:
-                out[f, CW_DRAM] = m * c if i == rf - 1 else 0
-            else:
-                out[f, CW_DRAM] = m * c
-                out[f, CR_DRAM] = m * c if i > 0 else 0
-            out[f, COMPUTE] = cpf
-            out[f, A_SRAM] = m * r
-            out[f, B_SRAM] = r * c
-            out[f, C_SRAM] = m * c
-            f += 1
-    return out
-
-
-@njit(cache=True)
-def _folds_is_rows(m, k, n, rows, cols, lanes, cap_b, cap_c):
-    """``is`` with the K folds outer: B[kb, :] stays while the column (M) folds pass."""
-    kr = rows * lanes
-    rf, cf = (k + kr - 1) // kr, (m + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
-    psum_fits = m * n <= cap_c
-    cpf = 2 * rows + cols + n - 2
-    f = 0
-    for i in range(rf):
-        r = min(kr, k - i * kr)
-        b_fits = r * n <= cap_b
-        for j in range(cf):
             c = min(cols, m - j * cols)
+            b_keep = r * n <= cap_b if rows_outer else k * n <= cap_b
+            psum_fits = m * n <= cap_c if rows_outer else c * n <= cap_c
             out[f, A_DRAM] = c * r
-            out[f, B_DRAM] = r * n if (j == 0 or not b_fits) else 0
+            out[f, B_DRAM] = r * n if (j == 0 or not b_keep) else 0
             if psum_fits:
                 out[f, CW_DRAM] = c * n if i == rf - 1 else 0
             else:
@@ -363,14 +295,13 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     # gives three times the words)
     eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
                     for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
-    kernels = {"os": (_folds_os, _folds_os_rows, (eff_a, eff_b)),
-               "ws": (_folds_ws, _folds_ws_rows, (eff_a, cap_c)),
-               "is": (_folds_is, _folds_is_rows, (eff_b, cap_c))}[mapping.dataflow]
+    kernel, caps = {"os": (_folds_os, (eff_a, eff_b)), "ws": (_folds_ws, (eff_a, cap_c)),
+                    "is": (_folds_is, (eff_b, cap_c))}[mapping.dataflow]
     scale_c = gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer = kernels[0](m, k, n, r, c, lanes, *kernels[2])
-    rows_outer = kernels[1](m, k, n, r, c, lanes, *kernels[2])
+    cols_outer = kernel(m, k, n, r, c, lanes, *caps, False)
+    rows_outer = kernel(m, k, n, r, c, lanes, *caps, True)
     traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer
