@@ -6,9 +6,11 @@ matrices (``test_lowering`` checks those against torch) and the literal rules of
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import InputError
 from dataflows.features import SparseFeatures, parse_features
 from dataflows.lowering import CHOICES, Lowering, lowered_parts
 from dataflows.sparse import sparse_work
@@ -231,3 +233,24 @@ def test_more_than_64_lanes_with_skipping_is_refused(tmp_path):
     assert dense.lanes == 128
     with pytest.raises(InputError):
         parse_features({"skip": ["ifmap"]}, "a.yaml", 65)
+
+
+BAD_KEYS = [
+    ({"sync": "foo"}, "sparse.sync: expected one of barrier, lockstep"),
+    ({"taps": [[0, 1]]}, "sparse.taps: expected a list of distinct [h, d]"),
+    ({"taps": [[1, 0], [1, 0]]}, "sparse.taps: expected a list of distinct"),
+    ({"taps": {"shape": "T", "lookahead": 0, "lookaside": 5}}, "sparse.taps.lookahead"),
+    ({"taps": [[1, 0]], "window": {"lookahead": 1, "lookaside": 1}}, "not both"),
+    ({"taps": [[1, 0]], "order": [0, 1]}, "sparse.order: expected sequential"),
+    ({"order": "sequential"}, "sparse.order: a visiting order needs taps"),
+    ({"taps": [[1, 0]], "free_rows": -1}, "sparse.free_rows: expected an integer >= 0"),
+    ({"free_rows": 2}, "sparse.free_rows: the free-row rule needs taps"),
+    ({"side": "both"}, "sparse.side: expected one of gemm, tensor"),
+]
+
+
+@pytest.mark.parametrize("bad,msg", BAD_KEYS)
+def test_scheduler_keys_refused_in_one_line(bad, msg):
+    with pytest.raises(InputError) as e:
+        parse_features({"skip": ["ifmap"], **bad}, "a.yaml", 16)
+    assert msg in str(e.value) and str(e.value).startswith("a.yaml: ")
