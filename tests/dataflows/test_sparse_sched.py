@@ -219,9 +219,6 @@ def test_free_run_carries_in_dnnsim_tile_order():
 def test_more_than_64_lanes_with_skipping_is_refused(tmp_path):
     """A step of a stream is one 64-bit word: a wider PE with skipping is one clear error naming
     array.lanes (and nothing is refused without skipping)."""
-    import pytest
-
-    from common.errors import InputError
     from simulator.arch import load_arch
 
     with pytest.raises(InputError) as e:
