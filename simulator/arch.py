@@ -5,7 +5,8 @@ Every key of the file format, with its unit, type and default, is documented in
 
 * a shipped preset (``load_arch("scalesim-32")``; ``preset_names()`` lists them),
 * a ``.yaml`` / ``.yml`` file written by the user, or
-* a SCALE-Sim ``.cfg`` file (``read_scalesim_cfg``; the mapping is documented there and in the doc).
+* a SCALE-Sim ``.cfg`` file (``simulator.scalesim_cfg``; the mapping is documented there and in
+  the doc).
 
 Every field is checked here, once; a bad value raises one ``ArchError`` whose ``str()`` is one line
 naming the file (or ``preset NAME``), the dotted field (``sram.ifmap.kib``) and what was expected.
@@ -20,7 +21,6 @@ three are derived again when a sweep overrides ``array.rows``.
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import difflib
 import math
@@ -213,9 +213,9 @@ class Architecture:
     """An accelerator: a rows x cols array of PEs with ``lanes`` MAC lanes each, three
     double-buffered on-chip buffers, DRAM, energy costs and a top-K unit.
 
-    Build one with ``load_arch``, ``read_scalesim_cfg``, ``Architecture.from_dict`` or from another
-    with ``with_overrides`` / ``replace``; every one of them validates. Direct construction
-    validates too (and freezes the mappings). ``source`` (the file or ``preset NAME``) is not part
+    Build one with ``load_arch`` (a preset, a YAML file or a SCALE-Sim ``.cfg``),
+    ``Architecture.from_dict`` or from another with ``with_overrides`` / ``replace``; every one
+    of them validates. Direct construction validates too (and freezes the mappings). ``source`` (the file or ``preset NAME``) is not part
     of equality.
     """
 
@@ -757,6 +757,8 @@ def load_arch(spec: str | os.PathLike) -> Architecture:
             f"{', '.join(names)} (or give a .yaml, .yml or .cfg file)",
         )
     if suffix == CFG_SUFFIX:
+        from simulator.scalesim_cfg import read_scalesim_cfg
+
         return read_scalesim_cfg(path)
     if suffix not in YAML_SUFFIXES:
         if not path.exists():
@@ -769,116 +771,3 @@ def load_arch(spec: str | os.PathLike) -> Architecture:
             "(SCALE-Sim config)",
         )
     return _parse_yaml_text(_read_text(path), str(path))
-
-
-# ------------------------------------------------------------------------------------------------
-# SCALE-Sim .cfg
-# ------------------------------------------------------------------------------------------------
-_CFG_SECTION = "architecture_presets"
-#: The keys SCALE-Sim 3.0.0 reads from [architecture_presets] (lower case -> its spelling).
-_CFG_NAMES = (
-    "ArrayHeight", "ArrayWidth", "IfmapSramSzkB", "FilterSramSzkB", "OfmapSramSzkB",
-    "IfmapOffset", "FilterOffset", "OfmapOffset", "Bandwidth", "Dataflow", "MemoryBanks",
-    "ReadRequestBuffer", "WriteRequestBuffer",
-)  # fmt: skip
-_CFG_KEYS = {k.lower(): k for k in _CFG_NAMES}
-#: Dotted file key -> the .cfg key it came from, to name the right key in an error.
-_CFG_FIELDS = {
-    "name": "[general] run_name",
-    "array.rows": "[architecture_presets] ArrayHeight",
-    "array.cols": "[architecture_presets] ArrayWidth",
-    "array.dataflow": "[architecture_presets] Dataflow",
-    "sram.ifmap.kib": "[architecture_presets] IfmapSramSzkB",
-    "sram.filter.kib": "[architecture_presets] FilterSramSzkB",
-    "sram.ofmap.kib": "[architecture_presets] OfmapSramSzkB",
-    "dram.bandwidth_gbps": "[architecture_presets] Bandwidth",
-}
-#: SCALE-Sim hard-codes 1-byte words and counts cycles only; we take 1 GHz so that
-#: Bandwidth words/cycle * 1 B * 1 GHz is GB/s.
-CFG_WORD_BYTES = 1
-CFG_CLOCK_GHZ = 1.0
-
-
-def _cfg_section(path: Path, source: str) -> tuple[configparser.ConfigParser, Any]:
-    """The parsed ``.cfg`` file and its architecture section, its keys checked."""
-    text = _read_text(path)
-    parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), interpolation=None)
-    try:
-        parser.read_string(text, source=source)
-    except configparser.Error as err:
-        reason = " ".join(str(err).split())
-        raise ArchError(source, None, f"not a valid SCALE-Sim config: {reason}") from None
-
-    if not parser.has_section(_CFG_SECTION):
-        raise ArchError(
-            source,
-            f"[{_CFG_SECTION}]",
-            "missing section (it holds ArrayHeight, ArrayWidth, the SRAM sizes and Dataflow)",
-        )
-    section = parser[_CFG_SECTION]
-    for key in section:
-        if key not in _CFG_KEYS:
-            close = difflib.get_close_matches(key, list(_CFG_KEYS), n=1, cutoff=0.6)
-            hint = f"did you mean {_CFG_KEYS[close[0]]!r}? " if close else ""
-            raise ArchError(
-                source,
-                f"[{_CFG_SECTION}] {key}",
-                f"unknown key; {hint}(SCALE-Sim reads: {', '.join(_CFG_KEYS.values())})",
-            )
-    return parser, section
-
-
-def read_scalesim_cfg(path: str | os.PathLike) -> Architecture:
-    """An Architecture from a SCALE-Sim ``.cfg`` (ConfigParser) file.
-
-    Mapping (``docs/architecture.md`` has the table): ``ArrayHeight`` / ``ArrayWidth`` -> rows /
-    cols; ``Ifmap/Filter/OfmapSramSzkB`` -> ``sram.*.kib``; ``Dataflow`` -> dataflow;
-    ``Bandwidth`` (words/cycle; the first value of a comma list, as SCALE-Sim uses it) ->
-    ``dram.bandwidth_gbps`` = Bandwidth * 1 B * 1 GHz (default 10 when absent, SCALE-Sim reads it
-    only in USER mode); ``[general] run_name`` -> name (else the file name). Words are 1 byte and
-    the clock 1 GHz; SRAM banks = max(rows, cols) so SRAM never stalls a dense array (SCALE-Sim's
-    SRAM is unlimited); everything else takes the scalesim-32 defaults. The offsets, MemoryBanks,
-    request buffers and the [layout], [sparsity] and [run_presets] sections are not mapped.
-    """
-    path = Path(path)
-    source = str(path)
-    parser, section = _cfg_section(path, source)
-
-    def value(key: str, convert: Any, what: str, default: Any = _MISSING) -> Any:
-        where = f"[{_CFG_SECTION}] {key}"
-        if key.lower() not in section:
-            if default is _MISSING:
-                raise ArchError(source, where, "missing key")
-            return default
-        text = section[key].strip()
-        try:
-            return convert(text)
-        except ValueError:
-            raise ArchError(source, where, f"expected {what}, got {text!r}") from None
-
-    def first_number(text: str) -> float:
-        return float(text.split(",")[0])
-
-    rows = value("ArrayHeight", int, "an integer >= 1")
-    cols = value("ArrayWidth", int, "an integer >= 1")
-    kib = {b: value(f"{b.capitalize()}SramSzkB", float, "a size in KiB > 0") for b in BUFFERS}
-    dataflow = value("Dataflow", str.lower, "one of os, ws, is")
-    bandwidth = value("Bandwidth", first_number, "words/cycle > 0", 10.0)
-    name = re.sub(r"[^A-Za-z0-9._+-]", "_", path.stem).lstrip("._+-") or "scalesim"
-    if parser.has_option("general", "run_name"):
-        name = parser.get("general", "run_name").strip() or name
-
-    spec = {
-        "name": name,
-        "description": f"from SCALE-Sim config {path.name}",
-        "array": {"rows": rows, "cols": cols, "lanes": 1, "dataflow": dataflow},
-        "clock_ghz": CFG_CLOCK_GHZ,
-        "word_bytes": {b: CFG_WORD_BYTES for b in BUFFERS},
-        # banks left to their default, max(rows, cols), so that they follow overrides
-        "sram": {b: {"kib": kib[b]} for b in BUFFERS},
-        "dram": {"bandwidth_gbps": bandwidth * CFG_WORD_BYTES * CFG_CLOCK_GHZ},
-    }
-    try:
-        return _build(spec, source)
-    except ArchError as err:
-        raise ArchError(source, _CFG_FIELDS.get(err.field or "", err.field), err.reason) from None

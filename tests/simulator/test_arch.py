@@ -21,8 +21,8 @@ from simulator.arch import (
     SramSpec,
     load_arch,
     preset_names,
-    read_scalesim_cfg,
 )
+from simulator.scalesim_cfg import read_scalesim_cfg
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 PRESETS = ["dnnsim-tensordash", "eyeriss", "scalesim-32", "stc-2to4", "tensordash", "tpu-v1"]
