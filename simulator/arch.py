@@ -215,8 +215,8 @@ class Architecture:
 
     Build one with ``load_arch`` (a preset, a YAML file or a SCALE-Sim ``.cfg``),
     ``Architecture.from_dict`` or from another with ``with_overrides`` / ``replace``; every one
-    of them validates. Direct construction validates too (and freezes the mappings). ``source`` (the file or ``preset NAME``) is not part
-    of equality.
+    of them validates. Direct construction validates too (and freezes the mappings).
+    ``source`` (the file or ``preset NAME``) is not part of equality.
     """
 
     name: str
