@@ -29,8 +29,11 @@ import pandas as pd
 from common.vocab import PHASES
 from dataflows.lowering import lowered_parts
 from simulator.arch import load_arch
-from traces.format import PHASE_OPERANDS, Manifest, Trace, TraceWriter
+from traces.format import Trace
 from traces.layers import Layer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dnnsim_run import write_trace  # noqa: E402  (the script beside this one)
 
 HERE = Path(__file__).resolve().parent
 DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -56,22 +59,12 @@ def _clustered(rng: np.random.Generator, shape: tuple[int, ...], density: float)
 def make_trace(out: Path, density: float, kind: str, seed: int = 0, batch: int = 2) -> None:
     """A trace of ``LAYERS`` with every operand masked: ``random`` or ``clustered`` at
     ``density``; bwd_weight's ifmap a subset of fwd's (as SWAT's is)."""
-    manifest = Manifest(model="dnnsim-compare", method=kind, sparsity={"sparsity": 1 - density},
-                        seed=seed, batch_size=batch, dtype="float32", layers=LAYERS,
-                        producer={"name": "sparsesim", "version": "0.1.0",
-                                  "tool": "scripts/compare_dnnsim.py"})
-    rng = np.random.default_rng(seed)
-    operands = {}
-    for layer in LAYERS:
-        m = {}
-        for r in ("filter", "ifmap", "grad_out"):
-            shape = layer.operand_shape(r, batch)
-            m[r] = (rng.random(shape) < density if kind == "random"
-                    else _clustered(rng, shape, density))
-        phases = {ph: {r: m[r] for r in PHASE_OPERANDS[ph]} for ph in PHASES}
-        phases["bwd_weight"]["ifmap"] = m["ifmap"] & (rng.random(m["ifmap"].shape) < 0.8)
-        operands[layer.name] = phases
-    TraceWriter(str(out), manifest).write_step(0, operands)
+    def draw(rng, shape):
+        return rng.random(shape) < density if kind == "random" else _clustered(rng, shape,
+                                                                               density)
+
+    write_trace(out, "dnnsim-compare", kind, LAYERS, batch, seed, 1 - density, draw, 0.8,
+                "scripts/compare_dnnsim.py")
 
 
 #: tensordash on DNNsim's tiles: its lowering set to DNNsim's (one image at a time, bwd_weight

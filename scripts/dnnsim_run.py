@@ -257,20 +257,28 @@ def make_example(out: str, seed: int = 0, density: float = 0.3, batch: int = 2) 
     layers = (Layer.conv("conv1", 3, 20, 3, 8, 1, 1), Layer.conv("conv2", 20, 24, 3, 8, 2, 1),
               Layer.conv("down", 20, 24, 1, 8, 2, 0), Layer.conv("odd", 24, 16, 3, 7, 2, 1),
               Layer.linear("fc", 64, 10))
-    manifest = Manifest(model="dnnsim-example", method="random", sparsity={"sparsity": 0.7},
-                        seed=seed, batch_size=batch, dtype="float32", layers=layers,
-                        producer={"name": "sparsesim", "version": "0.1.0",
-                                  "tool": "scripts/dnnsim_run.py --make-example"})
+    write_trace(out, "dnnsim-example", "random", layers, batch, seed, 0.7,
+                lambda rng, shape: rng.random(shape) < density, 0.7,
+                "scripts/dnnsim_run.py --make-example")
+    print(f"dnnsim_run: example trace written to {out}", file=sys.stderr)
+
+
+def write_trace(out, model: str, method: str, layers, batch: int, seed: int, sparsity: float,
+                draw, keep: float, tool: str) -> None:
+    """One step of a trace with every operand of ``layers`` masked by ``draw(rng, shape)``
+    (filter, ifmap, grad_out in turn); bwd_weight's ifmap keeps a ``keep`` share of fwd's (as
+    SWAT's is)."""
+    manifest = Manifest(model=model, method=method, sparsity={"sparsity": sparsity}, seed=seed,
+                        batch_size=batch, dtype="float32", layers=tuple(layers),
+                        producer={"name": "sparsesim", "version": "0.1.0", "tool": tool})
     rng = np.random.default_rng(seed)
     operands = {}
     for layer in layers:
-        m = {r: rng.random(layer.operand_shape(r, batch)) < density
-             for r in ("filter", "ifmap", "grad_out")}
+        m = {r: draw(rng, layer.operand_shape(r, batch)) for r in ("filter", "ifmap", "grad_out")}
         phases = {ph: {r: m[r] for r in PHASE_OPERANDS[ph]} for ph in PHASES}
-        phases["bwd_weight"]["ifmap"] = m["ifmap"] & (rng.random(m["ifmap"].shape) < 0.7)
+        phases["bwd_weight"]["ifmap"] = m["ifmap"] & (rng.random(m["ifmap"].shape) < keep)
         operands[layer.name] = phases
-    TraceWriter(out, manifest).write_step(0, operands)
-    print(f"dnnsim_run: example trace written to {out}", file=sys.stderr)
+    TraceWriter(str(out), manifest).write_step(0, operands)
 
 
 def main(argv: list[str] | None = None) -> int:
