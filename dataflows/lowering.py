@@ -114,13 +114,6 @@ def _fwd_index(size: int, out: int, k: int, s: int, p: int, d: int) -> np.ndarra
     return np.where((r >= 0) & (r < size), r, -1)
 
 
-def _transposed_index(size: int, out: int, k: int, s: int, p: int, d: int) -> np.ndarray:
-    """Input position y, rotated tap i' reads output-gradient row (y + p − (k−1−i')·d) / s."""
-    r = np.arange(size)[:, None] + p - (k - 1 - np.arange(k)[None, :]) * d
-    ok = (r % s == 0) & (r >= 0) & (r // s < out)
-    return np.where(ok, r // s, -1)
-
-
 def _axis_phases(size: int, out: int, k: int, s: int, p: int, d: int
                  ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per output phase r of one axis: (its positions y ≡ r mod s, the rotated taps i' whose
