@@ -207,6 +207,7 @@ def test_erk_unreachable_random(layers, data):
     dense = data.draw(st.lists(st.integers(0, len(layers) - 1), unique=True, min_size=1,
                                max_size=len(layers) - 1))
     share = sum(layers[i].weight_numel for i in dense) / sum(x.weight_numel for x in layers)
+    assume(share > 2e-6)  # else no sparsity lies between 1 - share + 1e-6 and 1
     s = data.draw(st.floats(1.0 - share + 1e-6, 1.0, exclude_min=True))
     assume(1.0 - s < share * (1 - 1e-9))
     with pytest.raises(ConfigError):
