@@ -84,11 +84,13 @@ def parse_pattern(text: str, source: str = "--pattern") -> Pattern:
                       f"unknown pattern {text!r}; expected one of {', '.join(PATTERN_NAMES)}")
 
 
-def keep_count(density: float, n: int) -> int:
-    """Nonzeros kept for ``density`` of ``n`` elements: ceil(d·n) (top-K's count), clipped."""
+def keep_count(density: float, n: int, at_least: int = 0) -> int:
+    """Nonzeros kept for ``density`` of ``n`` elements: ceil(d·n) (top-K's count), robust to
+    float noise (0.1·1000 = 100.00000000000001 keeps 100), clipped to [``at_least``, n].
+    Trainers keep at least one weight per layer (reference §0): ``at_least=1``."""
     if density <= 0.0:
-        return 0
-    return min(n, math.ceil(density * n - 1e-9))
+        return min(n, at_least)
+    return min(n, max(at_least, math.ceil(density * n - 1e-9)))
 
 
 # ------------------------------------------------------------------------------------------------

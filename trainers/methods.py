@@ -38,6 +38,7 @@ from torch import nn
 from common.errors import ConfigError
 from traces import density as dens
 from traces.layers import Layer
+from traces.patterns import keep_count
 from trainers.sparse_fn import (
     BWI_FILTER,
     BWW_IFMAP,
@@ -50,11 +51,6 @@ from trainers.sparse_fn import (
 METHODS = ("dense", "swat", "swat-erk", "swat-m", "static", "rigl", "srigl")
 DENSITIES = ("uniform", "erk", "snip", "grasp", "synflow")
 INITS = ("default", "eoi")
-
-
-def keep_count(n: int, sparsity: float) -> int:
-    """ceil((1 − s)·n), at least 1 (reference §0), robust to 0.1·1000 = 100.00000000000001."""
-    return min(n, max(1, math.ceil(round((1.0 - sparsity) * n, 9))))
 
 
 def weight_layer(name: str, m: SparseModule) -> Layer:
@@ -147,7 +143,7 @@ class TopK:
             score = score.sum((2, 3))
         if self.recompute or self.threshold is None:
             flat = score.reshape(-1)
-            k = keep_count(flat.numel(), self.sparsity)
+            k = keep_count(1.0 - self.sparsity, flat.numel(), at_least=1)
             vals, idx = torch.topk(flat, k, sorted=False)
             mask = torch.zeros(flat.numel(), dtype=torch.bool, device=t.device)
             mask[idx] = True

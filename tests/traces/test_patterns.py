@@ -249,6 +249,15 @@ def test_keep_count_values(d, n, want):
     assert keep_count(d, n) == want
 
 
+@pytest.mark.parametrize("d, n, want", [
+    (0.0, 10, 1), (0.001, 10, 1), (0.9, 1000, 900),  # 0.9·1000 = 900.0000000000001
+    (1.0 - 0.9, 1000, 100), (0.5, 0, 0),  # the floor never exceeds n
+])
+def test_keep_count_floor(d, n, want):
+    """The trainers' rule (at least one weight kept per layer) is the same ceil."""
+    assert keep_count(d, n, at_least=1) == want
+
+
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(0, 10_000), d=densities_st)
 def test_keep_count_is_ceil(n, d):

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 
 from traces import density as dens
 from traces.format import Trace
+from traces.patterns import keep_count
 from trainers.condensed import CondensedLinear
 from trainers.methods import (
     SWAT,
     RigL,
     SRigL,
     Static,
-    keep_count,
     make_method,
     weight_layer,
 )
@@ -74,10 +74,11 @@ def test_swat_u_realized_sparsity_is_nominal_at_recompute_steps(tmp_path):
             if st.step % 3 == 0:
                 thresholds[name] = meta[name]["filter_threshold"]
                 n_w = layers[name].weight_numel
-                assert ops["fwd"]["filter"].nnz == keep_count(n_w, 0.9)
-                assert ops["bwd_input"]["filter"].nnz == keep_count(n_w, 0.9)
+                assert ops["fwd"]["filter"].nnz == keep_count(1 - 0.9, n_w, at_least=1)
+                assert ops["bwd_input"]["filter"].nnz == keep_count(1 - 0.9, n_w, at_least=1)
                 a = ops["fwd"]["ifmap"]
-                assert ops["bwd_weight"]["ifmap"].nnz == min(keep_count(a.numel, 0.9), a.nnz)
+                assert (ops["bwd_weight"]["ifmap"].nnz
+                        == min(keep_count(1 - 0.9, a.numel, at_least=1), a.nnz))
             else:  # thresholds are reused between recomputations
                 assert meta[name]["filter_threshold"] == thresholds[name]
             # A~ is a subset of the A the forward multiplied
@@ -94,9 +95,9 @@ def test_swat_channel_variant_keeps_whole_kernel_slices():
     mask = conv2.masks[FWD_FILTER](conv2.weight.detach())
     per_slice = mask.reshape(16, 6, 25).sum(-1)
     assert set(per_slice.unique().tolist()) <= {0, 25}
-    assert int((per_slice == 25).sum()) == keep_count(16 * 6, 0.9)
+    assert int((per_slice == 25).sum()) == keep_count(1 - 0.9, 16 * 6, at_least=1)
     act = conv2.masks[BWW_IFMAP](torch.rand(4, 6, 14, 14))  # activations stay unstructured
-    assert int(act.sum()) == keep_count(4 * 6 * 14 * 14, 0.9)
+    assert int(act.sum()) == keep_count(1 - 0.9, 4 * 6 * 14 * 14, at_least=1)
 
 
 def test_swat_erk_sparsifies_every_layer_with_erk_densities():
