@@ -187,7 +187,7 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
     check_output_dir(args.output, args.force, inputs=inputs)  # before a long run
     if net.kind == "trace":
-        results = simulate_trace(net.source, arch, dataflow, phases, args.memory,
+        results = simulate_trace(net.trace, arch, dataflow, phases, args.memory,
                                  timeline=args.timeline)
     else:
         results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory,

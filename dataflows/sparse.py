@@ -714,10 +714,10 @@ def _composite(parts: list, roles: tuple[str, str], masked: tuple[bool, bool],
 
 
 def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, cols: int,
-                lanes: int, dataflow: str, feats: SparseFeatures, folds: str
-                ) -> tuple[list[SparseWork], list]:
+                lanes: int, dataflow: str, feats: SparseFeatures, folds: str,
+                lowered: Gemm | None = None) -> tuple[list[SparseWork], list]:
     """``work_candidates`` and the packed operands of every group."""
-    true = lower(layer, batch, phase)
+    true = lower(layer, batch, phase) if lowered is None else lowered
     ra, rb, _ = true.roles
     a_mask, b_mask = gemm_masks(phase, masks)
     low = feats.lowering
@@ -773,11 +773,13 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
 
 def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
                 rows: int, cols: int, lanes: int, dataflow: str,
-                feats: SparseFeatures, folds: str = "serial") -> SparseWork:
+                feats: SparseFeatures, folds: str = "serial",
+                lowered: Gemm | None = None) -> SparseWork:
     """The work of ``phase`` of ``layer`` with the operand masks of one step: the candidate of
-    ``work_candidates`` with the fewest cycles (the first of equals)."""
+    ``work_candidates`` with the fewest cycles (the first of equals). ``lowered``: the GEMM as
+    ``dataflows.gemm.lower`` gives it, when the caller has it already."""
     cands, packs = _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats,
-                               folds)
+                               folds, lowered)
     best = min(cands, key=lambda c: c.compute_cycles + c.imbalance_cycles)
     gemm = cands[0].gemm  # the GEMM as lowered (the dense candidate runs it whole)
     compressed = any(feats.format_of(r, lv) != "dense" for r in gemm.roles[:2]

@@ -27,7 +27,6 @@ through the per-GEMM ``Dense Cycles``, in its baseline.
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,11 +155,14 @@ def _format_bytes(full: Gemm, work: SparseWork, feats: SparseFeatures, arch) -> 
 
 @dataclass(frozen=True)
 class _Planned:
-    """One GEMM of a run, planned: its layer and phase, its work (cycles and counters from the
-    masks) and its tile schedule (what moves between DRAM, SRAM and the array)."""
+    """One GEMM of a run, planned: its layer and phase, the GEMM as the layer lowers it (its
+    M, K, N and roles in the table, lowered once), its work (cycles and counters from the
+    masks, under the architecture's lowering) and its tile schedule (what moves between DRAM,
+    SRAM and the array)."""
 
     li: int
     phase: str
+    full: Gemm
     work: SparseWork
     sched: TileSchedule
 
@@ -176,16 +178,16 @@ def _check_run(arch, dataflow: str, phases: str, memory: str) -> None:
     check_buffers(arch)
 
 
-def _work(layer: Layer, batch: int, phase: str, arch, dataflow: str, masks,
+def _work(layer: Layer, batch: int, g: Gemm, arch, dataflow: str, masks,
           feats: SparseFeatures) -> SparseWork:
-    """The work of one GEMM: from the masks (or with a lowering of the architecture's own), or
-    the closed form of a dense GEMM."""
+    """The work of GEMM ``g`` (``layer``'s, lowered): from the masks (or with a lowering of the
+    architecture's own), or the closed form of a dense GEMM. A layer's masks are unpacked here,
+    for this phase only, and dropped with the work."""
     if masks is not None or not feats.lowering.default:
         lm = {} if masks is None else masks[layer.name]
-        lm = lm.for_phase(phase) if hasattr(lm, "for_phase") else lm
-        return sparse_work(layer, batch, phase, lm, arch.rows, arch.cols, arch.lanes, dataflow,
-                           feats, arch.folds)
-    g = lower(layer, batch, phase)
+        lm = lm.for_phase(g.phase) if hasattr(lm, "for_phase") else lm
+        return sparse_work(layer, batch, g.phase, lm, arch.rows, arch.cols, arch.lanes,
+                           dataflow, feats, arch.folds, lowered=g)
     mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes, arch.folds)
     return SparseWork(g, mp, "dense", None, mp.compute_cycles, 0, g.macs, g.macs, g.macs, 0,
                       {"A": 1.0, "B": 1.0}, {"A": g.groups * g.M * g.K, "B": g.groups * g.K * g.N})
@@ -208,8 +210,9 @@ def _plan(layers, batch: int, arch, dataflow: str, phases: str, masks,
     """Stage 1: every GEMM of the step in training order, with its work and tiles."""
     out = []
     for li, ph in training_order(layers, PHASE_SETS[phases], skip):
-        w = _work(layers[li], batch, ph, arch, dataflow, masks, feats)
-        out.append(_Planned(li, ph, w, _tiles(w, arch, feats)))
+        full = lower(layers[li], batch, ph)
+        w = _work(layers[li], batch, full, arch, dataflow, masks, feats)
+        out.append(_Planned(li, ph, full, w, _tiles(w, arch, feats)))
     return out
 
 
@@ -285,7 +288,7 @@ def _traffic_columns(sch: TileSchedule, moved: int | None, cycles: int, arch
 def _row(p: _Planned, tm: GemmTiming, layers, batch: int, arch, dataflow: str, memory: str,
          feats: SparseFeatures, step: int) -> dict[str, Any]:
     """Stage 3: one GEMM's row of the table (``docs/metrics.md`` defines every column)."""
-    li, ph, w, sch = p.li, p.phase, p.work, p.sched
+    li, ph, full, w, sch = p.li, p.phase, p.full, p.work, p.sched
     g = w.gemm
     macs_per_cycle = arch.rows * arch.cols * arch.lanes
     compute = w.compute_cycles
@@ -294,13 +297,12 @@ def _row(p: _Planned, tm: GemmTiming, layers, batch: int, arch, dataflow: str, m
     stall = sum(stalls.values())
     total = compute + stall - 1
     exact_dense = (w.mode == "dense" and w.fold_cycles is None and arch.folds == "serial"
-                   and g == lower(layers[li], batch, ph))
+                   and g == full)
     incl = (_incl_prefetch(layers[li], g, arch, dataflow, total)
             if memory == "ideal" and exact_dense else total)
     sram = {"A": sch.total("a_sram"), "B": sch.total("b_sram"), "C": sch.total("c_sram")}
     cycles = compute + stall
     e_mac, e_sram, e_dram = _energy(w, sram, _dram_bytes(sch, arch), arch)
-    full = lower(layers[li], batch, ph)
     row: dict[str, Any] = {
         "LayerID": li,
         "Layer": layers[li].name,
@@ -399,13 +401,12 @@ class Network:
     kind: str  # "trace" or "topology"
     source: str
     step: int = 0
+    trace: Any = None  # the opened ``traces.format.Trace`` (a trace), for ``simulate_trace``
 
 
 def load_network(path: str) -> Network:
     """A trace directory (its manifest's layers, batch and first step) or a SCALE-Sim topology
     CSV (batch 1, as SCALE-Sim)."""
-    from pathlib import Path
-
     p = Path(path)
     if p.is_dir():
         from traces.format import Trace
@@ -414,7 +415,7 @@ def load_network(path: str) -> Network:
         trace.require_steps()  # before the dense baseline runs, not after
         m = trace.manifest
         step = trace.steps[0]
-        return Network(m.model, m.layers, m.batch_size, "trace", str(p), step)
+        return Network(m.model, m.layers, m.batch_size, "trace", str(p), step, trace)
     if p.suffix.lower() == ".csv" or p.is_file():
         from traces.topology import read_topology
 
@@ -427,20 +428,22 @@ def load_network(path: str) -> Network:
 # whole traces: every step, its dense baseline, speedups and training overheads
 # ------------------------------------------------------------------------------------------------
 def _step_masks(step_data) -> dict[str, _PhaseView]:
-    """Layer → masks of one trace step, keyed ``role@phase``: a role used by two phases may
+    """Layer → masks of one trace step, still packed as read. A role used by two phases may
     differ between them (SWAT multiplies a dense A in fwd and its top-K A~ in bwd_weight)."""
-    out = {}
-    for name, phases in step_data.layers.items():
-        out[name] = _PhaseView({f"{role}@{ph}": None if op.dense else op.unpack()
-                                for ph, ops in phases.items() for role, op in ops.items()})
-    return out
+    return {name: _PhaseView(phases) for name, phases in step_data.layers.items()}
 
 
-class _PhaseView(dict):
-    """A layer's masks keyed ``role@phase``; ``for_phase`` gives the plain role view."""
+class _PhaseView:
+    """A layer's packed operands per phase; ``for_phase`` unpacks one phase's role masks (None
+    for a dense operand) when its GEMM is planned, so a step never holds more than one GEMM's
+    masks unpacked."""
+
+    def __init__(self, phases) -> None:
+        self.phases = phases
 
     def for_phase(self, phase: str) -> dict[str, np.ndarray | None]:
-        return {k.split("@")[0]: v for k, v in self.items() if k.endswith(f"@{phase}")}
+        return {role: None if op.dense else op.unpack()
+                for role, op in self.phases.get(phase, {}).items()}
 
 
 def overhead_rows(layers, batch: int, arch, manifest, step_data, step: int) -> list[dict]:
@@ -491,17 +494,19 @@ def _step_events(events: np.ndarray, extra: list[dict], row0: int, t0: float) ->
     return np.concatenate([ev, over])
 
 
-def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
+def simulate_trace(path, arch, dataflow: str, phases: str = "train",
                    memory: str = "modeled", steps: list[int] | None = None,
                    timeline: bool = False) -> Results:
     """Every recorded step of a trace (or ``steps``) with its real masks, plus the dense
     baseline (same layers, batch, architecture and dataflow; masks dropped, features off), with
     ``Dense Cycles`` and ``Speedup`` per row. Overhead rows (top-K, mask updates) count in the
     sparse run's step totals. ``timeline`` keeps the sparse run's event log, steps one after
-    the other (module docstring); the baseline keeps none."""
+    the other (module docstring); the baseline keeps none. ``path``: the trace directory, or
+    the ``traces.format.Trace`` already opened on it."""
     from traces.format import NOT_COMPUTED, Trace
 
-    trace = Trace(path)
+    trace = path if isinstance(path, Trace) else Trace(path)
+    path = str(trace.path) if isinstance(path, Trace) else str(path)
     m = trace.manifest
     layers, batch = m.layers, m.batch_size
     base = simulate(layers, batch, arch, dataflow, phases, memory, 0, None,
@@ -533,8 +538,7 @@ def simulate_trace(path: str, arch, dataflow: str, phases: str = "train",
     if not tables:
         raise InputError(str(path), "steps", f"none of the steps {steps} are in the trace")
     table = pd.concat(tables, ignore_index=True)
-    trace_id = hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()[:16]
-    meta = {**base.meta, "trace": str(path), "trace_id": trace_id, "model": m.model,
+    meta = {**base.meta, "trace": str(path), "trace_id": trace.digest[:16], "model": m.model,
             "method": m.method,
             "sparsity": m.sparsity.get("sparsity"), "steps": sorted(set(table["Step"])),
             "features": dict(arch.sparse)}

@@ -476,13 +476,16 @@ class Trace:
         if not mpath.is_file():
             raise TraceError(str(self.path), None, f"not a trace directory (no {MANIFEST})")
         try:
-            raw = json.loads(mpath.read_text(encoding="utf-8"))
+            data = mpath.read_bytes()
+            raw = json.loads(data.decode("utf-8"))
         except (OSError, UnicodeDecodeError) as err:
             raise TraceError(src, None, f"cannot read: {err}") from None
         except json.JSONDecodeError as err:
             raise TraceError(src, None,
                              f"not valid JSON ({err.msg} at line {err.lineno})") from None
         self.manifest = parse_manifest(raw, src)
+        #: the manifest's SHA-256 (hex): the trace's identity in results (``trace_id``)
+        self.digest = hashlib.sha256(data).hexdigest()
 
     @property
     def steps(self) -> list[int]:
