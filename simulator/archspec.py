@@ -1,12 +1,9 @@
-"""Architecture files: one YAML file per accelerator, loaded into frozen, validated dataclasses.
+"""The architecture schema: frozen, validated dataclasses of one accelerator.
 
 Every key of the file format, with its unit, type and default, is documented in
-``docs/architecture.md``; this module is its only reader. An architecture comes from
-
-* a shipped preset (``load_arch("scalesim-32")``; ``preset_names()`` lists them),
-* a ``.yaml`` / ``.yml`` file written by the user, or
-* a SCALE-Sim ``.cfg`` file (``simulator.scalesim_cfg``; the mapping is documented there and in
-  the doc).
+``docs/architecture.md``; this module holds the schema and checks it. The files that carry it
+(a preset, a ``.yaml`` file, a SCALE-Sim ``.cfg``) are read by ``simulator.arch`` and
+``simulator.scalesim_cfg``, which hand a plain mapping to ``Architecture.from_dict``.
 
 Every field is checked here, once; a bad value raises one ``ArchError`` whose ``str()`` is one line
 naming the file (or ``preset NAME``), the dotted field (``sram.ifmap.kib``) and what was expected.
@@ -23,27 +20,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import numbers
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
 from common.errors import InputError
 from common.vocab import DATAFLOWS
-from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe
+from common.yamlio import describe
 
 #: The three on-chip buffers: A operand, B operand, result / partial sums.
 BUFFERS = ("ifmap", "filter", "ofmap")
 WORD_SIZES = (1, 2, 4, 8)
-YAML_SUFFIXES = (".yaml", ".yml")
-CFG_SUFFIX = ".cfg"
 
 _TOP_KEYS = (
     "name", "description", "array", "clock_ghz", "word_bytes", "sram", "dram", "energy", "topk",
@@ -249,9 +242,10 @@ class Architecture:
         """Peak MACs per cycle: rows * cols * lanes."""
         return self.rows * self.cols * self.lanes
 
-    @property
+    @functools.cached_property
     def features(self):
-        """The sparse features (``dataflows.features.SparseFeatures``) of ``sparse:``."""
+        """The sparse features (``dataflows.features.SparseFeatures``) of ``sparse:``, parsed
+        once per architecture (they were checked with the rest of the file)."""
         from dataflows.features import parse_features
 
         return parse_features(_thaw(self.sparse), self.source, self.lanes)
@@ -632,7 +626,12 @@ def _freeze_plain(value: Any) -> Any:
 
 
 def _build(raw: Any, source: str) -> Architecture:
-    arch = Architecture(**_parse(raw, source), source=source)
+    """The Architecture of a file mapping, validated once: the checked fields are set as they
+    are (direct construction, which validates in ``__post_init__``, is for Python callers)."""
+    arch = object.__new__(Architecture)
+    for key, value in _parse(raw, source).items():
+        object.__setattr__(arch, key, value)
+    object.__setattr__(arch, "source", source)
     # Keep the file as written so that overrides re-derive the defaults it relied on.
     object.__setattr__(arch, "_spec", _freeze_plain(_thaw(raw)))
     return arch
@@ -652,122 +651,3 @@ def _set_dotted(spec: dict, key: Any, value: Any, source: str) -> None:
             node[part] = {}
         node = node[part]
     node[parts[-1]] = value
-
-
-# ------------------------------------------------------------------------------------------------
-# reading files and presets
-# ------------------------------------------------------------------------------------------------
-
-
-def _parse_yaml_text(text: str, source: str) -> Architecture:
-    try:
-        raw = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        what = err.problem or err.context or "parse error"
-        raise ArchError(source, where, f"not valid YAML: {what}") from None
-    except yaml.YAMLError as err:
-        raise ArchError(source, None, f"not valid YAML: {err}") from None
-    return _build(raw, source)
-
-
-def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, Any]:
-    """``KEY=VALUE`` strings (``dram.bandwidth_gbps=25.6``, ``sparse.nm=2:4``) as overrides for
-    ``Architecture.with_overrides``; a VALUE reads as it would in an architecture file (YAML
-    1.2 numbers, ``true``/``false``, ``[a, b]``, ``{k: v}``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq or not key or not text.strip():
-            raise ArchError(flag, None, f"expected KEY=VALUE (e.g. dram.bandwidth_gbps=25.6), "
-                                        f"got {item!r}")
-        if key in out:
-            raise ArchError(flag, key, "given twice")
-        try:
-            out[key] = yaml.load(text, Loader=StrictLoader)
-        except yaml.YAMLError:
-            raise ArchError(flag, key, f"cannot read the value {text!r} as a YAML value") from None
-    return out
-
-
-
-
-def _read_text(path: Path) -> str:
-    if path.is_dir():
-        raise ArchError(str(path), None, "is a directory, expected an architecture file")
-    if path.exists() and not path.is_file():
-        raise ArchError(str(path), None, "is not a regular file, expected an architecture file")
-    if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
-        raise ArchError(str(path), None, f"is {path.stat().st_size:,} bytes; expected an "
-                                         f"architecture file (at most {MAX_FILE_BYTES:,})")
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        hint = ""
-        if path.stem in preset_names() and path.parent == Path("."):
-            hint = f" (to use the preset, write its name alone: {path.stem})"
-        raise ArchError(str(path), None, f"no such file{hint}") from None
-    except UnicodeDecodeError:
-        raise ArchError(str(path), None, "not UTF-8 text") from None
-    except OSError as err:
-        raise ArchError(str(path), None, f"cannot read: {err.strerror or err}") from None
-
-
-def _presets_dir() -> Any:
-    return resources.files("simulator") / "presets"
-
-
-def preset_names() -> list[str]:
-    """Names of the shipped presets, sorted."""
-    return sorted(
-        p.name[: -len(".yaml")] for p in _presets_dir().iterdir() if p.name.endswith(".yaml")
-    )
-
-
-def _load_preset(name: str) -> Architecture:
-    text = (_presets_dir() / f"{name}.yaml").read_text(encoding="utf-8")
-    return _parse_yaml_text(text, f"preset {name}")
-
-
-def load_arch(spec: str | os.PathLike) -> Architecture:
-    """An Architecture from a preset name (``scalesim-32``), a ``.yaml`` / ``.yml`` architecture
-    file or a SCALE-Sim ``.cfg`` file. Any problem raises ``ArchError``."""
-    if isinstance(spec, Architecture):
-        return spec
-    if not isinstance(spec, (str, os.PathLike)):
-        raise ArchError(None, None, f"expected a preset name or a file path, got {describe(spec)}")
-    text = os.fspath(spec)
-    if isinstance(spec, str) and text in preset_names():
-        return _load_preset(text)
-    path = Path(text)
-    suffix = path.suffix.lower()
-    looks_like_path = (
-        isinstance(spec, os.PathLike) or suffix or "/" in text or os.sep in text or path.exists()
-    )
-    if not looks_like_path:
-        names = preset_names()
-        close = difflib.get_close_matches(text, names, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ArchError(
-            f"preset {text}",
-            None,
-            f"unknown preset; {hint}presets: "
-            f"{', '.join(names)} (or give a .yaml, .yml or .cfg file)",
-        )
-    if suffix == CFG_SUFFIX:
-        from simulator.scalesim_cfg import read_scalesim_cfg
-
-        return read_scalesim_cfg(path)
-    if suffix not in YAML_SUFFIXES:
-        if not path.exists():
-            raise ArchError(str(path), None, "no such file")
-        raise ArchError(
-            str(path),
-            None,
-            f"unsupported file type {suffix or '(no suffix)'!r}: "
-            "expected .yaml or .yml (architecture) or .cfg "
-            "(SCALE-Sim config)",
-        )
-    return _parse_yaml_text(_read_text(path), str(path))

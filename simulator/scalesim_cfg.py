@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from simulator.arch import _MISSING, BUFFERS, ArchError, Architecture, _build, _read_text
+from simulator.arch import _read_text
+from simulator.archspec import _MISSING, BUFFERS, ArchError, Architecture, _build
 
 _CFG_SECTION = "architecture_presets"
 #: The keys SCALE-Sim 3.0.0 reads from [architecture_presets] (lower case -> its spelling).
