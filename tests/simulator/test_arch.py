@@ -542,3 +542,27 @@ def test_doc_examples_load(tmp_path):
     assert load_arch(path) == preset.replace(
         name="calc_32_os", description="from SCALE-Sim config doc.cfg"
     )
+
+
+@pytest.mark.parametrize("how", ["preset", "file", "overrides"])
+def test_a_file_is_validated_once(how, tmp_path, monkeypatch):
+    """Reading checks every field once: the schema's checker runs one time per architecture
+    built, not again when the dataclass is made."""
+    import simulator.archspec as spec
+
+    calls = []
+    real = spec._parse
+    monkeypatch.setattr(spec, "_parse", lambda raw, source: calls.append(source) or real(raw,
+                                                                                          source))
+    if how == "preset":
+        load_arch("tensordash")
+    elif how == "file":
+        path = tmp_path / "a.yaml"
+        path.write_text(load_arch("eyeriss").to_yaml(), encoding="utf-8")
+        calls.clear()
+        load_arch(path)
+    else:
+        arch = load_arch("scalesim-32")
+        calls.clear()
+        arch.with_overrides({"array.rows": 64})
+    assert len(calls) == 1
