@@ -1,22 +1,27 @@
-"""The SimPy model of the accelerator: a DMA reader, the PE array and a write-back engine around
-double-buffered on-chip SRAM, over one shared DRAM.
+"""The SimPy model of the accelerator: DMA engines, the PE array and the top-K unit around
+double-buffered on-chip SRAM, over one shared DRAM unit.
 
-One process per hardware unit, one event per buffer tile (``dataflows.tiles``), never per cycle:
+One process per hardware unit, one event per buffer tile (``dataflows.tiles``), never per cycle;
+time advances only by timeouts whose durations are computed elsewhere (closed forms, the numba
+DRAM kernels):
 
-* ``reader`` (DMA): for each tile, waits for a free input half-buffer, fetches the tile's fresh
-  A, B and partial-sum words from DRAM (the service time comes from the numba timing model in
-  ``simulator.dram``) and hands the tile to the array;
-* ``pe_array``: takes the next loaded tile, waits for a free output half-buffer, computes for the
+* ``_dma_in`` (read DMA): for each tile, waits for a free input half-buffer, asks the DRAM unit
+  for the tile's fresh A, B and partial-sum words and hands the tile to the array;
+* ``_pe_array``: takes the next loaded tile, waits for a free output half-buffer, computes for the
   tile's cycles (closed form, plus any SRAM-port shortfall), then frees the input half and queues
   the results;
-* ``writer`` (DMA): writes finished outputs and spilled partial sums back to DRAM and frees the
-  output half.
+* ``_dma_out`` (write DMA): writes finished outputs and spilled partial sums back through the
+  DRAM unit and frees the output half;
+* ``DramUnit``: serves both DMAs' transfers on its channels and banks (``simulator.dram``), so a
+  read and a write in flight together contend;
+* ``_topk_unit``: once the GEMMs are written back, the step's top-K selections and mask updates.
 
 Transfers overlap compute. Every cycle the array is not computing while a GEMM is in flight is a
-stall, attributed to a cause (``docs/metrics.md``): waiting for a read is split into *DRAM
-bandwidth* (the part the transfer would take at peak bandwidth) and *DRAM latency/bank* (the
-rest); waiting for the output buffer to drain is split the same way from the writes; a shortfall
-of SRAM ports is *SRAM bank conflict*; the very first fill and the last drain are *fill/drain*.
+stall, attributed to a cause (``docs/metrics.md``) after the run, from the event log
+(``attribute_stalls``): waiting for a read is split into *DRAM bandwidth* (the part the transfer
+would take at peak bandwidth) and *DRAM latency/bank* (the rest); waiting for the output buffer
+to drain is split the same way from the write in flight; a shortfall of SRAM ports is *SRAM bank
+conflict*; the very first fill and the last drain are *fill/drain*.
 
 Event log. ``simulate_tiles(..., log=buf)`` also appends, per tile, what each unit did and when,
 as flat records of ``len(EVENT_FIELDS)`` numbers (``kind, gemm, start, end, x, y, z``; times in
@@ -29,14 +34,16 @@ record. ``x, y, z`` by kind (``EVENT_KINDS``):
 * ``write``: bytes the writer DMA wrote back (``y = z = 0``);
 * ``wait_read`` / ``wait_write``: the array stalled for a loaded tile / a free output half-buffer
   (and, as the last ``wait_write``, the final drain): the stall's DRAM-bandwidth,
-  DRAM-latency/bank and fill/drain cycles (``x + y + z = end - start``).
+  DRAM-latency/bank and fill/drain cycles (``x + y + z = end - start``);
+* ``overhead``: a top-K job (``x`` its cycles; ``gemm`` counts on after the GEMMs).
 
-``gemm`` and ``overhead`` records are added by ``simulator.run`` (one span per GEMM, and the
-training overheads); the engine never writes them. With ``log=None`` nothing is recorded.
+``gemm`` records are added by ``simulator.run`` (one span per GEMM). With ``log=None`` nothing
+is returned, though the run keeps its own log for the stall attribution.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -45,7 +52,15 @@ import simpy
 
 from dataflows.tiles import TILE_FIELDS, TileSchedule
 from simulator.dram import Dram, DramTiming
-from simulator.results import COMPUTE, READ, WAIT_READ, WAIT_WRITE, WRITE
+from simulator.results import (
+    COMPUTE,
+    EVENT_FIELDS,
+    OVERHEAD,
+    READ,
+    WAIT_READ,
+    WAIT_WRITE,
+    WRITE,
+)
 
 STALL_CAUSES = ("dram_bandwidth", "dram_latency", "sram_conflict", "fill_drain")
 _I = {name: i for i, name in enumerate(TILE_FIELDS)}
@@ -89,7 +104,9 @@ def sram_extra_cycles(tiles: np.ndarray, ports: tuple[float, float, float]) -> n
 
 
 class _Slots:
-    """A counting semaphore with one waiting process: taking a free slot costs no event."""
+    """A counting semaphore with one waiting process (the buffer halves one unit waits for):
+    taking a free slot costs no event. SimPy's ``Container`` would schedule an event for
+    every take; ``benchmarks/bench_engine_units.py`` measures what that costs per tile."""
 
     def __init__(self, env: simpy.Environment, n: int) -> None:
         self.env, self.n, self.waiter = env, n, None
@@ -111,7 +128,7 @@ class _Slots:
 
 
 class _Queue:
-    """A FIFO with one waiting consumer: getting a queued item costs no event."""
+    """A FIFO with one waiting consumer (``Store`` without an event per queued item)."""
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env, self.items, self.waiter = env, deque(), None
@@ -131,36 +148,57 @@ class _Queue:
         return None, self.waiter
 
 
-class _Replay:
-    """What the hardware units of one replay share: the clock, the DRAM, the double-buffer
-    slots and queues between them, the per-GEMM tile plans and timings, the event log."""
+class DramUnit:
+    """The DRAM as a unit of the model: the DMA engines hand it their transfers, it serves them
+    on its channels and banks (``simulator.dram``: the state that makes a read and a write that
+    overlap contend) and answers with the event of the transfer's last data beat. Each operand
+    streams through a region of its own (A, B, C, each wrapping at 1 GiB)."""
 
-    def __init__(self, schedules: list[TileSchedule], arch, log, dram_only: bool) -> None:
-        self.env = simpy.Environment()
-        self.dram = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
-        self.peak = self.dram.timing.bytes_per_cycle
-        self.timings = [GemmTiming() for _ in schedules]
-        self.plans = _plans(schedules, arch)
-        # two tiles in flight on each side: the input and output halves of the buffers
-        self.in_slots, self.out_slots = _Slots(self.env, 2), _Slots(self.env, 2)
-        self.ready, self.to_write = _Queue(self.env), _Queue(self.env)
-        self.write_ratio = 1.0  # the last write's useful share of its DRAM time
-        self.last_compute_end = 0.0
+    def __init__(self, env: simpy.Environment, arch) -> None:
+        self.env = env
+        self.model = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
+        self.peak = self.model.timing.bytes_per_cycle  # bytes per cycle, all channels
         self.offsets = [0, 0, 0]  # running offsets into the A, B, C regions (bytes)
-        self.rec = None if log is None else log.extend
-        self.prec = None if dram_only else self.rec  # the PE array's records
 
-    def addr(self, region: int, nbytes: int) -> int:
+    def _addr(self, region: int, nbytes: int) -> int:
         a = self.offsets[region]
         self.offsets[region] += nbytes
         return region * _REGION + a % _REGION
 
-    @staticmethod
-    def account(tm: GemmTiming, moved: int, hits: int, misses: int, conflicts: int) -> None:
+    def serve(self, tm: GemmTiming, ra: int, rb: int, rc: int, write: bool = False):
+        """Serve one DMA request of ``ra``, ``rb``, ``rc`` bytes of A, B and C (a write: C only)
+        for the GEMM timed by ``tm``. Returns (finish cycle, event to wait on or None when the
+        transfer took no time)."""
+        now = self.env.now
+        finish, moved, h, m, c = self.model.transfer3(
+            now, self._addr(0, ra), ra, self._addr(1, rb), rb, self._addr(2, rc), rc, write)
         tm.dram_moved_bytes += moved
-        tm.row_hits += hits
-        tm.row_misses += misses
-        tm.row_conflicts += conflicts
+        tm.row_hits += h
+        tm.row_misses += m
+        tm.row_conflicts += c
+        return finish, (self.env.timeout(finish - now) if finish > now else None)
+
+
+class _Replay:
+    """What the hardware units of one replay share: the clock, the DRAM unit, the double-buffer
+    slots and queues between them, the per-GEMM tile plans and timings, the event log."""
+
+    def __init__(self, schedules: list[TileSchedule], arch, log, dram_only: bool,
+                 topk: list[int]) -> None:
+        self.env = simpy.Environment()
+        self.dram = DramUnit(self.env, arch)
+        self.timings = [GemmTiming() for _ in schedules]
+        self.plans = _plans(schedules, arch)
+        self.topk = topk
+        # two tiles in flight on each side: the input and output halves of the buffers
+        self.in_slots, self.out_slots = _Slots(self.env, 2), _Slots(self.env, 2)
+        self.ready, self.to_write = _Queue(self.env), _Queue(self.env)
+        self.write_share = 1.0  # the useful share of the write in flight's DRAM time
+        self.last_compute_end = 0.0
+        self.end = 0.0  # when the last write-back finished
+        self.done = self.env.event()  # the GEMMs are all computed and written back
+        self.rec = log.extend  # transfers and the array's waits (stall attribution needs them)
+        self.prec = None if dram_only else self.rec  # the PE array's compute records
 
 
 def _plans(schedules: list[TileSchedule], arch) -> list[list]:
@@ -187,70 +225,45 @@ def _dma_in(r: _Replay):
             ev = r.in_slots.take()
             if ev is not None:
                 yield ev
-            now = r.env.now
             took = ideal = 0.0
             if ra or rb or rc:
-                finish, moved, h, m, c = r.dram.transfer3(
-                    now, r.addr(0, ra), ra, r.addr(1, rb), rb, r.addr(2, rc), rc)
-                r.account(tm, moved, h, m, c)
+                now = r.env.now
+                finish, ev = r.dram.serve(tm, ra, rb, rc)
                 rd["A"] += ra
                 rd["B"] += rb
                 rd["C"] += rc
-                took = finish - now
-                ideal = (ra + rb + rc) / r.peak
-                if r.rec is not None:
-                    r.rec((READ, gi, now, finish, ra, rb, rc))
-                if took > 0:
-                    yield r.env.timeout(took)
+                took, ideal = finish - now, (ra + rb + rc) / r.dram.peak
+                r.rec((READ, gi, now, finish, ra, rb, rc))
+                if ev is not None:
+                    yield ev
             r.ready.put((took, ideal))
-
-
-def _wait_read(r: _Replay, gi: int, stalls: dict, t0: float, item, first: bool) -> None:
-    """Attribute the PE array's wait for a tile's data: fill before the first tile, else DRAM
-    bandwidth for the transfer's share at peak rate and latency/bank for the rest."""
-    took, ideal = item
-    wait = r.env.now - t0
-    if wait <= 0:
-        return
-    if first:
-        stalls["fill_drain"] += wait
-        if r.prec is not None:
-            r.prec((WAIT_READ, gi, t0, r.env.now, 0.0, 0.0, wait))
-        return
-    bw = wait * (min(ideal, took) / took if took > 0 else 1.0)
-    stalls["dram_bandwidth"] += bw
-    stalls["dram_latency"] += wait - bw
-    if r.prec is not None:
-        r.prec((WAIT_READ, gi, t0, r.env.now, bw, wait - bw, 0.0))
 
 
 def _pe_array(r: _Replay):
     """The PE array: computes each tile once its data is in and an output half-buffer is free,
-    then hands the tile's results to the write DMA."""
-    env, first = r.env, True
+    then hands the tile's results to the write DMA. A wait is recorded with what it waited for
+    (the read's time and its time at peak bandwidth; the useful share of the write in flight);
+    ``attribute_stalls`` splits it by cause afterwards."""
+    env, first = r.env, 1.0
     for gi, plan in enumerate(r.plans):
         tm = r.timings[gi]
-        stalls = tm.stalls
         tm.start = env.now
         for _ra, _rb, _rc, w, compute, extra in plan:
             t0 = env.now
             item, ev = r.ready.get()
             if ev is not None:
                 item = yield ev
-            _wait_read(r, gi, stalls, t0, item, first)
-            first = False
+            if env.now > t0:  # z = 1: the first fill
+                r.rec((WAIT_READ, gi, t0, env.now, item[0], item[1], first))
+            first = 0.0
             ev = r.out_slots.take()
             if ev is not None:
                 t1 = env.now
                 yield ev
-                wait = env.now - t1
-                bw = wait * r.write_ratio
-                stalls["dram_bandwidth"] += bw
-                stalls["dram_latency"] += wait - bw
-                if r.prec is not None:
-                    r.prec((WAIT_WRITE, gi, t1, env.now, bw, wait - bw, 0.0))
+                if env.now > t1:
+                    r.rec((WAIT_WRITE, gi, t1, env.now, r.write_share, 0.0, 0.0))
             tm.compute += compute
-            stalls["sram_conflict"] += extra
+            tm.stalls["sram_conflict"] += extra
             if r.prec is not None:
                 r.prec((COMPUTE, gi, env.now, env.now + compute + extra, compute, extra, 0))
             yield env.timeout(compute + extra)
@@ -271,37 +284,80 @@ def _dma_out(r: _Replay):
         if nbytes:
             tm = r.timings[gi]
             now = r.env.now
-            finish, moved, h, m, c = r.dram.transfer3(now, r.addr(2, nbytes), nbytes,
-                                                      write=True)
-            r.account(tm, moved, h, m, c)
+            finish, ev = r.dram.serve(tm, 0, 0, nbytes, write=True)
             tm.dram_write_bytes += nbytes
             took = finish - now
-            if r.rec is not None:
-                r.rec((WRITE, gi, now, finish, nbytes, 0, 0))
-            r.write_ratio = min(nbytes / r.peak, took) / took if took > 0 else 1.0
-            if took > 0:
-                yield r.env.timeout(took)
+            r.rec((WRITE, gi, now, finish, nbytes, 0, 0))
+            r.write_share = min(nbytes / r.dram.peak, took) / took if took > 0 else 1.0
+            if ev is not None:
+                yield ev
         r.out_slots.give()
+    r.end = r.env.now
+    if r.timings and r.end > r.last_compute_end:  # the drain: the last write-backs
+        r.rec((WAIT_WRITE, len(r.timings) - 1, r.last_compute_end, r.end, 0.0, 0.0, 1.0))
+    r.done.succeed()
 
 
-def simulate_tiles(schedules: list[TileSchedule], arch, log=None,
-                   dram_only: bool = False) -> list[GemmTiming]:
+def _topk_unit(r: _Replay):
+    """The top-K / threshold unit: the step's selections and mask updates (``topk`` cycles
+    each, from the closed form of ``simulator.run.overhead_rows``) once the GEMMs are done; the
+    step counts them serially after its GEMMs."""
+    yield r.done
+    n = len(r.plans)
+    for i, cycles in enumerate(r.topk):
+        if r.prec is not None:
+            r.prec((OVERHEAD, n + i, r.env.now, r.env.now + cycles, cycles, 0, 0))
+        yield r.env.timeout(cycles)
+
+
+def attribute_stalls(log: array, timings: list[GemmTiming], first: int = 0) -> None:
+    """Split the PE array's recorded waits by cause, in place in the log (``x, y, z`` become
+    the DRAM-bandwidth, DRAM-latency/bank and fill/drain cycles) and into each GEMM's
+    ``stalls``: the very first wait is the fill; a wait for a read is DRAM bandwidth for the
+    share of the read's time its bytes take at peak bandwidth and latency/bank for the rest;
+    a wait for an output half the same with the write in flight; the final drain (recorded,
+    like the first wait, with ``z`` = 1) is fill/drain. Sums run in event order. ``first``: the
+    log's first record of this replay."""
+    rec = np.frombuffer(log, dtype=np.float64).reshape(-1, len(EVENT_FIELDS))[first:]
+    rows = np.flatnonzero((rec[:, 0] == WAIT_READ) | (rec[:, 0] == WAIT_WRITE))
+    w = rec[rows]
+    wait = w[:, 3] - w[:, 2]
+    took, ideal, first = w[:, 4], w[:, 5], w[:, 6] > 0
+    reads = w[:, 0] == WAIT_READ
+    safe = np.where(took > 0, took, 1.0)
+    share = np.where(reads, np.where(took > 0, np.minimum(ideal, took) / safe, 1.0), w[:, 4])
+    bw = np.where(first, 0.0, wait * share)
+    lat = np.where(first, 0.0, wait - bw)
+    fill = np.where(first, wait, 0.0)
+    gi = w[:, 1].astype(np.int64)
+    for cause, v in (("dram_bandwidth", bw), ("dram_latency", lat), ("fill_drain", fill)):
+        acc = np.zeros(len(timings))
+        np.add.at(acc, gi, v)  # in event order, as the stalls happened
+        for g in np.unique(gi):
+            timings[g].stalls[cause] += acc[g]
+    rec[rows, 4], rec[rows, 5], rec[rows, 6] = bw, lat, fill
+    del rec
+
+
+def simulate_tiles(schedules: list[TileSchedule], arch, log=None, dram_only: bool = False,
+                   topk: list[int] | None = None) -> list[GemmTiming]:
     """Replay the tile schedules of consecutive GEMMs on ``arch`` with the SimPy model: one
-    process per hardware unit (read DMA, PE array, write DMA) over one timed DRAM.
+    process per hardware unit (read DMA, PE array, write DMA, top-K unit) over the DRAM unit.
 
     ``log``: None, or a flat sequence with ``extend`` (``array.array("d")``, a list) that
-    receives the event records described in the module docstring; ``dram_only`` keeps just the
-    ``read`` and ``write`` records (what the DRAM timeline needs)."""
-    r = _Replay(schedules, arch, log, dram_only)
-    for unit in (_dma_in, _pe_array, _dma_out):
+    receives the event records described in the module docstring; ``dram_only`` keeps the
+    transfers and waits but not the compute and top-K records (what the DRAM timeline needs).
+    ``topk``: cycles of each of the step's top-K / mask-update jobs, run after the GEMMs."""
+    buf = log if isinstance(log, array) and log.typecode == "d" else array("d")
+    first = len(buf) // len(EVENT_FIELDS)
+    r = _Replay(schedules, arch, buf, dram_only, list(topk or ()))
+    for unit in (_dma_in, _pe_array, _dma_out, _topk_unit):
         r.env.process(unit(r))
     r.env.run()
     timings = r.timings
-    if timings:  # the drain after the last compute: the last write-backs
-        drain = r.env.now - r.last_compute_end
-        timings[-1].stalls["fill_drain"] += drain
-        timings[-1].end = r.env.now
-        if r.prec is not None and drain > 0:
-            r.prec((WAIT_WRITE, len(timings) - 1, r.last_compute_end, r.env.now, 0.0, 0.0,
-                    drain))
+    attribute_stalls(buf, timings, first)
+    if log is not None and buf is not log:
+        log.extend(buf)
+    if timings:
+        timings[-1].end = r.end
     return timings

@@ -216,15 +216,15 @@ def _plan(layers, batch: int, arch, dataflow: str, phases: str, masks,
     return out
 
 
-def _time(plan: list[_Planned], arch, memory: str, timeline: bool
+def _time(plan: list[_Planned], arch, memory: str, timeline: bool, topk: list[int]
           ) -> tuple[list[GemmTiming], array | None]:
-    """Stage 2: the GEMMs' timings: the SimPy engine over the tiles (modeled memory) or their
-    compute cycles (ideal). The event log also gives the DRAM timeline, so a modeled run
-    always keeps one."""
+    """Stage 2: the GEMMs' timings: the SimPy engine over the tiles, then the top-K unit's
+    ``topk`` jobs (modeled memory), or their compute cycles (ideal). The event log also gives
+    the DRAM timeline, so a modeled run always keeps one."""
     log = array("d") if timeline or memory == "modeled" else None
     scheds = [p.sched for p in plan]
     if memory == "modeled":
-        return simulate_tiles(scheds, arch, log, dram_only=not timeline), log
+        return simulate_tiles(scheds, arch, log, dram_only=not timeline, topk=topk), log
     return [GemmTiming(compute=s.total("compute")) for s in scheds], log
 
 
@@ -352,21 +352,25 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
              phases: str = "fwd", memory: str = "modeled", step: int = 0,
              masks: dict[str, dict[str, np.ndarray | None]] | None = None,
              features: SparseFeatures | None = None, timeline: bool = False,
-             skip: frozenset[tuple[str, str]] = frozenset()) -> Results:
+             skip: frozenset[tuple[str, str]] = frozenset(), topk: list[int] | None = None
+             ) -> Results:
     """Simulate one step of ``layers`` at ``batch`` on ``arch``; see the module docstring.
 
     ``masks[layer][role]`` are the operand masks of the step (layer-shaped bool tensors, None
     for dense); without them every operand is dense. ``features`` defaults to the
     architecture's sparse features; pass ``arch.features.baseline()`` for the dense baseline.
     ``timeline`` keeps the event log in ``Results.events``. ``skip``: (layer name, phase)
-    backward GEMMs the step did not compute (``training_order``).
+    backward GEMMs the step did not compute (``training_order``). ``topk``: cycles of the
+    step's top-K / mask-update jobs (``overhead_rows``), which the modeled engine's top-K unit
+    runs after the GEMMs (their ``overhead`` records follow the GEMMs' in the event log); the
+    table leaves their rows to the caller.
 
     Three stages: plan the GEMMs (work and tiles), time them (the engine), tabulate.
     """
     _check_run(arch, dataflow, phases, memory)
     feats = arch.features if features is None else features
     plan = _plan(layers, batch, arch, dataflow, phases, masks, feats, skip)
-    timings, log = _time(plan, arch, memory, timeline)
+    timings, log = _time(plan, arch, memory, timeline, list(topk or ()))
     table = pd.DataFrame([_row(p, tm, layers, batch, arch, dataflow, memory, feats, step)
                           for p, tm in zip(plan, timings, strict=True)])
     imb_rows = [r for r in (_imbalance_row(p, layers, step) for p in plan) if r is not None]
@@ -520,16 +524,18 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
             continue
         skip = frozenset((name, phase) for key, phase in NOT_COMPUTED.items()
                          for name in sd.meta.get(key, ()))
+        extra = overhead_rows(layers, batch, arch, m, sd, sd.step)
         res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd),
-                       timeline=timeline, skip=skip)
+                       timeline=timeline, skip=skip,
+                       topk=[r["Compute Cycles"] for r in extra])
         t = res.table
         t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]
         t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])
-        extra = overhead_rows(layers, batch, arch, m, sd, sd.step)
         series += [res.dram_timeline] if res.dram_timeline is not None else []
         imbalance += [res.imbalance] if res.imbalance is not None else []
         if timeline:
-            events.append(_step_events(res.events, extra, rows, t_end))
+            laid = extra if memory == "ideal" else []  # the engine's top-K unit timed them
+            events.append(_step_events(res.events, laid, rows, t_end))
             t_end = float(events[-1][:, 3].max()) if len(events[-1]) else t_end
         if extra:
             t = pd.concat([t, pd.DataFrame(extra)], ignore_index=True)

@@ -115,3 +115,51 @@ def test_hand_worked_chain():
     assert tm.end == 312.0
     assert tm.compute == 300 and tm.stalls["fill_drain"] == 10.0 + 2.0
     assert tm.stalls["dram_bandwidth"] == 0.0
+
+
+@settings(deadline=None, max_examples=40, derandomize=True)
+@given(gemms=st.lists(st.lists(tile_st, min_size=1, max_size=4), min_size=1, max_size=2),
+       topk=st.lists(st.integers(1, 500), max_size=3))
+def test_topk_unit_runs_after_the_write_back(gemms, topk):
+    """The top-K unit's jobs start when the last write-back ends and follow each other; they
+    change nothing of the GEMMs' timings."""
+    from array import array
+
+    from simulator.results import EVENT_FIELDS, OVERHEAD
+
+    scheds = [_schedule(rows) for rows in gemms]
+    log = array("d")
+    timings = simulate_tiles(scheds, _arch(16), log, topk=topk)
+    assert timings == simulate_tiles(scheds, _arch(16))
+    end, _ = oracle(gemms, 16)
+    ev = np.array(log).reshape(-1, len(EVENT_FIELDS))
+    over = ev[ev[:, 0] == OVERHEAD]
+    assert over[:, 1].tolist() == [len(gemms) + i for i in range(len(topk))]
+    starts = end + np.concatenate([[0.0], np.cumsum(topk)[:-1]]) if topk else []
+    assert over[:, 2] == pytest.approx(starts, abs=1e-9)
+    assert (over[:, 3] - over[:, 2]).tolist() == [float(c) for c in topk]
+
+
+def test_stall_split_by_hand():
+    """``attribute_stalls`` on records written by hand: the first wait is fill; a 10-cycle
+    wait for a read that took 8 cycles, 2 of them at peak bandwidth, is 2.5 bandwidth and 7.5
+    latency; a 4-cycle wait for an output half while a write of useful share 0.25 is in
+    flight is 1 + 3; the drain (z = 1) is fill/drain."""
+    from array import array
+
+    from simulator.engine import GemmTiming, attribute_stalls
+    from simulator.results import COMPUTE, WAIT_READ, WAIT_WRITE
+
+    log = array("d", [WAIT_READ, 0, 0, 5, 5.0, 5.0, 1.0,  # the first fill
+                      COMPUTE, 0, 5, 10, 5, 0, 0,
+                      WAIT_READ, 1, 10, 20, 8.0, 2.0, 0.0,
+                      WAIT_WRITE, 1, 20, 24, 0.25, 0.0, 0.0,
+                      WAIT_WRITE, 1, 30, 36, 0.0, 0.0, 1.0])  # the drain
+    timings = [GemmTiming(), GemmTiming()]
+    attribute_stalls(log, timings)
+    assert timings[0].stalls == {"dram_bandwidth": 0.0, "dram_latency": 0.0,
+                                 "sram_conflict": 0.0, "fill_drain": 5.0}
+    assert timings[1].stalls == {"dram_bandwidth": 3.5, "dram_latency": 10.5,
+                                 "sram_conflict": 0.0, "fill_drain": 6.0}
+    assert list(log[4:7]) == [0.0, 0.0, 5.0]
+    assert list(log[18:21]) == [2.5, 7.5, 0.0] and list(log[25:28]) == [1.0, 3.0, 0.0]
