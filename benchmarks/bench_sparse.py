@@ -76,15 +76,28 @@ def make_trace(work: Path) -> Path:
     return trace
 
 
-def step_time(trace: Path, out: Path, cwd: Path | None = None) -> tuple[float, str]:
+def step_run(trace: Path, out: Path, cwd: Path | None = None) -> tuple[float, str, float]:
     """Wall seconds of the whole ``sparsesim simulate`` command (run from ``cwd``, whose
-    packages it then imports) and the speedup line it printed."""
+    packages it then imports), the speedup line it printed and its peak RSS (MiB)."""
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "cli.main", "simulate", str(trace), "--arch",
-                          "tensordash", "-o", str(out), "--force"], check=True,
-                         capture_output=True, text=True, cwd=cwd)
-    wall = time.perf_counter() - t0
-    speed = next(line for line in res.stdout.splitlines() if "speedup" in line).strip()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "simulate", str(trace),
+                                 "--arch", "tensordash", "-o", str(out), "--force"],
+                                stdout=log, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        log.seek(0)
+        text = log.read()
+    if proc.returncode:
+        raise SystemExit(f"simulate failed ({proc.returncode}):\n{text}")
+    speed = next(line for line in text.splitlines() if "speedup" in line).strip()
+    return wall, speed, usage.ru_maxrss / 1024  # Linux: KiB
+
+
+def step_time(trace: Path, out: Path, cwd: Path | None = None) -> tuple[float, str]:
+    """``step_run`` without the memory figure."""
+    wall, speed, _ = step_run(trace, out, cwd)
     return wall, speed
 
 
@@ -99,11 +112,14 @@ def against(rev: str, repeat: int) -> int:
                         rev], check=True)
         try:
             times: dict[str, list[float]] = {"this": [], rev: []}
+            rss: dict[str, list[float]] = {"this": [], rev: []}
             for cwd in (root, other):  # warm-up: numba compiles and caches each tree's kernels
                 step_time(trace, work / "res", cwd)
             for _ in range(repeat):
                 for name, cwd in (("this", root), (rev, other)):
-                    times[name].append(step_time(trace, work / "res", cwd)[0])
+                    wall, _, mib = step_run(trace, work / "res", cwd)
+                    times[name].append(wall)
+                    rss[name].append(mib)
         finally:
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force",
                             str(other)], check=False)
@@ -111,8 +127,10 @@ def against(rev: str, repeat: int) -> int:
     print(f"ResNet-50 SWAT 90 % step (batch 32), tensordash, modeled memory; {repeat} runs "
           f"each, alternating; load average {os.getloadavg()[0]:.2f}")
     for k, v in times.items():
-        print(f"  {k:<12} median {med[k]:6.1f} s   runs " + " ".join(f"{x:.1f}" for x in v))
-    print(f"  ratio this / {rev}: {med['this'] / med[rev]:.2f}")
+        print(f"  {k:<12} median {med[k]:6.1f} s   runs " + " ".join(f"{x:.1f}" for x in v)
+              + f"   peak RSS {max(rss[k]):.0f} MiB")
+    print(f"  ratio this / {rev}: time {med['this'] / med[rev]:.2f}, peak RSS "
+          f"{max(rss['this']) / max(rss[rev]):.2f}")
     return 0
 
 

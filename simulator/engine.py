@@ -105,8 +105,9 @@ def sram_extra_cycles(tiles: np.ndarray, ports: tuple[float, float, float]) -> n
 
 class _Slots:
     """A counting semaphore with one waiting process (the buffer halves one unit waits for):
-    taking a free slot costs no event. SimPy's ``Container`` would schedule an event for
-    every take; ``benchmarks/bench_engine_units.py`` measures what that costs per tile."""
+    taking a free slot costs no event. SimPy's ``Container`` schedules an event for every
+    take: with ``Container`` and ``Store`` in their place the timings are the same and the
+    engine takes about a third longer per tile (``benchmarks/bench_engine_units.py``)."""
 
     def __init__(self, env: simpy.Environment, n: int) -> None:
         self.env, self.n, self.waiter = env, n, None
