@@ -24,6 +24,9 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--memory", default="modeled", choices=("modeled", "ideal"),
                    help="memory model of the simulations (default: modeled)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--no-cache", action="store_true", dest="no_cache",
+                   help="simulate the dense baseline afresh: neither read nor write the "
+                        "baseline cache ($SPARSESIM_CACHE_DIR, else ~/.cache/sparsesim)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -31,10 +34,12 @@ def add_demo_parser(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     from common.fsutil import check_output_dir
     from pipeline.demo import run_demo
+    from simulator.baseline import default_cache_dir
 
     check_output_dir(args.output, args.force)
     res = run_demo(args.output, args.steps, args.memory, args.force, args.quiet,
-                   progress=lambda label: Progress(label, not args.quiet))
+                   progress=lambda label: Progress(label, not args.quiet),
+                   baseline_cache=None if args.no_cache else default_cache_dir())
     print(f"report: {res.report}")
     for line in res.summary_lines():
         print(line)

@@ -187,7 +187,11 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
     check_output_dir(args.output, args.force, inputs=inputs)  # before a long run
     if net.kind == "trace":
+        from simulator.baseline import default_cache_dir
+
+        cache = None if args.no_cache else default_cache_dir()
         results = simulate_trace(net.trace, arch, dataflow, phases, args.memory,
+                                 baseline_cache=cache,
                                  timeline=args.timeline)
     else:
         results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory,
@@ -295,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write timeline.json: the SimPy event log as a Chrome trace (one "
                         "track per hardware unit) that opens in Perfetto")
     p.add_argument("--force", action="store_true", help="replace an existing results directory")
+    p.add_argument("--no-cache", action="store_true", dest="no_cache",
+                   help="simulate the dense baseline afresh: neither read nor write the "
+                        "baseline cache ($SPARSESIM_CACHE_DIR, else ~/.cache/sparsesim)")
     p.set_defaults(func=_cmd_simulate)
 
     from cli.demo_cmd import add_demo_parser

@@ -31,6 +31,9 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on the Dask cluster of this scheduler (e.g. tcp://host:8786; needs "
                         "the cluster extra, and DIR on a file system the workers share)")
+    p.add_argument("--no-cache", action="store_true", dest="no_cache",
+                   help="simulate the dense baseline afresh: neither read nor write the "
+                        "baseline cache ($SPARSESIM_CACHE_DIR, else ~/.cache/sparsesim)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -66,9 +69,11 @@ def _clock(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> None:
     from pipeline.sweep import SweepFailed, run_sweep
+    from simulator.baseline import default_cache_dir
 
     try:
         r = run_sweep(args.sweep_file, args.output, workers=args.workers,
+                      baseline_cache=None if args.no_cache else default_cache_dir(),
                       scheduler=args.scheduler, progress=SweepProgress(not args.quiet))
     except SweepFailed as err:
         print(f"sparsesim: error: {err}", file=sys.stderr)

@@ -128,9 +128,12 @@ def _silent(label: str) -> Callable[[int, int, str], None]:
 
 def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: str = "modeled",
              force: bool = False, quiet: bool = False,
-             progress: Callable[[str], Callable[[int, int, str], None]] = _silent) -> DemoResult:
+             progress: Callable[[str], Callable[[int, int, str], None]] = _silent,
+             baseline_cache: str | os.PathLike | None = None) -> DemoResult:
     """The demo as a function (what ``sparsesim demo`` runs). ``progress(label)`` makes the
-    callback ``(done, total, what)`` of one stage (the CLI's progress bar; silent here)."""
+    callback ``(done, total, what)`` of one stage (the CLI's progress bar; silent here).
+    ``baseline_cache``: the dense baselines' cache directory (``simulator.baseline``; the dense
+    and the SWAT trace share one per dataflow), or None to simulate each afresh."""
     from common.errors import ConfigError
     from common.fsutil import atomic_output_dir
     from reports.report import make_report
@@ -162,7 +165,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: st
         bar = progress("  simulate")
         for i, (name, df) in enumerate(jobs):
             bar(i, len(jobs), f"{name} {df}")
-            res = simulate_trace(str(tmp / "traces" / name), arch, df, "train", memory)
+            res = simulate_trace(str(tmp / "traces" / name), arch, df, "train", memory,
+                                 baseline_cache=baseline_cache)
             d = write_results(res, tmp / "results" / f"{name}-{df}")
             result_dirs.append(d)
             if name == "swat90":

@@ -126,7 +126,8 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
         return {"key": task["key"], "seconds": 0.0}
     trace = task["trace"] or build_trace(task)
     arch = Architecture.from_dict(task["arch"], source=task["arch_source"])
-    results = simulate_trace(trace, arch, task["dataflow"], task["phases"], task["memory"])
+    results = simulate_trace(trace, arch, task["dataflow"], task["phases"], task["memory"],
+                             baseline_cache=task.get("baseline_cache"))
     stage = final.with_name(_stage_name(task["key"]))
     shutil.rmtree(stage, ignore_errors=True)
     write_results(results, stage)
@@ -136,12 +137,13 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     return {"key": task["key"], "seconds": time.perf_counter() - t0}
 
 
-def _task(point: Point, out: Path) -> dict[str, Any]:
+def _task(point: Point, out: Path, baseline_cache: str | None = None) -> dict[str, Any]:
     """A point as plain data (what travels to a worker)."""
     return {"out": str(out), "key": point.key, "arch": point.arch,
             "arch_source": point.arch_source, "dataflow": point.dataflow,
             "memory": point.memory, "phases": point.phases, "trace": point.trace,
-            "synth": point.synth, "trace_key": point.trace_key, "config": point.config}
+            "synth": point.synth, "trace_key": point.trace_key, "config": point.config,
+            "baseline_cache": baseline_cache}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,7 +354,8 @@ def _check_recorded_traces(sw: Sweep, todo: list[Point]) -> None:
 
 def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | os.PathLike,
               workers: int | None = None, scheduler: Any = None,
-              progress: Progress | None = None) -> SweepRun:
+              progress: Progress | None = None,
+              baseline_cache: str | os.PathLike | None = None) -> SweepRun:
     """Run every point of ``sweep`` (a file, a mapping or a loaded ``Sweep``) not yet finished in
     ``out``, then write ``out/sweep.csv`` and ``out/sweep.json``.
 
@@ -363,7 +366,9 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     does not read back (manifest or a step file), raises ``InputError`` before anything is
     written; points that raise make ``SweepFailed`` after the others ran. Finished points whose
     results do not read back are removed and run again (``SweepRun.rerun``), and so are damaged
-    synthetic traces built again (``SweepRun.rebuilt``).
+    synthetic traces built again (``SweepRun.rebuilt``). ``baseline_cache``: a directory the
+    points share their dense baselines through (``simulator.baseline``; None: each point
+    simulates its own).
     """
     t0 = time.perf_counter()
     sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
@@ -414,7 +419,8 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
         run.skipped = [p.key for p in sw.points if p.key in finished]
         tick(f"{len(damaged)} damaged, to run again" if damaged
              else "finished before" if run.skipped else "starting")
-        failures = _run(executor, todo, out, run, tick)
+        failures = _run(executor, todo, out, run, tick,
+                        None if baseline_cache is None else str(baseline_cache))
     except BaseException:
         executor.close(cancel=True)
         raise
@@ -436,15 +442,16 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
 
 
 def _run(executor: Any, todo: list[Point], out: Path, run: SweepRun,
-         tick: Callable[[str], None]) -> list[tuple[Point, BaseException]]:
+         tick: Callable[[str], None], cache: str | None) -> list[tuple[Point, BaseException]]:
     """Build the missing traces (one task per distinct recipe), then each point once its trace
-    is there. Returns the points that raised."""
+    is there (``cache``: the dense baselines' cache directory, or None). Returns the points
+    that raised."""
     waiting: dict[str, list[Point]] = {}
     pending: dict[Any, tuple[str, Any]] = {}
     failures: list[tuple[Point, BaseException]] = []
 
     def start(p: Point) -> None:
-        pending[executor.submit(run_point, _task(p, out))] = ("point", p)
+        pending[executor.submit(run_point, _task(p, out, cache))] = ("point", p)
 
     for p in todo:
         if p.trace_key is None or (out / "traces" / p.trace_key).is_dir():

@@ -44,6 +44,7 @@ from dataflows.sparse import SparseWork, operand_compression, sparse_work
 from dataflows.systolic import map_dense
 from dataflows.tiles import TileSchedule, schedule
 from dataflows.tiles import concat as concat_schedules
+from simulator.baseline import dense_baseline
 from simulator.dram import DramTiming
 from simulator.engine import STALL_CAUSES, GemmTiming, simulate_tiles
 from simulator.results import COMPUTE, EVENT_FIELDS, GEMM, OVERHEAD, STALL_COLUMNS, Results
@@ -500,21 +501,23 @@ def _step_events(events: np.ndarray, extra: list[dict], row0: int, t0: float) ->
 
 def simulate_trace(path, arch, dataflow: str, phases: str = "train",
                    memory: str = "modeled", steps: list[int] | None = None,
-                   timeline: bool = False) -> Results:
+                   timeline: bool = False, baseline_cache=None) -> Results:
     """Every recorded step of a trace (or ``steps``) with its real masks, plus the dense
     baseline (same layers, batch, architecture and dataflow; masks dropped, features off), with
     ``Dense Cycles`` and ``Speedup`` per row. Overhead rows (top-K, mask updates) count in the
     sparse run's step totals. ``timeline`` keeps the sparse run's event log, steps one after
     the other (module docstring); the baseline keeps none. ``path``: the trace directory, or
-    the ``traces.format.Trace`` already opened on it."""
+    the ``traces.format.Trace`` already opened on it. ``baseline_cache``: a cache directory
+    for the dense baseline (``simulator.baseline``), or None to simulate it afresh."""
     from traces.format import NOT_COMPUTED, Trace
 
     trace = path if isinstance(path, Trace) else Trace(path)
     path = str(trace.path) if isinstance(path, Trace) else str(path)
     m = trace.manifest
     layers, batch = m.layers, m.batch_size
-    base = simulate(layers, batch, arch, dataflow, phases, memory, 0, None,
-                    arch.features.baseline())
+    base = dense_baseline(layers, batch, arch, dataflow, phases, memory, baseline_cache,
+                          lambda: simulate(layers, batch, arch, dataflow, phases, memory, 0,
+                                           None, arch.features.baseline()))
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
     tables, events, series, imbalance = [], [], [], []

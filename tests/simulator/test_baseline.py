@@ -1,0 +1,145 @@
+"""The dense baseline's cache: a hit gives the bytes a fresh simulation gives, the key follows
+every input and the code, damaged entries are simulated again, ``--no-cache`` bypasses it."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import simulator.baseline as bl
+from simulator.arch import load_arch
+from simulator.results import write_results
+from simulator.run import simulate_trace
+from traces.synth import SynthConfig, synthesize
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bl") / "t"
+    synthesize(SynthConfig(model="lenet5", batch=4, method="swat", sparsity=0.9), path)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory():
+    bl._MEMORY.clear()
+    yield
+    bl._MEMORY.clear()
+
+
+def _entries(cache):
+    return sorted((cache / "baselines").glob("*.json"))
+
+
+def _same_dirs(a, b) -> bool:
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and all(
+        filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
+@pytest.mark.parametrize("memory", ["modeled", "ideal"])
+def test_a_hit_writes_the_same_bytes(trace, tmp_path, memory):
+    arch = load_arch("tensordash")
+    cache = tmp_path / "cache"
+    fresh = write_results(simulate_trace(trace, arch, "os", memory=memory), tmp_path / "fresh")
+    miss = write_results(simulate_trace(trace, arch, "os", memory=memory, baseline_cache=cache),
+                         tmp_path / "miss")
+    assert len(_entries(cache)) == 1
+    bl._MEMORY.clear()  # the next one reads the file
+    hit = write_results(simulate_trace(trace, arch, "os", memory=memory, baseline_cache=cache),
+                        tmp_path / "hit")
+    assert _same_dirs(fresh, miss) and _same_dirs(fresh, hit)
+
+
+def test_a_hit_does_not_simulate(trace, tmp_path, monkeypatch):
+    arch = load_arch("tensordash")
+    cache = tmp_path / "cache"
+    simulate_trace(trace, arch, "ws", memory="ideal", baseline_cache=cache)
+    bl._MEMORY.clear()
+    import simulator.run as run
+
+    seen = []
+    real = run.simulate
+    monkeypatch.setattr(run, "simulate", lambda *a, **k: seen.append(
+        a[8] if len(a) > 8 else k.get("features")) or real(*a, **k))
+    simulate_trace(trace, arch, "ws", memory="ideal", baseline_cache=cache)
+    # only the sparse step ran (the architecture's own features): the baseline came from the
+    # cache; without it, the baseline runs too (features off)
+    assert seen == [None]
+    simulate_trace(trace, arch, "ws", memory="ideal")
+    assert seen[1:] == [arch.features.baseline(), None]
+
+
+def test_the_key_follows_every_input(trace, tmp_path, monkeypatch):
+    arch = load_arch("tensordash")
+    cache = tmp_path / "cache"
+    runs = [(arch, "os", "train", "ideal"), (arch, "ws", "train", "ideal"),
+            (arch, "os", "fwd", "ideal"), (arch, "os", "train", "modeled"),
+            (arch.with_overrides({"dram.bandwidth_gbps": 20}), "os", "train", "modeled")]
+    for a, df, ph, mem in runs:
+        simulate_trace(trace, a, df, ph, mem, baseline_cache=cache)
+    assert len(_entries(cache)) == len(runs)
+    for a, df, ph, mem in runs:  # all hits now
+        simulate_trace(trace, a, df, ph, mem, baseline_cache=cache)
+    assert len(_entries(cache)) == len(runs)
+    from traces.models import get_model
+
+    layers = get_model("lenet5").layers
+    key = bl.baseline_key(layers, 4, arch, "os", "train", "ideal")
+    assert key != bl.baseline_key(layers, 8, arch, "os", "train", "ideal")
+    assert key != bl.baseline_key(layers[:-1], 4, arch, "os", "train", "ideal")
+    monkeypatch.setattr(bl, "code_digest", lambda: "another version of the model")
+    assert key != bl.baseline_key(layers, 4, arch, "os", "train", "ideal")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other key", "not json", "wrong dtype"])
+def test_a_damaged_entry_is_simulated_again(trace, tmp_path, damage):
+    arch = load_arch("tensordash")
+    cache = tmp_path / "cache"
+    good = write_results(simulate_trace(trace, arch, "os", memory="ideal", baseline_cache=cache),
+                         tmp_path / "good")
+    (entry,) = _entries(cache)
+    text = entry.read_text()
+    raw = json.loads(text)
+    if damage == "truncated":
+        entry.write_text(text[: len(text) // 2])
+    elif damage == "other key":
+        raw["key"] = "0" * 64
+        entry.write_text(json.dumps(raw))
+    elif damage == "not json":
+        entry.write_bytes(b"\xff\xfe binary")
+    else:
+        raw["dtypes"][0] = "no such dtype"
+        entry.write_text(json.dumps(raw))
+    bl._MEMORY.clear()
+    again = write_results(simulate_trace(trace, arch, "os", memory="ideal",
+                                         baseline_cache=cache), tmp_path / "again")
+    assert _same_dirs(good, again)
+    assert entry.read_text() == text  # replaced by a whole, good entry
+
+
+def test_an_unwritable_cache_only_costs_time(trace, tmp_path):
+    arch = load_arch("tensordash")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory would be")
+    res = simulate_trace(trace, arch, "os", memory="ideal", baseline_cache=blocker / "cache")
+    assert len(res.table) > 0 and blocker.is_file()
+
+
+def test_cli_no_cache_leaves_the_cache_alone(trace, tmp_path):
+    env = {**os.environ, bl.CACHE_ENV: str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "cli.main", "simulate", trace, "--arch", "tensordash",
+           "--memory", "ideal"]
+    subprocess.run(cmd + ["-o", str(tmp_path / "a"), "--no-cache"], env=env, check=True,
+                   capture_output=True)
+    assert not (tmp_path / "cache").exists()
+    subprocess.run(cmd + ["-o", str(tmp_path / "b")], env=env, check=True, capture_output=True)
+    subprocess.run(cmd + ["-o", str(tmp_path / "c")], env=env, check=True, capture_output=True)
+    assert len(_entries(tmp_path / "cache")) == 1
+    assert _same_dirs(tmp_path / "a", tmp_path / "b") and _same_dirs(tmp_path / "a",
+                                                                     tmp_path / "c")
