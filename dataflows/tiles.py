@@ -237,7 +237,7 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
     if have:
         out[t, :] = cur
         t += 1
-    return out[:t]
+    return out[:t].copy()  # sized exactly: the bound can be far above the tiles made
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,12 @@ class _Replay:
         self.env = simpy.Environment()
         self.dram = DramUnit(self.env, arch)
         self.timings = [GemmTiming() for _ in schedules]
-        self.plans = _plans(schedules, arch)
+        self.schedules = schedules
+        self.n_tiles = sum(len(s) for s in schedules)
+        self.wb = (arch.word_bytes["ifmap"], arch.word_bytes["filter"], arch.word_bytes["ofmap"])
+        self.ports = tuple(float(arch.sram[b].words_per_cycle)
+                           for b in ("ifmap", "filter", "ofmap"))
+        self._plans: dict[int, list] = {}  # the GEMMs the units are in (two at most)
         self.topk = topk
         # two tiles in flight on each side: the input and output halves of the buffers
         self.in_slots, self.out_slots = _Slots(self.env, 2), _Slots(self.env, 2)
@@ -201,28 +206,28 @@ class _Replay:
         self.rec = log.extend  # transfers and the array's waits (stall attribution needs them)
         self.prec = None if dram_only else self.rec  # the PE array's compute records
 
+    def plan(self, gi: int) -> list:
+        """GEMM ``gi``'s tiles as plain rows: bytes read of A, B, C; bytes written; compute
+        and SRAM-port cycles. Made when the read DMA reaches the GEMM, dropped when the PE
+        array leaves it (``leave``), so a step holds one or two GEMMs' rows at a time."""
+        rows = self._plans.get(gi)
+        if rows is None:
+            t, wb = self.schedules[gi].tiles, self.wb
+            rows = self._plans[gi] = np.column_stack([
+                t[:, _I["a_dram"]] * wb[0], t[:, _I["b_dram"]] * wb[1],
+                t[:, _I["c_read"]] * wb[2], t[:, _I["c_write"]] * wb[2], t[:, _I["compute"]],
+                sram_extra_cycles(t, self.ports)]).tolist()
+        return rows
 
-def _plans(schedules: list[TileSchedule], arch) -> list[list]:
-    """Per GEMM, per tile: bytes read of A, B, C; bytes written; compute and SRAM-port
-    cycles."""
-    wb = (arch.word_bytes["ifmap"], arch.word_bytes["filter"], arch.word_bytes["ofmap"])
-    ports = tuple(float(arch.sram[b].words_per_cycle) for b in ("ifmap", "filter", "ofmap"))
-    plans = []
-    for sch in schedules:
-        t = sch.tiles
-        plans.append(np.column_stack([
-            t[:, _I["a_dram"]] * wb[0], t[:, _I["b_dram"]] * wb[1], t[:, _I["c_read"]] * wb[2],
-            t[:, _I["c_write"]] * wb[2], t[:, _I["compute"]], sram_extra_cycles(t, ports),
-        ]).tolist())
-    return plans
+    def leave(self, gi: int) -> None:
+        self._plans.pop(gi, None)
 
 
 def _dma_in(r: _Replay):
     """The read DMA: fetches each tile's A, B and C from DRAM into a free input half-buffer."""
-    for gi, plan in enumerate(r.plans):
-        tm = r.timings[gi]
+    for gi, tm in enumerate(r.timings):
         rd = tm.dram_read_bytes
-        for ra, rb, rc, _w, _c, _x in plan:
+        for ra, rb, rc, _w, _c, _x in r.plan(gi):
             ev = r.in_slots.take()
             if ev is not None:
                 yield ev
@@ -246,10 +251,9 @@ def _pe_array(r: _Replay):
     (the read's time and its time at peak bandwidth; the useful share of the write in flight);
     ``attribute_stalls`` splits it by cause afterwards."""
     env, first = r.env, 1.0
-    for gi, plan in enumerate(r.plans):
-        tm = r.timings[gi]
+    for gi, tm in enumerate(r.timings):
         tm.start = env.now
-        for _ra, _rb, _rc, w, compute, extra in plan:
+        for _ra, _rb, _rc, w, compute, extra in r.plan(gi):
             t0 = env.now
             item, ev = r.ready.get()
             if ev is not None:
@@ -270,6 +274,7 @@ def _pe_array(r: _Replay):
             yield env.timeout(compute + extra)
             r.in_slots.give()
             r.to_write.put((gi, w))
+        r.leave(gi)
         tm.end = env.now
         r.last_compute_end = env.now
 
@@ -277,7 +282,7 @@ def _pe_array(r: _Replay):
 def _dma_out(r: _Replay):
     """The write DMA: writes each computed tile's results back to DRAM, freeing its output
     half-buffer."""
-    for _ in range(sum(len(p) for p in r.plans)):
+    for _ in range(r.n_tiles):
         item, ev = r.to_write.get()
         if ev is not None:
             item = yield ev
@@ -304,7 +309,7 @@ def _topk_unit(r: _Replay):
     each, from the closed form of ``simulator.run.overhead_rows``) once the GEMMs are done; the
     step counts them serially after its GEMMs."""
     yield r.done
-    n = len(r.plans)
+    n = len(r.timings)
     for i, cycles in enumerate(r.topk):
         if r.prec is not None:
             r.prec((OVERHEAD, n + i, r.env.now, r.env.now + cycles, cycles, 0, 0))
