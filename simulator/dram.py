@@ -320,6 +320,32 @@ def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, burst_bytes,
     return finish, bursts, hits, misses, conflicts
 
 
+@njit(cache=True)
+def _serve_kernel(now, ra, rb, rc, gi, geo, tim, offsets, bus_free, open_row, bank_ready, acc):
+    """One DMA request of the engine, whole: ``ra``, ``rb``, ``rc`` bytes of the A, B and C
+    regions at their running offsets (``offsets``, advanced; each region wraps at
+    ``geo[4]`` bytes), timed as ``_transfer3_kernel`` times them, and the bytes moved, row hits,
+    misses and conflicts added to ``acc[gi]``. ``geo``: burst bytes, channels, banks per
+    channel, bursts per row, region size; ``tim``: latency, tCL hit, miss, conflict latencies,
+    tCL, burst cycles. Returns the finish time (``now`` when nothing moved)."""
+    region = geo[4]
+    base = np.empty(3, dtype=np.int64)
+    sizes = (ra, rb, rc)
+    for i in range(3):
+        base[i] = i * region + offsets[i] % region
+        offsets[i] += sizes[i]
+    finish, bursts, hits, misses, conflicts = _transfer3_kernel(
+        now + tim[0], base[0], ra, base[1], rb, base[2], rc, geo[0], geo[1], geo[2], geo[3],
+        tim[1], tim[2], tim[3], tim[4], tim[5], bus_free, open_row, bank_ready)
+    if bursts == 0:
+        return now
+    acc[gi, 0] += bursts * geo[0]
+    acc[gi, 1] += hits
+    acc[gi, 2] += misses
+    acc[gi, 3] += conflicts
+    return finish
+
+
 class Dram:
     """Mutable DRAM state (per channel bus, per bank open row and ready time) and counters."""
 

@@ -51,7 +51,7 @@ import numpy as np
 import simpy
 
 from dataflows.tiles import TILE_FIELDS, TileSchedule
-from simulator.dram import Dram, DramTiming
+from simulator.dram import Dram, DramTiming, _serve_kernel
 from simulator.results import (
     COMPUTE,
     EVENT_FIELDS,
@@ -153,31 +153,36 @@ class DramUnit:
     """The DRAM as a unit of the model: the DMA engines hand it their transfers, it serves them
     on its channels and banks (``simulator.dram``: the state that makes a read and a write that
     overlap contend) and answers with the event of the transfer's last data beat. Each operand
-    streams through a region of its own (A, B, C, each wrapping at 1 GiB)."""
+    streams through a region of its own (A, B, C, each wrapping at 1 GiB). A request is one
+    numba call (``dram._serve_kernel``: addresses, burst timing and the per-GEMM counters)."""
 
-    def __init__(self, env: simpy.Environment, arch) -> None:
+    def __init__(self, env: simpy.Environment, arch, n_gemms: int) -> None:
         self.env = env
-        self.model = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
-        self.peak = self.model.timing.bytes_per_cycle  # bytes per cycle, all channels
-        self.offsets = [0, 0, 0]  # running offsets into the A, B, C regions (bytes)
+        model = Dram(DramTiming.from_spec(arch.dram, arch.clock_ghz))
+        t = model.timing
+        self.peak = t.bytes_per_cycle  # bytes per cycle, all channels
+        self.geo = np.array([t.burst_bytes, t.channels, t.banks_per_channel, t.bursts_per_row,
+                             _REGION], dtype=np.int64)
+        self.tim = np.array([t.latency_cycles, model._t_hit, model._t_miss, model._t_conflict,
+                             t.tCL, model._t_burst], dtype=np.float64)
+        self.state = (np.zeros(3, dtype=np.int64), model.bus_free, model.open_row,
+                      model.bank_ready)
+        #: per GEMM: bytes moved (whole bursts), row hits, misses, conflicts
+        self.counts = np.zeros((n_gemms, 4), dtype=np.int64)
 
-    def _addr(self, region: int, nbytes: int) -> int:
-        a = self.offsets[region]
-        self.offsets[region] += nbytes
-        return region * _REGION + a % _REGION
-
-    def serve(self, tm: GemmTiming, ra: int, rb: int, rc: int, write: bool = False):
-        """Serve one DMA request of ``ra``, ``rb``, ``rc`` bytes of A, B and C (a write: C only)
-        for the GEMM timed by ``tm``. Returns (finish cycle, event to wait on or None when the
+    def serve(self, gi: int, ra: int, rb: int, rc: int):
+        """Serve one DMA request of ``ra``, ``rb``, ``rc`` bytes of A, B and C (a write: C
+        only) of GEMM ``gi``. Returns (finish cycle, event to wait on or None when the
         transfer took no time)."""
         now = self.env.now
-        finish, moved, h, m, c = self.model.transfer3(
-            now, self._addr(0, ra), ra, self._addr(1, rb), rb, self._addr(2, rc), rc, write)
-        tm.dram_moved_bytes += moved
-        tm.row_hits += h
-        tm.row_misses += m
-        tm.row_conflicts += c
+        finish = _serve_kernel(now, ra, rb, rc, gi, self.geo, self.tim, *self.state,
+                               self.counts)
         return finish, (self.env.timeout(finish - now) if finish > now else None)
+
+    def account(self, timings: list[GemmTiming]) -> None:
+        """The counters into the GEMMs' timings."""
+        for tm, (moved, h, m, c) in zip(timings, self.counts.tolist(), strict=True):
+            tm.dram_moved_bytes, tm.row_hits, tm.row_misses, tm.row_conflicts = moved, h, m, c
 
 
 class _Replay:
@@ -187,7 +192,7 @@ class _Replay:
     def __init__(self, schedules: list[TileSchedule], arch, log, dram_only: bool,
                  topk: list[int]) -> None:
         self.env = simpy.Environment()
-        self.dram = DramUnit(self.env, arch)
+        self.dram = DramUnit(self.env, arch, len(schedules))
         self.timings = [GemmTiming() for _ in schedules]
         self.schedules = schedules
         self.n_tiles = sum(len(s) for s in schedules)
@@ -234,7 +239,7 @@ def _dma_in(r: _Replay):
             took = ideal = 0.0
             if ra or rb or rc:
                 now = r.env.now
-                finish, ev = r.dram.serve(tm, ra, rb, rc)
+                finish, ev = r.dram.serve(gi, ra, rb, rc)
                 rd["A"] += ra
                 rd["B"] += rb
                 rd["C"] += rc
@@ -290,7 +295,7 @@ def _dma_out(r: _Replay):
         if nbytes:
             tm = r.timings[gi]
             now = r.env.now
-            finish, ev = r.dram.serve(tm, 0, 0, nbytes, write=True)
+            finish, ev = r.dram.serve(gi, 0, 0, nbytes)
             tm.dram_write_bytes += nbytes
             took = finish - now
             r.rec((WRITE, gi, now, finish, nbytes, 0, 0))
@@ -361,6 +366,7 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None, dram_only: boo
         r.env.process(unit(r))
     r.env.run()
     timings = r.timings
+    r.dram.account(timings)
     attribute_stalls(buf, timings, first)
     if log is not None and buf is not log:
         log.extend(buf)
