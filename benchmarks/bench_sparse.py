@@ -8,9 +8,11 @@ Figures to reach (issue "Sparse engine"):
 
 3. With ``--against REV``: the same ``sparsesim simulate`` command timed alternately on this
    checkout and on REV (a git worktree made for the run), ``--repeat`` times each; prints the
-   median wall times and their ratio (this / REV), measured in one run on one machine.
+   median wall times, the peak RSS and their ratios (this / REV), measured in one run on one
+   machine. Every run starts from an empty dense-baseline cache, or with ``--warm`` from one
+   that holds it.
 
-Run:  python benchmarks/bench_sparse.py [--against REV [--repeat 3]]
+Run:  python benchmarks/bench_sparse.py [--against REV [--repeat 3] [--warm]]
 """
 
 from __future__ import annotations
@@ -76,14 +78,18 @@ def make_trace(work: Path) -> Path:
     return trace
 
 
-def step_run(trace: Path, out: Path, cwd: Path | None = None) -> tuple[float, str, float]:
+def step_run(trace: Path, out: Path, cwd: Path | None = None,
+             cache: Path | None = None) -> tuple[float, str, float]:
     """Wall seconds of the whole ``sparsesim simulate`` command (run from ``cwd``, whose
-    packages it then imports), the speedup line it printed and its peak RSS (MiB)."""
+    packages it then imports, with its dense-baseline cache in ``cache``: None, a fresh one),
+    the speedup line it printed and its peak RSS (MiB)."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as fresh:
+        env = {**os.environ, "SPARSESIM_CACHE_DIR": str(cache or fresh)}
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "simulate", str(trace),
                                  "--arch", "tensordash", "-o", str(out), "--force"],
-                                stdout=log, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+                                stdout=log, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                                env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
@@ -101,8 +107,10 @@ def step_time(trace: Path, out: Path, cwd: Path | None = None) -> tuple[float, s
     return wall, speed
 
 
-def against(rev: str, repeat: int) -> int:
-    """This checkout against ``rev``: alternate runs, median wall times and their ratio."""
+def against(rev: str, repeat: int, warm: bool) -> int:
+    """This checkout against ``rev``: alternate runs, median wall times and their ratio.
+    ``warm``: each tree's dense baseline is in its cache before the timed runs (a tree that
+    has no cache simulates it anyway); else every run starts from an empty cache."""
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
         work = Path(tmp)
@@ -113,19 +121,22 @@ def against(rev: str, repeat: int) -> int:
         try:
             times: dict[str, list[float]] = {"this": [], rev: []}
             rss: dict[str, list[float]] = {"this": [], rev: []}
-            for cwd in (root, other):  # warm-up: numba compiles and caches each tree's kernels
-                step_time(trace, work / "res", cwd)
+            caches = {"this": work / "cache-this", rev: work / "cache-rev"}
+            for name, cwd in (("this", root), (rev, other)):  # warm-up: numba compiles and
+                step_run(trace, work / "res", cwd, caches[name])  # caches the kernels
             for _ in range(repeat):
                 for name, cwd in (("this", root), (rev, other)):
-                    wall, _, mib = step_run(trace, work / "res", cwd)
+                    wall, _, mib = step_run(trace, work / "res", cwd,
+                                            caches[name] if warm else None)
                     times[name].append(wall)
                     rss[name].append(mib)
         finally:
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force",
                             str(other)], check=False)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"ResNet-50 SWAT 90 % step (batch 32), tensordash, modeled memory; {repeat} runs "
-          f"each, alternating; load average {os.getloadavg()[0]:.2f}")
+    print(f"ResNet-50 SWAT 90 % step (batch 32), tensordash, modeled memory, "
+          f"{'warm' if warm else 'cold'} baseline cache; {repeat} runs each, alternating; load "
+          f"average {os.getloadavg()[0]:.2f}")
     for k, v in times.items():
         print(f"  {k:<12} median {med[k]:6.1f} s   runs " + " ".join(f"{x:.1f}" for x in v)
               + f"   peak RSS {max(rss[k]):.0f} MiB")
@@ -138,9 +149,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--against", metavar="REV", help="time against this git revision too")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--warm", action="store_true",
+                    help="with --against: the dense baseline cached before the timed runs")
     args = ap.parse_args()
     if args.against:
-        return against(args.against, args.repeat)
+        return against(args.against, args.repeat, args.warm)
     rows = []
     ok = True
     for name, rate in kernel_rates():
