@@ -37,6 +37,10 @@ def run(args: argparse.Namespace) -> None:
     from simulator.baseline import default_cache_dir
 
     check_output_dir(args.output, args.force)
+    import simulator.run  # noqa: F401  (loads the kernels, to say whether they need compiling)
+    from common.jit import warn_if_cold
+
+    warn_if_cold()
     res = run_demo(args.output, args.steps, args.memory, args.force, args.quiet,
                    progress=lambda label: Progress(label, not args.quiet),
                    baseline_cache=None if args.no_cache else default_cache_dir())

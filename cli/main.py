@@ -186,6 +186,9 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     phases = args.phases or ("train" if net.kind == "trace" else "fwd")
     inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
     check_output_dir(args.output, args.force, inputs=inputs)  # before a long run
+    from common.jit import warn_if_cold
+
+    warn_if_cold()  # a first run compiles the kernels: say why it is slow
     if net.kind == "trace":
         from simulator.baseline import default_cache_dir
 

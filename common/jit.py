@@ -63,9 +63,43 @@ def cache_usable(py_file: str) -> bool:
     return _checked[folder]
 
 
+_kernels: list[Any] = []  # every cached kernel decorated so far
+
+
 def njit(*args: Any, **kwargs: Any) -> Callable[..., Any]:
     """``numba.njit(cache=True)`` for the calling module, as described above; used as
     ``@njit(cache=True)``."""
-    if kwargs.get("cache"):
-        kwargs["cache"] = cache_usable(sys._getframe(1).f_code.co_filename)
-    return _njit(*args, **kwargs)
+    if not kwargs.get("cache"):
+        return _njit(*args, **kwargs)
+    kwargs["cache"] = cache_usable(sys._getframe(1).f_code.co_filename)
+    decorate = _njit(*args, **kwargs)
+
+    def register(fn: Callable[..., Any]) -> Any:
+        kernel = decorate(fn)
+        _kernels.append(kernel)
+        return kernel
+
+    return register
+
+
+def cold_kernels() -> int:
+    """How many of the cached kernels loaded so far have no compiled copy on disk yet (each
+    costs a compilation, a second or so, on its first call; later runs load it)."""
+    cold = 0
+    for kernel in _kernels:
+        cache = getattr(kernel, "_cache", None)
+        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if index is not None and not os.path.exists(index):
+            cold += 1
+    return cold
+
+
+def warn_if_cold(stream: Any = None) -> bool:
+    """Say on ``stream`` (stderr) that the kernels are being compiled, once, when some are
+    not on disk yet; True if so."""
+    n = cold_kernels()
+    if n:
+        print(f"compiling {n} of the simulator's {len(_kernels)} kernels, once (about 10-15 s "
+              f"on first use; later runs load them from numba's cache)",
+              file=stream or sys.stderr)
+    return bool(n)

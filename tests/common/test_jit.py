@@ -69,3 +69,28 @@ def test_no_writable_folder_at_all_compiles_without_a_cache(tmp_path):
     assert count == 3
     assert checked == [False, False]
     assert cache_dir == ""
+
+
+COLD = """
+import importlib, json, sys
+sys.path.insert(0, sys.argv[1])
+from common import jit
+mod = importlib.import_module("cold_probe")
+before = jit.cold_kernels()
+mod.twice(3)
+print(json.dumps([before, jit.cold_kernels()]))
+"""
+
+
+def test_cold_kernels_counts_what_is_not_compiled_on_disk(tmp_path):
+    """A kernel never compiled counts as cold until its first call writes numba's cache; a
+    fresh interpreter then finds it on disk."""
+    (tmp_path / "cold_probe.py").write_text(
+        "from common.jit import njit\n\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "nb")}
+    run = [sys.executable, "-c", COLD, str(tmp_path)]
+    first = json.loads(subprocess.run(run, env=env, capture_output=True, text=True,
+                                      check=True).stdout)
+    again = json.loads(subprocess.run(run, env=env, capture_output=True, text=True,
+                                      check=True).stdout)
+    assert first == [1, 0] and again == [0, 0]
