@@ -579,10 +579,11 @@ def _ones_counts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int
     """Per GEMM of the phase: (per group (a_k, b_k) of the operands in ``ones``, None for the
     others; per group the zero fractions, the ones' from their padding) for the dense operands
     in ``ones`` taken as ones, from one image: a lowering's zeros are the same in every image
-    (the batch folds into M, or into K of ``bwd_weight``: counts scale or repeat)."""
+    (the batch folds into M, or into K of ``bwd_weight``: counts scale or repeat; with
+    ``batch: per_image`` each image is a GEMM of its own, padded as the one image is)."""
     one = [np.ones(layer.operand_shape(r, 1), dtype=bool) if o else None
            for r, o in zip(roles, ones, strict=True)]
-    parts1 = lowered_parts(layer, 1, phase, replace(low, batch="folded"), lanes, *one)
+    parts1 = lowered_parts(layer, 1, phase, low, lanes, *one)
     imgs = 1 if low.batch == "per_image" else batch
     g = layer.groups
     out = []

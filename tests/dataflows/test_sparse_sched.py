@@ -182,6 +182,23 @@ def test_scheduler_keys_equal_reference(c, phase, df, R, C, L, f):
     assert w.compute_cycles + w.imbalance_cycles == total
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("df", ["os", "ws", "is"])
+def test_per_image_weight_gradient_of_a_dense_operand(batch, df):
+    """``batch: per_image`` pads each image's positions of ``bwd_weight`` to the lanes; the
+    counts of a dense operand held as ones (not built) are padded the same way (they were the
+    folded lowering's: 3 positions against 4)."""
+    from traces.layers import Layer
+
+    layer = Layer.linear("fc", 1, 1, tokens=3)
+    f = parse_features({"skip": ["filter", "ifmap", "grad_out"], "sync": "lockstep",
+                        "lowering": {"batch": "per_image"}}, "t.yaml")
+    dz = np.random.default_rng(batch).random((batch, 3, 1)) < 0.4
+    masks = {"filter": None, "ifmap": None, "grad_out": dz}
+    test_scheduler_keys_equal_reference.hypothesis.inner_test(
+        (layer, batch, masks), "bwd_weight", df, 1, 1, 2, f)
+
+
 def test_order_and_taps_parse():
     f = parse_features({"skip": ["ifmap"], "sync": "lockstep",
                         "taps": {"shape": "T", "lookahead": 2, "lookaside": 5},
