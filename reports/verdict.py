@@ -174,5 +174,7 @@ def layers_sentence(table: pd.DataFrame) -> str:
     if not len(lb):
         return ""
     counts = lb["Bound"].value_counts()
-    return "layers: " + ", ".join(f"{n} {HEADLINE[b][0].lower() + HEADLINE[b][1:]}"
-                                  for b, n in counts.items())
+    def lower(h: str) -> str:  # "Compute bound" -> "compute bound"; "DRAM-..." stays
+        return h[0].lower() + h[1:] if h[1].islower() else h
+
+    return "layers: " + ", ".join(f"{n} {lower(HEADLINE[b])}" for b, n in counts.items())
