@@ -122,6 +122,11 @@ def _page(title: str, intro: str, runs_df: pd.DataFrame, sections: list[tuple[Dr
 
 
 _WHY_NOT = {
+    "attribution_waterfall": "no run has ATTRIBUTION.csv (simulate a trace with --explain)",
+    "run_cycles": "no runs",
+    "energy_breakdown": "no run reports energy",
+    "utilization": "no run reports executed MACs",
+    "traffic_by_operand": "no run reports DRAM traffic per operand",
     "layer_cycles": "no runs",
     "speedup_vs_sparsity": "no run has a dense baseline (simulate a trace to get one)",
     "dataflow_comparison": "no trace was simulated with more than one dataflow on one "
