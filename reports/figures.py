@@ -176,6 +176,12 @@ def _eng(vmax: float) -> tuple[float, str]:
     return 1.0, ""
 
 
+def cycles_text(cycles: float) -> str:
+    """Cycles as a reader says them: ``61.5 k cycles``, ``447 M cycles``."""
+    scale, prefix = _eng(cycles)
+    return f"{cycles / scale:.3g} {prefix + ' ' if prefix else ''}cycles"
+
+
 def _eng_axis(ax, vmax: float, unit: str, what: str, axis: str = "y") -> None:
     """Label an axis ``what (M unit)`` and its ticks in that unit: no offset text."""
     from matplotlib.ticker import FuncFormatter
@@ -313,12 +319,17 @@ def speedup_vs_sparsity(runs: list[Run]) -> Drawn | None:
         ax.plot([], [], marker="o", markerfacecolor="white", markeredgecolor="black",
                 linestyle=":", color="black", label="dense-trained (0 %)")
     ax.axhline(1.0, color="black", linewidth=0.6, linestyle=":")
-    ax.annotate("dense baseline", (ax.get_xlim()[1], 1.0), fontsize=7, va="bottom", ha="right")
+    ax.annotate("dense baseline", (103, 1.0), fontsize=7, va="bottom", ha="right")
     ax.set_xlabel("weight sparsity of the trace (%)")
     ax.set_ylabel("training-step speedup over dense (×)")
     ax.set_title(f"Speedup vs sparsity on {with_sp[0].arch}")
-    ax.legend(frameon=False)
-    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, loc="lower right", fontsize=7)
+    # the whole sparsity range, and room above the highest point: one run is one point, which
+    # must neither fill the axes nor sit on their edge
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(0, max(1.0, float(table["Training Step Speedup"].max())) * 1.25)
+    for line in ax.get_lines():
+        line.set_clip_on(False)
     fig.tight_layout()
     return Drawn("speedup_vs_sparsity", "Training speedup vs sparsity",
                  "Speedup of a whole training step (fwd + bwd_input + bwd_weight + training "
@@ -392,7 +403,7 @@ def dataflow_comparison(runs: list[Run]) -> Drawn | None:
         sp_best = f", {speed[best]:.2f}× its dense" if best in speed else ""
         ax.set_title(f"{grp[0].model}, {grp[0].label.split(' · ')[0]} on {arch}, {memory} "
                      f"memory (labels: speedup over dense)\nfastest: {best}, "
-                     f"{steps[best] / scale:.3g} {prefix}cycles per step{sp_best}",
+                     f"{steps[best] / scale:.3g} {prefix} cycles per step{sp_best}",
                      pad=12, fontsize=9)
         ax.set_ylim(top=top * 1.12)
         ax.legend(ncols=len(grp), frameon=False, fontsize=7)
@@ -501,8 +512,13 @@ def dram_bandwidth(runs: list[Run]) -> Drawn | None:
         rows += [{"Run": run.label, "Step": st, "Span": n, "Start (us)": t, "Cycles": c,
                   "DRAM BW (GB/s)": bw, "Source": source}
                  for n, t, c, bw in zip(names, t_us, cyc, gbps, strict=True)]
+    from matplotlib.ticker import FuncFormatter
+
+    span = max(float(r["Start (us)"]) for r in rows) if rows else 0.0
+    unit, div = (("s", 1e6) if span >= 1e7 else ("ms", 1e3) if span >= 1e4 else ("µs", 1.0))
     for ax in axes:
-        ax.set_xlabel("time into the training step (µs)", fontsize=7)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v / div:g}"))
+        ax.set_xlabel(f"time into the training step ({unit})", fontsize=7)
         ax.tick_params(labelbottom=True)
     fig.tight_layout()
     how = ("reads and writes of the event log in 200 equal bins (each transfer's bytes in its "
@@ -605,6 +621,7 @@ def load_imbalance(runs: list[Run]) -> Drawn | None:
     ax.set_xlim(0, 100)
     if counts.to_numpy().max() > 50:
         ax.set_yscale("log")
+        ax.set_ylim(bottom=0.7)  # from one fold up: a bar of 1 is visible, none starts mid-air
         ax.set_ylabel("number of folds (all recorded steps, log scale)")
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
@@ -803,6 +820,7 @@ def attribution_waterfall(runs: list[Run]) -> Drawn | None:
         if (at["Kind"] == "reference").any():
             ax.axvline(len(at) - 1.5 + 0.15, color="black", linewidth=0.5)
         ax.set_ylim(0, top * 1.1)
+        ax.set_xlabel("step of the attribution chain (each a simulation)")
         _eng_axis(ax, top, "cycles", "cycles per training step")
         ax.set_title(f"{run.label} on {run.arch}: where the speedup comes from and goes",
                      fontsize=9)
@@ -874,6 +892,7 @@ def energy_breakdown(runs: list[Run]) -> Drawn | None:
                         fontsize=7, ha="center", va="bottom")
     ax.bar(0, 0, 0, color="white", hatch="////", edgecolor="black", label="dense baseline")
     ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
+    ax.set_xlabel("run")
     ax.set_ylim(0, vmax * 1.15)
     # µJ: energy_pj / 1e6; the axis prefix on top of µJ (k µJ = mJ) is spelled as mJ / J
     scale, prefix = _eng(vmax / 1e6)
@@ -921,6 +940,7 @@ def utilization(runs: list[Run]) -> Drawn | None:
                             va="bottom")
             rows.append({"Run": run.label, "Measure": measures[j], "Utilization %": v})
     ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
+    ax.set_xlabel("run")
     ax.set_ylabel("MAC array utilization (%)")
     ax.set_ylim(0, 115)
     ax.legend(frameon=False, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.14))
@@ -972,6 +992,7 @@ def traffic_by_operand(runs: list[Run]) -> Drawn | None:
             ax.annotate(f"{bottom / base['dram_bytes']:.2f}× dense", (i, max(bottom,
                         base["dram_bytes"])), fontsize=7, ha="center", va="bottom")
     ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
+    ax.set_xlabel("run")
     ax.set_ylim(0, vmax * 1.15)
     _eng_axis(ax, vmax, "B", "DRAM traffic per training step")
     ax.legend(frameon=False, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.2))
@@ -1010,6 +1031,7 @@ def run_cycles(runs: list[Run]) -> Drawn | None:
                     va="center")
         vmax = max(vmax, left)
     ax.set_yticks(range(len(shown)), [r.label for r in shown], fontsize=7)
+    ax.set_ylabel("run")
     ax.invert_yaxis()
     ax.set_xlim(0, vmax * 1.45)
     _eng_axis(ax, vmax, "cycles", "cycles per training step", axis="x")
