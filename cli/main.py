@@ -115,6 +115,22 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     out = synthesize(cfg, args.output, force=args.force,
                      progress=Progress("synth", not args.quiet), command=sys.argv[1:])
     print_trace_summary(out)
+    for line in natural_zeros(cfg.relu_sparsity):
+        print(f"  {line}")
+
+
+def natural_zeros(relu_sparsity: float) -> list[str]:
+    """What ``synth`` added beside the method's masks: the natural zeros of a real training run
+    (ReLU's in the activations; the gradients'), which change the speedup a skipping array gets."""
+    if relu_sparsity > 0:
+        acts = (f"natural zeros added: ReLU zeros, {relu_sparsity:.0%} of the inputs of every "
+                "layer but the first (fwd and bwd_weight ifmap)")
+    else:
+        acts = ("natural zeros NOT added: activations hold no ReLU zeros, only the method's "
+                "masks (a real run's ReLU leaves about half its activations zero; "
+                "--relu-sparsity R adds them)")
+    return [acts, "natural zeros NOT added: output gradients (grad_out) are dense in every "
+                  "method (BatchNorm spreads ReLU's zeros; no flag adds them)"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -740,12 +740,21 @@ def sweep_figure(sweep: Sweep, fig_name: str | None = None) -> Drawn | None:
             ax.set_ylabel("training-step speedup\nover its dense baseline (×)")
             ax.set_ylim(bottom=0)
         else:
-            ax.set_ylabel("cycles per training step")
-            ax.set_ylim(bottom=0)
+            _eng_axis(ax, float(pts["Cycles"].max()), "cycles", "cycles per training step")
+            ax.set_ylim(bottom=0, top=float(pts["Cycles"].max()) * 1.15)
     axes[-1].set_xlabel(_axis_label(x_axis))
     title = sweep.description.get("name")
     title = title if isinstance(title, str) and title else sweep.path.name
-    axes[0].set_title(f"Sweep {title}: {len(pts)} points")
+    best = pts.loc[pts["Cycles"].idxmin()]
+    where = ", ".join(f"{a}={best[a]}" for a in sweep.axes) or str(best["Point"])
+    bx = best[x_axis] if x_axis in numeric else str(best[x_axis])
+    axes[-1].plot([bx], [best["Cycles"]], marker="*", markersize=11, color="black",
+                  linestyle="none", zorder=5, clip_on=False)
+    sp_best = (f", {best['Speedup']:.2f}× its dense" if has_speedup
+               and pd.notna(best.get("Speedup")) else "")
+    axes[0].set_title(f"Sweep {title}: {len(pts)} points\nfastest (★): {where}, "
+                      f"{cycles_text(float(best['Cycles']))} per step{sp_best}", fontsize=9)
+    pts = pts.assign(Fastest=pts.index == best.name)
     handles, labels = axes[0].get_legend_handles_labels()
     if len(labels) > 1:  # below the axes: the labels name every other axis and can be long
         fig.set_figheight(fig.get_figheight() + 0.2 * len(labels))
@@ -754,8 +763,8 @@ def sweep_figure(sweep: Sweep, fig_name: str | None = None) -> Drawn | None:
     else:
         fig.tight_layout()
     what = ("Training-step speedup over each point's own dense baseline (top) and cycles of a "
-            "training step (bottom; the fastest point is the lowest)" if has_speedup
-            else "Cycles of a training step")
+            "training step (bottom; the fastest point, starred and named in the title, is the "
+            "lowest)" if has_speedup else "Cycles of a training step (the fastest starred)")
     return Drawn(fig_name or f"sweep_{sweep.path.name}", f"Sweep {title}",
                  f"{what} for each point of the sweep against '{x_axis}'; one line per "
                  "combination of the other axes (first 12).", fig, pts)
