@@ -36,8 +36,7 @@ COMPUTE_GROUPS = (
     ("structured", ("structured",)),
     ("nm", ("nm",)),
     ("fanin", ("fanin",)),
-    ("skip", ("skip", "two_sided", "window", "taps", "sync", "order", "free_rows", "side",
-              "gate")),
+    ("skip", ("skip", "two_sided", "window", "taps", "sync", "order", "free_rows", "side", "gate")),
 )
 #: kept in every step, the dense baseline included (how the GEMMs are laid out on the array)
 ALWAYS = ("lowering",)
@@ -71,8 +70,10 @@ def _describe_skip(sp: dict[str, Any]) -> str:
         how = []
         taps = sp.get("taps")
         if isinstance(taps, dict):
-            how.append(f"taps {taps.get('shape', 'T')} lookahead {taps.get('lookahead')} "
-                       f"lookaside {taps.get('lookaside')}")
+            how.append(
+                f"taps {taps.get('shape', 'T')} lookahead {taps.get('lookahead')} "
+                f"lookaside {taps.get('lookaside')}"
+            )
         elif taps:
             how.append(f"{len(taps)} taps")
         elif isinstance(sp.get("window"), dict):
@@ -105,11 +106,17 @@ def stages(arch, memory: str) -> list[Stage]:
     base = {k: sp[k] for k in ALWAYS if k in sp}
     out = [Stage("dense, ideal memory", "dense array, no sparse features", dict(base), "ideal")]
     current = dict(base)
-    labels = {"structured": ("+ structured execution",
-                             "structured execution on the reduced GEMM (sparse.structured)"),
-              "nm": (f"+ {sp.get('nm')} execution",
-                     f"N:M execution of the weights, {sp.get('nm')} (sparse.nm)"),
-              "fanin": ("+ fan-in execution", "constant fan-in execution (sparse.fanin)")}
+    labels = {
+        "structured": (
+            "+ structured execution",
+            "structured execution on the reduced GEMM (sparse.structured)",
+        ),
+        "nm": (
+            f"+ {sp.get('nm')} execution",
+            f"N:M execution of the weights, {sp.get('nm')} (sparse.nm)",
+        ),
+        "fanin": ("+ fan-in execution", "constant fan-in execution (sparse.fanin)"),
+    }
     for name, keys in COMPUTE_GROUPS:
         present = {k: sp[k] for k in keys if k in sp and sp[k] not in (None, False, [], {})}
         if not present:
@@ -123,40 +130,67 @@ def stages(arch, memory: str) -> list[Stage]:
             label, adds = labels[name]
         out.append(Stage(label, adds, dict(current), "ideal"))
     if len(out) == 1:  # no compute feature: the sparse masks on a dense array
-        out.append(Stage("+ the trace's masks", "the trace's masks on the dense array (no "
-                         "compute feature enabled)", dict(current), "ideal"))
+        out.append(
+            Stage(
+                "+ the trace's masks",
+                "the trace's masks on the dense array (no compute feature enabled)",
+                dict(current),
+                "ideal",
+            )
+        )
     if memory == "modeled":
         dram = arch.dram
-        adds = (f"memory as modeled: DRAM {dram.bandwidth_gbps:g} GB/s, {dram.channels} "
-                "channel(s), SRAM ports, fill and drain")
+        adds = (
+            f"memory as modeled: DRAM {dram.bandwidth_gbps:g} GB/s, {dram.channels} "
+            "channel(s), SRAM ports, fill and drain"
+        )
         out.append(Stage("+ memory as modeled", adds, dict(current), "modeled"))
     for role, fmt in (sp.get("formats") or {}).items():
-        if fmt in (None, "dense") or (isinstance(fmt, dict)
-                                      and all(v == "dense" for v in fmt.values())):
+        if fmt in (None, "dense") or (
+            isinstance(fmt, dict) and all(v == "dense" for v in fmt.values())
+        ):
             continue
         current = {**current, "formats": {**current.get("formats", {}), role: fmt}}
-        out.append(Stage(f"+ {role} compressed", _describe_format(role, fmt), dict(current),
-                         memory))
+        out.append(
+            Stage(f"+ {role} compressed", _describe_format(role, fmt), dict(current), memory)
+        )
     return out
 
 
 def _same(sparse: dict[str, Any], arch) -> bool:
-    return sparse == _plain(dict(arch.sparse or {}))
+    """Whether ``sparse`` means what the architecture's own section means (``two_sided:
+    false`` left out or not)."""
+    from dataflows.features import parse_features
+
+    return parse_features(sparse, arch.source, arch.lanes) == arch.features
 
 
-def _row(i: int, kind: str, label: str, adds: str, memory: str, s: dict[str, Any],
-         n: int) -> dict[str, Any]:
-    return {"Step": i, "Kind": kind, "Configuration": label, "Adds": adds, "Memory": memory,
-            "Cycles per Step": s["cycles"] / n,
-            "Compute Cycles per Step": s["compute_cycles"] / n,
-            "Stall Cycles per Step": s["stall_cycles"] / n,
-            "DRAM MB per Step": s["dram_bytes"] / n / 1e6,
-            "Energy uJ per Step": s["energy_pj"] / n / 1e6}
+def _row(
+    i: int, kind: str, label: str, adds: str, memory: str, s: dict[str, Any], n: int
+) -> dict[str, Any]:
+    return {
+        "Step": i,
+        "Kind": kind,
+        "Configuration": label,
+        "Adds": adds,
+        "Memory": memory,
+        "Cycles per Step": s["cycles"] / n,
+        "Compute Cycles per Step": s["compute_cycles"] / n,
+        "Stall Cycles per Step": s["stall_cycles"] / n,
+        "DRAM MB per Step": s["dram_bytes"] / n / 1e6,
+        "Energy uJ per Step": s["energy_pj"] / n / 1e6,
+    }
 
 
-def attribution(trace: str, arch, dataflow: str, phases: str = "train",
-                memory: str = "modeled", run: Results | None = None,
-                progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
+def attribution(
+    trace: str,
+    arch,
+    dataflow: str,
+    phases: str = "train",
+    memory: str = "modeled",
+    run: Results | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> pd.DataFrame:
     """The attribution table (``ATTRIBUTION_COLUMNS``) of the trace at ``trace`` on ``arch``.
 
     ``run``: the results of the configuration as given (``simulate_trace`` with the same
@@ -178,8 +212,13 @@ def attribution(trace: str, arch, dataflow: str, phases: str = "train",
         if final and run is not None:
             res = run
         else:
-            a = arch if _same(st.sparse, arch) else arch.with_overrides(
-                {"sparse": st.sparse}, source=f"{arch.source} (attribution)")
+            a = (
+                arch
+                if _same(st.sparse, arch)
+                else arch.with_overrides(
+                    {"sparse": st.sparse}, source=f"{arch.source} (attribution)"
+                )
+            )
             res = simulate_trace(trace, a, dataflow, phases, st.memory)
         s = summarize(res)
         summaries.append(s)
@@ -194,16 +233,25 @@ def attribution(trace: str, arch, dataflow: str, phases: str = "train",
         n = max(len(s.get("steps") or [0]), 1)
         rows.append(_row(i, "step", st.label, st.adds, st.memory, s["total"], n))
     if memory == "modeled":
-        rows.append(_row(len(chain), "reference", "dense baseline, memory as modeled",
-                         "the baseline of the run's reported speedup", "modeled",
-                         dense["modeled"], 1))
+        rows.append(
+            _row(
+                len(chain),
+                "reference",
+                "dense baseline, memory as modeled",
+                "the baseline of the run's reported speedup",
+                "modeled",
+                dense["modeled"],
+                1,
+            )
+        )
     table = pd.DataFrame(rows)
     prev = table["Cycles per Step"].shift(1)
     table["Factor"] = (prev / table["Cycles per Step"]).where(table["Kind"] == "step")
     table.loc[0, "Factor"] = float("nan")
     base = {m: d["cycles"] for m, d in dense.items()}
-    table["Speedup over Dense"] = [base[m] / c for m, c in
-                                   zip(table["Memory"], table["Cycles per Step"], strict=True)]
+    table["Speedup over Dense"] = [
+        base[m] / c for m, c in zip(table["Memory"], table["Cycles per Step"], strict=True)
+    ]
     table["Dense Baseline"] = [f"dense, {m} memory" for m in table["Memory"]]
     return table[list(ATTRIBUTION_COLUMNS)]
 
@@ -215,7 +263,9 @@ def describe(table: pd.DataFrame) -> list[str]:
     for r in table.to_dict("records"):
         step = "ref" if r["Kind"] == "reference" else str(r["Step"])
         factor = "" if pd.isna(r["Factor"]) else f"  (this step x{r['Factor']:.2f})"
-        lines.append(f"{step:>4}  {r['Configuration']:<{width}} {r['Cycles per Step']:>14,.0f} "
-                     f"cycles  {r['Speedup over Dense']:5.2f}x over {r['Dense Baseline']}"
-                     f"{factor}")
+        lines.append(
+            f"{step:>4}  {r['Configuration']:<{width}} {r['Cycles per Step']:>14,.0f} "
+            f"cycles  {r['Speedup over Dense']:5.2f}x over {r['Dense Baseline']}"
+            f"{factor}"
+        )
     return lines

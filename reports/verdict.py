@@ -40,21 +40,27 @@ PARTS = {
     "load imbalance": STALL_COLUMNS["load_imbalance"],
     "fill/drain": STALL_COLUMNS["fill_drain"],
 }
-HEADLINE = {"compute": "Compute bound", "DRAM bandwidth": "DRAM-bandwidth bound",
-            "DRAM latency": "DRAM-latency bound", "SRAM ports": "SRAM-port bound",
-            "load imbalance": "Load-imbalance bound", "fill/drain": "Fill/drain bound"}
-WAITING_ON = {"DRAM bandwidth": "waiting on DRAM bandwidth",
-              "DRAM latency": "waiting on DRAM latency, row misses and bank conflicts",
-              "SRAM ports": "waiting on SRAM ports (bank conflicts)",
-              "load imbalance": "lost to load imbalance (lanes waiting for the slowest)",
-              "fill/drain": "filling the first tile and draining the last"}
+HEADLINE = {
+    "compute": "Compute bound",
+    "DRAM bandwidth": "DRAM-bandwidth bound",
+    "DRAM latency": "DRAM-latency bound",
+    "SRAM ports": "SRAM-port bound",
+    "load imbalance": "Load-imbalance bound",
+    "fill/drain": "Fill/drain bound",
+}
+WAITING_ON = {
+    "DRAM bandwidth": "waiting on DRAM bandwidth",
+    "DRAM latency": "waiting on DRAM latency, row misses and bank conflicts",
+    "SRAM ports": "waiting on SRAM ports (bank conflicts)",
+    "load imbalance": "lost to load imbalance (lanes waiting for the slowest)",
+    "fill/drain": "filling the first tile and draining the last",
+}
 
 
 def shares(df: pd.DataFrame) -> dict[str, float]:
     """Share of the elapsed cycles of the rows ``df`` in each part (``PARTS``); sums to 1 (all
     zero for rows with no cycles)."""
-    cyc = {k: float(df[c].fillna(0).sum()) if c in df.columns else 0.0
-           for k, c in PARTS.items()}
+    cyc = {k: float(df[c].fillna(0).sum()) if c in df.columns else 0.0 for k, c in PARTS.items()}
     total = sum(cyc.values())
     return {k: (v / total if total else 0.0) for k, v in cyc.items()}
 
@@ -75,12 +81,24 @@ def layer_bounds(table: pd.DataFrame) -> pd.DataFrame:
         s = shares(df)
         name, share = bound(df)
         cyc = float(df["Compute Cycles"].sum() + df["Stall Cycles"].sum())
-        rows.append({"LayerID": int(lid), "Layer": lay, "Cycles": cyc, "Bound": name,
-                     "Bound Share %": 100 * share,
-                     **{f"{k} %": 100 * v for k, v in s.items()}})
+        rows.append(
+            {
+                "LayerID": int(lid),
+                "Layer": lay,
+                "Cycles": cyc,
+                "Bound": name,
+                "Bound Share %": 100 * share,
+                **{f"{k} %": 100 * v for k, v in s.items()},
+            }
+        )
     out = pd.DataFrame(rows)
-    return out.sort_values(["Cycles", "LayerID"], ascending=[False, True],
-                           kind="stable").reset_index(drop=True) if len(out) else out
+    return (
+        out.sort_values(["Cycles", "LayerID"], ascending=[False, True], kind="stable").reset_index(
+            drop=True
+        )
+        if len(out)
+        else out
+    )
 
 
 @dataclass(frozen=True)
@@ -117,29 +135,44 @@ def _uncompressed_sparse_roles(table: pd.DataFrame) -> list[str]:
 def _advice(name: str, table: pd.DataFrame) -> str:
     if name == "DRAM bandwidth":
         loose = _uncompressed_sparse_roles(table)
-        first = (f"store {' and '.join(loose)} compressed (`sparse.formats`) or " if loose
-                 else "")
-        return (f"{first}enlarge the buffers (`sram.*.kib`) or the DRAM bandwidth "
-                "(`dram.bandwidth_gbps`)")
+        first = f"store {' and '.join(loose)} compressed (`sparse.formats`) or " if loose else ""
+        return (
+            f"{first}enlarge the buffers (`sram.*.kib`) or the DRAM bandwidth "
+            "(`dram.bandwidth_gbps`)"
+        )
     if name == "DRAM latency":
         return "more DRAM channels or banks (`dram.channels`, `dram.banks_per_channel`)"
     if name == "SRAM ports":
-        return ("the buffers' ports feed fewer words per cycle than the array asks: more banks "
-                "(`sram.ifmap.banks`, likewise filter and ofmap)")
+        return (
+            "the buffers' ports feed fewer words per cycle than the array asks: more banks "
+            "(`sram.ifmap.banks`, likewise filter and ofmap)"
+        )
     if name == "load imbalance":
-        return ("lanes wait for the slowest stream of a fold: a wider scheduler window "
-                "(`sparse.window`) or a balanced pattern (N:M) evens them out")
+        return (
+            "lanes wait for the slowest stream of a fold: a wider scheduler window "
+            "(`sparse.window`) or a balanced pattern (N:M) evens them out"
+        )
     if name == "fill/drain":
         return "each step pays its first fill and last drain: a larger batch amortises them"
-    algo = float(table["Algorithmic Computes"].fillna(0).sum()) \
-        if "Algorithmic Computes" in table.columns else 0.0
-    actual = float(table["Actual Computes"].fillna(0).sum()) \
-        if "Actual Computes" in table.columns else 0.0
+    algo = (
+        float(table["Algorithmic Computes"].fillna(0).sum())
+        if "Algorithmic Computes" in table.columns
+        else 0.0
+    )
+    actual = (
+        float(table["Actual Computes"].fillna(0).sum())
+        if "Actual Computes" in table.columns
+        else 0.0
+    )
     if algo and actual < algo:
-        return (f"the array performs {100 * actual / algo:.0f} % of the dense MACs; only "
-                "skipping more (`sparse.skip`) or a larger array shortens it")
-    return ("the array performs every dense MAC; skipping zeros (`sparse.skip`) or a larger "
-            "array shortens it")
+        return (
+            f"the array performs {100 * actual / algo:.0f} % of the dense MACs; only "
+            "skipping more (`sparse.skip`) or a larger array shortens it"
+        )
+    return (
+        "the array performs every dense MAC; skipping zeros (`sparse.skip`) or a larger "
+        "array shortens it"
+    )
 
 
 def run_verdict(table: pd.DataFrame, summary: dict[str, Any]) -> Verdict:
@@ -154,15 +187,14 @@ def run_verdict(table: pd.DataFrame, summary: dict[str, Any]) -> Verdict:
             other = max((k for k in s if k != "compute"), key=lambda k: s[k])
             text += f", {100 * stalled:.0f} % stalled (most: {other}, {100 * s[other]:.0f} %)"
     else:
-        text = (f"{HEADLINE[name]}: {100 * share:.0f} % of cycles {WAITING_ON[name]}"
-                + (f" ({100 * stalled:.0f} % stalled in all)" if stalled - share > 0.005
-                   else ""))
+        text = f"{HEADLINE[name]}: {100 * share:.0f} % of cycles {WAITING_ON[name]}" + (
+            f" ({100 * stalled:.0f} % stalled in all)" if stalled - share > 0.005 else ""
+        )
     base = summary.get("baseline_per_step")
     steps = max(len(summary.get("steps") or [0]), 1)
     if name in ("DRAM bandwidth", "DRAM latency") and base and base.get("dram_bytes"):
         per_step = float(table["DRAM Bytes"].fillna(0).sum()) / steps
-        text += (f"; {_method(summary)} moves {per_step / base['dram_bytes']:.2f}x dense's "
-                 "bytes")
+        text += f"; {_method(summary)} moves {per_step / base['dram_bytes']:.2f}x dense's bytes"
     text += f" — {_advice(name, table)}."
     return Verdict(name, share, stalled, text)
 
@@ -174,6 +206,7 @@ def layers_sentence(table: pd.DataFrame) -> str:
     if not len(lb):
         return ""
     counts = lb["Bound"].value_counts()
+
     def lower(h: str) -> str:  # "Compute bound" -> "compute bound"; "DRAM-..." stays
         return h[0].lower() + h[1:] if h[1].islower() else h
 

@@ -17,14 +17,19 @@ from traces.synth import SynthConfig, synthesize
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory):
     out = tmp_path_factory.mktemp("explain") / "lenet5-swat90"
-    synthesize(SynthConfig(model="lenet5", method="swat", sparsity=0.9, batch=2, seed=3,
-                           relu_sparsity=0.5), out)
+    synthesize(
+        SynthConfig(
+            model="lenet5", method="swat", sparsity=0.9, batch=2, seed=3, relu_sparsity=0.5
+        ),
+        out,
+    )
     return str(out)
 
 
 def _arch():
     return load_arch("tensordash").with_overrides(
-        {"sparse.formats": {"filter": "bitmap", "ifmap": {"dram": "csr", "sram": "dense"}}})
+        {"sparse.formats": {"filter": "bitmap", "ifmap": {"dram": "csr", "sram": "dense"}}}
+    )
 
 
 def test_stages_add_one_feature_or_limit_each():
@@ -32,11 +37,14 @@ def test_stages_add_one_feature_or_limit_each():
     assert ideal == ["dense, ideal memory", "+ skipping (filter, ifmap, grad_out)"]
     chain = stages(_arch(), "modeled")
     assert [s.label for s in chain] == [
-        "dense, ideal memory", "+ skipping (filter, ifmap, grad_out)", "+ memory as modeled",
-        "+ filter compressed", "+ ifmap compressed"]
+        "dense, ideal memory",
+        "+ skipping (filter, ifmap, grad_out)",
+        "+ memory as modeled",
+        "+ filter compressed",
+        "+ ifmap compressed",
+    ]
     assert [s.memory for s in chain] == ["ideal", "ideal", "modeled", "modeled", "modeled"]
-    assert "formats" not in chain[2].sparse and chain[3].sparse["formats"] == {
-        "filter": "bitmap"}
+    assert "formats" not in chain[2].sparse and chain[3].sparse["formats"] == {"filter": "bitmap"}
     assert chain[0].sparse == {"lowering": {"bwd_input": "phases", "k_order": "channel_inner"}}
     assert "taps T lookahead 2 lookaside 5, lockstep" in chain[1].adds
     nm = [s.label for s in stages(load_arch("stc-2to4"), "modeled")]
@@ -65,14 +73,14 @@ def test_chain_ends_at_the_run_and_each_step_is_a_run(trace):
     # factors chain the steps; formats cut the DRAM bytes
     f = table["Factor"]
     assert pd.isna(f[0]) and pd.isna(f[5])
-    assert f[1:5].prod() == pytest.approx(table.loc[0, "Cycles per Step"]
-                                          / last["Cycles per Step"])
+    assert f[1:5].prod() == pytest.approx(table.loc[0, "Cycles per Step"] / last["Cycles per Step"])
     assert table.loc[4, "DRAM MB per Step"] < table.loc[2, "DRAM MB per Step"]
     assert table.loc[0, "Stall Cycles per Step"] == 0
 
 
-def test_reuses_the_run_given(trace):
-    arch = load_arch("tensordash")
+@pytest.mark.parametrize("extra", [{}, {"sparse.two_sided": False}])
+def test_reuses_the_run_given(trace, extra):
+    arch = load_arch("tensordash").with_overrides(extra) if extra else load_arch("tensordash")
     run = simulate_trace(trace, arch, "ws", "train", "ideal")
     run.table["Compute Cycles"] *= 2  # a marker: the last step must come from `run`
     table = attribution(trace, arch, "ws", "train", "ideal", run=run)
@@ -89,15 +97,17 @@ def test_simulate_explain_writes_attribution_and_verdict(trace, tmp_path, capsys
     run = load_run(out)
     assert run.attribution is not None and len(run.attribution) == 4
     assert run.attribution.iloc[-2]["Speedup over Dense"] == pytest.approx(
-        run.summary["speedup"]["training_step"])
+        run.summary["speedup"]["training_step"]
+    )
 
 
 def test_explain_refuses_a_topology(tmp_path, capsys):
     topo = tmp_path / "t.csv"
     topo.write_text("Layer, M, N, K,\nfc, 16, 16, 16,\n")
     with pytest.raises(SystemExit) as err:
-        main(["simulate", str(topo), "--arch", "tensordash", "-o", str(tmp_path / "o"),
-              "--explain"])
+        main(
+            ["simulate", str(topo), "--arch", "tensordash", "-o", str(tmp_path / "o"), "--explain"]
+        )
     assert err.value.code == 2
     assert "needs a trace" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -19,8 +19,7 @@ from traces.models import get_model
 def resnet50(tmp_path_factory):
     """ResNet-50's 54 layers, forward at batch 1 with ideal memory (closed forms: fast)."""
     out = tmp_path_factory.mktemp("r50") / "r50"
-    res = simulate(get_model("resnet50").layers, 1, load_arch("tensordash"), "os", "fwd",
-                   "ideal")
+    res = simulate(get_model("resnet50").layers, 1, load_arch("tensordash"), "os", "fwd", "ideal")
     res.meta["model"] = "resnet50"
     write_results(res, out)
     return out
@@ -59,23 +58,32 @@ def test_top_layers_and_the_rest_when_names_have_no_stages(resnet50, tmp_path):
     bars, names, note = figures._layer_groups([run])
     assert len(bars) == figures.TOP_LAYERS + 1 and bars[-1] == "other 34 layers"
     assert "the last bar sums the other 34" in note
-    cyc = (run.gemms["Compute Cycles"] + run.gemms["Stall Cycles"]).groupby(
-        run.gemms["Layer"]).sum()
+    cyc = (
+        (run.gemms["Compute Cycles"] + run.gemms["Stall Cycles"]).groupby(run.gemms["Layer"]).sum()
+    )
     assert set(bars[:-1]) == set(cyc.nlargest(figures.TOP_LAYERS).index)
 
 
 def test_the_fastest_is_named_by_cycles_not_speedup(tmp_path):
-    rows = pd.DataFrame({"Run": ["a", "b"], "Method": ["swat", "swat"],
-                         "Cycles per Step": [71.5e3, 61.5e3], "Time per Step (ms)": [0.07, 0.06],
-                         "Training Step Speedup": [1.97, 1.02]})
+    rows = pd.DataFrame(
+        {
+            "Run": ["a", "b"],
+            "Method": ["swat", "swat"],
+            "Cycles per Step": [71.5e3, 61.5e3],
+            "Time per Step (ms)": [0.07, 0.06],
+            "Training Step Speedup": [1.97, 1.02],
+        }
+    )
 
     class R:  # the two runs of one workload
         trace_key = ("t",)
         model = "lenet5"
 
     text = fastest([R(), R()], rows)[0]
-    assert text == ("Fastest of the 2 runs of lenet5, swat: b, 61.5 k cycles (0.06 ms) per "
-                    "step, 1.02× its dense baseline.")
+    assert text == (
+        "Fastest of the 2 runs of lenet5, swat: b, 61.5 k cycles (0.06 ms) per "
+        "step, 1.02× its dense baseline."
+    )
 
 
 def test_runs_table_on_the_page_is_short(resnet50, tmp_path):

@@ -17,21 +17,41 @@ def _table(rows: list[dict]) -> pd.DataFrame:
     """Rows with the compute and stall columns; missing parts are 0."""
     out = []
     for i, r in enumerate(rows):
-        row = {"LayerID": r.get("LayerID", i), "Layer": r.get("Layer", f"l{i}"), "Phase": "fwd",
-               "Step": 0, **{c: r.get(k, 0) for k, c in PARTS.items()}}
-        row["Stall Cycles"] = sum(v for k, v in row.items()
-                                  if k in list(PARTS.values())[1:])
+        row = {
+            "LayerID": r.get("LayerID", i),
+            "Layer": r.get("Layer", f"l{i}"),
+            "Phase": "fwd",
+            "Step": 0,
+            **{c: r.get(k, 0) for k, c in PARTS.items()},
+        }
+        row["Stall Cycles"] = sum(v for k, v in row.items() if k in list(PARTS.values())[1:])
         row.update({k: v for k, v in r.items() if k not in PARTS and k not in row})
         out.append(row)
     return pd.DataFrame(out)
 
 
 def test_dram_bandwidth_share_and_advice():
-    t = _table([{"compute": 100, "DRAM bandwidth": 300, "DRAM Bytes": 1000,
-                 "A Role": "ifmap", "A Density": 1.0, "A Format": "dense",
-                 "B Role": "filter", "B Density": 0.1, "B Format": "dense"}])
-    summary = {"method": "swat", "sparsity": 0.9, "steps": [0],
-               "baseline_per_step": {"dram_bytes": 1000}}
+    t = _table(
+        [
+            {
+                "compute": 100,
+                "DRAM bandwidth": 300,
+                "DRAM Bytes": 1000,
+                "A Role": "ifmap",
+                "A Density": 1.0,
+                "A Format": "dense",
+                "B Role": "filter",
+                "B Density": 0.1,
+                "B Format": "dense",
+            }
+        ]
+    )
+    summary = {
+        "method": "swat",
+        "sparsity": 0.9,
+        "steps": [0],
+        "baseline_per_step": {"dram_bytes": 1000},
+    }
     v = run_verdict(t, summary)
     assert (v.bound, v.share) == ("DRAM bandwidth", 0.75)
     assert v.text.startswith("DRAM-bandwidth bound: 75 % of cycles waiting on DRAM bandwidth")
@@ -40,8 +60,18 @@ def test_dram_bandwidth_share_and_advice():
 
 
 def test_compressed_roles_are_not_advised_again():
-    t = _table([{"compute": 1, "DRAM bandwidth": 3, "DRAM Bytes": 10, "B Role": "filter",
-                 "B Density": 0.1, "B Format": "bitmap"}])
+    t = _table(
+        [
+            {
+                "compute": 1,
+                "DRAM bandwidth": 3,
+                "DRAM Bytes": 10,
+                "B Role": "filter",
+                "B Density": 0.1,
+                "B Format": "bitmap",
+            }
+        ]
+    )
     v = run_verdict(t, {"steps": [0], "baseline_per_step": {"dram_bytes": 40}})
     assert "sparse.formats" not in v.text and "0.25x dense's bytes" in v.text
 
@@ -61,9 +91,13 @@ def test_shares_sum_to_one_and_empty_is_compute():
 
 
 def test_layer_bounds_per_layer_largest_first():
-    t = _table([{"Layer": "a", "LayerID": 0, "compute": 10, "load imbalance": 30},
-                {"Layer": "b", "LayerID": 1, "compute": 90, "DRAM latency": 10},
-                {"Layer": "b", "LayerID": 1, "compute": 10, "DRAM latency": 5}])
+    t = _table(
+        [
+            {"Layer": "a", "LayerID": 0, "compute": 10, "load imbalance": 30},
+            {"Layer": "b", "LayerID": 1, "compute": 90, "DRAM latency": 10},
+            {"Layer": "b", "LayerID": 1, "compute": 10, "DRAM latency": 5},
+        ]
+    )
     lb = layer_bounds(t)
     assert list(lb["Layer"]) == ["b", "a"]
     assert list(lb["Bound"]) == ["compute", "load imbalance"]
@@ -85,7 +119,8 @@ def test_ideal_memory_and_imbalanced_masks_is_load_imbalance_bound():
     half full or empty but one make the streams of every fold wait for the half-full ones."""
     layers = get_model("mlp3").layers
     arch = load_arch("scalesim-32").with_overrides(
-        {"sparse": {"skip": ["filter"], "sync": "barrier"}})
+        {"sparse": {"skip": ["filter"], "sync": "barrier"}}
+    )
     masks = {}
     for layer in layers:
         w = np.zeros((layer.out_channels, layer.in_channels), dtype=bool)
