@@ -115,6 +115,22 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     out = synthesize(cfg, args.output, force=args.force,
                      progress=Progress("synth", not args.quiet), command=sys.argv[1:])
     print_trace_summary(out)
+    for line in natural_zeros(cfg.relu_sparsity):
+        print(f"  {line}")
+
+
+def natural_zeros(relu_sparsity: float) -> list[str]:
+    """What ``synth`` added beside the method's masks: the natural zeros of a real training run
+    (ReLU's in the activations; the gradients'), which change the speedup a skipping array gets."""
+    if relu_sparsity > 0:
+        acts = (f"natural zeros added: ReLU zeros, {relu_sparsity:.0%} of the inputs of every "
+                "layer but the first (fwd and bwd_weight ifmap)")
+    else:
+        acts = ("natural zeros NOT added: activations hold no ReLU zeros, only the method's "
+                "masks (a real run's ReLU leaves about half its activations zero; "
+                "--relu-sparsity R adds them)")
+    return [acts, "natural zeros NOT added: output gradients (grad_out) are dense in every "
+                  "method (BatchNorm spreads ReLU's zeros; no flag adds them)"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,30 +200,40 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
         arch = arch.with_overrides(parse_overrides(args.overrides), source="--set")
     dataflow = args.dataflow or arch.dataflow
     phases = args.phases or ("train" if net.kind == "trace" else "fwd")
+    if args.explain and net.kind != "trace":
+        _fail(f"--explain: {args.input} is a topology; the speedup attribution needs a trace "
+              "(its masks and its dense baseline)")
     inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
     check_output_dir(args.output, args.force, inputs=inputs)  # before a long run
     from common.jit import warn_if_cold
 
     warn_if_cold()  # a first run compiles the kernels: say why it is slow
-    if net.kind == "trace":
-        from simulator.baseline import default_cache_dir
+    from simulator.baseline import default_cache_dir
 
-        cache = None if args.no_cache else default_cache_dir()
+    cache = None if args.no_cache else default_cache_dir()
+    if net.kind == "trace":
         results = simulate_trace(net.trace, arch, dataflow, phases, args.memory,
-                                 baseline_cache=cache,
-                                 timeline=args.timeline)
+                                 baseline_cache=cache, timeline=args.timeline)
     else:
         results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory,
                            timeline=args.timeline)
     if net.kind != "trace":  # a topology: name the network as a trace names its model
         results.meta.setdefault("model", net.name)
         results.meta.setdefault("topology", str(args.input))
-    extra = None
+    extra = {}
     if args.timeline:
         from reports.timeline import chrome_trace, write_chrome_trace
 
-        extra = {"timeline.json": lambda p: write_chrome_trace(chrome_trace(results), p)}
-    write_results(results, args.output, force=args.force, extra=extra)
+        extra["timeline.json"] = lambda p: write_chrome_trace(chrome_trace(results), p)
+    attribution = None
+    if args.explain:
+        from pipeline.explain import attribution as attribute
+        from simulator.results import write_csv
+
+        attribution = attribute(net.source, arch, dataflow, phases, args.memory, run=results,
+                                progress=Progress("explain", True), baseline_cache=cache)
+        extra["ATTRIBUTION.csv"] = lambda p: write_csv(attribution, p)
+    write_results(results, args.output, force=args.force, extra=extra or None)
     summary = summarize(results)
     s = summary["total"]
     print(f"simulated {net.name} ({len(net.layers)} layers, batch {net.batch}, {phases}) on "
@@ -228,6 +254,18 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     if sp:
         per = ", ".join(f"{ph} {v:.2f}x" for ph, v in sp["per_phase"].items())
         print(f"  speedup over dense: training step {sp['training_step']:.2f}x ({per})")
+    from reports.verdict import layers_sentence, run_verdict
+
+    print(f"  {run_verdict(results.table, summary).text}")
+    if (lay := layers_sentence(results.table)):
+        print(f"  {lay}")
+    if attribution is not None:
+        from pipeline.explain import describe
+
+        print("  speedup attribution (cycles per step; every row a simulation, "
+              "ATTRIBUTION.csv):")
+        for line in describe(attribution):
+            print(f"  {line}")
     print(f"  results in {args.output}"
           + (f" (timeline: {args.output / 'timeline.json'}, opens in ui.perfetto.dev)"
              if args.timeline else ""))
@@ -301,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeline", action="store_true",
                    help="also write timeline.json: the SimPy event log as a Chrome trace (one "
                         "track per hardware unit) that opens in Perfetto")
+    p.add_argument("--explain", action="store_true",
+                   help="also attribute the speedup: simulate the chain dense -> sparse compute "
+                        "(ideal memory) -> + memory as modeled -> + each compressed format, and "
+                        "write ATTRIBUTION.csv (a trace only; costs a few more simulations)")
     p.add_argument("--force", action="store_true", help="replace an existing results directory")
     p.add_argument("--no-cache", action="store_true", dest="no_cache",
                    help="simulate the dense baseline afresh: neither read nor write the "

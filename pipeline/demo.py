@@ -33,6 +33,8 @@ class DemoResult:
     out: Path
     accuracy: dict[str, float] = field(default_factory=dict)
     speedup: dict[str, dict] = field(default_factory=dict)  # dataflow -> summary speedup
+    #: dataflow -> (SWAT-U 90 % cycles per training step, its dense baseline's, clock in GHz)
+    cycles: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -40,13 +42,39 @@ class DemoResult:
         return self.out / "report" / "report.html"
 
     def summary_lines(self) -> list[str]:
+        """Per dataflow the speedup and, beside it, the cycles of a step; then the fastest
+        dataflow by cycles (a speedup is over each dataflow's own dense baseline, so the
+        largest speedup need not be the fastest run)."""
         lines = []
         for df in DATAFLOWS:
             sp = self.speedup[df]
             per = ", ".join(f"{ph} {v:.2f}x" for ph, v in sp["per_phase"].items())
-            lines.append(f"{df}: SWAT-U 90 % training step speedup over dense on {ARCH}: "
-                         f"{sp['training_step']:.2f}x ({per})")
+            line = (f"{df}: SWAT-U 90 % training step speedup over dense on {ARCH}: "
+                    f"{sp['training_step']:.2f}x ({per})")
+            if df in self.cycles:
+                cyc, dense, clock = self.cycles[df]
+                line += f"; {_cycles(cyc)} per step ({cyc / clock / 1e3:.1f} us), dense "
+                line += f"{_cycles(dense)}"
+            lines.append(line)
+        if len(self.cycles) > 1:
+            best = min(self.cycles, key=lambda d: self.cycles[d][0])
+            top = max(self.speedup, key=lambda d: self.speedup[d]["training_step"])
+            line = (f"fastest: {best}, {_cycles(self.cycles[best][0])} per SWAT-U 90 % "
+                    "training step")
+            if top != best:
+                line += (f" ({top} has the largest speedup, "
+                         f"{self.speedup[top]['training_step']:.2f}x, over a slower dense "
+                         f"baseline: {_cycles(self.cycles[top][0])})")
+            lines.append(line)
         return lines
+
+
+def _cycles(c: float) -> str:
+    """``61.5 k cycles``."""
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if c >= scale:
+            return f"{c / scale:.3g} {prefix} cycles"
+    return f"{c:.0f} cycles"
 
 
 def _stage(msg: str, quiet: bool) -> None:
@@ -136,9 +164,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: st
     and the SWAT trace share one per dataflow), or None to simulate each afresh."""
     from common.errors import ConfigError
     from common.fsutil import atomic_output_dir
+    from pipeline.explain import attribution
     from reports.report import make_report
     from simulator.arch import load_arch
-    from simulator.results import summarize, write_results
+    from simulator.results import summarize, write_csv, write_results
     from simulator.run import simulate_trace
 
     if steps < 100:
@@ -165,12 +194,21 @@ def run_demo(out: str | os.PathLike = "runs/demo", steps: int = 1500, memory: st
         bar = progress("  simulate")
         for i, (name, df) in enumerate(jobs):
             bar(i, len(jobs), f"{name} {df}")
-            res = simulate_trace(str(tmp / "traces" / name), arch, df, "train", memory,
+            trace = str(tmp / "traces" / name)
+            res = simulate_trace(trace, arch, df, "train", memory, baseline_cache=baseline_cache)
+            extra = None
+            if name == "swat90":  # where the speedup comes from: the report's waterfall
+                at = attribution(trace, arch, df, "train", memory, run=res,
                                  baseline_cache=baseline_cache)
-            d = write_results(res, tmp / "results" / f"{name}-{df}")
+                extra = {"ATTRIBUTION.csv": lambda p, at=at: write_csv(at, p)}
+            d = write_results(res, tmp / "results" / f"{name}-{df}", extra=extra)
             result_dirs.append(d)
             if name == "swat90":
-                result.speedup[df] = summarize(res)["speedup"]
+                s = summarize(res)
+                result.speedup[df] = s["speedup"]
+                result.cycles[df] = (s["total"]["cycles"] / max(len(s["steps"]), 1),
+                                     float(s["baseline_per_step"]["cycles"]),
+                                     float(s["clock_ghz"]))
         bar(len(jobs), len(jobs), "done")
         _stage("[3/3] writing the report", quiet)
         make_report(result_dirs, tmp / "report",

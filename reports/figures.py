@@ -103,6 +103,115 @@ def _layer_order(run: Run) -> list[str]:
     return list(g.sort_values("LayerID")["Layer"].drop_duplicates())
 
 
+TOP_LAYERS = 20  # per-layer figures: at most this many bars (+1) before layers are grouped
+MAX_GROUPS = 24
+
+
+def _stage_groups(order: list[str]) -> dict[str, str] | None:
+    """Layers grouped by a prefix of their dotted module names (``layer1.0.conv1`` ->
+    ``layer1.0``, ResNet's blocks; ``encoder.layers.encoder_layer_3.mlp.0`` ->
+    ``encoder.layers.encoder_layer_3``): the deepest prefix that gives 3 to ``MAX_GROUPS``
+    groups, each group a run of consecutive layers. None when no prefix does."""
+    parts = [lay.split(".") for lay in order]
+    for depth in range(max(map(len, parts)) - 1, 0, -1):
+        keys = [".".join(p[:depth]) for p in parts]
+        runs = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+        if 3 <= len(runs) <= MAX_GROUPS and len(set(runs)) == len(runs):
+            size = {k: keys.count(k) for k in runs}
+            short = _short_names(runs)
+            return {lay: (short[k] if size[k] == 1 else f"{short[k]} ({size[k]})")
+                    for lay, k in zip(order, keys, strict=True)}
+    return None
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its shortest tail that no other key ends with:
+    ``encoder.layers.encoder_layer_3`` -> ``encoder_layer_3``; ``layer1.0`` stays (``0``
+    would not tell ``layer2.0`` apart)."""
+    out = {}
+    for k in keys:
+        parts = k.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if not any(o != k and (o == tail or o.endswith("." + tail)) for o in keys):
+                out[k] = tail
+                break
+        else:
+            out[k] = k
+    return out
+
+
+def _layer_groups(runs: list[Run]) -> tuple[list[str], dict[str, str], str]:
+    """The bars of a per-layer figure: every layer when there are at most ``TOP_LAYERS + 1``;
+    else the layers grouped by stage (``_stage_groups``); else the ``TOP_LAYERS`` with the most
+    cycles (the largest of each layer's cycles over the runs, dense baselines included) in
+    network order, then one bar summing the others. Returns the bar names, each layer's bar, and
+    a sentence for the caption (empty when every layer has its bar)."""
+    order: list[str] = []
+    most: dict[str, float] = {}
+    for r in runs:
+        g = r.gemms
+        n = max(len(r.steps), 1)
+        for lay in _layer_order(r):
+            if lay not in most and lay not in order:
+                order.append(lay)
+        cyc = _elapsed(g).groupby(g["Layer"]).sum() / n
+        if "Dense Cycles" in g.columns:
+            cyc = np.maximum(cyc, g["Dense Cycles"].fillna(0).groupby(g["Layer"]).sum() / n)
+        for lay, v in cyc.items():
+            most[lay] = max(most.get(lay, 0.0), float(v))
+    if len(order) <= TOP_LAYERS + 1:
+        return order, {lay: lay for lay in order}, ""
+    stages = _stage_groups(order)
+    if stages is not None:
+        bars = list(dict.fromkeys(stages[lay] for lay in order))
+        return bars, stages, (f" The {len(order)} layers are grouped into {len(bars)} stages "
+                              "by their module names, in network order; a bar sums its "
+                              "layers (their number in brackets).")
+    keep = set(sorted(order, key=lambda lay: (-most.get(lay, 0.0), order.index(lay)))
+               [:TOP_LAYERS])
+    rest = len(order) - TOP_LAYERS
+    other = f"other {rest} layers"
+    names = {lay: lay if lay in keep else other for lay in order}
+    return ([lay for lay in order if lay in keep] + [other], names,
+            f" Shown: the {TOP_LAYERS} of {len(order)} layers with the most cycles, in network "
+            f"order; the last bar sums the other {rest}.")
+
+
+def _renamed(df: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    return df.assign(Layer=df["Layer"].map(names).fillna(df["Layer"]))
+
+
+#: engineering prefixes for axes: (scale, prefix), the largest that keeps the top value >= 1
+_PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+
+
+def _eng(vmax: float) -> tuple[float, str]:
+    """(scale, prefix) for values up to ``vmax``: 4.6e8 -> (1e6, 'M')."""
+    for scale, prefix in _PREFIXES:
+        if vmax >= scale:
+            return scale, prefix
+    return 1.0, ""
+
+
+def cycles_text(cycles: float) -> str:
+    """Cycles as a reader says them: ``61.5 k cycles``, ``447 M cycles``."""
+    scale, prefix = _eng(cycles)
+    return f"{cycles / scale:.3g} {prefix + ' ' if prefix else ''}cycles"
+
+
+def _eng_axis(ax, vmax: float, unit: str, what: str, axis: str = "y") -> None:
+    """Label an axis ``what (M unit)`` and its ticks in that unit: no offset text."""
+    from matplotlib.ticker import FuncFormatter
+
+    scale, prefix = _eng(vmax)
+    fmt = FuncFormatter(lambda v, _pos: f"{v / scale:g}")
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+    sep = " " if prefix and len(unit) > 2 else ""
+    label = f"{what} ({prefix}{sep}{unit})" if prefix or unit else what
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(label)
+
+
 # ------------------------------------------------------------------------------------------------
 def layer_cycles(runs: list[Run]) -> Drawn | None:
     """Per-layer cycles of a training step stacked by phase, dense baseline and sparse run side
@@ -110,19 +219,20 @@ def layer_cycles(runs: list[Run]) -> Drawn | None:
     shown, cut = _first(runs)
     if not shown:
         return None
-    fig, axes = _panels(len(shown), width=max(7.0, 0.45 * len(_layer_order(shown[0])) + 2))
+    layers, names, grouped = _layer_groups(shown)
+    fig, axes = _panels(len(shown), width=max(7.0, 0.32 * len(layers) + 2), height=3.8)
     rows = []
     for ax, run in zip(axes, shown, strict=True):
-        layers = _layer_order(run)
-        g = run.gemms
+        g = _renamed(run.gemms, names)
         sparse = _per_step_mean(run, g, _elapsed(g), ["Layer", "Phase"])
         has_dense = "Dense Cycles" in g.columns and g["Dense Cycles"].notna().any()
         dense = _per_step_mean(run, g, g["Dense Cycles"], ["Layer", "Phase"]) if has_dense else None
-        ov = run.compute[run.compute["Phase"].isin(OVERHEAD_PHASES)]
+        ov = _renamed(run.compute[run.compute["Phase"].isin(OVERHEAD_PHASES)], names)
         over = (_per_step_mean(run, ov, _elapsed(ov), ["Layer"]) if len(ov)
                 else pd.Series(dtype=float))
         x = np.arange(len(layers))
         width = 0.38 if has_dense else 0.7
+        top = 0.0
         for side, (series, offset) in enumerate(
                 ((dense, -width / 2), (sparse, width / 2)) if has_dense else ((sparse, 0.0),)):
             bottom = np.zeros(len(layers))
@@ -136,6 +246,8 @@ def layer_cycles(runs: list[Run]) -> Drawn | None:
                 vals = np.array([over.get(lay, 0.0) for lay in layers], dtype=float)
                 ax.bar(x + offset, vals, width, bottom=bottom, color="white", hatch="xx",
                        edgecolor="black", linewidth=0.4)
+                bottom += vals
+            top = max(top, float(bottom.max()) if len(bottom) else 0.0)
         for lay in layers:
             for ph in PHASES:
                 if (lay, ph) in sparse.index:
@@ -147,10 +259,9 @@ def layer_cycles(runs: list[Run]) -> Drawn | None:
                              "Cycles": float(over[lay]), "Dense Cycles": 0.0})
         ax.set_xticks(x, layers, rotation=60, ha="right", fontsize=7)
         ax.set_xlabel("layer")
-        ax.set_ylabel("cycles per training step")
+        _eng_axis(ax, top, "cycles", "cycles per training step")
         ax.set_title(run.label + ("  (left: dense baseline, hatched; right: sparse)"
                                   if has_dense else ""), pad=12)
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=GREYS[i], edgecolor="black", linewidth=0.4)
                for i in range(len(PHASES))]
     labels = [PHASE_LABEL[p] for p in PHASES]
@@ -166,7 +277,7 @@ def layer_cycles(runs: list[Run]) -> Drawn | None:
                  "Cycles of one training step per layer, stacked by phase (mean over the recorded "
                  "steps). Left bar: the dense baseline (same layers, batch, architecture and "
                  "dataflow, masks dropped); right bar: the sparse run, with its training overheads "
-                 "on top." + cut, fig, pd.DataFrame(rows))
+                 "on top." + grouped + cut, fig, pd.DataFrame(rows))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,12 +337,17 @@ def speedup_vs_sparsity(runs: list[Run]) -> Drawn | None:
         ax.plot([], [], marker="o", markerfacecolor="white", markeredgecolor="black",
                 linestyle=":", color="black", label="dense-trained (0 %)")
     ax.axhline(1.0, color="black", linewidth=0.6, linestyle=":")
-    ax.annotate("dense baseline", (ax.get_xlim()[1], 1.0), fontsize=7, va="bottom", ha="right")
+    ax.annotate("dense baseline", (-2, 1.0), fontsize=7, va="bottom", ha="left")
     ax.set_xlabel("weight sparsity of the trace (%)")
     ax.set_ylabel("training-step speedup over dense (×)")
     ax.set_title(f"Speedup vs sparsity on {with_sp[0].arch}")
-    ax.legend(frameon=False)
-    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, loc="lower right", fontsize=7)
+    # the whole sparsity range, and room above the highest point: one run is one point, which
+    # must neither fill the axes nor sit on their edge
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(0, max(1.0, float(table["Training Step Speedup"].max())) * 1.25)
+    for line in ax.get_lines():
+        line.set_clip_on(False)
     fig.tight_layout()
     return Drawn("speedup_vs_sparsity", "Training speedup vs sparsity",
                  "Speedup of a whole training step (fwd + bwd_input + bwd_weight + training "
@@ -262,6 +378,10 @@ def dataflow_comparison(runs: list[Run]) -> Drawn | None:
         n = len(grp)
         width = 0.8 / (2 * n)
         x = np.arange(len(cats))
+        top = 0.0
+        steps: dict[str, float] = {}
+        speed: dict[str, float] = {}
+        first_row = len(rows)
         for i, run in enumerate(grp):
             g = run.gemms
             ov = run.compute[run.compute["Phase"].isin(OVERHEAD_PHASES)]
@@ -272,6 +392,10 @@ def dataflow_comparison(runs: list[Run]) -> Drawn | None:
             dn = ([float(g.loc[g["Phase"] == ph, "Dense Cycles"].sum()) / nst for ph in PHASES]
                   if has_dense else [np.nan] * 3)
             dn.append(sum(dn))
+            top = max(top, *sp, *(d for d in dn if not np.isnan(d)))
+            steps[run.dataflow] = sp[-1]
+            if has_dense and sp[-1]:
+                speed[run.dataflow] = dn[-1] / sp[-1]
             pos = x - 0.4 + width * (2 * i) + width / 2
             st = _style(i)
             ax.bar(pos, sp, width, color=st["color"], edgecolor="black", linewidth=0.5,
@@ -291,16 +415,25 @@ def dataflow_comparison(runs: list[Run]) -> Drawn | None:
                              "Speedup": d / s if s and not np.isnan(d) else None})
         ax.set_xticks(x, cats)
         ax.set_xlabel("phase (step: the whole training step incl. overheads)")
-        ax.set_ylabel("cycles per training step")
+        _eng_axis(ax, top, "cycles", "cycles per training step")
+        best = min(steps, key=lambda k: steps[k])
+        scale, prefix = _eng(steps[best])
+        sp_best = f", {speed[best]:.2f}× its dense" if best in speed else ""
         ax.set_title(f"{grp[0].model}, {grp[0].label.split(' · ')[0]} on {arch}, {memory} "
-                     "memory (labels: speedup over dense)", pad=12)
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+                     f"memory (labels: speedup over dense)\nfastest: {best}, "
+                     f"{steps[best] / scale:.3g} {prefix} cycles per step{sp_best}",
+                     pad=12, fontsize=9)
+        ax.set_ylim(top=top * 1.12)
         ax.legend(ncols=len(grp), frameon=False, fontsize=7)
+        for r in rows[first_row:]:
+            r["Fastest"] = r["Dataflow"] == best if r["Phase"] == "step" else None
     fig.tight_layout()
     return Drawn("dataflow_comparison", "Dataflow comparison",
                  "Cycles per phase and per training step for each dataflow on the same trace "
                  "and architecture: solid bars the sparse run, hatched bars its dense baseline; "
-                 "the label over each pair is the speedup." + cut, fig, pd.DataFrame(rows))
+                 "the label over each pair is the speedup over that dataflow's own dense "
+                 "baseline, so rank dataflows by their cycles (the title names the fastest), "
+                 "not by their speedups." + cut, fig, pd.DataFrame(rows))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -309,12 +442,12 @@ def stall_attribution(runs: list[Run]) -> Drawn | None:
     shown, cut = _first(runs)
     if not shown:
         return None
-    fig, axes = _panels(len(shown), width=max(7.0, 0.45 * len(_layer_order(shown[0])) + 2))
+    layers, names, grouped = _layer_groups(shown)
+    fig, axes = _panels(len(shown), width=max(7.0, 0.32 * len(layers) + 2), height=3.8)
     rows = []
     parts = {"compute": "Compute Cycles", **STALL_CAUSE_COLUMNS}
     for ax, run in zip(axes, shown, strict=True):
-        layers = _layer_order(run)
-        g = run.gemms
+        g = _renamed(run.gemms, names)
         x = np.arange(len(layers))
         bottom = np.zeros(len(layers))
         for i, (cause, col) in enumerate(parts.items()):
@@ -329,13 +462,13 @@ def stall_attribution(runs: list[Run]) -> Drawn | None:
                 rows.append({"Run": run.label, "Layer": lay, "Part": cause, "Cycles": v})
         ax.set_xticks(x, layers, rotation=60, ha="right", fontsize=7)
         ax.set_xlabel("layer")
-        ax.set_ylabel("cycles per training step")
+        _eng_axis(ax, float(bottom.max()) if len(bottom) else 0.0, "cycles",
+                  "cycles per training step")
         ax.set_title(f"{run.label}: where the cycles go ({run.memory} memory)", pad=12)
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     _top_legend(fig, *axes[0].get_legend_handles_labels())
     return Drawn("stall_attribution", "Stall attribution",
                  "Cycles of one training step per layer (all three phases), split into compute "
-                 "and stalls by cause (docs/metrics.md defines each cause)." + cut, fig,
+                 "and stalls by cause (docs/metrics.md defines each cause)." + grouped + cut, fig,
                  pd.DataFrame(rows))
 
 
@@ -397,8 +530,13 @@ def dram_bandwidth(runs: list[Run]) -> Drawn | None:
         rows += [{"Run": run.label, "Step": st, "Span": n, "Start (us)": t, "Cycles": c,
                   "DRAM BW (GB/s)": bw, "Source": source}
                  for n, t, c, bw in zip(names, t_us, cyc, gbps, strict=True)]
+    from matplotlib.ticker import FuncFormatter
+
+    span = max(float(r["Start (us)"]) for r in rows) if rows else 0.0
+    unit, div = (("s", 1e6) if span >= 1e7 else ("ms", 1e3) if span >= 1e4 else ("µs", 1.0))
     for ax in axes:
-        ax.set_xlabel("time into the training step (µs)", fontsize=7)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v / div:g}"))
+        ax.set_xlabel(f"time into the training step ({unit})", fontsize=7)
         ax.tick_params(labelbottom=True)
     fig.tight_layout()
     how = ("reads and writes of the event log in 200 equal bins (each transfer's bytes in its "
@@ -501,6 +639,7 @@ def load_imbalance(runs: list[Run]) -> Drawn | None:
     ax.set_xlim(0, 100)
     if counts.to_numpy().max() > 50:
         ax.set_yscale("log")
+        ax.set_ylim(bottom=0.7)  # from one fold up: a bar of 1 is visible, none starts mid-air
         ax.set_ylabel("number of folds (all recorded steps, log scale)")
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
@@ -619,12 +758,21 @@ def sweep_figure(sweep: Sweep, fig_name: str | None = None) -> Drawn | None:
             ax.set_ylabel("training-step speedup\nover its dense baseline (×)")
             ax.set_ylim(bottom=0)
         else:
-            ax.set_ylabel("cycles per training step")
-            ax.set_ylim(bottom=0)
+            _eng_axis(ax, float(pts["Cycles"].max()), "cycles", "cycles per training step")
+            ax.set_ylim(bottom=0, top=float(pts["Cycles"].max()) * 1.15)
     axes[-1].set_xlabel(_axis_label(x_axis))
     title = sweep.description.get("name")
     title = title if isinstance(title, str) and title else sweep.path.name
-    axes[0].set_title(f"Sweep {title}: {len(pts)} points")
+    best = pts.loc[pts["Cycles"].idxmin()]
+    where = ", ".join(f"{a}={best[a]}" for a in sweep.axes) or str(best["Point"])
+    bx = best[x_axis] if x_axis in numeric else str(best[x_axis])
+    axes[-1].plot([bx], [best["Cycles"]], marker="*", markersize=11, color="black",
+                  linestyle="none", zorder=5, clip_on=False)
+    sp_best = (f", {best['Speedup']:.2f}× its dense" if has_speedup
+               and pd.notna(best.get("Speedup")) else "")
+    axes[0].set_title(f"Sweep {title}: {len(pts)} points\nfastest (★): {where}, "
+                      f"{cycles_text(float(best['Cycles']))} per step{sp_best}", fontsize=9)
+    pts = pts.assign(Fastest=pts.index == best.name)
     handles, labels = axes[0].get_legend_handles_labels()
     if len(labels) > 1:  # below the axes: the labels name every other axis and can be long
         fig.set_figheight(fig.get_figheight() + 0.2 * len(labels))
@@ -633,14 +781,297 @@ def sweep_figure(sweep: Sweep, fig_name: str | None = None) -> Drawn | None:
     else:
         fig.tight_layout()
     what = ("Training-step speedup over each point's own dense baseline (top) and cycles of a "
-            "training step (bottom; the fastest point is the lowest)" if has_speedup
-            else "Cycles of a training step")
+            "training step (bottom; the fastest point, starred and named in the title, is the "
+            "lowest)" if has_speedup else "Cycles of a training step (the fastest starred)")
     return Drawn(fig_name or f"sweep_{sweep.path.name}", f"Sweep {title}",
                  f"{what} for each point of the sweep against '{x_axis}'; one line per "
                  "combination of the other axes (first 12).", fig, pts)
 
 
+# ------------------------------------------------------------------------------------------------
+def _wrap(text: str, width: int = 16) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def attribution_waterfall(runs: list[Run]) -> Drawn | None:
+    """The speedup attribution of each run that has one (``ATTRIBUTION.csv``): cycles per step
+    after each step of the chain, as a waterfall."""
+    shown, cut = _first([r for r in runs if r.attribution is not None and len(r.attribution)])
+    if not shown:
+        return None
+    fig, axes = _panels(len(shown), width=7.0, height=3.6)
+    rows = []
+    for ax, run in zip(axes, shown, strict=True):
+        at = run.attribution.reset_index(drop=True)
+        cyc = at["Cycles per Step"].to_numpy(dtype=float)
+        top = float(cyc.max()) * 1.18
+        steps = at[at["Kind"] == "step"].index.tolist()
+        for i, r in at.iterrows():
+            c = cyc[i]
+            if r["Kind"] == "reference":
+                ax.bar(i + 0.3, c, 0.6, color="white", hatch="////", edgecolor="black",
+                       linewidth=0.6)
+                label = f"{c / _eng(top)[0]:.3g}"
+            elif i == 0 or i == steps[-1]:
+                ax.bar(i, c, 0.6, color=GREYS[0] if i else GREYS[2], edgecolor="black",
+                       linewidth=0.6)
+                label = f"{c / _eng(top)[0]:.3g}"
+            else:
+                prev = cyc[i - 1]
+                gain = c < prev
+                ax.bar(i, c - prev, 0.6, bottom=prev, color=GREYS[3] if gain else GREYS[1],
+                       hatch="" if gain else "xx", edgecolor="black", linewidth=0.6)
+                ax.plot([i - 1 + 0.3, i - 0.3], [prev, prev], color="black", linewidth=0.5,
+                        linestyle=":")
+                label = f"{c / _eng(top)[0]:.3g}"
+            if r["Kind"] == "step" and not pd.isna(r["Factor"]):
+                label += f"\nstep ×{r['Factor']:.2f}"
+            label += f"\n{r['Speedup over Dense']:.2f}× dense"
+            x = i + (0.3 if r["Kind"] == "reference" else 0)
+            ax.annotate(label, (x, max(c, cyc[i - 1] if i and r["Kind"] == "step" else c)),
+                        fontsize=6, ha="center", va="bottom", xytext=(0, 2),
+                        textcoords="offset points")
+            rows.append({"Run": run.label, **r.to_dict()})
+        if len(steps) > 1 and steps[-1] > 0:  # the last step: also drawn as its change
+            i = steps[-1]
+            prev = cyc[i - 1]
+            ax.bar(i, cyc[i] - prev, 0.6, bottom=prev, fill=False, edgecolor="black",
+                   linewidth=0.6, linestyle="--")
+        names = [_wrap(str(c), 14) if k == "step" else _wrap("dense baseline, memory as "
+                                                             "modeled", 14)
+                 for c, k in zip(at["Configuration"], at["Kind"], strict=True)]
+        pos = [i + (0.3 if k == "reference" else 0) for i, k in enumerate(at["Kind"])]
+        ax.set_xticks(pos, names, fontsize=7)
+        if (at["Kind"] == "reference").any():
+            ax.axvline(len(at) - 1.5 + 0.15, color="black", linewidth=0.5)
+        ax.set_ylim(0, top * 1.1)
+        ax.set_xlabel("step of the attribution chain (each a simulation)")
+        _eng_axis(ax, top, "cycles", "cycles per training step")
+        ax.set_title(f"{run.label} on {run.arch}: where the speedup comes from and goes",
+                     fontsize=9)
+    fig.tight_layout()
+    return Drawn("attribution_waterfall", "Speedup attribution",
+                 "Each bar is a simulation that was run (sparsesim simulate --explain, "
+                 "ATTRIBUTION.csv): from the dense array with ideal memory, each step adds one "
+                 "feature or limit — the sparse compute features (ideal memory), then memory as "
+                 "modeled, then each compressed format — and shows the cycles of a training step "
+                 "after it (light: cycles saved, dark and crossed: cycles added), the step's "
+                 "factor and the speedup over the dense baseline with the same memory model. "
+                 "The last full dark bar is the run as configured; the hatched bar right of the "
+                 "line is the dense baseline with memory as modeled, the reference of the run's "
+                 "reported speedup." + cut, fig, pd.DataFrame(rows))
+
+
+def _spec(run: Run, *keys: str) -> float | None:
+    """A number of the run's recorded architecture (``summary.json``'s ``arch_spec``)."""
+    v: object = run.summary.get("arch_spec") or {}
+    for k in keys:
+        v = v.get(k) if isinstance(v, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _energy_parts(run: Run) -> tuple[list[float], list[float] | None]:
+    """(MAC, SRAM, DRAM) energy in pJ of one training step: the run's, and its dense
+    baseline's (from summary.json's baseline: MACs × mac_pj, DRAM bytes × dram_pj_per_byte, SRAM
+    the rest of its total), or None without a baseline."""
+    c = run.compute
+    n = max(len(run.steps), 1)
+    cols = ("Energy MAC (pJ)", "Energy SRAM (pJ)", "Energy DRAM (pJ)")
+    sparse = [float(c[k].fillna(0).sum()) / n if k in c.columns else 0.0 for k in cols]
+    base = run.summary.get("baseline_per_step")
+    mac_pj, dram_pj = _spec(run, "energy", "mac_pj"), _spec(run, "energy", "dram_pj_per_byte")
+    if not base or mac_pj is None or dram_pj is None or "Algorithmic Computes" not in c.columns:
+        return sparse, None
+    g = run.gemms
+    mac = float(g["Algorithmic Computes"].fillna(0).sum()) / n * mac_pj
+    dram = float(base["dram_bytes"]) * dram_pj
+    return sparse, [mac, max(float(base["energy_pj"]) - mac - dram, 0.0), dram]
+
+
+def energy_breakdown(runs: list[Run]) -> Drawn | None:
+    """Energy of a training step by component, the dense baseline beside each run."""
+    shown, cut = _first([r for r in runs if "Energy (pJ)" in r.compute.columns], "runs")
+    if not shown:
+        return None
+    parts = [_energy_parts(r) for r in shown]
+    vmax = max(max(sum(s), sum(d) if d else 0.0) for s, d in parts)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(shown) + 2.5), 3.6))
+    names = ("MAC", "SRAM", "DRAM")
+    rows = []
+    for i, (run, (sp, dn)) in enumerate(zip(shown, parts, strict=True)):
+        for side, vals in ((0, dn), (1, sp)):
+            if vals is None:
+                continue
+            bottom = 0.0
+            for j, v in enumerate(vals):
+                ax.bar(i + (side - 0.5) * 0.38, v, 0.36, bottom=bottom, color=GREYS[j],
+                       hatch="////" if side == 0 else "", edgecolor="black", linewidth=0.5,
+                       label=names[j] if (i, side) == (0, 1) else None)
+                bottom += v
+            rows += [{"Run": run.label, "Side": "dense baseline" if side == 0 else "sparse",
+                      "Part": names[j], "Energy uJ per Step": v / 1e6}
+                     for j, v in enumerate(vals)]
+        if dn and sum(sp):
+            ax.annotate(f"{sum(dn) / sum(sp):.2f}× less" if sum(sp) < sum(dn)
+                        else f"{sum(sp) / sum(dn):.2f}× more", (i, max(sum(sp), sum(dn))),
+                        fontsize=7, ha="center", va="bottom")
+    ax.bar(0, 0, 0, color="white", hatch="////", edgecolor="black", label="dense baseline")
+    ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
+    ax.set_xlabel("run")
+    ax.set_ylim(0, vmax * 1.15)
+    # µJ: energy_pj / 1e6; the axis prefix on top of µJ (k µJ = mJ) is spelled as mJ / J
+    scale, prefix = _eng(vmax / 1e6)
+    unit = {"": "µJ", "k": "mJ", "M": "J", "G": "kJ"}[prefix]
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v / 1e6 / scale:g}"))
+    ax.set_ylabel(f"energy per training step ({unit})")
+    ax.legend(frameon=False, fontsize=7, ncols=4, loc="upper center", bbox_to_anchor=(0.5, 1.14))
+    fig.tight_layout()
+    return Drawn("energy_breakdown", "Energy breakdown",
+                 "Energy of one training step by component: MAC operations, SRAM reads and "
+                 "writes of the array, DRAM transfers (docs/metrics.md). Left, hatched: the dense "
+                 "baseline (MACs × mac_pj, DRAM bytes × dram_pj_per_byte, SRAM the rest of its "
+                 "total in summary.json); right: the sparse run (its gated MACs at "
+                 "mac_gated_pj)." + cut, fig, pd.DataFrame(rows))
+
+
+def utilization(runs: list[Run]) -> Drawn | None:
+    """How busy the MAC array is over a training step: dense baseline, sparse run executed
+    and effectual MACs, each over the run's cycles × peak MACs per cycle."""
+    shown, cut = _first([r for r in runs if "Actual Computes" in r.compute.columns])
+    if not shown:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(shown) + 2.5), 3.4))
+    measures = ("dense baseline: dense MACs", "sparse: executed MACs",
+                "sparse: effectual MACs")
+    rows = []
+    for i, run in enumerate(shown):
+        g = run.gemms
+        n = max(len(run.steps), 1)
+        peak, _bw = _peaks(run)
+        cyc = float(_elapsed(run.compute).sum()) / n
+        base = run.summary.get("baseline_per_step")
+        algo = float(g["Algorithmic Computes"].sum()) / n
+        vals = [100 * algo / (base["cycles"] * peak) if base and peak else np.nan,
+                100 * float(g["Actual Computes"].sum()) / n / (cyc * peak) if peak else np.nan,
+                100 * float(g["Effectual Computes"].sum()) / n / (cyc * peak)
+                if peak and "Effectual Computes" in g.columns else np.nan]
+        for j, v in enumerate(vals):
+            ax.bar(i + (j - 1) * 0.27, 0 if np.isnan(v) else v, 0.25, **_style(j),
+                   label=measures[j] if i == 0 else None)
+            if not np.isnan(v):
+                ax.annotate(f"{v:.0f}", (i + (j - 1) * 0.27, v), fontsize=6, ha="center",
+                            va="bottom")
+            rows.append({"Run": run.label, "Measure": measures[j], "Utilization %": v})
+    ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
+    ax.set_xlabel("run")
+    ax.set_ylabel("MAC array utilization (%)")
+    ax.set_ylim(0, 115)
+    ax.legend(frameon=False, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.14))
+    fig.tight_layout()
+    return Drawn("utilization", "MAC array utilization",
+                 "MACs over a training step's cycles × the array's peak MACs per cycle: the "
+                 "dense baseline's (every MAC), and the sparse run's executed MACs (what the "
+                 "multipliers did) and effectual MACs (both operands nonzero). The gap between "
+                 "the last two is work on zeros the array could not skip; the gap to 100 % is "
+                 "stalls, fill/drain and idle PEs." + cut, fig, pd.DataFrame(rows))
+
+
+def traffic_by_operand(runs: list[Run]) -> Drawn | None:
+    """DRAM traffic of a training step by operand role, the dense baseline's total beside."""
+    need = ("DRAM IFMAP Reads", "DRAM Filter Reads", "DRAM OFMAP Reads", "DRAM OFMAP Writes",
+            "A Role", "B Role")
+    shown, cut = _first([r for r in runs if all(c in r.compute.columns for c in need)])
+    if not shown:
+        return None
+    roles = ("ifmap", "filter", "grad_out", "outputs")
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(shown) + 2.5), 3.6))
+    rows = []
+    vmax = 0.0
+    for i, run in enumerate(shown):
+        g = run.gemms
+        n = max(len(run.steps), 1)
+        wb = {b: _spec(run, "word_bytes", b) or 1.0 for b in ("ifmap", "filter", "ofmap")}
+        by = dict.fromkeys(roles, 0.0)
+        for role, v in (g["DRAM IFMAP Reads"] * wb["ifmap"]).groupby(g["A Role"]).sum().items():
+            by[role if role in by else "outputs"] += float(v)
+        for role, v in (g["DRAM Filter Reads"] * wb["filter"]).groupby(g["B Role"]).sum().items():
+            by[role if role in by else "outputs"] += float(v)
+        by["outputs"] += float((g["DRAM OFMAP Reads"] + g["DRAM OFMAP Writes"]).sum()) * wb["ofmap"]
+        bottom = 0.0
+        for j, role in enumerate(roles):
+            v = by[role] / n
+            ax.bar(i + 0.19, v, 0.36, bottom=bottom, **_style(j),
+                   label=role if i == 0 else None)
+            bottom += v
+            rows.append({"Run": run.label, "Operand": role, "DRAM MB per Step": v / 1e6})
+        base = run.summary.get("baseline_per_step")
+        vmax = max(vmax, bottom, float(base["dram_bytes"]) if base else 0.0)
+        if base:
+            ax.bar(i - 0.19, base["dram_bytes"], 0.36, color="white", hatch="////",
+                   edgecolor="black", linewidth=0.5,
+                   label="dense baseline (all operands)" if i == 0 else None)
+            rows.append({"Run": run.label, "Operand": "dense baseline, all",
+                         "DRAM MB per Step": base["dram_bytes"] / 1e6})
+            ax.annotate(f"{bottom / base['dram_bytes']:.2f}× dense", (i, max(bottom,
+                        base["dram_bytes"])), fontsize=7, ha="center", va="bottom")
+    ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
+    ax.set_xlabel("run")
+    ax.set_ylim(0, vmax * 1.15)
+    _eng_axis(ax, vmax, "B", "DRAM traffic per training step")
+    ax.legend(frameon=False, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.2))
+    fig.tight_layout()
+    return Drawn("traffic_by_operand", "DRAM traffic by operand",
+                 "DRAM bytes of one training step by the operand moved: activations (ifmap), "
+                 "weights (filter), output gradients (grad_out) read into the buffers, and "
+                 "outputs (results and partial sums of ofmap, grad_in, grad_w, read back and "
+                 "written); hatched: the dense baseline's total. A sparse operand stored dense "
+                 "(no sparse.formats) moves as many bytes as dense." + cut, fig,
+                 pd.DataFrame(rows))
+
+
+def run_cycles(runs: list[Run]) -> Drawn | None:
+    """Cycles of a training step per run, compute and each stall cause, with its verdict."""
+    from reports.verdict import HEADLINE, bound
+
+    shown, cut = _first(runs)
+    if not shown:
+        return None
+    fig, ax = plt.subplots(figsize=(7.0, 0.9 + 0.45 * len(shown)))
+    parts = {"compute": "Compute Cycles", **STALL_CAUSE_COLUMNS}
+    rows = []
+    vmax = 0.0
+    for i, run in enumerate(shown):
+        c = run.compute
+        n = max(len(run.steps), 1)
+        left = 0.0
+        for j, (name, col) in enumerate(parts.items()):
+            v = float(c[col].fillna(0).sum()) / n if col in c.columns else 0.0
+            ax.barh(i, v, 0.6, left=left, **_style(j), label=name if i == 0 else None)
+            left += v
+            rows.append({"Run": run.label, "Part": name, "Cycles per Step": v})
+        b, share = bound(c)
+        ax.annotate(f" {HEADLINE[b]} ({100 * share:.0f} %)", (left, i), fontsize=7,
+                    va="center")
+        vmax = max(vmax, left)
+    ax.set_yticks(range(len(shown)), [r.label for r in shown], fontsize=7)
+    ax.set_ylabel("run")
+    ax.invert_yaxis()
+    ax.set_xlim(0, vmax * 1.45)
+    _eng_axis(ax, vmax, "cycles", "cycles per training step", axis="x")
+    ax.legend(frameon=False, fontsize=7, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return Drawn("run_cycles", "Cycles and stalls per run",
+                 "Cycles of one training step of each run, split into compute (the top-K unit's "
+                 "overheads included) and stalls by cause; the label names the largest share, "
+                 "the run's bound (docs/metrics.md, Verdicts)." + cut, fig, pd.DataFrame(rows))
+
+
 RUN_FIGURES: tuple[Callable[[list[Run]], Drawn | None], ...] = (
-    layer_cycles, speedup_vs_sparsity, dataflow_comparison, stall_attribution, dram_bandwidth,
+    attribution_waterfall, run_cycles, layer_cycles, speedup_vs_sparsity, dataflow_comparison,
+    stall_attribution, energy_breakdown, utilization, traffic_by_operand, dram_bandwidth,
     roofline, load_imbalance, speedup_over_steps,
 )

@@ -23,7 +23,8 @@ import pandas as pd
 from common.errors import InputError
 from common.fsutil import atomic_output_dir, check_output_dir
 from common.vocab import PHASES
-from reports.figures import RUN_FIGURES, Drawn, sweep_figure
+from reports.figures import RUN_FIGURES, Drawn, cycles_text, sweep_figure
+from reports.verdict import bound, layer_bounds, run_verdict
 from simulator.results import OVERHEAD_PHASES, Run, load_any
 
 PNG_DPI = 150
@@ -51,9 +52,61 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             if "DRAM Bytes" in c.columns else None,
             "Energy uJ per Step": float(c["Energy (pJ)"].fillna(0).sum()) / n / 1e6
             if "Energy (pJ)" in c.columns else None,
+            "Time per Step (ms)": cyc / (float(r.summary.get("clock_ghz") or 1.0) * 1e6),
         }
+        name, share = bound(c)
+        row["Bound"] = name
+        row["Bound Share %"] = 100 * share
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: the runs table as the page shows it (the CSV has every column): fits a printed page
+PAGE_COLUMNS = {"Run": "Run", "Arch": "Arch", "Dataflow": "Dataflow", "Memory": "Memory",
+                "Cycles per Step": "M cycles / step", "Time per Step (ms)": "ms / step",
+                "Training Step Speedup": "Speedup ×", "DRAM MB per Step": "DRAM MB / step",
+                "Energy uJ per Step": "Energy µJ / step", "Bound": "Bound"}
+
+
+def page_runs_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns of ``runs_table`` the page shows, with short headers; cycles in millions."""
+    out = df[[c for c in PAGE_COLUMNS if c in df.columns]].copy()
+    out["Cycles per Step"] = out["Cycles per Step"] / 1e6
+    return out.rename(columns=PAGE_COLUMNS)
+
+
+def fastest(runs: list[Run], df: pd.DataFrame) -> list[str]:
+    """For each workload run in several configurations: which one has the fewest cycles per
+    training step (speedups against different baselines do not rank them)."""
+    out = []
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(r.trace_key, []).append(i)
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        sub = df.iloc[idx]
+        best = sub.loc[sub["Cycles per Step"].idxmin()]
+        sp = best["Training Step Speedup"]
+        out.append(f"Fastest of the {len(idx)} runs of {runs[idx[0]].model}, "
+                   f"{best['Method']}: {best['Run']}, {cycles_text(best['Cycles per Step'])} "
+                   f"({best['Time per Step (ms)']:.3g} ms) per step"
+                   + (f", {sp:.2f}× its dense baseline" if pd.notna(sp) else "") + ".")
+    return out
+
+
+def verdicts(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per run: its verdict; one row per run and layer: the layer's bound)."""
+    per_run, per_layer = [], []
+    for r in runs:
+        v = run_verdict(r.compute, r.summary)
+        per_run.append({"Run": r.label, "Bound": v.bound, "Share %": 100 * v.share,
+                        "Stalled %": 100 * v.stalled, "Verdict": v.text})
+        lb = layer_bounds(r.compute)
+        lb.insert(0, "Run", r.label)
+        per_layer.append(lb)
+    return pd.DataFrame(per_run), (pd.concat(per_layer, ignore_index=True) if per_layer
+                                   else pd.DataFrame())
 
 
 def _png(fig) -> bytes:
@@ -88,7 +141,7 @@ details{margin:.4em 0 1em}summary{cursor:pointer;color:#333}.scroll{overflow-x:a
 
 
 def _page(title: str, intro: str, runs_df: pd.DataFrame, sections: list[tuple[Drawn, bytes]],
-          skipped: list[str]) -> str:
+          skipped: list[str], notes: list[str] = (), verdict_html: str = "") -> str:
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -97,8 +150,11 @@ def _page(title: str, intro: str, runs_df: pd.DataFrame, sections: list[tuple[Dr
         f"<h1>{html.escape(title)}</h1>", f"<p class='sub'>{intro}</p>",
     ]
     if len(runs_df):
-        parts += ["<h2 id='runs'>Runs</h2>", _html_table(runs_df),
-                  "<p class='files'><a href='tables/runs.csv'>tables/runs.csv</a></p>"]
+        parts += ["<h2 id='runs'>Runs</h2>", _html_table(page_runs_table(runs_df)),
+                  *(f"<p>{html.escape(n)}</p>" for n in notes),
+                  "<p class='files'><a href='tables/runs.csv'>tables/runs.csv</a> (every "
+                  "column)</p>"]
+    parts.append(verdict_html)
     parts.append("<nav><ul>" + "".join(
         f"<li><a href='#{d.name}'>{html.escape(d.title)}</a></li>" for d, _ in sections)
         + "</ul></nav>")
@@ -122,6 +178,11 @@ def _page(title: str, intro: str, runs_df: pd.DataFrame, sections: list[tuple[Dr
 
 
 _WHY_NOT = {
+    "attribution_waterfall": "no run has ATTRIBUTION.csv (simulate a trace with --explain)",
+    "run_cycles": "no runs",
+    "energy_breakdown": "no run reports energy",
+    "utilization": "no run reports executed MACs",
+    "traffic_by_operand": "no run reports DRAM traffic per operand",
     "layer_cycles": "no runs",
     "speedup_vs_sparsity": "no run has a dense baseline (simulate a trace to get one)",
     "dataflow_comparison": "no trace was simulated with more than one dataflow on one "
@@ -168,6 +229,19 @@ def make_report(inputs: list[str | os.PathLike], out: str | os.PathLike, force: 
     if progress:
         progress(len(jobs), len(jobs), "writing")
     runs_df = runs_table(runs)
+    run_v, layer_v = verdicts(runs)
+    verdict_html = ""
+    if len(run_v):
+        items = "".join(f"<li><b>{html.escape(a)}</b>: {html.escape(b)}</li>"
+                        for a, b in zip(run_v["Run"], run_v["Verdict"], strict=True))
+        layers = "".join(
+            f"<details><summary>{html.escape(lab)}: the bound of each layer (largest first)"
+            f"</summary>{_html_table(layer_v[layer_v['Run'] == lab].drop(columns='Run'), 20)}"
+            "</details>" for lab in run_v["Run"])
+        verdict_html = ("<h2 id='verdicts'>What bounds each run</h2><ul>" + items + "</ul>"
+                        + layers + "<p class='files'><a href='tables/verdicts.csv'>"
+                        "tables/verdicts.csv</a><a href='tables/layer_bounds.csv'>"
+                        "tables/layer_bounds.csv</a></p>")
     models = sorted({r.model for r in runs})
     title = title or "sparsesim report" + (f": {', '.join(models)}" if models else "")
     intro = html.escape(
@@ -181,6 +255,10 @@ def make_report(inputs: list[str | os.PathLike], out: str | os.PathLike, force: 
         (tmp / "figures").mkdir()
         (tmp / "tables").mkdir()
         runs_df.to_csv(tmp / "tables" / "runs.csv", index=False, float_format="%.10g")
+        if len(run_v):
+            run_v.to_csv(tmp / "tables" / "verdicts.csv", index=False, float_format="%.10g")
+            layer_v.to_csv(tmp / "tables" / "layer_bounds.csv", index=False,
+                           float_format="%.10g")
         sections = []
         for d in drawn:
             png = _png(d.figure)
@@ -190,7 +268,8 @@ def make_report(inputs: list[str | os.PathLike], out: str | os.PathLike, force: 
             d.table.to_csv(tmp / "tables" / f"{d.name}.csv", index=False, float_format="%.10g")
             sections.append((d, png))
             plt.close(d.figure)
-        (tmp / "report.html").write_text(_page(title, intro, runs_df, sections, skipped),
+        (tmp / "report.html").write_text(_page(title, intro, runs_df, sections, skipped,
+                                               fastest(runs, runs_df), verdict_html),
                                          encoding="utf-8")
     return Path(out)
 

@@ -90,6 +90,13 @@ ACCESS_COLUMNS = KEYS + [
     "DRAM Filter Reads", "DRAM OFMAP Reads", "DRAM OFMAP Writes", "DRAM Bytes",
     "DRAM Bytes Moved",
 ]
+#: ``ATTRIBUTION.csv`` (``sparsesim simulate --explain``; ``pipeline.explain``): one row per step
+#: of the speedup attribution chain, and the modeled dense baseline as a reference row
+ATTRIBUTION_COLUMNS = (
+    "Step", "Kind", "Configuration", "Adds", "Memory", "Cycles per Step",
+    "Compute Cycles per Step", "Stall Cycles per Step", "DRAM MB per Step",
+    "Energy uJ per Step", "Factor", "Speedup over Dense", "Dense Baseline",
+)
 REPORTS = {"COMPUTE_REPORT.csv": COMPUTE_COLUMNS, "BANDWIDTH_REPORT.csv": BANDWIDTH_COLUMNS,
            "DETAILED_ACCESS_REPORT.csv": ACCESS_COLUMNS, "SPARSE_REPORT.csv": SPARSE_COLUMNS}
 
@@ -208,6 +215,8 @@ class Run:
     summary: dict[str, Any]
     imbalance: pd.DataFrame | None = None
     dram_timeline: pd.DataFrame | None = None
+    #: the speedup attribution (``ATTRIBUTION.csv``), when ``simulate --explain`` wrote one
+    attribution: pd.DataFrame | None = None
     label: str = ""
     #: the architecture's name, with the keys that set it apart from others of that name in the
     #: same report (``name_archs``)
@@ -275,7 +284,8 @@ class Sweep:
 
 #: columns of the results CSVs that hold text; every other column holds numbers
 TEXT_COLUMNS = {"Layer", "Phase", "Mode", "A Role", "B Role", "A Format", "B Format",
-                "A SRAM Format", "B SRAM Format", "Point"}
+                "A SRAM Format", "B SRAM Format", "Point", "Kind", "Configuration", "Adds",
+                "Memory", "Dense Baseline"}
 INTEGER_KEYS = ("LayerID", "Step", "Bin")
 
 
@@ -419,7 +429,9 @@ def load_run(path: str | os.PathLike) -> Run:
     timeline = (_read_csv(p / "DRAM_TIMELINE.csv", ("Step", "Bin", "Start Cycle", "End Cycle",
                                                     "Read GB/s", "Write GB/s", "DRAM GB/s"),
                           TEXT_COLUMNS) if (p / "DRAM_TIMELINE.csv").is_file() else None)
-    return Run(p, compute, summary, imbalance, timeline)
+    attribution = (_read_csv(p / "ATTRIBUTION.csv", ATTRIBUTION_COLUMNS, TEXT_COLUMNS)
+                   if (p / "ATTRIBUTION.csv").is_file() else None)
+    return Run(p, compute, summary, imbalance, timeline, attribution)
 
 
 def _hint(p: Path) -> str:

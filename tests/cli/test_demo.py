@@ -32,6 +32,14 @@ def test_demo_end_to_end(tmp_path, capsys):
         summary = json.loads((out / "results" / f"swat90-{df}" / "summary.json").read_text())
         assert summary["dataflow"] == df and summary["arch"] == "tensordash"
         assert f"{summary['speedup']['training_step']:.2f}x" in ln
+        # the cycles of the step beside its speedup
+        cyc = summary["total"]["cycles"] / len(summary["steps"])
+        assert f"{cyc / 1e3:.3g} k cycles per step" in ln
+        assert (out / "results" / f"swat90-{df}" / "ATTRIBUTION.csv").is_file()
+    assert "attribution_waterfall" in figs
+    best = min(("os", "ws", "is"), key=lambda d: json.loads(
+        (out / "results" / f"swat90-{d}" / "summary.json").read_text())["total"]["cycles"])
+    assert re.search(rf"^fastest: {best}, ", printed, re.M)
     assert (out / "summary.txt").read_text().count("SWAT-U 90 %") >= 3
 
 

@@ -16,17 +16,19 @@ from matplotlib.colors import to_rgb
 
 from cli.main import main
 from common.vocab import PHASES
+from pipeline.explain import attribution
 from reports import figures
 from reports.report import make_report
 from simulator.arch import load_arch
-from simulator.results import load_any, write_results
+from simulator.results import load_any, write_csv, write_results
 from simulator.run import simulate, simulate_trace
 from traces.models import get_model
 from traces.synth import SynthConfig, synthesize
 
 ALL_RUN_FIGURES = {"layer_cycles", "speedup_vs_sparsity", "dataflow_comparison",
                    "stall_attribution", "dram_bandwidth", "roofline", "load_imbalance",
-                   "speedup_over_steps"}
+                   "speedup_over_steps", "attribution_waterfall", "run_cycles",
+                   "energy_breakdown", "utilization", "traffic_by_operand"}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,12 @@ def results(tmp_path_factory) -> dict[str, Path]:
                            root / f"trace{sparsity}")
         for df in (("os", "ws") if sparsity == 0.9 else ("os",)):
             name = f"swat{int(sparsity * 100)}-{df}"
-            write_results(simulate_trace(str(trace), arch, df, "train", "modeled"),
-                          root / name)
+            res = simulate_trace(str(trace), arch, df, "train", "modeled")
+            extra = None
+            if name == "swat90-os":  # as `simulate --explain` writes it
+                at = attribution(str(trace), arch, df, "train", "modeled", run=res)
+                extra = {"ATTRIBUTION.csv": lambda p, at=at: write_csv(at, p)}
+            write_results(res, root / name, extra=extra)
             out[name] = root / name
     topo = simulate(get_model("lenet5").layers, 4, load_arch("eyeriss"), "ws", "fwd", "ideal")
     write_results(topo, root / "eyeriss-dense")
@@ -62,7 +68,8 @@ def test_report_writes_every_figure_embedded_and_as_files(results, tmp_path):
     pngs = {p.stem for p in (out / "figures").glob("*.png")}
     assert pngs == ALL_RUN_FIGURES
     assert {p.stem for p in (out / "figures").glob("*.svg")} == pngs
-    assert {p.stem for p in (out / "tables").glob("*.csv")} == pngs | {"runs"}
+    assert {p.stem for p in (out / "tables").glob("*.csv")} == pngs | {"runs", "verdicts",
+                                                                        "layer_bounds"}
     page = (out / "report.html").read_text()
     embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(embedded) == len(pngs)
@@ -171,7 +178,16 @@ def test_every_axis_labelled_and_series_apart_in_greyscale(results):
                 continue
             assert ax.get_xlabel().strip(), (fn.__name__, "x")
             assert ax.get_ylabel().strip(), (fn.__name__, "y")
-            assert re.search(r"\(|cycles|number", ax.get_ylabel()), (fn.__name__, "unit")
+            numeric = ax.get_xlabel() if fn.__name__ == "run_cycles" else ax.get_ylabel()
+            assert re.search(r"\(|cycles|number", numeric), (fn.__name__, "unit")
+        # every unit in the label, none in an offset text ("1e8") at an axis end
+        drawn.figure.canvas.draw()
+        for ax in drawn.figure.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                assert axis.get_offset_text().get_text() == "", (fn.__name__, "offset")
+        import matplotlib.pyplot as plt
+
+        plt.close(drawn.figure)
         # legend entries must differ in grey level, hatch, marker or line style
         legends = [lg for lg in [*drawn.figure.legends, *(a.get_legend() for a in
                                                            drawn.figure.axes)] if lg]
