@@ -208,8 +208,13 @@ class _Replay:
         self.last_compute_end = 0.0
         self.end = 0.0  # when the last write-back finished
         self.done = self.env.event()  # the GEMMs are all computed and written back
-        self.rec = log.extend  # transfers and the array's waits (stall attribution needs them)
+        self.rec = log.extend  # the transfers, and the rest unless ``dram_only``
         self.prec = None if dram_only else self.rec  # the PE array's compute records
+        # the array's waits: in the log, or (``dram_only``) in a buffer of the GEMM in flight,
+        # attributed and dropped when the PE array leaves it (a step's waits can be half its
+        # records)
+        self.waits = None if not dram_only else array("d")
+        self.wrec = self.rec if self.waits is None else self.waits.extend
 
     def plan(self, gi: int) -> list:
         """GEMM ``gi``'s tiles as plain rows: bytes read of A, B, C; bytes written; compute
@@ -226,6 +231,9 @@ class _Replay:
 
     def leave(self, gi: int) -> None:
         self._plans.pop(gi, None)
+        if self.waits is not None:
+            attribute_stalls(self.waits, self.timings)
+            del self.waits[:]
 
 
 def _dma_in(r: _Replay):
@@ -264,14 +272,14 @@ def _pe_array(r: _Replay):
             if ev is not None:
                 item = yield ev
             if env.now > t0:  # z = 1: the first fill
-                r.rec((WAIT_READ, gi, t0, env.now, item[0], item[1], first))
+                r.wrec((WAIT_READ, gi, t0, env.now, item[0], item[1], first))
             first = 0.0
             ev = r.out_slots.take()
             if ev is not None:
                 t1 = env.now
                 yield ev
                 if env.now > t1:
-                    r.rec((WAIT_WRITE, gi, t1, env.now, r.write_share, 0.0, 0.0))
+                    r.wrec((WAIT_WRITE, gi, t1, env.now, r.write_share, 0.0, 0.0))
             tm.compute += compute
             tm.stalls["sram_conflict"] += extra
             if r.prec is not None:
@@ -305,7 +313,7 @@ def _dma_out(r: _Replay):
         r.out_slots.give()
     r.end = r.env.now
     if r.timings and r.end > r.last_compute_end:  # the drain: the last write-backs
-        r.rec((WAIT_WRITE, len(r.timings) - 1, r.last_compute_end, r.end, 0.0, 0.0, 1.0))
+        r.wrec((WAIT_WRITE, len(r.timings) - 1, r.last_compute_end, r.end, 0.0, 0.0, 1.0))
     r.done.succeed()
 
 
@@ -356,8 +364,8 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None, dram_only: boo
     process per hardware unit (read DMA, PE array, write DMA, top-K unit) over the DRAM unit.
 
     ``log``: None, or a flat sequence with ``extend`` (``array.array("d")``, a list) that
-    receives the event records described in the module docstring; ``dram_only`` keeps the
-    transfers and waits but not the compute and top-K records (what the DRAM timeline needs).
+    receives the event records described in the module docstring; ``dram_only`` keeps only
+    the transfers (what the DRAM timeline needs): the waits are attributed GEMM by GEMM.
     ``topk``: cycles of each of the step's top-K / mask-update jobs, run after the GEMMs."""
     buf = log if isinstance(log, array) and log.typecode == "d" else array("d")
     first = len(buf) // len(EVENT_FIELDS)
@@ -367,7 +375,8 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None, dram_only: boo
     r.env.run()
     timings = r.timings
     r.dram.account(timings)
-    attribute_stalls(buf, timings, first)
+    attribute_stalls(buf if r.waits is None else r.waits, timings,
+                     first if r.waits is None else 0)
     if log is not None and buf is not log:
         log.extend(buf)
     if timings:

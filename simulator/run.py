@@ -47,7 +47,16 @@ from dataflows.tiles import concat as concat_schedules
 from simulator.baseline import dense_baseline
 from simulator.dram import DramTiming
 from simulator.engine import STALL_CAUSES, GemmTiming, simulate_tiles
-from simulator.results import COMPUTE, EVENT_FIELDS, GEMM, OVERHEAD, STALL_COLUMNS, Results
+from simulator.results import (
+    COMPUTE,
+    EVENT_FIELDS,
+    GEMM,
+    OVERHEAD,
+    READ,
+    STALL_COLUMNS,
+    WRITE,
+    Results,
+)
 from simulator.series import IMBALANCE_COLUMNS, dram_timeline, imbalance_histogram
 from traces.layers import Layer
 
@@ -94,7 +103,7 @@ def _events(log, timings: list[GemmTiming] | None, compute: list[int]) -> np.nda
     gemms[:, 0], gemms[:, 1] = GEMM, np.arange(n)
     if timings is not None:
         gemms[:, 2:4] = [(tm.start, tm.end) for tm in timings]
-        recs = np.array(log, dtype=np.float64).reshape(-1, len(EVENT_FIELDS))
+        recs = np.frombuffer(log, dtype=np.float64).reshape(-1, len(EVENT_FIELDS))
     else:
         cycles = np.asarray(compute, dtype=np.float64)
         gemms[:, 3] = np.cumsum(cycles)
@@ -383,17 +392,26 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
             "dram_peak_bytes_per_cycle": peak, "dram_peak_gbps": peak * arch.clock_ghz,
             "arch_spec": arch.to_dict()}
     events = series = None
-    if log is not None:
+    if timeline:
         events = _events(log, timings if memory == "modeled" else None,
                          [tm.compute for tm in timings])
-        if memory == "modeled":
-            # the table's cycles are whole (stall causes rounded): the engine's own end can be a
-            # fraction later, and the last write's bytes belong in the bins too
-            duration = max(float((table["Compute Cycles"] + table["Stall Cycles"]).sum()),
-                           float(timings[-1].end) if timings else 0.0)
-            series = dram_timeline(events, duration, arch.clock_ghz, step, peak)
-    return Results(table, meta, events=events if timeline else None, dram_timeline=series,
+    if memory == "modeled":
+        # the table's cycles are whole (stall causes rounded): the engine's own end can be a
+        # fraction later, and the last write's bytes belong in the bins too
+        duration = max(float((table["Compute Cycles"] + table["Stall Cycles"]).sum()),
+                       float(timings[-1].end) if timings else 0.0)
+        series = dram_timeline(events if timeline else _transfers(log), duration,
+                               arch.clock_ghz, step, peak)
+    return Results(table, meta, events=events, dram_timeline=series,
                    imbalance=pd.DataFrame(imb_rows) if imb_rows else None)
+
+
+def _transfers(log: array) -> np.ndarray:
+    """The DRAM transfers (``read`` and ``write`` records) of an event log, in order: what
+    the DRAM timeline needs, without a copy of the whole log."""
+    rec = np.frombuffer(log, dtype=np.float64).reshape(-1, len(EVENT_FIELDS))
+    keep = (rec[:, 0] == READ) | (rec[:, 0] == WRITE)
+    return rec if keep.all() else rec[keep]
 
 
 @dataclass(frozen=True)

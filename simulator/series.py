@@ -37,14 +37,23 @@ def transferred_by(starts: np.ndarray, ends: np.ndarray, nbytes: np.ndarray,
         out += cum[np.searchsorted(s[order], at, side="right")]
     keep = ~flat
     if keep.any():
+        # a step's transfers can number millions: temporaries are dropped as soon as used
         s, e, b = starts[keep], ends[keep], nbytes[keep]
         rate = b / (e - s)
         pts = np.concatenate([s, e])
         delta = np.concatenate([rate, -rate])
+        del s, e, b, rate
         order = np.argsort(pts, kind="stable")
         pts, delta = pts[order], delta[order]
-        level = np.cumsum(delta)  # rate in force after each change point
-        cum = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(pts))])
+        del order
+        level = np.cumsum(delta, out=delta)  # rate in force after each change point
+        step = np.diff(pts)
+        step *= level[:-1]
+        del level, delta
+        cum = np.empty(len(step) + 1)
+        cum[0] = 0.0
+        np.cumsum(step, out=cum[1:])
+        del step
         inside = np.interp(at, pts, cum)  # piecewise linear between change points
         inside[at >= pts[-1]] = cum[-1]
         inside[at <= pts[0]] = 0.0
@@ -61,7 +70,10 @@ def dram_timeline(events: np.ndarray, duration: float, clock_ghz: float, step: i
         r = events[events[:, 0] == kind]
         nbytes = r[:, 4] + r[:, 5] + r[:, 6]
         start = np.maximum(r[:, 2], r[:, 3] - nbytes / peak_bytes_per_cycle)
-        cols[name] = np.diff(transferred_by(start, r[:, 3], nbytes, edges))
+        end = r[:, 3].copy()
+        del r
+        cols[name] = np.diff(transferred_by(start, end, nbytes, edges))
+        del start, end, nbytes
     width = np.diff(edges)
     df = pd.DataFrame({
         "Step": step, "Bin": np.arange(bins), "Start Cycle": edges[:-1], "End Cycle": edges[1:],
