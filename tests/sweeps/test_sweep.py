@@ -211,3 +211,13 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
 
     fresh = run_sweep(sweep, tmp_path / "fresh", workers=1)
     assert (out / "sweep.csv").read_bytes() == fresh.table.read_bytes()
+
+
+def test_points_share_their_dense_baselines_through_the_cache(sweep_file, local_run, tmp_path):
+    """Four points, two distinct dense baselines (the sparsity changes only the masks): a
+    cached run keeps two, and its table is the uncached run's."""
+    cache = tmp_path / "cache"
+    r = run_sweep(sweep_file, tmp_path / "out", workers=1, baseline_cache=cache)
+    assert len(r.ran) == 4
+    assert len(list((cache / "baselines").glob("*.json"))) == 2
+    assert (r.out / "sweep.csv").read_bytes() == (local_run.out / "sweep.csv").read_bytes()
