@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,10 @@ def code_digest() -> str:
     """SHA-256 of the sources of the packages a baseline's numbers come from."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
+    try:  # an install without its sources still changes key with its version
+        h.update(metadata.version("sparsesim").encode())
+    except metadata.PackageNotFoundError:
+        pass
     for pkg in _CODE_PACKAGES:
         for path in sorted((root / pkg).rglob("*.py")):
             h.update(str(path.relative_to(root)).encode())
