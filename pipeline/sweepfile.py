@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from common.errors import InputError
-from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe
+from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe, yaml_error_line
 from simulator.arch import KEY_PATHS, Architecture, load_arch
 from traces.synth import SynthConfig, plan, version
 
@@ -130,13 +130,9 @@ def load_sweep(spec: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         raise SweepError(source, None, f"cannot read: {err.strerror or err}") from None
     try:
         raw = yaml.load(text, Loader=StrictLoader)  # SafeLoader that refuses duplicate keys
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise SweepError(source, where,
-                         f"not valid YAML: {err.problem or err.context or 'parse error'}") from None
     except yaml.YAMLError as err:
-        raise SweepError(source, None, f"not valid YAML: {err}") from None
+        where, what = yaml_error_line(err)
+        raise SweepError(source, where, f"not valid YAML: {what}") from None
     return _Reader(source, path.resolve().parent).read(raw)
 
 
