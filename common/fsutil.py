@@ -48,10 +48,10 @@ def check_regular_file(path: str | os.PathLike, what: str = "a file",
     except OSError:
         return
     if stat.S_ISDIR(st.st_mode):
-        raise error(str(path), None, f"is a directory, expected {what}")
+        raise error(str(path), None, f"cannot read: it is a directory, expected {what}")
     if not stat.S_ISREG(st.st_mode):
-        raise error(str(path), None, f"is not a regular file (a FIFO, socket or device), "
-                                     f"expected {what}")
+        raise error(str(path), None, f"cannot read: not a regular file (a FIFO, socket or "
+                                     f"device), expected {what}")
 
 
 def check_output_dir(out: str | os.PathLike, force: bool, flag: str = "-o",

@@ -367,6 +367,9 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     """
     t0 = time.perf_counter()
     sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
+    if Path(out).is_symlink() and not Path(out).exists():
+        raise InputError("-o", None, f"{out} is a symbolic link to {os.readlink(out)}, which "
+                                     "does not exist; name a directory, not a dangling link")
     out = Path(out).resolve()
     check_sweep_dir(out)
     # what a run before finished: a point whose results do not read back is run again
