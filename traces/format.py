@@ -53,7 +53,7 @@ VALUE_DTYPES = ("float32", "float16")
 MAX_BATCH = 65536  # batch_size
 MAX_SPATIAL = 65536  # each of input_hw (H, W or tokens), kernel, stride, padding, dilation
 MAX_CHANNELS = 2**24  # in_channels, out_channels (features of a linear layer)
-MAX_OPERAND_ELEMENTS = 2**34  # elements of each operand (filter, ifmap, grad_out) at batch_size
+MAX_OPERAND_ELEMENTS = 2**32  # elements of each operand at batch_size (simulate: ~1.4 GiB RSS)
 MAX_MANIFEST_BYTES = 64 << 20  # manifest.json (a few kB per layer)
 MAX_INDEX_BYTES = 64 << 20  # the JSON index of one step file
 MAX_EVENTS = 1 << 16  # events listed in one step's index (mask updates: one per layer)
@@ -216,8 +216,8 @@ def _check_limits(layer: Layer, batch: int, src: str, where: str) -> None:
         if n > MAX_OPERAND_ELEMENTS:
             raise TraceError(src, where,
                              f"operand {role} {list(shape)} at batch_size {batch} has {n} "
-                             f"elements; expected at most {MAX_OPERAND_ELEMENTS} = 2**34 "
-                             f"({LIMITS_NOTE})")
+                             f"elements; expected at most {MAX_OPERAND_ELEMENTS} = "
+                             f"2**{MAX_OPERAND_ELEMENTS.bit_length() - 1} ({LIMITS_NOTE})")
 
 
 def _is_number(v: Any) -> bool:

@@ -284,7 +284,8 @@ class _Reader:
             if math.prod(shape) > MAX_OPERAND_ELEMENTS:
                 raise self.err(_where(lineno), f"layer {name}: operand {role} {list(shape)} has "
                                                f"{math.prod(shape):,} elements; expected at most "
-                                               f"2**34 ({LIMITS_NOTE})")
+                                               f"2**{MAX_OPERAND_ELEMENTS.bit_length() - 1} "
+                                               f"({LIMITS_NOTE})")
         return lineno, name, layer, nm, extra
 
     def unique(self, raw: list) -> tuple[list[Layer], list[str | None]]:
