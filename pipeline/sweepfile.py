@@ -45,6 +45,7 @@ TOP_KEYS = ("name", "description", "arch", "overrides", "trace", "synth", *RUN_K
             "points")
 RUN_DEFAULTS = {"memory": "modeled", "phases": "train"}  # dataflow: the architecture's
 KEY_LENGTH = 16  # hex digits of a point key
+MAX_POINTS = 10_000  # points of one sweep (docs/sweeps.md, "Limits")
 
 
 class SweepError(InputError):
@@ -268,6 +269,14 @@ class _Reader:
                     raise self.fail(f"{where}: {k}", "also a grid axis; an axis belongs to the "
                                                      "grid or to the points, not both")
             rows.append((i, dict(item)))
+        total = len(rows) * math.prod(len(v) for v in grid.values())
+        if total > MAX_POINTS:  # refused before a single point is built or checked
+            sizes = " x ".join(([f"{len(listed)} listed"] if listed else [])
+                               + [f"{len(v)} {k}" for k, v in grid.items()])
+            raise self.fail("grid" if grid else "points",
+                            f"makes {total:,} points ({sizes}); "
+                            f"a sweep runs at most {MAX_POINTS:,} (the limit: at seconds to "
+                            "minutes a point, more would run for days); split it")
         axes = list(dict.fromkeys(k for _, item in rows for k in item)) + list(grid)
         out: list[dict[str, Any]] = []
         origin: dict[tuple[int, str], str] = {}

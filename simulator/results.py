@@ -11,6 +11,7 @@ else is refused with one message naming the directory and what is missing.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from common.errors import InputError
-from common.fsutil import atomic_output_dir
+from common.fsutil import atomic_output_dir, check_regular_file
+from common.jsonio import load_json
 from common.vocab import PHASES
 
 #: the stall columns of the tables, by the engine's name of their cause
@@ -179,7 +181,16 @@ def write_results(results: Results, out: str | os.PathLike, force: bool = False,
                          ("LOAD_IMBALANCE.csv", results.imbalance)):
             if df is not None and len(df):
                 write_csv(df, tmp / name)
-        (tmp / "summary.json").write_text(json.dumps(summarize(results), indent=1) + "\n")
+        summary = summarize(results)
+        try:
+            text = json.dumps(summary, indent=1, allow_nan=False)
+        except ValueError:  # an infinite or NaN figure: JSON has no such number
+            bad = [k for k, v in _flat(summary).items()
+                   if isinstance(v, float) and not math.isfinite(v)]
+            raise InputError(str(out), "summary.json", f"{', '.join(bad[:3]) or 'a figure'} is "
+                                                       "not a finite number (the inputs' numbers "
+                                                       "are too large); nothing written") from None
+        (tmp / "summary.json").write_text(text + "\n")
     return Path(out)
 
 
@@ -194,6 +205,7 @@ MERGED_REPORTS = ("BANDWIDTH_REPORT.csv", "DETAILED_ACCESS_REPORT.csv", "SPARSE_
 STALL_CAUSE_COLUMNS = dict(zip(("DRAM bandwidth", "DRAM latency/bank", "SRAM bank conflict",
                                 "load imbalance", "fill/drain"), STALL_COLUMNS.values(),
                                strict=True))
+MAX_JSON_BYTES = 64 << 20  # summary.json, sweep.json (a few kB)
 NOT_A_RESULT = ("is not a sparsesim results directory (expected summary.json and "
                 "COMPUTE_REPORT.csv from 'sparsesim simulate ... -o DIR', or sweep.csv from "
                 "'sparsesim sweep')")
@@ -319,10 +331,15 @@ def _read_csv(path: Path, required: tuple[str, ...], text: set[str] | None = Non
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    check_regular_file(path, "a JSON file")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise InputError(str(path), None, f"is {path.stat().st_size:,} bytes; expected at most "
+                                          f"{MAX_JSON_BYTES:,} (the limit)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(str(path), None, f"cannot read as JSON: {err}") from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(str(path), None, f"cannot read as JSON: {err.strerror or err}") from None
+    data = load_json(raw, str(path))
     if not isinstance(data, dict):
         raise InputError(str(path), None, "expected a JSON object")
     return data
@@ -403,7 +420,8 @@ def load_run(path: str | os.PathLike) -> Run:
     keys = set(map(tuple, compute[KEYS].itertuples(index=False)))
     for name in MERGED_REPORTS:  # one wide table: the other reports' columns joined on the keys
         if not (p / name).is_file():
-            continue
+            raise InputError(str(p / name), None, "missing (every 'sparsesim simulate' writes "
+                                                  "it): the results directory is incomplete")
         other = _read_csv(p / name, tuple(KEYS), TEXT_COLUMNS)
         if set(map(tuple, other[KEYS].itertuples(index=False))) != keys:
             raise InputError(str(p / name), None, f"has {len(other)} rows for other layers, "
