@@ -141,6 +141,18 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def float_value(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (not a boolean) that a float can hold,
+    else None: ``float()`` of an integer beyond 1.8e308 raises OverflowError, and
+    ``math.isfinite`` of one too."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def yaml_error_line(err: yaml.YAMLError) -> tuple[str | None, str]:
     """(where, what) of a PyYAML error, each on one line: ``line L, column C`` (or None) and
     the problem, with the control character or the context PyYAML puts on lines of their own

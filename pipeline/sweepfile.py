@@ -25,7 +25,6 @@ import hashlib
 import itertools
 import json
 import math
-import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +34,13 @@ from typing import Any
 import yaml
 
 from common.errors import InputError
-from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe, yaml_error_line
+from common.yamlio import (
+    MAX_FILE_BYTES,
+    StrictLoader,
+    describe,
+    float_value,
+    yaml_error_line,
+)
 from simulator.arch import KEY_PATHS, Architecture, load_arch
 from traces.synth import SynthConfig, plan, version
 
@@ -135,10 +140,6 @@ def load_sweep(spec: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         where, what = yaml_error_line(err)
         raise SweepError(source, where, f"not valid YAML: {what}") from None
     return _Reader(source, path.resolve().parent).read(raw)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class _Reader:
@@ -428,13 +429,14 @@ class _Reader:
                 if not isinstance(v, int) or isinstance(v, bool):
                     raise bad(k, "an integer")
             elif k in ("sparsity", "relu_sparsity") and (v is not None or k == "relu_sparsity"):
-                if not _is_number(v) or not math.isfinite(v):
+                x = float_value(v)
+                if x is None or not math.isfinite(x):
                     raise bad(k, "a number")
-                v = float(v)
+                v = x
             elif k == "first_dense" and v is not None and not isinstance(v, bool):
                 raise bad(k, "true or false")
             elif k == "layer_sparsity" and v is not None:
-                if not isinstance(v, list) or not all(_is_number(x) for x in v):
+                if not isinstance(v, list) or not all(float_value(x) is not None for x in v):
                     raise bad(k, "a list of numbers")
                 v = [float(x) for x in v]
             out[k] = v

@@ -25,6 +25,7 @@ from common.errors import InputError
 from common.fsutil import atomic_output_dir, check_regular_file
 from common.jsonio import load_json
 from common.vocab import PHASES
+from common.yamlio import float_value
 
 #: the stall columns of the tables, by the engine's name of their cause
 STALL_COLUMNS = {
@@ -182,15 +183,12 @@ def write_results(results: Results, out: str | os.PathLike, force: bool = False,
             if df is not None and len(df):
                 write_csv(df, tmp / name)
         summary = summarize(results)
-        try:
-            text = json.dumps(summary, indent=1, allow_nan=False)
-        except ValueError:  # an infinite or NaN figure: JSON has no such number
-            bad = [k for k, v in _flat(summary).items()
-                   if isinstance(v, float) and not math.isfinite(v)]
-            raise InputError(str(out), "summary.json", f"{', '.join(bad[:3]) or 'a figure'} is "
-                                                       "not a finite number (the inputs' numbers "
-                                                       "are too large); nothing written") from None
-        (tmp / "summary.json").write_text(text + "\n")
+        bad = [k for k, v in _flat(summary).items() if isinstance(v, float) and math.isinf(v)]
+        if bad:  # JSON has no infinity (json.dumps would write the non-standard Infinity)
+            raise InputError(str(out), "summary.json", f"{', '.join(bad[:3])} is not a finite "
+                                                       "number (the inputs' numbers are too "
+                                                       "large); nothing written")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return Path(out)
 
 
@@ -346,7 +344,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and float_value(v) is not None
 
 
 def _check_summary(summary: dict[str, Any], src: str) -> None:

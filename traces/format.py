@@ -28,6 +28,7 @@ import numpy as np
 from common.errors import InputError, TraceError
 from common.jsonio import load_json
 from common.vocab import PHASES
+from common.yamlio import float_value
 from traces.layers import Layer
 
 FORMAT_NAME = "sparsesim-trace"
@@ -221,7 +222,8 @@ def _check_limits(layer: Layer, batch: int, src: str, where: str) -> None:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    x = float_value(v) if isinstance(v, (int, float)) else None
+    return x is not None and not math.isnan(x)
 
 
 def _check_sparsity(sp: dict[str, Any], n_layers: int, src: str) -> None:
