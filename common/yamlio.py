@@ -54,24 +54,27 @@ class StrictLoader(yaml.SafeLoader):
 
 def expanded_size(node: yaml.Node, limit: int = MAX_NODES) -> int:
     """How many values ``node`` holds once every alias is written out in full (a node an alias
-    names again counts again), counted without expanding: shared nodes are sized once. Stops
-    counting past ``limit``."""
+    names again counts again), counted without expanding: each node is sized once. A node that
+    contains itself (``&a [*a]``) expands without end: more than ``limit``. Stops counting past
+    ``limit``."""
+    def kids(n: yaml.Node) -> list[yaml.Node]:
+        if isinstance(n, yaml.MappingNode):
+            return [x for pair in n.value for x in pair]
+        return list(n.value) if isinstance(n, yaml.SequenceNode) else []
+
     sizes: dict[int, int] = {}
+    entered: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(node, False)]
     while stack:
         n, children_done = stack.pop()
-        if id(n) in sizes:
+        if children_done:  # a child not sized yet is an ancestor: a cycle
+            sizes[id(n)] = min(limit + 1, 1 + sum(sizes.get(id(k), limit + 1) for k in kids(n)))
             continue
-        if isinstance(n, yaml.ScalarNode):
-            sizes[id(n)] = 1
+        if id(n) in entered:
             continue
-        kids = ([x for pair in n.value for x in pair] if isinstance(n, yaml.MappingNode)
-                else list(n.value))
-        if children_done:
-            sizes[id(n)] = min(limit + 1, 1 + sum(sizes.get(id(k), 0) for k in kids))
-            continue
+        entered.add(id(n))
         stack.append((n, True))
-        stack.extend((k, False) for k in kids if id(k) not in sizes)
+        stack.extend((k, False) for k in kids(n) if id(k) not in entered)
     return sizes[id(node)]
 
 
