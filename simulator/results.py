@@ -310,7 +310,7 @@ def _read_csv(path: Path, required: tuple[str, ...], text: set[str] | None = Non
             bad = df[col].isna()
             if col in INTEGER_KEYS:
                 num = pd.to_numeric(df[col], errors="coerce")
-                bad |= num.isna() | (num != num.round())
+                bad |= num.isna() | (num != num.round()) | (num.abs() >= 2**63)
             if bad.any():
                 row = int(bad.to_numpy().nonzero()[0][0]) + 2
                 raise InputError(str(path), col, f"line {row}: expected "
@@ -322,9 +322,12 @@ def _read_csv(path: Path, required: tuple[str, ...], text: set[str] | None = Non
               and not pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any()):
             num = pd.to_numeric(df[col], errors="coerce")
             bad = num.isna() & df[col].notna()
+            if not bad.any():  # numbers all, some beyond int64 (pandas kept them as objects)
+                df[col] = num.astype(float)
+                continue
             row = int(bad.to_numpy().nonzero()[0][0]) + 2
             raise InputError(str(path), col, f"line {row}: expected a number, got "
-                                             f"{df[col].iloc[row - 2]!r}")
+                                             f"{str(df[col].iloc[row - 2])[:80]!r}")
     return df
 
 
