@@ -11,14 +11,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline.sweepfile import load_sweep
 from simulator.arch import load_arch
 from simulator.results import load_run, write_results
 from simulator.run import simulate
-from tests.fuzz.contract import FUZZ, HOSTILE_YAML, ODD_TEXT, outcome, plausible, values
+from tests.fuzz.contract import (
+    EXAMPLES,
+    FUZZ,
+    HOSTILE_YAML,
+    ODD_TEXT,
+    outcome,
+    plausible,
+    values,
+)
 from traces.layers import Layer
 
 BASE_SWEEP = {"arch": "scalesim-32", "synth": {"model": "lenet5", "sparsity": 0.5, "batch": 2},
@@ -136,3 +144,20 @@ def test_results_directory(base_results, what):
         shutil.copytree(base_results, run)
         _damage_results(run, what)
         outcome("results", load_run, run)
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 30, 3))  # a report draws for ~2 s
+@given(what=result_damage())
+def test_report_of_damaged_results(base_results, what):
+    """What ``load_run`` accepts, ``sparsesim report`` draws (or refuses on one line)."""
+    from reports.report import make_report
+
+    with tempfile.TemporaryDirectory() as d:
+        run = Path(d) / "r"
+        shutil.copytree(base_results, run)
+        _damage_results(run, what)
+        kind, _ = outcome("results", load_run, run)
+        assume(kind == "accepted")
+        kind, _ = outcome("report", make_report, [run], Path(d) / "rep")
+        if kind == "refused":
+            assert not (Path(d) / "rep").exists(), "a refused report left its output"
