@@ -67,7 +67,7 @@ def outcome(parser: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> t
             value = fn(*args, **kwargs)
     except InputError as err:
         text = str(err)
-        if "\n" in text or not text.strip():
+        if len(text.splitlines()) != 1 or not text.strip():
             TALLY[parser]["two-line error"] += 1
             raise AssertionError(f"not one line: {text!r}") from None
         TALLY[parser]["refused"] += 1
