@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from common.errors import InputError
 
-DEFAULT = 150
+DEFAULT = 300
 EXAMPLES = int(os.environ.get("SPARSESIM_FUZZ_EXAMPLES", DEFAULT))
 #: seconds one generated input may take (the issue's bar for a small file: 30 s)
 HANG_SECONDS = float(os.environ.get("SPARSESIM_FUZZ_HANG_SECONDS", 30))
