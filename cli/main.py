@@ -345,8 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = err.filename or (getattr(args, "output", None) if err.errno in NO_SPACE else None)
         _fail(f"{where or ''}: {err.strerror or err}".lstrip(": "))
     except RecursionError:
-        _fail(f"an input is nested too deeply to read (limits: docs/architecture.md, "
-              f"{'Limits'!r})")
+        _fail("an input is nested too deeply to read (see docs/limits.md)")
     except KeyboardInterrupt:
         print("sparsesim: interrupted", file=sys.stderr)
         return 130

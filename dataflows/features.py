@@ -23,8 +23,8 @@ FEATURE_KEYS = ("skip", "two_sided", "window", "gate", "nm", "fanin", "structure
 SYNCS = ("barrier", "lockstep")
 SIDES = ("gemm", "tensor")
 MAX_SKIP_LANES = 64  # a step of a stream is one 64-bit word
-#: largest window / tap offset / free-row count / order stride / N:M group (docs/architecture.md,
-#: "Limits"): hardware looks a few steps ahead; the bound keeps tap lists small and numba's int64
+#: largest window / tap offset / free-row count / order stride / N:M group (docs/limits.md):
+#: hardware looks a few steps ahead; the bound keeps tap lists small and numba's int64
 #: arithmetic far from overflow
 MAX_REACH = 1 << 16
 

@@ -50,7 +50,7 @@ TOP_KEYS = ("name", "description", "arch", "overrides", "trace", "synth", *RUN_K
             "points")
 RUN_DEFAULTS = {"memory": "modeled", "phases": "train"}  # dataflow: the architecture's
 KEY_LENGTH = 16  # hex digits of a point key
-MAX_POINTS = 10_000  # points of one sweep (docs/sweeps.md, "Limits")
+MAX_POINTS = 10_000  # points of one sweep (docs/limits.md)
 
 
 class SweepError(InputError):

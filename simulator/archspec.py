@@ -79,7 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "energy.dram_pj_per_byte": 160.0,
 }
 
-#: Upper bounds of the numbers of a file (docs/architecture.md, "Limits"): far beyond any real
+#: Upper bounds of the numbers of a file (docs/limits.md): far beyond any real
 #: accelerator, low enough that every product the model forms (rows x cols x lanes x bytes x
 #: cycles ...) stays inside int64 and a finite float.
 MAX_INT = 1 << 20  # any count: rows, cols, banks, ports, channels, cycles, topk rate

@@ -111,7 +111,7 @@ def _load_layers(model: str) -> tuple[str, tuple[Layer, ...]]:
     return table.name, table.layers
 
 
-MAX_STEPS = 10_000  # recorded steps of a synthetic trace (docs/trace-format.md, "Limits")
+MAX_STEPS = 10_000  # recorded steps of a synthetic trace (docs/limits.md)
 MAX_SEED = 2**64 - 1  # numpy's seed sequence takes any non-negative integer; one word is plenty
 
 

@@ -70,7 +70,7 @@ SPARSITY_COLUMN = "Sparsity"
 
 _INT = re.compile(r"[0-9]{1,18}")  # beyond 18 digits no size passes the limits; int() stays cheap
 #: a topology has at most this many layer rows, in a file of at most MAX_TOPOLOGY_BYTES
-#: (docs/architecture.md, "Limits": the largest real networks have a few hundred layers; every
+#: (docs/limits.md: the largest real networks have a few hundred layers; every
 #: layer row is simulated, so 10^5 rows would run for hours)
 MAX_TOPOLOGY_ROWS = 10_000
 MAX_TOPOLOGY_BYTES = 4 << 20
