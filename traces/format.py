@@ -55,6 +55,7 @@ MAX_BATCH = 65536  # batch_size
 MAX_SPATIAL = 65536  # each of input_hw (H, W or tokens), kernel, stride, padding, dilation
 MAX_CHANNELS = 2**24  # in_channels, out_channels (features of a linear layer)
 MAX_OPERAND_ELEMENTS = 2**32  # elements of each operand at batch_size (simulate: ~1.4 GiB RSS)
+MAX_LAYERS = 10_000  # layers of a trace, as of a topology (real networks have hundreds)
 MAX_MANIFEST_BYTES = 64 << 20  # manifest.json (a few kB per layer)
 MAX_INDEX_BYTES = 64 << 20  # the JSON index of one step file
 MAX_EVENTS = 1 << 16  # events listed in one step's index (mask updates: one per layer)
@@ -292,6 +293,9 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     raw_layers = _want(d, "layers", list, src, "a list of layers")
     if not raw_layers:
         raise TraceError(src, "layers", "expected at least one layer")
+    if len(raw_layers) > MAX_LAYERS:
+        raise TraceError(src, "layers", f"{len(raw_layers):,} layers; a trace holds at most "
+                                        f"{MAX_LAYERS:,} (the limit: each is simulated)")
     layers = []
     try:
         for i, entry in enumerate(raw_layers):
