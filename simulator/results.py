@@ -203,7 +203,7 @@ MERGED_REPORTS = ("BANDWIDTH_REPORT.csv", "DETAILED_ACCESS_REPORT.csv", "SPARSE_
 STALL_CAUSE_COLUMNS = dict(zip(("DRAM bandwidth", "DRAM latency/bank", "SRAM bank conflict",
                                 "load imbalance", "fill/drain"), STALL_COLUMNS.values(),
                                strict=True))
-MAX_JSON_BYTES = 64 << 20  # summary.json, sweep.json (a few kB)
+MAX_JSON_BYTES = 16 << 20  # summary.json, sweep.json (a few kB)
 NOT_A_RESULT = ("is not a sparsesim results directory (expected summary.json and "
                 "COMPUTE_REPORT.csv from 'sparsesim simulate ... -o DIR', or sweep.csv from "
                 "'sparsesim sweep')")
