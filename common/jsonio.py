@@ -36,8 +36,9 @@ def depth(value: Any, limit: int = MAX_DEPTH) -> int:
     return deepest
 
 
-def load_json(data: bytes | str, source: str, field: str | None = None,
-              error: type[InputError] = InputError) -> Any:
+def load_json(
+    data: bytes | str, source: str, field: str | None = None, error: type[InputError] = InputError
+) -> Any:
     """The decoded JSON of ``data`` (UTF-8 bytes or text), or ``error(source, field, ...)``
     naming what is wrong on one line."""
     try:
@@ -46,11 +47,13 @@ def load_json(data: bytes | str, source: str, field: str | None = None,
     except UnicodeDecodeError as err:
         raise error(source, field, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise error(source, field, f"not valid JSON ({err.msg} at line {err.lineno}, column "
-                                   f"{err.colno})") from None
+        raise error(
+            source, field, f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        ) from None
     except RecursionError:
-        raise error(source, field, f"not readable JSON: nested deeper than {MAX_DEPTH} levels "
-                                   "(the limit)") from None
+        raise error(
+            source, field, f"not readable JSON: nested deeper than {MAX_DEPTH} levels (the limit)"
+        ) from None
     except ValueError as err:  # an integer of more than 4300 digits
         raise error(source, field, f"not readable JSON: {' '.join(str(err).split())}") from None
     if depth(value) > MAX_DEPTH:

@@ -29,10 +29,18 @@ EXAMPLES = int(os.environ.get("SPARSESIM_FUZZ_EXAMPLES", DEFAULT))
 #: seconds one generated input may take (the issue's bar for a small file: 30 s)
 HANG_SECONDS = float(os.environ.get("SPARSESIM_FUZZ_HANG_SECONDS", 30))
 
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.filter_too_much,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 
 #: parser -> outcome -> count, over the session
 TALLY: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -85,27 +93,116 @@ def outcome(parser: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> t
 # ------------------------------------------------------------------------------------------------
 # values a user (or a damaged file) may write where a number, a name or a section belongs
 # ------------------------------------------------------------------------------------------------
-HUGE_INTS = [0, -1, 1, 2, 3, 7, 64, 65, 65536, 65537, 100_000, 2**24 + 1, 2**31, 2**32, 2**53 + 1,
-             2**63 - 1, 2**63, 2**64, 10**30, 10**308, 10**400, -(2**63)]
-ODD_FLOATS = [0.0, -0.0, 0.5, 1.0, 1e-300, 5e-324, 1e9, 1e300, 1.8e308, float("inf"),
-              -float("inf"), float("nan")]
-ODD_TEXT = ["", " ", "2:4", "²:⁴", "1:²", "١٢", "１２", "0x10", "0b11", "1e999", "-0", "nan",
-            "inf", "true", "~", "os", "ws", "is", "\x07", "a\tb", "é", "名前", "../x", "/dev/null",
-            "1" * 30, "9" * 5000]
+HUGE_INTS = [
+    0,
+    -1,
+    1,
+    2,
+    3,
+    7,
+    64,
+    65,
+    65536,
+    65537,
+    100_000,
+    2**24 + 1,
+    2**31,
+    2**32,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    10**30,
+    10**308,
+    10**400,
+    -(2**63),
+]
+ODD_FLOATS = [
+    0.0,
+    -0.0,
+    0.5,
+    1.0,
+    1e-300,
+    5e-324,
+    1e9,
+    1e300,
+    1.8e308,
+    float("inf"),
+    -float("inf"),
+    float("nan"),
+]
+ODD_TEXT = [
+    "",
+    " ",
+    "2:4",
+    "²:⁴",
+    "1:²",
+    "١٢",
+    "１２",
+    "0x10",
+    "0b11",
+    "1e999",
+    "-0",
+    "nan",
+    "inf",
+    "true",
+    "~",
+    "os",
+    "ws",
+    "is",
+    "\x07",
+    "a\tb",
+    "é",
+    "名前",
+    "../x",
+    "/dev/null",
+    "1" * 30,
+    "9" * 5000,
+]
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.sampled_from(HUGE_INTS), st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(ODD_FLOATS), st.text(max_size=12), st.sampled_from(ODD_TEXT),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from(HUGE_INTS),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(ODD_FLOATS),
+    st.text(max_size=12),
+    st.sampled_from(ODD_TEXT),
 )
 #: values near the valid range (so that many generated files read and reach the model)
-plausible = st.one_of(st.integers(0, 300), st.floats(0, 1000, allow_nan=False),
-                      st.sampled_from([1, 2, 4, 8, 16, 32, 64, 128, 0.5, "os", "ws", "is",
-                                       "2:4", "1:8", True, False, None, [], {}]))
+plausible = st.one_of(
+    st.integers(0, 300),
+    st.floats(0, 1000, allow_nan=False),
+    st.sampled_from(
+        [
+            1,
+            2,
+            4,
+            8,
+            16,
+            32,
+            64,
+            128,
+            0.5,
+            "os",
+            "ws",
+            "is",
+            "2:4",
+            "1:8",
+            True,
+            False,
+            None,
+            [],
+            {},
+        ]
+    ),
+)
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=8,
 )
 
@@ -135,12 +232,31 @@ def deep_yaml(depth: int, flow: bool) -> str:
 HOSTILE_YAML = st.one_of(
     st.builds(yaml_bomb, st.integers(3, 12), st.integers(2, 10)),  # alias expansion
     st.builds(deep_yaml, st.integers(50, 3000), st.booleans()),  # nesting depth
-    st.sampled_from([
-        "x: " + "9" * 5000 + "\n",  # an integer over Python's 4300-digit limit
-        "x: 1e999\n", "x: .nan\n", "x: -.inf\n",
-        "x: \x07\n", "x: \x00\n", "\ufeffx: 1\n", "x: !!python/object:os.system ls\n",
-        "x: &a [*a]\n", "x: *nope\n", "a: 1\na: 2\n", "<<: {a: 1}\n", "- 1\n- 2\n", "---\n---\n",
-        "", "\n", "[", "{", "x: [1, 2", "x: '", "x: !!binary AAAA\n", "? [1]\n: 2\n",
-    ]),
+    st.sampled_from(
+        [
+            "x: " + "9" * 5000 + "\n",  # an integer over Python's 4300-digit limit
+            "x: 1e999\n",
+            "x: .nan\n",
+            "x: -.inf\n",
+            "x: \x07\n",
+            "x: \x00\n",
+            "\ufeffx: 1\n",
+            "x: !!python/object:os.system ls\n",
+            "x: &a [*a]\n",
+            "x: *nope\n",
+            "a: 1\na: 2\n",
+            "<<: {a: 1}\n",
+            "- 1\n- 2\n",
+            "---\n---\n",
+            "",
+            "\n",
+            "[",
+            "{",
+            "x: [1, 2",
+            "x: '",
+            "x: !!binary AAAA\n",
+            "? [1]\n: 2\n",
+        ]
+    ),
     st.text(max_size=200),
 )

@@ -26,12 +26,28 @@ from tests.fuzz.contract import (
 )
 from traces.layers import Layer
 
-PRESET = yaml.safe_load((resources.files("simulator") / "presets" / "scalesim-32.yaml")
-                        .read_text(encoding="utf-8"))
-SPARSE_KEYS = ["sparse.skip", "sparse.two_sided", "sparse.window", "sparse.window.lookahead",
-               "sparse.window.lookaside", "sparse.nm", "sparse.taps", "sparse.taps.lookahead",
-               "sparse.taps.lookaside", "sparse.gate", "sparse.order", "sparse.free_rows",
-               "sparse.formats", "sparse.sync", "sparse.side", "sparse.fanin", "sparse.lowering"]
+PRESET = yaml.safe_load(
+    (resources.files("simulator") / "presets" / "scalesim-32.yaml").read_text(encoding="utf-8")
+)
+SPARSE_KEYS = [
+    "sparse.skip",
+    "sparse.two_sided",
+    "sparse.window",
+    "sparse.window.lookahead",
+    "sparse.window.lookaside",
+    "sparse.nm",
+    "sparse.taps",
+    "sparse.taps.lookahead",
+    "sparse.taps.lookaside",
+    "sparse.gate",
+    "sparse.order",
+    "sparse.free_rows",
+    "sparse.formats",
+    "sparse.sync",
+    "sparse.side",
+    "sparse.fanin",
+    "sparse.lowering",
+]
 PATHS = [*KEY_PATHS, *SPARSE_KEYS, "array", "sram", "dram", "unknown", "array.rowz"]
 GEMM = (Layer.linear("g", 24, 20, tokens=3),)
 
@@ -76,10 +92,25 @@ def test_architecture_yaml(text):
             outcome("arch.yaml+run", _run_small, arch)
 
 
-CFG_KEYS = ["ArrayHeight", "ArrayWidth", "IfmapSramSzkB", "FilterSramSzkB", "OfmapSramSzkB",
-            "Dataflow", "Bandwidth", "MemoryBanks", "Nonsense"]
-CFG_BASE = {"ArrayHeight": "32", "ArrayWidth": "32", "IfmapSramSzkB": "64",
-            "FilterSramSzkB": "64", "OfmapSramSzkB": "64", "Dataflow": "os"}
+CFG_KEYS = [
+    "ArrayHeight",
+    "ArrayWidth",
+    "IfmapSramSzkB",
+    "FilterSramSzkB",
+    "OfmapSramSzkB",
+    "Dataflow",
+    "Bandwidth",
+    "MemoryBanks",
+    "Nonsense",
+]
+CFG_BASE = {
+    "ArrayHeight": "32",
+    "ArrayWidth": "32",
+    "IfmapSramSzkB": "64",
+    "FilterSramSzkB": "64",
+    "OfmapSramSzkB": "64",
+    "Dataflow": "os",
+}
 
 
 @st.composite
@@ -91,12 +122,25 @@ def cfg_texts(draw) -> str:
             fields.pop(key, None)
         else:
             fields[key] = str(draw(st.one_of(plausible, scalars, st.sampled_from(ODD_TEXT))))
-    section = draw(st.sampled_from(["architecture_presets", "architecture_presets",
-                                    "Architecture_Presets", "general", ""]))
+    section = draw(
+        st.sampled_from(
+            ["architecture_presets", "architecture_presets", "Architecture_Presets", "general", ""]
+        )
+    )
     body = "\n".join(f"{k} = {v}" for k, v in fields.items())
-    extra = draw(st.sampled_from(["", "[general]\nrun_name = x\n", "[general]\nrun_name =\n",
-                                  "[architecture_presets]\nArrayHeight = 8\n", "%(x)s\n", "\x00",
-                                  "[x\n"]))
+    extra = draw(
+        st.sampled_from(
+            [
+                "",
+                "[general]\nrun_name = x\n",
+                "[general]\nrun_name =\n",
+                "[architecture_presets]\nArrayHeight = 8\n",
+                "%(x)s\n",
+                "\x00",
+                "[x\n",
+            ]
+        )
+    )
     return f"[{section}]\n{body}\n{extra}"
 
 
@@ -112,9 +156,16 @@ def test_scalesim_cfg(text):
 
 
 @FUZZ
-@given(key=st.sampled_from(PATHS), text=st.one_of(
-    st.sampled_from(ODD_TEXT), st.text(max_size=30), st.builds(str, scalars),
-    st.builds(str, plausible), st.builds(str, plausible)))
+@given(
+    key=st.sampled_from(PATHS),
+    text=st.one_of(
+        st.sampled_from(ODD_TEXT),
+        st.text(max_size=30),
+        st.builds(str, scalars),
+        st.builds(str, plausible),
+        st.builds(str, plausible),
+    ),
+)
 def test_set_overrides(key, text):
     assume(text.strip())
     base = load_arch("scalesim-32")

@@ -29,13 +29,39 @@ from tests.fuzz.contract import (
 )
 from traces.layers import Layer
 
-BASE_SWEEP = {"arch": "scalesim-32", "synth": {"model": "lenet5", "sparsity": 0.5, "batch": 2},
-              "phases": "fwd", "grid": {"array.rows": [8, 16]}}
-SWEEP_PATHS = ["name", "arch", "trace", "memory", "phases", "dataflow", "overrides",
-               "overrides.array.cols", "synth", "synth.batch", "synth.sparsity", "synth.steps",
-               "synth.seed", "synth.model", "synth.method", "synth.pattern",
-               "synth.layer_sparsity", "grid", "grid.array.rows", "grid.sparsity", "grid.batch",
-               "grid.sram.ifmap.kib", "grid.sparse.nm", "points", "unknown"]
+BASE_SWEEP = {
+    "arch": "scalesim-32",
+    "synth": {"model": "lenet5", "sparsity": 0.5, "batch": 2},
+    "phases": "fwd",
+    "grid": {"array.rows": [8, 16]},
+}
+SWEEP_PATHS = [
+    "name",
+    "arch",
+    "trace",
+    "memory",
+    "phases",
+    "dataflow",
+    "overrides",
+    "overrides.array.cols",
+    "synth",
+    "synth.batch",
+    "synth.sparsity",
+    "synth.steps",
+    "synth.seed",
+    "synth.model",
+    "synth.method",
+    "synth.pattern",
+    "synth.layer_sparsity",
+    "grid",
+    "grid.array.rows",
+    "grid.sparsity",
+    "grid.batch",
+    "grid.sram.ifmap.kib",
+    "grid.sparse.nm",
+    "points",
+    "unknown",
+]
 
 
 def _set(doc: dict, dotted: str, value) -> None:
@@ -55,8 +81,14 @@ def sweep_texts(draw) -> str:
     doc = copy.deepcopy(BASE_SWEEP)
     for _ in range(draw(st.integers(0, 2))):  # 0: the base sweep as it is
         path = draw(st.sampled_from(SWEEP_PATHS))
-        value = draw(st.one_of(plausible, values, st.lists(plausible, min_size=1, max_size=4),
-                               st.sampled_from([2**64, [2**64], [1] * 200, list(range(200))])))
+        value = draw(
+            st.one_of(
+                plausible,
+                values,
+                st.lists(plausible, min_size=1, max_size=4),
+                st.sampled_from([2**64, [2**64], [1] * 200, list(range(200))]),
+            )
+        )
         _set(doc, path, value)
     try:
         return yaml.safe_dump(doc, allow_unicode=True)
@@ -81,31 +113,72 @@ def base_results(tmp_path_factory) -> Path:
     return out
 
 
-SUMMARY_PATHS = ["arch", "dataflow", "memory", "batch", "steps", "sparsity", "model", "total",
-                 "total.cycles", "total.energy_pj", "total.dram_bytes", "clock_ghz",
-                 "dram_peak_gbps", "speedup", "trace", "unknown"]
-CSVS = ["COMPUTE_REPORT.csv", "BANDWIDTH_REPORT.csv", "DETAILED_ACCESS_REPORT.csv",
-        "SPARSE_REPORT.csv"]
+SUMMARY_PATHS = [
+    "arch",
+    "dataflow",
+    "memory",
+    "batch",
+    "steps",
+    "sparsity",
+    "model",
+    "total",
+    "total.cycles",
+    "total.energy_pj",
+    "total.dram_bytes",
+    "clock_ghz",
+    "dram_peak_gbps",
+    "speedup",
+    "trace",
+    "unknown",
+]
+CSVS = [
+    "COMPUTE_REPORT.csv",
+    "BANDWIDTH_REPORT.csv",
+    "DETAILED_ACCESS_REPORT.csv",
+    "SPARSE_REPORT.csv",
+]
 
 
 @st.composite
 def result_damage(draw):
-    kind = draw(st.sampled_from(["summary", "summary", "summary-text", "csv-cell", "csv-drop",
-                                 "csv-text"]))
+    kind = draw(
+        st.sampled_from(["summary", "summary", "summary-text", "csv-cell", "csv-drop", "csv-text"])
+    )
     if kind == "summary":
-        return kind, [(draw(st.sampled_from(SUMMARY_PATHS)), draw(st.one_of(plausible, values)))
-                      for _ in range(draw(st.integers(1, 3)))]
+        return kind, [
+            (draw(st.sampled_from(SUMMARY_PATHS)), draw(st.one_of(plausible, values)))
+            for _ in range(draw(st.integers(1, 3)))
+        ]
     if kind == "summary-text":
-        return kind, draw(st.sampled_from(["", "{", "[" * 100000, '{"total": ' + "9" * 5000 + "}",
-                                           '{"total": {"cycles": 1e999}}', "\xff"]))
+        return kind, draw(
+            st.sampled_from(
+                [
+                    "",
+                    "{",
+                    "[" * 100000,
+                    '{"total": ' + "9" * 5000 + "}",
+                    '{"total": {"cycles": 1e999}}',
+                    "\xff",
+                ]
+            )
+        )
     if kind == "csv-cell":
-        return kind, (draw(st.sampled_from(CSVS)), draw(st.integers(0, 3)),
-                      draw(st.integers(0, 30)),
-                      draw(st.sampled_from([*ODD_TEXT, "1e400", "-5", "nan", "inf", ""])))
+        return kind, (
+            draw(st.sampled_from(CSVS)),
+            draw(st.integers(0, 3)),
+            draw(st.integers(0, 30)),
+            draw(st.sampled_from([*ODD_TEXT, "1e400", "-5", "nan", "inf", ""])),
+        )
     if kind == "csv-drop":
         return kind, draw(st.sampled_from(CSVS))
-    return kind, (draw(st.sampled_from(CSVS)), draw(st.sampled_from(
-        ["", "\n", "a,b\n1,2\n", "\x00\x01", '"unterminated\n', "Layer\n" + "x\n" * 10])))
+    return kind, (
+        draw(st.sampled_from(CSVS)),
+        draw(
+            st.sampled_from(
+                ["", "\n", "a,b\n1,2\n", "\x00\x01", '"unterminated\n', "Layer\n" + "x\n" * 10]
+            )
+        ),
+    )
 
 
 def _damage_results(run: Path, what) -> None:
@@ -118,8 +191,7 @@ def _damage_results(run: Path, what) -> None:
                 doc[top][rest] = value
             else:
                 doc[top] = value
-        (run / "summary.json").write_text(json.dumps(doc), encoding="utf-8",
-                                          errors="surrogatepass")
+        (run / "summary.json").write_text(json.dumps(doc), encoding="utf-8", errors="surrogatepass")
     elif kind == "summary-text":
         (run / "summary.json").write_text(arg, encoding="utf-8", errors="surrogatepass")
     elif kind == "csv-cell":

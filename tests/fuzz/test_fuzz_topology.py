@@ -14,13 +14,34 @@ from tests.fuzz.contract import FUZZ, ODD_TEXT, outcome
 from traces.synth import SynthConfig, plan
 from traces.topology import read_topology
 
-CONV_HEADER = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
-               "Num Filter, Strides,")
+CONV_HEADER = (
+    "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+    "Num Filter, Strides,"
+)
 GEMM_HEADER = "Layer, M, N, K,"
 NUMBERS = st.one_of(
     st.integers(1, 64).map(str),
-    st.sampled_from(["0", "-1", "65536", "65537", "100000", "4294967297", "1" * 19, "9" * 5000,
-                     "1.5", "1e3", " 7 ", "+3", "²", "١٢", "１２", "0x10", ""]),
+    st.sampled_from(
+        [
+            "0",
+            "-1",
+            "65536",
+            "65537",
+            "100000",
+            "4294967297",
+            "1" * 19,
+            "9" * 5000,
+            "1.5",
+            "1e3",
+            " 7 ",
+            "+3",
+            "²",
+            "١٢",
+            "１２",
+            "0x10",
+            "",
+        ]
+    ),
     st.sampled_from(ODD_TEXT),
 )
 
@@ -28,8 +49,12 @@ NUMBERS = st.one_of(
 @st.composite
 def topologies(draw) -> bytes:
     form = draw(st.sampled_from(["conv", "conv", "gemm", "gemm", "none", "junk"]))
-    header = {"conv": CONV_HEADER, "gemm": GEMM_HEADER, "none": None,
-              "junk": draw(st.text(max_size=40))}[form]
+    header = {
+        "conv": CONV_HEADER,
+        "gemm": GEMM_HEADER,
+        "none": None,
+        "junk": draw(st.text(max_size=40)),
+    }[form]
     ncols = 8 if form == "conv" else 4
     rows = []
     for i in range(draw(st.integers(0, 5))):

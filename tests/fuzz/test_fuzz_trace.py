@@ -35,18 +35,55 @@ def base_trace(tmp_path_factory) -> Path:
     return out
 
 
-MANIFEST_PATHS = ["format", "format_version", "model", "method", "seed", "batch_size", "dtype",
-                  "producer", "sparsity", "sparsity.sparsity", "sparsity.layer_density",
-                  "layers", "layers.0", "layers.0.name", "layers.0.in_channels",
-                  "layers.1.out_channels", "layers.1.kernel", "layers.1.input_hw",
-                  "layers.2.stride", "layers.2.groups", "layers.3.kind", "layers.0.padding",
-                  "steps", "steps.0", "steps.0.step", "steps.0.file", "steps.1.file", "extra"]
-INDEX_PATHS = ["step", "layers", "meta", "events", "layers.conv2", "layers.conv2.fwd",
-               "layers.conv2.fwd.filter", "layers.conv2.fwd.filter.mask",
-               "layers.conv2.fwd.filter.nnz", "layers.conv2.fwd.filter.shape",
-               "layers.conv2.fwd.filter.dense", "layers.conv2.fwd.filter.values",
-               "layers.conv2.bwd_weight.ifmap.mask", "layers.fc1.fwd.ifmap",
-               "layers.fc1.fwd.ifmap.dense", "layers.fc1.fwd.ofmap", "meta.not_computed"]
+MANIFEST_PATHS = [
+    "format",
+    "format_version",
+    "model",
+    "method",
+    "seed",
+    "batch_size",
+    "dtype",
+    "producer",
+    "sparsity",
+    "sparsity.sparsity",
+    "sparsity.layer_density",
+    "layers",
+    "layers.0",
+    "layers.0.name",
+    "layers.0.in_channels",
+    "layers.1.out_channels",
+    "layers.1.kernel",
+    "layers.1.input_hw",
+    "layers.2.stride",
+    "layers.2.groups",
+    "layers.3.kind",
+    "layers.0.padding",
+    "steps",
+    "steps.0",
+    "steps.0.step",
+    "steps.0.file",
+    "steps.1.file",
+    "extra",
+]
+INDEX_PATHS = [
+    "step",
+    "layers",
+    "meta",
+    "events",
+    "layers.conv2",
+    "layers.conv2.fwd",
+    "layers.conv2.fwd.filter",
+    "layers.conv2.fwd.filter.mask",
+    "layers.conv2.fwd.filter.nnz",
+    "layers.conv2.fwd.filter.shape",
+    "layers.conv2.fwd.filter.dense",
+    "layers.conv2.fwd.filter.values",
+    "layers.conv2.bwd_weight.ifmap.mask",
+    "layers.fc1.fwd.ifmap",
+    "layers.fc1.fwd.ifmap.dense",
+    "layers.fc1.fwd.ofmap",
+    "meta.not_computed",
+]
 
 
 def _set(doc, dotted: str, value) -> None:
@@ -82,39 +119,76 @@ def _npy(shape_text: str, dtype: str, payload: bytes) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + payload
 
 
-LIES = st.sampled_from([
-    ("(1099511627776,)", "|u1", b"\x00" * 64),  # 1 TiB declared, 64 B stored
-    ("(4294967296,)", "|u1", b""),
-    ("(-1,)", "|u1", b""),
-    ("(3, 3)", "|u1", b"\x00" * 9),
-    ("(16,)", "<f8", b"\x00" * 128),
-    ("(16,)", "|O", b"\x00" * 16),  # pickled objects: refused
-])
+LIES = st.sampled_from(
+    [
+        ("(1099511627776,)", "|u1", b"\x00" * 64),  # 1 TiB declared, 64 B stored
+        ("(4294967296,)", "|u1", b""),
+        ("(-1,)", "|u1", b""),
+        ("(3, 3)", "|u1", b"\x00" * 9),
+        ("(16,)", "<f8", b"\x00" * 128),
+        ("(16,)", "|O", b"\x00" * 16),  # pickled objects: refused
+    ]
+)
 
 
 @st.composite
 def damage(draw):
     """(what to do, its arguments): a manifest edit, an index edit, an array swap, an unused
     big entry, or a truncation."""
-    kind = draw(st.sampled_from(["manifest", "manifest", "manifest-text", "index", "index",
-                                 "array", "unused", "truncate", "deep-index"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "manifest",
+                "manifest",
+                "manifest-text",
+                "index",
+                "index",
+                "array",
+                "unused",
+                "truncate",
+                "deep-index",
+            ]
+        )
+    )
     if kind == "manifest":
-        edits = [(draw(st.sampled_from(MANIFEST_PATHS)),
-                  draw(st.one_of(plausible, values, st.integers(100, 5000).map(_deep))))
-                 for _ in range(draw(st.integers(1, 3)))]
+        edits = [
+            (
+                draw(st.sampled_from(MANIFEST_PATHS)),
+                draw(st.one_of(plausible, values, st.integers(100, 5000).map(_deep))),
+            )
+            for _ in range(draw(st.integers(1, 3)))
+        ]
         return kind, edits
     if kind == "manifest-text":
-        return kind, draw(st.sampled_from(
-            ["", "{", "[]", "null", '{"format": 1e999}', "[" * 100000 + "]" * 100000,
-             '{"batch_size": ' + "9" * 5000 + "}", "\xff\xfe", '{"a": NaN}']))
+        return kind, draw(
+            st.sampled_from(
+                [
+                    "",
+                    "{",
+                    "[]",
+                    "null",
+                    '{"format": 1e999}',
+                    "[" * 100000 + "]" * 100000,
+                    '{"batch_size": ' + "9" * 5000 + "}",
+                    "\xff\xfe",
+                    '{"a": NaN}',
+                ]
+            )
+        )
     if kind in ("index", "deep-index"):
         if kind == "deep-index":
             return kind, [("meta.x", _deep(draw(st.integers(100, 5000))))]
-        return kind, [(draw(st.sampled_from(INDEX_PATHS)), draw(st.one_of(plausible, values)))
-                      for _ in range(draw(st.integers(1, 3)))]
+        return kind, [
+            (draw(st.sampled_from(INDEX_PATHS)), draw(st.one_of(plausible, values)))
+            for _ in range(draw(st.integers(1, 3)))
+        ]
     if kind == "array":
-        return kind, (draw(st.sampled_from(["L0001.fwd.filter.mask", INDEX_KEY,
-                                            "L0001.bwd_weight.ifmap.mask"])), draw(LIES))
+        return kind, (
+            draw(
+                st.sampled_from(["L0001.fwd.filter.mask", INDEX_KEY, "L0001.bwd_weight.ifmap.mask"])
+            ),
+            draw(LIES),
+        )
     if kind == "unused":
         return kind, draw(st.sampled_from([8 << 20, 64 << 20]))  # zeros: compresses to kB
     return kind, draw(st.integers(0, 4000))

@@ -57,10 +57,14 @@ def work(tmp_path, monkeypatch) -> Path:
 def test_simulate_force_never_replaces_a_trace_reached_through_a_link(work):
     os.symlink("mytrace", work / "linkt")
     before = tree(work / "mytrace")
-    refused(["simulate", "linkt", "--arch", "scalesim-32", "-o", "mytrace", "--force"],
-            "is (or contains) the input")
-    refused(["simulate", "mytrace", "--arch", "scalesim-32", "-o", "linkt", "--force"],
-            "is (or contains) the input")
+    refused(
+        ["simulate", "linkt", "--arch", "scalesim-32", "-o", "mytrace", "--force"],
+        "is (or contains) the input",
+    )
+    refused(
+        ["simulate", "mytrace", "--arch", "scalesim-32", "-o", "linkt", "--force"],
+        "is (or contains) the input",
+    )
     assert tree(work / "mytrace") == before
 
 
@@ -68,8 +72,10 @@ def test_synth_force_never_replaces_a_model_csv_reached_through_a_link(work):
     (work / "d").mkdir()
     shutil.move(work / "net.csv", work / "d" / "net.csv")
     os.symlink("d/net.csv", work / "link.csv")
-    refused(["synth", "--model", "link.csv", "--sparsity", "0.5", "-q", "-o", "d", "--force"],
-            "is (or contains) the input")
+    refused(
+        ["synth", "--model", "link.csv", "--sparsity", "0.5", "-q", "-o", "d", "--force"],
+        "is (or contains) the input",
+    )
     assert (work / "d" / "net.csv").read_text() == TOPOLOGY
 
 
@@ -84,13 +90,16 @@ def test_report_force_never_replaces_results_reached_through_a_link(work):
 def test_a_hard_linked_directory_parent_is_the_same_path(work):
     """By identity too: the output named through a link to a folder that holds the input."""
     os.symlink(".", work / "here")
-    refused(["simulate", "mytrace", "--arch", "scalesim-32", "-o", "here/mytrace", "--force"],
-            "is (or contains) the input")
+    refused(
+        ["simulate", "mytrace", "--arch", "scalesim-32", "-o", "here/mytrace", "--force"],
+        "is (or contains) the input",
+    )
 
 
 def test_sweep_output_through_a_dangling_link_creates_nothing(work):
-    (work / "s.yaml").write_text("arch: scalesim-32\ntrace: mytrace\nphases: fwd\n"
-                                 "grid: {array.rows: [8]}\n")
+    (work / "s.yaml").write_text(
+        "arch: scalesim-32\ntrace: mytrace\nphases: fwd\ngrid: {array.rows: [8]}\n"
+    )
     os.symlink("elsewhere/deep", work / "dangling")
     refused(["sweep", "s.yaml", "-o", "dangling", "-q", "--workers", "1"], "dangling link")
     assert not (work / "elsewhere").exists()
@@ -130,15 +139,18 @@ def test_disk_full_names_the_file(work, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 # no hangs: FIFOs where a file is read
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, fifo", [
-    (["simulate", "{f}", "--arch", "scalesim-32", "-o", "o"], "t.csv"),
-    (["info", "{f}"], "t.csv"),
-    (["synth", "--model", "{f}", "--sparsity", "0.5", "-q", "-o", "o"], "t.csv"),
-    (["simulate", "net.csv", "--arch", "{f}", "-o", "o"], "a.yaml"),
-    (["simulate", "net.csv", "--arch", "{f}", "-o", "o"], "a.cfg"),
-    (["sweep", "{f}", "-o", "o", "-q"], "s.yaml"),
-    (["synth", "--model", "lenet5", "--layer-sparsity", "{f}", "-q", "-o", "o"], "l.txt"),
-])
+@pytest.mark.parametrize(
+    "argv, fifo",
+    [
+        (["simulate", "{f}", "--arch", "scalesim-32", "-o", "o"], "t.csv"),
+        (["info", "{f}"], "t.csv"),
+        (["synth", "--model", "{f}", "--sparsity", "0.5", "-q", "-o", "o"], "t.csv"),
+        (["simulate", "net.csv", "--arch", "{f}", "-o", "o"], "a.yaml"),
+        (["simulate", "net.csv", "--arch", "{f}", "-o", "o"], "a.cfg"),
+        (["sweep", "{f}", "-o", "o", "-q"], "s.yaml"),
+        (["synth", "--model", "lenet5", "--layer-sparsity", "{f}", "-q", "-o", "o"], "l.txt"),
+    ],
+)
 def test_a_fifo_is_refused_not_waited_on(work, argv, fifo):
     os.mkfifo(work / fifo)
     code, err = cli(*[a.replace("{f}", fifo) for a in argv])
