@@ -486,8 +486,12 @@ def _run(executor: Any, todo: list[Point], out: Path, run: SweepRun,
 # ------------------------------------------------------------------------------------------------
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk: name the file (the one before stays)
+        tmp.unlink(missing_ok=True)
+        raise InputError(str(path), None, f"cannot write: {err.strerror or err}") from None
 
 
 def write_table(sw: Sweep, out: Path, checked: set[str] | frozenset[str] = frozenset()) -> Path:
