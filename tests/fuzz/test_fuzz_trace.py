@@ -87,20 +87,25 @@ INDEX_PATHS = [
 
 
 def _set(doc, dotted: str, value) -> None:
+    """Set the value at a dotted path (list items by index), making mappings on the way; a
+    path through a list item that is not there, or through a scalar, is left alone."""
     node = doc
-    *parents, last = dotted.split(".")
-    for part in parents:
-        key = int(part) if isinstance(node, list) else part
-        if isinstance(node, list) and not 0 <= key < len(node):
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return
+            key = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:
             return
-        if isinstance(node, dict) and not isinstance(node.get(key), (dict, list)):
+        if i == len(parts) - 1:
+            node[key] = value
+            return
+        if not isinstance(node[key] if isinstance(node, list) else node.get(key), (dict, list)):
             node[key] = {}
         node = node[key]
-    if isinstance(node, list):
-        if last.isdigit() and int(last) < len(node):
-            node[int(last)] = value
-    else:
-        node[last] = value
 
 
 DEEP = "__deep__"
