@@ -398,12 +398,14 @@ def _check_summary(summary: dict[str, Any], src: str) -> None:
         raise bad("speedup", "an object or null")
     for key in ("training_step", "backward"):
         v = speed.get(key)
-        if v is not None and not _is_number(v):
-            raise bad(f"speedup.{key}", "a number")
+        if (v is not None or key == "training_step") and not _is_number(v):
+            raise bad(f"speedup.{key}", "a number")  # the figures read training_step
     for key in ("per_phase", "step"):
-        v = speed.get(key, {})
+        v = speed.get(key, {} if key == "step" else None)
         if not isinstance(v, dict) or not all(map(_is_number, v.values())):
             raise bad(f"speedup.{key}", "an object of numbers")
+    if not all(isinstance(k, str) and k.isascii() and k.isdigit() for k in speed.get("step", {})):
+        raise bad("speedup.step", "an object keyed by step numbers")
 
 
 def load_run(path: str | os.PathLike) -> Run:
