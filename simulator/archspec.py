@@ -86,7 +86,11 @@ MAX_INT = 1 << 20  # any count: rows, cols, banks, ports, channels, cycles, topk
 MAX_LANES = 1 << 10  # array.lanes
 MAX_BYTES = 1 << 30  # dram.row_buffer_bytes, dram.burst_bytes
 MAX_KIB = float(1 << 30)  # sram.*.kib (1 TiB)
-MAX_REAL = 1e6  # clock_ghz, dram.bandwidth_gbps, energy.* (pJ)
+MAX_REAL = 1e6  # dram.bandwidth_gbps, energy.* (pJ)
+#: clock / bandwidth sets the cycles of a transfer: at most 100 GHz over at least 0.01 GB/s
+#: keeps the cycles of the largest trace's traffic (~3e13 B) far inside int64
+MAX_CLOCK_GHZ, MIN_CLOCK_GHZ = 100.0, 1e-3
+MIN_BANDWIDTH_GBPS = 0.01
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 _MISSING = object()
 
@@ -436,7 +440,7 @@ class _Checker:
         )
 
     def real(self, mapping: dict, path: str, key: str, default: Any, positive: bool,
-             maximum: float = MAX_REAL) -> float:
+             maximum: float = MAX_REAL, minimum: float = 0.0) -> float:
         value, full = self.get(mapping, path, key, default)
         want = "a number > 0" if positive else "a number >= 0"
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -444,10 +448,12 @@ class _Checker:
                 x = float(value)
             except OverflowError:  # an integer beyond any float
                 x = math.inf
-            if math.isfinite(x) and (x > 0 if positive else x >= 0) and x <= maximum:
+            if math.isfinite(x) and (x > 0 if positive else x >= 0) and minimum <= x <= maximum:
                 return x
             if x > maximum:
                 want += f" and at most {maximum:g} (the limit)"
+            elif 0 < x < minimum:
+                want += f" and at least {minimum:g} (the limit)"
         self.fail(full, f"expected {want}, got {describe(value)}" + _string_hint(value))
 
     def choice(self, mapping: dict, path: str, key: str, default: Any, options: tuple) -> Any:
@@ -530,7 +536,8 @@ def _parse_dram(c: _Checker, top: Mapping) -> DramSpec:
 
     dram = DramSpec(
         channels=dram_int("channels", 1),
-        bandwidth_gbps=c.real(d, "dram", "bandwidth_gbps", DEFAULTS["dram.bandwidth_gbps"], True),
+        bandwidth_gbps=c.real(d, "dram", "bandwidth_gbps", DEFAULTS["dram.bandwidth_gbps"], True,
+                              minimum=MIN_BANDWIDTH_GBPS),
         latency_cycles=dram_int("latency_cycles", 0),
         banks_per_channel=dram_int("banks_per_channel", 1),
         row_buffer_bytes=dram_int("row_buffer_bytes", 1, MAX_BYTES),
@@ -619,7 +626,8 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
     lanes = c.integer(array, "array", "lanes", DEFAULTS["array.lanes"], 1, MAX_LANES)
     dataflow = c.choice(array, "array", "dataflow", DEFAULTS["array.dataflow"], DATAFLOWS)
     folds = c.choice(array, "array", "folds", DEFAULTS["array.folds"], FOLD_MODES)
-    clock_ghz = c.real(top, "", "clock_ghz", DEFAULTS["clock_ghz"], positive=True)
+    clock_ghz = c.real(top, "", "clock_ghz", DEFAULTS["clock_ghz"], positive=True,
+                       maximum=MAX_CLOCK_GHZ, minimum=MIN_CLOCK_GHZ)
     word_bytes = _parse_word_bytes(c, top)
     sram = _parse_sram(c, top, rows, cols, lanes, word_bytes)
     dram = _parse_dram(c, top)
