@@ -379,6 +379,7 @@ def _terminated(signum, frame) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from common.errors import InputError
+    from common.fsutil import NO_SPACE
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -393,7 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as err:
-        _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+        where = err.filename or (getattr(args, "output", None) if err.errno in NO_SPACE else None)
+        _fail(f"{where or ''}: {err.strerror or err}".lstrip(": "))
+    except RecursionError:
+        _fail("an input is nested too deeply to read (see docs/limits.md)")
     except KeyboardInterrupt:
         print("sparsesim: interrupted", file=sys.stderr)
         return 130

@@ -23,7 +23,16 @@ class InputError(ValueError):
 
     def _line(self) -> str:
         where = ": ".join(str(p) for p in (self.source, self.field) if p)
-        return f"{where}: {self.reason}" if where else self.reason
+        return _one_line(f"{where}: {self.reason}" if where else self.reason)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every character that is not printable (a newline, a control character,
+    a Unicode line separator: a user's file name or value may hold any) written as its escape,
+    so that the message is one line and cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class TraceError(InputError):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import InputError
+from common.yamlio import describe
 from dataflows.formats import FORMATS
 from dataflows.lowering import Lowering, parse_lowering
 from dataflows.taps import dnnsim_taps, strided_order
@@ -22,6 +23,15 @@ FEATURE_KEYS = ("skip", "two_sided", "window", "gate", "nm", "fanin", "structure
 SYNCS = ("barrier", "lockstep")
 SIDES = ("gemm", "tensor")
 MAX_SKIP_LANES = 64  # a step of a stream is one 64-bit word
+#: largest window / tap offset / free-row count / order stride / N:M group (docs/limits.md):
+#: hardware looks a few steps ahead; the bound keeps tap lists small and numba's int64
+#: arithmetic far from overflow
+MAX_REACH = 1 << 16
+
+
+def _small_int(x: Any, minimum: int) -> bool:
+    """An integer (not a boolean) in [minimum, MAX_REACH]."""
+    return isinstance(x, int) and not isinstance(x, bool) and minimum <= x <= MAX_REACH
 
 
 @dataclass(frozen=True)
@@ -82,32 +92,41 @@ class SparseFeatures:
         return (self.formats if level == "dram" else self.sram_formats).get(role, "dense")
 
 
+def _short(v: Any) -> str:
+    """A value as an error message shows it: its repr, cut short (a huge integer has no repr)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v).bit_length() > 300:
+        return describe(v)
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _parse_taps(v: Any, source: str) -> tuple[tuple[int, int], ...]:
     if isinstance(v, dict):
         extra = set(v) - {"shape", "lookahead", "lookaside"}
         shape = v.get("shape", "T")
         la, ls = v.get("lookahead"), v.get("lookaside")
-        bad = [k for k, x in (("lookahead", la), ("lookaside", ls))
-               if not isinstance(x, int) or isinstance(x, bool) or x < 0]
+        bad = [k for k, x in (("lookahead", la), ("lookaside", ls)) if not _small_int(x, 0)]
         if extra or shape not in ("T", "L") or bad:
             key = "sparse.taps" + (f".{bad[0]}" if bad and not extra else "")
             raise InputError(source, key, "expected {shape: T or L, lookahead: H >= 1, "
-                             "lookaside: D >= 0} (DNNsim's tap lists) or a list of [h, d]")
+                             f"lookaside: D >= 0}} (DNNsim's tap lists; H, D at most {MAX_REACH}) "
+                             "or a list of [h, d]")
         if la < 1:
             raise InputError(source, "sparse.taps.lookahead", f"expected >= 1, got {la}")
         return tuple(dnnsim_taps(shape, la, ls))
     ok = isinstance(v, (list, tuple)) and len(v) > 0
     out = []
     for t in v if ok else []:
-        if (not isinstance(t, (list, tuple)) or len(t) != 2
-                or any(not isinstance(x, int) or isinstance(x, bool) for x in t) or t[0] < 1):
+        if (not isinstance(t, (list, tuple)) or len(t) != 2 or not _small_int(t[0], 1)
+                or not _small_int(abs(t[1]) if isinstance(t[1], int) else t[1], 0)):
             ok = False
             break
         out.append((int(t[0]), int(t[1])))
     if not ok or len(set(out)) != len(out):
         raise InputError(source, "sparse.taps",
-                         f"expected a list of distinct [h, d] (step offset h >= 1, lane offset "
-                         f"d), or {{shape: T, lookahead: H, lookaside: D}}; got {v!r}")
+                         f"expected a list of distinct [h, d] (step offset 1 <= h <= {MAX_REACH}, "
+                         f"lane offset |d| <= {MAX_REACH}), or {{shape: T, lookahead: H, "
+                         f"lookaside: D}}; got {_short(v)}")
     return tuple(out)
 
 
@@ -143,8 +162,9 @@ def _parse_window(win: Any, source: str) -> tuple[int, int]:
         raise InputError(source, "sparse.window",
                          "expected a mapping with lookahead and lookaside (integers >= 0)")
     for k, v in win.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise InputError(source, f"sparse.window.{k}", f"expected an integer >= 0, got {v!r}")
+        if not _small_int(v, 0):
+            raise InputError(source, f"sparse.window.{k}", f"expected an integer >= 0 and at "
+                                                           f"most {MAX_REACH}, got {_short(v)}")
     missing = [k for k in ("lookahead", "lookaside") if k not in win]
     if missing:  # a window left out means unbounded; a key left out is not 0
         raise InputError(source, f"sparse.window.{missing[0]}",
@@ -156,11 +176,14 @@ def _parse_window(win: Any, source: str) -> tuple[int, int]:
 def _parse_nm(nm: Any, source: str) -> tuple[int, int] | None:
     if nm is None:
         return None
-    parts = str(nm).split(":")
-    ok = len(parts) == 2 and all(p.strip().isdigit() for p in parts)
+    parts = str(nm).split(":") if isinstance(nm, str) else []
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
+    ok = len(parts) == 2 and all(p.strip().isascii() and p.strip().isdigit()
+                                 and len(p.strip()) <= 6 for p in parts)
     n, m = (int(parts[0]), int(parts[1])) if ok else (0, 0)
-    if not ok or not 1 <= n < m:
-        raise InputError(source, "sparse.nm", f"expected 'N:M' with 1 <= N < M, got {nm!r}")
+    if not ok or not 1 <= n < m <= MAX_REACH:
+        raise InputError(source, "sparse.nm", f"expected 'N:M' with 1 <= N < M <= {MAX_REACH}, "
+                                              f"got {_short(nm)}")
     return n, m
 
 
@@ -193,8 +216,7 @@ def _parse_formats(formats: Any, source: str) -> dict[str, dict[str, str]]:
 def _parse_order(ov: Any, taps, lanes: int | None, source: str) -> tuple[int, ...] | int:
     if ov is None:
         return 1
-    if isinstance(ov, dict) and set(ov) == {"stride"} and isinstance(ov["stride"], int) \
-            and not isinstance(ov["stride"], bool) and ov["stride"] >= 1:
+    if isinstance(ov, dict) and set(ov) == {"stride"} and _small_int(ov["stride"], 1):
         order: tuple[int, ...] | int = ov["stride"]
     elif ov == "sequential":
         order = 1
@@ -205,7 +227,8 @@ def _parse_order(ov: Any, taps, lanes: int | None, source: str) -> tuple[int, ..
     else:
         n = f"0 .. {lanes - 1}" if lanes else "0 .. lanes-1"
         raise InputError(source, "sparse.order", f"expected sequential, {{stride: S >= 1}} or a "
-                                                 f"permutation of the lanes {n}; got {ov!r}")
+                                                 f"permutation of the lanes {n}; got "
+                                                 f"{_short(ov)}")
     if taps is None:
         raise InputError(source, "sparse.order", "a visiting order needs taps")
     return order
@@ -214,8 +237,9 @@ def _parse_order(ov: Any, taps, lanes: int | None, source: str) -> tuple[int, ..
 def _parse_free_rows(fr: Any, taps, source: str) -> int:
     if fr is None:
         return -1
-    if not isinstance(fr, int) or isinstance(fr, bool) or fr < 0:
-        raise InputError(source, "sparse.free_rows", f"expected an integer >= 0, got {fr!r}")
+    if not _small_int(fr, 0):
+        raise InputError(source, "sparse.free_rows", f"expected an integer >= 0 and at most "
+                                                     f"{MAX_REACH}, got {_short(fr)}")
     if taps is None:
         raise InputError(source, "sparse.free_rows", "the free-row rule needs taps")
     return fr

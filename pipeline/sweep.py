@@ -372,6 +372,9 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     """
     t0 = time.perf_counter()
     sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
+    if Path(out).is_symlink() and not Path(out).exists():
+        raise InputError("-o", None, f"{out} is a symbolic link to {os.readlink(out)}, which "
+                                     "does not exist; name a directory, not a dangling link")
     out = Path(out).resolve()
     check_sweep_dir(out)
     # what a run before finished: a point whose results do not read back is run again
@@ -490,8 +493,12 @@ def _run(executor: Any, todo: list[Point], out: Path, run: SweepRun,
 # ------------------------------------------------------------------------------------------------
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk: name the file (the one before stays)
+        tmp.unlink(missing_ok=True)
+        raise InputError(str(path), None, f"cannot write: {err.strerror or err}") from None
 
 
 def write_table(sw: Sweep, out: Path, checked: set[str] | frozenset[str] = frozenset()) -> Path:

@@ -25,7 +25,6 @@ import hashlib
 import itertools
 import json
 import math
-import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +34,13 @@ from typing import Any
 import yaml
 
 from common.errors import InputError
-from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe
+from common.yamlio import (
+    MAX_FILE_BYTES,
+    StrictLoader,
+    describe,
+    float_value,
+    yaml_error_line,
+)
 from simulator.arch import KEY_PATHS, Architecture, load_arch
 from traces.synth import SynthConfig, plan, version
 
@@ -45,6 +50,7 @@ TOP_KEYS = ("name", "description", "arch", "overrides", "trace", "synth", *RUN_K
             "points")
 RUN_DEFAULTS = {"memory": "modeled", "phases": "train"}  # dataflow: the architecture's
 KEY_LENGTH = 16  # hex digits of a point key
+MAX_POINTS = 10_000  # points of one sweep (docs/limits.md)
 
 
 class SweepError(InputError):
@@ -130,18 +136,10 @@ def load_sweep(spec: str | os.PathLike | Mapping[str, Any]) -> Sweep:
         raise SweepError(source, None, f"cannot read: {err.strerror or err}") from None
     try:
         raw = yaml.load(text, Loader=StrictLoader)  # SafeLoader that refuses duplicate keys
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise SweepError(source, where,
-                         f"not valid YAML: {err.problem or err.context or 'parse error'}") from None
     except yaml.YAMLError as err:
-        raise SweepError(source, None, f"not valid YAML: {err}") from None
+        where, what = yaml_error_line(err)
+        raise SweepError(source, where, f"not valid YAML: {what}") from None
     return _Reader(source, path.resolve().parent).read(raw)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class _Reader:
@@ -272,6 +270,14 @@ class _Reader:
                     raise self.fail(f"{where}: {k}", "also a grid axis; an axis belongs to the "
                                                      "grid or to the points, not both")
             rows.append((i, dict(item)))
+        total = len(rows) * math.prod(len(v) for v in grid.values())
+        if total > MAX_POINTS:  # refused before a single point is built or checked
+            sizes = " x ".join(([f"{len(listed)} listed"] if listed else [])
+                               + [f"{len(v)} {k}" for k, v in grid.items()])
+            raise self.fail("grid" if grid else "points",
+                            f"makes {total:,} points ({sizes}); "
+                            f"a sweep runs at most {MAX_POINTS:,} (the limit: at seconds to "
+                            "minutes a point, more would run for days); split it")
         axes = list(dict.fromkeys(k for _, item in rows for k in item)) + list(grid)
         out: list[dict[str, Any]] = []
         origin: dict[tuple[int, str], str] = {}
@@ -423,13 +429,14 @@ class _Reader:
                 if not isinstance(v, int) or isinstance(v, bool):
                     raise bad(k, "an integer")
             elif k in ("sparsity", "relu_sparsity") and (v is not None or k == "relu_sparsity"):
-                if not _is_number(v) or not math.isfinite(v):
+                x = float_value(v)
+                if x is None or not math.isfinite(x):
                     raise bad(k, "a number")
-                v = float(v)
+                v = x
             elif k == "first_dense" and v is not None and not isinstance(v, bool):
                 raise bad(k, "true or false")
             elif k == "layer_sparsity" and v is not None:
-                if not isinstance(v, list) or not all(_is_number(x) for x in v):
+                if not isinstance(v, list) or not all(float_value(x) is not None for x in v):
                     raise bad(k, "a list of numbers")
                 v = [float(x) for x in v]
             out[k] = v

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe
+from common.yamlio import MAX_FILE_BYTES, StrictLoader, describe, yaml_error_line
 from simulator.archspec import (  # noqa: F401  (re-exported: the schema's public names)
     BUFFERS,
     DEFAULTS,
@@ -48,13 +48,9 @@ CFG_SUFFIX = ".cfg"
 def _parse_yaml_text(text: str, source: str) -> Architecture:
     try:
         raw = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        what = err.problem or err.context or "parse error"
-        raise ArchError(source, where, f"not valid YAML: {what}") from None
     except yaml.YAMLError as err:
-        raise ArchError(source, None, f"not valid YAML: {err}") from None
+        where, what = yaml_error_line(err)
+        raise ArchError(source, where, f"not valid YAML: {what}") from None
     return _build(raw, source)
 
 
@@ -73,8 +69,9 @@ def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, Any]:
             raise ArchError(flag, key, "given twice")
         try:
             out[key] = yaml.load(text, Loader=StrictLoader)
-        except yaml.YAMLError:
-            raise ArchError(flag, key, f"cannot read the value {text!r} as a YAML value") from None
+        except yaml.YAMLError as err:
+            raise ArchError(flag, key, f"cannot read the value {text[:80]!r} as a YAML value: "
+                                       f"{yaml_error_line(err)[1]}") from None
     return out
 
 

@@ -79,6 +79,18 @@ DEFAULTS: dict[str, Any] = {
     "energy.dram_pj_per_byte": 160.0,
 }
 
+#: Upper bounds of the numbers of a file (docs/limits.md): far beyond any real
+#: accelerator, low enough that every product the model forms (rows x cols x lanes x bytes x
+#: cycles ...) stays inside int64 and a finite float.
+MAX_INT = 1 << 20  # any count: rows, cols, banks, ports, channels, cycles, topk rate
+MAX_LANES = 1 << 10  # array.lanes
+MAX_BYTES = 1 << 30  # dram.row_buffer_bytes, dram.burst_bytes
+MAX_KIB = float(1 << 30)  # sram.*.kib (1 TiB)
+MAX_REAL = 1e6  # dram.bandwidth_gbps, energy.* (pJ)
+#: clock / bandwidth sets the cycles of a transfer: at most 100 GHz over at least 0.01 GB/s
+#: keeps the cycles of the largest trace's traffic (~3e13 B) far inside int64
+MAX_CLOCK_GHZ, MIN_CLOCK_GHZ = 100.0, 1e-3
+MIN_BANDWIDTH_GBPS = 0.01
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 _MISSING = object()
 
@@ -414,22 +426,34 @@ class _Checker:
             return default, full
         return value, full
 
-    def integer(self, mapping: dict, path: str, key: str, default: Any, minimum: int) -> int:
+    def integer(self, mapping: dict, path: str, key: str, default: Any, minimum: int,
+                maximum: int = MAX_INT) -> int:
         value, full = self.get(mapping, path, key, default)
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            if int(value) >= minimum:
+            if minimum <= int(value) <= maximum:
                 return int(value)
+            if int(value) > maximum:
+                self.fail(full, f"expected an integer >= {minimum} and at most {maximum:,} (the "
+                                f"limit), got {describe(value)}")
         self.fail(
             full, f"expected an integer >= {minimum}, got {describe(value)}" + _string_hint(value)
         )
 
-    def real(self, mapping: dict, path: str, key: str, default: Any, positive: bool) -> float:
+    def real(self, mapping: dict, path: str, key: str, default: Any, positive: bool,
+             maximum: float = MAX_REAL, minimum: float = 0.0) -> float:
         value, full = self.get(mapping, path, key, default)
         want = "a number > 0" if positive else "a number >= 0"
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            x = float(value)
-            if math.isfinite(x) and (x > 0 if positive else x >= 0):
+            try:
+                x = float(value)
+            except OverflowError:  # an integer beyond any float
+                x = math.inf
+            if math.isfinite(x) and (x > 0 if positive else x >= 0) and minimum <= x <= maximum:
                 return x
+            if x > maximum:
+                want += f" and at most {maximum:g} (the limit)"
+            elif 0 < x < minimum:
+                want += f" and at least {minimum:g} (the limit)"
         self.fail(full, f"expected {want}, got {describe(value)}" + _string_hint(value))
 
     def choice(self, mapping: dict, path: str, key: str, default: Any, options: tuple) -> Any:
@@ -486,7 +510,7 @@ def _parse_sram(c: _Checker, top: Mapping, rows: int, cols: int, lanes: int,
     for b in BUFFERS:
         path = f"sram.{b}"
         s = c.section(sram_raw.get(b, _MISSING), path, _SRAM_KEYS)
-        kib = c.real(s, path, "kib", DEFAULTS["sram.kib"], positive=True)
+        kib = c.real(s, path, "kib", DEFAULTS["sram.kib"], positive=True, maximum=MAX_KIB)
         banks = c.integer(s, path, "banks", max(rows, cols), 1)
         ports = c.integer(s, path, "ports", DEFAULTS["sram.ports"], 1)
         width = c.integer(s, path, "bank_width_words", lanes, 1)
@@ -507,16 +531,17 @@ def _parse_sram(c: _Checker, top: Mapping, rows: int, cols: int, lanes: int,
 def _parse_dram(c: _Checker, top: Mapping) -> DramSpec:
     d = c.section(top.get("dram", _MISSING), "dram", _DRAM_KEYS)
 
-    def dram_int(key: str, minimum: int) -> int:
-        return c.integer(d, "dram", key, DEFAULTS[f"dram.{key}"], minimum)
+    def dram_int(key: str, minimum: int, maximum: int = MAX_INT) -> int:
+        return c.integer(d, "dram", key, DEFAULTS[f"dram.{key}"], minimum, maximum)
 
     dram = DramSpec(
         channels=dram_int("channels", 1),
-        bandwidth_gbps=c.real(d, "dram", "bandwidth_gbps", DEFAULTS["dram.bandwidth_gbps"], True),
+        bandwidth_gbps=c.real(d, "dram", "bandwidth_gbps", DEFAULTS["dram.bandwidth_gbps"], True,
+                              minimum=MIN_BANDWIDTH_GBPS),
         latency_cycles=dram_int("latency_cycles", 0),
         banks_per_channel=dram_int("banks_per_channel", 1),
-        row_buffer_bytes=dram_int("row_buffer_bytes", 1),
-        burst_bytes=dram_int("burst_bytes", 1),
+        row_buffer_bytes=dram_int("row_buffer_bytes", 1, MAX_BYTES),
+        burst_bytes=dram_int("burst_bytes", 1, MAX_BYTES),
         tRCD=dram_int("tRCD", 0),
         tCL=dram_int("tCL", 0),
         tRP=dram_int("tRP", 0),
@@ -598,16 +623,17 @@ def _parse(raw: Any, source: str) -> dict[str, Any]:
     array = c.section(top["array"], "array", _ARRAY_KEYS)
     rows = c.integer(array, "array", "rows", _MISSING, 1)
     cols = c.integer(array, "array", "cols", _MISSING, 1)
-    lanes = c.integer(array, "array", "lanes", DEFAULTS["array.lanes"], 1)
+    lanes = c.integer(array, "array", "lanes", DEFAULTS["array.lanes"], 1, MAX_LANES)
     dataflow = c.choice(array, "array", "dataflow", DEFAULTS["array.dataflow"], DATAFLOWS)
     folds = c.choice(array, "array", "folds", DEFAULTS["array.folds"], FOLD_MODES)
-    clock_ghz = c.real(top, "", "clock_ghz", DEFAULTS["clock_ghz"], positive=True)
+    clock_ghz = c.real(top, "", "clock_ghz", DEFAULTS["clock_ghz"], positive=True,
+                       maximum=MAX_CLOCK_GHZ, minimum=MIN_CLOCK_GHZ)
     word_bytes = _parse_word_bytes(c, top)
     sram = _parse_sram(c, top, rows, cols, lanes, word_bytes)
     dram = _parse_dram(c, top)
     energy = _parse_energy(c, top)
     t = c.section(top.get("topk", _MISSING), "topk", _TOPK_KEYS)
-    topk = c.integer(t, "topk", "elements_per_cycle", cols * lanes, 1)
+    topk = c.integer(t, "topk", "elements_per_cycle", cols * lanes, 1, MAX_INT * MAX_LANES)
     sparse = _parse_sparse(c, top, lanes)
     return dict(
         name=name, description=description, rows=rows, cols=cols, lanes=lanes,

@@ -11,6 +11,7 @@ else is refused with one message naming the directory and what is missing.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from common.errors import InputError
-from common.fsutil import atomic_output_dir
+from common.fsutil import atomic_output_dir, check_regular_file
+from common.jsonio import load_json
 from common.vocab import PHASES
+from common.yamlio import float_value
 
 #: the stall columns of the tables, by the engine's name of their cause
 STALL_COLUMNS = {
@@ -186,7 +189,13 @@ def write_results(results: Results, out: str | os.PathLike, force: bool = False,
                          ("LOAD_IMBALANCE.csv", results.imbalance)):
             if df is not None and len(df):
                 write_csv(df, tmp / name)
-        (tmp / "summary.json").write_text(json.dumps(summarize(results), indent=1) + "\n")
+        summary = summarize(results)
+        bad = [k for k, v in _flat(summary).items() if isinstance(v, float) and math.isinf(v)]
+        if bad:  # JSON has no infinity (json.dumps would write the non-standard Infinity)
+            raise InputError(str(out), "summary.json", f"{', '.join(bad[:3])} is not a finite "
+                                                       "number (the inputs' numbers are too "
+                                                       "large); nothing written")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return Path(out)
 
 
@@ -201,6 +210,7 @@ MERGED_REPORTS = ("BANDWIDTH_REPORT.csv", "DETAILED_ACCESS_REPORT.csv", "SPARSE_
 STALL_CAUSE_COLUMNS = dict(zip(("DRAM bandwidth", "DRAM latency/bank", "SRAM bank conflict",
                                 "load imbalance", "fill/drain"), STALL_COLUMNS.values(),
                                strict=True))
+MAX_JSON_BYTES = 16 << 20  # summary.json, sweep.json (a few kB)
 NOT_A_RESULT = ("is not a sparsesim results directory (expected summary.json and "
                 "COMPUTE_REPORT.csv from 'sparsesim simulate ... -o DIR', or sweep.csv from "
                 "'sparsesim sweep')")
@@ -310,7 +320,7 @@ def _read_csv(path: Path, required: tuple[str, ...], text: set[str] | None = Non
             bad = df[col].isna()
             if col in INTEGER_KEYS:
                 num = pd.to_numeric(df[col], errors="coerce")
-                bad |= num.isna() | (num != num.round())
+                bad |= num.isna() | (num != num.round()) | (num.abs() >= 2**63)
             if bad.any():
                 row = int(bad.to_numpy().nonzero()[0][0]) + 2
                 raise InputError(str(path), col, f"line {row}: expected "
@@ -322,24 +332,32 @@ def _read_csv(path: Path, required: tuple[str, ...], text: set[str] | None = Non
               and not pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any()):
             num = pd.to_numeric(df[col], errors="coerce")
             bad = num.isna() & df[col].notna()
+            if not bad.any():  # numbers all, some beyond int64 (pandas kept them as objects)
+                df[col] = num.astype(float)
+                continue
             row = int(bad.to_numpy().nonzero()[0][0]) + 2
             raise InputError(str(path), col, f"line {row}: expected a number, got "
-                                             f"{df[col].iloc[row - 2]!r}")
+                                             f"{str(df[col].iloc[row - 2])[:80]!r}")
     return df
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    check_regular_file(path, "a JSON file")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise InputError(str(path), None, f"is {path.stat().st_size:,} bytes; expected at most "
+                                          f"{MAX_JSON_BYTES:,} (the limit)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(str(path), None, f"cannot read as JSON: {err}") from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(str(path), None, f"cannot read as JSON: {err.strerror or err}") from None
+    data = load_json(raw, str(path))
     if not isinstance(data, dict):
         raise InputError(str(path), None, "expected a JSON object")
     return data
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and float_value(v) is not None
 
 
 def _check_summary(summary: dict[str, Any], src: str) -> None:
@@ -390,12 +408,14 @@ def _check_summary(summary: dict[str, Any], src: str) -> None:
         raise bad("speedup", "an object or null")
     for key in ("training_step", "backward"):
         v = speed.get(key)
-        if v is not None and not _is_number(v):
-            raise bad(f"speedup.{key}", "a number")
+        if (v is not None or key == "training_step") and not _is_number(v):
+            raise bad(f"speedup.{key}", "a number")  # the figures read training_step
     for key in ("per_phase", "step"):
-        v = speed.get(key, {})
+        v = speed.get(key, {} if key == "step" else None)
         if not isinstance(v, dict) or not all(map(_is_number, v.values())):
             raise bad(f"speedup.{key}", "an object of numbers")
+    if not all(isinstance(k, str) and k.isascii() and k.isdigit() for k in speed.get("step", {})):
+        raise bad("speedup.step", "an object keyed by step numbers")
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -413,7 +433,8 @@ def load_run(path: str | os.PathLike) -> Run:
     keys = set(map(tuple, compute[KEYS].itertuples(index=False)))
     for name in MERGED_REPORTS:  # one wide table: the other reports' columns joined on the keys
         if not (p / name).is_file():
-            continue
+            raise InputError(str(p / name), None, "missing (every 'sparsesim simulate' writes "
+                                                  "it): the results directory is incomplete")
         other = _read_csv(p / name, tuple(KEYS), TEXT_COLUMNS)
         if set(map(tuple, other[KEYS].itertuples(index=False))) != keys:
             raise InputError(str(p / name), None, f"has {len(other)} rows for other layers, "

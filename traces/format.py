@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from common.errors import InputError, TraceError
+from common.jsonio import load_json
 from common.vocab import PHASES
+from common.yamlio import float_value
 from traces.layers import Layer
 
 FORMAT_NAME = "sparsesim-trace"
@@ -52,7 +54,13 @@ VALUE_DTYPES = ("float32", "float16")
 MAX_BATCH = 65536  # batch_size
 MAX_SPATIAL = 65536  # each of input_hw (H, W or tokens), kernel, stride, padding, dilation
 MAX_CHANNELS = 2**24  # in_channels, out_channels (features of a linear layer)
-MAX_OPERAND_ELEMENTS = 2**34  # elements of each operand (filter, ifmap, grad_out) at batch_size
+MAX_OPERAND_ELEMENTS = 2**32  # elements of each operand at batch_size (simulate: ~1.4 GiB RSS)
+MAX_LAYERS = 10_000  # layers of a trace, as of a topology (real networks have hundreds)
+MAX_MANIFEST_BYTES = 16 << 20  # manifest.json (a few kB per layer; decoded, ~20x in memory)
+MAX_INDEX_BYTES = 16 << 20  # the JSON index of one step file (decoded, ~20x in memory)
+MAX_EVENTS = 1 << 16  # events listed in one step's index (mask updates: one per layer)
+MAX_STEP_ARRAY_BYTES = 1 << 32  # any array of a step file read by name alone
+_NPY_HEADER_BYTES = 1 << 16  # the .npy header before an array's data
 LIMITS_NOTE = "a sanity limit no real network reaches"
 
 
@@ -210,12 +218,13 @@ def _check_limits(layer: Layer, batch: int, src: str, where: str) -> None:
         if n > MAX_OPERAND_ELEMENTS:
             raise TraceError(src, where,
                              f"operand {role} {list(shape)} at batch_size {batch} has {n} "
-                             f"elements; expected at most {MAX_OPERAND_ELEMENTS} = 2**34 "
-                             f"({LIMITS_NOTE})")
+                             f"elements; expected at most {MAX_OPERAND_ELEMENTS} = "
+                             f"2**{MAX_OPERAND_ELEMENTS.bit_length() - 1} ({LIMITS_NOTE})")
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    x = float_value(v) if isinstance(v, (int, float)) else None
+    return x is not None and not math.isnan(x)
 
 
 def _check_sparsity(sp: dict[str, Any], n_layers: int, src: str) -> None:
@@ -284,6 +293,9 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     raw_layers = _want(d, "layers", list, src, "a list of layers")
     if not raw_layers:
         raise TraceError(src, "layers", "expected at least one layer")
+    if len(raw_layers) > MAX_LAYERS:
+        raise TraceError(src, "layers", f"{len(raw_layers):,} layers; a trace holds at most "
+                                        f"{MAX_LAYERS:,} (the limit: each is simulated)")
     layers = []
     try:
         for i, entry in enumerate(raw_layers):
@@ -475,14 +487,15 @@ class Trace:
             raise TraceError(str(self.path), None, "not a trace directory (no such directory)")
         if not mpath.is_file():
             raise TraceError(str(self.path), None, f"not a trace directory (no {MANIFEST})")
+        size = mpath.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise TraceError(src, None, f"is {size:,} bytes; a manifest holds at most "
+                                        f"{MAX_MANIFEST_BYTES:,} (the limit)")
         try:
             data = mpath.read_bytes()
-            raw = json.loads(data.decode("utf-8"))
-        except (OSError, UnicodeDecodeError) as err:
-            raise TraceError(src, None, f"cannot read: {err}") from None
-        except json.JSONDecodeError as err:
-            raise TraceError(src, None,
-                             f"not valid JSON ({err.msg} at line {err.lineno})") from None
+        except OSError as err:
+            raise TraceError(src, None, f"cannot read: {err.strerror or err}") from None
+        raw = load_json(data, src, error=TraceError)
         self.manifest = parse_manifest(raw, src)
         #: the manifest's SHA-256 (hex): the trace's identity in results (``trace_id``)
         self.digest = hashlib.sha256(data).hexdigest()
@@ -527,10 +540,63 @@ class Trace:
             raise TraceError(src, None, "step file listed in the manifest is missing")
         try:
             with np.load(fpath, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+                # lazily: an array is read when the index refers to it, its size checked first
+                return _parse_step(_StepArrays(npz, src), entry["step"], fpath, self.manifest)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as err:
-            raise TraceError(src, None, f"unreadable or truncated step file ({err})") from None
-        return _parse_step(arrays, entry["step"], fpath, self.manifest)
+            reason = " ".join(str(err).split())
+            raise TraceError(src, None, f"unreadable or truncated step file ({reason})") from None
+
+
+class _StepArrays(Mapping):
+    """The arrays of an open step file, read one at a time when asked for (``fetch``): its
+    stored size is checked against what the manifest implies before anything is decompressed
+    or allocated, so a small file cannot ask for gigabytes."""
+
+    def __init__(self, npz: Any, src: str) -> None:
+        self.npz = npz
+        self.src = src
+        self.names = set(npz.files)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.names))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.fetch(key, MAX_STEP_ARRAY_BYTES, key)
+
+    def fetch(self, key: str, max_bytes: int, field: str) -> np.ndarray:
+        """Array ``key``, refused (``TraceError`` naming ``field``) when it stores more than
+        ``max_bytes`` of data."""
+        if key not in self.names:
+            raise KeyError(key)
+        member = f"{key}.npy" if f"{key}.npy" in self.npz.zip.NameToInfo else key
+        stored = self.npz.zip.getinfo(member).file_size
+        declared = stored
+        if stored <= max_bytes + _NPY_HEADER_BYTES:
+            with self.npz.zip.open(member) as f:  # the header alone: shape and dtype
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+                declared = math.prod(shape) * dtype.itemsize
+        if max(stored - _NPY_HEADER_BYTES, declared) > max_bytes:
+            raise TraceError(self.src, field, f"array {key!r} holds {declared:,} bytes; expected "
+                                              f"at most {max_bytes:,} for its place in the "
+                                              "manifest")
+        return self.npz[key]
+
+
+def _fetch(arrays: Mapping[str, np.ndarray], key: str, max_bytes: int, src: str,
+           field: str) -> np.ndarray:
+    """``arrays[key]``, its size checked first when ``arrays`` is a step file (``_StepArrays``)."""
+    if isinstance(arrays, _StepArrays):
+        return arrays.fetch(key, max_bytes, field)
+    return arrays[key]
 
 
 def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
@@ -538,14 +604,11 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
     src = str(fpath)
     if INDEX_KEY not in arrays:
         raise TraceError(src, INDEX_KEY, "missing (every step file holds its index)")
-    raw_index = arrays[INDEX_KEY]
+    raw_index = _fetch(arrays, INDEX_KEY, MAX_INDEX_BYTES, src, INDEX_KEY)
     if raw_index.dtype != np.uint8 or raw_index.ndim != 1:
         raise TraceError(src, INDEX_KEY, f"expected a 1-D uint8 array of UTF-8 JSON, got "
                                          f"{raw_index.dtype} {raw_index.shape}")
-    try:
-        index = json.loads(raw_index.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TraceError(src, INDEX_KEY, f"not valid JSON ({err})") from None
+    index = load_json(raw_index.tobytes(), src, INDEX_KEY, TraceError)
     if not isinstance(index, dict):
         raise TraceError(src, INDEX_KEY, "expected a JSON object")
     if index.get("step") != step:
@@ -558,6 +621,9 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
     events = index.get("events", [])
     if not isinstance(meta, dict) or not isinstance(events, list):
         raise TraceError(src, "index.meta", "expected meta to be an object and events a list")
+    if len(events) > MAX_EVENTS:
+        raise TraceError(src, "index.events", f"{len(events):,} events; a step holds at most "
+                                              f"{MAX_EVENTS:,} (the limit)")
     batch = manifest.batch_size
     known = {layer.name for layer in manifest.layers}
     for i, ev in enumerate(events):
@@ -633,7 +699,8 @@ def _parse_operand(arrays: dict[str, np.ndarray], oe: Any, role: str, shape: tup
     pm = cache.get(key)
     numel = math.prod(shape)
     if pm is None or pm.shape != shape:
-        bits = arrays[key]
+        want = (numel + 7) // 8
+        bits = _fetch(arrays, key, want, src, f"{where}.mask")
         if bits.dtype != np.uint8 or bits.ndim != 1:
             raise TraceError(src, f"{where}.mask",
                              f"expected a 1-D uint8 array, got {bits.dtype} {bits.shape}")
@@ -659,7 +726,7 @@ def _parse_operand(arrays: dict[str, np.ndarray], oe: Any, role: str, shape: tup
             raise TraceError(src, f"{where}.values", f"expected an array name, got {vkey!r}")
         if vkey not in arrays:
             raise TraceError(src, f"{where}.values", f"array {vkey!r} missing from the step file")
-        vals = arrays[vkey]
+        vals = _fetch(arrays, vkey, 4 * pm.nnz, src, f"{where}.values")
         if vals.dtype.name not in VALUE_DTYPES or vals.shape != (pm.nnz,):
             raise TraceError(src, f"{where}.values",
                              f"expected float32/float16 of length {pm.nnz}, got {vals.dtype} "

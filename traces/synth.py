@@ -33,10 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ConfigError
+from common.errors import ConfigError, TraceError
 from common.fsutil import atomic_output_dir
+from common.yamlio import describe
 from traces import density as dens
-from traces.format import DTYPES, Manifest, PackedMask, TraceWriter
+from traces.format import (
+    DTYPES,
+    MAX_BATCH,
+    Manifest,
+    PackedMask,
+    TraceWriter,
+    _check_limits,
+)
 from traces.layers import Layer
 from traces.patterns import Pattern, activation_mask, parse_pattern, weight_mask
 
@@ -103,15 +111,23 @@ def _load_layers(model: str) -> tuple[str, tuple[Layer, ...]]:
     return table.name, table.layers
 
 
+MAX_STEPS = 10_000  # recorded steps of a synthetic trace (docs/limits.md)
+MAX_SEED = 2**64 - 1  # numpy's seed sequence takes any non-negative integer; one word is plenty
+
+
 def plan(cfg: SynthConfig) -> Plan:
     """Check every field of ``cfg`` and resolve densities; raise ``ConfigError`` on bad input."""
     if cfg.method not in METHODS:
         raise ConfigError("--method", None,
                           f"unknown method {cfg.method!r}; expected one of {', '.join(METHODS)}")
-    for flag, v, low in (("--batch", cfg.batch, 1), ("--steps", cfg.steps, 1),
-                         ("--seed", cfg.seed, 0)):
+    for flag, v, low, high in (("--batch", cfg.batch, 1, MAX_BATCH),
+                               ("--steps", cfg.steps, 1, MAX_STEPS),
+                               ("--seed", cfg.seed, 0, MAX_SEED)):
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
-            raise ConfigError(flag, None, f"expected an integer >= {low}, got {v!r}")
+            raise ConfigError(flag, None, f"expected an integer >= {low}, got {describe(v)}")
+        if v > high:
+            raise ConfigError(flag, None, f"expected an integer >= {low} and at most {high:,} "
+                                          f"(the limit), got {describe(v)}")
     if cfg.dtype not in DTYPES:
         raise ConfigError("--dtype", None,
                           f"expected one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
@@ -125,6 +141,12 @@ def plan(cfg: SynthConfig) -> Plan:
                                                  "fanin (the default for srigl)")
         pattern = Pattern("fanin")
     model_name, layers = _load_layers(cfg.model)
+    for layer in layers:  # what the trace's reader would refuse, refused now
+        try:
+            _check_limits(layer, cfg.batch, "", f"layer {layer.name!r}")
+        except TraceError as err:
+            raise ConfigError("--model" if "batch_size" not in err.reason else "--batch",
+                              f"{cfg.model}: {err.field}", err.reason) from None
 
     sparsity = cfg.sparsity
     if sparsity is not None and (math.isnan(sparsity) or not 0.0 <= sparsity <= 1.0):

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError, TopologyError
+from common.fsutil import check_regular_file
 from traces.format import LIMITS_NOTE, MAX_OPERAND_ELEMENTS
 from traces.layers import Layer
 
@@ -67,7 +68,12 @@ CONV_COLUMNS = (
 GEMM_COLUMNS = ("Layer", "M", "N", "K")
 SPARSITY_COLUMN = "Sparsity"
 
-_INT = re.compile(r"[0-9]+")
+_INT = re.compile(r"[0-9]{1,18}")  # beyond 18 digits no size passes the limits; int() stays cheap
+#: a topology has at most this many layer rows, in a file of at most MAX_TOPOLOGY_BYTES
+#: (docs/limits.md: the largest real networks have a few hundred layers; every
+#: layer row is simulated, so 10^5 rows would run for hours)
+MAX_TOPOLOGY_ROWS = 10_000
+MAX_TOPOLOGY_BYTES = 4 << 20
 _NM = re.compile(r"\s*([0-9]+)\s*:\s*([0-9]+)\s*")
 
 
@@ -133,6 +139,14 @@ class _Reader:
         return TopologyError(self.src, where, reason)
 
     def text(self) -> str:
+        check_regular_file(self.path, "a SCALE-Sim topology CSV", TopologyError)
+        try:
+            nbytes = self.path.stat().st_size
+        except OSError:
+            nbytes = 0
+        if nbytes > MAX_TOPOLOGY_BYTES:
+            raise self.err(None, f"is {nbytes:,} bytes; a topology CSV holds at most "
+                                 f"{MAX_TOPOLOGY_BYTES:,} (the limit)")
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -196,6 +210,9 @@ class _Reader:
             last = rows[-1][0]
             raise self.err(_where(last + 1), "expected at least one layer row after the header")
 
+        if len(body) > MAX_TOPOLOGY_ROWS:
+            raise self.err(None, f"{len(body):,} layer rows; at most {MAX_TOPOLOGY_ROWS:,} are "
+                                 "simulated (the limit: each row is a layer to simulate)")
         raw: list[tuple[int, str, Layer, str | None, dict]] = []
         for lineno, row in body:
             raw.append(self.row(lineno, _fields(row), form))
@@ -267,7 +284,8 @@ class _Reader:
             if math.prod(shape) > MAX_OPERAND_ELEMENTS:
                 raise self.err(_where(lineno), f"layer {name}: operand {role} {list(shape)} has "
                                                f"{math.prod(shape):,} elements; expected at most "
-                                               f"2**34 ({LIMITS_NOTE})")
+                                               f"2**{MAX_OPERAND_ELEMENTS.bit_length() - 1} "
+                                               f"({LIMITS_NOTE})")
         return lineno, name, layer, nm, extra
 
     def unique(self, raw: list) -> tuple[list[Layer], list[str | None]]:

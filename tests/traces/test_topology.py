@@ -439,6 +439,6 @@ def test_file_level_errors(tmp_path):
 def test_a_layer_too_large_to_simulate_is_refused_when_read(tmp_path, text, needle):
 
     path = _write(tmp_path / "big.csv", text)
-    with pytest.raises(TopologyError, match="expected at most 2\\*\\*34") as err:
+    with pytest.raises(TopologyError, match="expected at most 2\\*\\*32") as err:
         read_topology(path)
     assert needle in str(err.value)

@@ -1,0 +1,26 @@
+"""Print (and with ``SPARSESIM_FUZZ_TALLY=FILE`` write) the fuzz outcomes per parser."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tests.fuzz.contract import EXAMPLES, TALLY
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not TALLY:
+        return
+    tr = terminalreporter
+    tr.section(f"fuzz outcomes ({EXAMPLES} examples per test)")
+    total = 0
+    for parser in sorted(TALLY):
+        counts = TALLY[parser]
+        total += sum(counts.values())
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        tr.write_line(f"{parser:<16} {sum(counts.values()):>7}  {shown}")
+    tr.write_line(f"{'total':<16} {total:>7}")
+    path = os.environ.get("SPARSESIM_FUZZ_TALLY")
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({p: dict(c) for p, c in TALLY.items()}, f, indent=1, sort_keys=True)
