@@ -44,6 +44,7 @@ FORMAT = 1  # the entry layout; a change makes old entries unreadable (recompute
 _CODE_PACKAGES = ("common", "traces", "dataflows", "simulator")
 _MEMORY: dict[str, Results] = {}  # this process's baselines by key
 _MEMORY_MAX = 16
+_MAX_ENTRY_BYTES = 64 << 20  # a 10 000-layer network's baseline is a few MB
 
 
 def default_cache_dir() -> Path:
@@ -92,6 +93,9 @@ def _decode(text: str, key: str) -> Results | None:
     raw = json.loads(text)
     if raw.get("format") != FORMAT or raw.get("key") != key:
         return None
+    if len({len(raw["columns"]), len(raw["dtypes"]), len(raw["data"])}) != 1 or len(
+            {len(v) for v in raw["data"]}) > 1:
+        return None  # columns of different lengths: damaged
     cols = {c: pd.Series(v, dtype=d) for c, d, v in
             zip(raw["columns"], raw["dtypes"], raw["data"], strict=True)}
     return Results(pd.DataFrame(cols), raw["meta"])
@@ -99,9 +103,11 @@ def _decode(text: str, key: str) -> Results | None:
 
 def _read(path: Path, key: str) -> Results | None:
     try:
+        if not path.is_file() or path.stat().st_size > _MAX_ENTRY_BYTES:
+            return None  # missing, a FIFO or the like, or far larger than any baseline
         return _decode(path.read_text(encoding="utf-8"), key)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing, half-written by another tool, or damaged: simulate again
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+        return None  # half-written by another tool, or damaged: simulate again
 
 
 def _write(path: Path, key: str, res: Results) -> None:

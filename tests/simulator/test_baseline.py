@@ -97,7 +97,8 @@ def test_the_key_follows_every_input(trace, tmp_path, monkeypatch):
     assert key != bl.baseline_key(layers, 4, arch, "os", "train", "ideal")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "other key", "not json", "wrong dtype"])
+@pytest.mark.parametrize("damage", ["truncated", "other key", "not json", "wrong dtype",
+                                    "deep", "short column", "a directory"])
 def test_a_damaged_entry_is_simulated_again(trace, tmp_path, damage):
     arch = load_arch("tensordash")
     cache = tmp_path / "cache"
@@ -113,6 +114,14 @@ def test_a_damaged_entry_is_simulated_again(trace, tmp_path, damage):
         entry.write_text(json.dumps(raw))
     elif damage == "not json":
         entry.write_bytes(b"\xff\xfe binary")
+    elif damage == "deep":
+        entry.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "short column":
+        raw["data"][0] = raw["data"][0][:-1]
+        entry.write_text(json.dumps(raw))
+    elif damage == "a directory":
+        entry.unlink()
+        entry.mkdir()
     else:
         raw["dtypes"][0] = "no such dtype"
         entry.write_text(json.dumps(raw))
@@ -120,7 +129,8 @@ def test_a_damaged_entry_is_simulated_again(trace, tmp_path, damage):
     again = write_results(simulate_trace(trace, arch, "os", memory="ideal",
                                          baseline_cache=cache), tmp_path / "again")
     assert _same_dirs(good, again)
-    assert entry.read_text() == text  # replaced by a whole, good entry
+    if damage != "a directory":  # a directory in its place stays (the entry is not written)
+        assert entry.read_text() == text  # replaced by a whole, good entry
 
 
 def test_an_unwritable_cache_only_costs_time(trace, tmp_path):
