@@ -149,6 +149,14 @@ def _closed_macs(args: tuple[Any, ...], out: Any) -> int:
     return out.numel() * (int(ts[0].shape[-1]) if ts[0].dim() else 1)
 
 
+def _custom_namespace(func: Any) -> str | None:
+    """The namespace of a ``torch.ops`` op outside torch's own, else None."""
+    if not isinstance(func, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return None
+    space = str(getattr(func, "_qualified_op_name", "")).split("::")[0]
+    return None if space in ("aten", "prim", "prims", "") else space
+
+
 def _sizes(layer: Layer) -> str:
     return (f"{layer.kind} {layer.in_channels}->{layer.out_channels} over "
             f"{list(layer.input_hw)}" + (f" x{layer.heads}" if layer.heads > 1 else ""))
@@ -234,6 +242,13 @@ class _FnMode(TorchFunctionMode):
             rec._rnn(func, args)
         if not self.count:
             return func(*args, **kwargs)
+        space = _custom_namespace(func)
+        if space is not None:  # its kernel is out of sight: MACs from its sizes
+            out = func(*args, **kwargs)
+            rec._unrecorded(f"torch.ops.{space}.{getattr(func, '__name__', func)}",
+                            _closed_macs(args, out), "a custom op, opaque to the recorder "
+                            "(MACs estimated: output elements × the first input's last size)")
+            return out
         counter = _Count()
         with counter:
             out = func(*args, **kwargs)
@@ -430,7 +445,7 @@ class Recorder:
             if owner:
                 return owner
         suffix = _SUFFIX.get(short, "")
-        return f"{path}{suffix}" if path else short
+        return f"{path}{suffix}" if path else (suffix.lstrip(".") or short)
 
     def _unrecorded(self, op: str, macs: int, why: str) -> None:
         """A product of the first step that is not in the trace: named, with its forward MACs."""
@@ -446,9 +461,9 @@ class Recorder:
         if not self._mode.count:
             return
         x = args[0]
-        weights = next((a for a in args if isinstance(a, (list, tuple))
-                        and a and all(isinstance(t, torch.Tensor) for t in a)), ())
-        per = sum(t.numel() for t in weights if t.dim() == 2)
+        lists = [a for a in args if isinstance(a, (list, tuple))
+                 and all(isinstance(t, torch.Tensor) for t in a)]
+        per = max((sum(t.numel() for t in ts if t.dim() == 2) for ts in lists), default=0)
         rows = x.numel() // max(1, x.shape[-1])
         self._unrecorded(f"torch.{_RNN[func]}", per * rows,
                          "a recurrent kernel: its GEMMs run inside one op")
