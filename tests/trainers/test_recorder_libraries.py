@@ -344,7 +344,7 @@ def _mix(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return x @ w
 
 
-def test_unrecordable_products_are_named_once_and_counted(tmp_path):
+def test_unrecordable_products_are_named_once_and_counted(tmp_path, capsys):
     """An LSTM (torch's recurrent kernel) and a custom op: one warning names both, the
     manifest lists them with their share of the step's MACs, the rest is recorded."""
 
@@ -377,6 +377,10 @@ def test_unrecordable_products_are_named_once_and_counted(tmp_path):
     assert cov["training_macs"] == cov["recorded_macs"] + lstm + mix["macs"]
     assert math.isclose(left["torch.lstm"]["percent"], 100 * lstm / cov["training_macs"],
                         abs_tol=1e-3)
+    assert main(["info", str(tmp_path / "t")]) in (0, None)
+    text = capsys.readouterr().out
+    assert f"coverage: {cov['percent']:.2f} % of the step's training MACs" in text
+    assert "not recorded: torch.lstm in 'rnn'" in text
 
 
 def test_a_frozen_encoder_under_no_grad_is_named(tmp_path):
