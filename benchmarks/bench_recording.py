@@ -1,9 +1,13 @@
-"""Benchmark: the cost of recording a trace while training (LeNet-5 and ResNet-20).
+"""Benchmark: the cost of recording a trace while training (LeNet-5, ResNet-20, a small GPT-2).
 
 Figure to reach (issue "Trainers"): recording every 10th step adds <= 10 % to the training time.
 Also reported: the cost of one recorded step against an unrecorded one.
 Run:  python benchmarks/bench_recording.py [--method swat] [--repeat 5] [--level 0]
-      [--models lenet5,resnet20]
+      [--models lenet5,resnet20,gpt2]
+
+``gpt2`` is transformers' GPT2LMHeadModel (4 layers, 128 wide, 4 heads, 64 tokens, batch 8,
+random tokens, AdamW; the ``test`` extra installs transformers): every product of its step,
+attention included, is recorded by the function-level recorder (no sparsity method).
 
 The machine is shared, so wall-clock times of whole runs scatter by +-20 %. Two figures are
 given for the overhead at every 10th step:
@@ -35,8 +39,10 @@ from trainers.models import get_spec
 from trainers.train import TrainConfig, setup
 
 TARGET = 0.10
-BATCH = {"lenet5": 64, "resnet20": 128}
-STEPS = {"lenet5": 600, "resnet20": 40}
+BATCH = {"lenet5": 64, "resnet20": 128, "gpt2": 8}
+STEPS = {"lenet5": 600, "resnet20": 40, "gpt2": 40}
+GPT2 = {"n_embd": 128, "n_layer": 4, "n_head": 4, "vocab_size": 1000, "n_positions": 64,
+        "bos_token_id": 0, "eos_token_id": 0}
 KW: dict = {}
 WRITER_CPU: list[float] = []
 
@@ -76,21 +82,49 @@ def run(cfg: TrainConfig, data, every: int | None, out: Path) -> tuple[float, li
     return time.perf_counter() - t0, times
 
 
+def run_gpt2(cfg, data, every: int | None, out: Path) -> tuple[float, list[float]]:
+    """``run`` for the small GPT-2: seeded model, random tokens, AdamW."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(**GPT2))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    ctx = rec_mod.record(model, out, every, model_name="gpt2", **KW) if every else nullcontext()
+    times = []
+    t0 = time.perf_counter()
+    with ctx:
+        for _ in range(cfg.steps):
+            ts = time.perf_counter()
+            ids = torch.randint(0, GPT2["vocab_size"], (cfg.batch, GPT2["n_positions"]),
+                                generator=g)
+            loss = model(input_ids=ids, labels=ids).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - ts)
+    return time.perf_counter() - t0, times
+
+
 def _bench(name: str, args, work: Path) -> dict:
-    spec = get_spec(name)
-    data = load_dataset("synthetic", spec.train_hw, seed=0)
-    cfg = TrainConfig(model=name, dataset="synthetic", method=args.method,
-                      sparsity=0.0 if args.method == "dense" else args.sparsity,
+    method = "dense" if name == "gpt2" else args.method
+    cfg = TrainConfig(model="mlp3" if name == "gpt2" else name, dataset="synthetic",
+                      method=method, sparsity=0.0 if method == "dense" else args.sparsity,
                       steps=STEPS.get(name, 50), batch=BATCH.get(name, 64))
+    if name == "gpt2":
+        data, runner = None, run_gpt2
+    else:
+        data, runner = load_dataset("synthetic", get_spec(name).train_hw, seed=0), run
     warm = TrainConfig(**{**cfg.__dict__, "steps": 5})
-    run(warm, data, 1, work / f"{name}-warmup")  # first-call costs out of the figures
+    runner(warm, data, 1, work / f"{name}-warmup")  # first-call costs out of the figures
     every = args.every
     ratios, plain_steps, rec_steps, size = [], [], [], 0.0
     for r in range(args.repeat):
-        t_plain, s_plain = run(cfg, data, None, work / "none")
+        t_plain, s_plain = runner(cfg, data, None, work / "none")
         WRITER_CPU.clear()
         out = work / f"{name}-{r}"
-        t_rec, s_rec = run(cfg, data, every, out)
+        t_rec, s_rec = runner(cfg, data, every, out)
         ratios.append(t_rec / t_plain - 1.0)
         # recorded steps against the same steps unrecorded (SWAT's top-K period may coincide)
         plain_steps += s_plain
