@@ -337,6 +337,7 @@ def test_record_then_compile(tmp_path):
 
 
 # ---- what used to be refused ------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own
 @pytest.mark.parametrize("kwargs", [{"padding": "same"}, {"padding": "valid"},
                                     {"padding": 1, "padding_mode": "reflect"},
                                     {"padding": 1, "padding_mode": "circular"},
