@@ -136,6 +136,24 @@ def natural_zeros(relu_sparsity: float) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # info
 # ------------------------------------------------------------------------------------------------
+def _print_coverage(m) -> None:
+    """The share of the training MACs the trace holds (version-2 traces the recorder wrote)
+    and the products it names as left out."""
+    products = sum(la.kind == "matmul" for la in m.layers)
+    if products:
+        print(f"  {products} of the {len(m.layers)} layers are products of two activations "
+              "(matmul: attention)")
+    cov = m.coverage
+    if not isinstance(cov, dict) or "percent" not in cov:
+        return
+    print(f"  coverage: {cov['percent']:.2f} % of the step's training MACs are in the trace "
+          f"({cov.get('recorded_macs', 0):,} of {cov.get('training_macs', 0):,})")
+    for u in cov.get("unrecorded", ()):
+        where = u.get("module") or "the model"
+        print(f"    not recorded: {u.get('op')} in {where!r}: {u.get('percent', 0):.2f} % "
+              f"({u.get('why')})")
+
+
 def _cmd_info(args: argparse.Namespace) -> None:
     target = args.target
     path = Path(target)
@@ -154,6 +172,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
                         if m.sparsity.get(k) is not None)
         print(f"  sparsity: {m.sparsity.get('sparsity')}" + (f" ({how})" if how else ""))
         print(f"  {size(s['bytes'])} on disk")
+        _print_coverage(m)
         print(f"  {'layer':<28}{'fwd.filter':>11}{'fwd.ifmap':>11}{'bwd_w.ifmap':>12}"
               f"{'bwd_w.grad_out':>15}")
         for name, d in s["layers"].items():

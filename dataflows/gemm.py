@@ -12,7 +12,9 @@ phase           M         K (reduction)  N            A, B → C
 ``bwd_weight``  Cout/g    n·Ho·Wo        Cin/g·kh·kw  grad_outᵀ, ifmap (im2col) → grad_w
 ==============  ========  =============  ===========  ============================================
 
-A linear layer is the same with Ho·Wo = tokens, kh = kw = 1, g = 1. All three GEMMs have the
+A linear layer is the same with Ho·Wo = tokens, kh = kw = 1, g = 1. A matmul layer (two
+activations, ``heads`` products per sample) is a linear layer whose "weight" B differs per sample
+and head: M = tokens, and its n·heads products are the groups. All three GEMMs have the
 same number of MACs. ``bwd_input`` is the col2im form (dA_col = dZ·W, then a scatter-add), so a
 strided convolution's backward pass does no work on the zeros a transposed convolution would
 insert.
@@ -76,6 +78,11 @@ def lower(layer: Layer, batch: int, phase: str) -> Gemm:
     """The GEMM of ``phase`` for ``layer`` at batch size ``batch``."""
     if batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch}")
+    if layer.kind == "matmul":  # every sample and head a product of its own
+        g, m, k, n = batch * layer.heads, layer.tokens, layer.in_channels, layer.out_channels
+        return {"fwd": Gemm(layer.name, phase, m, k, n, g),
+                "bwd_input": Gemm(layer.name, phase, m, n, k, g),
+                "bwd_weight": Gemm(layer.name, phase, n, m, k, g)}[_phase(phase)]
     g = layer.groups
     if layer.kind == "linear":
         rows = batch * layer.tokens
@@ -94,6 +101,12 @@ def lower(layer: Layer, batch: int, phase: str) -> Gemm:
     if phase == "bwd_weight":
         return Gemm(layer.name, phase, cout, rows, fan_in, g, b_stored=fmap)
     raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
+
+
+def _phase(phase: str) -> str:
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
+    return phase
 
 
 def lower_all(layer: Layer, batch: int, phases: tuple[str, ...] = PHASES) -> list[Gemm]:

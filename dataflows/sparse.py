@@ -68,6 +68,8 @@ def pack_operands(layer: Layer, batch: int, phase: str, a_mask: np.ndarray | Non
                   b_mask: np.ndarray | None, group: int
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(A packed M×K, Bᵀ packed N×K) of one group, from the layer-shaped masks; None = dense."""
+    if layer.kind == "matmul":
+        return _pack_matmul(layer, phase, a_mask, b_mask, group)
     g = layer.groups
     cpg, opg = layer.in_channels // g, layer.out_channels // g
     conv = layer.kind == "conv2d"
@@ -114,6 +116,29 @@ def pack_operands(layer: Layer, batch: int, phase: str, a_mask: np.ndarray | Non
         a = None if a_mask is None else grad_cols(a_mask)
         b = None if b_mask is None else feat_cols(b_mask)
     return a, b
+
+
+def _pack_matmul(layer: Layer, phase: str, a_mask: np.ndarray | None,
+                 b_mask: np.ndarray | None, group: int
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``pack_operands`` of a matmul layer: group ``group`` is one (sample, head) product of
+    X (M×K, ``ifmap``), Y (K×N, ``filter``) and dZ (M×N, ``grad_out``)."""
+    m, k, n = layer.tokens, layer.in_channels, layer.out_channels
+
+    def one(mask, rows, cols):
+        return None if mask is None else mask.reshape(-1, rows, cols)[group]
+
+    if phase == "fwd":  # Z = X·Y: A = X, Bᵀ = Yᵀ
+        a, b = one(a_mask, m, k), one(b_mask, k, n)
+        return (None if a is None else kx.pack_rows(a),
+                None if b is None else kx.pack_rows(np.ascontiguousarray(b.T)))
+    if phase == "bwd_input":  # dX = dZ·Yᵀ: A = dZ, Bᵀ = Y
+        a, b = one(a_mask, m, n), one(b_mask, k, n)
+        return (None if a is None else kx.pack_rows(a),
+                None if b is None else kx.pack_rows(b))
+    a, b = one(a_mask, m, n), one(b_mask, m, k)  # dYᵀ = dZᵀ·X: A = dZᵀ, Bᵀ = Xᵀ
+    return (None if a is None else kx.pack_rows(np.ascontiguousarray(a.T)),
+            None if b is None else kx.pack_rows(np.ascontiguousarray(b.T)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -723,7 +748,7 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
     a_mask, b_mask = gemm_masks(phase, masks)
     low = feats.lowering
     fracs = None
-    if low.default and feats.side == "gemm":
+    if low.default and feats.side == "gemm" or layer.kind == "matmul":  # no im2col to vary
         gemm = true
         packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g)
                  for g in range(gemm.groups)]

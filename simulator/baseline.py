@@ -1,5 +1,6 @@
 """The dense baseline, simulated once per (layers, batch, architecture, dataflow, phases,
-memory) and reused: within a process (a demo, a sweep worker) from memory, across commands and
+memory; and, for a version-2 trace, whether the first layer's input gradient runs) and
+reused: within a process (a demo, a sweep worker) from memory, across commands and
 sweep workers from a content-addressed cache directory.
 
 A baseline is the same layers at the same batch on the same architecture and dataflow, masks
@@ -72,11 +73,13 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def baseline_key(layers, batch: int, arch, dataflow: str, phases: str, memory: str) -> str:
-    """The content address of a baseline (hex SHA-256)."""
+def baseline_key(layers, batch: int, arch, dataflow: str, phases: str, memory: str,
+                 input_grad: bool = False) -> str:
+    """The content address of a baseline (hex SHA-256); ``input_grad``: the first layer's
+    ``bwd_input`` runs (a version-2 trace)."""
     spec = {"format": FORMAT, "code": code_digest(), "layers": [asdict(la) for la in layers],
             "batch": batch, "arch": arch.to_dict(), "dataflow": dataflow, "phases": phases,
-            "memory": memory}
+            "memory": memory, "input_grad": input_grad}
     text = json.dumps(spec, sort_keys=True, default=list, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -128,8 +131,8 @@ def _write(path: Path, key: str, res: Results) -> None:
 
 
 def dense_baseline(layers, batch: int, arch, dataflow: str, phases: str, memory: str,
-                   cache_dir: str | os.PathLike | None, simulate: Callable[[], Results]
-                   ) -> Results:
+                   cache_dir: str | os.PathLike | None, simulate: Callable[[], Results],
+                   input_grad: bool = False) -> Results:
     """The dense baseline's ``Results`` (table and meta). With ``cache_dir``: from this
     process's memory, else from the cache there, else ``simulate()`` and kept in both.
     Without: ``simulate()``."""
@@ -140,7 +143,7 @@ def dense_baseline(layers, batch: int, arch, dataflow: str, phases: str, memory:
 
     if cache_dir is None:
         return run()
-    key = baseline_key(layers, batch, arch, dataflow, phases, memory)
+    key = baseline_key(layers, batch, arch, dataflow, phases, memory, input_grad)
     res = _MEMORY.get(key)
     if res is None:
         path = Path(cache_dir) / "baselines" / f"{key}.json"

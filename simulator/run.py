@@ -20,7 +20,8 @@ laid end to end. A trace's steps follow each other; after each step's GEMMs come
 
 Training order: ``fwd`` for every layer in order, then per layer from last to first its
 ``bwd_input`` and ``bwd_weight``. The first layer has no ``bwd_input`` (the network input needs no
-gradient); a trace step also leaves out the GEMMs its meta lists as not computed
+gradient) unless ``input_grad`` (a version-2 trace: its steps say which ``bwd_input`` ran, the
+first layer's too); a trace step also leaves out the GEMMs its meta lists as not computed
 (``bwd_input_not_computed``, ``bwd_weight_not_computed``: frozen layers), in the sparse run and,
 through the per-GEMM ``Dense Cycles``, in its baseline.
 """
@@ -66,12 +67,15 @@ BUFFERS = ("ifmap", "filter", "ofmap")  # hold A, B and C of every GEMM
 
 
 def training_order(layers: list[Layer] | tuple[Layer, ...], phases: tuple[str, ...],
-                   skip: frozenset[tuple[str, str]] = frozenset()) -> list[tuple[int, str]]:
+                   skip: frozenset[tuple[str, str]] = frozenset(), input_grad: bool = False
+                   ) -> list[tuple[int, str]]:
     """(layer index, phase) pairs in the order a training step runs them, leaving out the
-    (layer name, phase) GEMMs in ``skip`` (not computed in that step: a frozen weight's dW)."""
+    (layer name, phase) GEMMs in ``skip`` (not computed in that step: a frozen weight's dW) and,
+    unless ``input_grad``, the first layer's ``bwd_input``."""
     order = [(i, "fwd") for i in range(len(layers))] if "fwd" in phases else []
     for i in reversed(range(len(layers))):
-        if "bwd_input" in phases and i > 0 and (layers[i].name, "bwd_input") not in skip:
+        first = i == 0 and not input_grad
+        if "bwd_input" in phases and not first and (layers[i].name, "bwd_input") not in skip:
             order.append((i, "bwd_input"))
         if "bwd_weight" in phases and (layers[i].name, "bwd_weight") not in skip:
             order.append((i, "bwd_weight"))
@@ -216,10 +220,10 @@ def _tiles(work: SparseWork, arch, feats: SparseFeatures) -> TileSchedule:
 
 
 def _plan(layers, batch: int, arch, dataflow: str, phases: str, masks,
-          feats: SparseFeatures, skip) -> list[_Planned]:
+          feats: SparseFeatures, skip, input_grad: bool = False) -> list[_Planned]:
     """Stage 1: every GEMM of the step in training order, with its work and tiles."""
     out = []
-    for li, ph in training_order(layers, PHASE_SETS[phases], skip):
+    for li, ph in training_order(layers, PHASE_SETS[phases], skip, input_grad):
         full = lower(layers[li], batch, ph)
         w = _work(layers[li], batch, full, arch, dataflow, masks, feats)
         out.append(_Planned(li, ph, full, w, _tiles(w, arch, feats)))
@@ -362,7 +366,8 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
              phases: str = "fwd", memory: str = "modeled", step: int = 0,
              masks: dict[str, dict[str, np.ndarray | None]] | None = None,
              features: SparseFeatures | None = None, timeline: bool = False,
-             skip: frozenset[tuple[str, str]] = frozenset(), topk: list[int] | None = None
+             skip: frozenset[tuple[str, str]] = frozenset(), topk: list[int] | None = None,
+             input_grad: bool = False
              ) -> Results:
     """Simulate one step of ``layers`` at ``batch`` on ``arch``; see the module docstring.
 
@@ -370,16 +375,17 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     for dense); without them every operand is dense. ``features`` defaults to the
     architecture's sparse features; pass ``arch.features.baseline()`` for the dense baseline.
     ``timeline`` keeps the event log in ``Results.events``. ``skip``: (layer name, phase)
-    backward GEMMs the step did not compute (``training_order``). ``topk``: cycles of the
-    step's top-K / mask-update jobs (``overhead_rows``), which the modeled engine's top-K unit
-    runs after the GEMMs (their ``overhead`` records follow the GEMMs' in the event log); the
-    table leaves their rows to the caller.
+    backward GEMMs the step did not compute (``training_order``); ``input_grad``: the first
+    layer's ``bwd_input`` runs unless ``skip`` names it (version-2 traces). ``topk``: cycles of
+    the step's top-K / mask-update jobs (``overhead_rows``), which the modeled engine's top-K
+    unit runs after the GEMMs (their ``overhead`` records follow the GEMMs' in the event log);
+    the table leaves their rows to the caller.
 
     Three stages: plan the GEMMs (work and tiles), time them (the engine), tabulate.
     """
     _check_run(arch, dataflow, phases, memory)
     feats = arch.features if features is None else features
-    plan = _plan(layers, batch, arch, dataflow, phases, masks, feats, skip)
+    plan = _plan(layers, batch, arch, dataflow, phases, masks, feats, skip, input_grad)
     timings, log = _time(plan, arch, memory, timeline, list(topk or ()))
     table = pd.DataFrame([_row(p, tm, layers, batch, arch, dataflow, memory, feats, step)
                           for p, tm in zip(plan, timings, strict=True)])
@@ -533,9 +539,11 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
     path = str(trace.path) if isinstance(path, Trace) else str(path)
     m = trace.manifest
     layers, batch = m.layers, m.batch_size
+    v2 = m.format_version >= 2  # its steps say whether the first layer's bwd_input ran
     base = dense_baseline(layers, batch, arch, dataflow, phases, memory, baseline_cache,
                           lambda: simulate(layers, batch, arch, dataflow, phases, memory, 0,
-                                           None, arch.features.baseline()))
+                                           None, arch.features.baseline(), input_grad=v2),
+                          input_grad=v2)
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
     tables, events, series, imbalance = [], [], [], []
@@ -547,7 +555,7 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
                          for name in sd.meta.get(key, ()))
         extra = overhead_rows(layers, batch, arch, m, sd, sd.step)
         res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd),
-                       timeline=timeline, skip=skip,
+                       timeline=timeline, skip=skip, input_grad=v2,
                        topk=[r["Compute Cycles"] for r in extra])
         t = res.table
         t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]

@@ -1,5 +1,5 @@
-"""Trace format v1: a directory with ``manifest.json`` and one compressed ``.npz`` per recorded
-step.
+"""Trace format v2 (reads v1 too): a directory with ``manifest.json`` and one compressed
+``.npz`` per recorded step.
 
 The full specification is ``docs/trace-format.md``; this module is its only reader and writer.
 
@@ -32,7 +32,11 @@ from common.yamlio import float_value
 from traces.layers import Layer
 
 FORMAT_NAME = "sparsesim-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this reader reads. Version 2 adds ``matmul`` layers (two activation operands, no
+#: weight), the optional ``coverage`` object, and gives every layer's ``bwd_input`` by the step's
+#: ``bwd_input_not_computed`` alone (version 1 also leaves the first layer's out by position).
+READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 INDEX_KEY = "index"
 
@@ -160,7 +164,12 @@ class Manifest:
     producer: dict[str, Any]
     steps: tuple[dict[str, Any], ...] = ()
     generator: dict[str, Any] | None = None
-    format_version: int = FORMAT_VERSION
+    #: written as version 1 unless asked (the recorder writes 2): the traces of synth and of
+    #: topologies stay what version-1 readers read, byte for byte
+    format_version: int = 1
+    #: version 2, optional: what share of the model's training MACs the trace holds
+    #: (``training_macs``, ``recorded_macs``, ``unrecorded``: the ops left out with their MACs)
+    coverage: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -176,6 +185,8 @@ class Manifest:
         }
         if self.generator is not None:
             d["generator"] = self.generator
+        if self.coverage is not None:
+            d["coverage"] = self.coverage
         d["layers"] = [layer.to_dict() for layer in self.layers]
         d["steps"] = list(self.steps)
         return d
@@ -201,7 +212,7 @@ def _want(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], src: s
 
 def _check_limits(layer: Layer, batch: int, src: str, where: str) -> None:
     """Reject sizes beyond the sanity limits (``MAX_*``) before anything is allocated."""
-    for fld in ("in_channels", "out_channels"):
+    for fld in ("in_channels", "out_channels", "heads"):
         v = getattr(layer, fld)
         if v > MAX_CHANNELS:
             raise TraceError(src, f"{where}: {fld}",
@@ -267,11 +278,12 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     version = d.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise TraceError(src, "format_version",
-                         f"expected the integer {FORMAT_VERSION}, got {version!r}")
-    if version != FORMAT_VERSION:
+                         f"expected the integer 1 or {FORMAT_VERSION}, got {version!r}")
+    if version not in READ_VERSIONS:
         raise TraceError(
             src, "format_version",
-            f"unsupported version {version!r}; this sparsesim reads version {FORMAT_VERSION}",
+            f"unsupported version {version!r}; this sparsesim reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}",
         )
     producer = _want(d, "producer", dict, src, "an object")
     model = _want(d, "model", str, src, "a model name")
@@ -290,6 +302,9 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     generator = d.get("generator")
     if generator is not None and not isinstance(generator, dict):
         raise TraceError(src, "generator", "expected an object")
+    coverage = d.get("coverage")
+    if coverage is not None and (version < 2 or not isinstance(coverage, dict)):
+        raise TraceError(src, "coverage", "expected an object, in a version-2 trace")
     raw_layers = _want(d, "layers", list, src, "a list of layers")
     if not raw_layers:
         raise TraceError(src, "layers", "expected at least one layer")
@@ -303,6 +318,10 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     except InputError as err:
         inner = ": ".join(str(p) for p in (err.source, err.field) if p)
         raise TraceError(src, inner or "layers", err.reason) from None
+    for i, layer in enumerate(layers):
+        if layer.kind == "matmul" and version < 2:
+            raise TraceError(src, f"layers[{i}].kind",
+                             "a matmul layer needs format_version 2, the manifest says 1")
     names = [layer.name for layer in layers]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -328,7 +347,7 @@ def parse_manifest(d: Any, src: str) -> Manifest:
     return Manifest(
         model=model, method=method, sparsity=sparsity, seed=seed, batch_size=batch,
         dtype=dtype, layers=tuple(layers), producer=producer, steps=tuple(steps),
-        generator=generator, format_version=version,
+        generator=generator, format_version=version, coverage=coverage,
     )
 
 
@@ -386,6 +405,13 @@ class TraceWriter:
                              "already holds a trace; choose another directory")
         if manifest.steps:
             raise ValueError("a new trace starts with no steps")
+        if manifest.format_version not in READ_VERSIONS:
+            raise ValueError(f"format_version {manifest.format_version}: expected one of "
+                             f"{READ_VERSIONS}")
+        if manifest.format_version < 2 and (
+                manifest.coverage is not None
+                or any(la.kind == "matmul" for la in manifest.layers)):
+            raise ValueError("matmul layers and coverage need format_version 2")
         self.manifest = manifest
         self.level = level
         self._steps: list[dict[str, Any]] = []

@@ -1,4 +1,5 @@
-"""Layer geometry: the one description of a conv2d or linear layer that every package shares.
+"""Layer geometry: the one description of a conv2d, linear or matmul layer that every package
+shares.
 
 A ``Layer`` holds geometry only (no tensors, no torch). A linear layer is described with the same
 fields as a 1×1 convolution: ``kernel`` (1, 1), ``stride`` (1, 1), no padding, and ``input_hw`` =
@@ -12,6 +13,13 @@ operand       conv2d                          linear
 ``ifmap``     (N, Cin, H, W)                  (N, tokens, in)
 ``grad_out``  (N, Cout, Ho, Wo)               (N, tokens, out)
 ============  =============================  =========================
+
+A ``matmul`` layer is a product of two activations with no weight (attention's Q·Kᵀ and
+softmax·V), batched over ``heads`` per sample: C[n, h] = A[n, h] · B[n, h], A (M×K), B (K×N).
+It reuses the fields of a linear layer, ``in_channels`` = K, ``out_channels`` = N and
+``input_hw`` = (M, 1), and the roles: ``ifmap`` is A (N, heads, M, K), ``filter`` is B
+(N, heads, K, N) and ``grad_out`` is dC (N, heads, M, N), so that ``bwd_input`` (dA = dC·Bᵀ)
+and ``bwd_weight`` (dB = Aᵀ·dC) are the gradients of the two operands.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 
 from common.errors import InputError
 
-KINDS = ("conv2d", "linear")
+KINDS = ("conv2d", "linear", "matmul")
 
 
 def _pair(value: Any, source: str | None, fld: str) -> tuple[int, int]:
@@ -39,7 +47,7 @@ def _pair(value: Any, source: str | None, fld: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Layer:
-    """Geometry of one conv2d or linear layer (sizes in elements)."""
+    """Geometry of one conv2d, linear or matmul layer (sizes in elements)."""
 
     name: str
     kind: str
@@ -53,6 +61,8 @@ class Layer:
     input_hw: tuple[int, int] = (1, 1)
     bias: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: independent products per sample of a ``matmul`` layer (attention heads); 1 otherwise
+    heads: int = 1
 
     def __post_init__(self) -> None:
         # accept a bare int for a square pair; anything else is left for checked() to reject
@@ -104,6 +114,12 @@ class Layer:
             bias=bias,
         ).checked()
 
+    @staticmethod
+    def matmul(name: str, m: int, k: int, n: int, heads: int = 1) -> Layer:
+        """A product of two activations, A (m×k) · B (k×n), ``heads`` of them per sample."""
+        return Layer(name=name, kind="matmul", in_channels=k, out_channels=n,
+                     input_hw=(m, 1), heads=heads).checked()
+
     def checked(self, source: str | None = None) -> Layer:
         """Return self after checking every field; raise ``InputError`` naming the bad one."""
         where = f"layer {self.name!r}" if self.name else "layer"
@@ -112,7 +128,7 @@ class Layer:
             raise InputError(source, "name", "expected a non-empty string")
         if self.kind not in KINDS:
             raise InputError(src, "kind", f"expected one of {', '.join(KINDS)}, got {self.kind!r}")
-        for fld in ("in_channels", "out_channels", "groups"):
+        for fld in ("in_channels", "out_channels", "groups", "heads"):
             v = getattr(self, fld)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(src, fld, f"expected a positive integer, got {v!r}")
@@ -130,14 +146,18 @@ class Layer:
                 f"groups={self.groups} must divide in_channels={self.in_channels} and "
                 f"out_channels={self.out_channels}",
             )
-        if self.kind == "linear":
+        if self.kind != "matmul" and self.heads != 1:
+            raise InputError(src, "heads", f"only a matmul layer has heads, got {self.heads}")
+        if self.kind == "matmul" and self.bias:
+            raise InputError(src, "bias", "a matmul layer has no bias")
+        if self.kind in ("linear", "matmul"):
             if (self.kernel, self.stride, self.padding, self.dilation, self.groups) != (
                 (1, 1), (1, 1), (0, 0), (1, 1), 1
             ) or self.input_hw[1] != 1:
                 raise InputError(
                     src, "kind",
-                    "a linear layer takes kernel 1, stride 1, padding 0, dilation 1, groups 1 and "
-                    "input_hw [tokens, 1]",
+                    f"a {self.kind} layer takes kernel 1, stride 1, padding 0, dilation 1, "
+                    "groups 1 and input_hw [tokens, 1]",
                 )
         ho, wo = self.out_hw_unchecked()
         if ho < 1 or wo < 1:
@@ -173,13 +193,16 @@ class Layer:
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
+        """The weight's shape; () for a matmul layer, which has none."""
+        if self.kind == "matmul":
+            return ()
         if self.kind == "linear":
             return (self.out_channels, self.in_channels)
         return (self.out_channels, self.in_channels // self.groups, *self.kernel)
 
     @property
     def weight_numel(self) -> int:
-        return math.prod(self.weight_shape)
+        return math.prod(self.weight_shape) if self.weight_shape else 0
 
     @property
     def params(self) -> int:
@@ -187,18 +210,25 @@ class Layer:
         return self.weight_numel + (self.out_channels if self.bias else 0)
 
     def ifmap_shape(self, batch: int) -> tuple[int, ...]:
+        if self.kind == "matmul":
+            return (batch, self.heads, self.tokens, self.in_channels)
         if self.kind == "linear":
             return (batch, self.tokens, self.in_channels)
         return (batch, self.in_channels, *self.input_hw)
 
     def grad_out_shape(self, batch: int) -> tuple[int, ...]:
+        if self.kind == "matmul":
+            return (batch, self.heads, self.tokens, self.out_channels)
         if self.kind == "linear":
             return (batch, self.tokens, self.out_channels)
         return (batch, self.out_channels, *self.out_hw)
 
     def operand_shape(self, role: str, batch: int) -> tuple[int, ...]:
         """Shape of an operand role (``filter``/``grad_w``, ``ifmap``/``grad_in``, ``grad_out``/
-        ``ofmap``) for a batch of ``batch`` samples."""
+        ``ofmap``) for a batch of ``batch`` samples. A matmul layer's ``filter`` is its second
+        activation B (batch, heads, K, N)."""
+        if role in ("filter", "grad_w") and self.kind == "matmul":
+            return (batch, self.heads, self.in_channels, self.out_channels)
         if role in ("filter", "grad_w"):
             return self.weight_shape
         if role in ("ifmap", "grad_in"):
@@ -210,7 +240,7 @@ class Layer:
     def macs(self, batch: int) -> int:
         """Multiply-accumulates of the forward GEMM for ``batch`` samples."""
         ho, wo = self.out_hw
-        rows = batch * (self.tokens if self.kind == "linear" else ho * wo)
+        rows = batch * self.heads * (ho * wo if self.kind == "conv2d" else self.tokens)
         return rows * self.out_channels * self.fan_in
 
     # ---- (de)serialisation --------------------------------------------------------------------
@@ -220,6 +250,8 @@ class Layer:
             d[k] = list(d[k])
         if not d["extra"]:
             del d["extra"]
+        if self.kind != "matmul":  # the layer entries of version 1, unchanged
+            del d["heads"]
         return d
 
     @staticmethod

@@ -93,6 +93,7 @@ def test_the_key_follows_every_input(trace, tmp_path, monkeypatch):
     key = bl.baseline_key(layers, 4, arch, "os", "train", "ideal")
     assert key != bl.baseline_key(layers, 8, arch, "os", "train", "ideal")
     assert key != bl.baseline_key(layers[:-1], 4, arch, "os", "train", "ideal")
+    assert key != bl.baseline_key(layers, 4, arch, "os", "train", "ideal", input_grad=True)
     monkeypatch.setattr(bl, "code_digest", lambda: "another version of the model")
     assert key != bl.baseline_key(layers, 4, arch, "os", "train", "ideal")
 

@@ -198,7 +198,7 @@ def _set(arrays, key, value):
 
 
 CASES = {
-    "unknown version": (lambda p: _edit_manifest(p, lambda d: d.update(format_version=2)),
+    "unknown version": (lambda p: _edit_manifest(p, lambda d: d.update(format_version=3)),
                         "format_version"),
     "not a trace": (lambda p: (p / MANIFEST).unlink(), "not a trace directory"),
     "bad json": (lambda p: (p / MANIFEST).write_text("{oops"), "not valid JSON"),

@@ -33,7 +33,8 @@ def test_recorded_geometry_equals_the_layer_table(name, tmp_path):
     got = [layer.to_dict() for layer in trace.manifest.layers]
     assert got == [layer.to_dict() for layer in table.layers]
     # registration order is forward order (the methods' first/last layer rules rely on it)
-    assert [n for n, _ in sparse_layers(model)] == [layer.name for layer in table.layers]
+    assert [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))] == [
+        layer.name for layer in table.layers]
     assert sum(p.numel() for p in model.parameters()) == table.params
     assert len(trace) == 1 and next(iter(trace)).step == 0
 
@@ -65,7 +66,14 @@ def test_vit_mini_records_tokens_and_names(tmp_path):
     assert (qkv.in_channels, qkv.out_channels, qkv.tokens) == (64, 192, 65)
     assert layers["encoder.layers.encoder_layer_3.mlp.3"].tokens == 65
     assert layers["heads.head"].tokens == 1
-    assert len(names) == 2 + 4 * 4
+    # the attention of each block: Q·Kᵀ and softmax·V, 4 heads of 16 features over 65 tokens
+    assert len(names) == 2 + 4 * 4 + 4 * 2
+    qk = layers["encoder.layers.encoder_layer_0.self_attention.sdpa.qk"]
+    av = layers["encoder.layers.encoder_layer_0.self_attention.sdpa.av"]
+    assert (qk.kind, qk.heads, qk.tokens, qk.in_channels, qk.out_channels) == (
+        "matmul", 4, 65, 16, 65)
+    assert (av.heads, av.tokens, av.in_channels, av.out_channels) == (4, 65, 65, 16)
+    assert names.index(qk.name) == names.index(qkv.name) + 1
     step = next(iter(trace))
     assert step.layers["heads.head"]["fwd"]["ifmap"].shape == (1, 1, 64)
 
