@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> None:
 
     check_output_dir(args.output, args.force)
     import simulator.run  # noqa: F401  (loads the kernels, to say whether they need compiling)
-    from common.jit import warn_if_cold
+    from common.jit import cold_kernels, compiled_note
 
-    warn_if_cold()
+    cold = cold_kernels()
     res = run_demo(args.output, args.steps, args.memory, args.force, args.quiet,
                    progress=lambda label: Progress(label, not args.quiet),
                    baseline_cache=None if args.no_cache else default_cache_dir())
@@ -55,3 +55,5 @@ def run(args: argparse.Namespace) -> None:
     print(f"(test accuracy dense {100 * res.accuracy['dense']:.1f} %, SWAT-U 90 % "
           f"{100 * res.accuracy['swat90']:.1f} %; {res.seconds:.0f} s in all; everything in "
           f"{res.out})")
+    if compiled_note(cold):
+        print(compiled_note(cold))

@@ -224,9 +224,9 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
               "(its masks and its dense baseline)")
     inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
     check_output_dir(args.output, args.force, inputs=inputs)  # before a long run
-    from common.jit import warn_if_cold
+    from common.jit import cold_kernels, compiled_note
 
-    warn_if_cold()  # a first run compiles the kernels: say why it is slow
+    cold = cold_kernels()  # a first run compiles the kernels: it says so with its results
     from simulator.baseline import default_cache_dir
 
     cache = None if args.no_cache else default_cache_dir()
@@ -288,6 +288,8 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     print(f"  results in {args.output}"
           + (f" (timeline: {args.output / 'timeline.json'}, opens in ui.perfetto.dev)"
              if args.timeline else ""))
+    if compiled_note(cold):
+        print(compiled_note(cold))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -94,12 +94,11 @@ def cold_kernels() -> int:
     return cold
 
 
-def warn_if_cold(stream: Any = None) -> bool:
-    """Say on ``stream`` (stderr) that the kernels are being compiled, once, when some are
-    not on disk yet; True if so."""
-    n = cold_kernels()
-    if n:
-        print(f"compiling {n} of the simulator's {len(_kernels)} kernels, once (about 10-15 s "
-              f"on first use; later runs load them from numba's cache)",
-              file=stream or sys.stderr)
-    return bool(n)
+def compiled_note(cold: int) -> str | None:
+    """The line a command prints after it ran with ``cold`` kernels not yet compiled on disk
+    (``cold_kernels()`` before the run), or None: the first run is slower, and says why. It
+    goes with the command's results (stdout), never among its error messages."""
+    if not cold:
+        return None
+    return (f"  (this first run compiled {cold} of the simulator's {len(_kernels)} numba kernels, "
+            f"10-15 s; later runs load them from numba's cache)")
