@@ -523,6 +523,16 @@ def _step_events(events: np.ndarray, extra: list[dict], row0: int, t0: float) ->
     return np.concatenate([ev, over])
 
 
+def _computed(baseline: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The baseline's rows of the GEMMs some step computed: a GEMM no step ran (a frozen
+    layer's weight gradient, the first layer's input gradient in a version-2 trace whose input
+    needs none) is not in the dense step either (``baseline_per_step``)."""
+    done = set(zip(table["LayerID"], table["Phase"], strict=True))
+    keep = [(li, ph) in done for li, ph in zip(baseline["LayerID"], baseline["Phase"],
+                                               strict=True)]
+    return baseline if all(keep) else baseline[keep].reset_index(drop=True)
+
+
 def simulate_trace(path, arch, dataflow: str, phases: str = "train",
                    memory: str = "modeled", steps: list[int] | None = None,
                    timeline: bool = False, baseline_cache=None) -> Results:
@@ -577,7 +587,7 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
             "method": m.method,
             "sparsity": m.sparsity.get("sparsity"), "steps": sorted(set(table["Step"])),
             "features": dict(arch.sparse)}
-    return Results(table, meta, baseline=base.table,
+    return Results(table, meta, baseline=_computed(base.table, table),
                    events=np.concatenate(events) if timeline else None,
                    dram_timeline=pd.concat(series, ignore_index=True) if series else None,
                    imbalance=pd.concat(imbalance, ignore_index=True) if imbalance else None)

@@ -476,6 +476,13 @@ def test_frozen_stem_fine_tuning(tmp_path):
     gemms = set(zip(res.table["Layer"], res.table["Phase"], strict=True))
     assert gemms == {("0", "fwd"), ("2", "fwd"), ("5", "fwd"), ("2", "bwd_weight"),
                      ("5", "bwd_input"), ("5", "bwd_weight")}
+    # the dense step is the same GEMMs: its totals are the rows' Dense Cycles (they were the
+    # whole baseline's, frozen GEMMs included)
+    from simulator.results import summarize
+
+    assert set(zip(res.baseline["Layer"], res.baseline["Phase"], strict=True)) == gemms
+    rows = res.table[res.table["Phase"].isin(["fwd", "bwd_input", "bwd_weight"])]
+    assert summarize(res)["baseline_per_step"]["cycles"] == int(rows["Dense Cycles"].sum())
 
 
 @pytest.mark.parametrize("frozen", [False, True])
