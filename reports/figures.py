@@ -918,8 +918,6 @@ def energy_breakdown(runs: list[Run]) -> Drawn | None:
                         else f"{sum(sp) / sum(dn):.2f}× more", (i, max(sum(sp), sum(dn))),
                         fontsize=7, ha="center", va="bottom")
     ax.bar(0, 0, 0, color="white", hatch="////", edgecolor="black", label="dense baseline")
-    ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
-    ax.set_xlabel("run")
     ax.set_ylim(0, vmax * 1.15)
     # µJ: energy_pj / 1e6; the axis prefix on top of µJ (k µJ = mJ) is spelled as mJ / J
     scale, prefix = _eng(vmax / 1e6)
@@ -928,7 +926,7 @@ def energy_breakdown(runs: list[Run]) -> Drawn | None:
 
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v / 1e6 / scale:g}"))
     ax.set_ylabel(f"energy per training step ({unit})")
-    ax.legend(frameon=False, fontsize=7, ncols=4, loc="upper center", bbox_to_anchor=(0.5, 1.14))
+    _per_run_axes(ax, shown, 4)
     fig.tight_layout()
     return Drawn("energy_breakdown", "Energy breakdown",
                  "Energy of one training step by component: MAC operations, SRAM reads and "
@@ -936,6 +934,14 @@ def energy_breakdown(runs: list[Run]) -> Drawn | None:
                  "baseline (MACs × mac_pj, DRAM bytes × dram_pj_per_byte, SRAM the rest of its "
                  "total in summary.json); right: the sparse run (its gated MACs at "
                  "mac_gated_pj)." + cut, fig, pd.DataFrame(rows))
+
+
+def _per_run_axes(ax, shown: list[Run], ncols: int, above: float = 1.14) -> None:
+    """One group of bars per run: the runs' names under them, the legend above the axes."""
+    ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
+    ax.set_xlabel("run")
+    ax.legend(frameon=False, fontsize=7, ncols=ncols, loc="upper center",
+              bbox_to_anchor=(0.5, above))
 
 
 def utilization(runs: list[Run]) -> Drawn | None:
@@ -966,11 +972,9 @@ def utilization(runs: list[Run]) -> Drawn | None:
                 ax.annotate(f"{v:.0f}", (i + (j - 1) * 0.27, v), fontsize=6, ha="center",
                             va="bottom")
             rows.append({"Run": run.label, "Measure": measures[j], "Utilization %": v})
-    ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
-    ax.set_xlabel("run")
     ax.set_ylabel("MAC array utilization (%)")
     ax.set_ylim(0, 115)
-    ax.legend(frameon=False, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.14))
+    _per_run_axes(ax, shown, 3)
     fig.tight_layout()
     return Drawn("utilization", "MAC array utilization",
                  "MACs over a training step's cycles × the array's peak MACs per cycle: the "
@@ -1018,11 +1022,9 @@ def traffic_by_operand(runs: list[Run]) -> Drawn | None:
                          "DRAM MB per Step": base["dram_bytes"] / 1e6})
             ax.annotate(f"{bottom / base['dram_bytes']:.2f}× dense", (i, max(bottom,
                         base["dram_bytes"])), fontsize=7, ha="center", va="bottom")
-    ax.set_xticks(range(len(shown)), [_wrap(r.label, 18) for r in shown], fontsize=7)
-    ax.set_xlabel("run")
     ax.set_ylim(0, vmax * 1.15)
     _eng_axis(ax, vmax, "B", "DRAM traffic per training step")
-    ax.legend(frameon=False, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.2))
+    _per_run_axes(ax, shown, 3, above=1.2)
     fig.tight_layout()
     return Drawn("traffic_by_operand", "DRAM traffic by operand",
                  "DRAM bytes of one training step by the operand moved: activations (ifmap), "
