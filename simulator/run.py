@@ -47,7 +47,7 @@ from dataflows.tiles import TileSchedule, schedule
 from dataflows.tiles import concat as concat_schedules
 from simulator.baseline import dense_baseline
 from simulator.dram import DramTiming
-from simulator.engine import STALL_CAUSES, GemmTiming, simulate_tiles
+from simulator.engine import STALL_CAUSES, GemmTiming, Replays, simulate_tiles
 from simulator.results import (
     COMPUTE,
     EVENT_FIELDS,
@@ -230,15 +230,17 @@ def _plan(layers, batch: int, arch, dataflow: str, phases: str, masks,
     return out
 
 
-def _time(plan: list[_Planned], arch, memory: str, timeline: bool, topk: list[int]
-          ) -> tuple[list[GemmTiming], array | None]:
+def _time(plan: list[_Planned], arch, memory: str, timeline: bool, topk: list[int],
+          replays: Replays | None = None) -> tuple[list[GemmTiming], array | None]:
     """Stage 2: the GEMMs' timings: the SimPy engine over the tiles, then the top-K unit's
     ``topk`` jobs (modeled memory), or their compute cycles (ideal). The event log also gives
-    the DRAM timeline, so a modeled run always keeps one."""
+    the DRAM timeline, so a modeled run always keeps one. ``replays``: a replay of the same
+    tiles as its last is a copy of it (``engine.Replays``)."""
     log = array("d") if timeline or memory == "modeled" else None
     scheds = [p.sched for p in plan]
     if memory == "modeled":
-        return simulate_tiles(scheds, arch, log, dram_only=not timeline, topk=topk), log
+        run = simulate_tiles if replays is None else replays.simulate_tiles
+        return run(scheds, arch, log, dram_only=not timeline, topk=topk), log
     return [GemmTiming(compute=s.total("compute")) for s in scheds], log
 
 
@@ -367,7 +369,7 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
              masks: dict[str, dict[str, np.ndarray | None]] | None = None,
              features: SparseFeatures | None = None, timeline: bool = False,
              skip: frozenset[tuple[str, str]] = frozenset(), topk: list[int] | None = None,
-             input_grad: bool = False
+             input_grad: bool = False, replays: Replays | None = None
              ) -> Results:
     """Simulate one step of ``layers`` at ``batch`` on ``arch``; see the module docstring.
 
@@ -379,14 +381,15 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     layer's ``bwd_input`` runs unless ``skip`` names it (version-2 traces). ``topk``: cycles of
     the step's top-K / mask-update jobs (``overhead_rows``), which the modeled engine's top-K
     unit runs after the GEMMs (their ``overhead`` records follow the GEMMs' in the event log);
-    the table leaves their rows to the caller.
+    the table leaves their rows to the caller. ``replays``: an ``engine.Replays`` shared by
+    the runs of one command (a replay of the same tiles is computed once).
 
     Three stages: plan the GEMMs (work and tiles), time them (the engine), tabulate.
     """
     _check_run(arch, dataflow, phases, memory)
     feats = arch.features if features is None else features
     plan = _plan(layers, batch, arch, dataflow, phases, masks, feats, skip, input_grad)
-    timings, log = _time(plan, arch, memory, timeline, list(topk or ()))
+    timings, log = _time(plan, arch, memory, timeline, list(topk or ()), replays)
     table = pd.DataFrame([_row(p, tm, layers, batch, arch, dataflow, memory, feats, step)
                           for p, tm in zip(plan, timings, strict=True)])
     imb_rows = [r for r in (_imbalance_row(p, layers, step) for p in plan) if r is not None]
@@ -550,9 +553,12 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
     m = trace.manifest
     layers, batch = m.layers, m.batch_size
     v2 = m.format_version >= 2  # its steps say whether the first layer's bwd_input ran
+    # without sparse features a step's tiles can equal the baseline's: replayed once
+    replays = Replays() if arch.features == arch.features.baseline() else None
     base = dense_baseline(layers, batch, arch, dataflow, phases, memory, baseline_cache,
                           lambda: simulate(layers, batch, arch, dataflow, phases, memory, 0,
-                                           None, arch.features.baseline(), input_grad=v2),
+                                           None, arch.features.baseline(), input_grad=v2,
+                                           replays=replays),
                           input_grad=v2)
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
@@ -566,7 +572,7 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
         extra = overhead_rows(layers, batch, arch, m, sd, sd.step)
         res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd),
                        timeline=timeline, skip=skip, input_grad=v2,
-                       topk=[r["Compute Cycles"] for r in extra])
+                       topk=[r["Compute Cycles"] for r in extra], replays=replays)
         t = res.table
         t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]
         t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])
