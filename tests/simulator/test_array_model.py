@@ -60,8 +60,8 @@ def _os_folds(M, N, R, C):
 
 
 def _run_os(A, B, R, C, starts, pad):
-    """Run the os folds ``starts`` names (fold -> first cycle); returns (C, cycles = last MAC + 1, the cycle
-    after the last one in which any register held data)."""
+    """Run the os folds ``starts`` names (fold -> first cycle); returns (C, cycles = last MAC
+    + 1, the cycle after the last one in which any register held data)."""
     M, K = A.shape
     N = B.shape[1]
     folds = _os_folds(M, N, R, C)
@@ -370,7 +370,8 @@ def test_overlapped_folds_are_what_they_claim(M, K, N, R, C, df, seed):
     A, B = _operands(M, K, N, seed)
     out, cycles = overlapped(df, A, B, R, C)
     np.testing.assert_array_equal(out, A @ B)
-    assert cycles == map_dense(Gemm("g", "fwd", M, K, N), R, C, df, folds="overlapped").compute_cycles
+    ours = map_dense(Gemm("g", "fwd", M, K, N), R, C, df, folds="overlapped")
+    assert cycles == ours.compute_cycles
 
 
 @settings(max_examples=25, deadline=None)
