@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in presets:
         if p not in PARTS:
             fail(f"--presets: {p!r} has no DRAMsim3 part here; expected some of {list(PARTS)}")
+    # both DRAMsim3 configurations of every preset, before any output (they check the input)
+    settings = {p: (dramsim3_config(p, args.dramsim3, True, overrides, args.mapping),
+                    dramsim3_config(p, args.dramsim3, False, overrides, args.mapping))
+                for p in presets}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -310,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(latency_cycles left out); DRAMsim3 timings set: {overrides or 'none'}")
         rows = []
         for preset in presets:
-            s = dramsim3_config(preset, args.dramsim3, True, overrides, args.mapping)
-            sr = dramsim3_config(preset, args.dramsim3, False, overrides, args.mapping)
+            s, sr = settings[preset]
             pipe = controller_pipeline(s, driver, work)
             print(f"  {preset}: {s.notes}; DRAMsim3's controller adds {pipe:.2f} ns to an "
                   f"isolated read (ratio*: DRAMsim3's latency less that)")
