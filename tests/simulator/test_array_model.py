@@ -51,6 +51,27 @@ class _Clash(AssertionError):
     """Two folds met in one PE (or a PE used the wrong fold's weight)."""
 
 
+def _edge(starts, lane, t, length, mapped, value, pad, what):
+    """The operand entering edge ``lane`` (an array row or column) at cycle ``t``: step
+    ``t - s - lane`` of the fold started at ``s``, tagged (value, fold, step); ``mapped(f)``:
+    lanes the fold maps, the rest fed zeros when ``pad`` (SCALE-Sim) and nothing otherwise."""
+    got = None
+    for f, s in starts.items():
+        step = t - s - lane
+        if not 0 <= step < length:
+            continue
+        if lane < mapped(f):
+            v = (value(f, step), f, step)
+        elif pad:
+            v = (0, f, step)
+        else:
+            continue
+        if got is not None:
+            raise _Clash(f"{what} {lane} fed by two folds at cycle {t}")
+        got = v
+    return got
+
+
 # --------------------------------------------------------------------------------------------
 # os: both operands move (A right, B down), the output stays
 
@@ -78,38 +99,12 @@ def _run_os(A, B, R, C, starts, pad):
         return min(R, M - i0), min(C, N - j0)
 
     def edge_left(r, t):
-        got = None
-        for f, s in starts.items():
-            k = t - s - r
-            if 0 <= k < K:
-                rows, _ = used(f)
-                if r < rows:
-                    v = (A[folds[f][0] + r, k], f, k)
-                elif pad:
-                    v = (0, f, k)
-                else:
-                    continue
-                if got is not None:
-                    raise _Clash(f"row {r} fed by two folds at cycle {t}")
-                got = v
-        return got
+        return _edge(starts, r, t, K, lambda f: used(f)[0],
+                     lambda f, k: A[folds[f][0] + r, k], pad, "row")
 
     def edge_top(c, t):
-        got = None
-        for f, s in starts.items():
-            k = t - s - c
-            if 0 <= k < K:
-                _, cols = used(f)
-                if c < cols:
-                    v = (B[k, folds[f][1] + c], f, k)
-                elif pad:
-                    v = (0, f, k)
-                else:
-                    continue
-                if got is not None:
-                    raise _Clash(f"column {c} fed by two folds at cycle {t}")
-                got = v
-        return got
+        return _edge(starts, c, t, K, lambda f: used(f)[1],
+                     lambda f, k: B[k, folds[f][1] + c], pad, "column")
 
     for t in range(horizon):
         na = [[a[r][c - 1] if c else edge_left(r, t) for c in range(C)] for r in range(R)]
@@ -206,20 +201,8 @@ def _run_ws(A, W, R, C, starts, pad, shadow):
                 if c:
                     x = a[r][c - 1]
                 else:
-                    x = None
-                    for f, s in starts.items():
-                        m = t - s - r
-                        if 0 <= m < M:
-                            rows, _ = used(f)
-                            if r < rows:
-                                v = (A[m, folds[f][0] + r], f, m)
-                            elif pad:
-                                v = (0, f, m)
-                            else:
-                                continue
-                            if x is not None:
-                                raise _Clash(f"row {r} fed by two folds at cycle {t}")
-                            x = v
+                    x = _edge(starts, r, t, M, lambda f: used(f)[0],
+                              lambda f, m, r=r: A[m, folds[f][0] + r], pad, "row")
                 if x is not None and not pad and c >= used(x[1])[1]:
                     x = None
                 if x is not None and not pad and r >= used(x[1])[0]:
