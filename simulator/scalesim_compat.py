@@ -72,7 +72,9 @@ plus ``DRAM OFMAP Writes``, exact on every run compared: 30 golden GEMM rows (32
 241 of our own GEMM/conv runs (arrays 2×512 to 16×4, SRAMs 1–64 KiB, K < R, N < C, odd
 sizes, operands on either side of the half-SRAM threshold, Bandwidth 3/10/50), and the
 whole-network sums of ResNet-18 (6 array × dataflow runs) in the project's SCALE-Sim notes (§5.3).
-Not covered: sparsity, USER bandwidth mode, custom layouts, Ramulator traces.
+Sparsity: SCALE-Sim's layer-wise N:M (``[sparsity] SparsitySupport: true``, ``OptimizedMapping:
+false``) is a dense GEMM on the condensed K' (end of this module). Not covered: its row-wise
+``OptimizedMapping: true``, USER bandwidth mode, custom layouts, Ramulator traces.
 """
 
 from __future__ import annotations
@@ -328,8 +330,12 @@ def dram_ofmap_writes(M: int, K: int, N: int, rows: int, cols: int, dataflow: st
 
 
 def conv_ifmap_unique_words(ifmap_h: int, ifmap_w: int, filter_h: int, filter_w: int,
-                            channels: int, stride: int) -> int:
-    """Distinct IFMAP addresses a SCALE-Sim conv reads (no padding; ``E = ceil((H−R+s)/s)``)."""
+                            channels: int, stride: int,
+                            nm: tuple[int, int] | None = None) -> int:
+    """Distinct IFMAP addresses a SCALE-Sim conv reads (no padding; ``E = ceil((H−R+s)/s)``).
+
+    ``nm``: SCALE-Sim's layer-wise sparsity (``nm_window_mask``): only the window positions the
+    mask keeps are read (``operand_matrix.create_ifmap_matrix`` drops the other columns)."""
 
     def touched(size: int, k: int) -> int:
         out = math.ceil((size - k + stride) / stride)
@@ -337,4 +343,56 @@ def conv_ifmap_unique_words(ifmap_h: int, ifmap_w: int, filter_h: int, filter_w:
             return min(size, (out - 1) * stride + k)
         return sum(min(k, size - i * stride) for i in range(out))
 
-    return touched(ifmap_h, filter_h) * touched(ifmap_w, filter_w) * channels
+    if nm is None or nm[0] >= nm[1]:
+        return touched(ifmap_h, filter_h) * touched(ifmap_w, filter_w) * channels
+    eh = math.ceil((ifmap_h - filter_h + stride) / stride)
+    ew = math.ceil((ifmap_w - filter_w + stride) / stride)
+    # window index j = (r·S + q)·C + ch (channel fastest); kept when j % m < n, so channels
+    # ch and ch + m keep the same (r, q): one bitmap of the IFMAP plane per class ch % m
+    kept = nm_window_mask(filter_h * filter_w * channels, *nm).reshape(
+        filter_h, filter_w, channels)
+    total = 0
+    for cls in range(min(channels, nm[1])):
+        plane = np.zeros((ifmap_h, ifmap_w), dtype=bool)
+        for r, q in zip(*np.nonzero(kept[:, :, cls]), strict=True):
+            # the window rows/cols past the IFMAP edge are -1 (not read) in SCALE-Sim
+            plane[r: min(ifmap_h, r + (eh - 1) * stride + 1): stride,
+                  q: min(ifmap_w, q + (ew - 1) * stride + 1): stride] = True
+        total += int(plane.sum()) * len(range(cls, channels, nm[1]))
+    return total
+
+
+# ---- SCALE-Sim's layer-wise sparsity ([sparsity] SparsitySupport: true) ------------------------
+#
+# With ``OptimizedMapping: false`` SCALE-Sim gives every filter the same fixed pattern along K:
+# the first N of every M window positions kept (``operand_matrix.create_filter_matrix``), the
+# filter condensed to K' rows and the matching IFMAP columns dropped (``create_ifmap_matrix``).
+# The layer then runs as a dense GEMM M × K' × N; every figure above holds with K' for K
+# (IFMAP distinct addresses: ``conv_ifmap_unique_words(..., nm=)``), except that ``ws`` counts
+# each IFMAP SRAM read M/N times (``systolic_compute_ws.create_ifmap_demand_mat``: a block of
+# the input is shared by M/N array rows, no broadcast assumed) and reports the count as a float.
+
+
+def nm_window_mask(K: int, n: int, m: int) -> np.ndarray:
+    """SCALE-Sim's layer-wise N:M pattern over K window positions: the first ``n`` of every
+    ``m`` kept (bool, length ``K``)."""
+    return np.arange(K) % m < n
+
+
+def nm_condensed_k(K: int, n: int, m: int) -> int:
+    """K' of SCALE-Sim's condensed filter: ``n`` per whole group of ``m``, ``min(n, K % m)`` for
+    a last, narrower group (its trailing all-zero rows are dropped)."""
+    return (K // m) * n + min(n, K % m)
+
+
+def sparse_sram_accesses(M: int, K: int, N: int, rows: int, cols: int, dataflow: str,
+                         nm: tuple[int, int]) -> dict[str, float]:
+    """SCALE-Sim's SRAM access counts of a layer-wise N:M layer (``K``: the dense K): those of
+    the condensed GEMM, with ``ws``'s IFMAP reads multiplied by M/N (a float, as it reports
+    them)."""
+    n, m = nm
+    out: dict[str, float] = dict(sram_accesses(M, nm_condensed_k(K, n, m), N, rows, cols,
+                                               dataflow))
+    if str(dataflow).lower() == "ws":
+        out["ifmap_reads"] = out["ifmap_reads"] * (m / n)
+    return out
