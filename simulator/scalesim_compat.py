@@ -396,3 +396,33 @@ def sparse_sram_accesses(M: int, K: int, N: int, rows: int, cols: int, dataflow:
     if str(dataflow).lower() == "ws":
         out["ifmap_reads"] = out["ifmap_reads"] * (m / n)
     return out
+
+
+def topology_nm_inputs(layers, nm_sparsity, features) -> tuple[dict, dict]:
+    """What ``simulator.run.simulate`` needs to run a topology's Sparsity column on our N:M
+    feature as SCALE-Sim's layer-wise sparsity runs it: ``(masks, layer_features)``.
+
+    Each layer whose ratio is N:M with N < M gets a filter mask holding N of every M weights
+    along the forward GEMM's K (the first N, as SCALE-Sim keeps them; our K runs channel-major,
+    SCALE-Sim's channel-fastest, which leaves the count of kept weights K' the same) and the
+    features ``features`` with ``nm = (N, M)``: the array runs the condensed M × K' × N GEMM.
+    N = M, or no ratio: dense, no mask. ``layers`` and ``nm_sparsity`` as in
+    ``traces.topology.Topology``."""
+    from dataclasses import replace
+
+    from dataflows.gemm import lower
+
+    masks: dict = {}
+    layer_features: dict = {}
+    for layer, text in zip(layers, nm_sparsity, strict=True):
+        if text is None:
+            continue
+        n, m = (int(x) for x in text.split(":"))
+        if n >= m:
+            continue
+        shape = layer.operand_shape("filter", 1)
+        k = lower(layer, 1, "fwd").K  # per group; the filter is (out, K) row-major
+        mask = np.broadcast_to(nm_window_mask(k, n, m), (shape[0], k)).reshape(shape).copy()
+        masks[layer.name] = {"filter": mask}
+        layer_features[layer.name] = replace(features, nm=(n, m))
+    return masks, layer_features
