@@ -41,7 +41,7 @@ from common.vocab import DATAFLOWS
 from dataflows.features import SparseFeatures
 from dataflows.formats import block_bits
 from dataflows.gemm import Gemm, lower
-from dataflows.sparse import SparseWork, operand_compression, sparse_work
+from dataflows.sparse import SparseWork, operand_compression, sparse_work, work_candidates
 from dataflows.systolic import map_dense
 from dataflows.tiles import TileSchedule, schedule
 from dataflows.tiles import concat as concat_schedules
@@ -196,13 +196,20 @@ def _check_run(arch, dataflow: str, phases: str, memory: str) -> None:
 
 
 def _work(layer: Layer, batch: int, g: Gemm, arch, dataflow: str, masks,
-          feats: SparseFeatures) -> SparseWork:
+          feats: SparseFeatures, condensed: bool = False) -> SparseWork:
     """The work of GEMM ``g`` (``layer``'s, lowered): from the masks (or with a lowering of the
     architecture's own), or the closed form of a dense GEMM. A layer's masks are unpacked here,
-    for this phase only, and dropped with the work."""
+    for this phase only, and dropped with the work. ``condensed``: the N:M mode whenever the
+    masks allow it, even where dense is as fast (SCALE-Sim's sparse array has no dense mode)."""
     if (masks is not None and layer.name in masks) or not feats.lowering.default:
         lm = {} if masks is None else masks.get(layer.name, {})
         lm = lm.for_phase(g.phase) if hasattr(lm, "for_phase") else lm
+        if condensed and feats.nm is not None:
+            nm = [c for c in work_candidates(layer, batch, g.phase, lm, arch.rows, arch.cols,
+                                             arch.lanes, dataflow, feats, arch.folds)
+                  if c.mode == "nm"]
+            if nm:
+                return nm[0]
         return sparse_work(layer, batch, g.phase, lm, arch.rows, arch.cols, arch.lanes,
                            dataflow, feats, arch.folds, lowered=g)
     mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes, arch.folds)
@@ -230,7 +237,8 @@ def _plan(layers, batch: int, arch, dataflow: str, phases: str, masks,
     for li, ph in training_order(layers, PHASE_SETS[phases], skip, input_grad):
         full = lower(layers[li], batch, ph)
         f = (layer_features or {}).get(layers[li].name, feats)
-        w = _work(layers[li], batch, full, arch, dataflow, masks, f)
+        w = _work(layers[li], batch, full, arch, dataflow, masks, f,
+                  condensed=layers[li].name in (layer_features or {}))
         out.append(_Planned(li, ph, full, w, _tiles(w, arch, f)))
     return out
 
@@ -391,7 +399,8 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     backward GEMMs the step did not compute (``training_order``); ``input_grad``: the first
     layer's ``bwd_input`` runs unless ``skip`` names it (version-2 traces). ``layer_features``:
     layer name -> the features of that layer's GEMMs in place of ``features`` (SCALE-Sim's
-    per-layer N:M, ``simulator.scalesim_compat.topology_nm_inputs``). ``topk``: cycles of
+    per-layer N:M, ``simulator.scalesim_compat.topology_nm_inputs``); such a layer runs its
+    N:M mode wherever its masks allow, even where dense is as fast. ``topk``: cycles of
     the step's top-K / mask-update jobs (``overhead_rows``), which the modeled engine's top-K
     unit runs after the GEMMs (their ``overhead`` records follow the GEMMs' in the event log);
     the table leaves their rows to the caller. ``replays``: an ``engine.Replays`` shared by

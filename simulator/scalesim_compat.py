@@ -426,3 +426,45 @@ def topology_nm_inputs(layers, nm_sparsity, features) -> tuple[dict, dict]:
         masks[layer.name] = {"filter": mask}
         layer_features[layer.name] = replace(features, nm=(n, m))
     return masks, layer_features
+
+
+def topology_run_inputs(topology, arch, arch_arg, memory: str) -> tuple[tuple, dict, dict,
+                                                                        list[str]]:
+    """How ``sparsesim simulate`` runs a SCALE-Sim topology on ``arch`` (``arch_arg``: what
+    ``--arch`` named): ``(layers, masks, layer_features, notes)`` for ``simulate``.
+
+    * ``memory == "ideal"`` (SCALE-Sim's model): depthwise (``DP``) rows split per channel, as
+      SCALE-Sim runs them (``traces.topology.per_channel``), so every row is one of its
+      layers; ``modeled`` (our own model) keeps one grouped GEMM per row.
+    * The Sparsity column is applied when ``arch_arg`` is a SCALE-Sim ``.cfg`` with
+      ``[sparsity] SparsitySupport: true`` (``topology_nm_inputs``); otherwise it is not, as in
+      SCALE-Sim, and a note says so.
+    """
+    from pathlib import Path
+
+    from simulator.scalesim_cfg import read_scalesim_sparsity
+    from traces.topology import per_channel
+
+    notes: list[str] = []
+    topo = per_channel(topology) if memory == "ideal" else topology
+    split = len(topo.layers) - len(topology.layers)
+    if memory == "ideal" and split:
+        rows = sum(1 for la in topology.layers
+                   if la.kind == "conv2d" and "DP" in la.extra.get("scalesim_name", la.name))
+        notes.append(f"{rows} depthwise (DP) row(s) run as SCALE-Sim runs them, one layer per "
+                     f"channel ({len(topo.layers)} layers in all; --memory modeled runs each as "
+                     "one grouped GEMM)")
+    masks: dict = {}
+    features: dict = {}
+    if any(nm is not None for nm in topo.nm_sparsity):
+        path = Path(str(arch_arg))
+        sparsity = read_scalesim_sparsity(path) if path.suffix.lower() == ".cfg" else None
+        if sparsity is not None and sparsity.support:
+            masks, features = topology_nm_inputs(topo.layers, topo.nm_sparsity, arch.features)
+        else:
+            why = ("its [sparsity] SparsitySupport is not true" if sparsity is not None
+                   else "it is not a SCALE-Sim .cfg")
+            notes.append(f"the topology's Sparsity column is not applied: --arch {arch_arg} "
+                         f"does not enable it ({why}); the weights run dense, as SCALE-Sim "
+                         "runs them without SparsitySupport: true")
+    return topo.layers, masks, features, notes
