@@ -341,7 +341,8 @@ def conv_ifmap_unique_words(ifmap_h: int, ifmap_w: int, filter_h: int, filter_w:
         out = math.ceil((size - k + stride) / stride)
         if stride <= k:
             return min(size, (out - 1) * stride + k)
-        return sum(min(k, size - i * stride) for i in range(out))
+        # a window may start past the edge (stride > k): all its addresses are -1
+        return sum(max(0, min(k, size - i * stride)) for i in range(out))
 
     if nm is None or nm[0] >= nm[1]:
         return touched(ifmap_h, filter_h) * touched(ifmap_w, filter_w) * channels

@@ -22,7 +22,7 @@ from simulator.arch import (
     load_arch,
     preset_names,
 )
-from simulator.scalesim_cfg import read_scalesim_cfg
+from simulator.scalesim_cfg import ScaleSimSparsity, read_scalesim_cfg, read_scalesim_sparsity
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 PRESETS = ["dnnsim-tensordash", "eyeriss", "scalesim-32", "stc-2to4", "tensordash", "tpu-v1"]
@@ -437,6 +437,22 @@ def test_cfg_agrees_with_scalesim_parser(tmp_path):
     assert [ours.sram[b].kib for b in ("ifmap", "filter", "ofmap")] == list(theirs.get_mem_sizes())
 
 
+def test_read_scalesim_sparsity(tmp_path):
+    off = read_scalesim_sparsity(_cfg(tmp_path))
+    assert not off.support  # SparsitySupport : false; SCALE-Sim reads nothing else then
+    on = tmp_path / "on.cfg"
+    on.write_text(CFG.format(**CFG_DEFAULTS).replace("SparsitySupport : false",
+                                                     "SparsitySupport : TRUE")
+                  .replace("ellpack_block", "csc"), encoding="utf-8")
+    assert read_scalesim_sparsity(on) == ScaleSimSparsity(True, "csc", 40)
+    # the array is the same: the sparsity applies per layer, with the topology's column
+    plain = load_arch(_cfg(tmp_path))
+    assert load_arch(on).replace(description=plain.description) == plain
+    bare = tmp_path / "bare.cfg"  # no [sparsity] section at all: no support
+    bare.write_text(CFG.format(**CFG_DEFAULTS).split("[sparsity]")[0], encoding="utf-8")
+    assert not read_scalesim_sparsity(bare).support
+
+
 @pytest.mark.parametrize(
     ("text", "field", "expected"),
     [
@@ -488,6 +504,29 @@ def test_cfg_agrees_with_scalesim_parser(tmp_path):
         ),
         ("ArrayHeight: 32\n", None, "not a valid SCALE-Sim config"),
         (
+            CFG.replace("SparsitySupport : false", "SparsitySupport : true").replace(
+                "SparseRep : ellpack_block", "SparseRep : bitmap"),
+            "[sparsity] SparseRep",
+            "expected one of csr, csc, ellpack_block, got 'bitmap'",
+        ),
+        (
+            CFG.replace("SparsitySupport : false", "SparsitySupport : true").replace(
+                "OptimizedMapping : false", "OptimizedMapping : true"),
+            "[sparsity] OptimizedMapping",
+            "row-wise mapping",
+        ),
+        (
+            CFG.replace("SparsitySupport : false", "SparsitySupport : maybe"),
+            "[sparsity] SparsitySupport",
+            "expected true or false, got 'maybe'",
+        ),
+        (
+            CFG.replace("SparsitySupport : false", "SparsitySupport : true").replace(
+                "RandomNumberGeneratorSeed : 40\n", ""),
+            "[sparsity] RandomNumberGeneratorSeed",
+            "missing key",
+        ),
+        (
             CFG.replace("ArrayWidth:     {cols}", "ArrayWidth: 4\nArrayWidth: 8"),
             None,
             "not a valid SCALE-Sim config",
@@ -506,6 +545,10 @@ def test_cfg_agrees_with_scalesim_parser(tmp_path):
         "no-section",
         "no-header",
         "duplicate",
+        "sparse-rep",
+        "row-wise",
+        "sparsity-bool",
+        "sparsity-missing",
     ],
 )
 def test_bad_cfg(tmp_path, text, field, expected):
