@@ -207,9 +207,9 @@ def _work(layer: Layer, batch: int, g: Gemm, arch, dataflow: str, masks,
         if condensed and feats.nm is not None:
             nm = [c for c in work_candidates(layer, batch, g.phase, lm, arch.rows, arch.cols,
                                              arch.lanes, dataflow, feats, arch.folds)
-                  if c.mode == "nm"]
+                  if c.mode == "nm" or c.mode.startswith("nm+")]
             if nm:
-                return nm[0]
+                return min(nm, key=lambda c: c.compute_cycles + c.imbalance_cycles)
         return sparse_work(layer, batch, g.phase, lm, arch.rows, arch.cols, arch.lanes,
                            dataflow, feats, arch.folds, lowered=g)
     mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes, arch.folds)

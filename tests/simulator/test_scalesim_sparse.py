@@ -65,21 +65,10 @@ def _cfg(tmp: Path, rows: int, cols: int, df: str, sparse: bool) -> Path:
 
 
 def _theirs(tmp: Path, topo_text: str, cfg: Path, gemm: bool) -> list[dict[str, str]]:
-    from scalesim.scale_sim import scalesim
-
     topo, layout = tmp / "topo.csv", tmp / "layout.csv"
     topo.write_text(topo_text)
     layout.write_text(_layout(topo_text))
-    sim = scalesim(save_disk_space=True, verbose=False, config=str(cfg), topology=str(topo),
-                   layout=str(layout), input_type_gemm=gemm)
-    out = tmp / "out"
-    sim.run_scale(top_path=str(out))
-    run = next(p for p in out.iterdir() if p.is_dir())
-    rows: dict[str, dict[str, str]] = {}
-    for name in ("COMPUTE_REPORT.csv", "DETAILED_ACCESS_REPORT.csv"):
-        for r in golden._read(run / name):
-            rows.setdefault(r["LayerID"], {}).update(r)
-    return [rows[k] for k in sorted(rows, key=int)]
+    return _scalesim(tmp / "out", cfg, topo, gemm, layout)
 
 
 def _ours(topo: Path, cfg: Path, df: str, memory: str = "ideal"):
@@ -122,8 +111,9 @@ def test_sparse_parity_against_scalesim(tmp_path, form, rows, cols, df):
                                                                rel=1e-12), \
             f"{where} {layers[i].name} SRAM IFMAP Reads"
         # util counts the dense MACs over the sparse run's cycles, in both
-        assert o["Overall Util %"] == pytest.approx(float(t["Overall Util %"]), rel=1e-9), \
-            f"{where} {layers[i].name} Overall Util %"
+        for col in ("Overall Util %", "Mapping Efficiency %", "Compute Util %"):
+            assert o[col] == pytest.approx(float(t[col]), rel=1e-9), \
+                f"{where} {layers[i].name} {col}"
 
 
 @pytest.mark.parametrize("rows, cols", [(8, 8), (16, 12)])
@@ -181,3 +171,39 @@ def test_sparsity_column_without_support_runs_dense_with_a_note(tmp_path):
         assert len(notes) == 1 and "Sparsity column is not applied" in notes[0]
         table = simulate(layers, 1, arch, "os", "fwd", "ideal").table
         assert set(table["Mode"]) == {"dense"}
+
+
+def test_simulate_command_reads_them_as_they_are(tmp_path):
+    """``sparsesim simulate TOPOLOGY --arch FILE.cfg``: the Sparsity column applied, depthwise
+    rows per channel under ideal memory, each said in a note; bad values refused in one line."""
+    import subprocess
+
+    import pandas as pd
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "cli.main", "simulate", *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
+
+    topo = tmp_path / "net.csv"
+    topo.write_text(HEAD + "c1,12,12,3,3,3,8,1,2:4,\nc2DP,11,11,3,3,2,1,2,1:4,\n")
+    cfg = _cfg(tmp_path, 8, 8, "ws", sparse=True)
+    r = run(topo, "--arch", cfg, "--memory", "ideal", "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "note: 1 depthwise (DP) row(s) run as SCALE-Sim runs them" in r.stdout
+    comp = pd.read_csv(tmp_path / "out" / "COMPUTE_REPORT.csv")
+    assert list(comp["Layer"]) == ["c1", "c2DPChannel_0", "c2DPChannel_1"]
+    assert list(comp["K"]) == [27, 9, 9] and list(comp["M"]) == [100, 25, 25]  # the dense GEMMs
+    sparse = pd.read_csv(tmp_path / "out" / "SPARSE_REPORT.csv")
+    assert set(sparse["Mode"]) == {"nm"}
+
+    bad_cfg = tmp_path / "bad.cfg"
+    bad_cfg.write_text(cfg.read_text().replace("ellpack_block", "bitmap"))
+    bad_topo = tmp_path / "bad.csv"
+    bad_topo.write_text(HEAD + "c1,12,12,3,3,3,8,1,²:4,\n")
+    for args, message in (
+            ((topo, "--arch", bad_cfg), f"{bad_cfg}: [sparsity] SparseRep: expected one of csr, "
+                                        "csc, ellpack_block, got 'bitmap'"),
+            ((bad_topo, "--arch", cfg), f"{bad_topo}: line 2, column 9 (Sparsity): expected N:M")):
+        r = run(*args, "-o", tmp_path / "never")
+        assert r.returncode != 0 and not (tmp_path / "never").exists()
+        assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
