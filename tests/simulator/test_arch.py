@@ -29,6 +29,8 @@ PRESETS = ["dnnsim-tensordash", "eyeriss", "scalesim-32", "stc-2to4", "tensordas
 
 from tests.scalesim_cfg import CFG  # noqa: E402
 
+#: the config with SCALE-Sim's layer-wise sparsity on
+SPARSE = CFG.replace("SparsitySupport : false", "SparsitySupport : true")
 CFG_DEFAULTS = dict(run="calc_32_os", rows=32, cols=32, ifmap=64, filt=64, ofmap=64, bw=10, df="os")
 
 
@@ -503,29 +505,14 @@ def test_read_scalesim_sparsity(tmp_path):
             "missing section",
         ),
         ("ArrayHeight: 32\n", None, "not a valid SCALE-Sim config"),
-        (
-            CFG.replace("SparsitySupport : false", "SparsitySupport : true").replace(
-                "SparseRep : ellpack_block", "SparseRep : bitmap"),
-            "[sparsity] SparseRep",
-            "expected one of csr, csc, ellpack_block, got 'bitmap'",
-        ),
-        (
-            CFG.replace("SparsitySupport : false", "SparsitySupport : true").replace(
-                "OptimizedMapping : false", "OptimizedMapping : true"),
-            "[sparsity] OptimizedMapping",
-            "row-wise mapping",
-        ),
-        (
-            CFG.replace("SparsitySupport : false", "SparsitySupport : maybe"),
-            "[sparsity] SparsitySupport",
-            "expected true or false, got 'maybe'",
-        ),
-        (
-            CFG.replace("SparsitySupport : false", "SparsitySupport : true").replace(
-                "RandomNumberGeneratorSeed : 40\n", ""),
-            "[sparsity] RandomNumberGeneratorSeed",
-            "missing key",
-        ),
+        (SPARSE.replace(": ellpack_block", ": bitmap"), "[sparsity] SparseRep",
+         "expected one of csr, csc, ellpack_block, got 'bitmap'"),
+        (SPARSE.replace("Mapping : false", "Mapping : true"), "[sparsity] OptimizedMapping",
+         "row-wise mapping"),
+        (SPARSE.replace("Support : true", "Support : maybe"), "[sparsity] SparsitySupport",
+         "expected true or false, got 'maybe'"),
+        (SPARSE.replace("RandomNumberGeneratorSeed : 40\n", ""),
+         "[sparsity] RandomNumberGeneratorSeed", "missing key"),
         (
             CFG.replace("ArrayWidth:     {cols}", "ArrayWidth: 4\nArrayWidth: 8"),
             None,
