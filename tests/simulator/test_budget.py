@@ -181,15 +181,10 @@ def test_a_sweep_over_the_limit_is_refused_before_any_point(work, tiny_limits):
     assert (work / "sw" / "sweep.csv").is_file()
 
 
-def test_a_huge_grid_sweep_is_refused_with_its_estimate(work):
-    """1 000 points of a large synthetic network: the estimate is per distinct configuration,
-    not per point."""
-    (work / "s.yaml").write_text(
-        "name: s\narch: tensordash\nsynth: {model: resnet50, method: swat, batch: 256}\n"
-        "grid: {dataflow: [os, ws, is], sparsity: [" +
-        ", ".join(f"{i / 400:.4f}" for i in range(334)) + "]}\n")
-    refused(["sweep", "s.yaml", "-o", "sw", "-q"], "this sweep would need at least ")
-    assert not (work / "sw").exists()
+def test_a_demo_of_a_million_steps_is_refused_before_training(work):
+    refused(["demo", "--steps", "1000000", "-o", "d"],
+            "sparsesim demo: --steps: this demo would need about ")
+    assert not (work / "d").exists()
 
 
 def test_the_memory_cap_never_exceeds_what_the_machine_has(monkeypatch):
