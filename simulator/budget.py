@@ -105,7 +105,8 @@ class Estimate:
 
 def _duration(s: float) -> str:
     if s >= 86400 * 365:
-        return f"{s / (86400 * 365):,.0f} years"
+        years = s / (86400 * 365)
+        return f"{years:,.0f} years" if years >= 10 else f"{years:.1f} years"
     if s >= 86400:
         return f"{s / 86400:,.1f} days"
     if s >= 3600:

@@ -132,6 +132,7 @@ def work(tmp_path_factory) -> Path:
            "input_hw": [2048, 2048], "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
            "groups": 1, "dilation": [1, 1]}
     man["layers"] = [{**big, "name": f"l{i}"} for i in range(10_000)]
+    man["sparsity"]["layer_density"] = [0.5] * 10_000
     (d / "huge" / "manifest.json").write_text(json.dumps(man))
     inputs_small(d)
     return d
