@@ -312,7 +312,7 @@ def _check_simulate_budget(net, arch, dataflow: str, phases: str, args) -> None:
         extra = (len(stages(arch, args.memory)) - 1) * (steps + 1)
     est = estimate_network(net.layers, net.batch, arch, dataflow, phases, steps=steps,
                            masked=net.kind == "trace", baseline=net.kind == "trace",
-                           extra_simulations=extra)
+                           extra_simulations=extra, timeline=args.timeline)
     check(est, args.allow_huge, source=str(args.input))
 
 
