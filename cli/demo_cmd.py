@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> None:
         check(estimate_demo(args.steps, args.memory), args.allow_huge, field="--steps",
               source="sparsesim demo")
     import simulator.run  # noqa: F401  (loads the kernels, to say whether they need compiling)
-    from common.jit import cold_kernels, compiled_note
+    from common.jit import compile_mark, compiled_note
 
-    cold = cold_kernels()
+    mark = compile_mark()
     res = run_demo(args.output, args.steps, args.memory, args.force, args.quiet,
                    progress=lambda label: Progress(label, not args.quiet),
                    baseline_cache=None if args.no_cache else default_cache_dir())
@@ -89,5 +89,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"(test accuracy dense {100 * res.accuracy['dense']:.1f} %, SWAT-U 90 % "
           f"{100 * res.accuracy['swat90']:.1f} %; {res.seconds:.0f} s in all; everything in "
           f"{res.out})")
-    if compiled_note(cold):
-        print(compiled_note(cold))
+    note = compiled_note(mark)
+    if note:
+        print(note)

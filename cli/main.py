@@ -232,9 +232,9 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
     check_output_dir(args.output, args.force, inputs=inputs)  # before a long run
     _check_simulate_budget(net, arch, dataflow, phases, args)
-    from common.jit import cold_kernels, compiled_note
+    from common.jit import compile_mark, compiled_note
 
-    cold = cold_kernels()  # a first run compiles the kernels: it says so with its results
+    mark = compile_mark()  # a first run compiles the kernels: it says so with its results
     from simulator.baseline import default_cache_dir
 
     cache = None if args.no_cache else default_cache_dir()
@@ -303,8 +303,9 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     print(f"  results in {args.output}"
           + (f" (timeline: {args.output / 'timeline.json'}, opens in ui.perfetto.dev)"
              if args.timeline else ""))
-    if compiled_note(cold):
-        print(compiled_note(cold))
+    note = compiled_note(mark)
+    if note:
+        print(note)
 
 
 def _check_simulate_budget(net, arch, dataflow: str, phases: str, args) -> None:
