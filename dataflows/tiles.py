@@ -47,24 +47,40 @@ TILE_FIELDS = ("a_dram", "b_dram", "c_read", "c_write", "compute", "a_sram", "b_
 
 
 @njit(cache=True)
-def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer):
-    """``os`` folds in loop order: column folds outer (A stays on chip across them only if all
-    of A fits; B_j stays while the row folds pass if it fits), or row folds outer (A_i stays
-    while the column folds pass if it fits; B only if all of it fits)."""
+def _take(blk, prev, seen, whole, fetch, fp, new, cap):
+    """DRAM words of one operand block at one fold: an operand that fits whole is fetched
+    once (``new``: the words a block brings in at its first use); a block the previous fold
+    used and that fits its half buffer is still there; any other is fetched (``fetch``)."""
+    if whole:
+        if seen[blk]:
+            return 0
+        seen[blk] = True
+        return new[blk]
+    if blk == prev and fp[blk] <= cap:
+        return 0
+    return fetch[blk]
+
+
+@njit(cache=True)
+def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer, a_ops, b_ops, whole):
+    """``os`` folds in loop order, column folds outer or row folds outer. A's blocks are the
+    row folds (R rows × K), B's the column folds (K × C cols); ``a_ops``/``b_ops`` hold per
+    block its fetched words, footprint and first-use words (``_take``)."""
     rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
     cpf = (k + lanes - 1) // lanes + rows + cols - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
+    seen_a, seen_b = np.zeros(rf, dtype=np.bool_), np.zeros(cf, dtype=np.bool_)
+    pa, pb = -1, -1
     f = 0
     for o in range(n_out):
         for q in range(n_in):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(rows, m - i * rows)
             c = min(cols, n - j * cols)
-            a_keep = r * k <= cap_a if rows_outer else m * k <= cap_a
-            b_keep = k * n <= cap_b if rows_outer else k * c <= cap_b
-            out[f, A_DRAM] = r * k if (j == 0 or not a_keep) else 0
-            out[f, B_DRAM] = k * c if (i == 0 or not b_keep) else 0
+            out[f, A_DRAM] = _take(i, pa, seen_a, whole[0], a_ops[0], a_ops[1], a_ops[2], cap_a)
+            out[f, B_DRAM] = _take(j, pb, seen_b, whole[1], b_ops[0], b_ops[1], b_ops[2], cap_b)
+            pa, pb = i, j
             out[f, CW_DRAM] = r * c
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = r * k
@@ -75,25 +91,29 @@ def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer):
 
 
 @njit(cache=True)
-def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c, rows_outer):
-    """``ws`` folds in loop order: column folds outer (A stays across them if all of A fits;
-    a column's partial sums stay if they fit), or K folds outer (A[:, kb] stays while the
-    column folds pass if it fits; partial sums of all N must fit to stay)."""
+def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops, b_ops,
+              whole):
+    """``ws`` folds in loop order: column folds outer (a column's partial sums stay if they
+    fit), or K folds outer (partial sums of all N must fit to stay). A's blocks are the K folds
+    (M × R·L), B's every fold's own (R·L × C, index i·cf + j)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (n + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
     cpf = 2 * rows + cols + m - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
+    seen_a, seen_b = np.zeros(rf, dtype=np.bool_), np.zeros(rf * cf, dtype=np.bool_)
+    pa, pb = -1, -1
     f = 0
     for o in range(n_out):
         for q in range(n_in):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(kr, k - i * kr)
             c = min(cols, n - j * cols)
-            a_keep = m * r <= cap_a if rows_outer else m * k <= cap_a
             psum_fits = m * n <= cap_c if rows_outer else m * c <= cap_c
-            out[f, A_DRAM] = m * r if (j == 0 or not a_keep) else 0
-            out[f, B_DRAM] = r * c
+            out[f, A_DRAM] = _take(i, pa, seen_a, whole[0], a_ops[0], a_ops[1], a_ops[2], cap_a)
+            out[f, B_DRAM] = _take(i * cf + j, pb, seen_b, whole[1], b_ops[0], b_ops[1],
+                                   b_ops[2], cap_b)
+            pa, pb = i, i * cf + j
             if psum_fits:
                 out[f, CW_DRAM] = m * c if i == rf - 1 else 0
             else:
@@ -108,25 +128,29 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c, rows_outer):
 
 
 @njit(cache=True)
-def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c, rows_outer):
-    """``is`` folds in loop order: column (M) folds outer (B stays across them if all of B
-    fits; a column's partial sums stay if they fit), or K folds outer (B[kb, :] stays while
-    the column folds pass if it fits; partial sums of all of M must fit to stay)."""
+def _folds_is(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops, b_ops,
+              whole):
+    """``is`` folds in loop order: column (M) folds outer (a column's partial sums stay if
+    they fit), or K folds outer (partial sums of all of M must fit to stay). A's blocks are
+    every fold's own (C × R·L, index i·cf + j), B's the K folds (R·L × N)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (m + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
     cpf = 2 * rows + cols + n - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
+    seen_a, seen_b = np.zeros(rf * cf, dtype=np.bool_), np.zeros(rf, dtype=np.bool_)
+    pa, pb = -1, -1
     f = 0
     for o in range(n_out):
         for q in range(n_in):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(kr, k - i * kr)
             c = min(cols, m - j * cols)
-            b_keep = r * n <= cap_b if rows_outer else k * n <= cap_b
             psum_fits = m * n <= cap_c if rows_outer else c * n <= cap_c
-            out[f, A_DRAM] = c * r
-            out[f, B_DRAM] = r * n if (j == 0 or not b_keep) else 0
+            out[f, A_DRAM] = _take(i * cf + j, pa, seen_a, whole[0], a_ops[0], a_ops[1],
+                                   a_ops[2], cap_a)
+            out[f, B_DRAM] = _take(i, pb, seen_b, whole[1], b_ops[0], b_ops[1], b_ops[2], cap_b)
+            pa, pb = i * cf + j, i
             if psum_fits:
                 out[f, CW_DRAM] = c * n if i == rf - 1 else 0
             else:
@@ -138,6 +162,85 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c, rows_outer):
             out[f, C_SRAM] = c * n
             f += 1
     return out
+
+
+@njit(cache=True)
+def _patch(geo, p0, p1, t0, t1, stamp, state):
+    """Feature-map pixels of one channel (all images) that the output positions p0 .. p1−1
+    read through the kernel taps t0 .. t1−1 (flat i·kw + j): in-bounds pixels, each once.
+    Positions that span whole images count one image and multiply."""
+    _n, _cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
+    hw = ho * wo
+    total = 0
+    p = p0
+    while p < p1:
+        img = p // hw
+        end = min(p1, (img + 1) * hw)
+        if p == img * hw and end == (img + 1) * hw and p1 - p >= 2 * hw:
+            full = (p1 - p) // hw  # whole images from here on: one counted, the rest alike
+            end = p + full * hw
+        else:
+            full = 1
+        state[0] += 1
+        tag = state[0]
+        cnt = 0
+        for q in range(p, min(end, p + hw) if full > 1 else end):
+            oy = (q % hw) // wo
+            ox = q % wo
+            for t in range(t0, t1):
+                y = oy * sh - ph + (t // kw) * dh
+                x = ox * sw - pw + (t % kw) * dw
+                if 0 <= y < h and 0 <= x < w and stamp[y * w + x] != tag:
+                    stamp[y * w + x] = tag
+                    cnt += 1
+        total += cnt * full
+        p = end
+    return total
+
+
+@njit(cache=True)
+def _footprint(geo, p0, p1, k0, k1, stamp, state):
+    """Feature-map words of the im2col block positions p0 .. p1−1 × columns k0 .. k1−1
+    (columns (c, i, j), channel outermost): per channel, the pixels its taps in the block read."""
+    taps = geo[4] * geo[5]
+    c0, c1 = k0 // taps, (k1 - 1) // taps
+    if c0 == c1:
+        return _patch(geo, p0, p1, k0 - c0 * taps, k1 - c0 * taps, stamp, state)
+    words = _patch(geo, p0, p1, k0 - c0 * taps, taps, stamp, state)
+    words += _patch(geo, p0, p1, 0, k1 - c1 * taps, stamp, state)
+    if c1 - c0 > 1:
+        words += (c1 - c0 - 1) * _patch(geo, p0, p1, 0, taps, stamp, state)
+    return words
+
+
+@njit(cache=True)
+def _im2col_blocks(geo, blocks, stream, cap):
+    """Per block (position range × column range, one row of ``blocks``): its footprint in
+    feature-map words and the words fetching it moves. A block that does not fit ``cap``
+    streams through the half buffer in ⌈footprint / cap⌉ equal parts along its time axis
+    (``stream``: 0 positions, 1 columns, −1 none: a stationary block is loaded whole), each
+    part fetched as its own footprint."""
+    stamp = np.zeros(geo[2] * geo[3], dtype=np.int64)
+    state = np.zeros(1, dtype=np.int64)
+    nb = blocks.shape[0]
+    fetch = np.zeros(nb, dtype=np.int64)
+    fp = np.zeros(nb, dtype=np.int64)
+    for b in range(nb):
+        p0, p1, k0, k1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
+        fp[b] = _footprint(geo, p0, p1, k0, k1, stamp, state)
+        fetch[b] = fp[b]
+        if stream >= 0 and fp[b] > cap:
+            lo, length = (p0, p1 - p0) if stream == 0 else (k0, k1 - k0)
+            parts = min(length, (fp[b] + cap - 1) // cap)
+            words = 0
+            for q in range(parts):
+                a, z = lo + q * length // parts, lo + (q + 1) * length // parts
+                if stream == 0:
+                    words += _footprint(geo, a, z, k0, k1, stamp, state)
+                else:
+                    words += _footprint(geo, p0, p1, a, z, stamp, state)
+            fetch[b] = words
+    return fetch, fp
 
 
 @njit(cache=True)
@@ -269,6 +372,80 @@ def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
     return r
 
 
+def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
+    """Which operand is an im2col of a feature map ('A', 'B' or '') and its geometry as the
+    int64 array ``_patch`` reads (None when the GEMM carries none or its shape is not that
+    geometry's: a lowering or a sparse rewrite that changed the matrix)."""
+    if gemm.im2col is None:
+        return "", None
+    which, *g = gemm.im2col
+    n_img, cg, _h, _w, kh, kw = g[:6]
+    ho, wo = g[12], g[13]
+    pos, fan = (gemm.M, gemm.K) if which == "A" else (gemm.K, gemm.N)
+    if (pos, fan) != (n_img * ho * wo, cg * kh * kw) or gemm.k_read:
+        return "", None
+    return which, np.array(g, dtype=np.int64)
+
+
+def _block_ranges(mapping: DenseMapping, m: int, k: int, n: int) -> tuple[np.ndarray, int,
+                                                                           np.ndarray, int]:
+    """The blocks of A and of B the folds read, as (row start, row end, column start, column
+    end) of the operand matrix, with each one's time axis (0 rows, 1 columns, −1 stationary),
+    in the block order of the fold kernels."""
+    r, c, lanes, df = mapping.rows, mapping.cols, mapping.lanes, mapping.dataflow
+
+    def cuts(extent, step):
+        lo = np.arange(0, extent, step, dtype=np.int64)
+        return lo, np.minimum(lo + step, extent)
+
+    if df == "os":
+        (i0, i1), (j0, j1) = cuts(m, r), cuts(n, c)
+        a = np.stack([i0, i1, np.zeros_like(i0), np.full_like(i0, k)], axis=1)
+        b = np.stack([np.zeros_like(j0), np.full_like(j0, k), j0, j1], axis=1)
+        return a, 1, b, 0
+    (i0, i1) = cuts(k, r * lanes)
+    if df == "ws":
+        (j0, j1) = cuts(n, c)
+        a = np.stack([np.zeros_like(i0), np.full_like(i0, m), i0, i1], axis=1)
+        b = np.stack([np.repeat(i0, len(j0)), np.repeat(i1, len(j0)), np.tile(j0, len(i0)),
+                      np.tile(j1, len(i0))], axis=1)
+        return a, 0, b, -1
+    (j0, j1) = cuts(m, c)
+    a = np.stack([np.tile(j0, len(i0)), np.tile(j1, len(i0)), np.repeat(i0, len(j0)),
+                  np.repeat(i1, len(j0))], axis=1)
+    b = np.stack([i0, i1, np.zeros_like(i0), np.full_like(i0, n)], axis=1)
+    return a, -1, b, 1
+
+
+def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int],
+                    stored: np.ndarray):
+    """Per operand (A, B): per block its fetched words, footprint and first-use words; whether
+    the operand fits its half buffer whole; the capacity its blocks are compared with. An
+    im2col operand counts feature-map words (``_im2col_blocks``; fitting whole, it is fetched
+    once, all of it with its first block); any other counts matrix words, its capacity in
+    those words (half buffer / stored share, so a matrix stored smaller fits as stored)."""
+    m, k, n = gemm.M, gemm.K, gemm.N
+    a_blk, a_time, b_blk, b_time = _block_ranges(mapping, m, k, n)
+    ops, whole, out_caps = [], [], []
+    for x, blk, time, cap, share, extent in (("A", a_blk, a_time, caps[0], stored[0], (m, k)),
+                                             ("B", b_blk, b_time, caps[1], stored[1], (k, n))):
+        if x == geo[0]:
+            fetch, fp = _im2col_blocks(geo[1], blk, time, cap)
+            once = _im2col_blocks(geo[1], np.array([[0, extent[0], 0, extent[1]]]), -1, cap)[1]
+            new = np.zeros_like(fetch)
+            new[0] = once[0]
+            ops.append((fetch, fp, new))
+            whole.append(bool(once[0] <= cap))
+            out_caps.append(cap)
+            continue
+        words = (blk[:, 1] - blk[:, 0]) * (blk[:, 3] - blk[:, 2])
+        cap_x = cap if share >= 1.0 else int(cap / max(share, 1e-9) + 1e-9)
+        ops.append((words, words, words))
+        whole.append(extent[0] * extent[1] <= cap_x)
+        out_caps.append(cap_x)
+    return ops, np.array(whole), out_caps
+
+
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
              fold_cycles: np.ndarray | None = None,
              compression: tuple[float, float] | np.ndarray = (1.0, 1.0),
@@ -285,7 +462,11 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     m, k, n = gemm.M, gemm.K, gemm.N
     r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
     nf_all = mapping.folds * gemm.groups
-    stored = np.array([gemm.stored("A") / (m * k), gemm.stored("B") / (k * n)])
+    geo = _geometry(gemm)
+    # stored / expanded words of an operand counted as a share of the matrix (1 for one whose
+    # blocks are counted in feature-map words)
+    stored = np.array([1.0 if x == geo[0] else gemm.stored(x) / full
+                       for x, full in (("A", m * k), ("B", k * n))])
     held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
     scale_ab = _per_fold(compression, nf_all, "compression") * stored
     occ_ab = held_ratio * stored
@@ -295,13 +476,14 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     # gives three times the words)
     eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
                     for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
-    kernel, caps = {"os": (_folds_os, (eff_a, eff_b)), "ws": (_folds_ws, (eff_a, cap_c)),
-                    "is": (_folds_is, (eff_b, cap_c))}[mapping.dataflow]
+    ops, whole, caps = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored)
+    kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
+                     "is": (_folds_is, (cap_c,))}[mapping.dataflow]
     scale_c = gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer = kernel(m, k, n, r, c, lanes, *caps, False)
-    rows_outer = kernel(m, k, n, r, c, lanes, *caps, True)
+    cols_outer, rows_outer = (kernel(m, k, n, r, c, lanes, *caps, *extra, order, *ops, whole)
+                              for order in (False, True))
     traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer
