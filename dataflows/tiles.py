@@ -47,40 +47,21 @@ TILE_FIELDS = ("a_dram", "b_dram", "c_read", "c_write", "compute", "a_sram", "b_
 
 
 @njit(cache=True)
-def _take(blk, prev, seen, whole, fetch, fp, new, cap):
-    """DRAM words of one operand block at one fold: an operand that fits whole is fetched
-    once (``new``: the words a block brings in at its first use); a block the previous fold
-    used and that fits its half buffer is still there; any other is fetched (``fetch``)."""
-    if whole:
-        if seen[blk]:
-            return 0
-        seen[blk] = True
-        return new[blk]
-    if blk == prev and fp[blk] <= cap:
-        return 0
-    return fetch[blk]
-
-
-@njit(cache=True)
-def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer, a_ops, b_ops, whole):
+def _folds_os(m, k, n, rows, cols, lanes, rows_outer):
     """``os`` folds in loop order, column folds outer or row folds outer. A's blocks are the
-    row folds (R rows × K), B's the column folds (K × C cols); ``a_ops``/``b_ops`` hold per
-    block its fetched words, footprint and first-use words (``_take``)."""
+    row folds (R rows × K), B's the column folds (K × C cols); the A and B DRAM columns hold
+    the block each fold reads (``_fetches`` turns them into words)."""
     rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
     cpf = (k + lanes - 1) // lanes + rows + cols - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
-    seen_a, seen_b = np.zeros(rf, dtype=np.bool_), np.zeros(cf, dtype=np.bool_)
-    pa, pb = -1, -1
     f = 0
     for o in range(n_out):
         for q in range(n_in):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(rows, m - i * rows)
             c = min(cols, n - j * cols)
-            out[f, A_DRAM] = _take(i, pa, seen_a, whole[0], a_ops[0], a_ops[1], a_ops[2], cap_a)
-            out[f, B_DRAM] = _take(j, pb, seen_b, whole[1], b_ops[0], b_ops[1], b_ops[2], cap_b)
-            pa, pb = i, j
+            out[f, A_DRAM], out[f, B_DRAM] = i, j
             out[f, CW_DRAM] = r * c
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = r * k
@@ -91,8 +72,7 @@ def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer, a_ops, b_ops
 
 
 @njit(cache=True)
-def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops, b_ops,
-              whole):
+def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer):
     """``ws`` folds in loop order: column folds outer (a column's partial sums stay if they
     fit), or K folds outer (partial sums of all N must fit to stay). A's blocks are the K folds
     (M × R·L), B's every fold's own (R·L × C, index i·cf + j)."""
@@ -101,8 +81,6 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
     cpf = 2 * rows + cols + m - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
-    seen_a, seen_b = np.zeros(rf, dtype=np.bool_), np.zeros(rf * cf, dtype=np.bool_)
-    pa, pb = -1, -1
     f = 0
     for o in range(n_out):
         for q in range(n_in):
@@ -110,10 +88,7 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops
             r = min(kr, k - i * kr)
             c = min(cols, n - j * cols)
             psum_fits = m * n <= cap_c if rows_outer else m * c <= cap_c
-            out[f, A_DRAM] = _take(i, pa, seen_a, whole[0], a_ops[0], a_ops[1], a_ops[2], cap_a)
-            out[f, B_DRAM] = _take(i * cf + j, pb, seen_b, whole[1], b_ops[0], b_ops[1],
-                                   b_ops[2], cap_b)
-            pa, pb = i, i * cf + j
+            out[f, A_DRAM], out[f, B_DRAM] = i, i * cf + j
             if psum_fits:
                 out[f, CW_DRAM] = m * c if i == rf - 1 else 0
             else:
@@ -128,8 +103,7 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops
 
 
 @njit(cache=True)
-def _folds_is(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops, b_ops,
-              whole):
+def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer):
     """``is`` folds in loop order: column (M) folds outer (a column's partial sums stay if
     they fit), or K folds outer (partial sums of all of M must fit to stay). A's blocks are
     every fold's own (C × R·L, index i·cf + j), B's the K folds (R·L × N)."""
@@ -138,8 +112,6 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
     cpf = 2 * rows + cols + n - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
-    seen_a, seen_b = np.zeros(rf * cf, dtype=np.bool_), np.zeros(rf, dtype=np.bool_)
-    pa, pb = -1, -1
     f = 0
     for o in range(n_out):
         for q in range(n_in):
@@ -147,10 +119,7 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_a, cap_b, cap_c, rows_outer, a_ops
             r = min(kr, k - i * kr)
             c = min(cols, m - j * cols)
             psum_fits = m * n <= cap_c if rows_outer else c * n <= cap_c
-            out[f, A_DRAM] = _take(i * cf + j, pa, seen_a, whole[0], a_ops[0], a_ops[1],
-                                   a_ops[2], cap_a)
-            out[f, B_DRAM] = _take(i, pb, seen_b, whole[1], b_ops[0], b_ops[1], b_ops[2], cap_b)
-            pa, pb = i * cf + j, i
+            out[f, A_DRAM], out[f, B_DRAM] = i * cf + j, i
             if psum_fits:
                 out[f, CW_DRAM] = c * n if i == rf - 1 else 0
             else:
@@ -211,6 +180,97 @@ def _footprint(geo, p0, p1, k0, k1, stamp, state):
     if c1 - c0 > 1:
         words += (c1 - c0 - 1) * _patch(geo, p0, p1, 0, taps, stamp, state)
     return words
+
+
+@njit(cache=True)
+def _mark(geo, img, p0, p1, t0, t1, stamp, tag):
+    """Mark the pixels of one channel of image ``img`` that positions p0 .. p1−1 (clipped to
+    the image) read through taps t0 .. t1−1; returns how many were not marked with ``tag``."""
+    _n, _cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
+    hw = ho * wo
+    cnt = 0
+    for q in range(max(p0, img * hw), min(p1, (img + 1) * hw)):
+        oy = (q % hw) // wo
+        ox = q % wo
+        for t in range(t0, t1):
+            y = oy * sh - ph + (t // kw) * dh
+            x = ox * sw - pw + (t % kw) * dw
+            if 0 <= y < h and 0 <= x < w and stamp[y * w + x] != tag:
+                stamp[y * w + x] = tag
+                cnt += 1
+    return cnt
+
+
+@njit(cache=True)
+def _union(geo, b1, b2, stamp, state):
+    """Feature-map words two im2col blocks (rows of ``_im2col_blocks``' block array) touch
+    together. Channels with the same taps in both, and images covered alike, are counted once."""
+    taps = geo[4] * geo[5]
+    hw = geo[12] * geo[13]
+    total = 0
+    last = (-1, -1, -1, -1)
+    last_cnt = 0
+    for c in range(min(b1[2], b2[2]) // taps, (max(b1[3], b2[3]) - 1) // taps + 1):
+        t = (max(b1[2] - c * taps, 0), min(b1[3] - c * taps, taps),
+             max(b2[2] - c * taps, 0), min(b2[3] - c * taps, taps))
+        if t == last:
+            total += last_cnt
+            continue
+        cnt = 0
+        cov = np.full(4, -1, dtype=np.int64)  # count of an image covered whole/not by each
+        for img in range(min(b1[0], b2[0]) // hw, (max(b1[1], b2[1]) - 1) // hw + 1):
+            k1 = 0 if t[0] >= t[1] or b1[1] <= img * hw or b1[0] >= (img + 1) * hw else (
+                1 if b1[0] <= img * hw and b1[1] >= (img + 1) * hw else 2)
+            k2 = 0 if t[2] >= t[3] or b2[1] <= img * hw or b2[0] >= (img + 1) * hw else (
+                1 if b2[0] <= img * hw and b2[1] >= (img + 1) * hw else 2)
+            alike = k1 < 2 and k2 < 2
+            if alike and cov[k1 * 2 + k2] >= 0:
+                cnt += cov[k1 * 2 + k2]
+                continue
+            state[0] += 1
+            got = 0
+            if k1:
+                got += _mark(geo, img, b1[0], b1[1], t[0], t[1], stamp, state[0])
+            if k2:
+                got += _mark(geo, img, b2[0], b2[1], t[2], t[3], stamp, state[0])
+            if alike:
+                cov[k1 * 2 + k2] = got
+            cnt += got
+        last, last_cnt = t, cnt
+        total += cnt
+    return total
+
+
+@njit(cache=True)
+def _fetches(seq, blocks, geo, fetch, fp, new, whole, cap):
+    """DRAM words of one operand at each fold, the fold reading block ``seq[f]``. An operand
+    that fits whole is fetched once (``new``: the words a block brings in at its first use).
+    Otherwise the buffer keeps the block the previous fold read if it fits: the same block again
+    costs nothing, and a new one that fits beside it brings in only the words the kept one does
+    not hold (an im2col block's halo; plain blocks share no words); any other is fetched as
+    ``fetch`` says."""
+    nf = seq.shape[0]
+    out = np.zeros(nf, dtype=np.int64)
+    seen = np.zeros(fetch.shape[0], dtype=np.bool_)
+    stamp = np.zeros(geo[2] * geo[3] if geo.shape[0] else 1, dtype=np.int64)
+    state = np.zeros(1, dtype=np.int64)
+    held = -1
+    for f in range(nf):
+        b = seq[f]
+        if whole:
+            if not seen[b]:
+                seen[b] = True
+                out[f] = new[b]
+            continue
+        if b == held:
+            continue
+        out[f] = fetch[b]
+        if held >= 0 and geo.shape[0] and fp[b] <= cap:
+            both = _union(geo, blocks[held], blocks[b], stamp, state)
+            if both <= cap:
+                out[f] = both - fp[held]
+        held = b if fp[b] <= cap else -1
+    return out
 
 
 @njit(cache=True)
@@ -419,14 +479,16 @@ def _block_ranges(mapping: DenseMapping, m: int, k: int, n: int) -> tuple[np.nda
 
 def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int],
                     stored: np.ndarray):
-    """Per operand (A, B): per block its fetched words, footprint and first-use words; whether
-    the operand fits its half buffer whole; the capacity its blocks are compared with. An
+    """Per operand (A, B), the arguments of ``_fetches`` after the block sequence: the blocks,
+    the im2col geometry (empty for a plain matrix), per block its fetched words, footprint and
+    first-use words, whether the operand fits its half buffer whole, the capacity its blocks
+    are compared with. An
     im2col operand counts feature-map words (``_im2col_blocks``; fitting whole, it is fetched
     once, all of it with its first block); any other counts matrix words, its capacity in
     those words (half buffer / stored share, so a matrix stored smaller fits as stored)."""
     m, k, n = gemm.M, gemm.K, gemm.N
     a_blk, a_time, b_blk, b_time = _block_ranges(mapping, m, k, n)
-    ops, whole, out_caps = [], [], []
+    out = []
     for x, blk, time, cap, share, extent in (("A", a_blk, a_time, caps[0], stored[0], (m, k)),
                                              ("B", b_blk, b_time, caps[1], stored[1], (k, n))):
         if x == geo[0]:
@@ -434,16 +496,13 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
             once = _im2col_blocks(geo[1], np.array([[0, extent[0], 0, extent[1]]]), -1, cap)[1]
             new = np.zeros_like(fetch)
             new[0] = once[0]
-            ops.append((fetch, fp, new))
-            whole.append(bool(once[0] <= cap))
-            out_caps.append(cap)
+            out.append((blk, geo[1], fetch, fp, new, bool(once[0] <= cap), cap))
             continue
         words = (blk[:, 1] - blk[:, 0]) * (blk[:, 3] - blk[:, 2])
         cap_x = cap if share >= 1.0 else int(cap / max(share, 1e-9) + 1e-9)
-        ops.append((words, words, words))
-        whole.append(extent[0] * extent[1] <= cap_x)
-        out_caps.append(cap_x)
-    return ops, np.array(whole), out_caps
+        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words,
+                    extent[0] * extent[1] <= cap_x, cap_x))
+    return out
 
 
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
@@ -476,14 +535,17 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     # gives three times the words)
     eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
                     for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
-    ops, whole, caps = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored)
+    ops = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored)
     kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
                      "is": (_folds_is, (cap_c,))}[mapping.dataflow]
     scale_c = gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer, rows_outer = (kernel(m, k, n, r, c, lanes, *caps, *extra, order, *ops, whole)
+    cols_outer, rows_outer = (kernel(m, k, n, r, c, lanes, *extra, order)
                               for order in (False, True))
+    for f in (cols_outer, rows_outer):
+        for col, op in zip((A_DRAM, B_DRAM), ops, strict=True):
+            f[:, col] = _fetches(np.ascontiguousarray(f[:, col]), *op)
     traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer

@@ -8,8 +8,9 @@ reads padding), and keeps explicit sets of resident words with the half buffer's
 * an operand whose words all fit in its half buffer is fetched word by word as first needed and
   then stays;
 * otherwise the buffer holds one block: a block the previous fold read, if it fits, is still
-  there; any other is fetched, in ⌈footprint / capacity⌉ equal parts along its time axis when it
-  does not fit, each part fetched as the distinct words it touches;
+  there; a new block that fits beside it brings in only the words it does not hold (the halo two
+  im2col blocks share); any other is fetched, in ⌈footprint / capacity⌉ equal parts along its
+  time axis when it does not fit, each part fetched as the distinct words it touches;
 * partial sums: all of C stays when it fits; otherwise one block stays while consecutive folds
   accumulate into it, and is written out (and read back at its next fold) when it leaves.
 """
@@ -57,7 +58,7 @@ class _Buffer:
     def __init__(self, cap: int, everything: set) -> None:
         self.cap, self.whole = cap, len(everything) <= cap
         self.resident: set = set()
-        self.held = None
+        self.held, self.kept = None, set()
         self.words = 0
 
     def read(self, key, steps: list[list]) -> None:
@@ -69,11 +70,14 @@ class _Buffer:
             return
         if key == self.held:
             return
-        parts = min(len(steps), -(-len(need) // self.cap))
-        for q in range(parts):
-            part = steps[q * len(steps) // parts:(q + 1) * len(steps) // parts]
-            self.words += len({a for s in part for a in s if a is not None})
-        self.held = key if len(need) <= self.cap else None
+        if self.held is not None and len(need) <= self.cap and len(need | self.kept) <= self.cap:
+            self.words += len(need - self.kept)  # fits beside the block held: only what is new
+        else:
+            parts = min(len(steps), -(-len(need) // self.cap))
+            for q in range(parts):
+                part = steps[q * len(steps) // parts:(q + 1) * len(steps) // parts]
+                self.words += len({a for s in part for a in s if a is not None})
+        self.held, self.kept = (key, need) if len(need) <= self.cap else (None, set())
 
 
 def _block(cell, r0, r1, c0, c1, time):
