@@ -134,6 +134,56 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer):
 
 
 @njit(cache=True)
+def _cols_hit(geo, ja, jb):
+    """Input columns that whole output rows read through kernel columns ja .. jb−1."""
+    w, kw_, sw, pw, dw, wo = geo[3], geo[5], geo[7], geo[9], geo[11], geo[13]
+    hit = np.zeros(w, dtype=np.bool_)
+    for ox in range(wo):
+        for j in range(ja, min(jb, kw_)):
+            x = ox * sw - pw + j * dw
+            if 0 <= x < w:
+                hit[x] = True
+    return hit
+
+
+@njit(cache=True)
+def _rows_patch(geo, y0, y1, t0, t1):
+    """``_patch`` for whole output rows y0 .. y1−1 of one image, row by row of the input: a
+    kernel row's taps read the same input columns on every output row, so an input row holds
+    the union of the column sets of the kernel rows that land on it (at most three sets: the
+    first and last kernel rows of t0 .. t1−1 may be partial)."""
+    h, kw, sh, ph, dh = geo[2], geo[5], geo[6], geo[8], geo[10]
+    i_lo, i_hi = t0 // kw, (t1 - 1) // kw
+    first = _cols_hit(geo, t0 - i_lo * kw, kw if i_hi > i_lo else t1 - i_lo * kw)
+    last = _cols_hit(geo, 0, t1 - i_hi * kw)
+    full = _cols_hit(geo, 0, kw)
+    n_first, n_last, n_full = first.sum(), last.sum(), full.sum()
+    n_both = (first | last).sum()
+    total = 0
+    for y in range(max(0, y0 * sh - ph + i_lo * dh), min(h, (y1 - 1) * sh - ph + i_hi * dh + 1)):
+        has_first = has_last = has_full = False
+        for i in range(i_lo, i_hi + 1):
+            d = y + ph - i * dh
+            if d < 0 or d % sh or not y0 <= d // sh < y1:
+                continue
+            if i == i_lo:
+                has_first = True
+            elif i == i_hi:
+                has_last = True
+            else:
+                has_full = True
+        if has_full:
+            total += n_full
+        elif has_first and has_last:
+            total += n_both
+        elif has_first:
+            total += n_first
+        elif has_last:
+            total += n_last
+    return total
+
+
+@njit(cache=True)
 def _patch(geo, p0, p1, t0, t1, stamp, state):
     """Feature-map pixels of one channel (all images) that the output positions p0 .. p1−1
     read through the kernel taps t0 .. t1−1 (flat i·kw + j): in-bounds pixels, each once.
@@ -150,10 +200,15 @@ def _patch(geo, p0, p1, t0, t1, stamp, state):
             end = p + full * hw
         else:
             full = 1
+        stop = min(end, p + hw) if full > 1 else end
+        if p % wo == 0 and stop % wo == 0:  # whole output rows
+            total += full * _rows_patch(geo, (p % hw) // wo, (stop - 1) % hw // wo + 1, t0, t1)
+            p = end
+            continue
         state[0] += 1
         tag = state[0]
         cnt = 0
-        for q in range(p, min(end, p + hw) if full > 1 else end):
+        for q in range(p, stop):
             oy = (q % hw) // wo
             ox = q % wo
             for t in range(t0, t1):
@@ -254,6 +309,10 @@ def _fetches(seq, blocks, geo, fetch, fp, new, whole, cap):
     seen = np.zeros(fetch.shape[0], dtype=np.bool_)
     stamp = np.zeros(geo[2] * geo[3] if geo.shape[0] else 1, dtype=np.int64)
     state = np.zeros(1, dtype=np.int64)
+    hw = geo[12] * geo[13] if geo.shape[0] else 1
+    # two blocks moved together by whole images touch as many words: count each layout once
+    known = dict()
+    known[(0, 0, 0, 0, 0, 0, 0, 0)] = 0
     held = -1
     for f in range(nf):
         b = seq[f]
@@ -266,7 +325,15 @@ def _fetches(seq, blocks, geo, fetch, fp, new, whole, cap):
             continue
         out[f] = fetch[b]
         if held >= 0 and geo.shape[0] and fp[b] <= cap:
-            both = _union(geo, blocks[held], blocks[b], stamp, state)
+            b1, b2 = blocks[held], blocks[b]
+            base = b1[0] - b1[0] % hw
+            key = (b1[0] - base, b1[1] - base, b2[0] - base, b2[1] - base, b1[2], b1[3], b2[2],
+                   b2[3])
+            if key in known:
+                both = known[key]
+            else:
+                both = _union(geo, b1, b2, stamp, state)
+                known[key] = both
             if both <= cap:
                 out[f] = both - fp[held]
         held = b if fp[b] <= cap else -1
@@ -278,28 +345,49 @@ def _im2col_blocks(geo, blocks, stream, cap):
     """Per block (position range × column range, one row of ``blocks``): its footprint in
     feature-map words and the words fetching it moves. A block that does not fit ``cap``
     streams through the half buffer in ⌈footprint / cap⌉ equal parts along its time axis
-    (``stream``: 0 positions, 1 columns, −1 none: a stationary block is loaded whole), each
-    part fetched as its own footprint."""
+    (``stream``: 0 positions, in whole output rows — such a block spans whole images —, 1
+    columns, −1 none: a stationary block is loaded whole), each part fetched as its own
+    footprint."""
     stamp = np.zeros(geo[2] * geo[3], dtype=np.int64)
     state = np.zeros(1, dtype=np.int64)
+    hw = geo[12] * geo[13]
     nb = blocks.shape[0]
     fetch = np.zeros(nb, dtype=np.int64)
     fp = np.zeros(nb, dtype=np.int64)
+    # a block moved by whole images touches as many words: count each layout once
+    known = dict()
+    known[(0, 0, 0, 0)] = (0, 0)
+    part_known = dict()
+    part_known[(0, 0, 0, 0)] = 0
+    wo = geo[13]
     for b in range(nb):
         p0, p1, k0, k1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
+        base = p0 - p0 % hw
+        key = (p0 - base, p1 - base, k0, k1)
+        if key in known:
+            fetch[b], fp[b] = known[key]
+            continue
         fp[b] = _footprint(geo, p0, p1, k0, k1, stamp, state)
         fetch[b] = fp[b]
         if stream >= 0 and fp[b] > cap:
-            lo, length = (p0, p1 - p0) if stream == 0 else (k0, k1 - k0)
+            # time steps: output rows (a block streamed along positions spans whole images)
+            # or columns
+            step = wo if stream == 0 else 1
+            lo, length = (p0, (p1 - p0) // wo) if stream == 0 else (k0, k1 - k0)
             parts = min(length, (fp[b] + cap - 1) // cap)
             words = 0
             for q in range(parts):
-                a, z = lo + q * length // parts, lo + (q + 1) * length // parts
-                if stream == 0:
-                    words += _footprint(geo, a, z, k0, k1, stamp, state)
-                else:
+                a = lo + q * length // parts * step
+                z = lo + (q + 1) * length // parts * step
+                if stream == 1:
                     words += _footprint(geo, p0, p1, a, z, stamp, state)
+                    continue
+                pkey = (a % hw, z - a, k0, k1)  # a part moved by whole images: alike
+                if pkey not in part_known:
+                    part_known[pkey] = _footprint(geo, a, z, k0, k1, stamp, state)
+                words += part_known[pkey]
             fetch[b] = words
+        known[key] = (fetch[b], fp[b])
     return fetch, fp
 
 
@@ -492,8 +580,11 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
     for x, blk, time, cap, share, extent in (("A", a_blk, a_time, caps[0], stored[0], (m, k)),
                                              ("B", b_blk, b_time, caps[1], stored[1], (k, n))):
         if x == geo[0]:
-            fetch, fp = _im2col_blocks(geo[1], blk, time, cap)
             once = _im2col_blocks(geo[1], np.array([[0, extent[0], 0, extent[1]]]), -1, cap)[1]
+            if once[0] <= cap:  # fetched once, whole: its blocks need no counting
+                fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
+            else:
+                fetch, fp = _im2col_blocks(geo[1], blk, time, cap)
             new = np.zeros_like(fetch)
             new[0] = once[0]
             out.append((blk, geo[1], fetch, fp, new, bool(once[0] <= cap), cap))
