@@ -257,39 +257,60 @@ def _mark(geo, img, p0, p1, t0, t1, stamp, tag):
 
 
 @njit(cache=True)
-def _union(geo, b1, b2, stamp, state):
-    """Feature-map words two im2col blocks (rows of ``_im2col_blocks``' block array) touch
-    together. Channels with the same taps in both, and images covered alike, are counted once."""
+def _count_marked(geo, img, p0, p1, t0, t1, stamp, tag, seen):
+    """Words of one channel of image ``img`` that positions p0 .. p1−1 read through taps
+    t0 .. t1−1 and that carry ``tag``, each counted once (re-marked ``seen``)."""
+    _n, _cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
+    hw = ho * wo
+    cnt = 0
+    for q in range(max(p0, img * hw), min(p1, (img + 1) * hw)):
+        oy = (q % hw) // wo
+        ox = q % wo
+        for t in range(t0, t1):
+            y = oy * sh - ph + (t // kw) * dh
+            x = ox * sw - pw + (t % kw) * dw
+            if 0 <= y < h and 0 <= x < w and stamp[y * w + x] == tag:
+                stamp[y * w + x] = seen
+                cnt += 1
+    return cnt
+
+
+@njit(cache=True)
+def _overlap(geo, b1, b2, stamp, state):
+    """Feature-map words two im2col blocks (rows of ``_im2col_blocks``' block array) both
+    touch: only their shared channels and images can hold any. Channels with the same taps in
+    both, and images covered alike, are counted once."""
     taps = geo[4] * geo[5]
     hw = geo[12] * geo[13]
     total = 0
     last = (-1, -1, -1, -1)
     last_cnt = 0
-    for c in range(min(b1[2], b2[2]) // taps, (max(b1[3], b2[3]) - 1) // taps + 1):
+    c_lo = max(b1[2], b2[2]) // taps
+    c_hi = (min(b1[3], b2[3]) - 1) // taps
+    i_lo = max(b1[0], b2[0]) // hw
+    i_hi = (min(b1[1], b2[1]) - 1) // hw
+    for c in range(c_lo, c_hi + 1):
         t = (max(b1[2] - c * taps, 0), min(b1[3] - c * taps, taps),
              max(b2[2] - c * taps, 0), min(b2[3] - c * taps, taps))
+        if t[0] >= t[1] or t[2] >= t[3]:
+            continue
         if t == last:
             total += last_cnt
             continue
         cnt = 0
-        cov = np.full(4, -1, dtype=np.int64)  # count of an image covered whole/not by each
-        for img in range(min(b1[0], b2[0]) // hw, (max(b1[1], b2[1]) - 1) // hw + 1):
-            k1 = 0 if t[0] >= t[1] or b1[1] <= img * hw or b1[0] >= (img + 1) * hw else (
-                1 if b1[0] <= img * hw and b1[1] >= (img + 1) * hw else 2)
-            k2 = 0 if t[2] >= t[3] or b2[1] <= img * hw or b2[0] >= (img + 1) * hw else (
-                1 if b2[0] <= img * hw and b2[1] >= (img + 1) * hw else 2)
-            alike = k1 < 2 and k2 < 2
-            if alike and cov[k1 * 2 + k2] >= 0:
-                cnt += cov[k1 * 2 + k2]
+        cov = -1  # the count of an image both blocks cover whole
+        for img in range(i_lo, i_hi + 1):
+            whole_both = (b1[0] <= img * hw and b1[1] >= (img + 1) * hw
+                          and b2[0] <= img * hw and b2[1] >= (img + 1) * hw)
+            if whole_both and cov >= 0:
+                cnt += cov
                 continue
-            state[0] += 1
-            got = 0
-            if k1:
-                got += _mark(geo, img, b1[0], b1[1], t[0], t[1], stamp, state[0])
-            if k2:
-                got += _mark(geo, img, b2[0], b2[1], t[2], t[3], stamp, state[0])
-            if alike:
-                cov[k1 * 2 + k2] = got
+            state[0] += 2
+            _mark(geo, img, b1[0], b1[1], t[0], t[1], stamp, state[0] - 1)
+            got = _count_marked(geo, img, b2[0], b2[1], t[2], t[3], stamp, state[0] - 1,
+                                state[0])
+            if whole_both:
+                cov = got
             cnt += got
         last, last_cnt = t, cnt
         total += cnt
@@ -297,23 +318,27 @@ def _union(geo, b1, b2, stamp, state):
 
 
 @njit(cache=True)
-def _fetches(seq, blocks, geo, fetch, fp, new, whole, cap):
+def _overlaps(geo, b1, b2):
+    """``_overlap`` of each pair of rows of ``b1`` and ``b2``."""
+    stamp = np.zeros(geo[2] * geo[3], dtype=np.int64)
+    state = np.zeros(1, dtype=np.int64)
+    out = np.zeros(b1.shape[0], dtype=np.int64)
+    for q in range(b1.shape[0]):
+        out[q] = _overlap(geo, b1[q], b2[q], stamp, state)
+    return out
+
+
+@njit(cache=True)
+def _fetches(seq, fetch, fp, new, whole, cap, both):
     """DRAM words of one operand at each fold, the fold reading block ``seq[f]``. An operand
     that fits whole is fetched once (``new``: the words a block brings in at its first use).
     Otherwise the buffer keeps the block the previous fold read if it fits: the same block again
     costs nothing, and a new one that fits beside it brings in only the words the kept one does
-    not hold (an im2col block's halo; plain blocks share no words); any other is fetched as
-    ``fetch`` says."""
+    not hold (``both[f]``: the words of the two blocks together, −1 where not counted: plain
+    blocks share no words); any other is fetched as ``fetch`` says."""
     nf = seq.shape[0]
     out = np.zeros(nf, dtype=np.int64)
     seen = np.zeros(fetch.shape[0], dtype=np.bool_)
-    stamp = np.zeros(geo[2] * geo[3] if geo.shape[0] else 1, dtype=np.int64)
-    state = np.zeros(1, dtype=np.int64)
-    hw = geo[12] * geo[13] if geo.shape[0] else 1
-    # two blocks moved together by whole images touch as many words: count each layout once
-    known = dict()
-    known[(0, 0, 0, 0, 0, 0, 0, 0)] = 0
-    held = -1
     for f in range(nf):
         b = seq[f]
         if whole:
@@ -321,22 +346,45 @@ def _fetches(seq, blocks, geo, fetch, fp, new, whole, cap):
                 seen[b] = True
                 out[f] = new[b]
             continue
+        held = seq[f - 1] if f > 0 and fp[seq[f - 1]] <= cap else -1
         if b == held:
             continue
         out[f] = fetch[b]
-        if held >= 0 and geo.shape[0] and fp[b] <= cap:
-            b1, b2 = blocks[held], blocks[b]
-            base = b1[0] - b1[0] % hw
-            key = (b1[0] - base, b1[1] - base, b2[0] - base, b2[1] - base, b1[2], b1[3], b2[2],
-                   b2[3])
-            if key in known:
-                both = known[key]
-            else:
-                both = _union(geo, b1, b2, stamp, state)
-                known[key] = both
-            if both <= cap:
-                out[f] = both - fp[held]
-        held = b if fp[b] <= cap else -1
+        if held >= 0 and 0 <= both[f] <= cap:
+            out[f] = both[f] - fp[held]
+    return out
+
+
+def _alike(cols: list[np.ndarray], hw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of block coordinates moved by whole images (``hw`` positions) to the first image
+    the first block starts in — blocks alike up to whole images touch as many words; returns
+    the index of one row per layout and each row's layout."""
+    base = cols[0] - cols[0] % hw
+    key = np.stack([c - base if i in (0, 1, 4, 5) else c for i, c in enumerate(cols)], axis=1)
+    order = np.lexsort(key.T[::-1])
+    ordered = key[order]
+    starts = np.concatenate([[True], np.any(ordered[1:] != ordered[:-1], axis=1)])
+    inv = np.empty(key.shape[0], dtype=np.int64)
+    inv[order] = np.cumsum(starts) - 1
+    return order[starts], inv
+
+
+def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.ndarray,
+                cap: int) -> np.ndarray:
+    """Per fold, the feature-map words of its block and the previous fold's together, where
+    ``_fetches`` needs them (both fit, and differ); −1 elsewhere."""
+    out = np.full(seq.shape[0], -1, dtype=np.int64)
+    if not geo.shape[0] or seq.shape[0] < 2:
+        return out
+    prev, cur = seq[:-1], seq[1:]
+    need = np.flatnonzero((prev != cur) & (fp[prev] <= cap) & (fp[cur] <= cap))
+    if need.shape[0] == 0:
+        return out
+    b1, b2 = blocks[prev[need]], blocks[cur[need]]
+    cols = [b1[:, 0], b1[:, 1], b1[:, 2], b1[:, 3], b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]]
+    first, inv = _alike(cols, int(geo[12] * geo[13]))
+    shared = _overlaps(geo, np.ascontiguousarray(b1[first]), np.ascontiguousarray(b2[first]))
+    out[need + 1] = fp[prev[need]] + fp[cur[need]] - shared[inv]
     return out
 
 
@@ -350,23 +398,12 @@ def _im2col_blocks(geo, blocks, stream, cap):
     footprint."""
     stamp = np.zeros(geo[2] * geo[3], dtype=np.int64)
     state = np.zeros(1, dtype=np.int64)
-    hw = geo[12] * geo[13]
+    hw, ho, wo = geo[12] * geo[13], geo[12], geo[13]
     nb = blocks.shape[0]
     fetch = np.zeros(nb, dtype=np.int64)
     fp = np.zeros(nb, dtype=np.int64)
-    # a block moved by whole images touches as many words: count each layout once
-    known = dict()
-    known[(0, 0, 0, 0)] = (0, 0)
-    part_known = dict()
-    part_known[(0, 0, 0, 0)] = 0
-    wo = geo[13]
     for b in range(nb):
         p0, p1, k0, k1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
-        base = p0 - p0 % hw
-        key = (p0 - base, p1 - base, k0, k1)
-        if key in known:
-            fetch[b], fp[b] = known[key]
-            continue
         fp[b] = _footprint(geo, p0, p1, k0, k1, stamp, state)
         fetch[b] = fp[b]
         if stream >= 0 and fp[b] > cap:
@@ -375,6 +412,9 @@ def _im2col_blocks(geo, blocks, stream, cap):
             step = wo if stream == 0 else 1
             lo, length = (p0, (p1 - p0) // wo) if stream == 0 else (k0, k1 - k0)
             parts = min(length, (fp[b] + cap - 1) // cap)
+            # parts of whole rows alike up to whole images: by first row and length
+            memo = np.full((ho, 2), -1, dtype=np.int64)
+            short = length // parts
             words = 0
             for q in range(parts):
                 a = lo + q * length // parts * step
@@ -382,12 +422,11 @@ def _im2col_blocks(geo, blocks, stream, cap):
                 if stream == 1:
                     words += _footprint(geo, p0, p1, a, z, stamp, state)
                     continue
-                pkey = (a % hw, z - a, k0, k1)  # a part moved by whole images: alike
-                if pkey not in part_known:
-                    part_known[pkey] = _footprint(geo, a, z, k0, k1, stamp, state)
-                words += part_known[pkey]
+                r, extra = (a % hw) // wo, (z - a) // wo - short
+                if memo[r, extra] < 0:
+                    memo[r, extra] = _footprint(geo, a, z, k0, k1, stamp, state)
+                words += memo[r, extra]
             fetch[b] = words
-        known[key] = (fetch[b], fp[b])
     return fetch, fp
 
 
@@ -584,7 +623,10 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
             if once[0] <= cap:  # fetched once, whole: its blocks need no counting
                 fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
             else:
-                fetch, fp = _im2col_blocks(geo[1], blk, time, cap)
+                first, inv = _alike([blk[:, 0], blk[:, 1], blk[:, 2], blk[:, 3]],
+                                    int(geo[1][12] * geo[1][13]))
+                fetch, fp = (x[inv] for x in _im2col_blocks(
+                    geo[1], np.ascontiguousarray(blk[first]), time, cap))
             new = np.zeros_like(fetch)
             new[0] = once[0]
             out.append((blk, geo[1], fetch, fp, new, bool(once[0] <= cap), cap))
@@ -635,8 +677,11 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     cols_outer, rows_outer = (kernel(m, k, n, r, c, lanes, *extra, order)
                               for order in (False, True))
     for f in (cols_outer, rows_outer):
-        for col, op in zip((A_DRAM, B_DRAM), ops, strict=True):
-            f[:, col] = _fetches(np.ascontiguousarray(f[:, col]), *op)
+        for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
+            seq = np.ascontiguousarray(f[:, col])
+            both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
+                    else _pair_words(seq, blk, g, fp, cap))
+            f[:, col] = _fetches(seq, fetch, fp, new, whole, cap, both)
     traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer
