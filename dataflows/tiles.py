@@ -1,32 +1,42 @@
 """Tile schedules: a GEMM's folds grouped into buffer tiles, with the DRAM and SRAM words each
 tile moves. The SimPy engine replays one event per tile, never per cycle.
 
-Loop order and reuse. Each GEMM takes whichever of two loop orders moves fewer DRAM bytes:
-column folds outer and row folds inner (SCALE-Sim's order, kept on a tie; the table below), or
-row folds outer, which keeps the row-side block (A_i in ``os``, A[:, kb] in ``ws``, B[kb, :] in
-``is``) while the column folds pass. "Fits" means fits in half of that operand's
-double-buffered SRAM:
+Loop order. Each GEMM takes whichever of two loop orders moves fewer DRAM bytes: column folds
+outer and row folds inner (SCALE-Sim's order, kept on a tie), or row folds outer. Each fold
+reads one block of A and one of B:
 
 ======  ============================  ============================  ==============================
-df      A (M×K)                       B (K×N)                       C (M×N)
+df      A (M×K) block, time axis      B (K×N) block, time axis      C (M×N)
 ======  ============================  ============================  ==============================
-``os``  block of R rows × K, fresh    block K × C cols, loaded      R×C finished outputs per fold
-        every fold unless all of A    once per column fold (re-
-        fits (then read once)         streamed per fold if it does
-                                      not fit)
-``ws``  block M × R·L, every fold     R·L × C weights, fresh every  M × C partial sums: kept on
-        unless all of A fits          fold                          chip over the K folds if they
+``os``  R rows × K, along K           K × C cols, along K           R×C finished outputs per fold
+``ws``  M × R·L, along M              R·L × C, stationary           M × C partial sums: kept on
+                                                                    chip over the K folds if they
                                                                     fit, else spilled and read back
-``is``  C × R·L inputs, fresh every   block R·L × N, every fold     C × N partial sums, as ``ws``
-        fold                          unless all of B fits
+``is``  C × R·L, stationary           R·L × N, along N              C × N partial sums, as ``ws``
 ======  ============================  ============================  ==============================
 
-Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so a
-tile's fresh words of one operand are one contiguous run. An im2col operand is stored as the
-feature map it expands, so its DRAM words are scaled by stored/expanded elements (the array still
-reads the expanded stream from SRAM). A fold whose fresh data exceeds a half buffer is split into
-chunks along its time dimension; consecutive small folds are merged into one tile until a half
-buffer of some operand would overflow.
+What the buffer holds (``docs/validation.md``, "DRAM traffic: what is fetched"). Each operand's
+half buffer (the other half takes the next tile) holds words as they are stored in DRAM: an
+im2col operand (``Gemm.im2col``) is the feature map it expands, so a block of it is the
+feature-map words its windows touch (its footprint; padding is not fetched), and a plain matrix
+block is its elements. Per operand, in loop order:
+
+* an operand whose words all fit in its half buffer is fetched once, and stays;
+* otherwise the buffer keeps the block the previous fold read, if it fits: the same block again
+  costs nothing, and a different block that fits beside it brings in only the words the kept one
+  does not hold (the halo two im2col blocks share; plain blocks share none);
+* any other block is fetched whole, or, when it does not fit, streamed in ⌈footprint /
+  half buffer⌉ equal parts along its time axis (whole output rows for a feature map streamed
+  along its positions), each part fetched as its own footprint.
+
+``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
+equals the schedule word for word. An im2col operand of any other lowering (which carries no
+geometry) is counted as a share of the matrix: its words scaled by stored / expanded elements,
+its capacity in matrix words scaled the other way. Operands are assumed laid out in DRAM in the
+order the dataflow reads them (a tiled layout), so a tile's fresh words of one operand are one
+contiguous run. A fold whose fresh data exceeds a half buffer is split into chunks along its time
+dimension; consecutive small folds are merged into one tile until a half buffer of some operand
+would overflow.
 """
 
 from __future__ import annotations

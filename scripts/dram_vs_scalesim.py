@@ -34,17 +34,18 @@ def main() -> None:
                   if (r["network"], r["array"], r["dataflow"]) == ("resnet18", args.array,
                                                                     args.dataflow)}
     cap = 64 * 1024 // 2
-    print("| layer | feature map (words) | SCALE-Sim ifmap reads | ours | SCALE-Sim filter reads "
-          "| ours |")
-    print("|---|---|---|---|---|---|")
+    print("| layer | input feature map (words) | SCALE-Sim ifmap reads | ours | loop order "
+          "| SCALE-Sim filter reads | ours |")
+    print("|---|---|---|---|---|---|---|")
     for layer in get_model("resnet18").layers:
         if layer.name not in theirs:
             continue
         g = lower(layer, 1, "fwd")
         s = schedule(g, map_dense(g, size, size, args.dataflow), (cap, cap, cap))
         t = theirs[layer.name]
-        print(f"| {layer.name} | {g.stored('A')} | {t['DRAM IFMAP Reads']} | {s.total('a_dram')} "
-              f"| {t['DRAM Filter Reads']} | {s.total('b_dram')} |")
+        fmap = layer.in_channels * layer.input_hw[0] * layer.input_hw[1]
+        print(f"| {layer.name} | {fmap} | {t['DRAM IFMAP Reads']} | {s.total('a_dram')} "
+              f"| {s.outer} outer | {t['DRAM Filter Reads']} | {s.total('b_dram')} |")
 
 
 if __name__ == "__main__":
