@@ -286,6 +286,27 @@ def _count_marked(geo, img, p0, p1, t0, t1, stamp, tag, seen):
 
 
 @njit(cache=True)
+def _rows_read(geo, img, p0, p1, t0, t1):
+    """The span of input rows (first, last) that positions p0 .. p1−1 of image ``img`` read
+    through taps t0 .. t1−1 (unclipped: it may reach into the padding)."""
+    kw, sh, ph, dh, ho, wo = geo[5], geo[6], geo[8], geo[10], geo[12], geo[13]
+    hw = ho * wo
+    q0, q1 = max(p0, img * hw), min(p1, (img + 1) * hw) - 1
+    return ((q0 % hw) // wo * sh - ph + (t0 // kw) * dh,
+            (q1 % hw) // wo * sh - ph + ((t1 - 1) // kw) * dh)
+
+
+@njit(cache=True)
+def _positions_reaching(geo, img, y_lo, y_hi):
+    """Positions of image ``img`` (a range, whole output rows) whose windows can read an input
+    row in y_lo .. y_hi."""
+    kh, sh, ph, dh, ho, wo = geo[4], geo[6], geo[8], geo[10], geo[12], geo[13]
+    oy_lo = max(0, -((-(y_lo + ph - (kh - 1) * dh)) // sh))
+    oy_hi = min(ho - 1, (y_hi + ph) // sh)
+    return img * ho * wo + oy_lo * wo, img * ho * wo + (oy_hi + 1) * wo
+
+
+@njit(cache=True)
 def _overlap(geo, b1, b2, stamp, state):
     """Feature-map words two im2col blocks (rows of ``_im2col_blocks``' block array) both
     touch: only their shared channels and images can hold any. Channels with the same taps in
@@ -316,9 +337,18 @@ def _overlap(geo, b1, b2, stamp, state):
                 cnt += cov
                 continue
             state[0] += 2
-            _mark(geo, img, b1[0], b1[1], t[0], t[1], stamp, state[0] - 1)
-            got = _count_marked(geo, img, b2[0], b2[1], t[2], t[3], stamp, state[0] - 1,
-                                state[0])
+            # only positions whose windows reach the input rows both blocks read can share
+            y_lo, y_hi = _rows_read(geo, img, b1[0], b1[1], t[0], t[1])
+            y2_lo, y2_hi = _rows_read(geo, img, b2[0], b2[1], t[2], t[3])
+            y_lo, y_hi = max(y_lo, y2_lo), min(y_hi, y2_hi)
+            if y_lo > y_hi:
+                got = 0
+            else:
+                q_lo, q_hi = _positions_reaching(geo, img, y_lo, y_hi)
+                _mark(geo, img, max(b1[0], q_lo), min(b1[1], q_hi), t[0], t[1], stamp,
+                      state[0] - 1)
+                got = _count_marked(geo, img, max(b2[0], q_lo), min(b2[1], q_hi), t[2], t[3],
+                                    stamp, state[0] - 1, state[0])
             if whole_both:
                 cov = got
             cnt += got
