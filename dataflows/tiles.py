@@ -198,8 +198,7 @@ def _patch(geo, p0, p1, t0, t1, stamp, state):
     """Feature-map pixels of one channel (all images) that the output positions p0 .. p1−1
     read through the kernel taps t0 .. t1−1 (flat i·kw + j): in-bounds pixels, each once.
     Positions that span whole images count one image and multiply."""
-    _n, _cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
-    hw = ho * wo
+    hw, wo = geo[12] * geo[13], geo[13]
     total = 0
     p = p0
     while p < p1:
@@ -216,17 +215,7 @@ def _patch(geo, p0, p1, t0, t1, stamp, state):
             p = end
             continue
         state[0] += 1
-        tag = state[0]
-        cnt = 0
-        for q in range(p, stop):
-            oy = (q % hw) // wo
-            ox = q % wo
-            for t in range(t0, t1):
-                y = oy * sh - ph + (t // kw) * dh
-                x = ox * sw - pw + (t % kw) * dw
-                if 0 <= y < h and 0 <= x < w and stamp[y * w + x] != tag:
-                    stamp[y * w + x] = tag
-                    cnt += 1
+        cnt = _mark(geo, img, p, stop, t0, t1, stamp, -1, state[0])
         total += cnt * full
         p = end
     return total
@@ -248,9 +237,10 @@ def _footprint(geo, p0, p1, k0, k1, stamp, state):
 
 
 @njit(cache=True)
-def _mark(geo, img, p0, p1, t0, t1, stamp, tag):
-    """Mark the pixels of one channel of image ``img`` that positions p0 .. p1−1 (clipped to
-    the image) read through taps t0 .. t1−1; returns how many were not marked with ``tag``."""
+def _mark(geo, img, p0, p1, t0, t1, stamp, only, tag):
+    """Mark with ``tag`` the pixels of one channel of image ``img`` that positions p0 .. p1−1
+    (clipped to the image) read through taps t0 .. t1−1 — only those marked ``only`` when it is
+    not −1 —; returns how many it marked."""
     _n, _cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
     hw = ho * wo
     cnt = 0
@@ -260,27 +250,9 @@ def _mark(geo, img, p0, p1, t0, t1, stamp, tag):
         for t in range(t0, t1):
             y = oy * sh - ph + (t // kw) * dh
             x = ox * sw - pw + (t % kw) * dw
-            if 0 <= y < h and 0 <= x < w and stamp[y * w + x] != tag:
+            if (0 <= y < h and 0 <= x < w and stamp[y * w + x] != tag
+                    and (only < 0 or stamp[y * w + x] == only)):
                 stamp[y * w + x] = tag
-                cnt += 1
-    return cnt
-
-
-@njit(cache=True)
-def _count_marked(geo, img, p0, p1, t0, t1, stamp, tag, seen):
-    """Words of one channel of image ``img`` that positions p0 .. p1−1 read through taps
-    t0 .. t1−1 and that carry ``tag``, each counted once (re-marked ``seen``)."""
-    _n, _cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
-    hw = ho * wo
-    cnt = 0
-    for q in range(max(p0, img * hw), min(p1, (img + 1) * hw)):
-        oy = (q % hw) // wo
-        ox = q % wo
-        for t in range(t0, t1):
-            y = oy * sh - ph + (t // kw) * dh
-            x = ox * sw - pw + (t % kw) * dw
-            if 0 <= y < h and 0 <= x < w and stamp[y * w + x] == tag:
-                stamp[y * w + x] = seen
                 cnt += 1
     return cnt
 
@@ -345,10 +317,10 @@ def _overlap(geo, b1, b2, stamp, state):
                 got = 0
             else:
                 q_lo, q_hi = _positions_reaching(geo, img, y_lo, y_hi)
-                _mark(geo, img, max(b1[0], q_lo), min(b1[1], q_hi), t[0], t[1], stamp,
+                _mark(geo, img, max(b1[0], q_lo), min(b1[1], q_hi), t[0], t[1], stamp, -1,
                       state[0] - 1)
-                got = _count_marked(geo, img, max(b2[0], q_lo), min(b2[1], q_hi), t[2], t[3],
-                                    stamp, state[0] - 1, state[0])
+                got = _mark(geo, img, max(b2[0], q_lo), min(b2[1], q_hi), t[2], t[3], stamp,
+                            state[0] - 1, state[0])
             if whole_both:
                 cov = got
             cnt += got
