@@ -24,7 +24,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dataflows.gemm import lower
+from dataflows.gemm import Gemm, lower
 from dataflows.systolic import map_dense
 from dataflows.tiles import schedule
 from traces.layers import Layer
@@ -223,3 +223,13 @@ def test_a_feature_map_that_fits_half_its_buffer_is_fetched_once(model):
                 sch = schedule(gemm, map_dense(gemm, size, size, df), (fmap, fmap, fmap))
                 worst = max(worst, sch.total(col) / fmap)
     assert worst <= 1.05
+
+
+@pytest.mark.parametrize("df", ["os", "ws", "is"])
+def test_an_operand_counted_as_a_share_that_fits_as_stored_is_fetched_once(df):
+    """A lowering with no geometry (the GEMM's A stored as 25 088 feature-map words, expanded
+    to 49 × 4 608) is compared with its buffer as stored: with a half buffer of 25 088 words it
+    is read once, on a 32×32 array with 16 column folds — not once per fold."""
+    g = Gemm("CB5a_2", "fwd", 49, 4608, 512, a_stored=25088)
+    sch = schedule(g, map_dense(g, 32, 32, df), (25088, 25088, 25088))
+    assert sch.total("a_dram") == 25088
