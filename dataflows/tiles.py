@@ -650,6 +650,24 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
     return out
 
 
+def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops) -> list[np.ndarray]:
+    """The fold records of the two loop orders (column folds outer, row folds outer), their
+    A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives them)."""
+    kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
+                     "is": (_folds_is, (cap_c,))}[mapping.dataflow]
+    out = []
+    for order in (False, True):
+        f = kernel(gemm.M, gemm.K, gemm.N, mapping.rows, mapping.cols, mapping.lanes, *extra,
+                   order)
+        for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
+            seq = np.ascontiguousarray(f[:, col])
+            both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
+                    else _pair_words(seq, blk, g, fp, cap))
+            f[:, col] = _fetches(seq, fetch, fp, new, whole, cap, both)
+        out.append(f)
+    return out
+
+
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
              fold_cycles: np.ndarray | None = None,
              compression: tuple[float, float] | np.ndarray = (1.0, 1.0),
@@ -664,7 +682,6 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     ``compression``, the data held as it came from DRAM)."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
-    r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
     nf_all = mapping.folds * gemm.groups
     geo = _geometry(gemm)
     # stored / expanded words of an operand counted as a share of the matrix (1 for one whose
@@ -681,19 +698,10 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
                     for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
     ops = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored)
-    kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
-                     "is": (_folds_is, (cap_c,))}[mapping.dataflow]
     scale_c = gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer, rows_outer = (kernel(m, k, n, r, c, lanes, *extra, order)
-                              for order in (False, True))
-    for f in (cols_outer, rows_outer):
-        for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
-            seq = np.ascontiguousarray(f[:, col])
-            both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
-                    else _pair_words(seq, blk, g, fp, cap))
-            f[:, col] = _fetches(seq, fetch, fp, new, whole, cap, both)
+    cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops)
     traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer
