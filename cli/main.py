@@ -234,7 +234,14 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
         results = simulate_trace(net.trace, arch, dataflow, phases, args.memory,
                                  baseline_cache=cache, timeline=args.timeline)
     else:
-        results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory,
+        from simulator.scalesim_compat import topology_run_inputs
+
+        layers, masks, feats, notes = topology_run_inputs(net.topology, arch, args.arch,
+                                                          args.memory)
+        for note in notes:
+            print(f"note: {note}")
+        results = simulate(layers, net.batch, arch, dataflow, phases, args.memory,
+                           masks=masks or None, layer_features=feats or None,
                            timeline=args.timeline)
     if net.kind != "trace":  # a topology: name the network as a trace names its model
         results.meta.setdefault("model", net.name)
