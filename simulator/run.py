@@ -562,6 +562,17 @@ def _computed(baseline: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return baseline if all(keep) else baseline[keep].reset_index(drop=True)
 
 
+def _trace_baseline(m, arch, dataflow: str, phases: str, memory: str, cache,
+                    replays: Replays | None) -> Results:
+    """The dense baseline of a trace with manifest ``m`` (``simulator.baseline``)."""
+    v2 = m.format_version >= 2
+    return dense_baseline(m.layers, m.batch_size, arch, dataflow, phases, memory, cache,
+                          lambda: simulate(m.layers, m.batch_size, arch, dataflow, phases,
+                                           memory, 0, None, arch.features.baseline(),
+                                           input_grad=v2, replays=replays),
+                          input_grad=v2)
+
+
 def simulate_trace(path, arch, dataflow: str, phases: str = "train",
                    memory: str = "modeled", steps: list[int] | None = None,
                    timeline: bool = False, baseline_cache=None) -> Results:
@@ -581,11 +592,7 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
     v2 = m.format_version >= 2  # its steps say whether the first layer's bwd_input ran
     # without sparse features a step's tiles can equal the baseline's: replayed once
     replays = Replays() if arch.features == arch.features.baseline() else None
-    base = dense_baseline(layers, batch, arch, dataflow, phases, memory, baseline_cache,
-                          lambda: simulate(layers, batch, arch, dataflow, phases, memory, 0,
-                                           None, arch.features.baseline(), input_grad=v2,
-                                           replays=replays),
-                          input_grad=v2)
+    base = _trace_baseline(m, arch, dataflow, phases, memory, baseline_cache, replays)
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
     tables, events, series, imbalance = [], [], [], []
