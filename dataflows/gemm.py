@@ -50,6 +50,13 @@ class Gemm:
     #: padding lanes are idle, not computes (``dataflows.lowering``)
     k_data: int = 0
     n_data: int = 0
+    #: where an im2col operand's elements sit in the feature map it expands (None: a plain
+    #: matrix, or a lowering whose rows are not the layer's output positions): (operand 'A' or
+    #: 'B', batch, channels per group, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo); its rows
+    #: (A) or K (B) run over the positions (n, oh, ow), its K (A) or columns (B) over (c, i, j).
+    #: ``dataflows.tiles`` counts DRAM words of a block as the feature-map words it touches
+    im2col: tuple[str, int, int, int, int, int, int, int, int, int, int, int, int, int,
+                  int] | None = None
 
     @property
     def data_macs(self) -> int:
@@ -94,12 +101,18 @@ def lower(layer: Layer, batch: int, phase: str) -> Gemm:
     # the feature map an im2col operand expands (per group); equal to the matrix for linear
     fmap = batch * (layer.in_channels // g) * (layer.tokens if layer.kind == "linear"
                                               else layer.input_hw[0] * layer.input_hw[1])
+    geo = None
+    if layer.kind == "conv2d":
+        geo = (batch, layer.in_channels // g, *layer.input_hw, *layer.kernel, *layer.stride,
+               *layer.padding, *layer.dilation, *layer.out_hw)
     if phase == "fwd":
-        return Gemm(layer.name, phase, rows, fan_in, cout, g, a_stored=fmap)
+        return Gemm(layer.name, phase, rows, fan_in, cout, g, a_stored=fmap,
+                    im2col=None if geo is None else ("A", *geo))
     if phase == "bwd_input":
         return Gemm(layer.name, phase, rows, cout, fan_in, g, c_stored=fmap)
     if phase == "bwd_weight":
-        return Gemm(layer.name, phase, cout, rows, fan_in, g, b_stored=fmap)
+        return Gemm(layer.name, phase, cout, rows, fan_in, g, b_stored=fmap,
+                    im2col=None if geo is None else ("B", *geo))
     raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
 
 

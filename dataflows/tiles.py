@@ -1,32 +1,42 @@
 """Tile schedules: a GEMM's folds grouped into buffer tiles, with the DRAM and SRAM words each
 tile moves. The SimPy engine replays one event per tile, never per cycle.
 
-Loop order and reuse. Each GEMM takes whichever of two loop orders moves fewer DRAM bytes:
-column folds outer and row folds inner (SCALE-Sim's order, kept on a tie; the table below), or
-row folds outer, which keeps the row-side block (A_i in ``os``, A[:, kb] in ``ws``, B[kb, :] in
-``is``) while the column folds pass. "Fits" means fits in half of that operand's
-double-buffered SRAM:
+Loop order. Each GEMM takes whichever of two loop orders moves fewer DRAM bytes: column folds
+outer and row folds inner (SCALE-Sim's order, kept on a tie), or row folds outer. Each fold
+reads one block of A and one of B:
 
 ======  ============================  ============================  ==============================
-df      A (M×K)                       B (K×N)                       C (M×N)
+df      A (M×K) block, time axis      B (K×N) block, time axis      C (M×N)
 ======  ============================  ============================  ==============================
-``os``  block of R rows × K, fresh    block K × C cols, loaded      R×C finished outputs per fold
-        every fold unless all of A    once per column fold (re-
-        fits (then read once)         streamed per fold if it does
-                                      not fit)
-``ws``  block M × R·L, every fold     R·L × C weights, fresh every  M × C partial sums: kept on
-        unless all of A fits          fold                          chip over the K folds if they
+``os``  R rows × K, along K           K × C cols, along K           R×C finished outputs per fold
+``ws``  M × R·L, along M              R·L × C, stationary           M × C partial sums: kept on
+                                                                    chip over the K folds if they
                                                                     fit, else spilled and read back
-``is``  C × R·L inputs, fresh every   block R·L × N, every fold     C × N partial sums, as ``ws``
-        fold                          unless all of B fits
+``is``  C × R·L, stationary           R·L × N, along N              C × N partial sums, as ``ws``
 ======  ============================  ============================  ==============================
 
-Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so a
-tile's fresh words of one operand are one contiguous run. An im2col operand is stored as the
-feature map it expands, so its DRAM words are scaled by stored/expanded elements (the array still
-reads the expanded stream from SRAM). A fold whose fresh data exceeds a half buffer is split into
-chunks along its time dimension; consecutive small folds are merged into one tile until a half
-buffer of some operand would overflow.
+What the buffer holds (``docs/validation.md``, "DRAM traffic: what is fetched"). Each operand's
+half buffer (the other half takes the next tile) holds words as they are stored in DRAM: an
+im2col operand (``Gemm.im2col``) is the feature map it expands, so a block of it is the
+feature-map words its windows touch (its footprint; padding is not fetched), and a plain matrix
+block is its elements. Per operand, in loop order:
+
+* an operand whose words all fit in its half buffer is fetched once, and stays;
+* otherwise the buffer keeps the block the previous fold read, if it fits: the same block again
+  costs nothing, and a different block that fits beside it brings in only the words the kept one
+  does not hold (the halo two im2col blocks share; plain blocks share none);
+* any other block is fetched whole, or, when it does not fit, streamed in ⌈footprint /
+  half buffer⌉ equal parts along its time axis (whole output rows for a feature map streamed
+  along its positions), each part fetched as its own footprint.
+
+``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
+equals the schedule word for word. An im2col operand of any other lowering (which carries no
+geometry) is counted as a share of the matrix: its words scaled by stored / expanded elements,
+its capacity in matrix words scaled the other way. Operands are assumed laid out in DRAM in the
+order the dataflow reads them (a tiled layout), so a tile's fresh words of one operand are one
+contiguous run. A fold whose fresh data exceeds a half buffer is split into chunks along its time
+dimension; consecutive small folds are merged into one tile until a half buffer of some operand
+would overflow.
 """
 
 from __future__ import annotations
@@ -47,10 +57,10 @@ TILE_FIELDS = ("a_dram", "b_dram", "c_read", "c_write", "compute", "a_sram", "b_
 
 
 @njit(cache=True)
-def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer):
-    """``os`` folds in loop order: column folds outer (A stays on chip across them only if all
-    of A fits; B_j stays while the row folds pass if it fits), or row folds outer (A_i stays
-    while the column folds pass if it fits; B only if all of it fits)."""
+def _folds_os(m, k, n, rows, cols, lanes, rows_outer):
+    """``os`` folds in loop order, column folds outer or row folds outer. A's blocks are the
+    row folds (R rows × K), B's the column folds (K × C cols); the A and B DRAM columns hold
+    the block each fold reads (``_fetches`` turns them into words)."""
     rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
     cpf = (k + lanes - 1) // lanes + rows + cols - 2
@@ -61,10 +71,7 @@ def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(rows, m - i * rows)
             c = min(cols, n - j * cols)
-            a_keep = r * k <= cap_a if rows_outer else m * k <= cap_a
-            b_keep = k * n <= cap_b if rows_outer else k * c <= cap_b
-            out[f, A_DRAM] = r * k if (j == 0 or not a_keep) else 0
-            out[f, B_DRAM] = k * c if (i == 0 or not b_keep) else 0
+            out[f, A_DRAM], out[f, B_DRAM] = i, j
             out[f, CW_DRAM] = r * c
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = r * k
@@ -75,10 +82,10 @@ def _folds_os(m, k, n, rows, cols, lanes, cap_a, cap_b, rows_outer):
 
 
 @njit(cache=True)
-def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c, rows_outer):
-    """``ws`` folds in loop order: column folds outer (A stays across them if all of A fits;
-    a column's partial sums stay if they fit), or K folds outer (A[:, kb] stays while the
-    column folds pass if it fits; partial sums of all N must fit to stay)."""
+def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer):
+    """``ws`` folds in loop order: column folds outer (a column's partial sums stay if they
+    fit), or K folds outer (partial sums of all N must fit to stay). A's blocks are the K folds
+    (M × R·L), B's every fold's own (R·L × C, index i·cf + j)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (n + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
@@ -90,10 +97,8 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c, rows_outer):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(kr, k - i * kr)
             c = min(cols, n - j * cols)
-            a_keep = m * r <= cap_a if rows_outer else m * k <= cap_a
             psum_fits = m * n <= cap_c if rows_outer else m * c <= cap_c
-            out[f, A_DRAM] = m * r if (j == 0 or not a_keep) else 0
-            out[f, B_DRAM] = r * c
+            out[f, A_DRAM], out[f, B_DRAM] = i, i * cf + j
             if psum_fits:
                 out[f, CW_DRAM] = m * c if i == rf - 1 else 0
             else:
@@ -108,10 +113,10 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_a, cap_c, rows_outer):
 
 
 @njit(cache=True)
-def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c, rows_outer):
-    """``is`` folds in loop order: column (M) folds outer (B stays across them if all of B
-    fits; a column's partial sums stay if they fit), or K folds outer (B[kb, :] stays while
-    the column folds pass if it fits; partial sums of all of M must fit to stay)."""
+def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer):
+    """``is`` folds in loop order: column (M) folds outer (a column's partial sums stay if
+    they fit), or K folds outer (partial sums of all of M must fit to stay). A's blocks are
+    every fold's own (C × R·L, index i·cf + j), B's the K folds (R·L × N)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (m + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
@@ -123,10 +128,8 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c, rows_outer):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(kr, k - i * kr)
             c = min(cols, m - j * cols)
-            b_keep = r * n <= cap_b if rows_outer else k * n <= cap_b
             psum_fits = m * n <= cap_c if rows_outer else c * n <= cap_c
-            out[f, A_DRAM] = c * r
-            out[f, B_DRAM] = r * n if (j == 0 or not b_keep) else 0
+            out[f, A_DRAM], out[f, B_DRAM] = i * cf + j, i
             if psum_fits:
                 out[f, CW_DRAM] = c * n if i == rf - 1 else 0
             else:
@@ -138,6 +141,305 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_b, cap_c, rows_outer):
             out[f, C_SRAM] = c * n
             f += 1
     return out
+
+
+@njit(cache=True)
+def _cols_hit(geo, ja, jb):
+    """Input columns that whole output rows read through kernel columns ja .. jb−1."""
+    w, kw_, sw, pw, dw, wo = geo[3], geo[5], geo[7], geo[9], geo[11], geo[13]
+    hit = np.zeros(w, dtype=np.bool_)
+    for ox in range(wo):
+        for j in range(ja, min(jb, kw_)):
+            x = ox * sw - pw + j * dw
+            if 0 <= x < w:
+                hit[x] = True
+    return hit
+
+
+@njit(cache=True)
+def _rows_patch(geo, y0, y1, t0, t1):
+    """``_patch`` for whole output rows y0 .. y1−1 of one image, row by row of the input: a
+    kernel row's taps read the same input columns on every output row, so an input row holds
+    the union of the column sets of the kernel rows that land on it (at most three sets: the
+    first and last kernel rows of t0 .. t1−1 may be partial)."""
+    h, kw, sh, ph, dh = geo[2], geo[5], geo[6], geo[8], geo[10]
+    i_lo, i_hi = t0 // kw, (t1 - 1) // kw
+    first = _cols_hit(geo, t0 - i_lo * kw, kw if i_hi > i_lo else t1 - i_lo * kw)
+    last = _cols_hit(geo, 0, t1 - i_hi * kw)
+    full = _cols_hit(geo, 0, kw)
+    n_first, n_last, n_full = first.sum(), last.sum(), full.sum()
+    n_both = (first | last).sum()
+    total = 0
+    for y in range(max(0, y0 * sh - ph + i_lo * dh), min(h, (y1 - 1) * sh - ph + i_hi * dh + 1)):
+        has_first = has_last = has_full = False
+        for i in range(i_lo, i_hi + 1):
+            d = y + ph - i * dh
+            if d < 0 or d % sh or not y0 <= d // sh < y1:
+                continue
+            if i == i_lo:
+                has_first = True
+            elif i == i_hi:
+                has_last = True
+            else:
+                has_full = True
+        if has_full:
+            total += n_full
+        elif has_first and has_last:
+            total += n_both
+        elif has_first:
+            total += n_first
+        elif has_last:
+            total += n_last
+    return total
+
+
+@njit(cache=True)
+def _patch(geo, p0, p1, t0, t1, stamp, state):
+    """Feature-map pixels of one channel (all images) that the output positions p0 .. p1−1
+    read through the kernel taps t0 .. t1−1 (flat i·kw + j): in-bounds pixels, each once.
+    Positions that span whole images count one image and multiply."""
+    hw, wo = geo[12] * geo[13], geo[13]
+    total = 0
+    p = p0
+    while p < p1:
+        img = p // hw
+        end = min(p1, (img + 1) * hw)
+        if p == img * hw and end == (img + 1) * hw and p1 - p >= 2 * hw:
+            full = (p1 - p) // hw  # whole images from here on: one counted, the rest alike
+            end = p + full * hw
+        else:
+            full = 1
+        stop = min(end, p + hw) if full > 1 else end
+        if p % wo == 0 and stop % wo == 0:  # whole output rows
+            total += full * _rows_patch(geo, (p % hw) // wo, (stop - 1) % hw // wo + 1, t0, t1)
+            p = end
+            continue
+        state[0] += 1
+        cnt = _mark(geo, img, p, stop, t0, t1, stamp, -1, state[0])
+        total += cnt * full
+        p = end
+    return total
+
+
+@njit(cache=True)
+def _footprint(geo, p0, p1, k0, k1, stamp, state):
+    """Feature-map words of the im2col block positions p0 .. p1−1 × columns k0 .. k1−1
+    (columns (c, i, j), channel outermost): per channel, the pixels its taps in the block read."""
+    taps = geo[4] * geo[5]
+    c0, c1 = k0 // taps, (k1 - 1) // taps
+    if c0 == c1:
+        return _patch(geo, p0, p1, k0 - c0 * taps, k1 - c0 * taps, stamp, state)
+    words = _patch(geo, p0, p1, k0 - c0 * taps, taps, stamp, state)
+    words += _patch(geo, p0, p1, 0, k1 - c1 * taps, stamp, state)
+    if c1 - c0 > 1:
+        words += (c1 - c0 - 1) * _patch(geo, p0, p1, 0, taps, stamp, state)
+    return words
+
+
+@njit(cache=True)
+def _mark(geo, img, p0, p1, t0, t1, stamp, only, tag):
+    """Mark with ``tag`` the pixels of one channel of image ``img`` that positions p0 .. p1−1
+    (clipped to the image) read through taps t0 .. t1−1 — only those marked ``only`` when it is
+    not −1 —; returns how many it marked."""
+    _n, _cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
+    hw = ho * wo
+    cnt = 0
+    for q in range(max(p0, img * hw), min(p1, (img + 1) * hw)):
+        oy = (q % hw) // wo
+        ox = q % wo
+        for t in range(t0, t1):
+            y = oy * sh - ph + (t // kw) * dh
+            x = ox * sw - pw + (t % kw) * dw
+            if (0 <= y < h and 0 <= x < w and stamp[y * w + x] != tag
+                    and (only < 0 or stamp[y * w + x] == only)):
+                stamp[y * w + x] = tag
+                cnt += 1
+    return cnt
+
+
+@njit(cache=True)
+def _rows_read(geo, img, p0, p1, t0, t1):
+    """The span of input rows (first, last) that positions p0 .. p1−1 of image ``img`` read
+    through taps t0 .. t1−1 (unclipped: it may reach into the padding)."""
+    kw, sh, ph, dh, ho, wo = geo[5], geo[6], geo[8], geo[10], geo[12], geo[13]
+    hw = ho * wo
+    q0, q1 = max(p0, img * hw), min(p1, (img + 1) * hw) - 1
+    return ((q0 % hw) // wo * sh - ph + (t0 // kw) * dh,
+            (q1 % hw) // wo * sh - ph + ((t1 - 1) // kw) * dh)
+
+
+@njit(cache=True)
+def _positions_reaching(geo, img, y_lo, y_hi):
+    """Positions of image ``img`` (a range, whole output rows) whose windows can read an input
+    row in y_lo .. y_hi."""
+    kh, sh, ph, dh, ho, wo = geo[4], geo[6], geo[8], geo[10], geo[12], geo[13]
+    oy_lo = max(0, -((-(y_lo + ph - (kh - 1) * dh)) // sh))
+    oy_hi = min(ho - 1, (y_hi + ph) // sh)
+    return img * ho * wo + oy_lo * wo, img * ho * wo + (oy_hi + 1) * wo
+
+
+@njit(cache=True)
+def _overlap(geo, b1, b2, stamp, state):
+    """Feature-map words two im2col blocks (rows of ``_im2col_blocks``' block array) both
+    touch: only their shared channels and images can hold any. Channels with the same taps in
+    both, and images covered alike, are counted once."""
+    taps = geo[4] * geo[5]
+    hw = geo[12] * geo[13]
+    total = 0
+    last = (-1, -1, -1, -1)
+    last_cnt = 0
+    c_lo = max(b1[2], b2[2]) // taps
+    c_hi = (min(b1[3], b2[3]) - 1) // taps
+    i_lo = max(b1[0], b2[0]) // hw
+    i_hi = (min(b1[1], b2[1]) - 1) // hw
+    for c in range(c_lo, c_hi + 1):
+        t = (max(b1[2] - c * taps, 0), min(b1[3] - c * taps, taps),
+             max(b2[2] - c * taps, 0), min(b2[3] - c * taps, taps))
+        if t[0] >= t[1] or t[2] >= t[3]:
+            continue
+        if t == last:
+            total += last_cnt
+            continue
+        cnt = 0
+        cov = -1  # the count of an image both blocks cover whole
+        for img in range(i_lo, i_hi + 1):
+            whole_both = (b1[0] <= img * hw and b1[1] >= (img + 1) * hw
+                          and b2[0] <= img * hw and b2[1] >= (img + 1) * hw)
+            if whole_both and cov >= 0:
+                cnt += cov
+                continue
+            state[0] += 2
+            # only positions whose windows reach the input rows both blocks read can share
+            y_lo, y_hi = _rows_read(geo, img, b1[0], b1[1], t[0], t[1])
+            y2_lo, y2_hi = _rows_read(geo, img, b2[0], b2[1], t[2], t[3])
+            y_lo, y_hi = max(y_lo, y2_lo), min(y_hi, y2_hi)
+            if y_lo > y_hi:
+                got = 0
+            else:
+                q_lo, q_hi = _positions_reaching(geo, img, y_lo, y_hi)
+                _mark(geo, img, max(b1[0], q_lo), min(b1[1], q_hi), t[0], t[1], stamp, -1,
+                      state[0] - 1)
+                got = _mark(geo, img, max(b2[0], q_lo), min(b2[1], q_hi), t[2], t[3], stamp,
+                            state[0] - 1, state[0])
+            if whole_both:
+                cov = got
+            cnt += got
+        last, last_cnt = t, cnt
+        total += cnt
+    return total
+
+
+@njit(cache=True)
+def _overlaps(geo, b1, b2):
+    """``_overlap`` of each pair of rows of ``b1`` and ``b2``."""
+    stamp = np.zeros(geo[2] * geo[3], dtype=np.int64)
+    state = np.zeros(1, dtype=np.int64)
+    out = np.zeros(b1.shape[0], dtype=np.int64)
+    for q in range(b1.shape[0]):
+        out[q] = _overlap(geo, b1[q], b2[q], stamp, state)
+    return out
+
+
+@njit(cache=True)
+def _fetches(seq, fetch, fp, new, whole, cap, both):
+    """DRAM words of one operand at each fold, the fold reading block ``seq[f]``. An operand
+    that fits whole is fetched once (``new``: the words a block brings in at its first use).
+    Otherwise the buffer keeps the block the previous fold read if it fits: the same block again
+    costs nothing, and a new one that fits beside it brings in only the words the kept one does
+    not hold (``both[f]``: the words of the two blocks together, −1 where not counted: plain
+    blocks share no words); any other is fetched as ``fetch`` says."""
+    nf = seq.shape[0]
+    out = np.zeros(nf, dtype=np.int64)
+    seen = np.zeros(fetch.shape[0], dtype=np.bool_)
+    for f in range(nf):
+        b = seq[f]
+        if whole:
+            if not seen[b]:
+                seen[b] = True
+                out[f] = new[b]
+            continue
+        held = seq[f - 1] if f > 0 and fp[seq[f - 1]] <= cap else -1
+        if b == held:
+            continue
+        out[f] = fetch[b]
+        if held >= 0 and 0 <= both[f] <= cap:
+            out[f] = both[f] - fp[held]
+    return out
+
+
+def _alike(cols: list[np.ndarray], hw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of block coordinates moved by whole images (``hw`` positions) to the first image
+    the first block starts in — blocks alike up to whole images touch as many words; returns
+    the index of one row per layout and each row's layout."""
+    base = cols[0] - cols[0] % hw
+    key = np.stack([c - base if i in (0, 1, 4, 5) else c for i, c in enumerate(cols)], axis=1)
+    order = np.lexsort(key.T[::-1])
+    ordered = key[order]
+    starts = np.concatenate([[True], np.any(ordered[1:] != ordered[:-1], axis=1)])
+    inv = np.empty(key.shape[0], dtype=np.int64)
+    inv[order] = np.cumsum(starts) - 1
+    return order[starts], inv
+
+
+def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.ndarray,
+                cap: int) -> np.ndarray:
+    """Per fold, the feature-map words of its block and the previous fold's together, where
+    ``_fetches`` needs them (both fit, and differ); −1 elsewhere."""
+    out = np.full(seq.shape[0], -1, dtype=np.int64)
+    if not geo.shape[0] or seq.shape[0] < 2:
+        return out
+    prev, cur = seq[:-1], seq[1:]
+    need = np.flatnonzero((prev != cur) & (fp[prev] <= cap) & (fp[cur] <= cap))
+    if need.shape[0] == 0:
+        return out
+    b1, b2 = blocks[prev[need]], blocks[cur[need]]
+    cols = [b1[:, 0], b1[:, 1], b1[:, 2], b1[:, 3], b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]]
+    first, inv = _alike(cols, int(geo[12] * geo[13]))
+    shared = _overlaps(geo, np.ascontiguousarray(b1[first]), np.ascontiguousarray(b2[first]))
+    out[need + 1] = fp[prev[need]] + fp[cur[need]] - shared[inv]
+    return out
+
+
+@njit(cache=True)
+def _im2col_blocks(geo, blocks, stream, cap):
+    """Per block (position range × column range, one row of ``blocks``): its footprint in
+    feature-map words and the words fetching it moves. A block that does not fit ``cap``
+    streams through the half buffer in ⌈footprint / cap⌉ equal parts along its time axis
+    (``stream``: 0 positions, in whole output rows — such a block spans whole images —, 1
+    columns, −1 none: a stationary block is loaded whole), each part fetched as its own
+    footprint."""
+    stamp = np.zeros(geo[2] * geo[3], dtype=np.int64)
+    state = np.zeros(1, dtype=np.int64)
+    hw, ho, wo = geo[12] * geo[13], geo[12], geo[13]
+    nb = blocks.shape[0]
+    fetch = np.zeros(nb, dtype=np.int64)
+    fp = np.zeros(nb, dtype=np.int64)
+    for b in range(nb):
+        p0, p1, k0, k1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
+        fp[b] = _footprint(geo, p0, p1, k0, k1, stamp, state)
+        fetch[b] = fp[b]
+        if stream >= 0 and fp[b] > cap:
+            # time steps: output rows (a block streamed along positions spans whole images)
+            # or columns
+            step = wo if stream == 0 else 1
+            lo, length = (p0, (p1 - p0) // wo) if stream == 0 else (k0, k1 - k0)
+            parts = min(length, (fp[b] + cap - 1) // cap)
+            # parts of whole rows alike up to whole images: by first row and length
+            memo = np.full((ho, 2), -1, dtype=np.int64)
+            short = length // parts
+            words = 0
+            for q in range(parts):
+                a = lo + q * length // parts * step
+                z = lo + (q + 1) * length // parts * step
+                if stream == 1:
+                    words += _footprint(geo, p0, p1, a, z, stamp, state)
+                    continue
+                r, extra = (a % hw) // wo, (z - a) // wo - short
+                if memo[r, extra] < 0:
+                    memo[r, extra] = _footprint(geo, a, z, k0, k1, stamp, state)
+                words += memo[r, extra]
+            fetch[b] = words
+    return fetch, fp
 
 
 @njit(cache=True)
@@ -269,6 +571,103 @@ def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
     return r
 
 
+def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
+    """Which operand is an im2col of a feature map ('A', 'B' or '') and its geometry as the
+    int64 array ``_patch`` reads (None when the GEMM carries none or its shape is not that
+    geometry's: a lowering or a sparse rewrite that changed the matrix)."""
+    if gemm.im2col is None:
+        return "", None
+    which, *g = gemm.im2col
+    n_img, cg, _h, _w, kh, kw = g[:6]
+    ho, wo = g[12], g[13]
+    pos, fan = (gemm.M, gemm.K) if which == "A" else (gemm.K, gemm.N)
+    if (pos, fan) != (n_img * ho * wo, cg * kh * kw) or gemm.k_read:
+        return "", None
+    return which, np.array(g, dtype=np.int64)
+
+
+def _block_ranges(mapping: DenseMapping, m: int, k: int, n: int) -> tuple[np.ndarray, int,
+                                                                           np.ndarray, int]:
+    """The blocks of A and of B the folds read, as (row start, row end, column start, column
+    end) of the operand matrix, with each one's time axis (0 rows, 1 columns, −1 stationary),
+    in the block order of the fold kernels."""
+    r, c, lanes, df = mapping.rows, mapping.cols, mapping.lanes, mapping.dataflow
+
+    def cuts(extent, step):
+        lo = np.arange(0, extent, step, dtype=np.int64)
+        return lo, np.minimum(lo + step, extent)
+
+    if df == "os":
+        (i0, i1), (j0, j1) = cuts(m, r), cuts(n, c)
+        a = np.stack([i0, i1, np.zeros_like(i0), np.full_like(i0, k)], axis=1)
+        b = np.stack([np.zeros_like(j0), np.full_like(j0, k), j0, j1], axis=1)
+        return a, 1, b, 0
+    (i0, i1) = cuts(k, r * lanes)
+    if df == "ws":
+        (j0, j1) = cuts(n, c)
+        a = np.stack([np.zeros_like(i0), np.full_like(i0, m), i0, i1], axis=1)
+        b = np.stack([np.repeat(i0, len(j0)), np.repeat(i1, len(j0)), np.tile(j0, len(i0)),
+                      np.tile(j1, len(i0))], axis=1)
+        return a, 0, b, -1
+    (j0, j1) = cuts(m, c)
+    a = np.stack([np.tile(j0, len(i0)), np.tile(j1, len(i0)), np.repeat(i0, len(j0)),
+                  np.repeat(i1, len(j0))], axis=1)
+    b = np.stack([i0, i1, np.zeros_like(i0), np.full_like(i0, n)], axis=1)
+    return a, -1, b, 1
+
+
+def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int],
+                    stored: np.ndarray):
+    """Per operand (A, B), the arguments of ``_fetches`` after the block sequence: the blocks,
+    the im2col geometry (empty for a plain matrix), per block its fetched words, footprint and
+    first-use words, whether the operand fits its half buffer whole, the capacity its blocks
+    are compared with. An
+    im2col operand counts feature-map words (``_im2col_blocks``; fitting whole, it is fetched
+    once, all of it with its first block); any other counts matrix words, its capacity in
+    those words (half buffer / stored share, so a matrix stored smaller fits as stored)."""
+    m, k, n = gemm.M, gemm.K, gemm.N
+    a_blk, a_time, b_blk, b_time = _block_ranges(mapping, m, k, n)
+    out = []
+    for x, blk, time, cap, share, extent in (("A", a_blk, a_time, caps[0], stored[0], (m, k)),
+                                             ("B", b_blk, b_time, caps[1], stored[1], (k, n))):
+        if x == geo[0]:
+            once = _im2col_blocks(geo[1], np.array([[0, extent[0], 0, extent[1]]]), -1, cap)[1]
+            if once[0] <= cap:  # fetched once, whole: its blocks need no counting
+                fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
+            else:
+                first, inv = _alike([blk[:, 0], blk[:, 1], blk[:, 2], blk[:, 3]],
+                                    int(geo[1][12] * geo[1][13]))
+                fetch, fp = (x[inv] for x in _im2col_blocks(
+                    geo[1], np.ascontiguousarray(blk[first]), time, cap))
+            new = np.zeros_like(fetch)
+            new[0] = once[0]
+            out.append((blk, geo[1], fetch, fp, new, bool(once[0] <= cap), cap))
+            continue
+        words = (blk[:, 1] - blk[:, 0]) * (blk[:, 3] - blk[:, 2])
+        cap_x = cap if share >= 1.0 else int(cap / max(share, 1e-9) + 1e-9)
+        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words,
+                    extent[0] * extent[1] <= cap_x, cap_x))
+    return out
+
+
+def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops) -> list[np.ndarray]:
+    """The fold records of the two loop orders (column folds outer, row folds outer), their
+    A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives them)."""
+    kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
+                     "is": (_folds_is, (cap_c,))}[mapping.dataflow]
+    out = []
+    for order in (False, True):
+        f = kernel(gemm.M, gemm.K, gemm.N, mapping.rows, mapping.cols, mapping.lanes, *extra,
+                   order)
+        for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
+            seq = np.ascontiguousarray(f[:, col])
+            both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
+                    else _pair_words(seq, blk, g, fp, cap))
+            f[:, col] = _fetches(seq, fetch, fp, new, whole, cap, both)
+        out.append(f)
+    return out
+
+
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
              fold_cycles: np.ndarray | None = None,
              compression: tuple[float, float] | np.ndarray = (1.0, 1.0),
@@ -283,9 +682,12 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     ``compression``, the data held as it came from DRAM)."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
-    r, c, lanes = mapping.rows, mapping.cols, mapping.lanes
     nf_all = mapping.folds * gemm.groups
-    stored = np.array([gemm.stored("A") / (m * k), gemm.stored("B") / (k * n)])
+    geo = _geometry(gemm)
+    # stored / expanded words of an operand counted as a share of the matrix (1 for one whose
+    # blocks are counted in feature-map words)
+    stored = np.array([1.0 if x == geo[0] else gemm.stored(x) / full
+                       for x, full in (("A", m * k), ("B", k * n))])
     held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
     scale_ab = _per_fold(compression, nf_all, "compression") * stored
     occ_ab = held_ratio * stored
@@ -295,13 +697,11 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     # gives three times the words)
     eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
                     for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
-    kernel, caps = {"os": (_folds_os, (eff_a, eff_b)), "ws": (_folds_ws, (eff_a, cap_c)),
-                    "is": (_folds_is, (eff_b, cap_c))}[mapping.dataflow]
+    ops = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored)
     scale_c = gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer = kernel(m, k, n, r, c, lanes, *caps, False)
-    rows_outer = kernel(m, k, n, r, c, lanes, *caps, True)
+    cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops)
     traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer
