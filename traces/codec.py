@@ -1,0 +1,160 @@
+"""The mask codecs of trace step files (``docs/trace-format.md``, "Mask codecs").
+
+* ``packbits`` (versions 1 and 2): the mask's bits, ``numpy.packbits`` order, deflated by the zip.
+* ``gaps-zstd`` (version 2): the gaps between the elements of the mask's minority value, one
+  byte each (255 escapes 255 more), entropy-coded by Zstandard. A random mask of density p costs
+  about its entropy H(p) bits per element (Huffman on the gap bytes); coding and decoding are
+  single passes.
+
+A ``gaps-zstd`` array is a 1-D ``uint8`` array: byte 0 is the coded value (1: the gaps precede
+the set elements; 0: they precede the clear ones, for masks more than half set), then one
+Zstandard frame that states its content size and carries a checksum. Its content: for each coded
+element in C order, the count g of other elements since the previous coded element (or the
+start), as ``g // 255`` bytes 255 followed by the byte ``g % 255``. Elements after the last coded
+one hold the other value.
+
+``decode`` checks the declared content size against the mask's element count before it allocates
+anything, and every gap against the mask's end; a bad stream raises ``CodecError`` with the
+reason, which the reader turns into a ``TraceError`` naming the file and the array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+
+from common.jit import njit
+
+PACKBITS = "packbits"
+GAPS_ZSTD = "gaps-zstd"
+CODECS = (PACKBITS, GAPS_ZSTD)
+#: Zstandard level of ``gaps-zstd``: level 1 already Huffman-codes the gap bytes; higher levels
+#: spend time on matches that random gaps do not have (the r50 step: level 1 21.5 MB, 3 21.8 MB)
+ZSTD_LEVEL = 1
+_ESC = 255
+_HEADER = 1  # the coded-value byte before the frame
+#: Zstandard's worst-case frame overhead over its content (ZSTD_compressBound: 1/256 plus a block
+#: header per 128 KiB, a frame header and the checksum), rounded up
+_FRAME_SLACK = 1024
+
+
+class CodecError(ValueError):
+    """A coded mask that does not decode to a mask of its shape; the message says why."""
+
+
+def max_coded_bytes(numel: int) -> int:
+    """The most bytes a ``gaps-zstd`` array of a mask of ``numel`` elements can hold: its gap
+    bytes number at most ``numel`` and Zstandard adds at most ``numel / 256`` and a few bytes."""
+    return _HEADER + numel + (numel >> 7) + _FRAME_SLACK
+
+
+@njit(cache=True)
+def _gaps(bits, numel, value, out):  # pragma: no cover - numba
+    """Gap bytes of the elements equal to ``value`` (0 or 1) of a packed mask, into ``out``;
+    returns how many were written."""
+    flip = 0 if value == 1 else 0xFF
+    nbytes = (numel + 7) // 8
+    n = 0
+    run = 0
+    for i in range(nbytes):
+        b = bits[i] ^ flip
+        if i == nbytes - 1 and numel % 8:
+            b &= (0xFF << (8 - numel % 8)) & 0xFF  # padding bits are never coded
+        if b == 0:
+            run += 8
+            continue
+        for j in range(8):
+            if b & (0x80 >> j):
+                while run >= _ESC:
+                    out[n] = _ESC
+                    n += 1
+                    run -= _ESC
+                out[n] = run
+                n += 1
+                run = 0
+            else:
+                run += 1
+    return n
+
+
+@njit(cache=True)
+def _ungap(sym, numel, value, out):  # pragma: no cover - numba
+    """Set, in the zeroed packed array ``out``, the bits the gap bytes ``sym`` place; inverts
+    them (padding bits stay zero) when ``value`` is 0. Returns the count of coded elements, or
+    -1 when a gap runs past the mask's end, -2 when the bytes end in an escape."""
+    pos = 0
+    count = 0
+    for i in range(sym.size):
+        s = sym[i]
+        if s == _ESC:
+            pos += _ESC
+            if pos > numel:
+                return -1
+            continue
+        pos += s
+        if pos >= numel:
+            return -1
+        out[pos >> 3] |= 0x80 >> (pos & 7)
+        pos += 1
+        count += 1
+    if sym.size and sym[sym.size - 1] == _ESC:
+        return -2
+    if value == 0:
+        for i in range(out.size):
+            out[i] ^= 0xFF
+        if numel % 8:
+            out[out.size - 1] &= (0xFF << (8 - numel % 8)) & 0xFF
+    return count
+
+
+def encode(bits: np.ndarray, numel: int, nnz: int) -> np.ndarray:
+    """The ``gaps-zstd`` array of a packed mask (``numpy.packbits`` order) of ``numel`` elements,
+    ``nnz`` of them set."""
+    value = 1 if 2 * nnz <= numel else 0
+    coded = nnz if value else numel - nnz
+    out = np.empty(coded + (numel - coded) // _ESC + 1, dtype=np.uint8)
+    n = _gaps(np.ascontiguousarray(bits, dtype=np.uint8), numel, value, out)
+    frame = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
+                                     write_content_size=True).compress(out[:n].tobytes())
+    arr = np.empty(_HEADER + len(frame), dtype=np.uint8)
+    arr[0] = value
+    arr[_HEADER:] = np.frombuffer(frame, dtype=np.uint8)
+    return arr
+
+
+def decode(arr: np.ndarray, numel: int) -> tuple[np.ndarray, int]:
+    """(packed bits, nnz) of the mask of ``numel`` elements that the ``gaps-zstd`` array ``arr``
+    codes; ``CodecError`` when it codes none. Allocates at most ``numel`` bytes for the gap bytes
+    (checked against the frame header first) and ``ceil(numel / 8)`` for the bits."""
+    if arr.dtype != np.uint8 or arr.ndim != 1:
+        raise CodecError(f"expected a 1-D uint8 array, got {arr.dtype} {arr.shape}")
+    if arr.size < _HEADER:
+        raise CodecError("empty (expected the coded-value byte and a Zstandard frame)")
+    value = int(arr[0])
+    if value not in (0, 1):
+        raise CodecError(f"coded-value byte is {value}; expected 0 or 1")
+    frame = arr[_HEADER:].tobytes()
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as err:
+        raise CodecError(f"not a Zstandard frame ({err})") from None
+    if size < 0:
+        raise CodecError("the Zstandard frame does not state its content size")
+    if size > numel:
+        raise CodecError(f"the Zstandard frame holds {size:,} gap bytes; a mask of {numel:,} "
+                         f"elements has at most {numel:,}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=max(size, 1),
+                                                      allow_extra_data=False)
+    except zstandard.ZstdError as err:
+        raise CodecError(f"corrupt Zstandard frame ({' '.join(str(err).split())})") from None
+    if len(raw) != size:
+        raise CodecError(f"the Zstandard frame decoded to {len(raw):,} bytes, its header says "
+                         f"{size:,}")
+    bits = np.zeros((numel + 7) // 8, dtype=np.uint8)
+    count = _ungap(np.frombuffer(raw, dtype=np.uint8), numel, value, bits)
+    if count == -1:
+        raise CodecError(f"a gap runs past the mask's {numel:,} elements")
+    if count == -2:
+        raise CodecError("the gap bytes end in an escape (255) with no element after it")
+    return bits, count if value else numel - count
