@@ -6,10 +6,10 @@
   about its entropy H(p) bits per element (Huffman on the gap bytes); coding and decoding are
   single passes.
 
-A ``gaps-zstd`` array is a 1-D ``uint8`` array: byte 0 is the coded value (1: the gaps precede
-the set elements; 0: they precede the clear ones, for masks more than half set), then one
-Zstandard frame that states its content size and carries a checksum. Its content: for each coded
-element in C order, the count g of other elements since the previous coded element (or the
+A ``gaps-zstd`` array is a 1-D ``uint8`` array holding one Zstandard frame that states its
+content size and carries a checksum. Its content: one byte, the coded value (1: the gaps precede
+the set elements; 0: they precede the clear ones, for masks more than half set), then for each
+coded element in C order the count g of other elements since the previous coded element (or the
 start), as ``g // 255`` bytes 255 followed by the byte ``g % 255``. Elements after the last coded
 one hold the other value.
 
@@ -32,7 +32,7 @@ CODECS = (PACKBITS, GAPS_ZSTD)
 #: spend time on matches that random gaps do not have (the r50 step: level 1 21.5 MB, 3 21.8 MB)
 ZSTD_LEVEL = 1
 _ESC = 255
-_HEADER = 1  # the coded-value byte before the frame
+_HEADER = 1  # the coded-value byte before the gap bytes
 #: Zstandard's worst-case frame overhead over its content (ZSTD_compressBound: 1/256 plus a block
 #: header per 128 KiB, a frame header and the checksum), rounded up
 _FRAME_SLACK = 1024
@@ -43,9 +43,13 @@ class CodecError(ValueError):
 
 
 def max_coded_bytes(numel: int) -> int:
-    """The most bytes a ``gaps-zstd`` array of a mask of ``numel`` elements can hold: its gap
-    bytes number at most ``numel`` and Zstandard adds at most ``numel / 256`` and a few bytes."""
+    """The most bytes a ``gaps-zstd`` array of a mask of ``numel`` elements can hold: its
+    content is at most ``1 + numel`` bytes and Zstandard adds at most 1/256 and a few bytes."""
     return _HEADER + numel + (numel >> 7) + _FRAME_SLACK
+
+
+#: the index (0 = most significant) of the first set bit of each nonzero byte
+_FIRST = np.array([0] + [8 - b.bit_length() for b in range(1, 256)], dtype=np.int64)
 
 
 @njit(cache=True)
@@ -55,25 +59,23 @@ def _gaps(bits, numel, value, out):  # pragma: no cover - numba
     flip = 0 if value == 1 else 0xFF
     nbytes = (numel + 7) // 8
     n = 0
-    run = 0
+    nxt = 0  # the position after the last coded element
     for i in range(nbytes):
         b = bits[i] ^ flip
         if i == nbytes - 1 and numel % 8:
             b &= (0xFF << (8 - numel % 8)) & 0xFF  # padding bits are never coded
-        if b == 0:
-            run += 8
-            continue
-        for j in range(8):
-            if b & (0x80 >> j):
-                while run >= _ESC:
-                    out[n] = _ESC
-                    n += 1
-                    run -= _ESC
-                out[n] = run
+        while b:
+            j = _FIRST[b]
+            b ^= 0x80 >> j
+            pos = 8 * i + j
+            g = pos - nxt
+            while g >= _ESC:
+                out[n] = _ESC
                 n += 1
-                run = 0
-            else:
-                run += 1
+                g -= _ESC
+            out[n] = g
+            n += 1
+            nxt = pos + 1
     return n
 
 
@@ -112,47 +114,43 @@ def encode(bits: np.ndarray, numel: int, nnz: int) -> np.ndarray:
     ``nnz`` of them set."""
     value = 1 if 2 * nnz <= numel else 0
     coded = nnz if value else numel - nnz
-    out = np.empty(coded + (numel - coded) // _ESC + 1, dtype=np.uint8)
-    n = _gaps(np.ascontiguousarray(bits, dtype=np.uint8), numel, value, out)
+    out = np.empty(_HEADER + coded + (numel - coded) // _ESC + 1, dtype=np.uint8)
+    out[0] = value
+    n = _gaps(np.ascontiguousarray(bits, dtype=np.uint8), numel, value, out[_HEADER:])
     frame = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
-                                     write_content_size=True).compress(out[:n].tobytes())
-    arr = np.empty(_HEADER + len(frame), dtype=np.uint8)
-    arr[0] = value
-    arr[_HEADER:] = np.frombuffer(frame, dtype=np.uint8)
-    return arr
+                                     write_content_size=True).compress(out[:_HEADER + n])
+    return np.frombuffer(frame, dtype=np.uint8).copy()
 
 
 def decode(arr: np.ndarray, numel: int) -> tuple[np.ndarray, int]:
     """(packed bits, nnz) of the mask of ``numel`` elements that the ``gaps-zstd`` array ``arr``
-    codes; ``CodecError`` when it codes none. Allocates at most ``numel`` bytes for the gap bytes
-    (checked against the frame header first) and ``ceil(numel / 8)`` for the bits."""
+    codes; ``CodecError`` when it codes none. Allocates at most ``1 + numel`` bytes for the
+    content (checked against the frame header first) and ``ceil(numel / 8)`` for the bits."""
     if arr.dtype != np.uint8 or arr.ndim != 1:
         raise CodecError(f"expected a 1-D uint8 array, got {arr.dtype} {arr.shape}")
-    if arr.size < _HEADER:
-        raise CodecError("empty (expected the coded-value byte and a Zstandard frame)")
-    value = int(arr[0])
-    if value not in (0, 1):
-        raise CodecError(f"coded-value byte is {value}; expected 0 or 1")
-    frame = arr[_HEADER:].tobytes()
+    frame = arr.tobytes()
     try:
         size = zstandard.frame_content_size(frame)
     except zstandard.ZstdError as err:
         raise CodecError(f"not a Zstandard frame ({err})") from None
     if size < 0:
         raise CodecError("the Zstandard frame does not state its content size")
-    if size > numel:
-        raise CodecError(f"the Zstandard frame holds {size:,} gap bytes; a mask of {numel:,} "
-                         f"elements has at most {numel:,}")
+    if not _HEADER <= size <= _HEADER + numel:
+        raise CodecError(f"the Zstandard frame holds {size:,} bytes; a mask of {numel:,} "
+                         f"elements codes {_HEADER} to {_HEADER + numel:,}")
     try:
-        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=max(size, 1),
+        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=size,
                                                       allow_extra_data=False)
     except zstandard.ZstdError as err:
         raise CodecError(f"corrupt Zstandard frame ({' '.join(str(err).split())})") from None
     if len(raw) != size:
         raise CodecError(f"the Zstandard frame decoded to {len(raw):,} bytes, its header says "
                          f"{size:,}")
+    value = raw[0]
+    if value not in (0, 1):
+        raise CodecError(f"the coded value is {value}; expected 0 or 1")
     bits = np.zeros((numel + 7) // 8, dtype=np.uint8)
-    count = _ungap(np.frombuffer(raw, dtype=np.uint8), numel, value, bits)
+    count = _ungap(np.frombuffer(raw, dtype=np.uint8, offset=_HEADER), numel, value, bits)
     if count == -1:
         raise CodecError(f"a gap runs past the mask's {numel:,} elements")
     if count == -2:
