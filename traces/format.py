@@ -603,6 +603,8 @@ class Trace:
                     return StepData(step=entry["step"], file=fpath, layers={}, meta=meta,
                                     events=events)
                 return _parse_step(arrays, entry["step"], fpath, self.manifest)
+        except TraceError:  # already names the file and the field
+            raise
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as err:
             reason = " ".join(str(err).split())
             raise TraceError(src, None, f"unreadable or truncated step file ({reason})") from None
