@@ -97,13 +97,24 @@ def keep_count(density: float, n: int, at_least: int = 0) -> int:
 # ------------------------------------------------------------------------------------------------
 # building blocks (flat, exact counts)
 # ------------------------------------------------------------------------------------------------
+_CHUNK = 1 << 20  # uniform draws per chunk of exact_random
+
+
 def exact_random(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """A flat boolean mask of length ``n`` with exactly ``k`` True, uniformly chosen."""
     if k <= 0:
         return np.zeros(n, dtype=bool)
     if k >= n:
         return np.ones(n, dtype=bool)
-    mask = rng.random(n, dtype=np.float32) < np.float32(k / n)
+    # uniform draws compared in chunks: the same stream as one rng.random(n) (float32 draws
+    # take 32-bit halves in order, across calls), without an n-float temporary
+    mask = np.empty(n, dtype=bool)
+    buf = np.empty(min(n, _CHUNK), dtype=np.float32)
+    threshold = np.float32(k / n)
+    for i in range(0, n, buf.size):
+        m = min(buf.size, n - i)
+        rng.random(m, dtype=np.float32, out=buf[:m])
+        np.less(buf[:m], threshold, out=mask[i:i + m])
     count = int(np.count_nonzero(mask))
     # the draw ``rng.choice(np.flatnonzero(mask == v), m, replace=False)`` without the list of
     # positions (up to n of them): choice picks ranks by the population's size alone
