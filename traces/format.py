@@ -169,8 +169,8 @@ class Manifest:
     producer: dict[str, Any]
     steps: tuple[dict[str, Any], ...] = ()
     generator: dict[str, Any] | None = None
-    #: written as version 1 unless asked (the recorder writes 2): the traces of synth and of
-    #: topologies stay what version-1 readers read, byte for byte
+    #: written as version 1 unless asked (the recorder and synth write 2, synth with the
+    #: gaps-zstd mask codec)
     format_version: int = 1
     #: version 2, optional: what share of the model's training MACs the trace holds
     #: (``training_macs``, ``recorded_macs``, ``unrecorded``: the ops left out with their MACs)
