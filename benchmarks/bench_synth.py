@@ -58,9 +58,7 @@ def _rewrite(trace: Trace, step, out: Path, codec: str) -> int:
         meta.pop("bwd_input_not_computed", None)  # version 1 says it by position
     writer = TraceWriter(out, dataclasses.replace(trace.manifest, steps=(),
                                                   format_version=version), codec=codec)
-    ops = {name: {ph: {role: op.mask for role, op in roles.items()}
-                  for ph, roles in phases.items()} for name, phases in step.layers.items()}
-    writer.write_step(step.step, ops, meta=meta, events=step.events)
+    writer.write_step(step.step, step.masks(), meta=meta, events=step.events)
     return sum(f.stat().st_size for f in out.iterdir())
 
 

@@ -151,6 +151,13 @@ class StepData:
     meta: dict[str, Any] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
 
+    def masks(self) -> dict[str, dict[str, dict[str, PackedMask | None]]]:
+        """``layers`` as ``TraceWriter.write_step`` takes them: each operand's ``PackedMask``,
+        None when dense (to write the step again, e.g. with another codec)."""
+        return {name: {phase: {role: op.mask for role, op in roles.items()}
+                       for phase, roles in phases.items()}
+                for name, phases in self.layers.items()}
+
 
 # ------------------------------------------------------------------------------------------------
 # manifest

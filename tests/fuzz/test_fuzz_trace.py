@@ -6,7 +6,6 @@ is refused on one line, without allocating what a lying file asks for."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import io
 import json
 import re
@@ -22,8 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.contract import FUZZ, outcome, plausible, values
+from tests.traces.legacy import write_version_1
 from traces.codec import GAPS_ZSTD, PACKBITS
-from traces.format import INDEX_KEY, MANIFEST, Trace, TraceWriter
+from traces.format import INDEX_KEY, MANIFEST, Trace
 from traces.synth import SynthConfig, synthesize
 
 #: a damaged step must not raise this process's peak memory by more than this
@@ -36,14 +36,7 @@ def base_traces(tmp_path_factory) -> dict[str, Path]:
     (packbits)."""
     out = tmp_path_factory.mktemp("fuzz-trace")
     synthesize(SynthConfig(model="lenet5", sparsity=0.5, batch=2, steps=2), out / "t")
-    trace = Trace(out / "t")
-    old = TraceWriter(out / "v1", dataclasses.replace(trace.manifest, format_version=1,
-                                                      steps=()))
-    for sd in trace:
-        ops = {name: {ph: {role: op.mask for role, op in roles.items()}
-                      for ph, roles in phases.items()} for name, phases in sd.layers.items()}
-        old.write_step(sd.step, ops, meta={"synthetic": True}, events=sd.events)
-    return {GAPS_ZSTD: out / "t", PACKBITS: out / "v1"}
+    return {GAPS_ZSTD: out / "t", PACKBITS: write_version_1(Trace(out / "t"), out / "v1")}
 
 
 MANIFEST_PATHS = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -12,8 +11,9 @@ import pytest
 from common.errors import ConfigError
 from simulator.arch import load_arch
 from simulator.run import simulate_trace
+from tests.traces.legacy import write_version_1
 from traces.codec import GAPS_ZSTD
-from traces.format import CODEC_KEY, Trace, TraceWriter
+from traces.format import CODEC_KEY, Trace
 from traces.models import get_model
 from traces.patterns import keep_count
 from traces.synth import SynthConfig, plan, synthesize
@@ -188,12 +188,7 @@ def test_simulates_as_the_version_1_trace_of_its_masks(tmp_path):
     by position) and what it writes now give the same outputs (the modeled memory's timing
     included), but for the trace's path and identity."""
     trace = _synth(tmp_path, method="swat", sparsity=0.9)
-    old = TraceWriter(tmp_path / "v1", dataclasses.replace(trace.manifest, format_version=1,
-                                                           steps=()))
-    for sd in trace:
-        ops = {name: {ph: {role: op.mask for role, op in roles.items()}
-                      for ph, roles in phases.items()} for name, phases in sd.layers.items()}
-        old.write_step(sd.step, ops, meta={"synthetic": True}, events=sd.events)
+    write_version_1(trace, tmp_path / "v1")
     arch = load_arch("tensordash")
     new, v1 = (simulate_trace(p, arch, "os", memory="modeled", timeline=True)
                for p in (tmp_path / "t", tmp_path / "v1"))
