@@ -33,6 +33,10 @@ CODECS = (PACKBITS, GAPS_ZSTD)
 ZSTD_LEVEL = 1
 _ESC = 255
 _HEADER = 1  # the coded-value byte before the gap bytes
+#: the largest window a frame may ask the decoder for (level 1 uses at most 512 KiB)
+MAX_WINDOW = 8 << 20
+_PIECE = 1 << 20  # content bytes decoded at a time
+_MAGIC = (0xFD2FB528).to_bytes(4, "little")
 #: Zstandard's worst-case frame overhead over its content (ZSTD_compressBound: 1/256 plus a block
 #: header per 128 KiB, a frame header and the checksum), rounded up
 _FRAME_SLACK = 1024
@@ -80,33 +84,25 @@ def _gaps(bits, numel, value, out):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _ungap(sym, numel, value, out):  # pragma: no cover - numba
-    """Set, in the zeroed packed array ``out``, the bits the gap bytes ``sym`` place; inverts
-    them (padding bits stay zero) when ``value`` is 0. Returns the count of coded elements, or
-    -1 when a gap runs past the mask's end, -2 when the bytes end in an escape."""
-    pos = 0
+def _place(sym, numel, out, pos):  # pragma: no cover - numba
+    """Set, in the packed array ``out``, the bits of the elements the gap bytes ``sym`` place,
+    the first gap counted from element ``pos``. Returns (the element after the last one placed
+    or skipped, the count placed), the count -1 when a gap runs past the mask's end."""
     count = 0
     for i in range(sym.size):
         s = sym[i]
         if s == _ESC:
             pos += _ESC
             if pos > numel:
-                return -1
+                return pos, -1
             continue
         pos += s
         if pos >= numel:
-            return -1
+            return pos, -1
         out[pos >> 3] |= 0x80 >> (pos & 7)
         pos += 1
         count += 1
-    if sym.size and sym[sym.size - 1] == _ESC:
-        return -2
-    if value == 0:
-        for i in range(out.size):
-            out[i] ^= 0xFF
-        if numel % 8:
-            out[out.size - 1] &= (0xFF << (8 - numel % 8)) & 0xFF
-    return count
+    return pos, count
 
 
 def encode(bits: np.ndarray, numel: int, nnz: int) -> np.ndarray:
@@ -122,37 +118,79 @@ def encode(bits: np.ndarray, numel: int, nnz: int) -> np.ndarray:
     return np.frombuffer(frame, dtype=np.uint8).copy()
 
 
+def _frame_length(frame: bytes) -> int:
+    """The bytes of the Zstandard frame at the start of ``frame``, from its block headers (the
+    frame format, RFC 8878 section 3.1.1); ``CodecError`` when it is not a frame or is cut."""
+    if len(frame) < 6 or frame[:4] != _MAGIC:
+        raise CodecError("not a Zstandard frame (no magic number)")
+    try:
+        pos = zstandard.frame_header_size(frame)
+    except zstandard.ZstdError as err:
+        raise CodecError(f"not a Zstandard frame ({' '.join(str(err).split())})") from None
+    checksum = 4 if frame[4] & 0x04 else 0  # the frame header descriptor's checksum flag
+    while True:
+        if pos + 3 > len(frame):
+            raise CodecError(f"the Zstandard frame is cut short at byte {len(frame):,}")
+        header = int.from_bytes(frame[pos:pos + 3], "little")
+        pos += 3 + (1 if (header >> 1) & 3 == 1 else header >> 3)  # an RLE block holds 1 byte
+        if header & 1:  # the last block
+            return pos + checksum
+
+
 def decode(arr: np.ndarray, numel: int) -> tuple[np.ndarray, int]:
     """(packed bits, nnz) of the mask of ``numel`` elements that the ``gaps-zstd`` array ``arr``
-    codes; ``CodecError`` when it codes none. Allocates at most ``1 + numel`` bytes for the
-    content (checked against the frame header first) and ``ceil(numel / 8)`` for the bits."""
+    codes; ``CodecError`` when it codes none. The frame's stated content size is checked first
+    and its content is decoded in pieces of ``_PIECE`` bytes with a window of at most
+    ``MAX_WINDOW`` bytes: beyond the array itself, decoding allocates the ``ceil(numel / 8)``
+    bytes of the bits and a few MiB."""
     if arr.dtype != np.uint8 or arr.ndim != 1:
         raise CodecError(f"expected a 1-D uint8 array, got {arr.dtype} {arr.shape}")
     frame = arr.tobytes()
+    length = _frame_length(frame)
+    if length < len(frame):
+        raise CodecError(f"{len(frame) - length:,} bytes after the Zstandard frame")
+    if length > len(frame):
+        raise CodecError(f"the Zstandard frame is cut short: {len(frame):,} of {length:,} bytes")
     try:
         size = zstandard.frame_content_size(frame)
     except zstandard.ZstdError as err:
-        raise CodecError(f"not a Zstandard frame ({err})") from None
+        raise CodecError(f"bad Zstandard frame header ({' '.join(str(err).split())})") from None
     if size < 0:
         raise CodecError("the Zstandard frame does not state its content size")
     if not _HEADER <= size <= _HEADER + numel:
         raise CodecError(f"the Zstandard frame holds {size:,} bytes; a mask of {numel:,} "
                          f"elements codes {_HEADER} to {_HEADER + numel:,}")
+    bits = np.zeros((numel + 7) // 8, dtype=np.uint8)
+    pos = count = got = 0
+    value = last = -1
     try:
-        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=size,
-                                                      allow_extra_data=False)
+        reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(frame)
+        while piece := reader.read(_PIECE):
+            got += len(piece)
+            if got > size:
+                raise CodecError(f"the Zstandard frame holds more than the {size:,} bytes its "
+                                 "header states")
+            sym = np.frombuffer(piece, dtype=np.uint8)
+            if value < 0:
+                value = int(sym[0])
+                if value not in (0, 1):
+                    raise CodecError(f"the coded value is {value}; expected 0 or 1")
+                sym = sym[_HEADER:]
+            if sym.size:
+                pos, placed = _place(sym, numel, bits, pos)
+                if placed < 0:
+                    raise CodecError(f"a gap runs past the mask's {numel:,} elements")
+                count += placed
+                last = int(sym[-1])
     except zstandard.ZstdError as err:
         raise CodecError(f"corrupt Zstandard frame ({' '.join(str(err).split())})") from None
-    if len(raw) != size:
-        raise CodecError(f"the Zstandard frame decoded to {len(raw):,} bytes, its header says "
+    if got != size:
+        raise CodecError(f"the Zstandard frame decoded to {got:,} bytes, its header says "
                          f"{size:,}")
-    value = raw[0]
-    if value not in (0, 1):
-        raise CodecError(f"the coded value is {value}; expected 0 or 1")
-    bits = np.zeros((numel + 7) // 8, dtype=np.uint8)
-    count = _ungap(np.frombuffer(raw, dtype=np.uint8, offset=_HEADER), numel, value, bits)
-    if count == -1:
-        raise CodecError(f"a gap runs past the mask's {numel:,} elements")
-    if count == -2:
+    if last == _ESC:
         raise CodecError("the gap bytes end in an escape (255) with no element after it")
+    if value == 0:
+        bits ^= 0xFF
+        if numel % 8:
+            bits[-1] &= (0xFF << (8 - numel % 8)) & 0xFF
     return bits, count if value else numel - count

@@ -9,7 +9,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from traces.codec import CodecError, decode, encode, max_coded_bytes
+from traces import codec
+from traces.codec import MAX_WINDOW, CodecError, decode, encode, max_coded_bytes
 
 
 def reference_gaps(mask: np.ndarray) -> tuple[int, bytes]:
@@ -108,7 +109,7 @@ BAD = {
     "escape past the end": (lambda: _frame(1, b"\xff"), 8, "runs past"),
     "ends in an escape": (lambda: _frame(1, b"\xff"), 300, "end in an escape"),
     "trailing data": (lambda: np.concatenate([_frame(1, b"\x00"), _frame(1, b"\x00")]), 8,
-                      "corrupt Zstandard frame"),
+                      "bytes after the Zstandard frame"),
     "2-D": (lambda: _frame(1, b"\x00").reshape(1, -1), 8, "1-D uint8"),
 }
 
@@ -156,3 +157,30 @@ def test_huge_declared_content_is_refused_before_allocation():
     arr = np.frombuffer(header + b"\x01\x00\x00", np.uint8)
     with pytest.raises(CodecError, match="1,099,511,627,776 bytes"):
         decode(arr, 1000)
+
+
+@pytest.mark.parametrize("piece", [1, 2, 7, 256])
+def test_decoding_in_pieces_of_any_size(monkeypatch, piece):
+    """The content is decoded a piece at a time: a gap's escapes may straddle two pieces."""
+    monkeypatch.setattr(codec, "_PIECE", piece)
+    rng = np.random.default_rng(piece)
+    for p in (0.0, 0.002, 0.3, 0.8, 1.0):
+        mask = rng.random(3001) < p
+        bits = np.packbits(mask)
+        got, nnz = decode(encode(bits, mask.size, int(mask.sum())), mask.size)
+        assert nnz == int(mask.sum()) and np.array_equal(got, bits)
+    with pytest.raises(CodecError, match="end in an escape"):
+        decode(_frame(1, b"\x01\xff"), 300)
+
+
+def test_a_frame_asking_for_a_large_window_is_refused():
+    """Decoding keeps a window of the frame's choosing: more than MAX_WINDOW is refused (the
+    writer's level 1 asks for at most 512 KiB)."""
+    n = 3 * MAX_WINDOW
+    content = b"\x01" + bytes(n)  # every element set, gap 0 each
+    params = zstandard.ZstdCompressionParameters.from_level(1, window_log=24,
+                                                            write_content_size=True)
+    arr = np.frombuffer(zstandard.ZstdCompressor(compression_params=params).compress(content),
+                        np.uint8)
+    with pytest.raises(CodecError, match="corrupt Zstandard frame"):
+        decode(arr, n)
