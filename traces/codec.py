@@ -46,10 +46,19 @@ class CodecError(ValueError):
     """A coded mask that does not decode to a mask of its shape; the message says why."""
 
 
-def max_coded_bytes(numel: int) -> int:
-    """The most bytes a ``gaps-zstd`` array of a mask of ``numel`` elements can hold: its
-    content is at most ``1 + numel`` bytes and Zstandard adds at most 1/256 and a few bytes."""
-    return _HEADER + numel + (numel >> 7) + _FRAME_SLACK
+def max_content(numel: int, nnz: int | None = None) -> int:
+    """The most content bytes the ``gaps-zstd`` frame of a mask of ``numel`` elements holds,
+    ``nnz`` of them set (None: any count): the value byte, a byte per coded element (at most
+    half of them) and an escape per 255 elements skipped."""
+    coded = numel // 2 if nnz is None else min(nnz, numel - nnz)
+    return _HEADER + coded + (numel - coded) // _ESC
+
+
+def max_coded_bytes(numel: int, nnz: int | None = None) -> int:
+    """The most bytes a ``gaps-zstd`` array of such a mask holds: Zstandard adds at most 1/256
+    of its content and a few bytes."""
+    content = max_content(numel, nnz)
+    return content + (content >> 7) + _FRAME_SLACK
 
 
 #: the index (0 = most significant) of the first set bit of each nonzero byte
@@ -140,9 +149,9 @@ def _frame_length(frame: bytes) -> int:
 def decode(arr: np.ndarray, numel: int) -> tuple[np.ndarray, int]:
     """(packed bits, nnz) of the mask of ``numel`` elements that the ``gaps-zstd`` array ``arr``
     codes; ``CodecError`` when it codes none. The frame's stated content size is checked first
-    and its content is decoded in pieces of ``_PIECE`` bytes with a window of at most
-    ``MAX_WINDOW`` bytes: beyond the array itself, decoding allocates the ``ceil(numel / 8)``
-    bytes of the bits and a few MiB."""
+    (``max_content``) and its content is decoded in pieces of ``_PIECE`` bytes with a window of
+    at most ``MAX_WINDOW`` bytes: beyond the array itself, decoding allocates the
+    ``ceil(numel / 8)`` bytes of the bits and a few MiB."""
     if arr.dtype != np.uint8 or arr.ndim != 1:
         raise CodecError(f"expected a 1-D uint8 array, got {arr.dtype} {arr.shape}")
     frame = arr.tobytes()
@@ -157,9 +166,10 @@ def decode(arr: np.ndarray, numel: int) -> tuple[np.ndarray, int]:
         raise CodecError(f"bad Zstandard frame header ({' '.join(str(err).split())})") from None
     if size < 0:
         raise CodecError("the Zstandard frame does not state its content size")
-    if not _HEADER <= size <= _HEADER + numel:
+    most = max_content(numel)
+    if not _HEADER <= size <= most:
         raise CodecError(f"the Zstandard frame holds {size:,} bytes; a mask of {numel:,} "
-                         f"elements codes {_HEADER} to {_HEADER + numel:,}")
+                         f"elements codes {_HEADER} to {most:,}")
     bits = np.zeros((numel + 7) // 8, dtype=np.uint8)
     pos = count = got = 0
     value = last = -1
@@ -193,4 +203,8 @@ def decode(arr: np.ndarray, numel: int) -> tuple[np.ndarray, int]:
         bits ^= 0xFF
         if numel % 8:
             bits[-1] &= (0xFF << (8 - numel % 8)) & 0xFF
-    return bits, count if value else numel - count
+    nnz_out = count if value else numel - count
+    if value != (1 if 2 * nnz_out <= numel else 0):  # the coded value is the minority's
+        raise CodecError(f"coded value {value} for a mask with {nnz_out:,} of {numel:,} "
+                         f"elements set; the coded value is 1 when at most half are set, else 0")
+    return bits, nnz_out

@@ -782,7 +782,11 @@ def _parse_operand(arrays: Mapping[str, np.ndarray], oe: Any, role: str,
     pm = cache.get(key)
     numel = math.prod(shape)
     if (pm is None or pm.shape != shape) and codec == GAPS_ZSTD:
-        coded = _fetch(arrays, key, mask_codec.max_coded_bytes(numel), src, f"{where}.mask")
+        stated = oe.get("nnz")  # bounds the array's stored size; a wrong count is refused below
+        if isinstance(stated, bool) or not isinstance(stated, int) or not 0 <= stated <= numel:
+            stated = None
+        coded = _fetch(arrays, key, mask_codec.max_coded_bytes(numel, stated), src,
+                       f"{where}.mask")
         try:
             bits, nnz = mask_codec.decode(coded, numel)
         except CodecError as err:

@@ -68,7 +68,7 @@ def test_round_trip_matches_reference(mask):
     arr = encode(bits, mask.size, int(mask.sum()))
     value, gaps = reference_gaps(mask)
     assert _content(arr) == bytes([value]) + gaps
-    assert arr.size <= max_coded_bytes(mask.size)
+    assert arr.size <= max_coded_bytes(mask.size, int(mask.sum()))
     got, nnz = decode(arr, mask.size)
     assert nnz == int(mask.sum())
     np.testing.assert_array_equal(got, bits)
@@ -105,6 +105,8 @@ BAD = {
     "no content size": (lambda: _frame(1, b"\x00\x01", write_content_size=False), 8,
                         "does not state its content size"),
     "too many gap bytes": (lambda: _frame(1, b"\x00" * 9), 8, "holds 10 bytes"),
+    "not the minority": (lambda: _frame(0, b"\x00" * 5), 10, "coded value 0 for a mask "
+                         "with 5 of 10"),  # half set: 1 is coded
     "gap past the end": (lambda: _frame(1, b"\x00\x07"), 8, "runs past the mask's 8"),
     "escape past the end": (lambda: _frame(1, b"\xff"), 8, "runs past"),
     "ends in an escape": (lambda: _frame(1, b"\xff"), 300, "end in an escape"),
@@ -176,11 +178,11 @@ def test_decoding_in_pieces_of_any_size(monkeypatch, piece):
 def test_a_frame_asking_for_a_large_window_is_refused():
     """Decoding keeps a window of the frame's choosing: more than MAX_WINDOW is refused (the
     writer's level 1 asks for at most 512 KiB)."""
-    n = 3 * MAX_WINDOW
-    content = b"\x01" + bytes(n)  # every element set, gap 0 each
+    k = 3 * MAX_WINDOW
+    content = b"\x01" + b"\x01" * k  # 0101...: k of 2k elements set
     params = zstandard.ZstdCompressionParameters.from_level(1, window_log=24,
                                                             write_content_size=True)
     arr = np.frombuffer(zstandard.ZstdCompressor(compression_params=params).compress(content),
                         np.uint8)
     with pytest.raises(CodecError, match="corrupt Zstandard frame"):
-        decode(arr, n)
+        decode(arr, 2 * k)
