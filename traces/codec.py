@@ -7,15 +7,16 @@
   single passes.
 
 A ``gaps-zstd`` array is a 1-D ``uint8`` array holding one Zstandard frame that states its
-content size and carries a checksum. Its content: one byte, the coded value (1: the gaps precede
-the set elements; 0: they precede the clear ones, for masks more than half set), then for each
-coded element in C order the count g of other elements since the previous coded element (or the
-start), as ``g // 255`` bytes 255 followed by the byte ``g % 255``. Elements after the last coded
-one hold the other value.
+content size and carries a checksum. Its content: one byte, the coded value, the minority's (1:
+the gaps precede the set elements; 0: they precede the clear ones, for masks more than half
+set), then for each coded element in C order the count g of elements between it and the
+previous coded element (or the start), as ``g // 255`` bytes 255 followed by the byte
+``g % 255``. Elements after the last coded one hold the other value.
 
-``decode`` checks the declared content size against the mask's element count before it allocates
-anything, and every gap against the mask's end; a bad stream raises ``CodecError`` with the
-reason, which the reader turns into a ``TraceError`` naming the file and the array.
+``decode`` checks the frame's length, stated content size and window before it decodes, then
+decodes a piece at a time into the mask's packed bits, every gap checked against the mask's end;
+a bad stream raises ``CodecError`` with the reason, which the reader turns into a ``TraceError``
+naming the file and the array.
 """
 
 from __future__ import annotations
