@@ -562,15 +562,20 @@ def _computed(baseline: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return baseline if all(keep) else baseline[keep].reset_index(drop=True)
 
 
-def _trace_baseline(m, arch, dataflow: str, phases: str, memory: str, cache,
-                    replays: Replays | None) -> Results:
-    """The dense baseline of a trace with manifest ``m`` (``simulator.baseline``)."""
-    v2 = m.format_version >= 2
+def _trace_baseline(trace, steps: list[int] | None, arch, dataflow: str, phases: str,
+                    memory: str, cache, replays: Replays | None) -> Results:
+    """The dense baseline of a trace's ``steps`` (all when None; ``simulator.baseline``). In a
+    version-2 trace it runs the first layer's ``bwd_input`` only when some of the steps did: a
+    GEMM no step ran would still shift its neighbours' memory timing in the baseline."""
+    m = trace.manifest
+    grad = m.format_version >= 2 and any(
+        m.layers[0].name not in trace.read_meta(s).get("bwd_input_not_computed", ())
+        for s in trace.steps if steps is None or s in steps)
     return dense_baseline(m.layers, m.batch_size, arch, dataflow, phases, memory, cache,
                           lambda: simulate(m.layers, m.batch_size, arch, dataflow, phases,
                                            memory, 0, None, arch.features.baseline(),
-                                           input_grad=v2, replays=replays),
-                          input_grad=v2)
+                                           input_grad=grad, replays=replays),
+                          input_grad=grad)
 
 
 def simulate_trace(path, arch, dataflow: str, phases: str = "train",
@@ -592,7 +597,8 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
     v2 = m.format_version >= 2  # its steps say whether the first layer's bwd_input ran
     # without sparse features a step's tiles can equal the baseline's: replayed once
     replays = Replays() if arch.features == arch.features.baseline() else None
-    base = _trace_baseline(m, arch, dataflow, phases, memory, baseline_cache, replays)
+    base = _trace_baseline(trace, steps, arch, dataflow, phases, memory, baseline_cache,
+                           replays)
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
     tables, events, series, imbalance = [], [], [], []

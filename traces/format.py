@@ -1,5 +1,5 @@
-"""Trace format v2 (reads v1 too): a directory with ``manifest.json`` and one compressed
-``.npz`` per recorded step.
+"""Trace format v2 (reads v1 too): a directory with ``manifest.json`` and one ``.npz`` per
+recorded step, its masks coded by a mask codec (``traces.codec``) the step's index names.
 
 The full specification is ``docs/trace-format.md``; this module is its only reader and writer.
 
@@ -29,16 +29,21 @@ from common.errors import InputError, TraceError
 from common.jsonio import load_json
 from common.vocab import PHASES
 from common.yamlio import float_value
+from traces import codec as mask_codec
+from traces.codec import CODECS, GAPS_ZSTD, PACKBITS, CodecError
 from traces.layers import Layer
 
 FORMAT_NAME = "sparsesim-trace"
 FORMAT_VERSION = 2
 #: versions this reader reads. Version 2 adds ``matmul`` layers (two activation operands, no
-#: weight), the optional ``coverage`` object, and gives every layer's ``bwd_input`` by the step's
-#: ``bwd_input_not_computed`` alone (version 1 also leaves the first layer's out by position).
+#: weight), the optional ``coverage`` object, gives every layer's ``bwd_input`` by the step's
+#: ``bwd_input_not_computed`` alone (version 1 also leaves the first layer's out by position),
+#: and lets a step file code its masks with another codec than ``packbits`` (``mask_codec``).
 READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 INDEX_KEY = "index"
+#: the index key naming the step file's mask codec (absent: ``packbits``, all a version 1 has)
+CODEC_KEY = "mask_codec"
 
 #: The two operands each training GEMM multiplies, and the result it produces.
 PHASE_OPERANDS: dict[str, tuple[str, str]] = {
@@ -146,6 +151,13 @@ class StepData:
     meta: dict[str, Any] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
 
+    def masks(self) -> dict[str, dict[str, dict[str, PackedMask | None]]]:
+        """``layers`` as ``TraceWriter.write_step`` takes them: each operand's ``PackedMask``,
+        None when dense (to write the step again, e.g. with another codec)."""
+        return {name: {phase: {role: op.mask for role, op in roles.items()}
+                       for phase, roles in phases.items()}
+                for name, phases in self.layers.items()}
+
 
 # ------------------------------------------------------------------------------------------------
 # manifest
@@ -164,8 +176,8 @@ class Manifest:
     producer: dict[str, Any]
     steps: tuple[dict[str, Any], ...] = ()
     generator: dict[str, Any] | None = None
-    #: written as version 1 unless asked (the recorder writes 2): the traces of synth and of
-    #: topologies stay what version-1 readers read, byte for byte
+    #: written as version 1 unless asked (the recorder and synth write 2, synth with the
+    #: gaps-zstd mask codec)
     format_version: int = 1
     #: version 2, optional: what share of the model's training MACs the trace holds
     #: (``training_macs``, ``recorded_macs``, ``unrecorded``: the ops left out with their MACs)
@@ -369,15 +381,18 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_npz(path: Path, arrays: Mapping[str, np.ndarray], level: int = 6) -> None:
-    """Write a deterministic ``.npz`` (fixed timestamps, sorted entries), atomically."""
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray], level: int = 6,
+              stored: frozenset[str] = frozenset()) -> None:
+    """Write a deterministic ``.npz`` (fixed timestamps, sorted entries), atomically; the arrays
+    named in ``stored`` (already compressed) go in uncompressed."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
                              compresslevel=level, allowZip64=True) as zf:
             for key in sorted(arrays):
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
+                info.compress_type = (zipfile.ZIP_STORED if key in stored
+                                      else zipfile.ZIP_DEFLATED)
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, _npy_bytes(arrays[key]), compresslevel=level)
         with open(tmp, "rb+") as f:
@@ -395,9 +410,18 @@ class TraceWriter:
     phase must give both of its operands (``PHASE_OPERANDS``); the result role of a phase
     (``PHASE_RESULT``) may be given as well when the result is masked (e.g. ``grad_w`` of static
     sparse training). Identical masks within a step are stored once.
+
+    ``level``: the deflate level of the step files' members (``packbits`` masks, the index,
+    values). ``codec``: the mask codec (``traces.codec.CODECS``); ``gaps-zstd`` needs a
+    version-2 manifest, and its masks are stored as coded, not deflated again.
     """
 
-    def __init__(self, path: str | os.PathLike, manifest: Manifest, level: int = 6) -> None:
+    def __init__(self, path: str | os.PathLike, manifest: Manifest, level: int = 6,
+                 codec: str = PACKBITS) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"codec {codec!r}: expected one of {', '.join(CODECS)}")
+        if codec != PACKBITS and manifest.format_version < 2:
+            raise ValueError(f"mask codec {codec!r} needs format_version 2")
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         if (self.path / MANIFEST).exists():
@@ -414,6 +438,7 @@ class TraceWriter:
             raise ValueError("matmul layers and coverage need format_version 2")
         self.manifest = manifest
         self.level = level
+        self.codec = codec
         self._steps: list[dict[str, Any]] = []
         self._write_manifest()
 
@@ -473,7 +498,8 @@ class TraceWriter:
                     key = by_digest.get(digest)
                     if key is None:
                         key = f"L{li:04d}.{phase}.{role}.mask"
-                        arrays[key] = pm.bits
+                        arrays[key] = (pm.bits if self.codec == PACKBITS else
+                                       mask_codec.encode(pm.bits, pm.numel, pm.nnz))
                         by_digest[digest] = key
                     op: dict[str, Any] = {"mask": key, "nnz": pm.nnz, "shape": list(shape)}
                     val = values.get((layer.name, phase, role))
@@ -490,9 +516,12 @@ class TraceWriter:
             index_layers[layer.name] = entry
         index = {"step": step, "layers": index_layers, "meta": dict(meta or {}),
                  "events": list(events or [])}
+        if self.codec != PACKBITS:  # a packbits step file stays what version-1 readers read
+            index[CODEC_KEY] = self.codec
         arrays[INDEX_KEY] = np.frombuffer(json.dumps(index).encode(), dtype=np.uint8)
         fname = f"step_{step:08d}.npz"
-        write_npz(self.path / fname, arrays, self.level)
+        stored = frozenset(by_digest.values()) if self.codec != PACKBITS else frozenset()
+        write_npz(self.path / fname, arrays, self.level, stored)
         self._steps.append({"step": step, "file": fname})
         self._steps.sort(key=lambda s: s["step"])  # a step may finish after a later one
         self._write_manifest()
@@ -554,7 +583,15 @@ class Trace:
                 return self._read(s)
         raise TraceError(str(self.path / MANIFEST), "steps", f"no step {step} in this trace")
 
-    def _read(self, entry: Mapping[str, Any]) -> StepData:
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The ``meta`` of a step's index, checked as ``read_step`` checks it, without reading
+        the step's masks (``bwd_input_not_computed`` and the like, before a simulation)."""
+        for s in self.manifest.steps:
+            if s["step"] == step:
+                return self._read(s, index_only=True).meta
+        raise TraceError(str(self.path / MANIFEST), "steps", f"no step {step} in this trace")
+
+    def _read(self, entry: Mapping[str, Any], index_only: bool = False) -> StepData:
         fpath = self.path / entry["file"]
         src = str(fpath)
         if not fpath.is_file():
@@ -567,7 +604,14 @@ class Trace:
         try:
             with np.load(fpath, allow_pickle=False) as npz:
                 # lazily: an array is read when the index refers to it, its size checked first
-                return _parse_step(_StepArrays(npz, src), entry["step"], fpath, self.manifest)
+                arrays = _StepArrays(npz, src)
+                if index_only:
+                    _, meta, events, _ = _parse_index(arrays, entry["step"], src, self.manifest)
+                    return StepData(step=entry["step"], file=fpath, layers={}, meta=meta,
+                                    events=events)
+                return _parse_step(arrays, entry["step"], fpath, self.manifest)
+        except TraceError:  # already names the file and the field
+            raise
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as err:
             reason = " ".join(str(err).split())
             raise TraceError(src, None, f"unreadable or truncated step file ({reason})") from None
@@ -625,9 +669,9 @@ def _fetch(arrays: Mapping[str, np.ndarray], key: str, max_bytes: int, src: str,
     return arrays[key]
 
 
-def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
-                manifest: Manifest) -> StepData:
-    src = str(fpath)
+def _parse_index(arrays: Mapping[str, np.ndarray], step: int, src: str,
+                 manifest: Manifest) -> tuple[dict[str, Any], dict[str, Any], list[Any], str]:
+    """The step file's index, checked: (its layers, meta, events, mask codec)."""
     if INDEX_KEY not in arrays:
         raise TraceError(src, INDEX_KEY, "missing (every step file holds its index)")
     raw_index = _fetch(arrays, INDEX_KEY, MAX_INDEX_BYTES, src, INDEX_KEY)
@@ -650,7 +694,6 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
     if len(events) > MAX_EVENTS:
         raise TraceError(src, "index.events", f"{len(events):,} events; a step holds at most "
                                               f"{MAX_EVENTS:,} (the limit)")
-    batch = manifest.batch_size
     known = {layer.name for layer in manifest.layers}
     for i, ev in enumerate(events):
         if isinstance(ev, dict) and ev.get("type") == "mask_update":
@@ -669,6 +712,19 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
     extra = sorted(set(raw_layers) - known)
     if extra:
         raise TraceError(src, f"index.layers.{extra[0]}", "layer not in the manifest")
+    codec = index.get(CODEC_KEY, PACKBITS)
+    if codec not in (CODECS if manifest.format_version >= 2 else (PACKBITS,)):
+        allowed = ", ".join(CODECS) if manifest.format_version >= 2 else (
+            f"{PACKBITS} (a version-1 trace has no other)")
+        raise TraceError(src, f"index.{CODEC_KEY}", f"expected one of {allowed}, got {codec!r}")
+    return raw_layers, meta, events, codec
+
+
+def _parse_step(arrays: Mapping[str, np.ndarray], step: int, fpath: Path,
+                manifest: Manifest) -> StepData:
+    src = str(fpath)
+    raw_layers, meta, events, codec = _parse_index(arrays, step, src, manifest)
+    batch = manifest.batch_size
     unpacked_cache: dict[str, PackedMask] = {}
     layers: dict[str, dict[str, dict[str, Operand]]] = {}
     for layer in manifest.layers:
@@ -692,14 +748,15 @@ def _parse_step(arrays: dict[str, np.ndarray], step: int, fpath: Path,
                     raise TraceError(src, where,
                                      f"unknown role; {phase} takes {', '.join(allowed)}")
                 ops[role] = _parse_operand(arrays, oe, role, layer.operand_shape(role, batch),
-                                           src, where, unpacked_cache)
+                                           src, where, unpacked_cache, codec)
             out[phase] = ops
         layers[layer.name] = out
     return StepData(step=step, file=fpath, layers=layers, meta=meta, events=events)
 
 
-def _parse_operand(arrays: dict[str, np.ndarray], oe: Any, role: str, shape: tuple[int, ...],
-                   src: str, where: str, cache: dict[str, PackedMask]) -> Operand:
+def _parse_operand(arrays: Mapping[str, np.ndarray], oe: Any, role: str,
+                   shape: tuple[int, ...], src: str, where: str, cache: dict[str, PackedMask],
+                   codec: str = PACKBITS) -> Operand:
     if not isinstance(oe, dict):
         raise TraceError(src, where, "expected an object")
     declared = oe.get("shape")
@@ -724,6 +781,18 @@ def _parse_operand(arrays: dict[str, np.ndarray], oe: Any, role: str, shape: tup
         raise TraceError(src, f"{where}.mask", f"array {key!r} missing from the step file")
     pm = cache.get(key)
     numel = math.prod(shape)
+    if (pm is None or pm.shape != shape) and codec == GAPS_ZSTD:
+        stated = oe.get("nnz")  # bounds the array's stored size; a wrong count is refused below
+        if isinstance(stated, bool) or not isinstance(stated, int) or not 0 <= stated <= numel:
+            stated = None
+        coded = _fetch(arrays, key, mask_codec.max_coded_bytes(numel, stated), src,
+                       f"{where}.mask")
+        try:
+            bits, nnz = mask_codec.decode(coded, numel)
+        except CodecError as err:
+            raise TraceError(src, f"{where}.mask", f"{codec} array {key!r}: {err}") from None
+        pm = PackedMask(shape, bits, nnz)
+        cache[key] = pm
     if pm is None or pm.shape != shape:
         want = (numel + 7) // 8
         bits = _fetch(arrays, key, want, src, f"{where}.mask")

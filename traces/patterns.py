@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import ConfigError
+from common.jit import njit
 from traces.layers import Layer
 
 PATTERN_NAMES = ("random", "clustered", "N:M", "fanin", "channel", "filter", "kernel", "block:RxC")
@@ -96,21 +97,75 @@ def keep_count(density: float, n: int, at_least: int = 0) -> int:
 # ------------------------------------------------------------------------------------------------
 # building blocks (flat, exact counts)
 # ------------------------------------------------------------------------------------------------
+_CHUNK = 1 << 20  # uniform draws per chunk of exact_random
+
+
 def exact_random(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """A flat boolean mask of length ``n`` with exactly ``k`` True, uniformly chosen."""
     if k <= 0:
         return np.zeros(n, dtype=bool)
     if k >= n:
         return np.ones(n, dtype=bool)
-    mask = rng.random(n, dtype=np.float32) < np.float32(k / n)
+    # uniform draws compared in chunks: the same stream as one rng.random(n) (float32 draws
+    # take 32-bit halves in order, across calls), without an n-float temporary
+    mask = np.empty(n, dtype=bool)
+    buf = np.empty(min(n, _CHUNK), dtype=np.float32)
+    threshold = np.float32(k / n)
+    for i in range(0, n, buf.size):
+        m = min(buf.size, n - i)
+        rng.random(m, dtype=np.float32, out=buf[:m])
+        np.less(buf[:m], threshold, out=mask[i:i + m])
     count = int(np.count_nonzero(mask))
+    # the draw ``rng.choice(np.flatnonzero(mask == v), m, replace=False)`` without the list of
+    # positions (up to n of them): choice picks ranks by the population's size alone
     if count > k:
-        on = np.flatnonzero(mask)
-        mask[rng.choice(on, count - k, replace=False)] = False
+        mask[_nth(mask, True, rng.choice(count, count - k, replace=False))] = False
     elif count < k:
-        off = np.flatnonzero(~mask)
-        mask[rng.choice(off, k - count, replace=False)] = True
+        mask[_nth(mask, False, rng.choice(n - count, k - count, replace=False))] = True
     return mask
+
+
+def _nth(mask: np.ndarray, value: bool, ranks: np.ndarray) -> np.ndarray:
+    """Positions in the flat boolean ``mask`` of its elements equal to ``value`` with the given
+    ranks (0 = the first such element), in ascending order."""
+    want = np.sort(ranks.astype(np.int64))
+    out = np.empty(want.size, dtype=np.int64)
+    flat = mask.view(np.uint8)
+    _nth_kernel(flat, flat[: flat.size // 8 * 8].view(np.uint64), np.uint8(value), want, out)
+    return out
+
+
+@njit(cache=True)
+def _nth_kernel(mask, words, value, want, out):  # pragma: no cover - numba
+    """``out[j]`` = position of the ``want[j]``-th element equal to ``value`` (0 or 1) of the
+    0/1 bytes ``mask`` (``words``: its first whole 8-byte words), ``want`` ascending. A word's
+    count of ones is the sum of its bytes, so words holding no wanted element are skipped."""
+    j = 0
+    seen = 0
+    ones = np.uint64(0x0101010101010101)
+    for w in range(words.size):
+        if j == want.size:
+            return
+        c = np.int64((words[w] * ones) >> np.uint64(56))
+        if value == 0:
+            c = 8 - c
+        if seen + c <= want[j]:
+            seen += c
+            continue
+        for i in range(8 * w, 8 * w + 8):
+            if mask[i] == value:
+                if j < want.size and seen == want[j]:
+                    out[j] = i
+                    j += 1
+                seen += 1
+    for i in range(8 * words.size, mask.size):
+        if j == want.size:
+            return
+        if mask[i] == value:
+            if seen == want[j]:
+                out[j] = i
+                j += 1
+            seen += 1
 
 
 def topk_mask(score: np.ndarray, k: int) -> np.ndarray:

@@ -19,6 +19,11 @@ post-ReLU input with that fraction of natural zeros (SWAT's top-K then picks amo
 Output gradients are dense in every method (SWAT never sparsifies them; BatchNorm spreads ReLU's
 zeros). Every random draw comes from a generator seeded by (seed, step, layer, purpose), so a
 config and seed give byte-identical traces.
+
+The trace is format version 2 with ``gaps-zstd`` masks (about their entropy on disk,
+``traces.codec``); every step lists the first layer as ``bwd_input_not_computed`` (the network's
+input needs no gradient), which is what version 1 said by position, so the GEMMs simulated are
+the same.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from common.errors import ConfigError, TraceError
 from common.fsutil import atomic_output_dir
 from common.yamlio import describe
 from traces import density as dens
+from traces.codec import GAPS_ZSTD
 from traces.format import (
     DTYPES,
     MAX_BATCH,
@@ -276,10 +282,11 @@ def synthesize(
                   **({"command": list(command)} if command else {})},
         generator={"name": "sparsesim.traces.synth", "config": asdict(cfg),
                    "seed": cfg.seed, "streams": "default_rng([seed, stream, step, layer])"},
+        format_version=2,
     )
     total = cfg.steps * len(layers)
     with atomic_output_dir(out, force=force) as tmp:
-        writer = TraceWriter(tmp, manifest)
+        writer = TraceWriter(tmp, manifest, codec=GAPS_ZSTD)
         for step in range(cfg.steps):
             events: list[dict[str, Any]] = []
             if step and cfg.method in ("rigl", "srigl"):
@@ -321,7 +328,7 @@ def synthesize(
                         "bwd_input": {"filter": w, "grad_out": None},
                         "bwd_weight": bw,
                     }
-            meta = {"synthetic": True}
+            meta = {"synthetic": True, "bwd_input_not_computed": [layers[0].name]}
             writer.write_step(step, ops, meta=meta, events=events)
         if progress:
             progress(total, total, "done")

@@ -1,7 +1,7 @@
 """Generated damage to a trace directory (manifest fields, step index fields, arrays whose
-stored size or declared shape lies, unused huge entries, deep nesting, truncation): every trace
-opens and reads step by step, or is refused on one line, without allocating what a lying file
-asks for."""
+stored size or declared shape lies, unused huge entries, deep nesting, truncation, cut or
+corrupted gaps-zstd streams), of either mask codec: every trace opens and reads step by step, or
+is refused on one line, without allocating what a lying file asks for."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.contract import FUZZ, outcome, plausible, values
+from tests.traces.legacy import write_version_1
+from traces.codec import GAPS_ZSTD, PACKBITS
 from traces.format import INDEX_KEY, MANIFEST, Trace
 from traces.synth import SynthConfig, synthesize
 
@@ -29,10 +31,12 @@ MEMORY_SLACK_MB = 512
 
 
 @pytest.fixture(scope="module")
-def base_trace(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fuzz-trace") / "t"
-    synthesize(SynthConfig(model="lenet5", sparsity=0.5, batch=2, steps=2), out)
-    return out
+def base_traces(tmp_path_factory) -> dict[str, Path]:
+    """The synthetic trace (version 2, gaps-zstd) and its masks as version 1 wrote them
+    (packbits)."""
+    out = tmp_path_factory.mktemp("fuzz-trace")
+    synthesize(SynthConfig(model="lenet5", sparsity=0.5, batch=2, steps=2), out / "t")
+    return {GAPS_ZSTD: out / "t", PACKBITS: write_version_1(Trace(out / "t"), out / "v1")}
 
 
 MANIFEST_PATHS = [
@@ -152,6 +156,8 @@ def damage(draw):
                 "unused",
                 "truncate",
                 "deep-index",
+                "coded",
+                "coded",
             ]
         )
     )
@@ -196,7 +202,26 @@ def damage(draw):
         )
     if kind == "unused":
         return kind, draw(st.sampled_from([8 << 20, 64 << 20]))  # zeros: compresses to kB
+    if kind == "coded":  # the bytes of one stored mask (a gaps-zstd stream, or packed bits)
+        how = draw(st.sampled_from(["cut", "flip", "append", "replace"]))
+        at = draw(st.integers(0, 400))
+        junk = draw(st.binary(min_size=1, max_size=64))
+        return kind, (draw(st.sampled_from(CODED)), how, at, junk)
     return kind, draw(st.integers(0, 4000))
+
+
+CODED = ["L0001.fwd.filter.mask", "L0001.bwd_weight.ifmap.mask", "L0003.bwd_weight.ifmap.mask"]
+
+
+def _damage_bytes(data: bytes, how: str, at: int, junk: bytes) -> bytes:
+    at = min(at, max(len(data) - 1, 0))
+    if how == "cut":
+        return data[:at]
+    if how == "flip" and data:
+        return data[:at] + bytes([data[at] ^ junk[0] or 1]) + data[at + 1:]
+    if how == "append":
+        return data + junk
+    return junk  # replaced outright
 
 
 def _rewrite_step(step: Path, members: dict[str, bytes]) -> None:
@@ -244,6 +269,16 @@ def _apply(trace: Path, what) -> None:
         np.save(out, np.zeros(arg, np.uint8))
         members["unused.npy"] = out.getvalue()
         _rewrite_step(step, members)
+    elif kind == "coded":
+        name, how, at, junk = arg
+        members = _members(step)
+        if f"{name}.npy" in members:
+            arr = np.load(io.BytesIO(members[f"{name}.npy"]))
+            bad = np.frombuffer(_damage_bytes(arr.tobytes(), how, at, junk), np.uint8)
+            out = io.BytesIO()
+            np.save(out, bad)
+            members[f"{name}.npy"] = out.getvalue()
+            _rewrite_step(step, members)
     else:
         data = step.read_bytes()
         step.write_bytes(data[: min(arg, len(data) - 1)])
@@ -264,11 +299,11 @@ def _peak_mb() -> float:
 
 
 @FUZZ
-@given(what=damage())
-def test_damaged_trace(base_trace, what):
+@given(codec=st.sampled_from([GAPS_ZSTD, PACKBITS]), what=damage())
+def test_damaged_trace(base_traces, codec, what):
     with tempfile.TemporaryDirectory() as d:
         trace = Path(d) / "t"
-        shutil.copytree(base_trace, trace)
+        shutil.copytree(base_traces[codec], trace)
         _apply(trace, what)
         before = _peak_mb()
         outcome("trace", _read_all, trace)

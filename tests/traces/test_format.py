@@ -1,4 +1,5 @@
-"""Trace format v1: write → read round trips and validation of every malformed piece."""
+"""Trace format v1 and v2: write → read round trips (both mask codecs) and validation of every
+malformed piece."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.errors import TraceError
+from traces.codec import CODECS, GAPS_ZSTD, PACKBITS
 from traces.format import (
+    CODEC_KEY,
     MANIFEST,
     PHASE_OPERANDS,
     PHASES,
@@ -77,11 +80,13 @@ def _random_step(layers, batch, rng, pattern, with_values):
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layers=layers_st(), batch=st.integers(1, 3), pattern=st.sampled_from(PATTERNS),
-       seed=st.integers(0, 2**16), nsteps=st.integers(1, 2), with_values=st.booleans())
-def test_round_trip(tmp_path_factory, layers, batch, pattern, seed, nsteps, with_values):
+       seed=st.integers(0, 2**16), nsteps=st.integers(1, 2), with_values=st.booleans(),
+       codec=st.sampled_from(CODECS))
+def test_round_trip(tmp_path_factory, layers, batch, pattern, seed, nsteps, with_values, codec):
     rng = np.random.default_rng(seed)
     path = tmp_path_factory.mktemp("trace")
-    writer = TraceWriter(path, _manifest(layers, batch))
+    version = 1 if codec == PACKBITS else 2
+    writer = TraceWriter(path, _manifest(layers, batch, format_version=version), codec=codec)
     written = []
     for s in range(nsteps):
         ops, expect, values = _random_step(layers, batch, rng, pattern, with_values)
@@ -259,3 +264,97 @@ def test_padding_bits_must_be_zero(tmp_path):
     _rewrite_step(tmp_path, set_padding)
     with pytest.raises(TraceError, match="padding bits"):
         _read_all(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# the gaps-zstd mask codec in step files
+# ------------------------------------------------------------------------------------------------
+def _one_layer_trace(path: Path, codec: str, version: int = 2) -> Path:
+    layer = Layer.conv("c", 4, 8, 3, 6)
+    rng = np.random.default_rng(3)
+    w = rng.random(layer.weight_shape) < 0.2
+    a = rng.random(layer.ifmap_shape(2)) < 0.7  # more than half set: the clear ones are coded
+    TraceWriter(path, _manifest([layer], format_version=version), codec=codec).write_step(
+        0, {"c": {"fwd": {"filter": w, "ifmap": None}, "bwd_input": {"filter": w, "grad_out": None},
+                  "bwd_weight": {"ifmap": a, "grad_out": None}}})
+    return path
+
+
+def test_codec_named_in_the_index_and_masks_stored_as_coded(tmp_path):
+    f = _one_layer_trace(tmp_path / "z", GAPS_ZSTD) / "step_00000000.npz"
+    with zipfile.ZipFile(f) as zf:
+        kinds = {i.filename: i.compress_type for i in zf.infolist()}
+    assert kinds == {"L0000.fwd.filter.mask.npy": zipfile.ZIP_STORED,
+                     "L0000.bwd_weight.ifmap.mask.npy": zipfile.ZIP_STORED,
+                     "index.npy": zipfile.ZIP_DEFLATED}
+    with np.load(f) as npz:
+        assert json.loads(npz["index"].tobytes())[CODEC_KEY] == GAPS_ZSTD
+    p = _one_layer_trace(tmp_path / "p", PACKBITS)
+    with np.load(p / "step_00000000.npz") as npz:  # packbits: the index as version 1 wrote it
+        assert CODEC_KEY not in json.loads(npz["index"].tobytes())
+    a, b = next(iter(Trace(tmp_path / "z"))), next(iter(Trace(p)))
+    for phase in PHASES:
+        for role, op in a.layers["c"][phase].items():
+            other = b.layers["c"][phase][role]
+            assert op.nnz == other.nnz
+            if not op.dense:
+                np.testing.assert_array_equal(op.mask.bits, other.mask.bits)
+
+
+def test_gaps_zstd_needs_version_2(tmp_path):
+    with pytest.raises(ValueError, match="format_version 2"):
+        _one_layer_trace(tmp_path / "t", GAPS_ZSTD, version=1)
+    with pytest.raises(ValueError, match="codec 'lz4'"):
+        TraceWriter(tmp_path / "u", _manifest([Layer.linear("fc", 3, 2)]), codec="lz4")
+
+
+def _coded_mask_edit(fn):
+    def edit(arrays):
+        arrays["L0000.bwd_weight.ifmap.mask"] = fn(arrays["L0000.bwd_weight.ifmap.mask"])
+    return edit
+
+
+CODED_CASES = {
+    "v1 trace names gaps-zstd": (lambda p: _edit_manifest(p, lambda d: d.update(
+        format_version=1)), f"index.{CODEC_KEY}: expected one of packbits (a version-1"),
+    "unknown codec": (lambda p: _rewrite_step(p, _index_edit(lambda i: i.update(
+        {CODEC_KEY: "lz4"}))), "expected one of packbits, gaps-zstd, got 'lz4'"),
+    "truncated stream": (lambda p: _rewrite_step(p, _coded_mask_edit(lambda a: a[:-9])),
+                         "bwd_weight.ifmap.mask: gaps-zstd array 'L0000.bwd_weight.ifmap.mask'"),
+    "flipped byte": (lambda p: _rewrite_step(p, _coded_mask_edit(
+        lambda a: np.concatenate([a[:20], a[20:21] ^ 4, a[21:]]))), "corrupt Zstandard frame"),
+    "packbits under gaps-zstd": (lambda p: _rewrite_step(p, _coded_mask_edit(
+        lambda a: np.zeros(72, np.uint8))), "not a Zstandard frame"),
+    "wrong nnz": (lambda p: _rewrite_step(p, _index_edit(
+        lambda i: i["layers"]["c"]["bwd_weight"]["ifmap"].update(nnz=5))),
+        "index says 5 nonzeros, the mask holds"),
+    "oversized array": (lambda p: _rewrite_step(p, _coded_mask_edit(
+        lambda a: np.zeros(2000, np.uint8))), "expected at most"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CODED_CASES))
+def test_bad_coded_mask_raises_trace_error(tmp_path, case):
+    path = _one_layer_trace(tmp_path / "t", GAPS_ZSTD)
+    damage, expect = CODED_CASES[case]
+    damage(path)
+    with pytest.raises(TraceError) as info:
+        _read_all(path)
+    msg = str(info.value)
+    assert expect in msg and "\n" not in msg
+    assert str(path / "step_00000000.npz") in msg
+
+
+def test_read_meta_reads_the_index_alone(tmp_path):
+    layer = Layer.linear("fc", 3, 2)
+    ops = {"fc": {ph: dict.fromkeys(PHASE_OPERANDS[ph]) for ph in PHASES}}
+    ops["fc"]["fwd"]["filter"] = np.ones((2, 3), dtype=bool)
+    w = TraceWriter(tmp_path, _manifest([layer], format_version=2), codec=GAPS_ZSTD)
+    w.write_step(0, ops, meta={"bwd_input_not_computed": ["fc"]})
+    _rewrite_step(tmp_path, lambda a: a.pop(_first_mask_key(a)).size)  # masks are not read
+    t = Trace(tmp_path)
+    assert t.read_meta(0) == {"bwd_input_not_computed": ["fc"]}
+    with pytest.raises(TraceError, match="missing from the step file"):
+        t.read_step(0)
+    with pytest.raises(TraceError, match="no step 5"):
+        t.read_meta(5)

@@ -79,7 +79,7 @@ def test_version_1_is_read_and_cannot_hold_a_matmul(tmp_path):
     d = tmp_path / "v1"
     m = Manifest(model="toy", method="dense", sparsity={}, seed=0, batch_size=1,
                  dtype="float32", layers=(Layer.linear("fc", 3, 4),), producer=PRODUCER)
-    assert m.to_dict()["format_version"] == 1  # what synth and topologies keep writing
+    assert m.to_dict()["format_version"] == 1  # the default: what synth wrote before
     TraceWriter(d, m)
     assert Trace(d).manifest.format_version == 1
     with pytest.raises(ValueError, match="format_version 2"):

@@ -273,6 +273,31 @@ def test_exact_random_count(data, n, seed):
     assert int(np.count_nonzero(mask)) == k
 
 
+def _exact_random_by_positions(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """exact_random as first written: the corrections drawn from the list of every position."""
+    if k <= 0 or k >= n:
+        return np.full(n, k >= n > 0)
+    mask = rng.random(n, dtype=np.float32) < np.float32(k / n)
+    count = int(np.count_nonzero(mask))
+    if count > k:
+        mask[rng.choice(np.flatnonzero(mask), count - k, replace=False)] = False
+    elif count < k:
+        mask[rng.choice(np.flatnonzero(~mask), k - count, replace=False)] = True
+    return mask
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.sampled_from([1, 7, 64, 1001, 20_000, 300_007, 2_500_001]), d=st.floats(0.0, 1.0),
+       seed=seeds_st)
+def test_exact_random_draws_the_masks_it_always_drew(n, d, seed):
+    """Uniform draws in chunks, the corrections picked by rank: the same masks, and the
+    generator left in the same state (traces stay byte-identical)."""
+    k = keep_count(d, n)
+    new, old = np.random.default_rng(seed), np.random.default_rng(seed)
+    np.testing.assert_array_equal(exact_random(n, k, new), _exact_random_by_positions(n, k, old))
+    assert new.random() == old.random()
+
+
 @pytest.mark.parametrize("n", [1, 2, 5, 17, 1000])
 def test_exact_random_extremes(n):
     rng = np.random.default_rng(0)
