@@ -46,6 +46,7 @@ from dataflows import taps as kx_taps
 from dataflows.features import FORMAT_LEVELS, SparseFeatures
 from dataflows.formats import block_ratio
 from dataflows.gemm import Gemm, lower
+from dataflows.kernels import Bits
 from dataflows.lowering import Lowering, lowered_parts
 from dataflows.systolic import DenseMapping, map_dense
 from traces.layers import Layer
@@ -57,88 +58,52 @@ REDUCED_MODES = ("nm", "fanin", "structured")
 # ------------------------------------------------------------------------------------------------
 # operands of one GEMM as bit matrices packed along K
 # ------------------------------------------------------------------------------------------------
-def gemm_masks(phase: str, masks: dict[str, np.ndarray | None]
-               ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The role masks (layer-shaped bool tensors, None = dense) of a GEMM's A and B."""
+def gemm_masks(phase: str, masks: dict) -> tuple[Bits | None, Bits | None]:
+    """The role masks of a GEMM's A and B, packed (``kernels.Bits``; None = dense). A mask
+    may be given as the trace packs it (``PackedMask``) or as a bool array of the role's
+    shape."""
     ra, rb, _ = ROLES[phase]
-    return masks.get(ra), masks.get(rb)
+    return Bits.of(masks.get(ra)), Bits.of(masks.get(rb))
 
 
-def pack_operands(layer: Layer, batch: int, phase: str, a_mask: np.ndarray | None,
-                  b_mask: np.ndarray | None, group: int
+def pack_operands(layer: Layer, batch: int, phase: str, a_mask, b_mask, group: int
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(A packed M×K, Bᵀ packed N×K) of one group, from the layer-shaped masks; None = dense."""
+    """(A packed M×K, Bᵀ packed N×K) of one group under the default lowering, from the
+    operands' masks (packed, or bool arrays of the roles' shapes); None = dense."""
+    return _default_packs(layer, batch, phase, Bits.of(a_mask), Bits.of(b_mask))[group]
+
+
+def _default_packs(layer: Layer, batch: int, phase: str, a: Bits | None, b: Bits | None
+                   ) -> list:
+    """``pack_operands`` of every group."""
     if layer.kind == "matmul":
-        return _pack_matmul(layer, phase, a_mask, b_mask, group)
-    g = layer.groups
-    cpg, opg = layer.in_channels // g, layer.out_channels // g
-    conv = layer.kind == "conv2d"
-    if conv:
-        ho, wo = layer.out_hw
-        geo = (layer.kernel[0], layer.kernel[1], layer.stride[0], layer.stride[1],
-               layer.padding[0], layer.padding[1], layer.dilation[0], layer.dilation[1], ho, wo)
-
-    def feat_rows(fmap):  # ifmap as rows (n, pixel), bits (c, i, j)
-        if conv:
-            return kx.im2col_rows(fmap, group * cpg, cpg, *geo)
-        return kx.pack_rows(fmap.reshape(-1, fmap.shape[-1]))
-
-    def feat_cols(fmap):  # its transpose
-        if conv:
-            return kx.im2col_cols(fmap, group * cpg, cpg, *geo)
-        return kx.pack_rows(fmap.reshape(-1, fmap.shape[-1]).T)
-
-    def grad_rows(dz):  # grad_out as rows (n, pixel), bits (output channel of the group)
-        if conv:
-            t = dz[:, group * opg:(group + 1) * opg].transpose(0, 2, 3, 1)
-            return kx.pack_rows(t.reshape(-1, opg))
-        return kx.pack_rows(dz.reshape(-1, dz.shape[-1]))
-
-    def grad_cols(dz):
-        if conv:
-            t = dz[:, group * opg:(group + 1) * opg].transpose(1, 0, 2, 3)
-            return kx.pack_rows(t.reshape(opg, -1))
-        return kx.pack_rows(dz.reshape(-1, dz.shape[-1]).T)
-
-    def w_rows(w):  # filter as rows (output channel), bits (c, i, j)
-        return kx.pack_rows(w[group * opg:(group + 1) * opg].reshape(opg, -1))
-
-    def w_cols(w):
-        return kx.pack_rows(w[group * opg:(group + 1) * opg].reshape(opg, -1).T)
-
-    if phase == "fwd":
-        a = None if a_mask is None else feat_rows(a_mask)
-        b = None if b_mask is None else w_rows(b_mask)
-    elif phase == "bwd_input":
-        a = None if a_mask is None else grad_rows(a_mask)
-        b = None if b_mask is None else w_cols(b_mask)
-    else:
-        a = None if a_mask is None else grad_cols(a_mask)
-        b = None if b_mask is None else feat_cols(b_mask)
-    return a, b
+        return [_pack_matmul(layer, phase, a, b, g)
+                for g in range(lower(layer, batch, phase).groups)]
+    return lowered_parts(layer, batch, phase, Lowering(), 1, a, b)[0][1]
 
 
-def _pack_matmul(layer: Layer, phase: str, a_mask: np.ndarray | None,
-                 b_mask: np.ndarray | None, group: int
+def _block(t: Bits | None, group: int, rows: int, cols: int, transposed: bool
+           ) -> np.ndarray | None:
+    """Matrix ``group`` (rows × cols, one after another in ``t``) packed along its columns,
+    or its transpose packed along its rows."""
+    if t is None:
+        return None
+    base = (group * rows + np.arange(rows, dtype=np.int64)) * cols
+    pack = kx.runs_rows(t.words, base, 0, 1, cols, 0, cols)
+    return kx.transpose_bits(pack, cols) if transposed else pack
+
+
+def _pack_matmul(layer: Layer, phase: str, a: Bits | None, b: Bits | None, group: int
                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """``pack_operands`` of a matmul layer: group ``group`` is one (sample, head) product of
     X (M×K, ``ifmap``), Y (K×N, ``filter``) and dZ (M×N, ``grad_out``)."""
     m, k, n = layer.tokens, layer.in_channels, layer.out_channels
-
-    def one(mask, rows, cols):
-        return None if mask is None else mask.reshape(-1, rows, cols)[group]
-
     if phase == "fwd":  # Z = X·Y: A = X, Bᵀ = Yᵀ
-        a, b = one(a_mask, m, k), one(b_mask, k, n)
-        return (None if a is None else kx.pack_rows(a),
-                None if b is None else kx.pack_rows(np.ascontiguousarray(b.T)))
+        return _block(a, group, m, k, False), _block(b, group, k, n, True)
     if phase == "bwd_input":  # dX = dZ·Yᵀ: A = dZ, Bᵀ = Y
-        a, b = one(a_mask, m, n), one(b_mask, k, n)
-        return (None if a is None else kx.pack_rows(a),
-                None if b is None else kx.pack_rows(b))
-    a, b = one(a_mask, m, n), one(b_mask, m, k)  # dYᵀ = dZᵀ·X: A = dZᵀ, Bᵀ = Xᵀ
-    return (None if a is None else kx.pack_rows(np.ascontiguousarray(a.T)),
-            None if b is None else kx.pack_rows(np.ascontiguousarray(b.T)))
+        return _block(a, group, m, n, False), _block(b, group, k, n, False)
+    # dYᵀ = dZᵀ·X: A = dZᵀ, Bᵀ = Xᵀ
+    return _block(a, group, m, n, True), _block(b, group, m, k, True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -590,7 +555,7 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
     return out
 
 
-def work_candidates(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
+def work_candidates(layer: Layer, batch: int, phase: str, masks: dict,
                     rows: int, cols: int, lanes: int, dataflow: str, feats: SparseFeatures,
                     folds: str = "serial") -> list[SparseWork]:
     """Every way the array can run ``phase`` of ``layer`` with these masks under ``feats``:
@@ -606,7 +571,7 @@ def _ones_counts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int
     in ``ones`` taken as ones, from one image: a lowering's zeros are the same in every image
     (the batch folds into M, or into K of ``bwd_weight``: counts scale or repeat; with
     ``batch: per_image`` each image is a GEMM of its own, padded as the one image is)."""
-    one = [np.ones(layer.operand_shape(r, 1), dtype=bool) if o else None
+    one = [Bits.ones(layer.operand_shape(r, 1)) if o else None
            for r, o in zip(roles, ones, strict=True)]
     parts1 = lowered_parts(layer, 1, phase, low, lanes, *one)
     imgs = 1 if low.batch == "per_image" else batch
@@ -750,8 +715,7 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
     fracs = None
     if low.default and feats.side == "gemm" or layer.kind == "matmul":  # no im2col to vary
         gemm = true
-        packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g)
-                 for g in range(gemm.groups)]
+        packs = _default_packs(layer, batch, phase, a_mask, b_mask)
         ctx, counts = _context(gemm, packs, fracs, (ra, rb),
                                (a_mask is not None, b_mask is not None), rows, cols, lanes,
                                dataflow, feats, phase)
@@ -771,7 +735,7 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
             if _could_skip_ones(parts, fill, ones, other_ok, dataflow, feats, phase):
                 for i in (0, 1):
                     if ones[i]:
-                        masks2[i] = np.ones(layer.operand_shape((ra, rb)[i], batch), dtype=bool)
+                        masks2[i] = Bits.ones(layer.operand_shape((ra, rb)[i], batch))
                 parts = lowered_parts(layer, batch, phase, low, lanes, *masks2)
                 fill = None
         if len(parts) > 1:
@@ -797,12 +761,14 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
     return out, packs
 
 
-def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
+def sparse_work(layer: Layer, batch: int, phase: str, masks: dict,
                 rows: int, cols: int, lanes: int, dataflow: str,
                 feats: SparseFeatures, folds: str = "serial",
                 lowered: Gemm | None = None) -> SparseWork:
     """The work of ``phase`` of ``layer`` with the operand masks of one step: the candidate of
-    ``work_candidates`` with the fewest cycles (the first of equals). ``lowered``: the GEMM as
+    ``work_candidates`` with the fewest cycles (the first of equals). ``masks``: role → the
+    mask as the trace packs it (``PackedMask``, read straight into the operand kernels), a bool
+    array of the role's shape, or None (dense). ``lowered``: the GEMM as
     ``dataflows.gemm.lower`` gives it, when the caller has it already."""
     cands, packs = _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats,
                                folds, lowered)
