@@ -565,6 +565,78 @@ def runs_popcount(src, start, stride, nseg, seglen):
 
 
 @njit(cache=True)
+def select_bits(pack, rows, cols, nrows, kout):
+    """Rows ``rows`` of a packed matrix with its bits at ``cols`` (in that order), in a matrix
+    of ``nrows`` × ``kout`` bits, zero past them: the kept rows and k's of a reduced GEMM."""
+    out = np.zeros((nrows, max(1, (kout + 63) >> 6)), dtype=np.uint64)
+    for i in range(rows.shape[0]):
+        src = pack[rows[i]]
+        for t in range(cols.shape[0]):
+            k = cols[t]
+            if (src[k >> 6] >> np.uint64(k & 63)) & _U1:
+                out[i, t >> 6] |= _U1 << np.uint64(t & 63)
+    return out
+
+
+@njit(cache=True)
+def set_positions(pack, per):
+    """Per row of a packed matrix whose rows each hold ``per`` set bits: their positions in
+    increasing order, (rows, per) int64."""
+    out = np.zeros((pack.shape[0], per), dtype=np.int64)
+    for r in range(pack.shape[0]):
+        c = 0
+        for w in range(pack.shape[1]):
+            v = pack[r, w]
+            while v != 0 and c < per:
+                low = v & (~v + _U1)
+                out[r, c] = (w << 6) + popcount64(low - _U1)
+                c += 1
+                v ^= low
+    return out
+
+
+@njit(cache=True)
+def nm_slot_map(pack, K, n, m, width):
+    """The slots of an N:M-condensed operand (a packed matrix, K bits a row): per row, the k of
+    each of the n slots of every group of m consecutive k's (the group's set bits in order),
+    −1 for an empty slot; (True, (rows, width) int64), or (False, ...) where a group holds more
+    than n set bits."""
+    out = np.full((pack.shape[0], width), -1, dtype=np.int64)
+    for r in range(pack.shape[0]):
+        grp = -1
+        cnt = 0
+        for w in range(pack.shape[1]):
+            v = pack[r, w]
+            while v != 0:
+                low = v & (~v + _U1)
+                k = (w << 6) + popcount64(low - _U1)
+                v ^= low
+                if k >= K:
+                    break
+                if k // m != grp:
+                    grp = k // m
+                    cnt = 0
+                if cnt >= n:
+                    return False, out
+                out[r, grp * n + cnt] = k
+                cnt += 1
+    return True, out
+
+
+@njit(cache=True)
+def filled_slots(slots):
+    """A slot map (columns × K' int64, −1 empty, −2 padding) packed along K': bit s of row j
+    set where slot s holds a weight."""
+    R, ks = slots.shape
+    out = np.zeros((R, max(1, (ks + 63) >> 6)), dtype=np.uint64)
+    for r in range(R):
+        for t in range(ks):
+            if slots[r, t] >= 0:
+                out[r, t >> 6] |= _U1 << np.uint64(t & 63)
+    return out
+
+
+@njit(cache=True)
 def trace_words(bits, nbits):
     """The words of ``nbits`` bits stored as ``numpy.packbits`` bytes (the trace format: bit i
     is bit 7 − i % 8 of byte i // 8) in the kernels' order (bit i is bit i % 64 of word

@@ -415,11 +415,6 @@ def _dense_work(ex: _Exec, ctx: _Ctx, mode: str, macs: int | None = None) -> Spa
                       ctx.algorithmic, macs, ctx.effectual, gated, ctx.density, ctx.nnz)
 
 
-def _unpack(pack: np.ndarray, K: int) -> np.ndarray:
-    """A packed (rows × K bits) matrix as bool."""
-    return np.unpackbits(pack.view(np.uint8), axis=1, bitorder="little")[:, :K].astype(bool)
-
-
 def _structured(ex: _Exec) -> tuple[Gemm, list, int] | None:
     """The GEMM on the rows of A, columns of B and k's that hold a nonzero (both operands
     nonzero at k); groups padded with zeros to the largest group's dimensions. Returns (the
@@ -436,13 +431,10 @@ def _structured(ex: _Exec) -> tuple[Gemm, list, int] | None:
     macs = G * m2 * k2 * n2
     m2, k2, n2 = max(1, m2), max(1, k2), max(1, n2)
 
-    def select(pack, r, c, shape):
+    def select(pack, r, c, shape):  # the kept rows and k's, in a (rows, k) zero matrix
         if pack is None:
             return None
-        out = np.zeros(shape, bool)
-        sub = _unpack(pack, K)[r][:, c]
-        out[: sub.shape[0], : sub.shape[1]] = sub
-        return kx.pack_rows(out)
+        return kx.select_bits(pack, np.flatnonzero(r), np.flatnonzero(c), *shape)
 
     packs = [(select(a, km, kk, (m2, k2)), select(b, kn, kk, (n2, k2)))
              for (a, b), (km, kk, kn) in zip(ex.packs, keep, strict=True)]
@@ -469,25 +461,17 @@ def _condense(b: np.ndarray, K: int, kind: str, nm: tuple[int, int] | None
     (all columns with a nonzero hold the same k), inactive columns dropped. Returns (slots
     (columns × K'), number of columns kept) or None where the mask does not have the
     structure."""
-    bits = _unpack(b, K)
     if kind == "fanin":
-        per = bits.sum(axis=1)
-        act = bits[per > 0]
+        per = kx.row_popcounts(b)
+        act = np.flatnonzero(per > 0)
         if len(act) == 0:
             return np.zeros((0, 0), dtype=np.int64), 0
-        if len(set(per[per > 0].tolist())) != 1:
+        if len(set(per[act].tolist())) != 1:
             return None
-        return np.nonzero(act)[1].reshape(len(act), -1).astype(np.int64), len(act)
+        return kx.set_positions(b[act], int(per[act[0]])), len(act)
     n, m = nm
-    slots = np.full((bits.shape[0], nm_slots(K, n, m)), -1, dtype=np.int64)
-    for g0 in range(0, K, m):
-        sub = bits[:, g0:g0 + m]
-        rank = np.cumsum(sub, axis=1) - 1
-        if (rank[:, -1] >= n).any():
-            return None
-        r, c = np.nonzero(sub)
-        slots[r, (g0 // m) * n + rank[r, c]] = g0 + c
-    return slots, bits.shape[0]
+    ok, slots = kx.nm_slot_map(b, K, n, m, nm_slots(K, n, m))
+    return (slots, b.shape[0]) if ok else None
 
 
 def _pe_folds(lens: np.ndarray, rows: int, cols: int, fold_ovh: int
@@ -530,7 +514,7 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
     g2 = Gemm(g.layer, g.phase, M, max(1, k2), n2, g.groups, a_stored=g.stored("A"),
               c_stored=g.stored("C") * n2 // g.N, k_read=g.K)
     ex2 = _Exec(g2, map_dense(g2, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
-                [(None, kx.pack_rows(sl >= 0)) for sl in slots], ex.counts)
+                [(None, kx.filled_slots(sl)) for sl in slots], ex.counts)
     # dense on the condensed GEMM; the weights' empty slots skipped as a shared stream of B
     out = [_dense_work(ex2, ctx, kind)]
     out += _skipping(ex2, replace(ctx, masked=(False, True),

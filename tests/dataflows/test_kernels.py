@@ -12,10 +12,12 @@ from dataflows.kernels import (
     Bits,
     col_popcounts,
     extract_bits,
+    filled_slots,
     gather_cols,
     gathered_stream_lengths,
     im2col_cols,
     im2col_rows,
+    nm_slot_map,
     pack_rows,
     pair_lengths_max_sum,
     row_popcounts,
@@ -23,6 +25,8 @@ from dataflows.kernels import (
     runs_popcount,
     runs_rows,
     schedule,
+    select_bits,
+    set_positions,
     slice_stream_lengths,
     trace_words,
     transpose_bits,
@@ -319,3 +323,53 @@ def test_runs_rows_and_popcount(flat, data):
     for b0 in base[base >= 0]:
         assert runs_popcount(words, b0, stride, nseg, seglen) == sum(
             int(flat[b0 + s * stride:b0 + s * stride + seglen].sum()) for s in range(nseg))
+
+
+packed_mats = st.builds(
+    lambda r, k, p, seed: np.random.default_rng(seed).random((r, k)) < p,
+    st.integers(1, 6), st.integers(1, 150), st.sampled_from([0.0, 1.0, 0.1, 0.5, 0.9]),
+    st.integers(0, 2**31))
+
+
+@settings(**SETTINGS)
+@given(mat=packed_mats, data=st.data())
+def test_select_bits(mat, data):
+    """The kept rows and k's of a packed matrix, in order, in a larger zero matrix."""
+    r, k = mat.shape
+    rows = np.array(data.draw(st.lists(st.integers(0, r - 1), max_size=r)), dtype=np.int64)
+    cols = np.array(data.draw(st.lists(st.integers(0, k - 1), max_size=k)), dtype=np.int64)
+    nrows, kout = len(rows) + data.draw(st.integers(0, 2)), len(cols) + data.draw(
+        st.integers(0, 70))
+    want = np.zeros((nrows, kout), dtype=bool)
+    for i, ri in enumerate(rows):
+        for t, c in enumerate(cols):
+            want[i, t] = mat[ri, c]
+    np.testing.assert_array_equal(select_bits(pack_rows(mat), rows, cols, nrows, kout),
+                                  pack_rows(want))
+
+
+@settings(**SETTINGS)
+@given(mat=packed_mats, n=st.integers(1, 4), m=st.integers(2, 70))
+def test_condensing_kernels(mat, n, m):
+    """N:M slot maps (a group's set bits in order, −1 for empty slots, refused where a group
+    holds more than n), the set positions of rows of equal counts, and slot occupancy."""
+    assume(n < m)
+    r, k = mat.shape
+    width = (k // m) * n + min(n, k % m)
+    ok, slots = nm_slot_map(pack_rows(mat), k, n, m, width)
+    want = np.full((r, width), -1, dtype=np.int64)
+    fits = True
+    for row in range(r):
+        for g0 in range(0, k, m):
+            ks = [g0 + c for c in range(min(m, k - g0)) if mat[row, g0 + c]]
+            fits &= len(ks) <= n
+            want[row, (g0 // m) * n:(g0 // m) * n + min(len(ks), n)] = ks[:n]
+    assert ok == fits
+    if fits:
+        np.testing.assert_array_equal(slots, want)
+        np.testing.assert_array_equal(filled_slots(slots), pack_rows(want >= 0))
+    per = mat.sum(axis=1)
+    same = mat[per == per.max()]
+    np.testing.assert_array_equal(set_positions(pack_rows(same), int(per.max())),
+                                  np.array([np.flatnonzero(x) for x in same]).reshape(
+                                      len(same), int(per.max())))
