@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dataflows import kernels as kx
+from traces.format import PackedMask
 
 
 def _best(fn, repeat: int) -> float:
@@ -46,17 +47,18 @@ def kernel_rates(repeat: int = 5) -> list[tuple[str, float]]:
     rng = np.random.default_rng(0)
     # a ResNet-50 layer1 3x3 conv at batch 8, 90 % sparse activations: im2col A is 25088 x 576
     # bits; its transpose (the bwd_weight B operand) 576 x 25088
-    fmap = rng.random((8, 64, 56, 56)) < 0.1
+    # the feature map as the trace packs it, repacked once into the kernels' words
+    fmap = kx.Bits.of(PackedMask.from_bool(rng.random((8, 64, 56, 56)) < 0.1)).words
+    view = (64, 56, 56, 0, 8, 0, 64, 0, 0)  # C, H, W; images 0..8, channels 0..64, no crop
     geo = (3, 3, 1, 1, 1, 1, 1, 1, 56, 56)
-    small = np.ascontiguousarray(fmap[:1, :, :8, :8])  # compile, with the same array layout
-    kx.im2col_rows(small, 0, 64, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
-    kx.im2col_cols(small, 0, 64, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
+    kx.im2col_rows(fmap, 64, 56, 56, 0, 1, 0, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)  # compile
+    kx.im2col_cols(fmap, 64, 56, 56, 0, 1, 0, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
     bits = 8 * 56 * 56 * 576
-    a = kx.im2col_rows(fmap, 0, 64, *geo)
+    a = kx.im2col_rows(fmap, *view, *geo)
     out = [("im2col packing, rows (bits/s)",
-            bits / _best(lambda: kx.im2col_rows(fmap, 0, 64, *geo), repeat)),
+            bits / _best(lambda: kx.im2col_rows(fmap, *view, *geo), repeat)),
            ("im2col packing, columns (bits/s)",
-            bits / _best(lambda: kx.im2col_cols(fmap, 0, 64, *geo), repeat))]
+            bits / _best(lambda: kx.im2col_cols(fmap, *view, *geo), repeat))]
     kx.col_popcounts(a[:4], 576)
     out.append(("per-k popcounts (bits/s)", bits / _best(lambda: kx.col_popcounts(a, 576),
                                                          repeat)))
