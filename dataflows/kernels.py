@@ -395,6 +395,16 @@ def transpose_bits(pack, nbits):
 
 
 @njit(cache=True)
+def _put_bits(row, k, v, cnt):
+    """OR the ``cnt`` (<= 64) bits ``v`` into a packed row at bit ``k``."""
+    w = k >> 6
+    off = k & 63
+    row[w] |= v << np.uint64(off)
+    if off + cnt > 64:
+        row[w + 1] |= v >> np.uint64(64 - off)
+
+
+@njit(cache=True)
 def _phase_rows(src, C, H, W, n0, nimg, c0, cpg, y0, x0, sw, pw, nq):
     """Each (n, c, y) row of the view ``fmap[n0:n0+nimg, c0:c0+cpg, y0:, x0:]`` of a packed
     (N, C, H, W) tensor (``src``: its words) as ``sw`` bit rows, one per phase p: bit q of
@@ -414,11 +424,7 @@ def _phase_rows(src, C, H, W, n0, nimg, c0, cpg, y0, x0, sw, pw, nq):
                     cnt = min(64, wv - t)
                     v = extract_bits(src, start + t, cnt)
                     if v != 0 and sw == 1:
-                        q = t + pw
-                        off = q & 63
-                        out[n, c, y, 0, q >> 6] |= v << np.uint64(off)
-                        if off + cnt > 64:
-                            out[n, c, y, 0, (q >> 6) + 1] |= v >> np.uint64(64 - off)
+                        _put_bits(out[n, c, y, 0], t + pw, v, cnt)
                     while v != 0 and sw > 1:
                         low = v & (~v + _U1)
                         x = t + popcount64(low - _U1) + pw
@@ -466,12 +472,7 @@ def im2col_cols(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw,
                             if cnt < 64:
                                 v &= (_U1 << np.uint64(cnt)) - _U1
                             if v != 0:
-                                k = base + t
-                                w0 = k >> 6
-                                off = k & 63
-                                out[r, w0] |= v << np.uint64(off)
-                                if off + cnt > 64:
-                                    out[r, w0 + 1] |= v >> np.uint64(64 - off)
+                                _put_bits(out[r], base + t, v, cnt)
                             t += cnt
     return out
 
@@ -539,12 +540,7 @@ def runs_rows(src, base, stride, nseg, seglen, ostride, kout):
                 cnt = min(64, seglen - t)
                 v = extract_bits(src, pos + t, cnt)
                 if v != 0:
-                    k = o + t
-                    w = k >> 6
-                    off = k & 63
-                    out[r, w] |= v << np.uint64(off)
-                    if off + cnt > 64:
-                        out[r, w + 1] |= v >> np.uint64(64 - off)
+                    _put_bits(out[r], o + t, v, cnt)
                 t += cnt
     return out
 
