@@ -81,10 +81,11 @@ def make_trace(work: Path) -> Path:
 
 
 def step_run(trace: Path, out: Path, cwd: Path | None = None,
-             cache: Path | None = None) -> tuple[float, str, float]:
+             cache: Path | None = None) -> tuple[float, str, float, float]:
     """Wall seconds of the whole ``sparsesim simulate`` command (run from ``cwd``, whose
     packages it then imports, with its dense-baseline cache in ``cache``: None, a fresh one),
-    the speedup line it printed and its peak RSS (MiB)."""
+    the speedup line it printed, its peak RSS (MiB) and its CPU seconds (user + system: less
+    swayed than the wall time by other processes on the cores)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as fresh:
         env = {**os.environ, "SPARSESIM_CACHE_DIR": str(cache or fresh)}
@@ -100,12 +101,12 @@ def step_run(trace: Path, out: Path, cwd: Path | None = None,
     if proc.returncode:
         raise SystemExit(f"simulate failed ({proc.returncode}):\n{text}")
     speed = next(line for line in text.splitlines() if "speedup" in line).strip()
-    return wall, speed, usage.ru_maxrss / 1024  # Linux: KiB
+    return wall, speed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
 
 
 def step_time(trace: Path, out: Path, cwd: Path | None = None) -> tuple[float, str]:
     """``step_run`` without the memory figure."""
-    wall, speed, _ = step_run(trace, out, cwd)
+    wall, speed, _, _ = step_run(trace, out, cwd)
     return wall, speed
 
 
@@ -122,28 +123,31 @@ def against(rev: str, repeat: int, warm: bool) -> int:
                         rev], check=True)
         try:
             times: dict[str, list[float]] = {"this": [], rev: []}
+            cpus: dict[str, list[float]] = {"this": [], rev: []}
             rss: dict[str, list[float]] = {"this": [], rev: []}
             caches = {"this": work / "cache-this", rev: work / "cache-rev"}
             for name, cwd in (("this", root), (rev, other)):  # warm-up: numba compiles and
                 step_run(trace, work / "res", cwd, caches[name])  # caches the kernels
             for _ in range(repeat):
                 for name, cwd in (("this", root), (rev, other)):
-                    wall, _, mib = step_run(trace, work / "res", cwd,
-                                            caches[name] if warm else None)
+                    wall, _, mib, cpu = step_run(trace, work / "res", cwd,
+                                                 caches[name] if warm else None)
                     times[name].append(wall)
+                    cpus[name].append(cpu)
                     rss[name].append(mib)
         finally:
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force",
                             str(other)], check=False)
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
     print(f"ResNet-50 SWAT 90 % step (batch 32), tensordash, modeled memory, "
           f"{'warm' if warm else 'cold'} baseline cache; {repeat} runs each, alternating; load "
           f"average {os.getloadavg()[0]:.2f}")
     for k, v in times.items():
         print(f"  {k:<12} median {med[k]:6.1f} s   runs " + " ".join(f"{x:.1f}" for x in v)
-              + f"   peak RSS {max(rss[k]):.0f} MiB")
-    print(f"  ratio this / {rev}: time {med['this'] / med[rev]:.2f}, peak RSS "
-          f"{max(rss['this']) / max(rss[rev]):.2f}")
+              + f"   CPU median {cpu[k]:6.1f} s   peak RSS {max(rss[k]):.0f} MiB")
+    print(f"  ratio this / {rev}: time {med['this'] / med[rev]:.2f}, CPU time "
+          f"{cpu['this'] / cpu[rev]:.2f}, peak RSS {max(rss['this']) / max(rss[rev]):.2f}")
     return 0
 
 
