@@ -8,9 +8,9 @@ Figures to reach (issue "Sparse engine"):
 
 3. With ``--against REV``: the same ``sparsesim simulate`` command timed alternately on this
    checkout and on REV (a git worktree made for the run), ``--repeat`` times each; prints the
-   median wall times, the peak RSS and their ratios (this / REV), measured in one run on one
-   machine. Every run starts from an empty dense-baseline cache, or with ``--warm`` from one
-   that holds it.
+   median wall times, the median CPU times (user + system), the peak RSS and their ratios
+   (this / REV), measured in one run on one machine. Every run starts from an empty
+   dense-baseline cache, or with ``--warm`` from one that holds it.
 
 Run:  python benchmarks/bench_sparse.py [--against REV [--repeat 3] [--warm]]
 """
