@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.helpers import Progress, path_arg
+from cli.helpers import Progress, add_allow_huge, path_arg
 
 
 def add_demo_parser(sub) -> None:
@@ -28,19 +28,53 @@ def add_demo_parser(sub) -> None:
                    help="simulate the dense baseline afresh: neither read nor write the "
                         "baseline cache ($SPARSESIM_CACHE_DIR, else ~/.cache/sparsesim)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_allow_huge(p)
     p.set_defaults(func=run)
+
+
+#: CPU seconds of one LeNet-5 training step at batch 64 (one thread; SWAT's top-K and the
+#: recording included) and of starting a training process; resident bytes of one
+#: (docs/limits.md, "Work")
+TRAIN_STEP_S = 7e-3
+TRAIN_START_S = 6.0
+TRAIN_BYTES = 500 * 2**20
+
+
+def estimate_demo(steps: int, memory: str):
+    """The demo's cost: two trainings of ``steps`` steps, then each trace (one recorded step in
+    100) simulated on three dataflows, the SWAT one with its speedup attribution."""
+    from pipeline.demo import ARCH
+    from pipeline.explain import stages
+    from simulator.arch import load_arch
+    from simulator.budget import Estimate, combine, estimate_network
+    from traces.models import get_model
+
+    arch = load_arch(ARCH)
+    layers = get_model("lenet5").layers
+    recorded = max(1, steps // 100)
+    chain = (len(stages(arch, memory)) - 1) * (recorded + 1)
+    sims = [estimate_network(layers, 64, arch, df, "train", steps=recorded, masked=True,
+                             baseline=True, extra_simulations=extra, what="demo")
+            for df in ("os", "ws", "is") for extra in (0, chain)]
+    train = Estimate("demo", 0, 0, 0, 0, 0, 2 * (TRAIN_START_S + TRAIN_STEP_S * steps),
+                     TRAIN_BYTES)
+    return combine([train, *sims], "demo")
 
 
 def run(args: argparse.Namespace) -> None:
     from common.fsutil import check_output_dir
     from pipeline.demo import run_demo
     from simulator.baseline import default_cache_dir
+    from simulator.budget import check
 
     check_output_dir(args.output, args.force)
+    if args.steps >= 100 and args.memory in ("modeled", "ideal"):  # run_demo refuses the rest
+        check(estimate_demo(args.steps, args.memory), args.allow_huge, field="--steps",
+              source="sparsesim demo")
     import simulator.run  # noqa: F401  (loads the kernels, to say whether they need compiling)
-    from common.jit import cold_kernels, compiled_note
+    from common.jit import compile_mark, compiled_note
 
-    cold = cold_kernels()
+    mark = compile_mark()
     res = run_demo(args.output, args.steps, args.memory, args.force, args.quiet,
                    progress=lambda label: Progress(label, not args.quiet),
                    baseline_cache=None if args.no_cache else default_cache_dir())
@@ -55,5 +89,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"(test accuracy dense {100 * res.accuracy['dense']:.1f} %, SWAT-U 90 % "
           f"{100 * res.accuracy['swat90']:.1f} %; {res.seconds:.0f} s in all; everything in "
           f"{res.out})")
-    if compiled_note(cold):
-        print(compiled_note(cold))
+    note = compiled_note(mark)
+    if note:
+        print(note)

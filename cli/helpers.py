@@ -26,6 +26,15 @@ def word_arg(text: str) -> str:
     return text
 
 
+def add_allow_huge(p: argparse.ArgumentParser) -> None:
+    """The flag that confirms a run estimated over an hour of CPU or the memory cap
+    (``simulator.budget``, docs/limits.md)."""
+    p.add_argument("--allow-huge", action="store_true", dest="allow_huge",
+                   help="run even when the up-front estimate is over an hour of CPU or "
+                        "2 GiB of memory (without it such a run is refused before it "
+                        "starts, with the estimate)")
+
+
 class Progress:
     """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
 

@@ -18,6 +18,7 @@ from typing import NoReturn
 from cli.helpers import (
     EXIT_BAD_INPUT,
     Progress,
+    add_allow_huge,
     path_arg,
     print_trace_summary,
     size,
@@ -112,6 +113,12 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         first_dense=args.first_dense, relu_sparsity=args.relu_sparsity, steps=args.steps,
         dtype=args.dtype,
     )
+    from simulator.budget import check, estimate_synth
+    from traces.synth import plan
+
+    planned = plan(cfg)  # the config checked, the layers resolved: what the estimate needs
+    check(estimate_synth(planned.layers, cfg.batch, cfg.steps), args.allow_huge,
+          source=str(args.model))
     out = synthesize(cfg, args.output, force=args.force,
                      progress=Progress("synth", not args.quiet), command=sys.argv[1:])
     print_trace_summary(out)
@@ -224,9 +231,10 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
               "(its masks and its dense baseline)")
     inputs = [args.input] + ([args.arch] if Path(args.arch).exists() else [])
     check_output_dir(args.output, args.force, inputs=inputs)  # before a long run
-    from common.jit import cold_kernels, compiled_note
+    _check_simulate_budget(net, arch, dataflow, phases, args)
+    from common.jit import compile_mark, compiled_note
 
-    cold = cold_kernels()  # a first run compiles the kernels: it says so with its results
+    mark = compile_mark()  # a first run compiles the kernels: it says so with its results
     from simulator.baseline import default_cache_dir
 
     cache = None if args.no_cache else default_cache_dir()
@@ -234,7 +242,14 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
         results = simulate_trace(net.trace, arch, dataflow, phases, args.memory,
                                  baseline_cache=cache, timeline=args.timeline)
     else:
-        results = simulate(net.layers, net.batch, arch, dataflow, phases, args.memory,
+        from simulator.scalesim_compat import topology_run_inputs
+
+        layers, masks, feats, notes = topology_run_inputs(net.topology, arch, args.arch,
+                                                          args.memory)
+        for note in notes:
+            print(f"note: {note}")
+        results = simulate(layers, net.batch, arch, dataflow, phases, args.memory,
+                           masks=masks or None, layer_features=feats or None,
                            timeline=args.timeline)
     if net.kind != "trace":  # a topology: name the network as a trace names its model
         results.meta.setdefault("model", net.name)
@@ -288,8 +303,25 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     print(f"  results in {args.output}"
           + (f" (timeline: {args.output / 'timeline.json'}, opens in ui.perfetto.dev)"
              if args.timeline else ""))
-    if compiled_note(cold):
-        print(compiled_note(cold))
+    note = compiled_note(mark)
+    if note:
+        print(note)
+
+
+def _check_simulate_budget(net, arch, dataflow: str, phases: str, args) -> None:
+    """Refuse a run estimated over the limits of ``simulator.budget`` before it starts."""
+    from simulator.budget import check, estimate_network
+
+    steps = len(net.trace.steps) if net.kind == "trace" else 1
+    extra = 0
+    if args.explain:
+        from pipeline.explain import stages
+
+        extra = (len(stages(arch, args.memory)) - 1) * (steps + 1)
+    est = estimate_network(net.layers, net.batch, arch, dataflow, phases, steps=steps,
+                           masked=net.kind == "trace", baseline=net.kind == "trace",
+                           extra_simulations=extra, timeline=args.timeline)
+    check(est, args.allow_huge, source=str(args.input))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trace directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_allow_huge(p)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("simulate", help="simulate a trace or a SCALE-Sim topology on an "
@@ -368,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", dest="no_cache",
                    help="simulate the dense baseline afresh: neither read nor write the "
                         "baseline cache ($SPARSESIM_CACHE_DIR, else ~/.cache/sparsesim)")
+    add_allow_huge(p)
     p.set_defaults(func=_cmd_simulate)
 
     from cli.demo_cmd import add_demo_parser

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from cli.helpers import path_arg
+from cli.helpers import add_allow_huge, path_arg
 
 
 def add_sweep_parser(sub) -> None:
@@ -35,6 +35,7 @@ def add_sweep_parser(sub) -> None:
                    help="simulate the dense baseline afresh: neither read nor write the "
                         "baseline cache ($SPARSESIM_CACHE_DIR, else ~/.cache/sparsesim)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_allow_huge(p)
     p.set_defaults(func=run)
 
 
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         r = run_sweep(args.sweep_file, args.output, workers=args.workers,
                       baseline_cache=None if args.no_cache else default_cache_dir(),
-                      scheduler=args.scheduler, progress=SweepProgress(not args.quiet))
+                      scheduler=args.scheduler, progress=SweepProgress(not args.quiet),
+                      allow_huge=args.allow_huge)
     except SweepFailed as err:
         print(f"sparsesim: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,23 +83,32 @@ def njit(*args: Any, **kwargs: Any) -> Callable[..., Any]:
     return register
 
 
-def cold_kernels() -> int:
-    """How many of the cached kernels loaded so far have no compiled copy on disk yet (each
-    costs a compilation, a second or so, on its first call; later runs load it)."""
-    cold = 0
+def compile_mark() -> float:
+    """A mark taken before a run, for ``compiled_since`` after it."""
+    return time.time()
+
+
+def compiled_since(mark: float) -> int:
+    """How many of the cached kernels loaded so far were compiled and written to numba's cache
+    since ``mark`` (their cache index is newer): what made this run slower than the next.
+    Kernels the run never called stay uncompiled and do not count."""
+    done = 0
     for kernel in _kernels:
         cache = getattr(kernel, "_cache", None)
         index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
-        if index is not None and not os.path.exists(index):
-            cold += 1
-    return cold
+        try:
+            done += index is not None and os.stat(index).st_mtime >= mark
+        except OSError:  # never compiled
+            pass
+    return done
 
 
-def compiled_note(cold: int) -> str | None:
-    """The line a command prints after it ran with ``cold`` kernels not yet compiled on disk
-    (``cold_kernels()`` before the run), or None: the first run is slower, and says why. It
-    goes with the command's results (stdout), never among its error messages."""
-    if not cold:
+def compiled_note(mark: float) -> str | None:
+    """The line a command prints after a run that compiled kernels (``compile_mark()`` taken
+    before it), or None: the first run is slower, and says why. It goes with the command's
+    results (stdout), never among its error messages."""
+    done = compiled_since(mark)
+    if not done:
         return None
-    return (f"  (this first run compiled {cold} of the simulator's {len(_kernels)} numba kernels, "
+    return (f"  (this first run compiled {done} of the simulator's {len(_kernels)} numba kernels, "
             f"10-15 s; later runs load them from numba's cache)")

@@ -246,6 +246,27 @@ def _part_gemm(layer: Layer, S: _Shape, phase: str, st, groups: int) -> Gemm:
                 a_stored=n * cout * S.ho * S.wo, b_stored=cout * cin * t, k_data=cout * t)
 
 
+#: above this many output phases (stride_h x stride_w) ``part_gemms`` stands the one transposed
+#: GEMM in for them: an estimate need not walk 65 536^2 phases
+MAX_COUNTED_PHASES = 4096
+
+
+def part_gemms(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int) -> list[Gemm]:
+    """The GEMMs ``lowered_parts`` runs for ``phase``, shapes only (no masks, nothing per
+    image or group): what a cost estimate needs. Beyond ``MAX_COUNTED_PHASES`` output phases
+    of a ``bwd_input: phases`` lowering, the whole transposed GEMM stands in for them."""
+    if low.default or layer.kind == "matmul":
+        return [lower(layer, batch, phase)]
+    S = _shape(layer, batch, low, lanes)
+    groups = layer.groups * (batch if low.batch == "per_image" else 1)
+    if (phase == "bwd_input" and low.bwd_input == "phases"
+            and S.sh * S.sw > MAX_COUNTED_PHASES):
+        sets = [((np.arange(S.h), np.arange(S.kh)), (np.arange(S.w), np.arange(S.kw)))]
+    else:
+        sets = _phase_sets(S, phase)
+    return [_part_gemm(layer, S, phase, st, groups) for st in sets]
+
+
 def _chans(S: _Shape, t: Bits) -> int:
     """Channels of a stored feature map or gradient: (N, C, H, W), or (N[, tokens], C)."""
     return t.shape[1] if S.conv else t.shape[-1]

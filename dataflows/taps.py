@@ -136,13 +136,17 @@ def schedule_buffer(buf, T, G, L, th, td, order, F):
                 for s in range(ntaps):
                     if cand[s] & bp:
                         h = th[s]
-                        src = (p + rot[s]) % L
+                        src = p + rot[s]  # (p + d) mod L, rot in [0, L): no division
+                        if src >= L:
+                            src -= L
                         buf[t + h, g] ^= _U1 << np.uint64(src)
                         w |= bp
                         anyc = _Z
                         for s2 in range(ntaps):  # the element leaves every tap that saw it
                             if th[s2] == h:
-                                q = (src - rot[s2]) % L
+                                q = src - rot[s2]
+                                if q < 0:
+                                    q += L
                                 cand[s2] &= ~(_U1 << np.uint64(q))
                             anyc |= cand[s2]
                         elig = anyc & ~w & full

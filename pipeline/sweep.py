@@ -355,7 +355,8 @@ def _check_recorded_traces(sw: Sweep, todo: list[Point]) -> None:
 def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | os.PathLike,
               workers: int | None = None, scheduler: Any = None,
               progress: Progress | None = None,
-              baseline_cache: str | os.PathLike | None = None) -> SweepRun:
+              baseline_cache: str | os.PathLike | None = None,
+              allow_huge: bool = False) -> SweepRun:
     """Run every point of ``sweep`` (a file, a mapping or a loaded ``Sweep``) not yet finished in
     ``out``, then write ``out/sweep.csv`` and ``out/sweep.json``.
 
@@ -368,10 +369,16 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     results do not read back are removed and run again (``SweepRun.rerun``), and so are damaged
     synthetic traces built again (``SweepRun.rebuilt``). ``baseline_cache``: a directory the
     points share their dense baselines through (``simulator.baseline``; None: each point
-    simulates its own).
+    simulates its own). A sweep estimated over an hour of CPU or the memory cap
+    (``simulator.budget``) is refused before anything is written, unless ``allow_huge``.
     """
     t0 = time.perf_counter()
     sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
+    from simulator.budget import MAX_CPU_SECONDS, check
+
+    # before anything is written; confirmed (allow_huge), only the memory is checked
+    check(estimate_sweep(sw, None if allow_huge else MAX_CPU_SECONDS), allow_huge,
+          source=sw.source)
     if Path(out).is_symlink() and not Path(out).exists():
         raise InputError("-o", None, f"{out} is a symbolic link to {os.readlink(out)}, which "
                                      "does not exist; name a directory, not a dangling link")
@@ -442,6 +449,51 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     write_table(sw, out, checked=finished)
     run.seconds = time.perf_counter() - t0
     return run
+
+
+def estimate_sweep(sw: Sweep, stop_above: float | None = None):
+    """The whole sweep's cost (``simulator.budget``): every point's simulations (its steps and
+    its dense baseline, counted at every point though points may share it) and every distinct
+    synthetic trace's building; memory is the largest point's (each worker is a process).
+    Points of the same network, architecture, dataflow and phases are estimated once; with
+    ``stop_above`` (CPU seconds) the sum stops once past it (``Estimate.partial``)."""
+    from simulator.arch import Architecture
+    from simulator.budget import combine, estimate_network, estimate_synth
+    from traces.format import Trace
+    from traces.synth import _load_layers
+
+    networks: dict[Any, tuple] = {}  # trace path or synth (model, batch, steps) -> network
+    per_key: dict[tuple, Any] = {}
+    built: dict[str, Any] = {}  # synthetic trace key -> its building's estimate
+    points = []
+    cpu = 0.0
+    for p in sw.points:
+        if p.trace is not None:
+            nkey: Any = p.trace
+            if nkey not in networks:
+                trace = Trace(p.trace)
+                networks[nkey] = (trace.manifest.layers, trace.manifest.batch_size,
+                                  len(trace.steps))
+        else:
+            syn = p.synth or {}
+            nkey = (str(syn.get("model")), syn.get("batch", 32), syn.get("steps", 1))
+            if nkey not in networks:
+                networks[nkey] = (_load_layers(nkey[0])[1], nkey[1], nkey[2])
+            if p.trace_key not in built:
+                built[p.trace_key] = estimate_synth(*networks[nkey])
+                cpu += built[p.trace_key].cpu_s
+        key = (nkey, json.dumps(p.arch, sort_keys=True, default=str), p.dataflow, p.phases)
+        if key not in per_key:
+            layers, batch, steps = networks[key[0]]
+            arch = Architecture.from_dict(p.arch, source=p.arch_source)
+            per_key[key] = estimate_network(layers, batch, arch, p.dataflow, p.phases,
+                                            steps=steps, masked=True, baseline=True,
+                                            what="sweep")
+        points.append(per_key[key])
+        cpu += per_key[key].cpu_s
+        if stop_above is not None and cpu > stop_above:
+            return combine(points + list(built.values()), "sweep", partial=True)
+    return combine(points + list(built.values()), "sweep")
 
 
 def _run(executor: Any, todo: list[Point], out: Path, run: SweepRun,

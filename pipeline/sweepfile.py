@@ -151,6 +151,7 @@ class _Reader:
         self._archs: dict[str, Architecture] = {}
         self._hashes: dict[str, str] = {}
         self._plans: set[str] = set()
+        self.version = version()  # read from the package metadata once, not twice a point
 
     def fail(self, field: str | None, reason: str) -> SweepError:
         return SweepError(self.source, field, reason)
@@ -349,7 +350,7 @@ class _Reader:
             fields = {**synth, **synth_assign}
             recipe = self.recipe(fields, set(synth_assign), loc, combo)
             trace_id = {"synth": recipe["identity"]}
-        config = {"sparsesim": version(), "arch": arch.to_dict(), "trace": trace_id,
+        config = {"sparsesim": self.version, "arch": arch.to_dict(), "trace": trace_id,
                   "dataflow": dataflow, "memory": memory, "phases": phases}
         effective = {"arch": values["arch"], "trace": values.get("trace"), "dataflow": dataflow,
                      "memory": memory, "phases": phases}
@@ -360,7 +361,7 @@ class _Reader:
             index=index, key=digest(config)[:KEY_LENGTH], axes=shown, arch=config["arch"],
             arch_source=arch.source, dataflow=dataflow, memory=memory, phases=phases,
             trace=trace_path, synth=recipe["fields"] if recipe else None,
-            trace_key=digest({"sparsesim": version(), **trace_id})[:KEY_LENGTH] if recipe
+            trace_key=digest({"sparsesim": self.version, **trace_id})[:KEY_LENGTH] if recipe
             else None,
             config=config)
 

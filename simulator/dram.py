@@ -320,26 +320,46 @@ def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, burst_bytes,
     return finish, bursts, hits, misses, conflicts
 
 
+def serve_state(model: Dram, region: int) -> tuple[np.ndarray, np.ndarray]:
+    """The state ``_serve_kernel`` works on, as two flat arrays (a numba call's cost grows with
+    its array arguments): ``ints`` = burst bytes, channels, banks per channel, bursts per row,
+    region size, the A/B/C region offsets, then the open row of every bank; ``floats`` =
+    latency, tCL hit, miss and conflict latencies, tCL, burst cycles, then every channel's
+    bus-free time and every bank's ready time. Copied from ``model``'s state."""
+    t = model.timing
+    ints = np.concatenate([np.array([t.burst_bytes, t.channels, t.banks_per_channel,
+                                     t.bursts_per_row, region, 0, 0, 0], dtype=np.int64),
+                           model.open_row]).astype(np.int64)
+    floats = np.concatenate([np.array([t.latency_cycles, model._t_hit, model._t_miss,
+                                       model._t_conflict, t.tCL, model._t_burst],
+                                      dtype=np.float64), model.bus_free, model.bank_ready])
+    return ints, floats
+
+
 @njit(cache=True)
-def _serve_kernel(now, ra, rb, rc, gi, geo, tim, offsets, bus_free, open_row, bank_ready, acc):
+def _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc):
     """One DMA request of the engine, whole: ``ra``, ``rb``, ``rc`` bytes of the A, B and C
-    regions at their running offsets (``offsets``, advanced; each region wraps at
-    ``geo[4]`` bytes), timed as ``_transfer3_kernel`` times them, and the bytes moved, row hits,
-    misses and conflicts added to ``acc[gi]``. ``geo``: burst bytes, channels, banks per
-    channel, bursts per row, region size; ``tim``: latency, tCL hit, miss, conflict latencies,
-    tCL, burst cycles. Returns the finish time (``now`` when nothing moved)."""
-    region = geo[4]
+    regions at their running offsets (``ints[5:8]``, advanced; each region wraps at
+    ``ints[4]`` bytes), timed as ``_transfer3_kernel`` times them, and the bytes moved, row
+    hits, misses and conflicts added to ``acc[gi]``. ``ints``/``floats``: ``serve_state``.
+    Returns the finish time (``now`` when nothing moved)."""
+    region = ints[4]
+    channels = ints[1]
+    open_row = ints[8:]
+    bus_free = floats[6:6 + channels]
+    bank_ready = floats[6 + channels:]
     base = np.empty(3, dtype=np.int64)
     sizes = (ra, rb, rc)
     for i in range(3):
-        base[i] = i * region + offsets[i] % region
-        offsets[i] += sizes[i]
+        base[i] = i * region + ints[5 + i] % region
+        ints[5 + i] += sizes[i]
     finish, bursts, hits, misses, conflicts = _transfer3_kernel(
-        now + tim[0], base[0], ra, base[1], rb, base[2], rc, geo[0], geo[1], geo[2], geo[3],
-        tim[1], tim[2], tim[3], tim[4], tim[5], bus_free, open_row, bank_ready)
+        now + floats[0], base[0], ra, base[1], rb, base[2], rc, ints[0], channels, ints[2],
+        ints[3], floats[1], floats[2], floats[3], floats[4], floats[5], bus_free, open_row,
+        bank_ready)
     if bursts == 0:
         return now
-    acc[gi, 0] += bursts * geo[0]
+    acc[gi, 0] += bursts * ints[0]
     acc[gi, 1] += hits
     acc[gi, 2] += misses
     acc[gi, 3] += conflicts

@@ -41,13 +41,13 @@ from common.vocab import DATAFLOWS
 from dataflows.features import SparseFeatures
 from dataflows.formats import block_bits
 from dataflows.gemm import Gemm, lower
-from dataflows.sparse import SparseWork, operand_compression, sparse_work
+from dataflows.sparse import SparseWork, operand_compression, sparse_work, work_candidates
 from dataflows.systolic import map_dense
 from dataflows.tiles import TileSchedule, schedule
 from dataflows.tiles import concat as concat_schedules
 from simulator.baseline import dense_baseline
 from simulator.dram import DramTiming
-from simulator.engine import STALL_CAUSES, GemmTiming, simulate_tiles
+from simulator.engine import STALL_CAUSES, GemmTiming, Replays, simulate_tiles
 from simulator.results import (
     COMPUTE,
     EVENT_FIELDS,
@@ -125,9 +125,12 @@ def _fold_mean(work: SparseWork, figure: str) -> float:
     return sum(getattr(m, figure) * k for m, k in zip(maps, n, strict=True)) / sum(n)
 
 
-def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) -> int:
+def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int,
+                   nm: tuple[int, int] | None = None) -> int:
     """SCALE-Sim's ``Total Cycles (incl. prefetch)`` for ideal memory: its CALC-mode initial
-    DRAM fill and final drain around ``total`` (``simulator.scalesim_compat``)."""
+    DRAM fill and final drain around ``total`` (``simulator.scalesim_compat``). ``nm``: the
+    GEMM runs N:M-condensed (``gemm`` is the condensed one), as SCALE-Sim's layer-wise sparsity
+    runs it: its conv reads only the window positions its N:M pattern keeps."""
     from simulator.scalesim_compat import conv_ifmap_unique_words, prefetch_cycles
 
     words = [arch.sram[b].capacity_bytes // arch.word_bytes[b] for b in BUFFERS]
@@ -139,7 +142,7 @@ def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int) ->
             h, w = h + 2 * layer.padding[0], w + 2 * layer.padding[1]
         span = [layer.dilation[i] * (layer.kernel[i] - 1) + 1 for i in range(2)]
         unique = conv_ifmap_unique_words(h, w, span[0], span[1], layer.in_channels // layer.groups,
-                                         layer.stride[0]) * (gemm.M // (layer.out_hw[0]
+                                         layer.stride[0], nm) * (gemm.M // (layer.out_hw[0]
                                                                         * layer.out_hw[1]))
     try:
         fill, drain = prefetch_cycles(gemm.M, gemm.K, gemm.N, arch.rows, arch.cols, dataflow,
@@ -193,13 +196,20 @@ def _check_run(arch, dataflow: str, phases: str, memory: str) -> None:
 
 
 def _work(layer: Layer, batch: int, g: Gemm, arch, dataflow: str, masks,
-          feats: SparseFeatures) -> SparseWork:
+          feats: SparseFeatures, condensed: bool = False) -> SparseWork:
     """The work of GEMM ``g`` (``layer``'s, lowered): from the masks (or with a lowering of the
     architecture's own), or the closed form of a dense GEMM. The phase's masks go to the work
-    model packed, as the trace holds them."""
-    if masks is not None or not feats.lowering.default:
-        lm = {} if masks is None else masks[layer.name]
+    model packed, as the trace holds them. ``condensed``: the N:M mode whenever the masks allow
+    it, even where dense is as fast (SCALE-Sim's sparse array has no dense mode)."""
+    if (masks is not None and layer.name in masks) or not feats.lowering.default:
+        lm = {} if masks is None else masks.get(layer.name, {})
         lm = lm.for_phase(g.phase) if hasattr(lm, "for_phase") else lm
+        if condensed and feats.nm is not None:
+            nm = [c for c in work_candidates(layer, batch, g.phase, lm, arch.rows, arch.cols,
+                                             arch.lanes, dataflow, feats, arch.folds)
+                  if c.mode == "nm" or c.mode.startswith("nm+")]
+            if nm:
+                return min(nm, key=lambda c: c.compute_cycles + c.imbalance_cycles)
         return sparse_work(layer, batch, g.phase, lm, arch.rows, arch.cols, arch.lanes,
                            dataflow, feats, arch.folds, lowered=g)
     mp = map_dense(g, arch.rows, arch.cols, dataflow, arch.lanes, arch.folds)
@@ -220,25 +230,30 @@ def _tiles(work: SparseWork, arch, feats: SparseFeatures) -> TileSchedule:
 
 
 def _plan(layers, batch: int, arch, dataflow: str, phases: str, masks,
-          feats: SparseFeatures, skip, input_grad: bool = False) -> list[_Planned]:
+          feats: SparseFeatures, skip, input_grad: bool = False,
+          layer_features: dict[str, SparseFeatures] | None = None) -> list[_Planned]:
     """Stage 1: every GEMM of the step in training order, with its work and tiles."""
     out = []
     for li, ph in training_order(layers, PHASE_SETS[phases], skip, input_grad):
         full = lower(layers[li], batch, ph)
-        w = _work(layers[li], batch, full, arch, dataflow, masks, feats)
-        out.append(_Planned(li, ph, full, w, _tiles(w, arch, feats)))
+        f = (layer_features or {}).get(layers[li].name, feats)
+        w = _work(layers[li], batch, full, arch, dataflow, masks, f,
+                  condensed=layers[li].name in (layer_features or {}))
+        out.append(_Planned(li, ph, full, w, _tiles(w, arch, f)))
     return out
 
 
-def _time(plan: list[_Planned], arch, memory: str, timeline: bool, topk: list[int]
-          ) -> tuple[list[GemmTiming], array | None]:
+def _time(plan: list[_Planned], arch, memory: str, timeline: bool, topk: list[int],
+          replays: Replays | None = None) -> tuple[list[GemmTiming], array | None]:
     """Stage 2: the GEMMs' timings: the SimPy engine over the tiles, then the top-K unit's
     ``topk`` jobs (modeled memory), or their compute cycles (ideal). The event log also gives
-    the DRAM timeline, so a modeled run always keeps one."""
+    the DRAM timeline, so a modeled run always keeps one. ``replays``: a replay of the same
+    tiles as its last is a copy of it (``engine.Replays``)."""
     log = array("d") if timeline or memory == "modeled" else None
     scheds = [p.sched for p in plan]
     if memory == "modeled":
-        return simulate_tiles(scheds, arch, log, dram_only=not timeline, topk=topk), log
+        run = simulate_tiles if replays is None else replays.simulate_tiles
+        return run(scheds, arch, log, dram_only=not timeline, topk=topk), log
     return [GemmTiming(compute=s.total("compute")) for s in scheds], log
 
 
@@ -312,8 +327,13 @@ def _row(p: _Planned, tm: GemmTiming, layers, batch: int, arch, dataflow: str, m
     total = compute + stall - 1
     exact_dense = (w.mode == "dense" and w.fold_cycles is None and arch.folds == "serial"
                    and g == full)
-    incl = (_incl_prefetch(layers[li], g, arch, dataflow, total)
-            if memory == "ideal" and exact_dense else total)
+    # N:M-condensed, dense on the condensed GEMM: SCALE-Sim's layer-wise sparse run of it
+    condensed = (w.mode == "nm" and w.fold_cycles is None and arch.folds == "serial"
+                 and feats.nm is not None)
+    incl = total
+    if memory == "ideal" and (exact_dense or condensed):
+        incl = _incl_prefetch(layers[li], g, arch, dataflow, total,
+                              feats.nm if condensed else None)
     sram = {"A": sch.total("a_sram"), "B": sch.total("b_sram"), "C": sch.total("c_sram")}
     cycles = compute + stall
     e_mac, e_sram, e_dram = _energy(w, sram, _dram_bytes(sch, arch), arch)
@@ -367,7 +387,8 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
              masks: dict[str, dict[str, np.ndarray | None]] | None = None,
              features: SparseFeatures | None = None, timeline: bool = False,
              skip: frozenset[tuple[str, str]] = frozenset(), topk: list[int] | None = None,
-             input_grad: bool = False
+             input_grad: bool = False, replays: Replays | None = None,
+             layer_features: dict[str, SparseFeatures] | None = None
              ) -> Results:
     """Simulate one step of ``layers`` at ``batch`` on ``arch``; see the module docstring.
 
@@ -376,18 +397,25 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     architecture's sparse features; pass ``arch.features.baseline()`` for the dense baseline.
     ``timeline`` keeps the event log in ``Results.events``. ``skip``: (layer name, phase)
     backward GEMMs the step did not compute (``training_order``); ``input_grad``: the first
-    layer's ``bwd_input`` runs unless ``skip`` names it (version-2 traces). ``topk``: cycles of
+    layer's ``bwd_input`` runs unless ``skip`` names it (version-2 traces). ``layer_features``:
+    layer name -> the features of that layer's GEMMs in place of ``features`` (SCALE-Sim's
+    per-layer N:M, ``simulator.scalesim_compat.topology_nm_inputs``); such a layer runs its
+    N:M mode wherever its masks allow, even where dense is as fast. ``topk``: cycles of
     the step's top-K / mask-update jobs (``overhead_rows``), which the modeled engine's top-K
     unit runs after the GEMMs (their ``overhead`` records follow the GEMMs' in the event log);
-    the table leaves their rows to the caller.
+    the table leaves their rows to the caller. ``replays``: an ``engine.Replays`` shared by
+    the runs of one command (a replay of the same tiles is computed once).
 
     Three stages: plan the GEMMs (work and tiles), time them (the engine), tabulate.
     """
     _check_run(arch, dataflow, phases, memory)
     feats = arch.features if features is None else features
-    plan = _plan(layers, batch, arch, dataflow, phases, masks, feats, skip, input_grad)
-    timings, log = _time(plan, arch, memory, timeline, list(topk or ()))
-    table = pd.DataFrame([_row(p, tm, layers, batch, arch, dataflow, memory, feats, step)
+    plan = _plan(layers, batch, arch, dataflow, phases, masks, feats, skip, input_grad,
+                 layer_features)
+    timings, log = _time(plan, arch, memory, timeline, list(topk or ()), replays)
+    lf = layer_features or {}
+    table = pd.DataFrame([_row(p, tm, layers, batch, arch, dataflow, memory,
+                               lf.get(layers[p.li].name, feats), step)
                           for p, tm in zip(plan, timings, strict=True)])
     imb_rows = [r for r in (_imbalance_row(p, layers, step) for p in plan) if r is not None]
     peak = DramTiming.from_spec(arch.dram, arch.clock_ghz).bytes_per_cycle
@@ -431,6 +459,7 @@ class Network:
     source: str
     step: int = 0
     trace: Any = None  # the opened ``traces.format.Trace`` (a trace), for ``simulate_trace``
+    topology: Any = None  # the ``traces.topology.Topology`` read (a topology)
 
 
 def load_network(path: str) -> Network:
@@ -449,7 +478,7 @@ def load_network(path: str) -> Network:
         from traces.topology import read_topology
 
         topo = read_topology(p)
-        return Network(topo.name, topo.layers, 1, "topology", str(p))
+        return Network(topo.name, topo.layers, 1, "topology", str(p), topology=topo)
     raise InputError(str(p), None, "not found: expected a trace directory or a topology CSV")
 
 
@@ -532,6 +561,17 @@ def _computed(baseline: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return baseline if all(keep) else baseline[keep].reset_index(drop=True)
 
 
+def _trace_baseline(m, arch, dataflow: str, phases: str, memory: str, cache,
+                    replays: Replays | None) -> Results:
+    """The dense baseline of a trace with manifest ``m`` (``simulator.baseline``)."""
+    v2 = m.format_version >= 2
+    return dense_baseline(m.layers, m.batch_size, arch, dataflow, phases, memory, cache,
+                          lambda: simulate(m.layers, m.batch_size, arch, dataflow, phases,
+                                           memory, 0, None, arch.features.baseline(),
+                                           input_grad=v2, replays=replays),
+                          input_grad=v2)
+
+
 def simulate_trace(path, arch, dataflow: str, phases: str = "train",
                    memory: str = "modeled", steps: list[int] | None = None,
                    timeline: bool = False, baseline_cache=None) -> Results:
@@ -549,10 +589,9 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
     m = trace.manifest
     layers, batch = m.layers, m.batch_size
     v2 = m.format_version >= 2  # its steps say whether the first layer's bwd_input ran
-    base = dense_baseline(layers, batch, arch, dataflow, phases, memory, baseline_cache,
-                          lambda: simulate(layers, batch, arch, dataflow, phases, memory, 0,
-                                           None, arch.features.baseline(), input_grad=v2),
-                          input_grad=v2)
+    # without sparse features a step's tiles can equal the baseline's: replayed once
+    replays = Replays() if arch.features == arch.features.baseline() else None
+    base = _trace_baseline(m, arch, dataflow, phases, memory, baseline_cache, replays)
     bt = base.table.set_index(["LayerID", "Phase"])
     elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
     tables, events, series, imbalance = [], [], [], []
@@ -565,7 +604,7 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
         extra = overhead_rows(layers, batch, arch, m, sd, sd.step)
         res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd),
                        timeline=timeline, skip=skip, input_grad=v2,
-                       topk=[r["Compute Cycles"] for r in extra])
+                       topk=[r["Compute Cycles"] for r in extra], replays=replays)
         t = res.table
         t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]
         t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])

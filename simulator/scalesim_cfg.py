@@ -8,6 +8,7 @@ import configparser
 import difflib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ _CFG_FIELDS = {
     "sram.ofmap.kib": "[architecture_presets] OfmapSramSzkB",
     "dram.bandwidth_gbps": "[architecture_presets] Bandwidth",
 }
+_SPARSITY = "sparsity"
+#: SparseRep values SCALE-Sim 3.0.0 knows (single_layer_sim.calculate_filter_metadata_storage)
+SPARSE_REPS = ("csr", "csc", "ellpack_block")
 #: SCALE-Sim hard-codes 1-byte words and counts cycles only; we take 1 GHz so that
 #: Bandwidth words/cycle * 1 B * 1 GHz is GB/s.
 CFG_WORD_BYTES = 1
@@ -78,11 +82,14 @@ def read_scalesim_cfg(path: str | os.PathLike) -> Architecture:
     only in USER mode); ``[general] run_name`` -> name (else the file name). Words are 1 byte and
     the clock 1 GHz; SRAM banks = max(rows, cols) so SRAM never stalls a dense array (SCALE-Sim's
     SRAM is unlimited); everything else takes the scalesim-32 defaults. The offsets, MemoryBanks,
-    request buffers and the [layout], [sparsity] and [run_presets] sections are not mapped.
+    request buffers and the [layout] and [run_presets] sections are not mapped; [sparsity] is
+    read by :func:`read_scalesim_sparsity` (it applies per layer, with the topology).
+    The [sparsity] section is checked here and read by :func:`read_scalesim_sparsity`.
     """
     path = Path(path)
     source = str(path)
     parser, section = _cfg_section(path, source)
+    _sparsity(parser, source)
 
     def value(key: str, convert: Any, what: str, default: Any = _MISSING) -> Any:
         where = f"[{_CFG_SECTION}] {key}"
@@ -122,3 +129,61 @@ def read_scalesim_cfg(path: str | os.PathLike) -> Architecture:
         return _build(spec, source)
     except ArchError as err:
         raise ArchError(source, _CFG_FIELDS.get(err.field or "", err.field), err.reason) from None
+
+
+@dataclass(frozen=True)
+class ScaleSimSparsity:
+    """The [sparsity] section of a SCALE-Sim ``.cfg`` as SCALE-Sim 3.0.0 reads it."""
+
+    support: bool  # SparsitySupport: the topology's Sparsity column is applied
+    rep: str  # SparseRep (csr, csc, ellpack_block): its SPARSE_REPORT storage only, no cycles
+    seed: int  # RandomNumberGeneratorSeed (used by the row-wise mapping only)
+
+
+def _bool(parser: configparser.ConfigParser, key: str, source: str) -> bool:
+    text = parser.get(_SPARSITY, key).strip()
+    if text.lower() not in ("true", "false"):
+        raise ArchError(source, f"[{_SPARSITY}] {key}", f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
+def _sparsity(parser: configparser.ConfigParser, source: str) -> ScaleSimSparsity:
+    """The checked [sparsity] section (absent, or SparsitySupport false: no support).
+
+    SCALE-Sim reads SparseRep, OptimizedMapping and RandomNumberGeneratorSeed only when
+    SparsitySupport is true (BlockSize only for OptimizedMapping: true); so do we. Its
+    row-wise mapping (OptimizedMapping: true) ignores the Sparsity column and draws each
+    filter's N from its random generator; it is not mapped (refused, with the reason)."""
+    off = ScaleSimSparsity(False, "", 40)
+    if not parser.has_section(_SPARSITY) or not parser.has_option(_SPARSITY, "SparsitySupport"):
+        return off
+    if not _bool(parser, "SparsitySupport", source):
+        return off
+    for key in ("SparseRep", "OptimizedMapping", "RandomNumberGeneratorSeed"):
+        if not parser.has_option(_SPARSITY, key):
+            raise ArchError(source, f"[{_SPARSITY}] {key}",
+                            "missing key (SCALE-Sim needs it with SparsitySupport: true)")
+    rep = parser.get(_SPARSITY, "SparseRep").strip()
+    if rep not in SPARSE_REPS:
+        raise ArchError(source, f"[{_SPARSITY}] SparseRep",
+                        f"expected one of {', '.join(SPARSE_REPS)}, got {rep[:40]!r}")
+    if _bool(parser, "OptimizedMapping", source):
+        raise ArchError(source, f"[{_SPARSITY}] OptimizedMapping",
+                        "true (SCALE-Sim's row-wise mapping: it ignores the topology's Sparsity "
+                        "column and draws each filter's N:BlockSize from its random generator, "
+                        "ws only) is not supported; expected false (layer-wise N:M from the "
+                        "Sparsity column)")
+    seed = parser.get(_SPARSITY, "RandomNumberGeneratorSeed").strip()
+    if not re.fullmatch(r"-?[0-9]{1,18}", seed):
+        raise ArchError(source, f"[{_SPARSITY}] RandomNumberGeneratorSeed",
+                        f"expected an integer, got {seed[:40]!r}")
+    return ScaleSimSparsity(True, rep, int(seed))
+
+
+def read_scalesim_sparsity(path: str | os.PathLike) -> ScaleSimSparsity:
+    """The [sparsity] section of a SCALE-Sim ``.cfg`` (checked as :func:`read_scalesim_cfg`
+    checks it). With ``support`` the topology's Sparsity column runs as SCALE-Sim's layer-wise
+    N:M: ``simulator.scalesim_compat.topology_nm_inputs``."""
+    path = Path(path)
+    parser, _ = _cfg_section(path, str(path))
+    return _sparsity(parser, str(path))

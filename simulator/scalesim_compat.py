@@ -72,7 +72,9 @@ plus ``DRAM OFMAP Writes``, exact on every run compared: 30 golden GEMM rows (32
 241 of our own GEMM/conv runs (arrays 2×512 to 16×4, SRAMs 1–64 KiB, K < R, N < C, odd
 sizes, operands on either side of the half-SRAM threshold, Bandwidth 3/10/50), and the
 whole-network sums of ResNet-18 (6 array × dataflow runs) in the project's SCALE-Sim notes (§5.3).
-Not covered: sparsity, USER bandwidth mode, custom layouts, Ramulator traces.
+Sparsity: SCALE-Sim's layer-wise N:M (``[sparsity] SparsitySupport: true``, ``OptimizedMapping:
+false``) is a dense GEMM on the condensed K' (end of this module). Not covered: its row-wise
+``OptimizedMapping: true``, USER bandwidth mode, custom layouts, Ramulator traces.
 """
 
 from __future__ import annotations
@@ -328,13 +330,142 @@ def dram_ofmap_writes(M: int, K: int, N: int, rows: int, cols: int, dataflow: st
 
 
 def conv_ifmap_unique_words(ifmap_h: int, ifmap_w: int, filter_h: int, filter_w: int,
-                            channels: int, stride: int) -> int:
-    """Distinct IFMAP addresses a SCALE-Sim conv reads (no padding; ``E = ceil((H−R+s)/s)``)."""
+                            channels: int, stride: int,
+                            nm: tuple[int, int] | None = None) -> int:
+    """Distinct IFMAP addresses a SCALE-Sim conv reads (no padding; ``E = ceil((H−R+s)/s)``).
+
+    ``nm``: SCALE-Sim's layer-wise sparsity (``nm_window_mask``): only the window positions the
+    mask keeps are read (``operand_matrix.create_ifmap_matrix`` drops the other columns)."""
 
     def touched(size: int, k: int) -> int:
         out = math.ceil((size - k + stride) / stride)
         if stride <= k:
             return min(size, (out - 1) * stride + k)
-        return sum(min(k, size - i * stride) for i in range(out))
+        # a window may start past the edge (stride > k): all its addresses are -1
+        return sum(max(0, min(k, size - i * stride)) for i in range(out))
 
-    return touched(ifmap_h, filter_h) * touched(ifmap_w, filter_w) * channels
+    if nm is None or nm[0] >= nm[1]:
+        return touched(ifmap_h, filter_h) * touched(ifmap_w, filter_w) * channels
+    eh = math.ceil((ifmap_h - filter_h + stride) / stride)
+    ew = math.ceil((ifmap_w - filter_w + stride) / stride)
+    # window index j = (r·S + q)·C + ch (channel fastest); kept when j % m < n, so channels
+    # ch and ch + m keep the same (r, q): one bitmap of the IFMAP plane per class ch % m
+    kept = nm_window_mask(filter_h * filter_w * channels, *nm).reshape(
+        filter_h, filter_w, channels)
+    total = 0
+    for cls in range(min(channels, nm[1])):
+        plane = np.zeros((ifmap_h, ifmap_w), dtype=bool)
+        for r, q in zip(*np.nonzero(kept[:, :, cls]), strict=True):
+            # the window rows/cols past the IFMAP edge are -1 (not read) in SCALE-Sim
+            plane[r: min(ifmap_h, r + (eh - 1) * stride + 1): stride,
+                  q: min(ifmap_w, q + (ew - 1) * stride + 1): stride] = True
+        total += int(plane.sum()) * len(range(cls, channels, nm[1]))
+    return total
+
+
+# ---- SCALE-Sim's layer-wise sparsity ([sparsity] SparsitySupport: true) ------------------------
+#
+# With ``OptimizedMapping: false`` SCALE-Sim gives every filter the same fixed pattern along K:
+# the first N of every M window positions kept (``operand_matrix.create_filter_matrix``), the
+# filter condensed to K' rows and the matching IFMAP columns dropped (``create_ifmap_matrix``).
+# The layer then runs as a dense GEMM M × K' × N; every figure above holds with K' for K
+# (IFMAP distinct addresses: ``conv_ifmap_unique_words(..., nm=)``), except that ``ws`` counts
+# each IFMAP SRAM read M/N times (``systolic_compute_ws.create_ifmap_demand_mat``: a block of
+# the input is shared by M/N array rows, no broadcast assumed) and reports the count as a float.
+
+
+def nm_window_mask(K: int, n: int, m: int) -> np.ndarray:
+    """SCALE-Sim's layer-wise N:M pattern over K window positions: the first ``n`` of every
+    ``m`` kept (bool, length ``K``)."""
+    return np.arange(K) % m < n
+
+
+def nm_condensed_k(K: int, n: int, m: int) -> int:
+    """K' of SCALE-Sim's condensed filter: ``n`` per whole group of ``m``, ``min(n, K % m)`` for
+    a last, narrower group (its trailing all-zero rows are dropped)."""
+    return (K // m) * n + min(n, K % m)
+
+
+def sparse_sram_accesses(M: int, K: int, N: int, rows: int, cols: int, dataflow: str,
+                         nm: tuple[int, int]) -> dict[str, float]:
+    """SCALE-Sim's SRAM access counts of a layer-wise N:M layer (``K``: the dense K): those of
+    the condensed GEMM, with ``ws``'s IFMAP reads multiplied by M/N (a float, as it reports
+    them)."""
+    n, m = nm
+    out: dict[str, float] = dict(sram_accesses(M, nm_condensed_k(K, n, m), N, rows, cols,
+                                               dataflow))
+    if str(dataflow).lower() == "ws":
+        out["ifmap_reads"] = out["ifmap_reads"] * (m / n)
+    return out
+
+
+def topology_nm_inputs(layers, nm_sparsity, features) -> tuple[dict, dict]:
+    """What ``simulator.run.simulate`` needs to run a topology's Sparsity column on our N:M
+    feature as SCALE-Sim's layer-wise sparsity runs it: ``(masks, layer_features)``.
+
+    Each layer whose ratio is N:M with N < M gets a filter mask holding N of every M weights
+    along the forward GEMM's K (the first N, as SCALE-Sim keeps them; our K runs channel-major,
+    SCALE-Sim's channel-fastest, which leaves the count of kept weights K' the same) and the
+    features ``features`` with ``nm = (N, M)``: the array runs the condensed M × K' × N GEMM.
+    N = M, or no ratio: dense, no mask. ``layers`` and ``nm_sparsity`` as in
+    ``traces.topology.Topology``."""
+    from dataclasses import replace
+
+    from dataflows.gemm import lower
+
+    masks: dict = {}
+    layer_features: dict = {}
+    for layer, text in zip(layers, nm_sparsity, strict=True):
+        if text is None:
+            continue
+        n, m = (int(x) for x in text.split(":"))
+        if n >= m:
+            continue
+        shape = layer.operand_shape("filter", 1)
+        k = lower(layer, 1, "fwd").K  # per group; the filter is (out, K) row-major
+        mask = np.broadcast_to(nm_window_mask(k, n, m), (shape[0], k)).reshape(shape).copy()
+        masks[layer.name] = {"filter": mask}
+        layer_features[layer.name] = replace(features, nm=(n, m))
+    return masks, layer_features
+
+
+def topology_run_inputs(topology, arch, arch_arg, memory: str) -> tuple[tuple, dict, dict,
+                                                                        list[str]]:
+    """How ``sparsesim simulate`` runs a SCALE-Sim topology on ``arch`` (``arch_arg``: what
+    ``--arch`` named): ``(layers, masks, layer_features, notes)`` for ``simulate``.
+
+    * ``memory == "ideal"`` (SCALE-Sim's model): depthwise (``DP``) rows split per channel, as
+      SCALE-Sim runs them (``traces.topology.per_channel``), so every row is one of its
+      layers; ``modeled`` (our own model) keeps one grouped GEMM per row.
+    * The Sparsity column is applied when ``arch_arg`` is a SCALE-Sim ``.cfg`` with
+      ``[sparsity] SparsitySupport: true`` (``topology_nm_inputs``); otherwise it is not, as in
+      SCALE-Sim, and a note says so.
+    """
+    from pathlib import Path
+
+    from simulator.scalesim_cfg import read_scalesim_sparsity
+    from traces.topology import per_channel
+
+    notes: list[str] = []
+    topo = per_channel(topology) if memory == "ideal" else topology
+    split = len(topo.layers) - len(topology.layers)
+    if memory == "ideal" and split:
+        rows = sum(1 for la in topology.layers
+                   if la.kind == "conv2d" and "DP" in la.extra.get("scalesim_name", la.name))
+        notes.append(f"{rows} depthwise (DP) row(s) run as SCALE-Sim runs them, one layer per "
+                     f"channel ({len(topo.layers)} layers in all; --memory modeled runs each as "
+                     "one grouped GEMM)")
+    masks: dict = {}
+    features: dict = {}
+    if any(nm is not None for nm in topo.nm_sparsity):
+        path = Path(str(arch_arg))
+        sparsity = read_scalesim_sparsity(path) if path.suffix.lower() == ".cfg" else None
+        if sparsity is not None and sparsity.support:
+            masks, features = topology_nm_inputs(topo.layers, topo.nm_sparsity, arch.features)
+        else:
+            why = ("its [sparsity] SparsitySupport is not true" if sparsity is not None
+                   else "it is not a SCALE-Sim .cfg")
+            notes.append(f"the topology's Sparsity column is not applied: --arch {arch_arg} "
+                         f"does not enable it ({why}); the weights run dense, as SCALE-Sim "
+                         "runs them without SparsitySupport: true")
+    return topo.layers, masks, features, notes

@@ -28,6 +28,8 @@ How a row becomes a ``Layer`` (the mapping decisions):
   filters. We map such a row to one grouped conv with ``groups = in_channels = Channels`` and
   ``out_channels = Channels · Num Filter`` (channel multiplier ``Num Filter``, usually 1); its MACs
   equal the sum over SCALE-Sim's split layers. With ``Channels == 1`` it is a plain conv.
+  ``per_channel(topology)`` gives SCALE-Sim's own split instead (layers ``<name>Channel_<i>``),
+  which ``sparsesim simulate --memory ideal`` runs to reproduce its per-layer figures.
 * **Duplicates.** SCALE-Sim allows repeated layer names; ``Layer`` names must be unique here, so the
   2nd, 3rd, ... occurrence of a name becomes ``name#2``, ``name#3`` (skipping any suffix that is
   already a name in the file); the name in the file is kept in ``layer.extra['scalesim_name']``.
@@ -35,7 +37,11 @@ How a row becomes a ``Layer`` (the mapping decisions):
   bias=False)``: its forward GEMM is M×K×N and ``macs(1) == M·N·K``. No layer has a bias (SCALE-Sim
   has none).
 * **Sparsity.** ``nm_sparsity[i]`` is the ``N:M`` string of row i, normalised to ``"N:M"`` (``1:1``
-  is kept as written), or None when the row has no (or an empty) Sparsity field.
+  is kept as written), or None when the row has no (or an empty) Sparsity field. N and M are
+  integers with 1 <= N <= M (SCALE-Sim's own reader would crash on anything else). The column
+  says which weights are zero (SCALE-Sim's fixed pattern: the first N of every M along the
+  window); whether the array exploits them is the architecture's business (a ``.cfg`` with
+  ``[sparsity] SparsitySupport: true``, ``simulator.scalesim_compat.topology_nm_inputs``).
 
 Leniency beyond SCALE-Sim (which drops the last field of every row, so it needs a trailing comma):
 rows with or without the trailing comma, surrounding whitespace, blank lines, a UTF-8 BOM, CRLF
@@ -74,7 +80,8 @@ _INT = re.compile(r"[0-9]{1,18}")  # beyond 18 digits no size passes the limits;
 #: layer row is simulated, so 10^5 rows would run for hours)
 MAX_TOPOLOGY_ROWS = 10_000
 MAX_TOPOLOGY_BYTES = 4 << 20
-_NM = re.compile(r"\s*([0-9]+)\s*:\s*([0-9]+)\s*")
+#: N and M of a Sparsity field: ASCII digits only ('²' is a digit to str.isdigit), at most 6
+_NM = re.compile(r"\s*([0-9]{1,6})\s*:\s*([0-9]{1,6})\s*")
 
 
 @dataclass(frozen=True)
@@ -248,7 +255,8 @@ class _Reader:
             if ratio is None:
                 raise self.err(
                     _where(lineno, ncols, form),
-                    f"expected N:M with integers 1 <= N <= M (e.g. 2:4), got {fields[-1]!r}",
+                    "expected N:M with integers 1 <= N <= M of at most 6 digits (e.g. 2:4, 1:4, "
+                    f"3:8; N = M is dense), got {fields[-1][:40]!r}",
                 )
             nm = f"{ratio[0]}:{ratio[1]}"
         ints = [self.integer(lineno, fields, c, form) for c in range(2, ncols)]
@@ -289,25 +297,56 @@ class _Reader:
         return lineno, name, layer, nm, extra
 
     def unique(self, raw: list) -> tuple[list[Layer], list[str | None]]:
-        taken = {name for _, name, _, _, _ in raw}
-        seen: set[str] = set()
-        layers: list[Layer] = []
-        sparsity: list[str | None] = []
-        for _, name, layer, nm, extra in raw:
-            new = name
-            if name in seen:
-                k = 2
-                while f"{name}#{k}" in taken:
-                    k += 1
-                new = f"{name}#{k}"
-                taken.add(new)
-                extra["scalesim_name"] = name
-            seen.add(name)
-            if new != name or extra:
-                layer = Layer(**{**_fields_of(layer), "name": new, "extra": extra}).checked()
-            layers.append(layer)
-            sparsity.append(nm)
-        return layers, sparsity
+        return _unique(raw)
+
+
+def _unique(raw: list) -> tuple[list[Layer], list[str | None]]:
+    """Layers with unique names from ``(line, name, layer, nm, extra)`` rows: the 2nd, 3rd, ...
+    occurrence of a name becomes ``name#2``, ``name#3`` (the name as written kept in
+    ``extra['scalesim_name']``)."""
+    taken = {name for _, name, _, _, _ in raw}
+    seen: set[str] = set()
+    layers: list[Layer] = []
+    sparsity: list[str | None] = []
+    for _, name, layer, nm, extra in raw:
+        new = name
+        if name in seen:
+            k = 2
+            while f"{name}#{k}" in taken:
+                k += 1
+            new = f"{name}#{k}"
+            taken.add(new)
+            extra["scalesim_name"] = name
+        seen.add(name)
+        if new != name or extra:
+            layer = Layer(**{**_fields_of(layer), "name": new, "extra": extra}).checked()
+        layers.append(layer)
+        sparsity.append(nm)
+    return layers, sparsity
+
+
+def per_channel(topo: Topology) -> Topology:
+    """The topology as SCALE-Sim runs it: every conv row with ``DP`` in its name (a depthwise
+    row) split into ``Channels`` layers of one channel and ``Num Filter`` filters, named
+    ``<name>Channel_<i>`` (its ``topology_utils.load_arrays_conv``), each with the row's Sparsity;
+    other rows unchanged. Names stay unique (the ``#k`` rule of duplicates)."""
+    if topo.form != "conv":
+        return topo  # SCALE-Sim splits depthwise rows of the conv form only
+    raw: list = []
+    for layer, nm in zip(topo.layers, topo.nm_sparsity, strict=True):
+        written = layer.extra.get("scalesim_name", layer.name)
+        extra = {k: v for k, v in layer.extra.items() if k != "scalesim_name"}
+        if layer.kind != "conv2d" or "DP" not in written:
+            raw.append((0, written, layer, nm, extra))
+            continue
+        per = layer.out_channels // layer.groups
+        for ch in range(layer.in_channels):
+            name = f"{written}Channel_{ch}"
+            one = Layer.conv(name, 1, per, layer.kernel, layer.input_hw, stride=layer.stride)
+            raw.append((0, name, one, nm, dict(extra)))
+    layers, sparsity = _unique(raw)
+    return Topology(name=topo.name, form=topo.form, layers=tuple(layers),
+                    nm_sparsity=tuple(sparsity))
 
 
 def _fields_of(layer: Layer) -> dict:

@@ -76,21 +76,23 @@ import importlib, json, sys
 sys.path.insert(0, sys.argv[1])
 from common import jit
 mod = importlib.import_module("cold_probe")
-before = jit.cold_kernels()
+mark = jit.compile_mark()
 mod.twice(3)
-print(json.dumps([before, jit.cold_kernels()]))
+print(json.dumps([jit.compiled_since(mark), jit.compiled_note(mark)]))
 """
 
 
-def test_cold_kernels_counts_what_is_not_compiled_on_disk(tmp_path):
-    """A kernel never compiled counts as cold until its first call writes numba's cache; a
-    fresh interpreter then finds it on disk."""
+def test_a_run_counts_the_kernels_it_compiled(tmp_path):
+    """A kernel compiled by the run counts (the note says so); a fresh interpreter then loads
+    it from disk and the note is gone; a kernel the run never calls never counts."""
     (tmp_path / "cold_probe.py").write_text(
-        "from common.jit import njit\n\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
+        "from common.jit import njit\n\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n"
+        "\n\n@njit(cache=True)\ndef thrice(x):\n    return 3 * x\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "nb")}
     run = [sys.executable, "-c", COLD, str(tmp_path)]
     first = json.loads(subprocess.run(run, env=env, capture_output=True, text=True,
                                       check=True).stdout)
     again = json.loads(subprocess.run(run, env=env, capture_output=True, text=True,
                                       check=True).stdout)
-    assert first == [1, 0] and again == [0, 0]
+    assert first[0] == 1 and "compiled 1 of" in first[1]
+    assert again == [0, None]

@@ -44,6 +44,8 @@ FUZZ = settings(
 
 #: parser -> outcome -> count, over the session
 TALLY: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+#: (peak RSS in bytes, command) of every subcommand run in a child (``test_memory``)
+PEAK_RSS: list[tuple[int, str]] = []
 
 
 class Hang(BaseException):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from simulator.arch import KEY_PATHS, load_arch, parse_overrides
 from simulator.run import simulate
+from simulator.scalesim_cfg import read_scalesim_sparsity
 from tests.fuzz.contract import (
     FUZZ,
     HOSTILE_YAML,
@@ -141,7 +142,18 @@ def cfg_texts(draw) -> str:
             ]
         )
     )
-    return f"[{section}]\n{body}\n{extra}"
+    sparsity = ""
+    if draw(st.integers(0, 3)) == 0:  # SCALE-Sim's [sparsity] section, with odd values
+        keys = {"SparsitySupport": st.sampled_from(["true", "false", "True", "yes", "", "1"]),
+                "SparseRep": st.sampled_from(["csr", "csc", "ellpack_block", "bitmap", "CSR", ""]),
+                "OptimizedMapping": st.sampled_from(["false", "true", "maybe"]),
+                "BlockSize": st.sampled_from(["4", "8", "x", "-1"]),
+                "RandomNumberGeneratorSeed": st.sampled_from(["40", "-3", "4.5", "9" * 30, ""])}
+        lines = [f"{k} : {draw(v)}" for k, v in keys.items() if draw(st.integers(0, 5))]
+        if draw(st.booleans()):
+            lines.append(f"{draw(st.sampled_from(list(keys)))} : {draw(st.sampled_from(ODD_TEXT))}")
+        sparsity = "[sparsity]\n" + "\n".join(lines) + "\n"
+    return f"[{section}]\n{body}\n{extra}{sparsity}"
 
 
 @FUZZ
@@ -153,6 +165,8 @@ def test_scalesim_cfg(text):
         kind, arch = outcome("arch.cfg", load_arch, path)
         if kind == "accepted":
             outcome("arch.cfg+run", _run_small, arch)
+            # the [sparsity] section was checked with the rest: reading it cannot fail now
+            read_scalesim_sparsity(path)
 
 
 @FUZZ

@@ -10,15 +10,26 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dataflows.features import SparseFeatures
+from simulator.scalesim_compat import topology_nm_inputs
 from tests.fuzz.contract import FUZZ, ODD_TEXT, outcome
 from traces.synth import SynthConfig, plan
-from traces.topology import read_topology
+from traces.topology import per_channel, read_topology
 
 CONV_HEADER = (
     "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
     "Num Filter, Strides,"
 )
 GEMM_HEADER = "Layer, M, N, K,"
+#: Sparsity fields: well formed (N = M too), malformed, and hostile
+WELL_FORMED = st.sampled_from(["2:4", "1:4", "3:8", "4:4", "1:1", " 2 : 4 ", ""])
+SPARSITY = st.one_of(
+    WELL_FORMED, WELL_FORMED, WELL_FORMED, WELL_FORMED,
+    st.sampled_from(["5:4", "0:4", "2:0", "a:b", "²:4", "2:４", "-1:4", "2:4:8", "2", "dense",
+                     "1" * 5000 + ":4", "2:" + "9" * 7, "1:999999", "1e3:4", ":", "2;4"]),
+    st.builds(lambda n, m: f"{n}:{m}", st.integers(0, 20), st.integers(0, 20)),
+    st.sampled_from(ODD_TEXT),
+)
 NUMBERS = st.one_of(
     st.integers(1, 64).map(str),
     st.sampled_from(
@@ -49,9 +60,10 @@ NUMBERS = st.one_of(
 @st.composite
 def topologies(draw) -> bytes:
     form = draw(st.sampled_from(["conv", "conv", "gemm", "gemm", "none", "junk"]))
+    with_column = draw(st.booleans())
     header = {
-        "conv": CONV_HEADER,
-        "gemm": GEMM_HEADER,
+        "conv": CONV_HEADER + (" Sparsity," if with_column else ""),
+        "gemm": GEMM_HEADER + (" Sparsity," if with_column else ""),
         "none": None,
         "junk": draw(st.text(max_size=40)),
     }[form]
@@ -59,7 +71,8 @@ def topologies(draw) -> bytes:
     rows = []
     for i in range(draw(st.integers(0, 5))):
         clean = draw(st.integers(0, 2)) > 0  # most rows are well formed but one field
-        fields = [f"l{i}" if clean else draw(st.sampled_from(["l0", "", "名前", "a,b", "x" * 300]))]
+        fields = [f"l{i}" if clean else draw(st.sampled_from(["l0", "", "名前", "a,b", "x" * 300,
+                                                               "dwDP"]))]
         width = ncols - 1 if clean else ncols - 1 + draw(st.integers(-1, 2))
         fields += [draw(st.integers(1, 8).map(str) if clean else NUMBERS) for _ in range(width)]
         if clean and form != "gemm":  # an input at least as large as the kernel
@@ -67,7 +80,7 @@ def topologies(draw) -> bytes:
         if clean and draw(st.integers(0, 3)) == 0:
             fields[draw(st.integers(1, width))] = draw(NUMBERS)
         if draw(st.booleans()):
-            fields.append(draw(st.sampled_from(["2:4", "1:2", "4:2", "0:4", "²:4", "dense"])))
+            fields.append(draw(SPARSITY))
         rows.append(", ".join(fields) + ",")
     text = "\n".join(([header] if header is not None else []) + rows)
     text += draw(st.sampled_from(["", "\n", "\r\n", "\n\n\n", "\x00", "\x1a"]))
@@ -78,6 +91,14 @@ def topologies(draw) -> bytes:
 def _read_and_plan(path: Path) -> None:
     topo = read_topology(path)
     plan(SynthConfig(model=str(path), sparsity=0.5, batch=1))
+    # what simulate does with the rows as SCALE-Sim runs them: its depthwise split and the
+    # Sparsity column on the N:M feature
+    split = per_channel(topo)
+    masks, feats = topology_nm_inputs(split.layers, split.nm_sparsity, SparseFeatures())
+    for name, mask in masks.items():
+        layer = next(la for la in split.layers if la.name == name)
+        assert mask["filter"].shape == layer.operand_shape("filter", 1)
+        assert feats[name].nm is not None
     return topo
 
 

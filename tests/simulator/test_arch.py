@@ -22,13 +22,15 @@ from simulator.arch import (
     load_arch,
     preset_names,
 )
-from simulator.scalesim_cfg import read_scalesim_cfg
+from simulator.scalesim_cfg import ScaleSimSparsity, read_scalesim_cfg, read_scalesim_sparsity
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 PRESETS = ["dnnsim-tensordash", "eyeriss", "scalesim-32", "stc-2to4", "tensordash", "tpu-v1"]
 
 from tests.scalesim_cfg import CFG  # noqa: E402
 
+#: the config with SCALE-Sim's layer-wise sparsity on
+SPARSE = CFG.replace("SparsitySupport : false", "SparsitySupport : true")
 CFG_DEFAULTS = dict(run="calc_32_os", rows=32, cols=32, ifmap=64, filt=64, ofmap=64, bw=10, df="os")
 
 
@@ -437,6 +439,22 @@ def test_cfg_agrees_with_scalesim_parser(tmp_path):
     assert [ours.sram[b].kib for b in ("ifmap", "filter", "ofmap")] == list(theirs.get_mem_sizes())
 
 
+def test_read_scalesim_sparsity(tmp_path):
+    off = read_scalesim_sparsity(_cfg(tmp_path))
+    assert not off.support  # SparsitySupport : false; SCALE-Sim reads nothing else then
+    on = tmp_path / "on.cfg"
+    on.write_text(CFG.format(**CFG_DEFAULTS).replace("SparsitySupport : false",
+                                                     "SparsitySupport : TRUE")
+                  .replace("ellpack_block", "csc"), encoding="utf-8")
+    assert read_scalesim_sparsity(on) == ScaleSimSparsity(True, "csc", 40)
+    # the array is the same: the sparsity applies per layer, with the topology's column
+    plain = load_arch(_cfg(tmp_path))
+    assert load_arch(on).replace(description=plain.description) == plain
+    bare = tmp_path / "bare.cfg"  # no [sparsity] section at all: no support
+    bare.write_text(CFG.format(**CFG_DEFAULTS).split("[sparsity]")[0], encoding="utf-8")
+    assert not read_scalesim_sparsity(bare).support
+
+
 @pytest.mark.parametrize(
     ("text", "field", "expected"),
     [
@@ -487,6 +505,14 @@ def test_cfg_agrees_with_scalesim_parser(tmp_path):
             "missing section",
         ),
         ("ArrayHeight: 32\n", None, "not a valid SCALE-Sim config"),
+        (SPARSE.replace(": ellpack_block", ": bitmap"), "[sparsity] SparseRep",
+         "expected one of csr, csc, ellpack_block, got 'bitmap'"),
+        (SPARSE.replace("Mapping : false", "Mapping : true"), "[sparsity] OptimizedMapping",
+         "row-wise mapping"),
+        (SPARSE.replace("Support : true", "Support : maybe"), "[sparsity] SparsitySupport",
+         "expected true or false, got 'maybe'"),
+        (SPARSE.replace("RandomNumberGeneratorSeed : 40\n", ""),
+         "[sparsity] RandomNumberGeneratorSeed", "missing key"),
         (
             CFG.replace("ArrayWidth:     {cols}", "ArrayWidth: 4\nArrayWidth: 8"),
             None,
@@ -506,6 +532,10 @@ def test_cfg_agrees_with_scalesim_parser(tmp_path):
         "no-section",
         "no-header",
         "duplicate",
+        "sparse-rep",
+        "row-wise",
+        "sparsity-bool",
+        "sparsity-missing",
     ],
 )
 def test_bad_cfg(tmp_path, text, field, expected):

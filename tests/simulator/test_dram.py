@@ -385,15 +385,12 @@ def test_the_engines_request_kernel_equals_transfer3(reqs, tm):
     """``_serve_kernel`` (one numba call per engine request: addresses from running region
     offsets, timing, per-GEMM counters) against ``Dram.transfer3`` with the same addresses
     worked out here."""
-    from simulator.dram import _serve_kernel
+    from simulator.dram import _serve_kernel, serve_state
 
     region = 1 << 30
     ref, fast = Dram(tm), Dram(tm)
-    geo = np.array([tm.burst_bytes, tm.channels, tm.banks_per_channel, tm.bursts_per_row,
-                    region], dtype=np.int64)
-    tim = np.array([tm.latency_cycles, fast._t_hit, fast._t_miss, fast._t_conflict, tm.tCL,
-                    fast._t_burst])
-    offsets, acc = np.zeros(3, dtype=np.int64), np.zeros((2, 4), dtype=np.int64)
+    ints, floats = serve_state(fast, region)
+    acc = np.zeros((2, 4), dtype=np.int64)
     mine = [0, 0, 0]
     want = np.zeros((2, 4), dtype=np.int64)
     now = 0.0
@@ -405,8 +402,7 @@ def test_the_engines_request_kernel_equals_transfer3(reqs, tm):
         mine = [m + n for m, n in zip(mine, (a, b, c), strict=True)]
         finish, moved, h, m, cf = ref.transfer3(now, base[0], a, base[1], b, base[2], c, write)
         want[i % 2] += (moved, h, m, cf)
-        got = _serve_kernel(now, a, b, c, i % 2, geo, tim, offsets, fast.bus_free,
-                            fast.open_row, fast.bank_ready, acc)
+        got = _serve_kernel(now, a, b, c, i % 2, ints, floats, acc)
         assert got == finish
     np.testing.assert_array_equal(acc, want)
-    assert offsets.tolist() == mine
+    assert ints[5:8].tolist() == mine

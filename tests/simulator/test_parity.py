@@ -32,11 +32,14 @@ CONV = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Cha
 GEMM = "Layer, M, N, K,\ng1, 20, 12, 28,\ng2, 7, 33, 5,\ng3, 64, 16, 40,\n"
 
 
-def _scalesim(tmp: Path, cfg: Path, topo: Path, gemm: bool) -> list[dict[str, str]]:
+def _scalesim(tmp: Path, cfg: Path, topo: Path, gemm: bool,
+              layout: Path | None = None) -> list[dict[str, str]]:
+    """scalesim's per-layer report rows; ``layout``: the layout file it also reads (default
+    the topology itself)."""
     from scalesim.scale_sim import scalesim
 
     sim = scalesim(save_disk_space=True, verbose=False, config=str(cfg), topology=str(topo),
-                   layout=str(topo), input_type_gemm=gemm)
+                   layout=str(layout or topo), input_type_gemm=gemm)
     sim.run_scale(top_path=str(tmp))
     run = next(p for p in tmp.iterdir() if p.is_dir())
     rows: dict[str, dict[str, str]] = {}

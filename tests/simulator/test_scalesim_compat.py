@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from simulator.scalesim_compat import (
@@ -20,6 +20,8 @@ from simulator.scalesim_compat import (
     conv_ifmap_unique_words,
     dense_cycles,
     dram_ofmap_writes,
+    nm_condensed_k,
+    nm_window_mask,
     prefetch_cycles,
     sram_accesses,
     total_cycles_incl_prefetch,
@@ -282,3 +284,58 @@ def test_golden_table(row):
     M, K, N, unique = _golden_geometry()[(row["network"], row["Layer"])]
     rows, cols = map(int, row["array"].split("x"))
     _check_row(row, M, K, N, rows, cols, row["dataflow"], (64, 64, 64), unique)
+
+
+# --------------------------------------------------------------------------------------------------
+# SCALE-Sim's layer-wise N:M: the window positions it keeps and the IFMAP addresses it reads
+def _scalesim_sparse_ifmap(h, w, r, s, c, stride, n, m) -> np.ndarray:
+    """SCALE-Sim's IFMAP operand matrix of a conv under layer-wise N:M, written out slowly from
+    ``operand_matrix.calc_ifmap_elem_addr`` and ``create_ifmap_matrix``: one row per output
+    pixel, one column per kept window position, -1 past the IFMAP edge."""
+    eh, ew = math.ceil((h - r + stride) / stride), math.ceil((w - s + stride) / stride)
+    rows = []
+    for oy in range(eh):
+        for ox in range(ew):
+            row = []
+            for j in range(r * s * c):
+                if j % m >= n:  # the pattern: the first n of every m window positions
+                    continue
+                cr, k = divmod(j, s * c)
+                cc, ch = divmod(k, c)
+                y, x = oy * stride + cr, ox * stride + cc
+                row.append((y * w + x) * c + ch if y < h and x < w else -1)
+            rows.append(row)
+    return np.array(rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 12), w=st.integers(1, 12), r=st.integers(1, 5), s=st.integers(1, 5),
+       c=st.integers(1, 9), stride=st.integers(1, 4), m=st.integers(2, 9), data=st.data())
+def test_sparse_conv_ifmap_addresses_match_slow_reference(h, w, r, s, c, stride, m, data):
+    assume(r <= h and s <= w)
+    n = data.draw(st.integers(1, m))
+    mat = _scalesim_sparse_ifmap(h, w, r, s, c, stride, n, m)
+    assert mat.shape[1] == nm_condensed_k(r * s * c, n, m)  # the filter's K' too
+    unique = len(set(mat[mat >= 0].tolist()))
+    assert conv_ifmap_unique_words(h, w, r, s, c, stride, (n, m)) == unique
+    if n == m:
+        assert unique == conv_ifmap_unique_words(h, w, r, s, c, stride)
+
+
+def test_condensed_k_against_scalesims_filter_matrix():
+    """K' and the kept positions against SCALE-Sim's own ``create_filter_matrix``."""
+    om = pytest.importorskip("scalesim.compute.operand_matrix")
+    for K, N, (n, m) in [(28, 12, (2, 4)), (5, 33, (3, 8)), (40, 16, (1, 4)), (9, 3, (3, 8)),
+                         (7, 2, (2, 4)), (30, 20, (1, 4))]:
+        mat = om.operand_matrix()
+        mat.config = type("C", (), {"sparsity_support": True,
+                                    "sparsity_optimized_mapping": False})()
+        mat.conv_window_size, mat.num_filters = K, N
+        mat.filter_rows, mat.filter_cols, mat.num_input_channels = 1, K, 1
+        mat.filter_offset = 10_000_000
+        mat.sparsity_ratio_N, mat.sparsity_ratio_M = n, m
+        mat.params_set_flag = True
+        assert mat.create_filter_matrix() == 0
+        assert mat.filter_addr_matrix.shape == (nm_condensed_k(K, n, m), N)
+        kept = np.flatnonzero(nm_window_mask(K, n, m))
+        assert (mat.filter_addr_matrix[:, 0] - 10_000_000 == kept).all()

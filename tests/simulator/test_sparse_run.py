@@ -152,3 +152,44 @@ def test_result_files_keep_every_digit(tmp_path):
         back = pd.read_csv(out / name)
         num = [c for c in df.columns if df[c].dtype.kind in "if"]
         assert np.array_equal(back[num].to_numpy(float), df[num].to_numpy(float)), name
+
+
+def test_a_replay_of_the_same_tiles_is_computed_once(tmp_path, monkeypatch):
+    """On an architecture without sparse features the steps' tiles equal the dense baseline's:
+    the engine replays them once (``engine.Replays``), and the results are those of replaying
+    every time. Another step's masks on a sparse architecture give other tiles: no copy."""
+    import simulator.engine as engine
+    import simulator.run as run
+
+    path = _trace(tmp_path, model="resnet20", method="swat", sparsity=0.8, steps=2)
+    made, calls = [], []
+    real_replays, real_sim = engine.Replays, engine.simulate_tiles
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real_sim(*a, **kw)
+
+    def recording():
+        made.append(real_replays())
+        return made[-1]
+
+    monkeypatch.setattr(engine, "simulate_tiles", counting)
+    monkeypatch.setattr(run, "simulate_tiles", counting)
+    monkeypatch.setattr(run, "Replays", recording)
+    dense = load_arch("scalesim-32")
+    got = simulate_trace(path, dense, "ws", memory="modeled", baseline_cache=None)
+    assert len(made) == 1 and made[0].hits == 2 and len(calls) == 1  # baseline + 2 steps
+
+    class Never(real_replays):  # the same runs, every replay computed
+        def simulate_tiles(self, *a, **kw):
+            self.key = None
+            return super().simulate_tiles(*a, **kw)
+
+    monkeypatch.setattr(run, "Replays", Never)
+    want = simulate_trace(path, dense, "ws", memory="modeled", baseline_cache=None)
+    assert len(calls) == 4
+    assert got.table.equals(want.table) and got.baseline.equals(want.baseline)
+    assert got.dram_timeline.equals(want.dram_timeline)
+    calls.clear()
+    simulate_trace(path, load_arch("tensordash"), "os", memory="modeled", baseline_cache=None)
+    assert len(calls) == 3  # sparse features: no memo, each step its own replay

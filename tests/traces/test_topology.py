@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from common.errors import TopologyError
 from traces.layers import Layer
-from traces.topology import Topology, read_topology, write_topology
+from traces.topology import Topology, per_channel, read_topology, write_topology
 
 CONV_HEADER = (
     "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, "
@@ -388,6 +388,14 @@ MALFORMED = [
     (f"{CONV_HEADER_SP}\nc,8,8,3,3,2,4,1,1.5:4,\n", None, "line 2, column 9", ["'1.5:4'"]),
     ("Layer Name, M, N, K, Sparsity,\ng,1,5,16,1,\n", None, "line 2, column 5 (Sparsity)",
      ["N:M"]),
+    (f"{CONV_HEADER_SP}\nc,8,8,3,3,2,4,1,5:4,\n", None, "line 2, column 9 (Sparsity)",
+     ["1 <= N <= M", "'5:4'"]),
+    (f"{CONV_HEADER_SP}\nc,8,8,3,3,2,4,1,²:4,\n", None, "line 2, column 9", ["'²:4'"]),
+    (f"{CONV_HEADER_SP}\nc,8,8,3,3,2,4,1,2:４,\n", None, "line 2, column 9", ["'2:４'"]),
+    (f"{CONV_HEADER_SP}\nc,8,8,3,3,2,4,1,{'1' * 5000}:4,\n", None, "line 2, column 9",
+     ["at most 6 digits"]),
+    ("Layer Name, M, N, K, Sparsity,\ng,1,5,16,2:1234567,\n", None,
+     "line 2, column 5 (Sparsity)", ["at most 6 digits"]),
     (f"{GEMM_HEADER}\ng,1,5,\n", None, "line 2", ["expected 4 fields", "got 3"]),
     (f"{GEMM_HEADER}\ng,1,5,0,\n", None, "line 2, column 4 (K)", ["'0'"]),
     (f"{GEMM_HEADER}\ng,1,five,16,\n", None, "line 2, column 3 (N)", ["'five'"]),
@@ -442,3 +450,27 @@ def test_a_layer_too_large_to_simulate_is_refused_when_read(tmp_path, text, need
     with pytest.raises(TopologyError, match="expected at most 2\\*\\*32") as err:
         read_topology(path)
     assert needle in str(err.value)
+
+
+def test_per_channel_is_scalesims_depthwise_split(tmp_path):
+    text = (f"{CONV_HEADER_SP}\ndw1DP,10,10,3,3,3,2,2,2:4,\nc1,8,8,3,3,2,4,1,\n"
+            "dw1DP,9,9,3,3,2,1,1,1:4,\ndw1DPChannel_1,6,6,3,3,1,1,1,\n")
+    topo = read_topology(_write(tmp_path / "dw.csv", text))
+    split = per_channel(topo)
+    names = [la.name for la in split.layers]
+    # SCALE-Sim's names (topology_utils.load_arrays_conv), a repeated one made unique as a
+    # duplicate row's is; every name containing DP is split, a split name too
+    assert names == ["dw1DPChannel_0", "dw1DPChannel_1", "dw1DPChannel_2", "c1",
+                     "dw1DPChannel_0#2", "dw1DPChannel_1#2", "dw1DPChannel_1Channel_0"]
+    assert split.nm_sparsity == ("2:4",) * 3 + (None, "1:4", "1:4", None)
+    first = split.layers[0]
+    # one channel, Num Filter filters, the row's geometry (input extended as for the grouped row)
+    assert (first.in_channels, first.out_channels, first.groups) == (1, 2, 1)
+    assert first.input_hw == topo.layers[0].input_hw and first.stride == (2, 2)
+    assert first.extra == topo.layers[0].extra
+    grouped = topo.layers[0]
+    assert sum(la.macs(1) for la in split.layers[:3]) == grouped.macs(1)
+    assert split.layers[4].extra["scalesim_name"] == "dw1DPChannel_0"
+    # GEMM rows are never split
+    gemm = read_topology(_write(tmp_path / "g.csv", "Layer, M, N, K,\nxDP,4,4,4,\n"))
+    assert per_channel(gemm) == gemm

@@ -1,0 +1,348 @@
+"""Benchmark: our DRAM timing model (``simulator/dram.py``) against DRAMsim3.
+
+The same request streams (streaming, strided, random, mixed read/write; one burst per request)
+go to our ``Dram`` in-process and to DRAMsim3 (University of Maryland, built beside the project,
+never part of it) through a small driver, ``dram_vs_outside_dramsim3.cc``, that reports each
+read's completion cycle. Two presets: ``tensordash`` (four DDR4-3200 channels) and ``stc-2to4``
+(an HBM2-like part, two pseudo-channels). Printed per stream and preset:
+
+* achieved bandwidth (GB/s): every request offered at time 0, bytes over the time the last read
+  is back (and, in DRAMsim3, the last write is taken by its write buffer: writes are posted);
+* mean read latency (ns) at a light load (requests offered evenly at ``--load`` of the preset's
+  peak), from the time a request is offered to the end of its data. The preset's fixed
+  controller + interconnect latency (``latency_cycles``) is left out of both: our model adds it
+  as a constant and DRAMsim3 has no such term.
+
+How DRAMsim3 is configured from a preset (``dramsim3_config``): the DRAMsim3 file of the same
+part (DDR4_8Gb_x8_3200.ini, HBM2_8Gb_x128.ini) with channels, banks (4 groups), page size, bus
+width and burst length set to give the preset's burst bytes and rows; tCK set so that one
+channel's peak is the preset's (bandwidth / channels); CL, tRCD and tRP set to the preset's
+tCL, tRCD, tRP in ns, rounded to DRAMsim3 cycles; DRAMsim3's other timings (tRAS, tRRD, tFAW,
+tCCD_L, tWTR, refresh, ...) kept in ns from its file (our model has none of them); address
+mapping ``rorababgcoch`` (channel in the lowest bits above the burst, then the column, then
+the bank with its group lowest, then the row): the same as ours (see ``simulator/dram.py``).
+DRAMsim3 runs twice: with tREFI beyond the run (no refresh, as in our model: the ratio is to
+this one) and with its refresh. ``--set KEY=CLOCKS`` overrides a DRAMsim3 timing, to show what a
+difference comes from (e.g. ``--set tCCD_L=4``).
+
+Build DRAMsim3 (outside this repository) and run:
+    git clone https://github.com/umd-memsys/DRAMsim3 && cd DRAMsim3
+    mkdir build && cd build && cmake .. && make            # libdramsim3.so lands in DRAMsim3/
+    python benchmarks/dram_vs_outside.py --dramsim3 PATH/TO/DRAMsim3
+The script compiles the driver with g++ against that checkout (into ``--work``, a temporary
+folder by default) or uses ``--driver`` if given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simulator.arch import load_arch
+from simulator.dram import Dram, DramTiming
+
+HERE = Path(__file__).resolve().parent
+DRIVER_SRC = HERE / "dram_vs_outside_dramsim3.cc"
+
+#: preset -> (the DRAMsim3 configuration file of that part, protocol, device width in bits)
+PARTS = {
+    "tensordash": ("DDR4_8Gb_x8_3200.ini", "DDR4", 8),
+    "stc-2to4": ("HBM2_8Gb_x128.ini", "HBM2", 64),
+}
+STREAMS = ("streaming", "strided", "random", "mixed r/w", "mixed r/w fine")
+#: DRAMsim3 timings that are set from the preset (the rest keep their ns)
+SET_TIMINGS = {"CL", "tRCD", "tRCDRD", "tRCDWR", "tRP", "tCK"}
+
+
+def fail(msg: str) -> None:
+    print(f"dram_vs_outside: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@dataclass(frozen=True)
+class Setting:
+    preset: str
+    timing: DramTiming  # our model, latency_cycles = 0
+    clock_ghz: float
+    tck_ns: float  # DRAMsim3 clock period
+    ini: str  # DRAMsim3 configuration text
+    notes: str
+
+
+def dramsim3_config(preset: str, dramsim3: Path, no_refresh: bool,
+                    overrides: dict[str, int] | None = None, mapping: str = "rorababgcoch"
+                    ) -> Setting:
+    """DRAMsim3's configuration for ``preset``'s DRAM (see the module docstring)."""
+    arch = load_arch(preset)
+    d = arch.dram
+    part, protocol, dev_bits = PARTS[preset]
+    src = dramsim3 / "configs" / part
+    if not src.is_file():
+        fail(f"{src}: not found (expected a DRAMsim3 checkout with its configs/)")
+    cfg = configparser.ConfigParser()
+    cfg.optionxform = str  # keep the keys' case
+    cfg.read(src)
+    old_tck = float(cfg["timing"]["tCK"])
+    if d.banks_per_channel % 4:
+        fail(f"{preset}: dram.banks_per_channel {d.banks_per_channel} is not 4 groups x n")
+    burst_bits = d.burst_bytes * 8
+    bus_bits = 64
+    bl = burst_bits // bus_bits
+    per_channel_gbps = d.bandwidth_gbps / d.channels
+    tck = d.burst_bytes / ((bl / 2) * per_channel_gbps)  # double data rate: bl/2 clocks
+    devices = bus_bits // dev_bits
+    page_per_device = d.row_buffer_bytes // devices
+    columns = page_per_device * 8 // dev_bits
+    if protocol == "HBM2":
+        columns //= 2  # DRAMsim3 doubles an HBM column (2n prefetch)
+    rows = int(cfg["dram_structure"]["rows"])
+    megs = page_per_device * (rows // 1024) // 1024 * d.banks_per_channel * devices
+    s = cfg["dram_structure"]
+    s["protocol"] = protocol
+    s["bankgroups"] = "4"
+    s["banks_per_group"] = str(d.banks_per_channel // 4)
+    s["columns"] = str(columns)
+    s["device_width"] = str(dev_bits)
+    s["BL"] = str(bl)
+    s.pop("num_dies", None)
+    t = cfg["timing"]
+    for key, value in list(t.items()):
+        if key not in SET_TIMINGS and key != "AL":
+            t[key] = str(max(1, round(int(value) * old_tck / tck)))
+    ns = 1.0 / arch.clock_ghz  # one accelerator cycle in ns
+    t["tCK"] = f"{tck:.6f}"
+    t["CL"] = str(round(d.tCL * ns / tck))
+    t["tRP"] = str(round(d.tRP * ns / tck))
+    for key in ("tRCD", "tRCDRD", "tRCDWR"):
+        if key in t:
+            t[key] = str(round(d.tRCD * ns / tck))
+    if no_refresh:
+        t["tREFI"] = str(2**30)
+        if "tREFIb" in t:
+            t["tREFIb"] = str(2**30)
+    if len(mapping) != 12 or sorted(mapping[i:i + 2] for i in range(0, 12, 2)) != \
+            ["ba", "bg", "ch", "co", "ra", "ro"]:
+        fail(f"--mapping {mapping!r}: expected the six fields ro ra bg ba co ch, each once "
+             "(DRAMsim3's address_mapping, most significant first)")
+    for key, value in (overrides or {}).items():
+        if key not in t:
+            fail(f"--set {key}: not a timing of {part}; expected one of {list(t)}")
+        t[key] = str(value)
+    y = cfg["system"]
+    y["channels"] = str(d.channels)
+    y["channel_size"] = str(megs)
+    y["bus_width"] = str(bus_bits)
+    y["address_mapping"] = mapping
+    y["row_buf_policy"] = "OPEN_PAGE"
+    cfg["other"]["output_level"] = "0"
+    cfg["other"]["epoch_period"] = str(2**31)
+    lines = []
+    for section in cfg.sections():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {v}" for k, v in cfg[section].items()]
+        lines.append("")
+    timing = DramTiming(
+        channels=d.channels, bytes_per_cycle=d.bytes_per_cycle(arch.clock_ghz),
+        latency_cycles=0, banks_per_channel=d.banks_per_channel,
+        row_buffer_bytes=d.row_buffer_bytes, burst_bytes=d.burst_bytes,
+        tRCD=d.tRCD, tCL=d.tCL, tRP=d.tRP,
+    )
+    notes = (f"{protocol} {part}: tCK {tck:.3f} ns, BL{bl} x {bus_bits} bit, "
+             f"CL-tRCD-tRP {t['CL']}-{t.get('tRCD', t.get('tRCDRD'))}-{t['tRP']} clocks, "
+             f"{d.channels} ch x {d.banks_per_channel} banks, {d.row_buffer_bytes} B rows")
+    return Setting(preset, timing, arch.clock_ghz, tck, "\n".join(lines), notes)
+
+
+def make_stream(kind: str, timing: DramTiming, n: int, seed: int = 1
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``(addresses, is_write)`` of ``n`` one-burst requests."""
+    bb = timing.burst_bytes
+    i = np.arange(n, dtype=np.int64)
+    writes = np.zeros(n, dtype=bool)
+    if kind == "streaming":
+        addr = i * bb
+    elif kind == "strided":
+        # a column walk of a row-major matrix whose rows are one DRAM row per channel plus a
+        # burst apart: every request opens a new row, in the next bank and the next channel
+        addr = i * (timing.row_buffer_bytes * timing.channels + bb)
+    elif kind == "random":
+        rng = np.random.default_rng(seed)
+        addr = rng.choice(1 << 22, size=n, replace=False).astype(np.int64) * bb  # 128-256 MiB
+    elif kind in ("mixed r/w", "mixed r/w fine"):
+        # a tile's traffic: two regions read (A, B), one written (C), 64 MiB apart (the same
+        # bank, other rows); "mixed r/w" in runs of 32 bursts (A, B, C, A, ...), as the
+        # engine's DMA moves whole runs, "fine" one burst of each in turn
+        region = 1 << 26
+        run = 32 if kind == "mixed r/w" else 1
+        which = (i // run) % 3
+        k = (i // (3 * run)) * run + i % run
+        addr = which * region + k * bb
+        writes = which == 2
+    else:
+        raise ValueError(kind)
+    return addr, writes
+
+
+def run_ours(s: Setting, addr: np.ndarray, writes: np.ndarray, offered_ns: np.ndarray
+             ) -> tuple[float, float]:
+    """(achieved GB/s over the whole stream, mean read latency ns) of our model."""
+    dram = Dram(s.timing)
+    bb = s.timing.burst_bytes
+    ns_per_cycle = 1.0 / s.clock_ghz
+    done = np.empty(len(addr))
+    for k in range(len(addr)):
+        now = offered_ns[k] * s.clock_ghz
+        r = dram.transfer(now, int(addr[k]), bb, write=bool(writes[k]))
+        done[k] = r.finish * ns_per_cycle
+    lat = (done - offered_ns)[~writes]
+    return len(addr) * bb / done.max(), float(lat.mean())
+
+
+def run_dramsim3(s: Setting, driver: Path, work: Path, addr: np.ndarray, writes: np.ndarray,
+                 offered_ns: np.ndarray) -> tuple[float, float]:
+    """The same with DRAMsim3 (offer times rounded to its clock; ours uses the same times)."""
+    ini = work / f"{s.preset}.ini"
+    ini.write_text(s.ini)
+    trace = work / "trace.txt"
+    cyc = np.rint(offered_ns / s.tck_ns).astype(np.int64)
+    with trace.open("w") as f:
+        for c, a, w in zip(cyc.tolist(), addr.tolist(), writes.tolist(), strict=True):
+            f.write(f"{c} {a:x} {'W' if w else 'R'}\n")
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    p = subprocess.run([str(driver), str(ini), str(trace), str(out)], capture_output=True,
+                       text=True)
+    if p.returncode:
+        fail(f"{driver} failed on {s.preset}:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+    done = np.zeros(len(addr))
+    end = None
+    for line in p.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("R", "W"):
+            done[int(parts[1])] = int(parts[2])
+        elif parts and parts[0] == "END":
+            end = int(parts[1])
+    if end is None:
+        fail(f"{driver}: no END line in its output")
+    lat = (done * s.tck_ns - cyc * s.tck_ns)[~writes]
+    return len(addr) * s.timing.burst_bytes / (end * s.tck_ns), float(lat.mean())
+
+
+def controller_pipeline(s: Setting, driver: Path, work: Path) -> float:
+    """ns DRAMsim3 adds to one read on an idle channel beyond tRCD + CL + the burst."""
+    addr = np.array([0], dtype=np.int64)
+    offered = np.array([100 * s.tck_ns])
+    bw, lat = run_dramsim3(s, driver, work, addr, np.zeros(1, dtype=bool), offered)
+    ns = 1.0 / s.clock_ghz
+    return lat - (s.timing.tRCD + s.timing.tCL) * ns - s.timing.burst_cycles * ns
+
+
+def build_driver(dramsim3: Path, work: Path) -> Path:
+    lib = dramsim3 / "libdramsim3.so"
+    if not lib.is_file():
+        fail(f"{lib}: not found. Build DRAMsim3 first: cd {dramsim3} && mkdir -p build && "
+             "cd build && cmake .. && make (see this script's docstring)")
+    gxx = shutil.which("g++")
+    if gxx is None:
+        fail("g++ not found: needed to compile the DRAMsim3 driver (or pass --driver)")
+    exe = work / "dramsim3_stream"
+    cmd = [gxx, "-O2", "-std=c++11", f"-I{dramsim3 / 'src'}", f"-I{dramsim3 / 'ext/headers'}",
+           f"-I{dramsim3 / 'ext/fmt/include'}", "-DFMT_HEADER_ONLY=1", str(DRIVER_SRC),
+           f"-L{dramsim3}", f"-Wl,-rpath,{dramsim3}", "-ldramsim3", "-o", str(exe)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        fail(f"compiling {DRIVER_SRC.name} failed:\n{p.stderr[-3000:]}")
+    return exe
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dramsim3", type=Path, required=True,
+                    help="a DRAMsim3 checkout, built (libdramsim3.so at its root)")
+    ap.add_argument("--driver", type=Path, help="an already compiled driver (default: compile)")
+    ap.add_argument("--work", type=Path, help="folder for the configs, traces and the driver")
+    ap.add_argument("--requests", type=int, default=20000, help="requests per stream")
+    ap.add_argument("--load", type=float, default=0.1,
+                    help="offered load of the latency runs, fraction of the peak")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=CLOCKS",
+                    help="override one DRAMsim3 timing (e.g. tCCD_L=4), to test a difference")
+    ap.add_argument("--presets", default=",".join(PARTS), help="comma-separated presets")
+    ap.add_argument("--mapping", default="rorababgcoch",
+                    help="DRAMsim3's address mapping (default: ours); e.g. rorabacobgch puts the "
+                         "bank group right above the channel, as DDR4 controllers interleave")
+    args = ap.parse_args(argv)
+    if not args.dramsim3.is_dir():
+        fail(f"--dramsim3 {args.dramsim3}: not a folder. Clone and build DRAMsim3 beside the "
+             "project (see this script's docstring)")
+    if args.requests < 100:
+        fail(f"--requests: expected >= 100, got {args.requests}")
+    if not 0 < args.load <= 1:
+        fail(f"--load: expected a fraction in (0, 1], got {args.load}")
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not value.isdigit():
+            fail(f"--set {item!r}: expected KEY=CLOCKS, e.g. tCCD_L=4")
+        overrides[key] = int(value)
+    presets = [p for p in args.presets.split(",") if p]
+    for p in presets:
+        if p not in PARTS:
+            fail(f"--presets: {p!r} has no DRAMsim3 part here; expected some of {list(PARTS)}")
+    # both DRAMsim3 configurations of every preset, before any output (they check the input)
+    settings = {p: (dramsim3_config(p, args.dramsim3, True, overrides, args.mapping),
+                    dramsim3_config(p, args.dramsim3, False, overrides, args.mapping))
+                for p in presets}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        if args.driver is not None:
+            if not args.driver.is_file():
+                fail(f"--driver {args.driver}: not found")
+            driver = args.driver
+        else:
+            driver = build_driver(args.dramsim3.resolve(), work)
+        print(f"{args.requests} one-burst requests per stream; bandwidth: all offered at 0; "
+              f"latency: offered evenly at {args.load:.0%} of the peak, DRAM only "
+              f"(latency_cycles left out); DRAMsim3 timings set: {overrides or 'none'}")
+        rows = []
+        for preset in presets:
+            s, sr = settings[preset]
+            pipe = controller_pipeline(s, driver, work)
+            print(f"  {preset}: {s.notes}; DRAMsim3's controller adds {pipe:.2f} ns to an "
+                  f"isolated read (ratio*: DRAMsim3's latency less that)")
+            peak = s.timing.bytes_per_cycle * s.clock_ghz  # GB/s
+            for kind in STREAMS:
+                addr, writes = make_stream(kind, s.timing, args.requests)
+                zero = np.zeros(len(addr))
+                gap = s.timing.burst_bytes / (peak * args.load)
+                spaced = np.rint(np.arange(len(addr)) * gap / s.tck_ns) * s.tck_ns
+                bw_o, _ = run_ours(s, addr, writes, zero)
+                bw_d, _ = run_dramsim3(s, driver, work, addr, writes, zero)
+                bw_r, _ = run_dramsim3(sr, driver, work, addr, writes, zero)
+                _, lat_o = run_ours(s, addr, writes, spaced)
+                _, lat_d = run_dramsim3(s, driver, work, addr, writes, spaced)
+                _, lat_r = run_dramsim3(sr, driver, work, addr, writes, spaced)
+                rows.append((preset, kind, bw_o, bw_d, bw_r, lat_o, lat_d, lat_d - pipe, lat_r))
+    print()
+    print("GB/s and ns; ratio = ours / DRAMsim3 without refresh (our model has none); "
+          "'+ref': DRAMsim3 with its refresh")
+    print("| preset | stream | BW ours | BW DRAMsim3 | ratio | BW +ref | "
+          "latency ours | latency DRAMsim3 | ratio | ratio* | latency +ref |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for preset, kind, bw_o, bw_d, bw_r, lat_o, lat_d, lat_p, lat_r in rows:
+        print(f"| {preset} | {kind} | {bw_o:.1f} | {bw_d:.1f} | {bw_o / bw_d:.2f} | "
+              f"{bw_r:.1f} | {lat_o:.1f} | {lat_d:.1f} | {lat_o / lat_d:.2f} | "
+              f"{lat_o / lat_p:.2f} | {lat_r:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
