@@ -8,9 +8,9 @@ Figures to reach (issue "Sparse engine"):
 
 3. With ``--against REV``: the same ``sparsesim simulate`` command timed alternately on this
    checkout and on REV (a git worktree made for the run), ``--repeat`` times each; prints the
-   median wall times, the peak RSS and their ratios (this / REV), measured in one run on one
-   machine. Every run starts from an empty dense-baseline cache, or with ``--warm`` from one
-   that holds it.
+   median wall times, the median CPU times (user + system), the peak RSS and their ratios
+   (this / REV), measured in one run on one machine. Every run starts from an empty
+   dense-baseline cache, or with ``--warm`` from one that holds it.
 
 Run:  python benchmarks/bench_sparse.py [--against REV [--repeat 3] [--warm]]
 """
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dataflows import kernels as kx
+from traces.format import PackedMask
 
 
 def _best(fn, repeat: int) -> float:
@@ -46,17 +47,18 @@ def kernel_rates(repeat: int = 5) -> list[tuple[str, float]]:
     rng = np.random.default_rng(0)
     # a ResNet-50 layer1 3x3 conv at batch 8, 90 % sparse activations: im2col A is 25088 x 576
     # bits; its transpose (the bwd_weight B operand) 576 x 25088
-    fmap = rng.random((8, 64, 56, 56)) < 0.1
+    # the feature map as the trace packs it, repacked once into the kernels' words
+    fmap = kx.Bits.of(PackedMask.from_bool(rng.random((8, 64, 56, 56)) < 0.1)).words
+    view = (64, 56, 56, 0, 8, 0, 64, 0, 0)  # C, H, W; images 0..8, channels 0..64, no crop
     geo = (3, 3, 1, 1, 1, 1, 1, 1, 56, 56)
-    small = np.ascontiguousarray(fmap[:1, :, :8, :8])  # compile, with the same array layout
-    kx.im2col_rows(small, 0, 64, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
-    kx.im2col_cols(small, 0, 64, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
+    kx.im2col_rows(fmap, 64, 56, 56, 0, 1, 0, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)  # compile
+    kx.im2col_cols(fmap, 64, 56, 56, 0, 1, 0, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
     bits = 8 * 56 * 56 * 576
-    a = kx.im2col_rows(fmap, 0, 64, *geo)
+    a = kx.im2col_rows(fmap, *view, *geo)
     out = [("im2col packing, rows (bits/s)",
-            bits / _best(lambda: kx.im2col_rows(fmap, 0, 64, *geo), repeat)),
+            bits / _best(lambda: kx.im2col_rows(fmap, *view, *geo), repeat)),
            ("im2col packing, columns (bits/s)",
-            bits / _best(lambda: kx.im2col_cols(fmap, 0, 64, *geo), repeat))]
+            bits / _best(lambda: kx.im2col_cols(fmap, *view, *geo), repeat))]
     kx.col_popcounts(a[:4], 576)
     out.append(("per-k popcounts (bits/s)", bits / _best(lambda: kx.col_popcounts(a, 576),
                                                          repeat)))
@@ -79,10 +81,11 @@ def make_trace(work: Path) -> Path:
 
 
 def step_run(trace: Path, out: Path, cwd: Path | None = None,
-             cache: Path | None = None) -> tuple[float, str, float]:
+             cache: Path | None = None) -> tuple[float, str, float, float]:
     """Wall seconds of the whole ``sparsesim simulate`` command (run from ``cwd``, whose
     packages it then imports, with its dense-baseline cache in ``cache``: None, a fresh one),
-    the speedup line it printed and its peak RSS (MiB)."""
+    the speedup line it printed, its peak RSS (MiB) and its CPU seconds (user + system: less
+    swayed than the wall time by other processes on the cores)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as fresh:
         env = {**os.environ, "SPARSESIM_CACHE_DIR": str(cache or fresh)}
@@ -98,12 +101,12 @@ def step_run(trace: Path, out: Path, cwd: Path | None = None,
     if proc.returncode:
         raise SystemExit(f"simulate failed ({proc.returncode}):\n{text}")
     speed = next(line for line in text.splitlines() if "speedup" in line).strip()
-    return wall, speed, usage.ru_maxrss / 1024  # Linux: KiB
+    return wall, speed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
 
 
 def step_time(trace: Path, out: Path, cwd: Path | None = None) -> tuple[float, str]:
     """``step_run`` without the memory figure."""
-    wall, speed, _ = step_run(trace, out, cwd)
+    wall, speed, _, _ = step_run(trace, out, cwd)
     return wall, speed
 
 
@@ -120,28 +123,31 @@ def against(rev: str, repeat: int, warm: bool) -> int:
                         rev], check=True)
         try:
             times: dict[str, list[float]] = {"this": [], rev: []}
+            cpus: dict[str, list[float]] = {"this": [], rev: []}
             rss: dict[str, list[float]] = {"this": [], rev: []}
             caches = {"this": work / "cache-this", rev: work / "cache-rev"}
             for name, cwd in (("this", root), (rev, other)):  # warm-up: numba compiles and
                 step_run(trace, work / "res", cwd, caches[name])  # caches the kernels
             for _ in range(repeat):
                 for name, cwd in (("this", root), (rev, other)):
-                    wall, _, mib = step_run(trace, work / "res", cwd,
-                                            caches[name] if warm else None)
+                    wall, _, mib, cpu = step_run(trace, work / "res", cwd,
+                                                 caches[name] if warm else None)
                     times[name].append(wall)
+                    cpus[name].append(cpu)
                     rss[name].append(mib)
         finally:
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force",
                             str(other)], check=False)
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
     print(f"ResNet-50 SWAT 90 % step (batch 32), tensordash, modeled memory, "
           f"{'warm' if warm else 'cold'} baseline cache; {repeat} runs each, alternating; load "
           f"average {os.getloadavg()[0]:.2f}")
     for k, v in times.items():
         print(f"  {k:<12} median {med[k]:6.1f} s   runs " + " ".join(f"{x:.1f}" for x in v)
-              + f"   peak RSS {max(rss[k]):.0f} MiB")
-    print(f"  ratio this / {rev}: time {med['this'] / med[rev]:.2f}, peak RSS "
-          f"{max(rss['this']) / max(rss[rev]):.2f}")
+              + f"   CPU median {cpu[k]:6.1f} s   peak RSS {max(rss[k]):.0f} MiB")
+    print(f"  ratio this / {rev}: time {med['this'] / med[rev]:.2f}, CPU time "
+          f"{cpu['this'] / cpu[rev]:.2f}, peak RSS {max(rss['this']) / max(rss[rev]):.2f}")
     return 0
 
 

@@ -1,8 +1,11 @@
 """numba kernels of the sparse work model: bit-packed operand streams and the lane scheduler.
 
 A GEMM operand is held as a bit matrix packed along K: ``A`` as (M rows × K bits) and ``B`` as
-``Bᵀ`` (N rows × K bits), bit k of a row in word k // 64, bit k % 64 (little-endian). im2col is
-done here, from the feature-map mask, without building the expanded matrix first.
+``Bᵀ`` (N rows × K bits), bit k of a row in word k // 64, bit k % 64 (little-endian). The
+operands are built here from the trace's packed masks (``Bits``: a tensor's C-order bits in
+words of the same order, repacked from the trace's bytes by ``trace_words``): im2col windows
+(``im2col_cols``, ``gather_cols``), strided runs (``runs_rows``) and bit transposes
+(``transpose_bits``), never through a bool array of the tensor or of the expanded matrix.
 
 The scheduler (``schedule``) times one *stream*: T steps of L lanes (a PE's L multipliers), with
 a bit set where the pair is effectual. Each cycle every lane takes at most one pending element,
@@ -21,9 +24,14 @@ Serial ``@njit(cache=True)`` kernels, one per access pattern.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from common.jit import njit
+from traces.format import PackedMask
 
 _U1 = np.uint64(1)
 _Z = np.uint64(0)
@@ -387,54 +395,70 @@ def transpose_bits(pack, nbits):
 
 
 @njit(cache=True)
-def _pack_fmap_phases(fmap, c0, cpg, sw, pw, nq):
-    """Each (n, c, y) row of the group's channels as ``sw`` bit rows, one per phase p: bit q of
+def _put_bits(row, k, v, cnt):
+    """OR the ``cnt`` (<= 64) bits ``v`` into a packed row at bit ``k``."""
+    w = k >> 6
+    off = k & 63
+    row[w] |= v << np.uint64(off)
+    if off + cnt > 64:
+        row[w + 1] |= v >> np.uint64(64 - off)
+
+
+@njit(cache=True)
+def _phase_rows(src, C, H, W, n0, nimg, c0, cpg, y0, x0, sw, pw, nq):
+    """Each (n, c, y) row of the view ``fmap[n0:n0+nimg, c0:c0+cpg, y0:, x0:]`` of a packed
+    (N, C, H, W) tensor (``src``: its words) as ``sw`` bit rows, one per phase p: bit q of
     phase p is x = q·sw + p − pw (left padding at non-negative positions, zero), so that a
-    strided window column is a run of consecutive bits: (N, cpg, H, sw, words) uint64."""
-    N, _, H, Wd = fmap.shape
+    strided window column is a run of consecutive bits: (nimg, cpg, H − y0, sw, words) uint64.
+    The row is read 64 bits at a time: a stride-1 row is the run itself moved by ``pw``; a
+    strided one sends each set bit x to phase (x + pw) % sw, bit (x + pw) // sw."""
+    hv, wv = max(0, H - y0), max(0, W - x0)
     words = (nq + 63) // 64 + 1  # one spare zero word: a run may be read past the row
-    out = np.zeros((N, cpg, H, sw, words), dtype=np.uint64)
-    for n in range(N):
+    out = np.zeros((nimg, cpg, hv, sw, words), dtype=np.uint64)
+    for n in range(nimg):
         for c in range(cpg):
-            for y in range(H):
-                src = fmap[n, c0 + c, y]
-                for p in range(sw):
-                    q = (pw - p + sw - 1) // sw if pw > p else 0  # the first q inside the row
-                    x = q * sw + p - pw
-                    acc = _Z
-                    while x < Wd:  # fill a word in a register, store it when full
-                        acc |= np.uint64(src[x]) << np.uint64(q & 63)
-                        q += 1
-                        x += sw
-                        if q & 63 == 0:
-                            out[n, c, y, p, (q >> 6) - 1] |= acc
-                            acc = _Z
-                    if acc != 0:
-                        out[n, c, y, p, q >> 6] |= acc
+            for y in range(hv):
+                start = (((n0 + n) * C + c0 + c) * H + y0 + y) * W + x0
+                t = 0
+                while t < wv:
+                    cnt = min(64, wv - t)
+                    v = extract_bits(src, start + t, cnt)
+                    if v != 0 and sw == 1:
+                        _put_bits(out[n, c, y, 0], t + pw, v, cnt)
+                    while v != 0 and sw > 1:
+                        low = v & (~v + _U1)
+                        x = t + popcount64(low - _U1) + pw
+                        q = x // sw
+                        out[n, c, y, x % sw, q >> 6] |= _U1 << np.uint64(q & 63)
+                        v ^= low
+                    t += cnt
     return out
 
 
 @njit(cache=True)
-def im2col_cols(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
-    """Pack the transposed im2col matrix of group channels c0 .. c0+cpg of ``fmap`` (N, C, H, W
-    bool): rows (c, i, j), bits (n, oh, ow) — the bwd_weight B operand (as Bᵀ). Padding is zero.
+def im2col_cols(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho,
+                wo):
+    """Pack the transposed im2col matrix of the view ``fmap[n0:n0+nimg, c0:c0+cpg, y0:, x0:]``
+    of a packed (N, C, H, W) feature map (``src``: its words): rows (c, i, j), bits (n, oh,
+    ow) — the bwd_weight B operand (as Bᵀ). Padding and windows past the map read zeros.
     Along ow a window column reads x = ow·sw + j·dw − pw: consecutive bits of one phase of the
     phase-split feature-map row, moved up to 64 at a time."""
-    N, _, H, Wd = fmap.shape
-    Kb = N * ho * wo
-    out = np.zeros((cpg * kh * kw, (Kb + 63) // 64), dtype=np.uint64)
-    nq = (Wd + 2 * pw + sw - 1) // sw
-    rowsb = _pack_fmap_phases(fmap, c0, cpg, sw, pw, nq)
+    hv = max(0, H - y0)
+    Kb = nimg * ho * wo
+    out = np.zeros((cpg * kh * kw, max(1, (Kb + 63) // 64)), dtype=np.uint64)
+    # phase bits a window may read: the map with its padding, or past it
+    nq = max((max(0, W - x0) + 2 * pw + sw - 1) // sw, ((kw - 1) * dw) // sw + wo)
+    rowsb = _phase_rows(src, C, H, W, n0, nimg, c0, cpg, y0, x0, sw, pw, nq)
     for c in range(cpg):
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
                 p = (j * dw) % sw
                 q0 = (j * dw) // sw
-                for n in range(N):
+                for n in range(nimg):
                     for oh in range(ho):
                         y = oh * sh - ph + i * dh
-                        if y < 0 or y >= H:
+                        if y < 0 or y >= hv:
                             continue
                         base = (n * ho + oh) * wo
                         t = 0
@@ -448,22 +472,229 @@ def im2col_cols(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
                             if cnt < 64:
                                 v &= (_U1 << np.uint64(cnt)) - _U1
                             if v != 0:
-                                k = base + t
-                                w0 = k >> 6
-                                off = k & 63
-                                out[r, w0] |= v << np.uint64(off)
-                                if off + cnt > 64:
-                                    out[r, w0 + 1] |= v >> np.uint64(64 - off)
+                                _put_bits(out[r], base + t, v, cnt)
                             t += cnt
     return out
 
 
 @njit(cache=True)
-def im2col_rows(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
-    """Pack the im2col matrix of group channels c0 .. c0+cpg of ``fmap`` (N, C, H, W bool):
-    rows (n, oh, ow), bits (c, i, j) — the fwd A operand; the bit transpose of ``im2col_cols``."""
-    cols = im2col_cols(fmap, c0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
-    return transpose_bits(cols, fmap.shape[0] * ho * wo)
+def im2col_rows(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho,
+                wo):
+    """Pack the im2col matrix of the same view as ``im2col_cols``: rows (n, oh, ow), bits
+    (c, i, j) — the fwd A operand; the bit transpose of ``im2col_cols``."""
+    cols = im2col_cols(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw,
+                       ho, wo)
+    return transpose_bits(cols, nimg * ho * wo)
+
+
+@njit(cache=True)
+def gather_cols(src, C, H, W, n0, nimg, c0, cc, iy, ix):
+    """Windows of any index map over the view ``fmap[n0:n0+nimg, c0:c0+cc]`` of a packed (N, C,
+    H, W) tensor: rows (c, i, j), bits (n, p, q), bit set where ``fmap[n, c, iy[p, i],
+    ix[q, j]]`` is (an index −1 reads a zero: padding or an inserted zero). One bit at a time:
+    for the maps the strided ``im2col_cols`` does not cover (a dilated transposed convolution,
+    the zero-inserted gradient of a strided one)."""
+    P, kh = iy.shape
+    Q, kw = ix.shape
+    Kb = nimg * P * Q
+    out = np.zeros((cc * kh * kw, max(1, (Kb + 63) // 64)), dtype=np.uint64)
+    for c in range(cc):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                for n in range(nimg):
+                    base = ((n0 + n) * C + c0 + c) * H * W
+                    for p in range(P):
+                        y = iy[p, i]
+                        if y < 0:
+                            continue
+                        for q in range(Q):
+                            x = ix[q, j]
+                            if x < 0:
+                                continue
+                            pos = base + y * W + x
+                            if (src[pos >> 6] >> np.uint64(pos & 63)) & _U1:
+                                k = (n * P + p) * Q + q
+                                out[r, k >> 6] |= _U1 << np.uint64(k & 63)
+    return out
+
+
+@njit(cache=True)
+def runs_rows(src, base, stride, nseg, seglen, ostride, kout):
+    """Rows of ``kout`` bits from runs of a packed bit stream (``src``: words): row r holds, at
+    bits s·``ostride`` .. s·``ostride`` + ``seglen``, the bits ``base[r]`` + s·``stride`` ..
+    + ``seglen`` of ``src`` for s < ``nseg``; the rest is zero, a row whose base is −1 all
+    zero. Any strided view of a packed tensor whose innermost dimension is a run (or a run of
+    one bit) is one call; moved up to 64 bits at a time. (rows, ceil(kout / 64)) uint64."""
+    R = base.shape[0]
+    out = np.zeros((R, max(1, (kout + 63) >> 6)), dtype=np.uint64)
+    for r in range(R):
+        b0 = base[r]
+        if b0 < 0:
+            continue
+        for s in range(nseg):
+            pos = b0 + s * stride
+            o = s * ostride
+            t = 0
+            while t < seglen:
+                cnt = min(64, seglen - t)
+                v = extract_bits(src, pos + t, cnt)
+                if v != 0:
+                    _put_bits(out[r], o + t, v, cnt)
+                t += cnt
+    return out
+
+
+@njit(cache=True)
+def runs_popcount(src, start, stride, nseg, seglen):
+    """Set bits in the runs ``start`` + s·``stride`` .. + ``seglen`` (s < ``nseg``) of a
+    packed bit stream."""
+    c = 0
+    for s in range(nseg):
+        pos = start + s * stride
+        t = 0
+        while t < seglen:
+            cnt = min(64, seglen - t)
+            c += popcount64(extract_bits(src, pos + t, cnt))
+            t += cnt
+    return c
+
+
+@njit(cache=True)
+def select_bits(pack, rows, cols, nrows, kout):
+    """Rows ``rows`` of a packed matrix with its bits at ``cols`` (in that order), in a matrix
+    of ``nrows`` × ``kout`` bits, zero past them: the kept rows and k's of a reduced GEMM."""
+    out = np.zeros((nrows, max(1, (kout + 63) >> 6)), dtype=np.uint64)
+    for i in range(rows.shape[0]):
+        src = pack[rows[i]]
+        for t in range(cols.shape[0]):
+            k = cols[t]
+            if (src[k >> 6] >> np.uint64(k & 63)) & _U1:
+                out[i, t >> 6] |= _U1 << np.uint64(t & 63)
+    return out
+
+
+@njit(cache=True)
+def set_positions(pack, per):
+    """Per row of a packed matrix whose rows each hold ``per`` set bits: their positions in
+    increasing order, (rows, per) int64."""
+    out = np.zeros((pack.shape[0], per), dtype=np.int64)
+    for r in range(pack.shape[0]):
+        c = 0
+        for w in range(pack.shape[1]):
+            v = pack[r, w]
+            while v != 0 and c < per:
+                low = v & (~v + _U1)
+                out[r, c] = (w << 6) + popcount64(low - _U1)
+                c += 1
+                v ^= low
+    return out
+
+
+@njit(cache=True)
+def nm_slot_map(pack, K, n, m, width):
+    """The slots of an N:M-condensed operand (a packed matrix, K bits a row): per row, the k of
+    each of the n slots of every group of m consecutive k's (the group's set bits in order),
+    −1 for an empty slot; (True, (rows, width) int64), or (False, ...) where a group holds more
+    than n set bits."""
+    out = np.full((pack.shape[0], width), -1, dtype=np.int64)
+    for r in range(pack.shape[0]):
+        grp = -1
+        cnt = 0
+        for w in range(pack.shape[1]):
+            v = pack[r, w]
+            while v != 0:
+                low = v & (~v + _U1)
+                k = (w << 6) + popcount64(low - _U1)
+                v ^= low
+                if k >= K:
+                    break
+                if k // m != grp:
+                    grp = k // m
+                    cnt = 0
+                if cnt >= n:
+                    return False, out
+                out[r, grp * n + cnt] = k
+                cnt += 1
+    return True, out
+
+
+@njit(cache=True)
+def filled_slots(slots):
+    """A slot map (columns × K' int64, −1 empty, −2 padding) packed along K': bit s of row j
+    set where slot s holds a weight."""
+    R, ks = slots.shape
+    out = np.zeros((R, max(1, (ks + 63) >> 6)), dtype=np.uint64)
+    for r in range(R):
+        for t in range(ks):
+            if slots[r, t] >= 0:
+                out[r, t >> 6] |= _U1 << np.uint64(t & 63)
+    return out
+
+
+@njit(cache=True)
+def trace_words(bits, nbits):
+    """The words of ``nbits`` bits stored as ``numpy.packbits`` bytes (the trace format: bit i
+    is bit 7 − i % 8 of byte i // 8) in the kernels' order (bit i is bit i % 64 of word
+    i // 64): eight bytes to a word, the bits of each byte reversed in place. Nothing is
+    unpacked; bits past ``nbits`` are cleared."""
+    nw = max(1, (nbits + 63) >> 6)
+    out = np.zeros(nw, dtype=np.uint64)
+    nb = min(bits.shape[0], (nbits + 7) >> 3)
+    m1 = np.uint64(0x5555555555555555)
+    m2 = np.uint64(0x3333333333333333)
+    m4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+    for w in range(nw):
+        v = _Z
+        for b in range(min(8, nb - 8 * w)):
+            v |= np.uint64(bits[8 * w + b]) << np.uint64(8 * b)
+        v = ((v >> np.uint64(1)) & m1) | ((v & m1) << np.uint64(1))
+        v = ((v >> np.uint64(2)) & m2) | ((v & m2) << np.uint64(2))
+        v = ((v >> np.uint64(4)) & m4) | ((v & m4) << np.uint64(4))
+        out[w] = v
+    tail = nbits & 63
+    if tail:
+        out[nw - 1] &= (_U1 << np.uint64(tail)) - _U1
+    return out
+
+
+@dataclass(frozen=True)
+class Bits:
+    """A boolean tensor held packed: its ``shape`` and its C-order bits as ``words`` (bit i is
+    bit i % 64 of word i // 64), what the operand builders read. From the trace's packed
+    masks (``traces.format.PackedMask``) by ``trace_words``, never through a bool array."""
+
+    shape: tuple[int, ...]
+    words: np.ndarray
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @staticmethod
+    def of(mask: Any) -> Bits | None:
+        """``mask`` as ``Bits``: a ``PackedMask`` (repacked word by word), a bool array
+        (packed; for callers that hold one) or ``Bits``; None stays None (dense)."""
+        if mask is None or isinstance(mask, Bits):
+            return mask
+        if isinstance(mask, PackedMask):
+            return Bits(tuple(mask.shape), trace_words(mask.bits, mask.numel))
+        m = np.ascontiguousarray(mask, dtype=bool)
+        b = np.packbits(m.reshape(-1), bitorder="little")
+        buf = np.zeros(max(1, -(-b.size // 8)) * 8, dtype=np.uint8)
+        buf[: b.size] = b
+        return Bits(tuple(int(s) for s in m.shape), buf.view("<u8").astype(np.uint64))
+
+    @staticmethod
+    def ones(shape: tuple[int, ...]) -> Bits:
+        """An all-ones tensor (a dense operand held as ones)."""
+        n = math.prod(shape)
+        words = np.full(max(1, -(-n // 64)), np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+        if n % 64:
+            words[-1] = np.uint64((1 << (n % 64)) - 1)
+        if n == 0:
+            words[:] = 0
+        return Bits(tuple(int(s) for s in shape), words)
 
 
 def pack_rows(mask2d: np.ndarray) -> np.ndarray:

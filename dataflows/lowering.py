@@ -24,9 +24,11 @@
     every image is a GEMM of its own, run one after another (counted as groups: a layer with g
     groups at batch n runs n·g GEMMs), which implies ``bwd_weight: per_image``.
 
-The default lowering is ``dataflows.gemm.lower`` with the packed operands of
-``dataflows.sparse.pack_operands``; any other builds the operands here with numpy from the
-layer-shaped masks.
+The operands of every lowering, the default one included (``dataflows.gemm.lower``'s GEMM), are
+built here from the masks as the trace packs them (``kernels.Bits``): each is a strided view of a
+packed tensor (``kernels.runs_rows``), im2col windows (``kernels.im2col_cols``; any other index
+map, ``kernels.gather_cols``), a permutation of packed rows (``_ci_rows``: the K order) or a bit
+transpose. No bool array of a tensor or of a GEMM operand is made.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 from common.errors import InputError
 from dataflows import kernels as kx
 from dataflows.gemm import Gemm, lower
-from dataflows.kernels import pack_rows
+from dataflows.kernels import Bits
 from traces.layers import Layer
 
 CHOICES = {
@@ -81,37 +83,11 @@ def parse_lowering(v: Any, source: str) -> Lowering:
     return Lowering(**v)
 
 
-def _as_conv(layer: Layer, batch: int, role: str, m: np.ndarray) -> np.ndarray:
-    """A linear layer's operand in conv shape: ifmap/grad_out (N, C, tokens, 1), filter
-    (out, in, 1, 1)."""
-    if layer.kind != "linear":
-        return m
-    if role == "filter":
-        return m.reshape(m.shape[0], m.shape[1], 1, 1)
-    return m.reshape(batch, -1, m.shape[-1]).transpose(0, 2, 1)[..., None]
-
-
 def _geometry(layer: Layer):
     if layer.kind == "linear":
         return (layer.tokens, 1), (layer.tokens, 1), (1, 1), (1, 1), (0, 0), (1, 1)
     return (layer.input_hw, layer.out_hw, layer.kernel, layer.stride, layer.padding,
             layer.dilation)
-
-
-def _gather(x: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
-    """``x`` (N, C, Hs, Ws) bool read at rows ``iy`` (P, kh) and columns ``ix`` (Q, kw), −1 for
-    a zero (padding or an inserted zero): (N, C, P, Q, kh, kw)."""
-    n, c, hs, ws = x.shape
-    xp = np.zeros((n, c, hs + 1, ws + 1), dtype=bool)
-    xp[:, :, :hs, :ws] = x
-    iy = np.where(iy < 0, hs, iy)
-    ix = np.where(ix < 0, ws, ix)
-    return xp[:, :, iy[:, None, :, None], ix[None, :, None, :]]
-
-
-def _fwd_index(size: int, out: int, k: int, s: int, p: int, d: int) -> np.ndarray:
-    r = np.arange(out)[:, None] * s - p + np.arange(k)[None, :] * d
-    return np.where((r >= 0) & (r < size), r, -1)
 
 
 def _axis_phases(size: int, out: int, k: int, s: int, p: int, d: int
@@ -135,27 +111,6 @@ def _phase_index(ys: np.ndarray, taps: np.ndarray, out: int, k: int, s: int, p: 
     return np.where(ok, r // s, -1)
 
 
-def _k_layout(t: np.ndarray, order: str, lanes: int) -> np.ndarray:
-    """(rows, C, kh, kw) → (rows, K): flat (c, i, j) or (i, j, c) with c padded to the lanes."""
-    rows, c, kh, kw = t.shape
-    if order == "flat":
-        return t.reshape(rows, c * kh * kw)
-    cp = -(-c // lanes) * lanes
-    out = np.zeros((rows, kh, kw, cp), dtype=bool)
-    out[..., :c] = t.transpose(0, 2, 3, 1)
-    return out.reshape(rows, kh * kw * cp)
-
-
-def _pad_k(bits: np.ndarray, per: int, lanes: int) -> np.ndarray:
-    """(rows, images·per) → (rows, images·per') with each image's ``per`` padded to the lanes."""
-    rows = bits.shape[0]
-    img = bits.shape[1] // per
-    pp = -(-per // lanes) * lanes
-    out = np.zeros((rows, img, pp), dtype=bool)
-    out[:, :, :per] = bits.reshape(rows, img, per)
-    return out.reshape(rows, img * pp)
-
-
 def _ci_rows(cols: np.ndarray, ch: int, kh: int, kw: int, order: str, lanes: int
              ) -> np.ndarray:
     """Packed rows (c, i, j) of an im2col-columns matrix reordered as ``order`` lays out K:
@@ -169,36 +124,14 @@ def _ci_rows(cols: np.ndarray, ch: int, kh: int, kw: int, order: str, lanes: int
     return out
 
 
-def _fast_cols(x: np.ndarray, geo: tuple) -> np.ndarray:
-    """``kernels.im2col_cols`` of all channels of ``x`` (N, C, H, W) with ``geo`` = (kh, kw,
-    sh, sw, ph, pw, dh, dw, ho, wo): rows (c, i, j), bits (n, oh, ow). The map is padded with
-    zeros below and right so that every window stays inside what the kernel packs."""
-    kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
-    n, c, h, w = x.shape
-    need_h = (ho - 1) * sh + dh * (kh - 1) + 1 - ph
-    need_w = (wo - 1) * sw + dw * (kw - 1) + 1 - pw
-    if need_h > h or need_w > w:
-        x = np.pad(x, ((0, 0), (0, 0), (0, max(0, need_h - h)), (0, max(0, need_w - w))))
-    return kx.im2col_cols(np.ascontiguousarray(x), 0, c, *geo)
-
-
 def _phase_shift(r: int, first: int, k: int, s: int, p: int) -> int:
     """Output-gradient row of phase r's first position and first rotated tap (stride s,
     dilation 1): the taps then read rows m + shift + u."""
     return (r + p - (k - 1 - first)) // s
 
 
-def _zero_frac(x: np.ndarray | None, numel: int) -> float:
-    """Zero fraction of a tensor of ``numel`` elements (padding included) holding ``x``'s
-    nonzeros; a dense operand (no mask) has none."""
-    if x is None:
-        return 0.0
-    return 1.0 - int(np.count_nonzero(x)) / max(numel, 1)
-
-
 def lowered(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
-            a_mask: np.ndarray | None, b_mask: np.ndarray | None
-            ) -> tuple[Gemm, list, list[tuple[float, float]]]:
+            a_mask, b_mask) -> tuple[Gemm, list, list[tuple[float, float]]]:
     """The GEMM that runs for ``phase`` of ``layer`` under ``low``, its packed operands per
     group (A M×K, Bᵀ N×K; None = dense) and per group the zero fractions of the A and B tensors
     as stored, padding included (``sparse.side: tensor``). A lowering that runs several GEMMs
@@ -334,121 +267,194 @@ def part_gemms(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int) 
     return [_part_gemm(layer, S, phase, st, groups) for st in sets]
 
 
-def _pack(m: np.ndarray | None) -> np.ndarray | None:
-    return None if m is None else pack_rows(m)
+def _chans(S: _Shape, t: Bits) -> int:
+    """Channels of a stored feature map or gradient: (N, C, H, W), or (N[, tokens], C)."""
+    return t.shape[1] if S.conv else t.shape[-1]
 
 
-def _im2col(S: _Shape, x: np.ndarray) -> np.ndarray:
-    """Bool (positions, channels, kh, kw) of the forward windows over ``x`` (N, C, H, W)."""
-    t = _gather(x, _fwd_index(S.h, S.ho, S.kh, S.sh, S.ph, S.dh),
-                _fwd_index(S.w, S.wo, S.kw, S.sw, S.pw, S.dw))
-    return t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], S.kh, S.kw)
+def _chan_rows(S: _Shape, t: Bits, n0: int, c0: int, cc: int, hw: int) -> np.ndarray:
+    """Rows: channels c0 .. c0+cc of ``t`` (``hw`` pixels an image); bits (n, pixel) of the
+    GEMM's images from n0."""
+    ct, n = _chans(S, t), S.n_img
+    if S.conv:  # each (n, c) plane is a run of hw bits
+        base = (n0 * ct + c0 + np.arange(cc, dtype=np.int64)) * hw
+        return kx.runs_rows(t.words, base, ct * hw, n, hw, hw, n * hw)
+    return kx.transpose_bits(_pix_rows(S, t, n0, c0, cc, hw, cc), cc)
 
 
-def _fwd_ops(S: _Shape, x, wt):
+def _pix_rows(S: _Shape, t: Bits, n0: int, c0: int, cc: int, hw: int, kout: int
+              ) -> np.ndarray:
+    """Rows (n, pixel) of the GEMM's images of ``t``; bits its channels c0 .. c0+cc, zero up to
+    ``kout`` (a linear layer's lanes; a conv's rows hold cc bits)."""
+    ct, n = _chans(S, t), S.n_img
+    if S.conv:
+        return kx.transpose_bits(_chan_rows(S, t, n0, c0, cc, hw), n * hw)
+    base = (n0 * hw + np.arange(n * hw, dtype=np.int64)) * ct + c0  # (n, token): a run
+    return kx.runs_rows(t.words, base, 0, 1, cc, 0, kout)
+
+
+def _w_rows(S: _Shape, wt: Bits, grp: int) -> np.ndarray:
+    """Rows: the group's filters; bits (c, i, j) (each filter is a run)."""
+    k = S.cin * S.kh * S.kw
+    base = (grp * S.cout + np.arange(S.cout, dtype=np.int64)) * k
+    return kx.runs_rows(wt.words, base, 0, 1, k, 0, k)
+
+
+def _w_cols(S: _Shape, wt: Bits, grp: int) -> np.ndarray:
+    """Rows: (c, i, j) in the K order of the lowering; bits the group's filters."""
+    cols = kx.transpose_bits(_w_rows(S, wt, grp), S.cin * S.kh * S.kw)
+    return _ci_rows(cols, S.cin, S.kh, S.kw, S.low.k_order, S.lanes)
+
+
+def _rot_cols(S: _Shape, wt: Bits, grp: int, ti: np.ndarray, tj: np.ndarray) -> np.ndarray:
+    """Bᵀ of a transposed bwd_input: rows the group's input channels, bits (o, i', j') in the K
+    order, tap (i', j') of filter o holding W[o, c, kh−1−ti[i'], kw−1−tj[j']] (rotated 180°)."""
+    khw = S.kh * S.kw
+    o, a, b = np.meshgrid(np.arange(S.cout), ti, tj, indexing="ij")
+    base = ((grp * S.cout + o) * S.cin * khw + (S.kh - 1 - a) * S.kw + (S.kw - 1 - b)).ravel()
+    rows = kx.runs_rows(wt.words, base.astype(np.int64), khw, S.cin, 1, 1, S.cin)
+    return kx.transpose_bits(_ci_rows(rows, S.cout, len(ti), len(tj), S.low.k_order, S.lanes),
+                             S.cin)
+
+
+def _x_cols(S: _Shape, x: Bits, n0: int, grp: int) -> np.ndarray:
+    """The forward windows over the GEMM's images of the input, transposed: rows (c, i, j) in
+    the K order, bits (n, oh, ow)."""
+    if S.conv:
+        cols = kx.im2col_cols(x.words, *x.shape[1:], n0, S.n_img, grp * S.cin, S.cin, 0, 0,
+                              *S.geo)
+    else:
+        cols = _chan_rows(S, x, n0, 0, S.cin, S.h)
+    return _ci_rows(cols, S.cin, S.kh, S.kw, S.low.k_order, S.lanes)
+
+
+def _respace(pack: np.ndarray, per: int, n: int, lanes: int) -> np.ndarray:
+    """(rows, n·per bits) → the ``per`` bits of each image padded to the lanes."""
+    pp = -(-per // lanes) * lanes
+    base = np.arange(pack.shape[0], dtype=np.int64) * pack.shape[1] * 64
+    return kx.runs_rows(pack.reshape(-1), base, per, n, per, pp, n * pp)
+
+
+def _fmap_frac(S: _Shape, t: Bits | None, n0: int, c0: int, cc: int, hw: int,
+               numel: int) -> float:
+    """Zero fraction of a tensor of ``numel`` elements (padding included) holding the nonzeros
+    of channels c0 .. c0+cc of the GEMM's images of ``t``; a dense operand (None) has none."""
+    if t is None:
+        return 0.0
+    ct = _chans(S, t)
+    if S.conv:
+        nnz = kx.runs_popcount(t.words, (n0 * ct + c0) * hw, ct * hw, S.n_img, cc * hw)
+    else:  # one group: the images' tokens, all channels
+        nnz = kx.runs_popcount(t.words, n0 * hw * ct, 0, 1, S.n_img * hw * ct)
+    return 1.0 - int(nnz) / max(numel, 1)
+
+
+def _w_frac(S: _Shape, wt: Bits | None, grp: int) -> float:
+    if wt is None:
+        return 0.0
+    k = S.cout * S.cin * S.kh * S.kw
+    return 1.0 - int(kx.runs_popcount(wt.words, grp * k, 0, 1, k)) / max(k, 1)
+
+
+def _fwd_ops(S: _Shape, x: Bits | None, wt: Bits | None, n0: int, grp: int):
     """fwd: A = the input's windows (rows (n, oh, ow)), Bᵀ = the filters."""
-    fr = (_zero_frac(x, S.n_img * S.cin * S.hp * S.wp), _zero_frac(wt, S.cout * S.cin * S.kh
-                                                                   * S.kw))
-    a = None
+    fr = (_fmap_frac(S, x, n0, grp * S.cin, S.cin, S.h * S.w, S.n_img * S.cin * S.hp * S.wp),
+          _w_frac(S, wt, grp))
+    a = b = None
     if x is not None and S.conv:
-        rows = _ci_rows(_fast_cols(x, S.geo), S.cin, S.kh, S.kw, S.low.k_order, S.lanes)
-        a = kx.transpose_bits(rows, S.n_img * S.ho * S.wo)
+        a = kx.transpose_bits(_x_cols(S, x, n0, grp), S.n_img * S.ho * S.wo)
     elif x is not None:
-        a = _pack(_k_layout(_im2col(S, x), S.low.k_order, S.lanes))
-    b = None if wt is None else _pack(_k_layout(wt, S.low.k_order, S.lanes))
+        a = _pix_rows(S, x, n0, 0, S.cin, S.h, S.kdim(S.cin, 1))
+    if wt is not None:
+        b = (_w_rows(S, wt, grp) if S.low.k_order == "flat"
+             else kx.transpose_bits(_w_cols(S, wt, grp), S.cout))
     return a, b, fr
 
 
-def _bwd_weight_ops(S: _Shape, dz, x):
+def _bwd_weight_ops(S: _Shape, dz: Bits | None, x: Bits | None, n0: int, grp: int):
     """bwd_weight: A = dZᵀ (rows: output channels), Bᵀ = the input's windows transposed (rows
     (i, j, c) or (c, i, j)); K = positions, padded to the lanes image by image if asked."""
-    fr = (_zero_frac(dz, S.n_img * S.cout * S.ho * S.wo),
-          _zero_frac(x, S.n_img * S.cin * S.hp * S.wp))
-    per, pad = S.ho * S.wo, S.k_padded
-    a = b = None
-    if dz is not None:
-        a = dz.transpose(1, 0, 2, 3).reshape(S.cout, -1)
-        a = _pack(_pad_k(a, per, S.lanes) if pad else a)
-    if x is not None and S.conv and not pad:
-        b = _ci_rows(_fast_cols(x, S.geo), S.cin, S.kh, S.kw, S.low.k_order, S.lanes)
-    elif x is not None:
-        t = _k_layout(_im2col(S, x), S.low.k_order, S.lanes).T
-        b = _pack(_pad_k(t, per, S.lanes) if pad else t)
+    per = S.ho * S.wo
+    fr = (_fmap_frac(S, dz, n0, grp * S.cout, S.cout, per, S.n_img * S.cout * per),
+          _fmap_frac(S, x, n0, grp * S.cin, S.cin, S.h * S.w, S.n_img * S.cin * S.hp * S.wp))
+    a = None if dz is None else _chan_rows(S, dz, n0, grp * S.cout, S.cout, per)
+    b = None if x is None else _x_cols(S, x, n0, grp)
+    if S.k_padded:
+        a = None if a is None else _respace(a, per, S.n_img, S.lanes)
+        b = None if b is None else _respace(b, per, S.n_img, S.lanes)
     return a, b, fr
 
 
-def _col2im_ops(S: _Shape, dz, wt):
+def _col2im_ops(S: _Shape, dz: Bits | None, wt: Bits | None, n0: int, grp: int):
     """col2im bwd_input: A = dZ (rows (n, oh, ow), K = output channels), Bᵀ = Wᵀ."""
-    fr = (_zero_frac(dz, S.n_img * S.cout * S.ho * S.wo),
-          _zero_frac(wt, S.cout * S.cin * S.kh * S.kw))
-    a = None if dz is None else _pack(dz.transpose(0, 2, 3, 1).reshape(-1, S.cout))
-    b = None if wt is None else _pack(_k_layout(wt, S.low.k_order, S.lanes).T.copy())
+    per = S.ho * S.wo
+    fr = (_fmap_frac(S, dz, n0, grp * S.cout, S.cout, per, S.n_img * S.cout * per),
+          _w_frac(S, wt, grp))
+    a = None if dz is None else _pix_rows(S, dz, n0, grp * S.cout, S.cout, per, S.cout)
+    b = None if wt is None else _w_cols(S, wt, grp)
     return a, b, fr
 
 
-def _transposed_ops(S: _Shape, st, dz, wt):
-    """Transposed bwd_input (one output phase, or all positions): A = the output gradient's
-    windows over the rotated taps, Bᵀ = the rotated filters (rows: input channels)."""
+def _transposed_a(S: _Shape, st, dz: Bits, n0: int, grp: int) -> np.ndarray:
+    """A of a transposed bwd_input: the output gradient's windows over the rotated taps."""
     (ys, ti), (xs, tj) = st
-    eh, ew = S.eh_ew
-    fr = (_zero_frac(dz, S.n_img * S.cout * eh * ew),
-          _zero_frac(wt, S.cout * S.cin * S.kh * S.kw))
-    a = b = None
-    if (dz is not None and S.conv and S.dh == S.dw == 1
-            and (S.low.bwd_input == "phases" or S.sh == S.sw == 1)):
-        # a stride-1 correlation of the stored gradient with the phase's taps
+    npos = S.n_img * len(ys) * len(xs)
+    if not S.conv:  # one tap, every position: the gradient's rows as they are
+        return _pix_rows(S, dz, n0, 0, S.cout, S.ho * S.wo, S.kdim(S.cout, 1))
+    ct = _chans(S, dz)
+    if S.dh == S.dw == 1 and (S.low.bwd_input == "phases" or S.sh == S.sw == 1):
+        # a stride-1 correlation of the stored gradient (from row oy, column ox) with the
+        # phase's taps
         oy = _phase_shift(int(ys[0]), int(ti[0]), S.kh, S.sh, S.ph)
         ox = _phase_shift(int(xs[0]), int(tj[0]), S.kw, S.sw, S.pw)
-        src = dz[:, :, max(oy, 0):, max(ox, 0):]
         geo = (len(ti), len(tj), 1, 1, max(-oy, 0), max(-ox, 0), 1, 1, len(ys), len(xs))
-        rows = _ci_rows(_fast_cols(src, geo), S.cout, len(ti), len(tj), S.low.k_order, S.lanes)
-        a = kx.transpose_bits(rows, S.n_img * len(ys) * len(xs))
-    elif dz is not None:
-        t = _gather(dz, _phase_index(ys, ti, S.ho, S.kh, S.sh, S.ph, S.dh),
-                    _phase_index(xs, tj, S.wo, S.kw, S.sw, S.pw, S.dw))
-        t = t.transpose(0, 2, 3, 1, 4, 5).reshape(-1, S.cout, len(ti), len(tj))
-        a = _pack(_k_layout(t, S.low.k_order, S.lanes))
-    if wt is not None:  # rotated: tap i' holds W[..., k−1−i', k−1−j']
-        rot = wt[:, :, ::-1, ::-1][:, :, ti][:, :, :, tj]
-        b = _pack(_k_layout(np.ascontiguousarray(rot.transpose(1, 0, 2, 3)), S.low.k_order,
-                            S.lanes))
+        cols = kx.im2col_cols(dz.words, ct, S.ho, S.wo, n0, S.n_img, grp * S.cout, S.cout,
+                              max(oy, 0), max(ox, 0), *geo)
+    else:  # dilated, or the zeros a stride inserts read as zeros
+        iy = _phase_index(ys, ti, S.ho, S.kh, S.sh, S.ph, S.dh)
+        ix = _phase_index(xs, tj, S.wo, S.kw, S.sw, S.pw, S.dw)
+        cols = kx.gather_cols(dz.words, ct, S.ho, S.wo, n0, S.n_img, grp * S.cout, S.cout,
+                              np.ascontiguousarray(iy), np.ascontiguousarray(ix))
+    rows = _ci_rows(cols, S.cout, len(ti), len(tj), S.low.k_order, S.lanes)
+    return kx.transpose_bits(rows, npos)
+
+
+def _transposed_ops(S: _Shape, st, dz: Bits | None, wt: Bits | None, n0: int, grp: int):
+    """Transposed bwd_input (one output phase, or all positions): A = the output gradient's
+    windows over the rotated taps, Bᵀ = the rotated filters (rows: input channels)."""
+    (_, ti), (_, tj) = st
+    eh, ew = S.eh_ew
+    fr = (_fmap_frac(S, dz, n0, grp * S.cout, S.cout, S.ho * S.wo, S.n_img * S.cout * eh * ew),
+          _w_frac(S, wt, grp))
+    a = None if dz is None else _transposed_a(S, st, dz, n0, grp)
+    b = None if wt is None else _rot_cols(S, wt, grp, ti, tj)
     return a, b, fr
 
 
 def lowered_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
-                  a_mask: np.ndarray | None, b_mask: np.ndarray | None
-                  ) -> list[tuple[Gemm, list, list[tuple[float, float]]]]:
-    """``lowered`` for every GEMM the phase runs, in order: one, or one per output phase."""
+                  a_mask, b_mask) -> list[tuple[Gemm, list, list[tuple[float, float]]]]:
+    """``lowered`` for every GEMM the phase runs, in order: one, or one per output phase.
+    ``a_mask``, ``b_mask``: the operands' masks, packed (``kernels.Bits``, a trace's
+    ``PackedMask``) or bool arrays of the roles' shapes; None = dense."""
     S = _shape(layer, batch, low, lanes)
     reps = batch if low.batch == "per_image" else 1
     g = layer.groups
-    ra, rb = {"fwd": ("ifmap", "filter"), "bwd_input": ("grad_out", "filter"),
-              "bwd_weight": ("grad_out", "ifmap")}[phase]
-    a_full = None if a_mask is None else _as_conv(layer, batch, ra, np.asarray(a_mask, bool))
-    b_full = None if b_mask is None else _as_conv(layer, batch, rb, np.asarray(b_mask, bool))
+    a_bits, b_bits = Bits.of(a_mask), Bits.of(b_mask)
     parts = []
     for st in _phase_sets(S, phase):
         gemm = lower(layer, batch, phase) if low.default else _part_gemm(layer, S, phase, st,
                                                                           g * reps)
         packs, fracs = [], []
         for img in range(reps):  # the images one by one (per_image), else the whole batch
-            sl = slice(img, img + 1) if reps > 1 else slice(0, batch)
             for grp in range(g):
-                ci = slice(grp * S.cin, (grp + 1) * S.cin)
-                co = slice(grp * S.cout, (grp + 1) * S.cout)
                 if phase == "fwd":
-                    ops = (None if a_full is None else a_full[sl, ci],
-                           None if b_full is None else b_full[co])
-                    a, b, fr = _fwd_ops(S, *ops)
+                    a, b, fr = _fwd_ops(S, a_bits, b_bits, img, grp)
                 elif phase == "bwd_weight":
-                    ops = (None if a_full is None else a_full[sl, co],
-                           None if b_full is None else b_full[sl, ci])
-                    a, b, fr = _bwd_weight_ops(S, *ops)
+                    a, b, fr = _bwd_weight_ops(S, a_bits, b_bits, img, grp)
+                elif st is None:
+                    a, b, fr = _col2im_ops(S, a_bits, b_bits, img, grp)
                 else:
-                    ops = (None if a_full is None else a_full[sl, co],
-                           None if b_full is None else b_full[co])
-                    a, b, fr = (_col2im_ops(S, *ops) if st is None
-                                else _transposed_ops(S, st, *ops))
+                    a, b, fr = _transposed_ops(S, st, a_bits, b_bits, img, grp)
                 packs.append((a, b))
                 fracs.append(fr)
         parts.append((gemm, packs, fracs))

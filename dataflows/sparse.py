@@ -46,6 +46,7 @@ from dataflows import taps as kx_taps
 from dataflows.features import FORMAT_LEVELS, SparseFeatures
 from dataflows.formats import block_ratio
 from dataflows.gemm import Gemm, lower
+from dataflows.kernels import Bits
 from dataflows.lowering import Lowering, lowered_parts
 from dataflows.systolic import DenseMapping, map_dense
 from traces.layers import Layer
@@ -57,88 +58,52 @@ REDUCED_MODES = ("nm", "fanin", "structured")
 # ------------------------------------------------------------------------------------------------
 # operands of one GEMM as bit matrices packed along K
 # ------------------------------------------------------------------------------------------------
-def gemm_masks(phase: str, masks: dict[str, np.ndarray | None]
-               ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The role masks (layer-shaped bool tensors, None = dense) of a GEMM's A and B."""
+def gemm_masks(phase: str, masks: dict) -> tuple[Bits | None, Bits | None]:
+    """The role masks of a GEMM's A and B, packed (``kernels.Bits``; None = dense). A mask
+    may be given as the trace packs it (``PackedMask``) or as a bool array of the role's
+    shape."""
     ra, rb, _ = ROLES[phase]
-    return masks.get(ra), masks.get(rb)
+    return Bits.of(masks.get(ra)), Bits.of(masks.get(rb))
 
 
-def pack_operands(layer: Layer, batch: int, phase: str, a_mask: np.ndarray | None,
-                  b_mask: np.ndarray | None, group: int
+def pack_operands(layer: Layer, batch: int, phase: str, a_mask, b_mask, group: int
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(A packed M×K, Bᵀ packed N×K) of one group, from the layer-shaped masks; None = dense."""
+    """(A packed M×K, Bᵀ packed N×K) of one group under the default lowering, from the
+    operands' masks (packed, or bool arrays of the roles' shapes); None = dense."""
+    return _default_packs(layer, batch, phase, Bits.of(a_mask), Bits.of(b_mask))[group]
+
+
+def _default_packs(layer: Layer, batch: int, phase: str, a: Bits | None, b: Bits | None
+                   ) -> list:
+    """``pack_operands`` of every group."""
     if layer.kind == "matmul":
-        return _pack_matmul(layer, phase, a_mask, b_mask, group)
-    g = layer.groups
-    cpg, opg = layer.in_channels // g, layer.out_channels // g
-    conv = layer.kind == "conv2d"
-    if conv:
-        ho, wo = layer.out_hw
-        geo = (layer.kernel[0], layer.kernel[1], layer.stride[0], layer.stride[1],
-               layer.padding[0], layer.padding[1], layer.dilation[0], layer.dilation[1], ho, wo)
-
-    def feat_rows(fmap):  # ifmap as rows (n, pixel), bits (c, i, j)
-        if conv:
-            return kx.im2col_rows(fmap, group * cpg, cpg, *geo)
-        return kx.pack_rows(fmap.reshape(-1, fmap.shape[-1]))
-
-    def feat_cols(fmap):  # its transpose
-        if conv:
-            return kx.im2col_cols(fmap, group * cpg, cpg, *geo)
-        return kx.pack_rows(fmap.reshape(-1, fmap.shape[-1]).T)
-
-    def grad_rows(dz):  # grad_out as rows (n, pixel), bits (output channel of the group)
-        if conv:
-            t = dz[:, group * opg:(group + 1) * opg].transpose(0, 2, 3, 1)
-            return kx.pack_rows(t.reshape(-1, opg))
-        return kx.pack_rows(dz.reshape(-1, dz.shape[-1]))
-
-    def grad_cols(dz):
-        if conv:
-            t = dz[:, group * opg:(group + 1) * opg].transpose(1, 0, 2, 3)
-            return kx.pack_rows(t.reshape(opg, -1))
-        return kx.pack_rows(dz.reshape(-1, dz.shape[-1]).T)
-
-    def w_rows(w):  # filter as rows (output channel), bits (c, i, j)
-        return kx.pack_rows(w[group * opg:(group + 1) * opg].reshape(opg, -1))
-
-    def w_cols(w):
-        return kx.pack_rows(w[group * opg:(group + 1) * opg].reshape(opg, -1).T)
-
-    if phase == "fwd":
-        a = None if a_mask is None else feat_rows(a_mask)
-        b = None if b_mask is None else w_rows(b_mask)
-    elif phase == "bwd_input":
-        a = None if a_mask is None else grad_rows(a_mask)
-        b = None if b_mask is None else w_cols(b_mask)
-    else:
-        a = None if a_mask is None else grad_cols(a_mask)
-        b = None if b_mask is None else feat_cols(b_mask)
-    return a, b
+        return [_pack_matmul(layer, phase, a, b, g)
+                for g in range(lower(layer, batch, phase).groups)]
+    return lowered_parts(layer, batch, phase, Lowering(), 1, a, b)[0][1]
 
 
-def _pack_matmul(layer: Layer, phase: str, a_mask: np.ndarray | None,
-                 b_mask: np.ndarray | None, group: int
+def _block(t: Bits | None, group: int, rows: int, cols: int, transposed: bool
+           ) -> np.ndarray | None:
+    """Matrix ``group`` (rows × cols, one after another in ``t``) packed along its columns,
+    or its transpose packed along its rows."""
+    if t is None:
+        return None
+    base = (group * rows + np.arange(rows, dtype=np.int64)) * cols
+    pack = kx.runs_rows(t.words, base, 0, 1, cols, 0, cols)
+    return kx.transpose_bits(pack, cols) if transposed else pack
+
+
+def _pack_matmul(layer: Layer, phase: str, a: Bits | None, b: Bits | None, group: int
                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """``pack_operands`` of a matmul layer: group ``group`` is one (sample, head) product of
     X (M×K, ``ifmap``), Y (K×N, ``filter``) and dZ (M×N, ``grad_out``)."""
     m, k, n = layer.tokens, layer.in_channels, layer.out_channels
-
-    def one(mask, rows, cols):
-        return None if mask is None else mask.reshape(-1, rows, cols)[group]
-
     if phase == "fwd":  # Z = X·Y: A = X, Bᵀ = Yᵀ
-        a, b = one(a_mask, m, k), one(b_mask, k, n)
-        return (None if a is None else kx.pack_rows(a),
-                None if b is None else kx.pack_rows(np.ascontiguousarray(b.T)))
+        return _block(a, group, m, k, False), _block(b, group, k, n, True)
     if phase == "bwd_input":  # dX = dZ·Yᵀ: A = dZ, Bᵀ = Y
-        a, b = one(a_mask, m, n), one(b_mask, k, n)
-        return (None if a is None else kx.pack_rows(a),
-                None if b is None else kx.pack_rows(b))
-    a, b = one(a_mask, m, n), one(b_mask, m, k)  # dYᵀ = dZᵀ·X: A = dZᵀ, Bᵀ = Xᵀ
-    return (None if a is None else kx.pack_rows(np.ascontiguousarray(a.T)),
-            None if b is None else kx.pack_rows(np.ascontiguousarray(b.T)))
+        return _block(a, group, m, n, False), _block(b, group, k, n, False)
+    # dYᵀ = dZᵀ·X: A = dZᵀ, Bᵀ = Xᵀ
+    return _block(a, group, m, n, True), _block(b, group, m, k, True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -450,11 +415,6 @@ def _dense_work(ex: _Exec, ctx: _Ctx, mode: str, macs: int | None = None) -> Spa
                       ctx.algorithmic, macs, ctx.effectual, gated, ctx.density, ctx.nnz)
 
 
-def _unpack(pack: np.ndarray, K: int) -> np.ndarray:
-    """A packed (rows × K bits) matrix as bool."""
-    return np.unpackbits(pack.view(np.uint8), axis=1, bitorder="little")[:, :K].astype(bool)
-
-
 def _structured(ex: _Exec) -> tuple[Gemm, list, int] | None:
     """The GEMM on the rows of A, columns of B and k's that hold a nonzero (both operands
     nonzero at k); groups padded with zeros to the largest group's dimensions. Returns (the
@@ -471,13 +431,10 @@ def _structured(ex: _Exec) -> tuple[Gemm, list, int] | None:
     macs = G * m2 * k2 * n2
     m2, k2, n2 = max(1, m2), max(1, k2), max(1, n2)
 
-    def select(pack, r, c, shape):
+    def select(pack, r, c, shape):  # the kept rows and k's, in a (rows, k) zero matrix
         if pack is None:
             return None
-        out = np.zeros(shape, bool)
-        sub = _unpack(pack, K)[r][:, c]
-        out[: sub.shape[0], : sub.shape[1]] = sub
-        return kx.pack_rows(out)
+        return kx.select_bits(pack, np.flatnonzero(r), np.flatnonzero(c), *shape)
 
     packs = [(select(a, km, kk, (m2, k2)), select(b, kn, kk, (n2, k2)))
              for (a, b), (km, kk, kn) in zip(ex.packs, keep, strict=True)]
@@ -504,25 +461,17 @@ def _condense(b: np.ndarray, K: int, kind: str, nm: tuple[int, int] | None
     (all columns with a nonzero hold the same k), inactive columns dropped. Returns (slots
     (columns × K'), number of columns kept) or None where the mask does not have the
     structure."""
-    bits = _unpack(b, K)
     if kind == "fanin":
-        per = bits.sum(axis=1)
-        act = bits[per > 0]
+        per = kx.row_popcounts(b)
+        act = np.flatnonzero(per > 0)
         if len(act) == 0:
             return np.zeros((0, 0), dtype=np.int64), 0
-        if len(set(per[per > 0].tolist())) != 1:
+        if len(set(per[act].tolist())) != 1:
             return None
-        return np.nonzero(act)[1].reshape(len(act), -1).astype(np.int64), len(act)
+        return kx.set_positions(b[act], int(per[act[0]])), len(act)
     n, m = nm
-    slots = np.full((bits.shape[0], nm_slots(K, n, m)), -1, dtype=np.int64)
-    for g0 in range(0, K, m):
-        sub = bits[:, g0:g0 + m]
-        rank = np.cumsum(sub, axis=1) - 1
-        if (rank[:, -1] >= n).any():
-            return None
-        r, c = np.nonzero(sub)
-        slots[r, (g0 // m) * n + rank[r, c]] = g0 + c
-    return slots, bits.shape[0]
+    ok, slots = kx.nm_slot_map(b, K, n, m, nm_slots(K, n, m))
+    return (slots, b.shape[0]) if ok else None
 
 
 def _pe_folds(lens: np.ndarray, rows: int, cols: int, fold_ovh: int
@@ -565,7 +514,7 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
     g2 = Gemm(g.layer, g.phase, M, max(1, k2), n2, g.groups, a_stored=g.stored("A"),
               c_stored=g.stored("C") * n2 // g.N, k_read=g.K)
     ex2 = _Exec(g2, map_dense(g2, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
-                [(None, kx.pack_rows(sl >= 0)) for sl in slots], ex.counts)
+                [(None, kx.filled_slots(sl)) for sl in slots], ex.counts)
     # dense on the condensed GEMM; the weights' empty slots skipped as a shared stream of B
     out = [_dense_work(ex2, ctx, kind)]
     out += _skipping(ex2, replace(ctx, masked=(False, True),
@@ -590,7 +539,7 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
     return out
 
 
-def work_candidates(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
+def work_candidates(layer: Layer, batch: int, phase: str, masks: dict,
                     rows: int, cols: int, lanes: int, dataflow: str, feats: SparseFeatures,
                     folds: str = "serial") -> list[SparseWork]:
     """Every way the array can run ``phase`` of ``layer`` with these masks under ``feats``:
@@ -606,7 +555,7 @@ def _ones_counts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int
     in ``ones`` taken as ones, from one image: a lowering's zeros are the same in every image
     (the batch folds into M, or into K of ``bwd_weight``: counts scale or repeat; with
     ``batch: per_image`` each image is a GEMM of its own, padded as the one image is)."""
-    one = [np.ones(layer.operand_shape(r, 1), dtype=bool) if o else None
+    one = [Bits.ones(layer.operand_shape(r, 1)) if o else None
            for r, o in zip(roles, ones, strict=True)]
     parts1 = lowered_parts(layer, 1, phase, low, lanes, *one)
     imgs = 1 if low.batch == "per_image" else batch
@@ -750,8 +699,7 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
     fracs = None
     if low.default and feats.side == "gemm" or layer.kind == "matmul":  # no im2col to vary
         gemm = true
-        packs = [pack_operands(layer, batch, phase, a_mask, b_mask, g)
-                 for g in range(gemm.groups)]
+        packs = _default_packs(layer, batch, phase, a_mask, b_mask)
         ctx, counts = _context(gemm, packs, fracs, (ra, rb),
                                (a_mask is not None, b_mask is not None), rows, cols, lanes,
                                dataflow, feats, phase)
@@ -771,7 +719,7 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
             if _could_skip_ones(parts, fill, ones, other_ok, dataflow, feats, phase):
                 for i in (0, 1):
                     if ones[i]:
-                        masks2[i] = np.ones(layer.operand_shape((ra, rb)[i], batch), dtype=bool)
+                        masks2[i] = Bits.ones(layer.operand_shape((ra, rb)[i], batch))
                 parts = lowered_parts(layer, batch, phase, low, lanes, *masks2)
                 fill = None
         if len(parts) > 1:
@@ -797,12 +745,14 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
     return out, packs
 
 
-def sparse_work(layer: Layer, batch: int, phase: str, masks: dict[str, np.ndarray | None],
+def sparse_work(layer: Layer, batch: int, phase: str, masks: dict,
                 rows: int, cols: int, lanes: int, dataflow: str,
                 feats: SparseFeatures, folds: str = "serial",
                 lowered: Gemm | None = None) -> SparseWork:
     """The work of ``phase`` of ``layer`` with the operand masks of one step: the candidate of
-    ``work_candidates`` with the fewest cycles (the first of equals). ``lowered``: the GEMM as
+    ``work_candidates`` with the fewest cycles (the first of equals). ``masks``: role → the
+    mask as the trace packs it (``PackedMask``, read straight into the operand kernels), a bool
+    array of the role's shape, or None (dense). ``lowered``: the GEMM as
     ``dataflows.gemm.lower`` gives it, when the caller has it already."""
     cands, packs = _candidates(layer, batch, phase, masks, rows, cols, lanes, dataflow, feats,
                                folds, lowered)

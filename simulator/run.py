@@ -198,9 +198,9 @@ def _check_run(arch, dataflow: str, phases: str, memory: str) -> None:
 def _work(layer: Layer, batch: int, g: Gemm, arch, dataflow: str, masks,
           feats: SparseFeatures, condensed: bool = False) -> SparseWork:
     """The work of GEMM ``g`` (``layer``'s, lowered): from the masks (or with a lowering of the
-    architecture's own), or the closed form of a dense GEMM. A layer's masks are unpacked here,
-    for this phase only, and dropped with the work. ``condensed``: the N:M mode whenever the
-    masks allow it, even where dense is as fast (SCALE-Sim's sparse array has no dense mode)."""
+    architecture's own), or the closed form of a dense GEMM. The phase's masks go to the work
+    model packed, as the trace holds them. ``condensed``: the N:M mode whenever the masks allow
+    it, even where dense is as fast (SCALE-Sim's sparse array has no dense mode)."""
     if (masks is not None and layer.name in masks) or not feats.lowering.default:
         lm = {} if masks is None else masks.get(layer.name, {})
         lm = lm.for_phase(g.phase) if hasattr(lm, "for_phase") else lm
@@ -492,16 +492,15 @@ def _step_masks(step_data) -> dict[str, _PhaseView]:
 
 
 class _PhaseView:
-    """A layer's packed operands per phase; ``for_phase`` unpacks one phase's role masks (None
-    for a dense operand) when its GEMM is planned, so a step never holds more than one GEMM's
-    masks unpacked."""
+    """A layer's packed operands per phase; ``for_phase`` gives one phase's role masks as the
+    trace packs them (``PackedMask``; None for a dense operand): the work model's kernels read
+    those bits, nothing is unpacked."""
 
     def __init__(self, phases) -> None:
         self.phases = phases
 
-    def for_phase(self, phase: str) -> dict[str, np.ndarray | None]:
-        return {role: None if op.dense else op.unpack()
-                for role, op in self.phases.get(phase, {}).items()}
+    def for_phase(self, phase: str) -> dict:
+        return {role: op.mask for role, op in self.phases.get(phase, {}).items()}
 
 
 def overhead_rows(layers, batch: int, arch, manifest, step_data, step: int) -> list[dict]:

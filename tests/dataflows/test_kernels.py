@@ -5,23 +5,33 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dataflows.kernels import (
+    Bits,
     col_popcounts,
     extract_bits,
+    filled_slots,
+    gather_cols,
     gathered_stream_lengths,
     im2col_cols,
     im2col_rows,
+    nm_slot_map,
     pack_rows,
     pair_lengths_max_sum,
     row_popcounts,
     row_stream_lengths,
+    runs_popcount,
+    runs_rows,
     schedule,
+    select_bits,
+    set_positions,
     slice_stream_lengths,
+    trace_words,
     transpose_bits,
 )
+from traces.format import PackedMask
 
 SETTINGS = dict(deadline=None, max_examples=200)
 
@@ -188,63 +198,178 @@ def test_pair_lengths(a, nb, L, seed):
     assert (mx, sm) == (max(vals), sum(vals))
 
 
-def _im2col_reference(fmap, c0, cpg, kh, kw, s, p, d, ho, wo):
-    n_, _, h, w = fmap.shape
-    rows = []
-    for n in range(n_):
-        for oh in range(ho):
-            for ow in range(wo):
-                row = []
-                for c in range(cpg):
-                    for i in range(kh):
-                        for j in range(kw):
-                            y, x = oh * s[0] - p[0] + i * d[0], ow * s[1] - p[1] + j * d[1]
-                            inside = 0 <= y < h and 0 <= x < w
-                            row.append(bool(inside and fmap[n, c0 + c, y, x]))
-                rows.append(row)
-    return np.array(rows, dtype=bool)
+def _window_reference(fmap, n0, nimg, c0, cc, iy, ix):
+    """rows (c, i, j), bits (n, p, q): fmap[n0 + n, c0 + c, iy[p, i], ix[q, j]] (−1: zero),
+    element by element."""
+    (P, kh), (Q, kw) = iy.shape, ix.shape
+    out = np.zeros((cc * kh * kw, nimg * P * Q), dtype=bool)
+    for c in range(cc):
+        for i in range(kh):
+            for j in range(kw):
+                for n in range(nimg):
+                    for p in range(P):
+                        for q in range(Q):
+                            y, x = iy[p, i], ix[q, j]
+                            if y >= 0 and x >= 0:
+                                out[(c * kh + i) * kw + j, (n * P + p) * Q + q] = \
+                                    fmap[n0 + n, c0 + c, y, x]
+    return out
 
 
-@settings(deadline=None, max_examples=40)
-@given(n=st.integers(1, 2), g=st.sampled_from([1, 2]), cpg=st.integers(1, 3),
-       k=st.integers(1, 3), s=st.integers(1, 2), p=st.integers(0, 1), d=st.integers(1, 2),
-       hw=st.integers(3, 7), seed=st.integers(0, 99))
-def test_im2col_kernels(n, g, cpg, k, s, p, d, hw, seed):
-    span = d * (k - 1) + 1
-    if hw + 2 * p < span:
-        return
-    fmap = np.random.default_rng(seed).random((n, g * cpg, hw, hw)) < 0.5
-    ho = wo = (hw + 2 * p - span) // s + 1
-    for grp in range(g):
-        ref = _im2col_reference(fmap, grp * cpg, cpg, k, k, (s, s), (p, p), (d, d), ho, wo)
-        got = im2col_rows(fmap, grp * cpg, cpg, k, k, s, s, p, p, d, d, ho, wo)
-        np.testing.assert_array_equal(got, pack_rows(ref))
-        got_t = im2col_cols(fmap, grp * cpg, cpg, k, k, s, s, p, p, d, d, ho, wo)
-        np.testing.assert_array_equal(got_t, pack_rows(ref.T))
+def _index(size, out, k, s, p, d):
+    """Window position o, tap i reads o·s − p + i·d, or −1 outside the ``size`` map."""
+    r = np.arange(out)[:, None] * s - p + np.arange(k)[None, :] * d
+    return np.where((r >= 0) & (r < size), r, -1)
 
 
-@settings(deadline=None, max_examples=30)
-@given(n=st.integers(1, 2), cpg=st.integers(1, 2), kh=st.integers(1, 3), kw=st.integers(1, 5),
-       sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 3),
-       dh=st.integers(1, 2), dw=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 150),
-       p=st.floats(0, 1), seed=st.integers(0, 99))
-def test_im2col_kernels_wide_rows(n, cpg, kh, kw, sh, sw, ph, pw, dh, dw, h, w, p, seed):
-    """Asymmetric geometry and feature-map rows longer than a word (window runs that cross
-    words on both sides), strides and dilations up to 3."""
-    sy, sx = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    if h + 2 * ph < sy or w + 2 * pw < sx:
-        return
-    fmap = np.random.default_rng(seed).random((n, cpg, h, w)) < p
-    ho, wo = (h + 2 * ph - sy) // sh + 1, (w + 2 * pw - sx) // sw + 1
-    ref = np.zeros((n * ho * wo, cpg * kh * kw), dtype=bool)
-    pad = np.zeros((n, cpg, h + 2 * ph, w + 2 * pw), dtype=bool)
-    pad[:, :, ph:ph + h, pw:pw + w] = fmap
-    for i in range(kh):
-        for j in range(kw):
-            win = pad[:, :, i * dh::sh, j * dw::sw][:, :, :ho, :wo]  # (n, c, ho, wo)
-            ref[:, np.arange(cpg) * kh * kw + i * kw + j] = win.transpose(0, 2, 3, 1).reshape(
-                -1, cpg)
-    np.testing.assert_array_equal(im2col_rows(fmap, 0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho,
-                                              wo), pack_rows(ref))
-    np.testing.assert_array_equal(im2col_cols(fmap, 0, cpg, kh, kw, sh, sw, ph, pw, dh, dw, ho,
-                                              wo), pack_rows(ref.T))
+fmaps = st.builds(
+    lambda n, c, h, w, p, seed: np.random.default_rng(seed).random((n, c, h, w)) < p,
+    st.integers(1, 3), st.integers(1, 4), st.integers(0, 6), st.integers(0, 150),
+    st.sampled_from([0.0, 1.0, 0.1, 0.5]), st.integers(0, 2**31))
+
+
+@settings(deadline=None, max_examples=60)
+@given(fmap=fmaps, data=st.data())
+def test_im2col_kernels_from_packed_bits(fmap, data):
+    """The im2col kernels read the packed tensor (``Bits``): any view fmap[n0:n0+nimg,
+    c0:c0+cpg, y0:, x0:] (a crop past the map included), strides, dilations and paddings up to
+    3, windows past the map, all-zero and all-one maps, rows longer than a word."""
+    N, C, H, W = fmap.shape
+    n0 = data.draw(st.integers(0, N - 1))
+    nimg = data.draw(st.integers(1, N - n0))
+    c0 = data.draw(st.integers(0, C - 1))
+    cpg = data.draw(st.integers(1, C - c0))
+    y0, x0 = data.draw(st.integers(0, H + 1)), data.draw(st.integers(0, 3))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 5))
+    sh, sw, dh, dw = (data.draw(st.integers(1, 3)) for _ in range(4))
+    ph, pw = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
+    ho, wo = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 70))
+    view = fmap[:, :, y0:, x0:]
+    hv, wv = view.shape[2:]
+    iy, ix = _index(hv, ho, kh, sh, ph, dh), _index(wv, wo, kw, sw, pw, dw)
+    assume(nimg * ho * wo * cpg * kh * kw <= 60_000)
+    ref = _window_reference(np.ascontiguousarray(view), n0, nimg, c0, cpg, iy, ix)
+    src = Bits.of(fmap).words
+    args = (src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+    np.testing.assert_array_equal(im2col_cols(*args), pack_rows(ref))
+    np.testing.assert_array_equal(im2col_rows(*args), pack_rows(ref.T))
+
+
+@settings(deadline=None, max_examples=60)
+@given(fmap=fmaps, data=st.data())
+def test_gather_cols(fmap, data):
+    """Any index map (−1 reads zero) over a channel and image range of the packed tensor."""
+    N, C, H, W = fmap.shape
+    assume(H > 0 and W > 0)
+    n0 = data.draw(st.integers(0, N - 1))
+    nimg = data.draw(st.integers(1, N - n0))
+    c0 = data.draw(st.integers(0, C - 1))
+    cc = data.draw(st.integers(1, C - c0))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    iy = rng.integers(-1, H, size=(data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3))))
+    ix = rng.integers(-1, W, size=(data.draw(st.integers(1, 70)), data.draw(st.integers(1, 3))))
+    got = gather_cols(Bits.of(fmap).words, C, H, W, n0, nimg, c0, cc, iy, ix)
+    np.testing.assert_array_equal(got, pack_rows(_window_reference(fmap, n0, nimg, c0, cc, iy,
+                                                                   ix)))
+
+
+flat_masks = st.builds(
+    lambda n, p, seed: np.random.default_rng(seed).random(n) < p,
+    st.integers(0, 700), st.sampled_from([0.0, 1.0, 0.05, 0.5, 0.95]), st.integers(0, 2**31))
+
+
+@settings(**SETTINGS)
+@given(flat=flat_masks)
+def test_trace_words_and_bits(flat):
+    """The trace's bytes (``numpy.packbits`` order) repacked word by word give bit i of the
+    tensor at bit i % 64 of word i // 64; a bool array packs the same; ones are ones."""
+    words = trace_words(PackedMask.from_bool(flat).bits, flat.size)
+    assert words.shape == (max(1, -(-flat.size // 64)),)
+    for i in range(max(1, -(-flat.size // 64)) * 64):
+        assert bool((int(words[i // 64]) >> (i % 64)) & 1) == bool(i < flat.size and flat[i])
+    shaped = flat.reshape(1, -1)
+    np.testing.assert_array_equal(Bits.of(PackedMask.from_bool(shaped)).words, words)
+    np.testing.assert_array_equal(Bits.of(shaped).words, words)
+    assert Bits.of(shaped).shape == (1, flat.size)
+    ones = Bits.ones((flat.size,))
+    np.testing.assert_array_equal(ones.words, Bits.of(np.ones(flat.size, bool)).words)
+
+
+@settings(**SETTINGS)
+@given(flat=flat_masks, data=st.data())
+def test_runs_rows_and_popcount(flat, data):
+    """Row r holds the runs base[r] + s·stride .. + seglen at bits s·ostride (s < nseg), zero
+    elsewhere and in a row whose base is −1; the popcount of the same runs."""
+    n = flat.size
+    assume(n > 0)
+    seglen = data.draw(st.integers(0, min(n, 130)))
+    stride = data.draw(st.integers(0, 90))
+    nseg = data.draw(st.integers(0, 4))
+    ostride = data.draw(st.integers(seglen, seglen + 70))
+    assume(nseg == 0 or (nseg - 1) * stride + seglen <= n)
+    top = n - ((nseg - 1) * stride + seglen) if nseg else n - 1
+    base = np.array(data.draw(st.lists(st.integers(-1, max(top, 0)), min_size=0, max_size=5)),
+                    dtype=np.int64)
+    need = (nseg - 1) * ostride + seglen if nseg else 0
+    kout = data.draw(st.integers(need, need + 130))
+    words = Bits.of(flat).words
+    got = runs_rows(words, base, stride, nseg, seglen, ostride, kout)
+    want = np.zeros((len(base), kout), dtype=bool)
+    for r, b0 in enumerate(base):
+        for s in range(nseg if b0 >= 0 else 0):
+            want[r, s * ostride:s * ostride + seglen] = flat[b0 + s * stride:
+                                                             b0 + s * stride + seglen]
+    np.testing.assert_array_equal(got, pack_rows(want))
+    for b0 in base[base >= 0]:
+        assert runs_popcount(words, b0, stride, nseg, seglen) == sum(
+            int(flat[b0 + s * stride:b0 + s * stride + seglen].sum()) for s in range(nseg))
+
+
+packed_mats = st.builds(
+    lambda r, k, p, seed: np.random.default_rng(seed).random((r, k)) < p,
+    st.integers(1, 6), st.integers(1, 150), st.sampled_from([0.0, 1.0, 0.1, 0.5, 0.9]),
+    st.integers(0, 2**31))
+
+
+@settings(**SETTINGS)
+@given(mat=packed_mats, data=st.data())
+def test_select_bits(mat, data):
+    """The kept rows and k's of a packed matrix, in order, in a larger zero matrix."""
+    r, k = mat.shape
+    rows = np.array(data.draw(st.lists(st.integers(0, r - 1), max_size=r)), dtype=np.int64)
+    cols = np.array(data.draw(st.lists(st.integers(0, k - 1), max_size=k)), dtype=np.int64)
+    nrows, kout = len(rows) + data.draw(st.integers(0, 2)), len(cols) + data.draw(
+        st.integers(0, 70))
+    want = np.zeros((nrows, kout), dtype=bool)
+    for i, ri in enumerate(rows):
+        for t, c in enumerate(cols):
+            want[i, t] = mat[ri, c]
+    np.testing.assert_array_equal(select_bits(pack_rows(mat), rows, cols, nrows, kout),
+                                  pack_rows(want))
+
+
+@settings(**SETTINGS)
+@given(mat=packed_mats, n=st.integers(1, 4), m=st.integers(2, 70))
+def test_condensing_kernels(mat, n, m):
+    """N:M slot maps (a group's set bits in order, −1 for empty slots, refused where a group
+    holds more than n), the set positions of rows of equal counts, and slot occupancy."""
+    assume(n < m)
+    r, k = mat.shape
+    width = (k // m) * n + min(n, k % m)
+    ok, slots = nm_slot_map(pack_rows(mat), k, n, m, width)
+    want = np.full((r, width), -1, dtype=np.int64)
+    fits = True
+    for row in range(r):
+        for g0 in range(0, k, m):
+            ks = [g0 + c for c in range(min(m, k - g0)) if mat[row, g0 + c]]
+            fits &= len(ks) <= n
+            want[row, (g0 // m) * n:(g0 // m) * n + min(len(ks), n)] = ks[:n]
+    assert ok == fits
+    if fits:
+        np.testing.assert_array_equal(slots, want)
+        np.testing.assert_array_equal(filled_slots(slots), pack_rows(want >= 0))
+    per = mat.sum(axis=1)
+    same = mat[per == per.max()]
+    np.testing.assert_array_equal(set_positions(pack_rows(same), int(per.max())),
+                                  np.array([np.flatnonzero(x) for x in same]).reshape(
+                                      len(same), int(per.max())))

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from common.errors import InputError
 from dataflows.lowering import CHOICES, Lowering, lowered, lowered_parts, parse_lowering
+from traces.format import PackedMask
 from traces.layers import Layer
 
 SETTINGS = dict(max_examples=80, deadline=None, derandomize=True,
@@ -225,3 +226,134 @@ def test_parse_lowering_errors(bad, field):
     with pytest.raises(InputError) as e:
         parse_lowering(bad, "a.yaml")
     assert field in str(e.value)
+
+
+def _as_conv(layer: Layer, n: int, x, w, dz):
+    """The three tensors in conv shape: a linear layer's (N[, tokens], C) as (N, C, tokens, 1)."""
+    if layer.kind == "conv2d":
+        return x, w, dz
+
+    def fm(t):
+        return t.reshape(n, -1, t.shape[-1]).transpose(0, 2, 1)[..., None]
+
+    return fm(x), w[..., None, None], fm(dz)
+
+
+def _reference_parts(layer: Layer, n: int, phase: str, low: Lowering, lanes: int, x, w, dz):
+    """Per GEMM of the phase, per group: (A, Bᵀ) as bool matrices and the zero fractions,
+    element by element from the bool tensors (the geometry and the phase sets from the
+    lowering)."""
+    from dataflows.lowering import _phase_sets, _shape
+
+    x4, w4, dz4 = _as_conv(layer, n, x, w, dz)
+    S = _shape(layer, n, low, lanes)
+    cin, cout, kh, kw = S.cin, S.cout, S.kh, S.kw
+
+    def kidx(c, i, j, ch, th, tw):
+        if low.k_order == "flat":
+            return (c * th + i) * tw + j
+        return (i * tw + j) * (-(-ch // lanes) * lanes) + c
+
+    def frac(t, numel):
+        return 1.0 - int(t.sum()) / max(numel, 1)
+
+    imgs = [[i] for i in range(n)] if low.batch == "per_image" else [list(range(n))]
+    per = S.ho * S.wo
+    pp = -(-per // lanes) * lanes if S.k_padded else per
+    out = []
+    for sets in _phase_sets(S, phase):
+        ops = []
+        for im in imgs:
+            for grp in range(layer.groups):
+                ci, co = slice(grp * cin, (grp + 1) * cin), slice(grp * cout, (grp + 1) * cout)
+                xg, wg, dg = x4[im][:, ci], w4[co], dz4[im][:, co]
+                fx = frac(xg, len(im) * cin * S.hp * S.wp)
+                fw, fd = frac(wg, cout * cin * kh * kw), frac(dg, len(im) * cout * per)
+                kk = S.kdim(cin, kh * kw)
+                if phase == "fwd" or phase == "bwd_weight":
+                    win = np.zeros((len(im), S.ho, S.wo, kk), dtype=bool)
+                    for li, oh, ow, c, i, j in np.ndindex(len(im), S.ho, S.wo, cin, kh, kw):
+                        y, xx = oh * S.sh - S.ph + i * S.dh, ow * S.sw - S.pw + j * S.dw
+                        if 0 <= y < S.h and 0 <= xx < S.w:
+                            win[li, oh, ow, kidx(c, i, j, cin, kh, kw)] = xg[li, c, y, xx]
+                if phase == "fwd":
+                    b = np.zeros((cout, kk), dtype=bool)
+                    for o, c, i, j in np.ndindex(cout, cin, kh, kw):
+                        b[o, kidx(c, i, j, cin, kh, kw)] = wg[o, c, i, j]
+                    ops.append((win.reshape(-1, kk), b, (fx, fw)))
+                elif phase == "bwd_weight":
+                    a = np.zeros((cout, len(im), pp), dtype=bool)
+                    a[:, :, :per] = dg.transpose(1, 0, 2, 3).reshape(cout, len(im), per)
+                    b = np.zeros((kk, len(im), pp), dtype=bool)
+                    b[:, :, :per] = win.reshape(len(im), per, kk).transpose(2, 0, 1)
+                    ops.append((a.reshape(cout, -1), b.reshape(kk, -1), (fd, fx)))
+                elif sets is None:
+                    b = np.zeros((kk, cout), dtype=bool)
+                    for o, c, i, j in np.ndindex(cout, cin, kh, kw):
+                        b[kidx(c, i, j, cin, kh, kw), o] = wg[o, c, i, j]
+                    ops.append((dg.transpose(0, 2, 3, 1).reshape(-1, cout), b, (fd, fw)))
+                else:
+                    ops.append(_reference_transposed(S, sets, dg, wg, kidx, fw, len(im)))
+        out.append(ops)
+    return out
+
+
+def _reference_transposed(S, sets, dg, wg, kidx, fw, nimg):
+    """One transposed GEMM's (A, Bᵀ, fractions): position (y, x) meets tap (a, b) where the
+    output-gradient row (y + p − (k−1−ti[a])·d) / s is whole and inside."""
+    (ys, ti), (xs, tj) = sets
+    cout, cin = S.cout, S.cin
+    kk = S.kdim(cout, len(ti) * len(tj))
+    a = np.zeros((nimg, len(ys), len(xs), kk), dtype=bool)
+    b = np.zeros((cin, kk), dtype=bool)
+    for o, u, v in np.ndindex(cout, len(ti), len(tj)):
+        k = kidx(o, u, v, cout, len(ti), len(tj))
+        b[:, k] = wg[o, :, S.kh - 1 - ti[u], S.kw - 1 - tj[v]]
+        for p, q in np.ndindex(len(ys), len(xs)):
+            ry = ys[p] + S.ph - (S.kh - 1 - ti[u]) * S.dh
+            rx = xs[q] + S.pw - (S.kw - 1 - tj[v]) * S.dw
+            if (ry % S.sh == 0 and rx % S.sw == 0 and 0 <= ry // S.sh < S.ho
+                    and 0 <= rx // S.sw < S.wo):
+                a[:, p, q, k] = dg[:, o, ry // S.sh, rx // S.sw]
+    eh, ew = S.eh_ew
+    return a.reshape(-1, kk), b, (1.0 - int(dg.sum()) / max(nimg * cout * eh * ew, 1), fw)
+
+
+def _pack(m: np.ndarray) -> np.ndarray:
+    words = max(1, -(-m.shape[1] // 64))
+    out = np.zeros((m.shape[0], words * 8), dtype=np.uint8)
+    b = np.packbits(m, axis=1, bitorder="little")
+    out[:, : b.shape[1]] = b
+    return out.view(np.uint64)
+
+
+@settings(**{**SETTINGS, "max_examples": 60})
+@given(case=cases(), dens=st.sampled_from([0.0, 1.0, 0.1, 0.5, 0.9]),
+       dense=st.sampled_from([None, "a", "b"]))
+def test_lowered_operands_from_packed_masks_bit_for_bit(case, dens, dense):
+    """Every lowering's operands built from the masks as the trace packs them (``PackedMask``,
+    never unpacked) equal, bit for bit, the matrices written element by element from the bool
+    tensors; so do the zero fractions; a dense operand (None) stays None."""
+    layer, n, low, lanes, seed = case
+    rng = np.random.default_rng(seed)
+    x, w, dz = (rng.random(t.shape) < dens for t in _masks(layer, n, seed))
+    for phase, (am, bm) in {"fwd": (x, w), "bwd_input": (dz, w),
+                            "bwd_weight": (dz, x)}.items():
+        pa = None if dense == "a" else PackedMask.from_bool(am)
+        pb = None if dense == "b" else PackedMask.from_bool(bm)
+        parts = lowered_parts(layer, n, phase, low, lanes, pa, pb)
+        want = _reference_parts(layer, n, phase, low, lanes, x, w, dz)
+        assert len(parts) == len(want)
+        for (_, packs, fracs), ops in zip(parts, want, strict=True):
+            assert len(packs) == len(ops)
+            for (a, b), fr, (ra, rb, rfr) in zip(packs, fracs, ops, strict=True):
+                if dense == "a":
+                    assert a is None and fr[0] == 0.0 and fr[1] == rfr[1]
+                else:
+                    np.testing.assert_array_equal(a, _pack(ra))
+                if dense == "b":
+                    assert b is None and fr[1] == 0.0 and fr[0] == rfr[0]
+                else:
+                    np.testing.assert_array_equal(b, _pack(rb))
+                if dense is None:
+                    assert fr == rfr

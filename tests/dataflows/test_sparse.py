@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from dataflows.features import SparseFeatures, parse_features
 from dataflows.formats import FORMATS, block_bits
 from dataflows.gemm import lower
-from dataflows.sparse import sparse_work, work_candidates
+from dataflows.kernels import pack_rows
+from dataflows.sparse import pack_operands, sparse_work, work_candidates
 from dataflows.systolic import map_dense
 from tests.dataflows.test_kernels import reference_schedule
+from traces.format import PackedMask
 from traces.layers import Layer
 
 SETTINGS = dict(deadline=None, max_examples=150)
@@ -593,3 +595,26 @@ def test_operand_compression_per_level(c, phase, df, dram, sram):
                 want = block_ratio(fmt, blk[:, 3 * i], blk[:, 3 * i + 1], blk[:, 3 * i + 2],
                                    bits)
                 np.testing.assert_allclose(got[:, i], want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 70), n=st.integers(1, 9), heads=st.integers(1, 2),
+       batch=st.integers(1, 2), dens=st.sampled_from([0.0, 1.0, 0.3]), seed=st.integers(0, 99))
+def test_matmul_operands_from_packed_masks_bit_for_bit(m, k, n, heads, batch, dens, seed):
+    """A matmul layer's operands built from the trace's packed masks equal, bit for bit, the
+    matrices sliced from the bool tensors: per (sample, head) X (M×K), Y (K×N), dZ (M×N)."""
+    la = Layer.matmul("mm", m, k, n, heads=heads)
+    rng = np.random.default_rng(seed)
+    x = rng.random(la.ifmap_shape(batch)) < dens
+    y = rng.random(la.operand_shape("filter", batch)) < dens
+    dz = rng.random(la.grad_out_shape(batch)) < dens
+    xs, ys, ds = (t.reshape(batch * heads, *t.shape[-2:]) for t in (x, y, dz))
+    for phase, (am, bm), want in (("fwd", (x, y), lambda g: (xs[g], ys[g].T)),
+                                  ("bwd_input", (dz, y), lambda g: (ds[g], ys[g])),
+                                  ("bwd_weight", (dz, x), lambda g: (ds[g].T, xs[g].T))):
+        for g in range(batch * heads):
+            a, b = pack_operands(la, batch, phase, PackedMask.from_bool(am),
+                                 PackedMask.from_bool(bm), g)
+            wa, wb = want(g)
+            np.testing.assert_array_equal(a, pack_rows(np.ascontiguousarray(wa)))
+            np.testing.assert_array_equal(b, pack_rows(np.ascontiguousarray(wb)))
