@@ -12,6 +12,8 @@ import argparse
 import re
 import sys
 
+from cli.helpers import add_allow_huge
+
 # kept in step with trainers.models.MODELS, trainers.data.DATASETS, trainers.methods (tested)
 MODELS = ("mlp3", "lenet5", "resnet20", "resnet32", "resnet56", "resnet18", "vgg16-cifar",
           "wrn16-8", "vit-mini", "vit-b16")
@@ -65,6 +67,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("-o", "--output", default=None, help="trace directory to write (optional)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_allow_huge(p)
     p.set_defaults(func=run)
 
 
@@ -110,6 +113,22 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--device", None, f"expected cpu, cuda or cuda:N, got {args.device!r}")
 
 
+def _budget(allow: bool):
+    """What ``train`` asks once its first steps are timed: a run over the limits of
+    ``simulator.budget`` (an hour of CPU, the memory cap) stops there unless ``allow``."""
+    import resource
+
+    from simulator.budget import Estimate, check
+    from trainers.train import PROBE_STEPS
+
+    def ask(seconds: float) -> None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # so far, measured
+        check(Estimate(f"training (timed on its first {PROBE_STEPS} steps)", 0, 0, 0, 0, 0,
+                       seconds, peak), allow, field="--steps", source="sparsesim train")
+
+    return ask
+
+
 def run(args: argparse.Namespace) -> None:
     _check(args)
     from pathlib import Path
@@ -126,14 +145,15 @@ def run(args: argparse.Namespace) -> None:
                       device=args.device)
     progress = None if args.quiet else TextProgress("train")
     command = ["sparsesim", *sys.argv[1:]]
+    budget = _budget(args.allow_huge)
     if args.output is None:
-        result = train(cfg, progress=progress)
+        result = train(cfg, progress=progress, budget=budget)
     else:
         out = Path(args.output)
         check_output_dir(out, args.force)
         with atomic_output_dir(out, args.force) as tmp:
             result = train(cfg, tmp, args.record_every or DEFAULTS["record_every"],
-                           progress=progress, command=command)
+                           progress=progress, command=command, budget=budget)
     print(f"test accuracy: {100 * result.test_accuracy:.1f} %")
     print(f"  {cfg.model} on {cfg.dataset}, {cfg.method}"
           + (f" {cfg.sparsity:g}" if cfg.method != "dense" else "")

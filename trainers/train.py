@@ -117,10 +117,18 @@ def setup(cfg: TrainConfig, data: Dataset | None = None
     return model, method, opt, data, data_gen
 
 
+#: steps timed before ``train`` asks its ``budget`` about the whole run
+PROBE_STEPS = 2
+
+
 def train(cfg: TrainConfig, trace_dir: str | Path | None = None, record_every: int = 100,
           progress: Progress | None = None, data: Dataset | None = None,
-          command: Sequence[str] | None = None) -> TrainResult:
-    """Train ``cfg`` and return the test accuracy; record a trace into ``trace_dir`` if given."""
+          command: Sequence[str] | None = None,
+          budget: Callable[[float], None] | None = None) -> TrainResult:
+    """Train ``cfg`` and return the test accuracy; record a trace into ``trace_dir`` if given.
+    ``budget``: called once ``PROBE_STEPS`` steps have run (of a longer run) with the seconds
+    the whole run would take at their pace (set-up included); it may raise to stop the run
+    before the long part starts."""
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     model, method, opt, data, gen = setup(cfg, data)
@@ -136,8 +144,12 @@ def train(cfg: TrainConfig, trace_dir: str | Path | None = None, record_every: i
                      seed=cfg.seed, command=list(command) if command is not None else None)
     order = batches(len(y_train), cfg.batch, gen)
     model.train()
+    t_loop = time.perf_counter()
     with ctx:
         for step in range(cfg.steps):
+            if budget is not None and step == PROBE_STEPS < cfg.steps:
+                now = time.perf_counter()
+                budget(now - t0 + (now - t_loop) / PROBE_STEPS * (cfg.steps - PROBE_STEPS))
             idx = next(order).to(device)
             method.before_step(step)
             loss = F.cross_entropy(model(x_train[idx]), y_train[idx])

@@ -165,3 +165,27 @@ def test_accuracy_swat_u_90_within_3_points_of_dense(dense_lenet5):
 
     swat = train(TrainConfig(model="lenet5", dataset="mnist", method="swat", sparsity=0.9))
     assert swat.test_accuracy >= dense_lenet5.test_accuracy - 0.03
+
+
+def test_a_training_over_the_limits_stops_after_its_timed_steps(tmp_path, monkeypatch):
+    """``train`` times its first steps and refuses a run whose pace puts it over the CPU
+    limit: one line with the estimate, no trace left; ``--allow-huge`` runs it."""
+    import simulator.budget as budget
+    from tests.fuzz.test_hostile_paths import cli, refused
+    from trainers.train import PROBE_STEPS
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--model", "mlp3", "--dataset", "digits", "--batch", "8", "-q", "-o", "t"]
+    refused(argv + ["--steps", "100000000"],
+            f"sparsesim train: --steps: this training (timed on its first {PROBE_STEPS} steps) "
+            "would need about ")
+    assert not (tmp_path / "t").exists()
+    code, err = cli(*argv, "--steps", str(PROBE_STEPS + 2), "--record-every", "2")
+    assert code == 0, err  # a short run passes the same check
+    monkeypatch.setattr(budget, "MAX_CPU_SECONDS", 1e-3)
+    before = sorted(p.name for p in (tmp_path / "t").iterdir())
+    refused(argv + ["--steps", str(PROBE_STEPS + 2), "--force"], "Add --allow-huge to run it")
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == before  # the old trace kept
+    code, err = cli(*argv, "--steps", str(PROBE_STEPS + 2), "--force", "--allow-huge")
+    assert code == 0, err
+    assert Trace(tmp_path / "t").steps
