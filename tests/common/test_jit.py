@@ -54,7 +54,7 @@ def _run(tmpdir: Path) -> list:
 def test_read_only_install_caches_in_a_private_temp_folder(tmp_path):
     count, checked, cache_dir = _run(tmp_path)
     assert count == 3
-    assert checked == [True, True]  # dataflows/ and simulator/
+    assert len(checked) >= 2 and all(checked)  # dataflows/, simulator/ (and traces/)
     folder = tmp_path / f"sparsesim-numba-{os.getuid()}"
     assert Path(cache_dir) == folder
     assert folder.stat().st_mode & 0o777 == 0o700
@@ -67,7 +67,7 @@ def test_no_writable_folder_at_all_compiles_without_a_cache(tmp_path):
     blocker.write_text("")
     count, checked, cache_dir = _run(blocker / "tmp")  # the temp folder cannot be made
     assert count == 3
-    assert checked == [False, False]
+    assert len(checked) >= 2 and not any(checked)
     assert cache_dir == ""
 
 

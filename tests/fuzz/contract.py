@@ -195,10 +195,12 @@ plausible = st.one_of(
             True,
             False,
             None,
-            [],
-            {},
         ]
     ),
+    # fresh containers each draw: a shared ``[]``/``{}`` set at two paths of one document
+    # became a cycle, and stayed mutated for the next examples
+    st.builds(list),
+    st.builds(dict),
 )
 values = st.recursive(
     scalars,

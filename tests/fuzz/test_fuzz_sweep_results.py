@@ -187,6 +187,7 @@ def _damage_results(run: Path, what) -> None:
         doc = json.loads((run / "summary.json").read_text())
         for path, value in arg:
             top, _, rest = path.partition(".")
+            value = copy.deepcopy(value)  # the drawn value stays as drawn for the next paths
             if rest and isinstance(doc.get(top), dict):
                 doc[top][rest] = value
             else:
