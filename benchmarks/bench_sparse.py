@@ -72,11 +72,13 @@ def kernel_rates(repeat: int = 5) -> list[tuple[str, float]]:
     return out
 
 
-def make_trace(work: Path) -> Path:
+def make_trace(work: Path, cwd: Path | None = None) -> Path:
+    """The ResNet-50 SWAT-90 batch-32 step, written by the checkout at ``cwd`` (None: this
+    one): against an older revision, that revision writes it, so that both can read it."""
     trace = work / "r50-swat90"
     subprocess.run([sys.executable, "-m", "cli.main", "synth", "--model", "resnet50", "--method",
                     "swat", "--sparsity", "0.9", "--batch", "32", "-q", "-o", str(trace)],
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, cwd=cwd)
     return trace
 
 
@@ -117,11 +119,11 @@ def against(rev: str, repeat: int, warm: bool) -> int:
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
         work = Path(tmp)
-        trace = make_trace(work)
         other = work / "rev"
         subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(other),
                         rev], check=True)
         try:
+            trace = make_trace(work, other)
             times: dict[str, list[float]] = {"this": [], rev: []}
             cpus: dict[str, list[float]] = {"this": [], rev: []}
             rss: dict[str, list[float]] = {"this": [], rev: []}
