@@ -68,8 +68,8 @@ class CostLaw:
 #: ``simulate``, fitted to this module's own counts (tiles: the bound) of runs measured on
 #: the project's 2-core machine (docs/limits.md, "Work")
 COST = CostLaw(base_s=1.2, tile_s=14e-6, fold_s=0.3e-6, bit_s=1e-9,
-               base_bytes=201 * 2**20, tile_bytes=400, fold_bytes=0, bit_bytes=1 / 16,
-               operand_bytes=1.2)
+               base_bytes=201 * 2**20, tile_bytes=250, fold_bytes=0, bit_bytes=1 / 16,
+               operand_bytes=0.15)  # operands are packed bits: no byte per im2col element
 #: ``simulate --timeline``, per tile (bound) of the sparse run: the event log kept and written
 #: (the reference trace on ``os``: 19.8 s and 894 MiB with it, 15.7 s and 449 MiB without)
 TIMELINE_TILE_S = 6e-6
