@@ -82,15 +82,23 @@ def _run_small(arch) -> None:
         simulate(GEMM, 1, arch, arch.dataflow, "fwd", memory)
 
 
+def _load_and_run(text: str, suffix: str, check=None) -> None:
+    """Write ``text`` as an architecture file ``arch.SUFFIX``, read it (parser ``arch.SUFFIX``)
+    and, when accepted, run a small GEMM on it (``arch.SUFFIX+run``) and ``check(path)``."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"arch.{suffix}"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        kind, arch = outcome(f"arch.{suffix}", load_arch, path)
+        if kind == "accepted":
+            outcome(f"arch.{suffix}+run", _run_small, arch)
+            if check is not None:
+                check(path)
+
+
 @FUZZ
 @given(text=arch_texts())
 def test_architecture_yaml(text):
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "arch.yaml"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        kind, arch = outcome("arch.yaml", load_arch, path)
-        if kind == "accepted":
-            outcome("arch.yaml+run", _run_small, arch)
+    _load_and_run(text, "yaml")
 
 
 CFG_KEYS = [
@@ -159,14 +167,8 @@ def cfg_texts(draw) -> str:
 @FUZZ
 @given(text=cfg_texts())
 def test_scalesim_cfg(text):
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "arch.cfg"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        kind, arch = outcome("arch.cfg", load_arch, path)
-        if kind == "accepted":
-            outcome("arch.cfg+run", _run_small, arch)
-            # the [sparsity] section was checked with the rest: reading it cannot fail now
-            read_scalesim_sparsity(path)
+    # the [sparsity] section was checked with the rest: reading it cannot fail once accepted
+    _load_and_run(text, "cfg", read_scalesim_sparsity)
 
 
 @FUZZ

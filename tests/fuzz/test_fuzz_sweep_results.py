@@ -3,6 +3,7 @@ checked up front), or is refused on one line."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -209,14 +210,21 @@ def _damage_results(run: Path, what) -> None:
         (run / name).write_text(text, encoding="utf-8", errors="surrogatepass")
 
 
-@FUZZ
-@given(what=result_damage())
-def test_results_directory(base_results, what):
+@contextlib.contextmanager
+def _damaged_copy(base_results: Path, what):
+    """A copy of the results directory with ``what`` done to it, and its reading outcome."""
     with tempfile.TemporaryDirectory() as d:
         run = Path(d) / "r"
         shutil.copytree(base_results, run)
         _damage_results(run, what)
-        outcome("results", load_run, run)
+        yield run, outcome("results", load_run, run)[0]
+
+
+@FUZZ
+@given(what=result_damage())
+def test_results_directory(base_results, what):
+    with _damaged_copy(base_results, what):
+        pass
 
 
 @settings(FUZZ, max_examples=max(EXAMPLES // 30, 3))  # a report draws for ~2 s
@@ -225,12 +233,9 @@ def test_report_of_damaged_results(base_results, what):
     """What ``load_run`` accepts, ``sparsesim report`` draws (or refuses on one line)."""
     from reports.report import make_report
 
-    with tempfile.TemporaryDirectory() as d:
-        run = Path(d) / "r"
-        shutil.copytree(base_results, run)
-        _damage_results(run, what)
-        kind, _ = outcome("results", load_run, run)
+    with _damaged_copy(base_results, what) as (run, kind):
         assume(kind == "accepted")
-        kind, _ = outcome("report", make_report, [run], Path(d) / "rep")
+        rep = run.parent / "rep"
+        kind, _ = outcome("report", make_report, [run], rep)
         if kind == "refused":
-            assert not (Path(d) / "rep").exists(), "a refused report left its output"
+            assert not rep.exists(), "a refused report left its output"
