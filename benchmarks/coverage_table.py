@@ -92,32 +92,15 @@ def _models() -> dict:
     def token_loss(m):
         return F.cross_entropy(m(tokens["input_ids"]).flatten(0, 1), tokens["input_ids"].flatten())
 
+    def gpt2(attention: str):
+        return lm(t.GPT2LMHeadModel(t.GPT2Config(
+            n_embd=128, n_layer=4, n_head=4, vocab_size=1000, n_positions=64,
+            attn_implementation=attention)))
+
     enc = Encoder()
     return {
-        "transformers GPT-2 (GPT2LMHeadModel, 4×128, eager attention)": lm(
-            t.GPT2LMHeadModel(
-                t.GPT2Config(
-                    n_embd=128,
-                    n_layer=4,
-                    n_head=4,
-                    vocab_size=1000,
-                    n_positions=64,
-                    attn_implementation="eager",
-                )
-            )
-        ),
-        "transformers GPT-2 (SDPA attention)": lm(
-            t.GPT2LMHeadModel(
-                t.GPT2Config(
-                    n_embd=128,
-                    n_layer=4,
-                    n_head=4,
-                    vocab_size=1000,
-                    n_positions=64,
-                    attn_implementation="sdpa",
-                )
-            )
-        ),
+        "transformers GPT-2 (GPT2LMHeadModel, 4×128, eager attention)": gpt2("eager"),
+        "transformers GPT-2 (SDPA attention)": gpt2("sdpa"),
         "transformers BERT (BertForMaskedLM, 4×128)": lm(
             t.BertForMaskedLM(
                 t.BertConfig(
