@@ -449,6 +449,20 @@ class Replays:
         self.timings: list[GemmTiming] = []
         self.log = array("d")
         self.hits = 0
+        self._schedules: dict = {}
+        self.schedule_hits = 0
+
+    def schedule(self, key, make) -> TileSchedule:
+        """The tile schedule of one GEMM made once per command: ``make()`` the first time
+        ``key`` (everything the schedule depends on, hashable) is asked for, the same
+        schedule after (the dense baseline's GEMMs and a step's are the same GEMMs when the
+        architecture has no sparse features). Schedules are never modified once made."""
+        sched = self._schedules.get(key)
+        if sched is None:
+            sched = self._schedules[key] = make()
+        else:
+            self.schedule_hits += 1
+        return sched
 
     def simulate_tiles(self, schedules: list[TileSchedule], arch, log=None,
                        dram_only: bool = False, topk: list[int] | None = None
