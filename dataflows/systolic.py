@@ -14,11 +14,23 @@ df      array rows ←      array cols ←      time ←      cycles per fold
 L is the number of MAC lanes per PE (a dot product of L terms per cycle along K; SCALE-Sim has
 L = 1). Folds run one after another with full fill and drain, so a GEMM's compute takes
 ``folds × cycles per fold`` cycles; a grouped GEMM repeats that per group.
+
+With ``folds: overlapped`` each fold starts right behind the previous one and the fill and drain
+(``ovh``: R + C − 2 in ``os``, 2R + C − 2 with the preload in ``ws``/``is``) are paid once per
+GEMM. In ``ws``/``is`` the next fold's weights shift down each column (R cycles) into one shadow
+register per PE, which the PE copies when the fold's first operand reaches it; the deepest row
+takes the current fold's weight 2R − 1 cycles after the fold starts (with the column skew, for
+every column), so the next fold's preload can start only then: folds start
+max(T, 2R − 1) apart (T: the fold's stream length, M in ``ws``, N in ``is``), and a GEMM of F
+folds takes (F − 1)·max(T, 2R − 1) + T + ovh cycles (``overlapped_fold_cycles`` for folds of
+different lengths). ``tests/simulator/test_array_model.py`` runs the array cycle by cycle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from common.vocab import DATAFLOWS
 from dataflows.gemm import Gemm
@@ -44,7 +56,12 @@ class DenseMapping:
     cycles_per_fold: int  # incl. the per-fold fill/drain when folds are serial
     groups: int
     fold_overhead: int = 0  # fill/drain cycles inside cycles_per_fold
-    gemm_overhead: int = 0  # fill/drain paid once per GEMM (overlapped folds)
+    #: paid once per GEMM (overlapped folds): the fill/drain, less the preload wait that
+    #: ``cycles_per_fold`` charges the last fold too
+    gemm_overhead: int = 0
+    #: the least cycles from one fold's start to the next's (overlapped ``ws``/``is``: 2R − 1,
+    #: the weight preload behind one shadow register per PE; else 0)
+    spacing: int = 0
 
     @property
     def folds(self) -> int:
@@ -105,7 +122,36 @@ def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1,
     if folds == "broadcast":  # no systolic skew: no fill, no drain
         return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, t, gemm.groups, 0, 0)
     if folds == "overlapped":
-        return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, t, gemm.groups, 0,
-                            ovh)
+        # os: a fold's operands enter right behind the previous one's; ws/is: no sooner than
+        # the previous fold's weights have been taken by its deepest row (module docstring)
+        gap = 0 if dataflow == "os" else 2 * rows - 1
+        step = max(t, gap)
+        return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, step, gemm.groups,
+                            0, ovh - (step - t), gap)
     return DenseMapping(dataflow, rows, cols, lanes, rd, cd, td, rf, cf, t + ovh, gemm.groups,
                         ovh, 0)
+
+
+def overlapped_fold_cycles(streams: np.ndarray, mapping: DenseMapping) -> np.ndarray:
+    """Cycles of every fold of a GEMM (all groups, in tile order) whose slowest streams last
+    ``streams`` cycles (per-fold fill/drain included: ``mapping.fold_overhead``), under the
+    mapping's fold mode: the GEMM's once-paid overhead on the first fold, and with overlapped
+    ``ws``/``is`` folds every fold that runs at least ``mapping.spacing`` cycles (a fold's
+    weights must reach its deepest row before the next fold's preload starts), the last fold
+    that runs excepted (the first fold's overhead is shortened by its wait). A fold that
+    streams nothing (every step skipped) runs no cycle and loads no weights. The total is
+    the same in either loop order (the last fold is the same, and the waits add up)."""
+    fc = np.array(streams, dtype=np.int64)
+    if fc.size == 0:
+        return fc
+    gap = mapping.spacing
+    extra = mapping.gemm_overhead
+    if gap:
+        extra += mapping.cycles_per_fold - mapping.time_dim  # the fill/drain of the GEMM
+        busy = np.flatnonzero(fc > 0)
+        if busy.size:
+            last = fc[busy[-1]]
+            fc[busy] = np.maximum(fc[busy], gap)
+            extra -= fc[busy[-1]] - last
+    fc[0] += extra
+    return fc
