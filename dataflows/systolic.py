@@ -99,7 +99,8 @@ def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1,
 
     ``folds="serial"`` (SCALE-Sim) pays each fold's pipeline fill and drain; ``"overlapped"``
     starts each fold as the previous one's data leaves, so fill and drain are paid once per GEMM
-    (and the stationary operand of the next fold preloads in the shadow of the current one);
+    (and the stationary operand of the next fold preloads in the shadow of the current one, so
+    ``ws``/``is`` folds start max(T, 2R − 1) apart: the module docstring);
     ``"broadcast"``: operands are broadcast to the PEs with no systolic skew, so there is no
     fill or drain at all (DNNsim's TensorDash counts none).
     """
@@ -135,12 +136,13 @@ def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1,
 def overlapped_fold_cycles(streams: np.ndarray, mapping: DenseMapping) -> np.ndarray:
     """Cycles of every fold of a GEMM (all groups, in tile order) whose slowest streams last
     ``streams`` cycles (per-fold fill/drain included: ``mapping.fold_overhead``), under the
-    mapping's fold mode: the GEMM's once-paid overhead on the first fold, and with overlapped
-    ``ws``/``is`` folds every fold that runs at least ``mapping.spacing`` cycles (a fold's
-    weights must reach its deepest row before the next fold's preload starts), the last fold
-    that runs excepted (the first fold's overhead is shortened by its wait). A fold that
-    streams nothing (every step skipped) runs no cycle and loads no weights. The total is
-    the same in either loop order (the last fold is the same, and the waits add up)."""
+    mapping's fold mode: the GEMM's once-paid overhead goes on the first fold; with overlapped
+    ``ws``/``is`` folds, every fold that runs holds the array at least ``mapping.spacing``
+    cycles (its weights must reach its deepest row before the next fold's preload starts), and
+    the wait of the last one that runs, which no fold follows, comes off that overhead (as
+    ``map_dense`` charges a dense GEMM). A fold that streams nothing (every step skipped) runs
+    no cycle and loads no weights. The total is the same in either loop order of the tiles:
+    only the last fold's wait depends on the order, and the last fold is the same."""
     fc = np.array(streams, dtype=np.int64)
     if fc.size == 0:
         return fc
