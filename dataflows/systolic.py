@@ -141,8 +141,8 @@ def overlapped_fold_cycles(streams: np.ndarray, mapping: DenseMapping) -> np.nda
     cycles (its weights must reach its deepest row before the next fold's preload starts), and
     the wait of the last one that runs, which no fold follows, comes off that overhead (as
     ``map_dense`` charges a dense GEMM). A fold that streams nothing (every step skipped) runs
-    no cycle and loads no weights. The total is the same in either loop order of the tiles:
-    only the last fold's wait depends on the order, and the last fold is the same."""
+    no cycle and loads no weights. Only the last fold's wait depends on the loop order of the
+    tiles, and the last tile is the same in either order."""
     fc = np.array(streams, dtype=np.int64)
     if fc.size == 0:
         return fc
