@@ -19,9 +19,9 @@ With ``folds: overlapped`` each fold starts right behind the previous one and th
 (``ovh``: R + C − 2 in ``os``, 2R + C − 2 with the preload in ``ws``/``is``) are paid once per
 GEMM. In ``ws``/``is`` the next fold's weights shift down each column (R cycles) into one shadow
 register per PE, which the PE copies when the fold's first operand reaches it; the deepest row
-takes the current fold's weight 2R − 1 cycles after the fold starts (with the column skew, for
-every column), so the next fold's preload can start only then: folds start
-max(T, 2R − 1) apart (T: the fold's stream length, M in ``ws``, N in ``is``), and a GEMM of F
+takes the current fold's weight R − 1 cycles after the fold's stream starts (plus the column's
+skew, which the preload shares), and only then can the next fold's R-cycle preload start down
+the column: folds start max(T, 2R − 1) apart (T: the fold's stream length, M in ``ws``, N in ``is``), and a GEMM of F
 folds takes (F − 1)·max(T, 2R − 1) + T + ovh cycles (``overlapped_fold_cycles`` for folds of
 different lengths). ``tests/simulator/test_array_model.py`` runs the array cycle by cycle.
 """
