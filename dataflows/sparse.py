@@ -48,7 +48,7 @@ from dataflows.formats import block_ratio
 from dataflows.gemm import Gemm, lower
 from dataflows.kernels import Bits
 from dataflows.lowering import Lowering, lowered_parts
-from dataflows.systolic import DenseMapping, map_dense, overlapped_fold_cycles
+from dataflows.systolic import DenseMapping, fold_cycles_of, map_dense
 from traces.layers import Layer
 
 #: modes that run a dense GEMM on reduced dimensions (its operands are already compact)
@@ -187,7 +187,7 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
                      phase: str = "fwd") -> tuple[np.ndarray, np.ndarray]:
     """(fold cycles, fold imbalance) of every group, column folds outer, when the zeros of
     operand ``xs[group]`` ("A" or "B") are skipped, the fill/drain and fold spacing as
-    ``mapping``'s (``systolic.overlapped_fold_cycles``). The streams of a fold run under
+    ``mapping``'s (``systolic.fold_cycles_of``). The streams of a fold run under
     ``feats.sync`` with the window or the taps."""
     fold_ovh = mapping.fold_overhead
     H, D = feats.lookahead, feats.lookaside
@@ -236,7 +236,7 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
                 fc, fi = np.tile(fc, nc), np.tile(fi, nc)
         fcs.append(fc)
         fis.append(fi)
-    return overlapped_fold_cycles(np.concatenate(fcs), mapping), np.concatenate(fis)
+    return fold_cycles_of(np.concatenate(fcs), mapping), np.concatenate(fis)
 
 
 def _two_sided_folds(packs, M: int, N: int, rows: int, cols: int, lanes: int,

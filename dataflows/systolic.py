@@ -21,9 +21,10 @@ GEMM. In ``ws``/``is`` the next fold's weights shift down each column (R cycles)
 register per PE, which the PE copies when the fold's first operand reaches it; the deepest row
 takes the current fold's weight R − 1 cycles after the fold's stream starts (plus the column's
 skew, which the preload shares), and only then can the next fold's R-cycle preload start down
-the column: folds start max(T, 2R − 1) apart (T: the fold's stream length, M in ``ws``, N in ``is``), and a GEMM of F
-folds takes (F − 1)·max(T, 2R − 1) + T + ovh cycles (``overlapped_fold_cycles`` for folds of
-different lengths). ``tests/simulator/test_array_model.py`` runs the array cycle by cycle.
+the column: folds start max(T, 2R − 1) apart (T: the fold's stream length, M in ``ws``, N in
+``is``), and a GEMM of F folds takes (F − 1)·max(T, 2R − 1) + T + ovh cycles (``fold_cycles_of``
+for folds of different lengths). ``tests/simulator/test_array_model.py`` runs the array cycle by
+cycle.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def map_dense(gemm: Gemm, rows: int, cols: int, dataflow: str, lanes: int = 1,
                         ovh, 0)
 
 
-def overlapped_fold_cycles(streams: np.ndarray, mapping: DenseMapping) -> np.ndarray:
+def fold_cycles_of(streams: np.ndarray, mapping: DenseMapping) -> np.ndarray:
     """Cycles of every fold of a GEMM (all groups, in tile order) whose slowest streams last
     ``streams`` cycles (per-fold fill/drain included: ``mapping.fold_overhead``), under the
     mapping's fold mode: the GEMM's once-paid overhead goes on the first fold; with overlapped
