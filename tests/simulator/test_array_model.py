@@ -321,11 +321,12 @@ def overlapped(df, A, B, R, C, gap=None):
     return out, cycles
 
 
-def overlapped_skipping(df, A, B, R, C):
+def overlapped_skipping(df, A, B, R, C, closer=False):
     """ws/is with row-synchronous skipping: fold f streams only the steps where its slice of
     the streamed operand (A's columns k0..k0+R-1 in ws, B's rows in is) holds a nonzero, T'_f
     of them; a fold that streams nothing is not run (its weights are not loaded); the others
-    start max(T'_f, 2R - 1) after the previous one. Returns (C, cycles)."""
+    start max(T'_f, 2R - 1) after the previous one (``closer``: the second one cycle sooner).
+    Returns (C, cycles, folds run)."""
     M, K = A.shape
     N = B.shape[1]
     streamed = A if df == "ws" else B.T  # (steps × K)
@@ -337,11 +338,9 @@ def overlapped_skipping(df, A, B, R, C):
     for f in range(len(folds)):
         if steps[f]:
             starts[f] = t
-            t += spacing(df, len(steps[f]), R)
-    if not starts:
-        return np.zeros((M, N), dtype=A.dtype), 0
+            t += spacing(df, len(steps[f]), R) - (closer and len(starts) == 1)
     out, cycles, _ = _run(df, A, B, R, C, starts, True, shadow=True, steps=steps)
-    return out, cycles
+    return out, cycles, len(starts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,9 +443,9 @@ def test_mobilenetv2_first_layer_is():
 def test_overlapped_skipping_folds(M, K, N, R, C, df, density, seed):
     """Row-synchronous skipping under ``folds: overlapped`` (``sync: lockstep``, no taps):
     the per-cycle model, each fold streaming only its nonempty steps and starting
-    max(T', 2R - 1) after the previous fold that ran, computes A·B in the sparse work
-    model's cycles (whose folds run column folds outer, the model's row folds outer: the total
-    is the same)."""
+    max(T', 2R - 1) after the previous fold that ran (one cycle sooner and two folds meet),
+    computes A·B in the sparse work model's cycles (whose folds run column folds outer, the
+    model's row folds outer: the total is the same)."""
     rng = np.random.default_rng(seed)
     layer = Layer.linear("fc", K, N, tokens=M)
     masks = {"filter": None, "ifmap": None, "grad_out": None}
@@ -459,8 +458,11 @@ def test_overlapped_skipping_folds(M, K, N, R, C, df, density, seed):
     A, B = _operands(M, K, N, seed)
     A, B = np.where(mask_a, A | 1, 0), np.where(mask_b, B | 1, 0)  # nonzero where the mask is
     assume((A if df == "ws" else B).any())  # something to stream
-    out, cycles = overlapped_skipping(df, A, B, R, C)
+    out, cycles, ran = overlapped_skipping(df, A, B, R, C)
     np.testing.assert_array_equal(out, A @ B)
+    if ran > 1:  # the spacing is the tightest
+        with pytest.raises(_Clash):
+            overlapped_skipping(df, A, B, R, C, closer=True)
     # lockstep with no taps (no element moves) and uncapped free runs: a step costs a cycle
     # unless it is empty in every stream of the fold
     feats = SparseFeatures(skip=(role,), sync="lockstep", taps=(), free_rows=64)
