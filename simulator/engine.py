@@ -621,8 +621,10 @@ class _Replay:
         theirs = {id(self.d_wake.ev): _UD, id(self.p_wake.ev): _UP, id(self.w_wake.ev): _UW}
         for rank, (t, _prio, _eid, ev) in enumerate(sorted(queue)):
             u = theirs.get(id(ev))
-            if u is None or u == mode:
-                return None  # a wake-up pending, or the end of a process
+            if u is None or u == mode or type(t) is not float:
+                # a wake-up pending, the end of a process, or a time still a whole number (it
+                # stays one while its unit adds whole cycles to it; a run's times are floats)
+                return None
             si[_ACT + u], si[_SEQ + u] = 1, rank
             sf[_T + u] = t
         si[_SEQC] = len(queue)
@@ -875,6 +877,14 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None, dram_only: boo
     ``topk``: cycles of each of the step's top-K / mask-update jobs, run after the GEMMs.
     ``runs``: let runs of tiles go through ``_run_kernel`` (the same log and timings; None:
     the module's ``RUNS``)."""
+    return replay(schedules, arch, log, dram_only, topk, runs)[0]
+
+
+def replay(schedules: list[TileSchedule], arch, log=None, dram_only: bool = False,
+           topk: list[int] | None = None, runs: bool | None = None
+           ) -> tuple[list[GemmTiming], float]:
+    """``simulate_tiles``, and the share of the tiles the PE array went through inside runs
+    (0 with runs off)."""
     buf = log if isinstance(log, array) and log.typecode == "d" else array("d")
     first = len(buf) // len(EVENT_FIELDS)
     r = _Replay(schedules, arch, buf, dram_only, list(topk or ()), RUNS if runs is None else runs)
@@ -889,7 +899,7 @@ def simulate_tiles(schedules: list[TileSchedule], arch, log=None, dram_only: boo
         log.extend(buf)
     if timings:
         timings[-1].end = r.end
-    return timings
+    return timings, r.run_tiles / max(r.n_tiles, 1)
 
 
 def _replay_key(schedules: list[TileSchedule], arch, dram_only: bool, topk: list[int]) -> bytes:
