@@ -465,8 +465,14 @@ def _run_kernel(mode, gi, rows, si, sf, ints, floats, acc, out, waits, wait_out,
     cur = _KD if mode == _UD else _KP
     start = si[cur]
     sig_d, sig_p, sig_w = si[_PC_D], si[_PC_P], si[_PC_W]
+    # room for the records of ``budget`` more events (at most five each) after a stop
     cap = (out.shape[0] // 7) - 5 * (budget + 4)
-    wcap = (waits.shape[0] // 7) - 5 * (budget + 4)
+    wcap = cap if wait_out else (waits.shape[0] // 7) - 5 * (budget + 4)
+    snap_si[:] = si  # the start, whatever happens
+    snap_sf[:] = sf
+    snap_ints[:] = ints
+    snap_floats[:] = floats
+    snap_acc[:] = acc[gi]
     u = mode
     events = 0
     while True:
