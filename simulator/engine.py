@@ -522,6 +522,22 @@ def _run_kernel(mode, gi, rows, si, sf, ints, floats, acc, out, waits, wait_out,
         sf[_NOW] = sf[_T + u]
 
 
+class _Rows:
+    """A GEMM's tile rows, each made a list of Python numbers (``tolist``) only when a unit
+    asks for it: most tiles go through runs, which read the array."""
+
+    __slots__ = ("cols",)
+
+    def __init__(self, cols: np.ndarray) -> None:
+        self.cols = cols
+
+    def __len__(self) -> int:
+        return self.cols.shape[0]
+
+    def __getitem__(self, k: int) -> list:
+        return self.cols[k].tolist()
+
+
 class _Replay:
     """What the hardware units of one replay share: the clock, the DRAM unit, the double-buffer
     slots and queues between them, the per-GEMM tile plans and timings, the event log, and
@@ -538,7 +554,7 @@ class _Replay:
         self.wb = (arch.word_bytes["ifmap"], arch.word_bytes["filter"], arch.word_bytes["ofmap"])
         self.ports = tuple(float(arch.sram[b].words_per_cycle)
                            for b in ("ifmap", "filter", "ofmap"))
-        self._plans: dict[int, list] = {}  # the GEMMs the units are in (two at most)
+        self._plans: dict[int, _Rows] = {}  # the GEMMs the units are in (two at most)
         self._arrays: dict[int, np.ndarray] = {}  # the same rows as one int64 array (runs)
         self.topk = topk
         # two tiles in flight on each side: the input and output halves of the buffers
@@ -572,9 +588,9 @@ class _Replay:
             self._wout = np.zeros(size if dram_only else 7 * 5 * (_RUN_BUDGET + 8))
             self._skip, self._backoff = [0, 0], [1, 1]
 
-    def plan(self, gi: int) -> list:
-        """GEMM ``gi``'s tiles as plain rows: bytes read of A, B, C; bytes written; compute
-        and SRAM-port cycles. Made when the read DMA reaches the GEMM, dropped when the PE
+    def plan(self, gi: int) -> _Rows:
+        """GEMM ``gi``'s tiles as plain rows (``_Rows``): bytes read of A, B, C; bytes
+        written; compute and SRAM-port cycles. Made when the read DMA reaches the GEMM, dropped when the PE
         array leaves it (``leave``), so a step holds one or two GEMMs' rows at a time."""
         rows = self._plans.get(gi)
         if rows is None:
@@ -583,7 +599,7 @@ class _Replay:
                 t[:, _I["a_dram"]] * wb[0], t[:, _I["b_dram"]] * wb[1],
                 t[:, _I["c_read"]] * wb[2], t[:, _I["c_write"]] * wb[2], t[:, _I["compute"]],
                 sram_extra_cycles(t, self.ports)])
-            rows = self._plans[gi] = cols.tolist()
+            rows = self._plans[gi] = _Rows(cols)
             if cols.dtype == np.int64:
                 self._arrays[gi] = np.ascontiguousarray(cols)
             # what the units do to every tile, summed once (whole numbers: exact in any order)
