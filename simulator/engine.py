@@ -590,8 +590,9 @@ class _Replay:
 
     def plan(self, gi: int) -> _Rows:
         """GEMM ``gi``'s tiles as plain rows (``_Rows``): bytes read of A, B, C; bytes
-        written; compute and SRAM-port cycles. Made when the read DMA reaches the GEMM, dropped when the PE
-        array leaves it (``leave``), so a step holds one or two GEMMs' rows at a time."""
+        written; compute and SRAM-port cycles. Made when the read DMA reaches the GEMM,
+        dropped when the PE array leaves it (``leave``), so a step holds one or two GEMMs'
+        rows at a time."""
         rows = self._plans.get(gi)
         if rows is None:
             t, wb = self.schedules[gi].tiles, self.wb
