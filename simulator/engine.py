@@ -16,6 +16,17 @@ DRAM kernels):
   read and a write in flight together contend;
 * ``_topk_unit``: once the GEMMs are written back, the step's top-K selections and mask updates.
 
+Runs of tiles. The processes above define the model; most tiles do not go through them one
+SimPy event at a time. Where one unit paces a stretch (the PE array when compute-bound, the read
+DMA when DRAM-bound) and the others wait in the same places tile after tile, that unit hands the
+units to ``_run_kernel``, one numba call that replays the three processes event by event in
+SimPy's order (time, then the order the events were scheduled), with the same DRAM calls in the
+same order and the same records, up to the last point where every other unit is suspended where
+it was when the run began; the generators then resume from there. The fill, the GEMM boundaries,
+the drain, the top-K unit and any stretch without such points stay with the processes.
+``simulate_tiles(..., runs=False)`` (or the module's ``RUNS``) turns runs off: the event log
+and the timings are the same byte for byte (``tests/simulator/test_engine_runs.py``).
+
 Transfers overlap compute. Every cycle the array is not computing while a GEMM is in flight is a
 stall, attributed to a cause (``docs/metrics.md``) after the run, from the event log
 (``attribute_stalls``): waiting for a read is split into *DRAM bandwidth* (the part the transfer
@@ -671,6 +682,8 @@ class _Replay:
                 return None
             si[_PC_D], si[_KD], sf[_TOOK_D], sf[_IDEAL_D] = dst
             si[_PC_P], si[_KP] = _P_BUSY, k
+        if len(self.ready.items) > 2:
+            return None  # never: two input halves
         for i, (a, b) in enumerate(self.ready.items):
             sf[_RQ0 + 2 * i], sf[_RQ0 + 2 * i + 1] = a, b
         si[_RQ_N] = len(self.ready.items)
