@@ -98,6 +98,20 @@ def test_runs_leave_the_per_tile_log_and_timings(schedules, arch):
     _check(schedules, ARCHS[arch])
 
 
+small = st.sampled_from([0, 64, 128])
+jumble = st.tuples(small, small, st.sampled_from([0, 64]), small, st.sampled_from([0, 1, 2, 3]),
+                   st.sampled_from([0, 0, 100]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(jumble, min_size=1, max_size=300), min_size=1, max_size=3),
+       st.sampled_from(sorted(ARCHS)))
+def test_runs_in_a_jumble_of_short_tiles(gemms_rows, arch):
+    """Tiles drawn one by one from a few short ones: the regime changes at any tile and
+    same-cycle events are everywhere (runs start and roll back often)."""
+    _check([_schedule(rows) for rows in gemms_rows], ARCHS[arch], topk=(2,))
+
+
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 @pytest.mark.parametrize("regime", ["compute", "dram", "write", "alternate", "ties"])
 def test_steady_stretches_go_through_runs(arch, regime):
@@ -112,6 +126,18 @@ def test_steady_stretches_go_through_runs(arch, regime):
     schedules = [_schedule((pattern * n)[:1200]), _schedule((pattern * n)[:900])]
     share = _check(schedules, ARCHS[arch])
     assert share > (0.6 if regime == "alternate" else 0.9), share
+
+
+@pytest.mark.parametrize("pattern", [
+    [(0, 0, 0, 64, 2, 0), (64, 0, 0, 64, 1, 0)],
+    [(0, 0, 0, 64, 3, 0), (128, 0, 0, 64, 1, 0)],
+    [(0, 0, 0, 128, 3, 0), (64, 0, 0, 128, 2, 0)],
+])
+def test_a_run_ends_on_a_tie(pattern):
+    """Runs that end where another unit's timeout falls on the same cycle as the running
+    unit's resumption: the running unit must come first (it was scheduled first), as a run
+    that handed the clock back in the other order would not (its log differs)."""
+    _check([_schedule(pattern * 60)], ARCHS["whole"])
 
 
 def test_zero_time_start_and_empty_transfers():
