@@ -282,6 +282,37 @@ def _rec(out, n, kind, gi, t0, t1, x, y, z):
 
 
 @njit(cache=True)
+def _rec_wait(si, out, waits, wait_out, kind, gi, t0, t1, x, y, z):
+    """A wait of the PE array: into the log, or (``dram_only``) into its own buffer."""
+    if wait_out:
+        si[_NOUT] = _rec(out, si[_NOUT], kind, gi, t0, t1, x, y, z)
+    else:
+        si[_NWAIT] = _rec(waits, si[_NWAIT], kind, gi, t0, t1, x, y, z)
+
+
+@njit(cache=True)
+def _save(src_si, src_sf, src_ints, src_floats, src_acc, si, sf, ints, floats, acc):
+    """Copy a run's state (units, DRAM, the GEMM's DRAM counters) from the first five arrays
+    into the last five: a snapshot, or a roll-back."""
+    si[:] = src_si
+    sf[:] = src_sf
+    ints[:] = src_ints
+    floats[:] = src_floats
+    acc[:] = src_acc
+
+
+@njit(cache=True)
+def _hand(si, sf, wait, n, u, now):
+    """Free a slot (``n``: the count at ``si[n]``) or hand it to the unit ``u`` waiting for it
+    (its flag at ``si[wait]``): ``_Slots.give``. False as ``_sched``."""
+    if si[wait]:
+        si[wait] = 0
+        return _sched(si, sf, u, now)
+    si[n] += 1
+    return True
+
+
+@njit(cache=True)
 def _sched(si, sf, u, t):
     """Schedule unit ``u``'s event at ``t``; False if it already has one (never, by design)."""
     if si[_ACT + u]:
@@ -349,34 +380,22 @@ def _step_p(si, sf, rows, gi, out, waits, wait_out, compute_log):
     pc = si[_PC_P]
     if pc == _P_READY:  # woken with the loaded tile
         if now > sf[_PT]:
-            if wait_out:
-                si[_NOUT] = _rec(out, si[_NOUT], WAIT_READ, gi, sf[_PT], now, sf[_PV_TOOK],
-                                 sf[_PV_IDEAL], sf[_FIRST])
-            else:
-                si[_NWAIT] = _rec(waits, si[_NWAIT], WAIT_READ, gi, sf[_PT], now,
-                                  sf[_PV_TOOK], sf[_PV_IDEAL], sf[_FIRST])
+            _rec_wait(si, out, waits, wait_out, WAIT_READ, gi, sf[_PT], now, sf[_PV_TOOK],
+                      sf[_PV_IDEAL], sf[_FIRST])
         sf[_FIRST] = 0.0
         stage = 1
     elif pc == _P_SLOT:  # woken with a free output half
         if now > sf[_PT]:
-            if wait_out:
-                si[_NOUT] = _rec(out, si[_NOUT], WAIT_WRITE, gi, sf[_PT], now, sf[_SHARE],
-                                 0.0, 0.0)
-            else:
-                si[_NWAIT] = _rec(waits, si[_NWAIT], WAIT_WRITE, gi, sf[_PT], now,
-                                  sf[_SHARE], 0.0, 0.0)
+            _rec_wait(si, out, waits, wait_out, WAIT_WRITE, gi, sf[_PT], now, sf[_SHARE], 0.0,
+                      0.0)
         stage = 2
     else:  # the tile's compute is over
         stage = 0
     while True:
         if stage == 0:
             # free the input half, queue the results for the write DMA, take the next tile
-            if si[_IN_WAIT]:
-                si[_IN_WAIT] = 0
-                if not _sched(si, sf, _UD, now):
-                    return False
-            else:
-                si[_IN_N] += 1
+            if not _hand(si, sf, _IN_WAIT, _IN_N, _UD, now):
+                return False
             w = rows[si[_KP], 3]
             if si[_TW_WAIT]:
                 si[_TW_WAIT] = 0
@@ -444,12 +463,8 @@ def _step_w(si, sf, gi, ints, floats, acc, out, peak):
                 if finish > now:
                     si[_PC_W] = _W_WRITE
                     return _sched(si, sf, _UW, now + took)
-        if si[_OUT_WAIT]:
-            si[_OUT_WAIT] = 0
-            if not _sched(si, sf, _UP, now):
-                return False
-        else:
-            si[_OUT_N] += 1
+        if not _hand(si, sf, _OUT_WAIT, _OUT_N, _UP, now):
+            return False
         si[_W_I] += 1
         if si[_W_I] >= si[_NT]:
             return False
@@ -479,11 +494,8 @@ def _run_kernel(mode, gi, rows, si, sf, ints, floats, acc, out, waits, wait_out,
     # room for the records of ``budget`` more events (at most five each) after a stop
     cap = (out.shape[0] // 7) - 5 * (budget + 4)
     wcap = cap if wait_out else (waits.shape[0] // 7) - 5 * (budget + 4)
-    snap_si[:] = si  # the start, whatever happens
-    snap_sf[:] = sf
-    snap_ints[:] = ints
-    snap_floats[:] = floats
-    snap_acc[:] = acc[gi]
+    snap = (snap_si, snap_sf, snap_ints, snap_floats, snap_acc)
+    _save(si, sf, ints, floats, acc[gi], *snap)  # the start, whatever happens
     u = mode
     events = 0
     while True:
@@ -503,11 +515,7 @@ def _run_kernel(mode, gi, rows, si, sf, ints, floats, acc, out, waits, wait_out,
                 if done > 0 and (done >= limit or si[cur] >= n - 1 or si[_NOUT] >= cap
                                  or si[_NWAIT] >= wcap):
                     return done
-                snap_si[:] = si
-                snap_sf[:] = sf
-                snap_ints[:] = ints
-                snap_floats[:] = floats
-                snap_acc[:] = acc[gi]
+                _save(si, sf, ints, floats, acc[gi], *snap)
                 events = 0
         if u == _UD:
             ok = _step_d(si, sf, rows, gi, ints, floats, acc, out, peak)
@@ -523,11 +531,7 @@ def _run_kernel(mode, gi, rows, si, sf, ints, floats, acc, out, waits, wait_out,
                 u = v
         events += 1
         if not ok or u < 0 or events > budget:
-            si[:] = snap_si
-            sf[:] = snap_sf
-            ints[:] = snap_ints
-            floats[:] = snap_floats
-            acc[gi, :] = snap_acc
+            _save(*snap, si, sf, ints, floats, acc[gi])
             return si[cur] - start
         si[_ACT + u] = 0
         sf[_NOW] = sf[_T + u]
