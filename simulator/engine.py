@@ -374,7 +374,7 @@ def _step_d(si, sf, rows, gi, ints, floats, acc, out, peak):
 @njit(cache=True)
 def _step_p(si, sf, rows, gi, out, waits, wait_out, compute_log):
     """Resume the PE array at ``now`` until it waits again (``_pe_array``). False: it would
-    leave the GEMM."""
+    leave the GEMM. One function, long: it follows ``_pe_array`` statement by statement."""
     now = sf[_NOW]
     n = rows.shape[0]
     pc = si[_PC_P]
@@ -647,47 +647,60 @@ class _Replay:
         if skip[mode]:
             skip[mode] -= 1
             return None
+        rows = self._arrays.get(gi)
+        if rows is None or not self._load(mode, gi, k, took, ideal):
+            return None
+        si, dram = self._si, self.dram
+        start = si[_KP] if mode == _UD else k
+        done = _run_kernel(mode, gi, rows, si, self._sf, dram.ints, dram.floats, dram.counts,
+                           self._out, self._wout, self.waits is None, self.prec is not None,
+                           dram.peak, _RUN_LIMIT, _RUN_BUDGET, *self._snap)
+        if not done:
+            skip[mode] = self._backoff[mode]
+            self._backoff[mode] = min(2 * self._backoff[mode], 256)
+            return None
+        self._backoff[mode] = 1
+        self.run_tiles += int(si[_KP] - start)
+        return self._hand_back(mode, gi)
+
+    def _load(self, mode: int, gi: int, k: int, took: float, ideal: float) -> bool:
+        """The units' state into the run's arrays (``run``); False where no run may start:
+        a wake-up pending, a unit in another GEMM, a time still a whole number."""
         env = self.env
         now, queue = env._now, env._queue
-        rows = self._arrays.get(gi)
-        if type(now) is not float or len(queue) > 2 or rows is None:
-            return None
+        if type(now) is not float or len(queue) > 2 or len(self.ready.items) > 2:
+            return False
         si, sf = self._si, self._sf
         si[:] = 0
         sf[:] = 0.0
-        own = self.d_wake if mode == _UD else self.p_wake
         theirs = {id(self.d_wake.ev): _UD, id(self.p_wake.ev): _UP, id(self.w_wake.ev): _UW}
         for rank, (t, _prio, _eid, ev) in enumerate(sorted(queue)):
             u = theirs.get(id(ev))
             if u is None or u == mode or type(t) is not float:
                 # a wake-up pending, the end of a process, or a time still a whole number (it
                 # stays one while its unit adds whole cycles to it; a run's times are floats)
-                return None
+                return False
             si[_ACT + u], si[_SEQ + u] = 1, rank
             sf[_T + u] = t
         si[_SEQC] = len(queue)
         wst, items = self.w_st, self.to_write.items
         if (wst is None or any(g != gi for g, _ in items)
                 or (wst[0] == _W_WRITE and wst[2] != gi) or len(items) > 4):
-            return None
+            return False
         si[_PC_W], si[_W_I] = wst[0], wst[1]
         for i, (_g, nb) in enumerate(items):
             si[_TQ0 + i] = nb
         si[_TQ_N] = len(items)
         if mode == _UD:
-            pst = self.p_st
-            if pst is None or self.p_g != gi:
-                return None
+            if self.p_st is None or self.p_g != gi:
+                return False
             si[_PC_D], si[_KD], sf[_TOOK_D], sf[_IDEAL_D] = _D_READ, k, took, ideal
-            si[_PC_P], si[_KP], sf[_PT], sf[_FIRST] = pst
+            si[_PC_P], si[_KP], sf[_PT], sf[_FIRST] = self.p_st
         else:
-            dst = self.d_st
-            if dst is None or self.d_g != gi:
-                return None
-            si[_PC_D], si[_KD], sf[_TOOK_D], sf[_IDEAL_D] = dst
+            if self.d_st is None or self.d_g != gi:
+                return False
+            si[_PC_D], si[_KD], sf[_TOOK_D], sf[_IDEAL_D] = self.d_st
             si[_PC_P], si[_KP] = _P_BUSY, k
-        if len(self.ready.items) > 2:
-            return None  # never: two input halves
         for i, (a, b) in enumerate(self.ready.items):
             sf[_RQ0 + 2 * i], sf[_RQ0 + 2 * i + 1] = a, b
         si[_RQ_N] = len(self.ready.items)
@@ -698,16 +711,11 @@ class _Replay:
         si[_TW_WAIT] = self.to_write.waiter is not None
         si[_NT] = self.n_tiles
         sf[_NOW], sf[_SHARE] = now, self.write_share
-        dram = self.dram
-        done = _run_kernel(mode, gi, rows, si, sf, dram.ints, dram.floats, dram.counts,
-                           self._out, self._wout, self.waits is None, self.prec is not None,
-                           dram.peak, _RUN_LIMIT, _RUN_BUDGET, *self._snap)
-        if not done:
-            skip[mode] = self._backoff[mode]
-            self._backoff[mode] = min(2 * self._backoff[mode], 256)
-            return None
-        self._backoff[mode] = 1
-        self.run_tiles += int(si[_KP]) - (self.p_st[1] if mode == _UD else k)
+        return True
+
+    def _hand_back(self, mode: int, gi: int):
+        """The run's end into the units' state, the log and the clock (``run``'s answer)."""
+        si, sf, env = self._si, self._sf, self.env
         self.log.frombytes(self._out[:7 * si[_NOUT]].tobytes())
         if self.waits is not None:
             self.waits.frombytes(self._wout[:7 * si[_NWAIT]].tobytes())
@@ -721,12 +729,12 @@ class _Replay:
         self.p_st = (s[_PC_P], s[_KP], f[_PT], f[_FIRST])
         # the clock: the running unit's resumption first (it is the next event), then the
         # others' timeouts in the order they were scheduled
+        queue = env._queue
         queue.clear()
-        ev = own.at(f[_NOW])
+        ev = (self.d_wake if mode == _UD else self.p_wake).at(f[_NOW])
         wakes = (self.d_wake, self.p_wake, self.w_wake)
         for _seq, u in sorted((s[_SEQ + u], u) for u in range(3) if s[_ACT + u]):
-            wake = wakes[u].ev
-            heappush(queue, (f[_T + u], _NORMAL, next(env._eid), wake))
+            heappush(queue, (f[_T + u], _NORMAL, next(env._eid), wakes[u].ev))
         if mode == _UD:
             return s[_KD], f[_TOOK_D], f[_IDEAL_D], ev
         return s[_KP], 0.0, 0.0, ev
