@@ -54,9 +54,15 @@ class Gemm:
     #: matrix, or a lowering whose rows are not the layer's output positions): (operand 'A' or
     #: 'B', batch, channels per group, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo); its rows
     #: (A) or K (B) run over the positions (n, oh, ow), its K (A) or columns (B) over (c, i, j).
-    #: ``dataflows.tiles`` counts DRAM words of a block as the feature-map words it touches
-    im2col: tuple[str, int, int, int, int, int, int, int, int, int, int, int, int, int,
-                  int] | None = None
+    #: ``dataflows.tiles`` counts DRAM words of a block as the feature-map words it touches.
+    #: An optional last element, the channel slots per kernel position, says the K order is
+    #: (i, j, c) with the channels padded to that many (``k_order: channel_inner``; 0 or
+    #: absent: (c, i, j))
+    im2col: tuple | None = None
+    #: where C's elements land in the feature map they are scattered into (``bwd_input``'s
+    #: col2im: C's rows the positions, its columns (c, i, j)), in ``im2col``'s layout after
+    #: the operand letter; None: C is a plain matrix
+    col2im: tuple | None = None
 
     @property
     def data_macs(self) -> int:
@@ -109,7 +115,7 @@ def lower(layer: Layer, batch: int, phase: str) -> Gemm:
         return Gemm(layer.name, phase, rows, fan_in, cout, g, a_stored=fmap,
                     im2col=None if geo is None else ("A", *geo))
     if phase == "bwd_input":
-        return Gemm(layer.name, phase, rows, cout, fan_in, g, c_stored=fmap)
+        return Gemm(layer.name, phase, rows, cout, fan_in, g, c_stored=fmap, col2im=geo)
     if phase == "bwd_weight":
         return Gemm(layer.name, phase, cout, rows, fan_in, g, b_stored=fmap,
                     im2col=None if geo is None else ("B", *geo))

@@ -227,23 +227,67 @@ def _phase_sets(S: _Shape, phase: str) -> list:
     return sets or whole  # no input position meets a stored element: one empty GEMM
 
 
+def _slots(S: _Shape, ch: int) -> int:
+    """Channel slots per kernel position in the K order: 0 for (c, i, j), else the channels
+    padded to the lanes (``Gemm.im2col``'s last element)."""
+    return 0 if S.low.k_order == "flat" else -(-ch // S.lanes) * S.lanes
+
+
+def _axis_windows(ys: np.ndarray, taps: np.ndarray, k: int, s: int, p: int, d: int
+                  ) -> tuple[int, int] | None:
+    """A transposed GEMM's windows along one axis as a forward correlation of the stored
+    gradient: position m (input row ys[m]) and its u-th tap (rotated tap taps[u]) read
+    gradient row m + u·d' − p', returned as (p', d'); None where the rows are not evenly spaced
+    (a stride above 1 read through every tap: the zeros a transposed convolution inserts)."""
+    rows = ys[:, None] + p - (k - 1 - taps[None, :]) * d
+    if (rows % s).any():
+        return None
+    rows //= s
+    if len(ys) > 1 and (np.diff(ys) != s).any():
+        return None
+    du = np.diff(rows[0])
+    if len(taps) > 1 and (du != du[0]).any():
+        return None
+    return -int(rows[0, 0]), int(du[0]) if len(taps) > 1 else 1
+
+
+def _transposed_geo(S: _Shape, st) -> tuple | None:
+    """``Gemm.im2col`` of a transposed bwd_input's A, where its windows are a forward
+    correlation of the stored output gradient (one output phase, or a stride of 1)."""
+    (ys, ti), (xs, tj) = st
+    if not len(ys) or not len(xs) or not len(ti) or not len(tj):
+        return None
+    wy = _axis_windows(ys, ti, S.kh, S.sh, S.ph, S.dh)
+    wx = _axis_windows(xs, tj, S.kw, S.sw, S.pw, S.dw)
+    if wy is None or wx is None:
+        return None
+    return ("A", S.n_img, S.cout, S.ho, S.wo, len(ti), len(tj), 1, 1, wy[0], wx[0], wy[1],
+            wx[1], len(ys), len(xs), _slots(S, S.cout))
+
+
 def _part_gemm(layer: Layer, S: _Shape, phase: str, st, groups: int) -> Gemm:
     n, cin, cout, taps = S.n_img, S.cin, S.cout, S.kh * S.kw
+    # the feature map a fwd / bwd_weight im2col operand expands (a linear layer's tokens as a
+    # column of pixels)
+    geo = (n, cin, S.h, S.w, S.kh, S.kw, S.sh, S.sw, S.ph, S.pw, S.dh, S.dw, S.ho, S.wo,
+           _slots(S, cin))
     if phase == "fwd":
         return Gemm(layer.name, phase, n * S.ho * S.wo, S.kdim(cin, taps), cout, groups,
-                    a_stored=n * cin * S.h * S.w, k_data=cin * taps)
+                    a_stored=n * cin * S.h * S.w, k_data=cin * taps, im2col=("A", *geo))
     if phase == "bwd_weight":
         per = S.ho * S.wo
         kk = -(-per // S.lanes) * S.lanes if S.k_padded else per
         return Gemm(layer.name, phase, cout, n * kk, S.kdim(cin, taps), groups,
-                    b_stored=n * cin * S.h * S.w, k_data=n * per, n_data=cin * taps)
+                    b_stored=n * cin * S.h * S.w, k_data=n * per, n_data=cin * taps,
+                    im2col=None if S.k_padded else ("B", *geo))
     if st is None:
         return Gemm(layer.name, phase, n * S.ho * S.wo, cout, S.kdim(cin, taps), groups,
-                    c_stored=n * cin * S.h * S.w, n_data=cin * taps)
+                    c_stored=n * cin * S.h * S.w, n_data=cin * taps, col2im=geo)
     (ys, ti), (xs, tj) = st
     t = len(ti) * len(tj)
     return Gemm(layer.name, phase, n * len(ys) * len(xs), S.kdim(cout, t), cin, groups,
-                a_stored=n * cout * S.ho * S.wo, b_stored=cout * cin * t, k_data=cout * t)
+                a_stored=n * cout * S.ho * S.wo, b_stored=cout * cin * t, k_data=cout * t,
+                im2col=_transposed_geo(S, st))
 
 
 #: above this many output phases (stride_h x stride_w) ``part_gemms`` stands the one transposed

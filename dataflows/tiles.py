@@ -57,10 +57,20 @@ TILE_FIELDS = ("a_dram", "b_dram", "c_read", "c_write", "compute", "a_sram", "b_
 
 
 @njit(cache=True)
-def _folds_os(m, k, n, rows, cols, lanes, rows_outer):
+def _real(a, b, per, real):
+    """Indices in a .. b−1 of an axis that hold data: all of them (``per`` 0), or those whose
+    index modulo ``per`` is below ``real`` (an axis padded to ``per`` slots every ``real``)."""
+    if per == 0:
+        return b - a
+    return (b // per - a // per) * real + min(b % per, real) - min(a % per, real)
+
+
+@njit(cache=True)
+def _folds_os(m, k, n, rows, cols, lanes, rows_outer, nper, nreal):
     """``os`` folds in loop order, column folds outer or row folds outer. A's blocks are the
     row folds (R rows × K), B's the column folds (K × C cols); the A and B DRAM columns hold
-    the block each fold reads (``_fetches`` turns them into words)."""
+    the block each fold reads (``_fetches`` turns them into words). C's words leave out the
+    padding of N (``nper``, ``nreal``: ``_real``)."""
     rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
     out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
     cpf = (k + lanes - 1) // lanes + rows + cols - 2
@@ -72,7 +82,7 @@ def _folds_os(m, k, n, rows, cols, lanes, rows_outer):
             r = min(rows, m - i * rows)
             c = min(cols, n - j * cols)
             out[f, A_DRAM], out[f, B_DRAM] = i, j
-            out[f, CW_DRAM] = r * c
+            out[f, CW_DRAM] = r * _real(j * cols, j * cols + c, nper, nreal)
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = r * k
             out[f, B_SRAM] = k * c
@@ -82,7 +92,7 @@ def _folds_os(m, k, n, rows, cols, lanes, rows_outer):
 
 
 @njit(cache=True)
-def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer):
+def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
     """``ws`` folds in loop order: column folds outer (a column's partial sums stay if they
     fit), or K folds outer (partial sums of all N must fit to stay). A's blocks are the K folds
     (M × R·L), B's every fold's own (R·L × C, index i·cf + j)."""
@@ -97,13 +107,14 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(kr, k - i * kr)
             c = min(cols, n - j * cols)
-            psum_fits = m * n <= cap_c if rows_outer else m * c <= cap_c
+            cw = m * _real(j * cols, j * cols + c, nper, nreal)
+            psum_fits = m * _real(0, n, nper, nreal) <= cap_c if rows_outer else cw <= cap_c
             out[f, A_DRAM], out[f, B_DRAM] = i, i * cf + j
             if psum_fits:
-                out[f, CW_DRAM] = m * c if i == rf - 1 else 0
+                out[f, CW_DRAM] = cw if i == rf - 1 else 0
             else:
-                out[f, CW_DRAM] = m * c
-                out[f, CR_DRAM] = m * c if i > 0 else 0
+                out[f, CW_DRAM] = cw
+                out[f, CR_DRAM] = cw if i > 0 else 0
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = m * r
             out[f, B_SRAM] = r * c
@@ -113,7 +124,7 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer):
 
 
 @njit(cache=True)
-def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer):
+def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
     """``is`` folds in loop order: column (M) folds outer (a column's partial sums stay if
     they fit), or K folds outer (partial sums of all of M must fit to stay). A's blocks are
     every fold's own (C × R·L, index i·cf + j), B's the K folds (R·L × N)."""
@@ -128,13 +139,14 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer):
             i, j = (o, q) if rows_outer else (q, o)
             r = min(kr, k - i * kr)
             c = min(cols, m - j * cols)
-            psum_fits = m * n <= cap_c if rows_outer else c * n <= cap_c
+            nr = _real(0, n, nper, nreal)
+            psum_fits = m * nr <= cap_c if rows_outer else c * nr <= cap_c
             out[f, A_DRAM], out[f, B_DRAM] = i * cf + j, i
             if psum_fits:
-                out[f, CW_DRAM] = c * n if i == rf - 1 else 0
+                out[f, CW_DRAM] = c * nr if i == rf - 1 else 0
             else:
-                out[f, CW_DRAM] = c * n
-                out[f, CR_DRAM] = c * n if i > 0 else 0
+                out[f, CW_DRAM] = c * nr
+                out[f, CR_DRAM] = c * nr if i > 0 else 0
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = c * r
             out[f, B_SRAM] = r * n
@@ -222,10 +234,30 @@ def _patch(geo, p0, p1, t0, t1, stamp, state):
 
 
 @njit(cache=True)
+def _chan_taps(geo, c, k0, k1):
+    """The kernel taps (flat i·kw + j, a range t0 .. t1−1) of channel ``c`` among columns
+    k0 .. k1−1: columns (c, i, j), or (i, j, c) with ``geo[14]`` channel slots per tap."""
+    taps, cp = geo[4] * geo[5], geo[14]
+    if cp == 0:
+        return max(k0 - c * taps, 0), min(k1 - c * taps, taps)
+    return max((k0 - c + cp - 1) // cp, 0), min((k1 - c + cp - 1) // cp, taps)
+
+
+@njit(cache=True)
 def _footprint(geo, p0, p1, k0, k1, stamp, state):
     """Feature-map words of the im2col block positions p0 .. p1−1 × columns k0 .. k1−1
-    (columns (c, i, j), channel outermost): per channel, the pixels its taps in the block read."""
-    taps = geo[4] * geo[5]
+    (columns (c, i, j), channel outermost, or (i, j, c)): per channel, the pixels its taps in
+    the block read."""
+    taps, cp = geo[4] * geo[5], geo[14]
+    if cp > 0:  # (i, j, c): the channels fall in at most three runs with the same taps
+        cuts = np.sort(np.array([0, min(k0 % cp, geo[1]), min(k1 % cp, geo[1]), geo[1]]))
+        words = 0
+        for q in range(3):
+            if cuts[q] < cuts[q + 1]:
+                t0, t1 = _chan_taps(geo, cuts[q], k0, k1)
+                if t0 < t1:
+                    words += (cuts[q + 1] - cuts[q]) * _patch(geo, p0, p1, t0, t1, stamp, state)
+        return words
     c0, c1 = k0 // taps, (k1 - 1) // taps
     if c0 == c1:
         return _patch(geo, p0, p1, k0 - c0 * taps, k1 - c0 * taps, stamp, state)
@@ -241,8 +273,9 @@ def _mark(geo, img, p0, p1, t0, t1, stamp, only, tag):
     """Mark with ``tag`` the pixels of one channel of image ``img`` that positions p0 .. p1−1
     (clipped to the image) read through taps t0 .. t1−1 — only those marked ``only`` when it is
     not −1 —; returns how many it marked."""
-    _n, _cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = geo
-    hw = ho * wo
+    h, w, kw, sh, sw, ph, pw = geo[2], geo[3], geo[5], geo[6], geo[7], geo[8], geo[9]
+    dh, dw, wo = geo[10], geo[11], geo[13]
+    hw = geo[12] * wo
     cnt = 0
     for q in range(max(p0, img * hw), min(p1, (img + 1) * hw)):
         oy = (q % hw) // wo
@@ -290,11 +323,12 @@ def _overlap(geo, b1, b2, stamp, state):
     last_cnt = 0
     c_lo = max(b1[2], b2[2]) // taps
     c_hi = (min(b1[3], b2[3]) - 1) // taps
+    if geo[14] > 0:  # (i, j, c): any channel may be in both
+        c_lo, c_hi = 0, geo[1] - 1
     i_lo = max(b1[0], b2[0]) // hw
     i_hi = (min(b1[1], b2[1]) - 1) // hw
     for c in range(c_lo, c_hi + 1):
-        t = (max(b1[2] - c * taps, 0), min(b1[3] - c * taps, taps),
-             max(b2[2] - c * taps, 0), min(b2[3] - c * taps, taps))
+        t = (*_chan_taps(geo, c, b1[2], b1[3]), *_chan_taps(geo, c, b2[2], b2[3]))
         if t[0] >= t[1] or t[2] >= t[3]:
             continue
         if t == last:
@@ -365,6 +399,13 @@ def _fetches(seq, fetch, fp, new, whole, cap, both):
         if held >= 0 and 0 <= both[f] <= cap:
             out[f] = both[f] - fp[held]
     return out
+
+
+def _reals(a: np.ndarray, b: np.ndarray, per: int, real: int) -> np.ndarray:
+    """``_real`` of each range a[i] .. b[i]−1."""
+    if per == 0:
+        return b - a
+    return (b // per - a // per) * real + np.minimum(b % per, real) - np.minimum(a % per, real)
 
 
 def _alike(cols: list[np.ndarray], hw: int) -> tuple[np.ndarray, np.ndarray]:
@@ -573,17 +614,32 @@ def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
 
 def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
     """Which operand is an im2col of a feature map ('A', 'B' or '') and its geometry as the
-    int64 array ``_patch`` reads (None when the GEMM carries none or its shape is not that
-    geometry's: a lowering or a sparse rewrite that changed the matrix)."""
+    int64 array ``_patch`` reads (15 numbers: ``Gemm.im2col``'s, the channel slots per tap
+    last, 0 for the (c, i, j) order); None when the GEMM carries none or its shape is not that
+    geometry's: a sparse rewrite that changed the matrix."""
     if gemm.im2col is None:
         return "", None
     which, *g = gemm.im2col
+    g = (list(g) + [0])[:15]
     n_img, cg, _h, _w, kh, kw = g[:6]
-    ho, wo = g[12], g[13]
+    ho, wo, cp = g[12], g[13], g[14]
     pos, fan = (gemm.M, gemm.K) if which == "A" else (gemm.K, gemm.N)
-    if (pos, fan) != (n_img * ho * wo, cg * kh * kw) or gemm.k_read:
+    if (pos, fan) != (n_img * ho * wo, (cp or cg) * kh * kw) or gemm.k_read or cp and cp < cg:
         return "", None
     return which, np.array(g, dtype=np.int64)
+
+
+def _padding(gemm: Gemm, geo: tuple[str, np.ndarray | None]) -> tuple[int, int, int, int]:
+    """The padding of K and of N that an (i, j, c) order puts in (each: slots per period and
+    data slots among them, ``_real``; 0, 0: none), from the im2col operand's geometry or
+    C's (``Gemm.col2im``): plain operands and C hold no words there."""
+    which, g = geo
+    if g is not None and g[14]:
+        return (int(g[14]), int(g[1]), 0, 0) if which == "A" else (0, 0, int(g[14]), int(g[1]))
+    c = gemm.col2im
+    if c is not None and len(c) > 14 and c[14] and gemm.N == c[14] * c[4] * c[5]:
+        return 0, 0, int(c[14]), int(c[1])
+    return 0, 0, 0, 0
 
 
 def _block_ranges(mapping: DenseMapping, m: int, k: int, n: int) -> tuple[np.ndarray, int,
@@ -617,14 +673,15 @@ def _block_ranges(mapping: DenseMapping, m: int, k: int, n: int) -> tuple[np.nda
 
 
 def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int],
-                    stored: np.ndarray):
+                    stored: np.ndarray, pad: tuple[int, int, int, int]):
     """Per operand (A, B), the arguments of ``_fetches`` after the block sequence: the blocks,
     the im2col geometry (empty for a plain matrix), per block its fetched words, footprint and
     first-use words, whether the operand fits its half buffer whole, the capacity its blocks
     are compared with. An
     im2col operand counts feature-map words (``_im2col_blocks``; fitting whole, it is fetched
     once, all of it with its first block); any other counts matrix words, its capacity in
-    those words (half buffer / stored share, so a matrix stored smaller fits as stored)."""
+    those words (half buffer / stored share, so a matrix stored smaller fits as stored), and
+    leaves out the slots ``pad`` says hold no data (K's of B, N's of C; ``_padding``)."""
     m, k, n = gemm.M, gemm.K, gemm.N
     a_blk, a_time, b_blk, b_time = _block_ranges(mapping, m, k, n)
     out = []
@@ -643,22 +700,27 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
             new[0] = once[0]
             out.append((blk, geo[1], fetch, fp, new, bool(once[0] <= cap), cap))
             continue
-        words = (blk[:, 1] - blk[:, 0]) * (blk[:, 3] - blk[:, 2])
+        # data slots only: K padded (B's rows, A's columns), N padded (B's columns)
+        rpad, cpad = ((0, 0), pad[:2]) if x == "A" else (pad[:2], pad[2:])
+        words = _reals(blk[:, 0], blk[:, 1], *rpad) * _reals(blk[:, 2], blk[:, 3], *cpad)
+        total = _real(0, extent[0], *rpad) * _real(0, extent[1], *cpad)
         cap_x = cap if share >= 1.0 else int(cap / max(share, 1e-9) + 1e-9)
-        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words,
-                    extent[0] * extent[1] <= cap_x, cap_x))
+        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words, total <= cap_x,
+                    cap_x))
     return out
 
 
-def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops) -> list[np.ndarray]:
+def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops,
+                 npad: tuple[int, int]) -> list[np.ndarray]:
     """The fold records of the two loop orders (column folds outer, row folds outer), their
-    A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives them)."""
+    A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives them; ``npad``: the
+    padding of N, which C's words leave out)."""
     kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
                      "is": (_folds_is, (cap_c,))}[mapping.dataflow]
     out = []
     for order in (False, True):
         f = kernel(gemm.M, gemm.K, gemm.N, mapping.rows, mapping.cols, mapping.lanes, *extra,
-                   order)
+                   order, *npad)
         for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
             seq = np.ascontiguousarray(f[:, col])
             both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
@@ -684,9 +746,11 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     m, k, n = gemm.M, gemm.K, gemm.N
     nf_all = mapping.folds * gemm.groups
     geo = _geometry(gemm)
+    pad = _padding(gemm, geo)
     # stored / expanded words of an operand counted as a share of the matrix (1 for one whose
-    # blocks are counted in feature-map words)
-    stored = np.array([1.0 if x == geo[0] else gemm.stored(x) / full
+    # blocks are counted in feature-map words, or in its data slots across a padded axis)
+    padded = {"A": pad[0] > 0, "B": pad[0] > 0 or pad[2] > 0}
+    stored = np.array([1.0 if x == geo[0] or padded[x] else gemm.stored(x) / full
                        for x, full in (("A", m * k), ("B", k * n))])
     held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
     scale_ab = _per_fold(compression, nf_all, "compression") * stored
@@ -697,11 +761,11 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     # gives three times the words)
     eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
                     for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
-    ops = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored)
-    scale_c = gemm.stored("C") / (m * n)
+    ops = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored, pad)
+    scale_c = 1.0 if pad[2] else gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops)
+    cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops, pad[2:])
     traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer

@@ -14,6 +14,12 @@ reads padding), and keeps explicit sets of resident words with the half buffer's
   rows), each part fetched as the distinct words it touches;
 * partial sums: all of C stays when it fits; otherwise one block stays while consecutive folds
   accumulate into it, and is written out (and read back at its next fold) when it leaves.
+
+Every lowering choice is walked the same way: its matrices' elements are mapped to the words
+that hold them from the layer's geometry and the lowering's definition (``docs/gemms.md``,
+"Lowering choices"), here in the test — the (i, j, c) K order with its padding channels (no
+word), a transposed ``bwd_input``'s windows over the stored output gradient (one GEMM per output
+phase, or all of them), one GEMM per image.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dataflows.gemm import Gemm, lower
+from dataflows.lowering import Lowering, part_gemms
 from dataflows.systolic import map_dense
 from dataflows.tiles import schedule
 from traces.layers import Layer
@@ -37,6 +44,10 @@ def _cells(layer: Layer, batch: int, phase: str, g: int):
     gemm = lower(layer, batch, phase)
     if layer.kind != "conv2d":
         return gemm, (lambda r, c: ("A", g, r, c)), (lambda r, c: ("B", g, r, c))
+    return (gemm, *_conv_cells(layer, phase, g))
+
+
+def _conv_cells(layer: Layer, phase: str, g: int):
     (h, w), (kh, kw), (sh, sw) = layer.input_hw, layer.kernel, layer.stride
     (ph, pw), (dh, dw), (ho, wo) = layer.padding, layer.dilation, layer.out_hw
     cg = layer.in_channels // layer.groups
@@ -48,10 +59,146 @@ def _cells(layer: Layer, batch: int, phase: str, g: int):
         return ("fmap", n, g * cg + c, y, x) if 0 <= y < h and 0 <= x < w else None
 
     if phase == "fwd":
-        return gemm, pixel, (lambda r, c: ("B", g, r, c))
+        return pixel, (lambda r, c: ("B", g, r, c))
     if phase == "bwd_weight":
-        return gemm, (lambda r, c: ("A", g, r, c)), pixel
-    return gemm, (lambda r, c: ("A", g, r, c)), (lambda r, c: ("B", g, r, c))
+        return (lambda r, c: ("A", g, r, c)), pixel
+    return (lambda r, c: ("A", g, r, c)), (lambda r, c: ("B", g, r, c))
+
+
+def _phase_sets(layer: Layer, low: Lowering):
+    """The transposed GEMMs of ``bwd_input`` under ``low``: per GEMM, per axis (its input
+    positions, its rotated taps) — all of them, or one output phase each (the taps whose
+    gradient row is whole for that phase's positions), ordered by their first taps."""
+    (h, w), (kh, kw), (sh, sw) = layer.input_hw, layer.kernel, layer.stride
+    (ph, pw), (dh, dw) = layer.padding, layer.dilation
+    whole = [((list(range(h)), list(range(kh))), (list(range(w)), list(range(kw))))]
+    if low.bwd_input == "transposed":
+        return whole
+
+    def axis(size, k, s, p, d):
+        out = []
+        for r in range(s):
+            ys = list(range(r, size, s))
+            taps = [i for i in range(k) if (r + p - (k - 1 - i) * d) % s == 0]
+            if ys and taps:
+                out.append((ys, taps))
+        return out
+
+    sets = [(a, b) for a in axis(h, kh, sh, ph, dh) for b in axis(w, kw, sw, pw, dw)]
+    sets.sort(key=lambda t: (t[0][1][0], t[1][1][0]))
+    return sets or whole
+
+
+def _lowered_cells(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int):
+    """Per GEMM ``phase`` runs under ``low``: its (M, K, N) and per group (the layer's groups,
+    for every image with ``batch: per_image``) the DRAM words of elements of A, B and C (None:
+    a zero the lowering pads with), from the lowering's definition."""
+    (h, w), (kh, kw), (sh, sw) = layer.input_hw, layer.kernel, layer.stride
+    (ph, pw), (dh, dw), (ho, wo) = layer.padding, layer.dilation, layer.out_hw
+    groups = layer.groups if layer.kind == "conv2d" else 1
+    cin, cout = layer.in_channels // groups, layer.out_channels // groups
+    per_image = low.batch == "per_image"
+    n_img = 1 if per_image else batch
+    k_padded = per_image or low.bwd_weight == "per_image"
+
+    def kdec(q, ch, taps):  # a K (or N) index → (channel, tap), or None for a padding slot
+        if low.k_order == "flat":
+            return q // taps, q % taps
+        cp = -(-ch // lanes) * lanes
+        return (q % cp, q // cp) if q % cp < ch else None
+
+    def kdim(ch, taps):
+        return ch * taps if low.k_order == "flat" else taps * -(-ch // lanes) * lanes
+
+    per = ho * wo
+    pp = -(-per // lanes) * lanes if k_padded else per
+
+    def pos(p):  # a bwd_weight K index → (image, oy, ox), or None for a padding slot
+        return (p // pp, p % pp // wo, p % wo) if p % pp < per else None
+
+    def x_word(img0, grp, n, c, oy, ox, t):
+        y, x = oy * sh - ph + t // kw * dh, ox * sw - pw + t % kw * dw
+        if 0 <= y < h and 0 <= x < w:
+            return ("x", img0 + n, grp * cin + c, y, x)
+        return None
+
+    sets = [None] if phase != "bwd_input" or low.bwd_input == "col2im" else _phase_sets(
+        layer, low)
+    out = []
+    for pset in sets:
+        cells = []
+        for img0 in range(batch if per_image else 1):
+            for grp in range(groups):
+                idx = (img0, grp)
+                if phase == "fwd":
+                    shape = (n_img * per, kdim(cin, kh * kw), cout)
+
+                    def ca(r, q, img0=img0, grp=grp):
+                        d = kdec(q, cin, kh * kw)
+                        return None if d is None else x_word(img0, grp, r // per, d[0],
+                                                             r % per // wo, r % wo, d[1])
+
+                    def cb(q, c, idx=idx):
+                        d = kdec(q, cin, kh * kw)
+                        return None if d is None else ("W", idx[1], c, *d)
+
+                    def cc(r, c, idx=idx):
+                        return ("C", idx, r, c)
+                elif phase == "bwd_weight":
+                    shape = (cout, n_img * pp, kdim(cin, kh * kw))
+
+                    def ca(o, p, idx=idx):
+                        q = pos(p)
+                        return None if q is None else ("dZ", idx, o, *q)
+
+                    def cb(p, q, img0=img0, grp=grp):
+                        a, d = pos(p), kdec(q, cin, kh * kw)
+                        return (None if a is None or d is None
+                                else x_word(img0, grp, a[0], d[0], a[1], a[2], d[1]))
+
+                    def cc(o, q, idx=idx):
+                        return None if kdec(q, cin, kh * kw) is None else ("C", idx, o, q)
+                elif pset is None:
+                    shape = (n_img * per, cout, kdim(cin, kh * kw))
+
+                    def ca(r, o, idx=idx):
+                        return ("dZ", idx, r, o)
+
+                    def cb(o, q, idx=idx):
+                        d = kdec(q, cin, kh * kw)
+                        return None if d is None else ("W", idx[1], o, *d)
+
+                    def cc(r, q, idx=idx):
+                        return None if kdec(q, cin, kh * kw) is None else ("C", idx, r, q)
+                else:
+                    (ys, ti), (xs, tj) = pset
+                    taps = len(ti) * len(tj)
+                    shape = (n_img * len(ys) * len(xs), kdim(cout, taps), cin)
+
+                    def ca(r, q, img0=img0, grp=grp, ys=ys, ti=ti, xs=xs, tj=tj, taps=taps):
+                        d = kdec(q, cout, taps)
+                        if d is None:
+                            return None
+                        n, m = r // (len(ys) * len(xs)), r % (len(ys) * len(xs))
+                        y, x = ys[m // len(xs)], xs[m % len(xs)]
+                        i, j = ti[d[1] // len(tj)], tj[d[1] % len(tj)]
+                        ry = y + ph - (kh - 1 - i) * dh
+                        rx = x + pw - (kw - 1 - j) * dw
+                        if ry % sh or rx % sw or not (0 <= ry // sh < ho and 0 <= rx // sw < wo):
+                            return None
+                        return ("dZ", img0 + n, grp * cout + d[0], ry // sh, rx // sw)
+
+                    def cb(q, c, idx=idx, ti=ti, tj=tj, taps=taps):
+                        d = kdec(q, cout, taps)
+                        if d is None:
+                            return None
+                        return ("W", idx[1], d[0], c, ti[d[1] // len(tj)], tj[d[1] % len(tj)])
+
+                    def cc(r, c, idx=idx, pset=pset):
+                        return ("C", idx, str(pset), r, c)
+                cells.append((ca, cb, cc))
+        out.append((shape, cells, wo if pset is None else len(pset[1][0])))
+    return out
 
 
 class _Buffer:
@@ -96,19 +243,31 @@ def _block(cell, r0, r1, c0, c1, time, unit=1):
 def reference(layer: Layer, batch: int, phase: str, rows: int, cols: int, lanes: int,
               df: str, caps: tuple[int, int, int], outer: str) -> dict[str, int]:
     """DRAM words of A, B and C (reads, writes) the loop nest moves, all groups."""
-    tot = {"a_dram": 0, "b_dram": 0, "c_read": 0, "c_write": 0}
+    cells = []
     for g in range(layer.groups if layer.kind == "conv2d" else 1):
         gemm, cell_a, cell_b = _cells(layer, batch, phase, g)
-        m, k, n = gemm.M, gemm.K, gemm.N
-        # a feature map streams along its positions an output row at a time
-        unit = layer.out_hw[1] if layer.kind == "conv2d" else 1
+        cells.append((cell_a, cell_b, lambda r, c: ("C", r, c)))
+    # a feature map streams along its positions an output row at a time
+    unit = layer.out_hw[1] if layer.kind == "conv2d" else 1
+    return walk((gemm.M, gemm.K, gemm.N), cells, unit, rows, cols, lanes, df, caps, outer)
+
+
+def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: int,
+         lanes: int, df: str, caps: tuple[int, int, int], outer: str) -> dict[str, int]:
+    """DRAM words of A, B and C (reads, writes) the loop nest of an M×K·K×N GEMM moves, one
+    walk per group (``cells``: per group the words of A's, B's and C's elements; ``unit``:
+    positions in an output row)."""
+    tot = {"a_dram": 0, "b_dram": 0, "c_read": 0, "c_write": 0}
+    m, k, n = shape
+    for cell_a, cell_b, cell_c in cells:
         kr = rows * lanes
         span = {"os": (rows, cols), "ws": (kr, cols), "is": (kr, cols)}[df]
         ext = {"os": (m, n), "ws": (k, n), "is": (k, m)}[df]
         rf, cf = (-(-e // s) for e, s in zip(ext, span, strict=True))
         bufs = [_Buffer(cap, {cell(r, c) for r in range(mr) for c in range(mc)} - {None})
                 for cap, cell, (mr, mc) in ((caps[0], cell_a, (m, k)), (caps[1], cell_b, (k, n)))]
-        c_whole, c_held, c_size, spilled = m * n <= caps[2], None, 0, set()
+        c_all = sum(cell_c(r, c) is not None for r in range(m) for c in range(n))
+        c_whole, c_held, c_size, spilled = c_all <= caps[2], None, 0, set()
         order = [(o, q) if outer == "rows" else (q, o)
                  for o in range(rf if outer == "rows" else cf)
                  for q in range(cf if outer == "rows" else rf)]
@@ -130,7 +289,8 @@ def reference(layer: Layer, batch: int, phase: str, rows: int, cols: int, lanes:
                 cblk = (lo_j, hi_j, 0, n)
             for buf, cell, (key, time) in ((bufs[0], cell_a, a), (bufs[1], cell_b, b)):
                 buf.read(key, _block(cell, *key, time, unit))
-            size = (cblk[1] - cblk[0]) * (cblk[3] - cblk[2])
+            size = sum(cell_c(r, c) is not None for r in range(cblk[0], cblk[1])
+                       for c in range(cblk[2], cblk[3]))
             if df == "os":  # every fold finishes its outputs
                 tot["c_write"] += size
                 continue
@@ -203,6 +363,53 @@ def test_schedule_moves_what_the_loop_nest_over_explicit_buffers_moves(
     assert sum(got.values()) <= sum(other[x] for x in got)
     need = compulsory(layer, batch, phase)
     assert sch.total("a_dram") >= need[0] and sch.total("b_dram") >= need[1]
+
+
+LOWERINGS = [Lowering(k_order="channel_inner"), Lowering(bwd_input="transposed"),
+             Lowering(bwd_input="phases"), Lowering(bwd_input="phases", k_order="channel_inner"),
+             Lowering(batch="per_image"), Lowering(bwd_input="transposed",
+                                                    k_order="channel_inner")]
+
+
+@settings(deadline=None, max_examples=200)
+@given(layer=_layers(), batch=st.integers(1, 2),
+       phase=st.sampled_from(["fwd", "bwd_weight", "bwd_input"]), low=st.sampled_from(LOWERINGS),
+       df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       lanes=st.integers(1, 3), caps=st.tuples(*[st.integers(1, 160)] * 3))
+def test_every_lowering_moves_what_the_loop_nest_over_explicit_buffers_moves(
+        layer, batch, phase, low, df, rows, cols, lanes, caps):
+    """Under the other lowering choices — the (i, j, c) K order with channels padded to the
+    lanes, a transposed bwd_input (one GEMM, or one per output phase), a GEMM per image — every
+    GEMM the phase runs moves the reference's words of A, B and C (C of col2im bwd_input: A and
+    B), and no fewer than its compulsory words."""
+    k_padded = low.batch == "per_image" or low.bwd_weight == "per_image"
+    # not walked here: a bwd_weight with K padded image by image (its im2col operand counted
+    # as a share), a transposed bwd_input of a stride above 1 (the inserted zeros)
+    assume(not (phase == "bwd_weight" and k_padded))
+    assume(not (phase == "bwd_input" and layer.stride != (1, 1)
+                and (low.bwd_input == "transposed" or low.bwd_input == "phases"
+                     and len(_phase_sets(layer, low)[0][0][0]) == layer.input_hw[0]
+                     and len(_phase_sets(layer, low)[0][1][0]) == layer.input_hw[1])))
+    gemms = part_gemms(layer, batch, phase, low, lanes)
+    parts = _lowered_cells(layer, batch, phase, low, lanes)
+    assert len(gemms) == len(parts)
+    assume(sum(g.M * g.K * g.N * g.groups for g in gemms) <= 6000)
+    for gemm, (shape, cells, unit) in zip(gemms, parts, strict=True):
+        assert (gemm.M, gemm.K, gemm.N, gemm.groups) == (*shape, len(cells))
+        sch = schedule(gemm, map_dense(gemm, rows, cols, df, lanes), caps)
+        ref = walk(shape, cells, unit, rows, cols, lanes, df, caps, sch.outer)
+        got = {x: sch.total(x) for x in ref}
+        if phase == "bwd_input" and low.bwd_input == "col2im" and layer.kind == "conv2d":
+            ref = {x: ref[x] for x in ("a_dram", "b_dram")}
+            got = {x: got[x] for x in ref}
+        assert got == ref
+        for x, col in enumerate(("a_dram", "b_dram")):
+            need = set()
+            for cell in (c[x] for c in cells):
+                mr, mc = (shape[0], shape[1]) if x == 0 else (shape[1], shape[2])
+                need |= {(id(cell), cell(r, c)) for r in range(mr) for c in range(mc)
+                         if cell(r, c) is not None}
+            assert sch.total(col) >= len(need)
 
 
 def _convs(model: str) -> list[Layer]:
