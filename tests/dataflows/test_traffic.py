@@ -440,3 +440,27 @@ def test_an_operand_counted_as_a_share_that_fits_as_stored_is_fetched_once(df):
     g = Gemm("CB5a_2", "fwd", 49, 4608, 512, a_stored=25088)
     sch = schedule(g, map_dense(g, 32, 32, df), (25088, 25088, 25088))
     assert sch.total("a_dram") == 25088
+
+
+@pytest.mark.parametrize("low", [Lowering(k_order="channel_inner"),
+                                 Lowering(bwd_input="phases", k_order="channel_inner"),
+                                 Lowering(bwd_input="transposed", batch="per_image")],
+                         ids=["channel_inner", "phases", "transposed-per_image"])
+def test_a_feature_map_that_fits_half_its_buffer_is_fetched_once_under_every_lowering(low):
+    """As above under other lowerings (16 lanes, so that the (i, j, c) order pads channels):
+    every conv of ResNet-50, batch 1, 32×32 array, every dataflow, a half buffer the size of
+    the map an im2col operand expands — the input of ``fwd`` (A) and ``bwd_weight`` (B), the
+    output gradient of a transposed ``bwd_input`` (A): each GEMM the phase runs moves at most
+    1.05× that map's words."""
+    worst = 0.0
+    for layer in _convs("resnet50"):
+        fmap = layer.in_channels * layer.input_hw[0] * layer.input_hw[1]
+        grad = layer.out_channels * layer.out_hw[0] * layer.out_hw[1]
+        for phase, col, words in (("fwd", "a_dram", fmap), ("bwd_weight", "b_dram", fmap),
+                                  ("bwd_input", "a_dram", grad)):
+            for gemm in part_gemms(layer, 1, phase, low, 16):
+                for df in ("os", "ws", "is"):
+                    sch = schedule(gemm, map_dense(gemm, 32, 32, df, 16),
+                                   (words, words, words))
+                    worst = max(worst, sch.total(col) / (words * gemm.groups))
+    assert worst <= 1.05
