@@ -29,14 +29,20 @@ block is its elements. Per operand, in loop order:
   half buffer⌉ equal parts along its time axis (whole output rows for a feature map streamed
   along its positions), each part fetched as its own footprint.
 
+Every lowering whose windows are a correlation of a stored map carries its geometry: the
+(i, j, c) K order (the channels padded to the lanes at every kernel position: padding slots
+hold no words, in the plain operand across K and in C across N too), and a transposed
+``bwd_input``'s windows over the stored output gradient, one output phase or a stride of 1.
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
-equals the schedule word for word. An im2col operand of any other lowering (which carries no
-geometry) is counted as a share of the matrix: its words scaled by stored / expanded elements,
-its capacity in matrix words scaled the other way. Operands are assumed laid out in DRAM in the
-order the dataflow reads them (a tiled layout), so a tile's fresh words of one operand are one
-contiguous run. A fold whose fresh data exceeds a half buffer is split into chunks along its time
-dimension; consecutive small folds are merged into one tile until a half buffer of some operand
-would overflow.
+equals the schedule word for word. An operand that carries no geometry (a transposed
+``bwd_input`` of a stride above 1 read through every tap, ``bwd_weight`` with its positions
+padded image by image, the condensed and structured GEMMs of ``dataflows.sparse``, and C of a
+col2im ``bwd_input``) is counted as a share of the matrix: its words scaled by stored / expanded
+elements, its capacity in matrix words scaled the other way. Operands are assumed laid out in
+DRAM in the order the dataflow reads them (a tiled layout), so a tile's fresh words of one
+operand are one contiguous run. A fold whose fresh data exceeds a half buffer is split into
+chunks along its time dimension; consecutive small folds are merged into one tile until a half
+buffer of some operand would overflow.
 """
 
 from __future__ import annotations
