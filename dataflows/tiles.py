@@ -414,6 +414,138 @@ def _reals(a: np.ndarray, b: np.ndarray, per: int, real: int) -> np.ndarray:
     return (b // per - a // per) * real + np.minimum(b % per, real) - np.minimum(a % per, real)
 
 
+@njit(cache=True)
+def _tap_positions(geo, y, x, pos):
+    """Into ``pos``: per kernel tap t (flat i·kw + j), the output position of one image
+    (oy·Wo + ox) whose window reads input pixel (y, x) through t, −1 for none."""
+    kh, kw, sh, sw, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9]
+    dh, dw, ho, wo = geo[10], geo[11], geo[12], geo[13]
+    for t in range(kh * kw):
+        oy, ox = y + ph - (t // kw) * dh, x + pw - (t % kw) * dw
+        pos[t] = -1
+        if oy % sh == 0 and ox % sw == 0 and 0 <= oy // sh < ho and 0 <= ox // sw < wo:
+            pos[t] = (oy // sh) * wo + ox // sw
+
+
+@njit(cache=True)
+def _col(geo, c, t):
+    """Column of channel c, tap t in the K order ((c, i, j), or (i, j, c) with slots)."""
+    return c * geo[4] * geo[5] + t if geo[14] == 0 else t * geo[14] + c
+
+
+@njit(cache=True)
+def _first_touch(geo, rstep, cstep, rows_outer):
+    """Feature-map words each cell of a grid over a col2im'd C (row blocks of ``rstep``
+    positions × column blocks of ``cstep`` columns) lands in that no cell before it in the
+    walk (row blocks outer, or column blocks outer) landed in: per cell, ra × cb. A word's
+    first cell follows from the taps that read it: column blocks outer, the block of its
+    channel's first tap that reads it, then the row block of the first position that reads it
+    through that block's taps; row blocks outer, the row block of the first position that reads
+    it, then the column block of the first tap reading it from there."""
+    n_img, cg, h, w = geo[0], geo[1], geo[2], geo[3]
+    taps, hw = geo[4] * geo[5], geo[12] * geo[13]
+    m, n = n_img * hw, (geo[14] or cg) * taps
+    ra, cb = (m + rstep - 1) // rstep, (n + cstep - 1) // cstep
+    pos = np.empty(taps, dtype=np.int64)
+    first = np.zeros((ra, cb), dtype=np.int64)
+    if rows_outer:
+        cnt = np.zeros((ra, taps), dtype=np.int64)  # words by (first row block, its first tap)
+        for y in range(h):
+            for x in range(w):
+                _tap_positions(geo, y, x, pos)
+                for img in range(n_img):
+                    best, tb = ra, -1
+                    for t in range(taps):
+                        if pos[t] >= 0 and (img * hw + pos[t]) // rstep < best:
+                            best, tb = (img * hw + pos[t]) // rstep, t
+                    if tb >= 0:
+                        cnt[best, tb] += 1
+        for c in range(cg):
+            for t in range(taps):
+                b = _col(geo, c, t) // cstep
+                for a in range(ra):
+                    first[a, b] += cnt[a, t]
+        return first
+    # per channel and tap t0: the end t1 of the taps in t0's column block; the (t0, t1) pairs
+    # that occur numbered
+    ends = np.zeros((cg, taps), dtype=np.int64)
+    pid = np.full((taps, taps + 1), -1, dtype=np.int64)
+    npair = 0
+    for c in range(cg):
+        for t0 in range(taps):
+            b = _col(geo, c, t0) // cstep
+            t1 = t0 + 1
+            while t1 < taps and _col(geo, c, t1) // cstep == b:
+                t1 += 1
+            ends[c, t0] = t1
+            if pid[t0, t1] < 0:
+                pid[t0, t1] = npair
+                npair += 1
+    # words by (first tap, end of the taps in that tap's column block; first row block)
+    cnt = np.zeros((npair, ra), dtype=np.int64)
+    for y in range(h):
+        for x in range(w):
+            _tap_positions(geo, y, x, pos)
+            t0 = 0
+            while t0 < taps and pos[t0] < 0:
+                t0 += 1
+            if t0 == taps:
+                continue
+            for img in range(n_img):
+                e = m
+                for t1 in range(t0 + 1, taps + 1):
+                    if pos[t1 - 1] >= 0:
+                        e = min(e, img * hw + pos[t1 - 1])
+                    if pid[t0, t1] >= 0:
+                        cnt[pid[t0, t1], e // rstep] += 1
+    for c in range(cg):
+        for t0 in range(taps):
+            b = _col(geo, c, t0) // cstep
+            q = pid[t0, ends[c, t0]]
+            for a in range(ra):
+                first[a, b] += cnt[q, a]
+    return first
+
+
+@njit(cache=True)
+def _c_words(seq, fp, first, both, whole, total, cap):
+    """(reads, writes) of C per fold for a C col2im'd into a feature map, fold f accumulating
+    into cell ``seq[f]`` (``fp``: each cell's words; ``first``: the words no earlier cell
+    landed in; ``both``: as ``_fetches``'). All of it fits (``whole``): every word stays, and
+    is written once, at the end (``total``). Otherwise the cell the previous fold accumulated
+    into stays while folds accumulate into it; when another comes, its words are written out —
+    but for those the new one lands in too when both fit together, which stay — and the new
+    cell's words that an earlier one landed in are read back (the rest start at zero); a cell
+    that does not fit is written right after its fold."""
+    nf = seq.shape[0]
+    rd = np.zeros(nf, dtype=np.int64)
+    wr = np.zeros(nf, dtype=np.int64)
+    if whole:
+        wr[nf - 1] = total
+        return rd, wr
+    seen = np.zeros(fp.shape[0], dtype=np.bool_)
+    held = -1
+    for f in range(nf):
+        b = seq[f]
+        if b == held:
+            continue
+        kept = 0
+        if held >= 0:
+            if 0 <= both[f] <= cap:
+                kept = fp[held] + fp[b] - both[f]
+            wr[f] += fp[held] - kept
+        rd[f] = (fp[b] if seen[b] else fp[b] - first[b]) - kept
+        seen[b] = True
+        if fp[b] <= cap:
+            held = b
+        else:
+            wr[f] += fp[b]
+            held = -1
+    if held >= 0:
+        wr[nf - 1] += fp[held]
+    return rd, wr
+
+
 def _alike(cols: list[np.ndarray], hw: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of block coordinates moved by whole images (``hw`` positions) to the first image
     the first block starts in — blocks alike up to whole images touch as many words; returns
@@ -716,17 +848,61 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
     return out
 
 
+def _c_geometry(gemm: Gemm) -> np.ndarray | None:
+    """C's geometry when it is col2im'd into a feature map (``Gemm.col2im``, as ``_geometry``
+    gives an operand's), else None."""
+    if gemm.col2im is None:
+        return None
+    g = (list(gemm.col2im) + [0])[:15]
+    n_img, cg, kh, kw, ho, wo, cp = g[0], g[1], g[4], g[5], g[12], g[13], g[14]
+    if (gemm.M, gemm.N) != (n_img * ho * wo, (cp or cg) * kh * kw) or cp and cp < cg:
+        return None
+    return np.array(g, dtype=np.int64)
+
+
+def _col2im_c(f: np.ndarray, mapping: DenseMapping, m: int, n: int, geo: np.ndarray,
+              cap_c: int, rows_outer: bool) -> None:
+    """Replace the C DRAM columns of fold records ``f`` (A and B columns still the block
+    indices) by the words of a C col2im'd into a feature map (``_c_words``): C's blocks are the
+    cells of a grid (``os``: row folds × column folds; ``ws``: column folds of all M; ``is``:
+    M folds of all N)."""
+    df, rows, cols = mapping.dataflow, mapping.rows, mapping.cols
+    if df == "os":
+        rstep, cstep = rows, cols
+        seq = f[:, A_DRAM] * (-(-n // cols)) + f[:, B_DRAM]
+    elif df == "ws":
+        rstep, cstep = m, cols
+        seq = f[:, B_DRAM] % (-(-n // cols))
+    else:
+        rstep, cstep = cols, n
+        seq = f[:, A_DRAM] % (-(-m // cols))
+    r0 = np.arange(0, m, rstep, dtype=np.int64)
+    c0 = np.arange(0, n, cstep, dtype=np.int64)
+    a0, b0 = np.repeat(r0, len(c0)), np.tile(c0, len(r0))
+    cells = np.stack([a0, np.minimum(a0 + rstep, m), b0, np.minimum(b0 + cstep, n)], axis=1)
+    first_c, inv = _alike([cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]],
+                          int(geo[12] * geo[13]))
+    fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first_c]), -1, cap_c)[1][inv]
+    total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1, cap_c)[1][0])
+    seq = np.ascontiguousarray(seq)
+    first = _first_touch(geo, rstep, cstep, rows_outer and df == "os").reshape(-1)
+    both = _pair_words(seq, cells, geo, fp, cap_c)
+    f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq, fp, first, both, total <= cap_c, total, cap_c)
+
+
 def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops,
-                 npad: tuple[int, int]) -> list[np.ndarray]:
+                 npad: tuple[int, int], cgeo: np.ndarray | None) -> list[np.ndarray]:
     """The fold records of the two loop orders (column folds outer, row folds outer), their
     A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives them; ``npad``: the
-    padding of N, which C's words leave out)."""
+    padding of N, which C's words leave out; ``cgeo``: C's geometry when it is col2im'd)."""
     kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
                      "is": (_folds_is, (cap_c,))}[mapping.dataflow]
     out = []
     for order in (False, True):
         f = kernel(gemm.M, gemm.K, gemm.N, mapping.rows, mapping.cols, mapping.lanes, *extra,
                    order, *npad)
+        if cgeo is not None:
+            _col2im_c(f, mapping, gemm.M, gemm.N, cgeo, cap_c, order)
         for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
             seq = np.ascontiguousarray(f[:, col])
             both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
@@ -768,10 +944,11 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
                     for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
     ops = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored, pad)
-    scale_c = 1.0 if pad[2] else gemm.stored("C") / (m * n)
+    cgeo = _c_geometry(gemm)
+    scale_c = 1.0 if pad[2] or cgeo is not None else gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops, pad[2:])
+    cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops, pad[2:], cgeo)
     traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -33,7 +34,7 @@ from hypothesis import strategies as st
 from dataflows.gemm import Gemm, lower
 from dataflows.lowering import Lowering, part_gemms
 from dataflows.systolic import map_dense
-from dataflows.tiles import schedule
+from dataflows.tiles import _first_touch, schedule
 from tests.dataflows.test_lowering import _phases_of
 from traces.layers import Layer
 from traces.models import get_model
@@ -45,7 +46,7 @@ def _cells(layer: Layer, batch: int, phase: str, g: int):
     gemm = lower(layer, batch, phase)
     if layer.kind != "conv2d":
         return gemm, (lambda r, c: ("A", g, r, c)), (lambda r, c: ("B", g, r, c))
-    return (gemm, *_conv_cells(layer, phase, g))
+    return (gemm, *_conv_cells(layer, phase, g)[:2])
 
 
 def _conv_cells(layer: Layer, phase: str, g: int):
@@ -63,7 +64,8 @@ def _conv_cells(layer: Layer, phase: str, g: int):
         return pixel, (lambda r, c: ("B", g, r, c))
     if phase == "bwd_weight":
         return (lambda r, c: ("A", g, r, c)), pixel
-    return (lambda r, c: ("A", g, r, c)), (lambda r, c: ("B", g, r, c))
+    # bwd_input: C (positions × (c, i, j), as fwd's A) lands in the input gradient's words
+    return (lambda r, c: ("A", g, r, c)), (lambda r, c: ("B", g, r, c)), pixel
 
 
 def _phase_sets(layer: Layer, low: Lowering):
@@ -159,8 +161,10 @@ def _lowered_cells(layer: Layer, batch: int, phase: str, low: Lowering, lanes: i
                         d = kdec(q, cin, kh * kw)
                         return None if d is None else ("W", idx[1], o, *d)
 
-                    def cc(r, q, idx=idx):
-                        return None if kdec(q, cin, kh * kw) is None else ("C", idx, r, q)
+                    def cc(r, q, img0=img0, grp=grp):  # lands in the input gradient
+                        d = kdec(q, cin, kh * kw)
+                        return None if d is None else x_word(img0, grp, r // per, d[0],
+                                                             r % per // wo, r % wo, d[1])
                 else:
                     (ys, ti), (xs, tj) = pset
                     taps = len(ti) * len(tj)
@@ -220,6 +224,38 @@ class _Buffer:
         self.held, self.kept = (key, need) if len(need) <= self.cap else (None, set())
 
 
+class _Scatter:
+    """C's half buffer when C's partial sums are scattered into the words they land in (the
+    input gradient of a col2im ``bwd_input``): the words it holds, those already in DRAM."""
+
+    def __init__(self, cap: int, everything: set) -> None:
+        self.cap, self.whole = cap, len(everything) <= cap
+        self.everything = everything
+        self.held, self.kept = None, set()
+        self.touched: set = set()
+        self.reads = self.writes = 0
+
+    def accumulate(self, key, words: set) -> None:
+        """A fold accumulates into C block ``key``, which lands in ``words``."""
+        if self.whole or key == self.held:  # all of C stays / the block held stays
+            return
+        stay = set()
+        if self.held is not None:  # the block held leaves; words both land in stay if both fit
+            if len(self.kept | words) <= self.cap:
+                stay = self.kept & words
+            self.writes += len(self.kept - stay)
+        self.reads += len((words & self.touched) - stay)  # partial sums already in DRAM
+        self.touched |= words
+        if len(words) <= self.cap:
+            self.held, self.kept = key, words
+        else:  # too big to stay: out right after the fold
+            self.writes += len(words)
+            self.held, self.kept = None, set()
+
+    def finish(self) -> None:
+        self.writes += len(self.everything) if self.whole else len(self.kept)
+
+
 def _block(cell, r0, r1, c0, c1, time, unit=1):
     """The words of block rows r0..r1−1 × columns c0..c1−1 per time step (0: ``unit`` rows
     at a time, 1: columns, −1: one step)."""
@@ -235,19 +271,24 @@ def reference(layer: Layer, batch: int, phase: str, rows: int, cols: int, lanes:
               df: str, caps: tuple[int, int, int], outer: str) -> dict[str, int]:
     """DRAM words of A, B and C (reads, writes) the loop nest moves, all groups."""
     cells = []
+    scatter = phase == "bwd_input" and layer.kind == "conv2d"  # col2im: C lands in words
     for g in range(layer.groups if layer.kind == "conv2d" else 1):
         gemm, cell_a, cell_b = _cells(layer, batch, phase, g)
-        cells.append((cell_a, cell_b, lambda r, c: ("C", r, c)))
+        cell_c = _conv_cells(layer, phase, g)[2] if scatter else (lambda r, c: ("C", r, c))
+        cells.append((cell_a, cell_b, cell_c))
     # a feature map streams along its positions an output row at a time
     unit = layer.out_hw[1] if layer.kind == "conv2d" else 1
-    return walk((gemm.M, gemm.K, gemm.N), cells, unit, rows, cols, lanes, df, caps, outer)
+    return walk((gemm.M, gemm.K, gemm.N), cells, unit, rows, cols, lanes, df, caps, outer,
+                scatter)
 
 
 def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: int,
-         lanes: int, df: str, caps: tuple[int, int, int], outer: str) -> dict[str, int]:
+         lanes: int, df: str, caps: tuple[int, int, int], outer: str,
+         scatter: bool = False) -> dict[str, int]:
     """DRAM words of A, B and C (reads, writes) the loop nest of an M×K·K×N GEMM moves, one
     walk per group (``cells``: per group the words of A's, B's and C's elements; ``unit``:
-    positions in an output row)."""
+    positions in an output row; ``scatter``: C's elements are partial sums scattered into the
+    words they land in, ``_Scatter``)."""
     tot = {"a_dram": 0, "b_dram": 0, "c_read": 0, "c_write": 0}
     m, k, n = shape
     for cell_a, cell_b, cell_c in cells:
@@ -259,6 +300,7 @@ def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: i
                 for cap, cell, (mr, mc) in ((caps[0], cell_a, (m, k)), (caps[1], cell_b, (k, n)))]
         c_all = sum(cell_c(r, c) is not None for r in range(m) for c in range(n))
         c_whole, c_held, c_size, spilled = c_all <= caps[2], None, 0, set()
+        sc = _Scatter(caps[2], {cell_c(r, c) for r in range(m) for c in range(n)} - {None})
         order = [(o, q) if outer == "rows" else (q, o)
                  for o in range(rf if outer == "rows" else cf)
                  for q in range(cf if outer == "rows" else rf)]
@@ -280,6 +322,10 @@ def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: i
                 cblk = (lo_j, hi_j, 0, n)
             for buf, cell, (key, time) in ((bufs[0], cell_a, a), (bufs[1], cell_b, b)):
                 buf.read(key, _block(cell, *key, time, unit))
+            if scatter:
+                sc.accumulate(cblk, {cell_c(r, c) for r in range(cblk[0], cblk[1])
+                                     for c in range(cblk[2], cblk[3])} - {None})
+                continue
             size = sum(cell_c(r, c) is not None for r in range(cblk[0], cblk[1])
                        for c in range(cblk[2], cblk[3]))
             if df == "os":  # every fold finishes its outputs
@@ -299,6 +345,10 @@ def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: i
                     spilled.add(cblk)
         if c_held is not None:
             tot["c_write"] += c_size
+        if scatter:
+            sc.finish()
+            tot["c_read"] += sc.reads
+            tot["c_write"] += sc.writes
         tot["a_dram"] += bufs[0].words
         tot["b_dram"] += bufs[1].words
     return tot
@@ -343,17 +393,35 @@ def test_schedule_moves_what_the_loop_nest_over_explicit_buffers_moves(
     assume(gemm.M * gemm.K * gemm.N <= 6000)
     sch = schedule(gemm, map_dense(gemm, rows, cols, df, lanes), caps)
     ref = reference(layer, batch, phase, rows, cols, lanes, df, caps, sch.outer)
-    ab = ("a_dram", "b_dram")
     got = {x: sch.total(x) for x in ref}
-    if phase == "bwd_input" and layer.kind == "conv2d":  # C is col2im'd: scaled, not walked
-        ref = {x: ref[x] for x in ab}
-        got = {x: got[x] for x in ab}
     assert got == ref
     other = reference(layer, batch, phase, rows, cols, lanes, df, caps,
                       "cols" if sch.outer == "rows" else "rows")
     assert sum(got.values()) <= sum(other[x] for x in got)
     need = compulsory(layer, batch, phase)
     assert sch.total("a_dram") >= need[0] and sch.total("b_dram") >= need[1]
+
+
+@settings(deadline=None, max_examples=150)
+@given(layer=_layers(), batch=st.integers(1, 2), df=st.sampled_from(["os", "ws", "is"]),
+       rows=st.integers(1, 4), cols=st.integers(1, 4), lanes=st.integers(1, 2),
+       cap_c=st.integers(1, 48))
+def test_col2im_partial_sums_move_what_the_loop_nest_moves(layer, batch, df, rows, cols, lanes,
+                                                           cap_c):
+    """C of a conv's col2im ``bwd_input``, its partial sums scattered into the input gradient
+    (``_Scatter``), with C buffers from one word to a few blocks' worth: the schedule's reads
+    and writes of C equal the reference's, and no word is written less than once."""
+    assume(layer.kind == "conv2d")
+    gemm = lower(layer, batch, "bwd_input")
+    assume(gemm.M * gemm.K * gemm.N <= 6000)
+    caps = (160, 160, cap_c)
+    sch = schedule(gemm, map_dense(gemm, rows, cols, df, lanes), caps)
+    ref = reference(layer, batch, "bwd_input", rows, cols, lanes, df, caps, sch.outer)
+    assert {x: sch.total(x) for x in ("c_read", "c_write")} == {
+        x: ref[x] for x in ("c_read", "c_write")}
+    landed = {_conv_cells(layer, "bwd_input", g)[2](r, c)
+              for g in range(layer.groups) for r in range(gemm.M) for c in range(gemm.N)}
+    assert sch.total("c_write") >= len(landed - {None})
 
 
 LOWERINGS = [Lowering(k_order="channel_inner"), Lowering(bwd_input="transposed"),
@@ -390,12 +458,9 @@ def test_every_lowering_moves_what_the_loop_nest_over_explicit_buffers_moves(
     for gemm, (shape, cells, unit) in zip(gemms, parts, strict=True):
         assert (gemm.M, gemm.K, gemm.N, gemm.groups) == (*shape, len(cells))
         sch = schedule(gemm, map_dense(gemm, rows, cols, df, lanes), caps)
-        ref = walk(shape, cells, unit, rows, cols, lanes, df, caps, sch.outer)
-        got = {x: sch.total(x) for x in ref}
-        if phase == "bwd_input" and low.bwd_input == "col2im" and layer.kind == "conv2d":
-            ref = {x: ref[x] for x in ("a_dram", "b_dram")}
-            got = {x: got[x] for x in ref}
-        assert got == ref
+        ref = walk(shape, cells, unit, rows, cols, lanes, df, caps, sch.outer,
+                   phase == "bwd_input" and low.bwd_input == "col2im")
+        assert {x: sch.total(x) for x in ref} == ref
         for x, col in enumerate(("a_dram", "b_dram")):
             need = set()
             for cell in (c[x] for c in cells):
@@ -457,3 +522,31 @@ def test_a_feature_map_that_fits_half_its_buffer_is_fetched_once_under_every_low
                                    (words, words, words))
                     worst = max(worst, sch.total(col) / (words * gemm.groups))
     assert worst <= 1.05
+
+
+@settings(deadline=None, max_examples=60)
+@given(layer=_layers(), batch=st.integers(1, 2), low=st.sampled_from(
+           [Lowering(), Lowering(k_order="channel_inner")]),
+       lanes=st.integers(1, 3), rstep=st.integers(1, 9), cstep=st.integers(1, 9),
+       rows_outer=st.booleans())
+def test_the_words_a_col2im_cell_lands_in_first_are_counted_where_the_walk_meets_them(
+        layer, batch, low, lanes, rstep, cstep, rows_outer):
+    """``tiles._first_touch`` (which places C's read-backs fold by fold: totals do not see
+    it) against the cells of the grid walked in order over an explicit set of words met."""
+    assume(layer.kind == "conv2d")
+    gemm = part_gemms(layer, batch, "bwd_input", low, lanes)[0]
+    (_, cells, _), = _lowered_cells(layer, batch, "bwd_input", low, lanes)
+    cell_c = cells[0][2]
+    m, n = gemm.M, gemm.N
+    assume(m * n <= 3000)
+    ra, cb = -(-m // rstep), -(-n // cstep)
+    order = [(a, b) for a in range(ra) for b in range(cb)] if rows_outer else [
+        (a, b) for b in range(cb) for a in range(ra)]
+    met, want = set(), [[0] * cb for _ in range(ra)]
+    for a, b in order:
+        words = {cell_c(r, c) for r in range(a * rstep, min(m, (a + 1) * rstep))
+                 for c in range(b * cstep, min(n, (b + 1) * cstep))} - {None}
+        want[a][b] = len(words - met)
+        met |= words
+    geo = np.array((list(gemm.col2im) + [0])[:15], dtype=np.int64)
+    assert _first_touch(geo, rstep, cstep, rows_outer).tolist() == want
