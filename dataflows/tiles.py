@@ -860,34 +860,52 @@ def _c_geometry(gemm: Gemm) -> np.ndarray | None:
     return np.array(g, dtype=np.int64)
 
 
-def _col2im_c(f: np.ndarray, mapping: DenseMapping, m: int, n: int, geo: np.ndarray,
-              cap_c: int, rows_outer: bool) -> None:
+@dataclass(frozen=True)
+class _Col2im:
+    """C's blocks when it is col2im'd into a feature map: the cells of a grid (``os``: row
+    folds × column folds; ``ws``: column folds of all M; ``is``: M folds of all N), each
+    cell's words and all of C's, the same in both loop orders."""
+
+    geo: np.ndarray
+    rstep: int
+    cstep: int
+    cells: np.ndarray  # (row start, row end, column start, column end) per cell
+    fp: np.ndarray
+    total: int
+
+    @classmethod
+    def of(cls, mapping: DenseMapping, m: int, n: int, geo: np.ndarray,
+           cap_c: int) -> _Col2im:
+        rows, cols = mapping.rows, mapping.cols
+        rstep, cstep = {"os": (rows, cols), "ws": (m, cols), "is": (cols, n)}[mapping.dataflow]
+        r0 = np.arange(0, m, rstep, dtype=np.int64)
+        c0 = np.arange(0, n, cstep, dtype=np.int64)
+        a0, b0 = np.repeat(r0, len(c0)), np.tile(c0, len(r0))
+        cells = np.stack([a0, np.minimum(a0 + rstep, m), b0, np.minimum(b0 + cstep, n)],
+                         axis=1)
+        first, inv = _alike([cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]],
+                            int(geo[12] * geo[13]))
+        fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first]), -1, cap_c)[1][inv]
+        total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1, cap_c)[1][0])
+        return cls(geo, rstep, cstep, cells, fp, total)
+
+
+def _col2im_c(f: np.ndarray, mapping: DenseMapping, m: int, n: int, c: _Col2im, cap_c: int,
+              rows_outer: bool) -> None:
     """Replace the C DRAM columns of fold records ``f`` (A and B columns still the block
-    indices) by the words of a C col2im'd into a feature map (``_c_words``): C's blocks are the
-    cells of a grid (``os``: row folds × column folds; ``ws``: column folds of all M; ``is``:
-    M folds of all N)."""
-    df, rows, cols = mapping.dataflow, mapping.rows, mapping.cols
+    indices) by the words of a C col2im'd into a feature map (``_c_words``)."""
+    df, cols = mapping.dataflow, mapping.cols
     if df == "os":
-        rstep, cstep = rows, cols
         seq = f[:, A_DRAM] * (-(-n // cols)) + f[:, B_DRAM]
     elif df == "ws":
-        rstep, cstep = m, cols
         seq = f[:, B_DRAM] % (-(-n // cols))
     else:
-        rstep, cstep = cols, n
         seq = f[:, A_DRAM] % (-(-m // cols))
-    r0 = np.arange(0, m, rstep, dtype=np.int64)
-    c0 = np.arange(0, n, cstep, dtype=np.int64)
-    a0, b0 = np.repeat(r0, len(c0)), np.tile(c0, len(r0))
-    cells = np.stack([a0, np.minimum(a0 + rstep, m), b0, np.minimum(b0 + cstep, n)], axis=1)
-    first_c, inv = _alike([cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]],
-                          int(geo[12] * geo[13]))
-    fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first_c]), -1, cap_c)[1][inv]
-    total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1, cap_c)[1][0])
     seq = np.ascontiguousarray(seq)
-    first = _first_touch(geo, rstep, cstep, rows_outer and df == "os").reshape(-1)
-    both = _pair_words(seq, cells, geo, fp, cap_c)
-    f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq, fp, first, both, total <= cap_c, total, cap_c)
+    first = _first_touch(c.geo, c.rstep, c.cstep, rows_outer and df == "os").reshape(-1)
+    both = _pair_words(seq, c.cells, c.geo, c.fp, cap_c)
+    f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq, c.fp, first, both, c.total <= cap_c, c.total,
+                                            cap_c)
 
 
 def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops,
@@ -898,11 +916,12 @@ def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops,
     kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
                      "is": (_folds_is, (cap_c,))}[mapping.dataflow]
     out = []
+    c2i = None if cgeo is None else _Col2im.of(mapping, gemm.M, gemm.N, cgeo, cap_c)
     for order in (False, True):
         f = kernel(gemm.M, gemm.K, gemm.N, mapping.rows, mapping.cols, mapping.lanes, *extra,
                    order, *npad)
-        if cgeo is not None:
-            _col2im_c(f, mapping, gemm.M, gemm.N, cgeo, cap_c, order)
+        if c2i is not None:
+            _col2im_c(f, mapping, gemm.M, gemm.N, c2i, cap_c, order)
         for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
             seq = np.ascontiguousarray(f[:, col])
             both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
