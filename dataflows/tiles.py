@@ -29,6 +29,15 @@ block is its elements. Per operand, in loop order:
   half buffer⌉ equal parts along its time axis (whole output rows for a feature map streamed
   along its positions), each part fetched as its own footprint.
 
+C of a col2im ``bwd_input`` (``Gemm.col2im``) is partial sums scattered into the input
+gradient: its blocks are counted as the words they land in. All of them fitting the C half
+buffer, every word stays and is written once; otherwise the block the previous fold accumulated
+into stays while folds accumulate into it, and when another comes its words are written out —
+but for the words the new one lands in too, which stay when both fit together — and the new
+block's words that an earlier block landed in are read back (the rest start at zero); a block
+that does not fit is written right after its fold. (A plain C is the same with blocks that share
+no words.)
+
 Every lowering whose windows are a correlation of a stored map carries its geometry: the
 (i, j, c) K order (the channels padded to the lanes at every kernel position: padding slots
 hold no words, in the plain operand across K and in C across N too), and a transposed
@@ -36,8 +45,8 @@ hold no words, in the plain operand across K and in C across N too), and a trans
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
 equals the schedule word for word. An operand that carries no geometry (a transposed
 ``bwd_input`` of a stride above 1 read through every tap, ``bwd_weight`` with its positions
-padded image by image, the condensed and structured GEMMs of ``dataflows.sparse``, and C of a
-col2im ``bwd_input``) is counted as a share of the matrix: its words scaled by stored / expanded
+padded image by image, the condensed and structured GEMMs of ``dataflows.sparse``) is counted
+as a share of the matrix: its words scaled by stored / expanded
 elements, its capacity in matrix words scaled the other way. Operands are assumed laid out in
 DRAM in the order the dataflow reads them (a tiled layout), so a tile's fresh words of one
 operand are one contiguous run. A fold whose fresh data exceeds a half buffer is split into

@@ -256,15 +256,22 @@ class _Scatter:
         self.writes += len(self.everything) if self.whole else len(self.kept)
 
 
+def _words(cell, r, c) -> list:
+    """The DRAM words element (r, c) reads: one, none (None), or several (a frozenset: an
+    N:M slot reads its whole group of dense activations)."""
+    v = cell(r, c)
+    return [] if v is None else list(v) if isinstance(v, frozenset) else [v]
+
+
 def _block(cell, r0, r1, c0, c1, time, unit=1):
     """The words of block rows r0..r1−1 × columns c0..c1−1 per time step (0: ``unit`` rows
     at a time, 1: columns, −1: one step)."""
     if time == 0:
-        return [[cell(r, c) for r in range(a, min(r1, a + unit)) for c in range(c0, c1)]
-                for a in range(r0, r1, unit)]
+        return [[w for r in range(a, min(r1, a + unit)) for c in range(c0, c1)
+                 for w in _words(cell, r, c)] for a in range(r0, r1, unit)]
     if time == 1:
-        return [[cell(r, c) for r in range(r0, r1)] for c in range(c0, c1)]
-    return [[cell(r, c) for r in range(r0, r1) for c in range(c0, c1)]]
+        return [[w for r in range(r0, r1) for w in _words(cell, r, c)] for c in range(c0, c1)]
+    return [[w for r in range(r0, r1) for c in range(c0, c1) for w in _words(cell, r, c)]]
 
 
 def reference(layer: Layer, batch: int, phase: str, rows: int, cols: int, lanes: int,
@@ -296,7 +303,7 @@ def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: i
         span = {"os": (rows, cols), "ws": (kr, cols), "is": (kr, cols)}[df]
         ext = {"os": (m, n), "ws": (k, n), "is": (k, m)}[df]
         rf, cf = (-(-e // s) for e, s in zip(ext, span, strict=True))
-        bufs = [_Buffer(cap, {cell(r, c) for r in range(mr) for c in range(mc)} - {None})
+        bufs = [_Buffer(cap, {w for r in range(mr) for c in range(mc) for w in _words(cell, r, c)})
                 for cap, cell, (mr, mc) in ((caps[0], cell_a, (m, k)), (caps[1], cell_b, (k, n)))]
         c_all = sum(cell_c(r, c) is not None for r in range(m) for c in range(n))
         c_whole, c_held, c_size, spilled = c_all <= caps[2], None, 0, set()
