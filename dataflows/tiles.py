@@ -555,12 +555,19 @@ def _c_words(seq, fp, first, both, whole, total, cap):
     return rd, wr
 
 
-def _alike(cols: list[np.ndarray], hw: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of block coordinates moved by whole images (``hw`` positions) to the first image
-    the first block starts in — blocks alike up to whole images touch as many words; returns
-    the index of one row per layout and each row's layout."""
+def _alike(cols: list[np.ndarray], geo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of block coordinates (one block, or two: 4 or 8 columns, positions then columns of
+    the im2col matrix of geometry ``geo``) moved by whole images to the first image the first
+    block starts in, and in the (c, i, j) order by whole channels to the first channel it
+    starts in — blocks alike up to whole images and channels touch as many words (every
+    channel's map has the same shape); returns the index of one row per layout and each
+    row's layout."""
+    hw = int(geo[12] * geo[13])
     base = cols[0] - cols[0] % hw
-    key = np.stack([c - base if i in (0, 1, 4, 5) else c for i, c in enumerate(cols)], axis=1)
+    taps = int(geo[4] * geo[5]) if geo[14] == 0 else 0
+    cbase = cols[2] - cols[2] % taps if taps else 0
+    key = np.stack([c - base if i in (0, 1, 4, 5) else c - cbase for i, c in enumerate(cols)],
+                   axis=1)
     order = np.lexsort(key.T[::-1])
     ordered = key[order]
     starts = np.concatenate([[True], np.any(ordered[1:] != ordered[:-1], axis=1)])
@@ -582,7 +589,7 @@ def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.nda
         return out
     b1, b2 = blocks[prev[need]], blocks[cur[need]]
     cols = [b1[:, 0], b1[:, 1], b1[:, 2], b1[:, 3], b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]]
-    first, inv = _alike(cols, int(geo[12] * geo[13]))
+    first, inv = _alike(cols, geo)
     shared = _overlaps(geo, np.ascontiguousarray(b1[first]), np.ascontiguousarray(b2[first]))
     out[need + 1] = fp[prev[need]] + fp[cur[need]] - shared[inv]
     return out
@@ -839,8 +846,7 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
             if once[0] <= cap:  # fetched once, whole: its blocks need no counting
                 fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
             else:
-                first, inv = _alike([blk[:, 0], blk[:, 1], blk[:, 2], blk[:, 3]],
-                                    int(geo[1][12] * geo[1][13]))
+                first, inv = _alike([blk[:, 0], blk[:, 1], blk[:, 2], blk[:, 3]], geo[1])
                 fetch, fp = (x[inv] for x in _im2col_blocks(
                     geo[1], np.ascontiguousarray(blk[first]), time, cap))
             new = np.zeros_like(fetch)
@@ -892,8 +898,7 @@ class _Col2im:
         a0, b0 = np.repeat(r0, len(c0)), np.tile(c0, len(r0))
         cells = np.stack([a0, np.minimum(a0 + rstep, m), b0, np.minimum(b0 + cstep, n)],
                          axis=1)
-        first, inv = _alike([cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]],
-                            int(geo[12] * geo[13]))
+        first, inv = _alike([cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]], geo)
         fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first]), -1, cap_c)[1][inv]
         total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1, cap_c)[1][0])
         return cls(geo, rstep, cstep, cells, fp, total)
