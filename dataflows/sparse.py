@@ -473,6 +473,19 @@ def _condense(b: np.ndarray, K: int, kind: str, nm: tuple[int, int] | None
     return (slots, b.shape[0]) if ok else None
 
 
+def condensed_gemm(g: Gemm, k2: int, n2: int, nm: tuple[int, int] | None) -> Gemm:
+    """The GEMM of ``g`` with its weights (B) condensed to ``k2`` slots along K and ``n2``
+    columns: the activations are read dense (K per row; an im2col A as its feature map, whose
+    geometry it keeps with N:M's slots per group, ``nm``, so that a block of slots counts the
+    words of the groups it selects from), the condensed weights as K' slots."""
+    im2col = None
+    if nm is not None and g.im2col is not None and g.im2col[0] == "A" and k2 == nm_slots(
+            g.K, *nm):
+        im2col = (*(list(g.im2col) + [0])[:16], *nm)
+    return Gemm(g.layer, g.phase, g.M, k2, n2, g.groups, a_stored=g.stored("A"),
+                c_stored=g.stored("C") * n2 // g.N, k_read=g.K, im2col=im2col)
+
+
 def _pe_folds(lens: np.ndarray, rows: int, cols: int, fold_ovh: int
               ) -> tuple[np.ndarray, np.ndarray]:
     """(fold cycles, fold imbalance) of one group of ``os`` folds (column folds outer) from the
@@ -507,11 +520,7 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
         full = np.full((n2, max(1, k2)), -2, dtype=np.int64)
         full[:n, : sl.shape[1]] = sl
         slots.append(full)
-    g = ex.gemm
-    # the activations are read dense (K per row; an im2col A as its feature map), the
-    # condensed weights as K' slots
-    g2 = Gemm(g.layer, g.phase, M, max(1, k2), n2, g.groups, a_stored=g.stored("A"),
-              c_stored=g.stored("C") * n2 // g.N, k_read=g.K)
+    g2 = condensed_gemm(ex.gemm, max(1, k2), n2, ctx.feats.nm if kind == "nm" else None)
     ex2 = _Exec(g2, map_dense(g2, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
                 [(None, kx.filled_slots(sl)) for sl in slots], ex.counts)
     # dense on the condensed GEMM; the weights' empty slots skipped as a shared stream of B

@@ -249,6 +249,18 @@ def _patch(geo, p0, p1, t0, t1, stamp, state):
 
 
 @njit(cache=True)
+def _k_range(geo, k0, k1):
+    """Columns k0 .. k1−1 of the im2col matrix; of an N:M-condensed one (``geo[15]`` slots per
+    group of ``geo[16]`` columns), the columns of the groups its slots k0 .. k1−1 belong to:
+    the dense activations those slots select from."""
+    n, m = geo[15], geo[16]
+    if n == 0:
+        return k0, k1
+    k = (geo[14] or geo[1]) * geo[4] * geo[5]
+    return (k0 // n) * m, min(k, ((k1 - 1) // n + 1) * m)
+
+
+@njit(cache=True)
 def _chan_taps(geo, c, k0, k1):
     """The kernel taps (flat i·kw + j, a range t0 .. t1−1) of channel ``c`` among columns
     k0 .. k1−1: columns (c, i, j), or (i, j, c) with ``geo[14]`` channel slots per tap."""
@@ -263,6 +275,7 @@ def _footprint(geo, p0, p1, k0, k1, stamp, state):
     """Feature-map words of the im2col block positions p0 .. p1−1 × columns k0 .. k1−1
     (columns (c, i, j), channel outermost, or (i, j, c)): per channel, the pixels its taps in
     the block read."""
+    k0, k1 = _k_range(geo, k0, k1)
     taps, cp = geo[4] * geo[5], geo[14]
     if cp > 0:  # (i, j, c): the channels fall in at most three runs with the same taps
         cuts = np.sort(np.array([0, min(k0 % cp, geo[1]), min(k1 % cp, geo[1]), geo[1]]))
@@ -333,6 +346,9 @@ def _overlap(geo, b1, b2, stamp, state):
     both, and images covered alike, are counted once."""
     taps = geo[4] * geo[5]
     hw = geo[12] * geo[13]
+    b1, b2 = b1.copy(), b2.copy()
+    b1[2], b1[3] = _k_range(geo, b1[2], b1[3])
+    b2[2], b2[3] = _k_range(geo, b2[2], b2[3])
     total = 0
     last = (-1, -1, -1, -1)
     last_cnt = 0
@@ -564,7 +580,7 @@ def _alike(cols: list[np.ndarray], geo: np.ndarray) -> tuple[np.ndarray, np.ndar
     row's layout."""
     hw = int(geo[12] * geo[13])
     base = cols[0] - cols[0] % hw
-    taps = int(geo[4] * geo[5]) if geo[14] == 0 else 0
+    taps = int(geo[4] * geo[5]) if geo[14] == 0 and geo[15] == 0 else 0
     cbase = cols[2] - cols[2] % taps if taps else 0
     key = np.stack([c - base if i in (0, 1, 4, 5) else c - cbase for i, c in enumerate(cols)],
                    axis=1)
@@ -768,17 +784,25 @@ def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
 
 def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
     """Which operand is an im2col of a feature map ('A', 'B' or '') and its geometry as the
-    int64 array ``_patch`` reads (15 numbers: ``Gemm.im2col``'s, the channel slots per tap
-    last, 0 for the (c, i, j) order); None when the GEMM carries none or its shape is not that
-    geometry's: a sparse rewrite that changed the matrix."""
+    int64 array ``_patch`` reads (17 numbers: ``Gemm.im2col``'s, then the channel slots per
+    tap, 0 for the (c, i, j) order, then an N:M-condensed A's slots per group and group width,
+    0 0 for none); None when the GEMM carries none or its shape is not that geometry's: a
+    sparse rewrite that changed the matrix otherwise."""
     if gemm.im2col is None:
         return "", None
     which, *g = gemm.im2col
-    g = (list(g) + [0])[:15]
+    g = (list(g) + [0, 0, 0])[:17]
     n_img, cg, _h, _w, kh, kw = g[:6]
-    ho, wo, cp = g[12], g[13], g[14]
+    ho, wo, cp, sn, sm = g[12], g[13], g[14], g[15], g[16]
     pos, fan = (gemm.M, gemm.K) if which == "A" else (gemm.K, gemm.N)
-    if (pos, fan) != (n_img * ho * wo, (cp or cg) * kh * kw) or gemm.k_read or cp and cp < cg:
+    full = (cp or cg) * kh * kw
+    if sn:  # N:M slots over the columns of an A read dense
+        ok = which == "A" and gemm.k_read == full and fan == (full // sm) * sn + min(sn, full % sm)
+        if pos != n_img * ho * wo or not ok:
+            return "", None
+    elif (pos, fan) != (n_img * ho * wo, full) or gemm.k_read:
+        return "", None
+    if cp and cp < cg:
         return "", None
     return which, np.array(g, dtype=np.int64)
 
@@ -788,7 +812,7 @@ def _padding(gemm: Gemm, geo: tuple[str, np.ndarray | None]) -> tuple[int, int, 
     data slots among them, ``_real``; 0, 0: none), from the im2col operand's geometry or
     C's (``Gemm.col2im``): plain operands and C hold no words there."""
     which, g = geo
-    if g is not None and g[14]:
+    if g is not None and g[14] and not g[15]:
         return (int(g[14]), int(g[1]), 0, 0) if which == "A" else (0, 0, int(g[14]), int(g[1]))
     c = gemm.col2im
     if c is not None and len(c) > 14 and c[14] and gemm.N == c[14] * c[4] * c[5]:
@@ -868,7 +892,7 @@ def _c_geometry(gemm: Gemm) -> np.ndarray | None:
     gives an operand's), else None."""
     if gemm.col2im is None:
         return None
-    g = (list(gemm.col2im) + [0])[:15]
+    g = (list(gemm.col2im) + [0, 0, 0])[:17]
     n_img, cg, kh, kw, ho, wo, cp = g[0], g[1], g[4], g[5], g[12], g[13], g[14]
     if (gemm.M, gemm.N) != (n_img * ho * wo, (cp or cg) * kh * kw) or cp and cp < cg:
         return None

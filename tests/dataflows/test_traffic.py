@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from dataflows.gemm import Gemm, lower
 from dataflows.lowering import Lowering, part_gemms
+from dataflows.sparse import condensed_gemm, nm_slots
 from dataflows.systolic import map_dense
 from dataflows.tiles import _first_touch, schedule
 from tests.dataflows.test_lowering import _phases_of
@@ -557,3 +558,36 @@ def test_the_words_a_col2im_cell_lands_in_first_are_counted_where_the_walk_meets
         met |= words
     geo = np.array((list(gemm.col2im) + [0])[:15], dtype=np.int64)
     assert _first_touch(geo, rstep, cstep, rows_outer).tolist() == want
+
+
+@settings(deadline=None, max_examples=120)
+@given(layer=_layers(), batch=st.integers(1, 2),
+       nm=st.sampled_from([(1, 2), (2, 4), (1, 3), (2, 3), (3, 4)]),
+       low=st.sampled_from([Lowering(), Lowering(k_order="channel_inner")]),
+       df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       lanes=st.integers(1, 3), caps=st.tuples(*[st.integers(1, 160)] * 3))
+def test_an_nm_condensed_gemm_moves_what_the_loop_nest_moves(
+        layer, batch, nm, low, df, rows, cols, lanes, caps):
+    """The forward GEMM with its weights condensed N:M (``sparse.condensed_gemm``): a slot of
+    A reads the dense activations of its group of M columns, so an element of A is the set of
+    feature-map words its group's windows touch; the weights are their K' slots. Equal to the
+    reference word for word."""
+    assume(layer.kind == "conv2d")
+    gemm = part_gemms(layer, batch, "fwd", low, lanes)[0]
+    (_, cells, unit), = _lowered_cells(layer, batch, "fwd", low, lanes)
+    n, m = nm
+    g2 = condensed_gemm(gemm, nm_slots(gemm.K, n, m), gemm.N, nm)
+    assume(g2.M * g2.K * g2.N * g2.groups <= 6000)
+
+    def slotted(cell_a):
+        def cell(r, s):
+            q = s // n
+            return frozenset(cell_a(r, k) for k in range(q * m, min(gemm.K, q * m + m))
+                             if cell_a(r, k) is not None)
+        return cell
+
+    cells2 = [(slotted(ca), lambda s, c, i=i: ("W", i, s, c), cc)
+              for i, (ca, _, cc) in enumerate(cells)]
+    sch = schedule(g2, map_dense(g2, rows, cols, df, lanes), caps)
+    ref = walk((g2.M, g2.K, g2.N), cells2, unit, rows, cols, lanes, df, caps, sch.outer)
+    assert {x: sch.total(x) for x in ref} == ref
