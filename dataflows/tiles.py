@@ -41,11 +41,13 @@ no words.)
 Every lowering whose windows are a correlation of a stored map carries its geometry: the
 (i, j, c) K order (the channels padded to the lanes at every kernel position: padding slots
 hold no words, in the plain operand across K and in C across N too), and a transposed
-``bwd_input``'s windows over the stored output gradient, one output phase or a stride of 1.
+``bwd_input``'s windows over the stored output gradient, one output phase or a stride of 1;
+an N:M-condensed A keeps its geometry, a block of slots counting the words of the groups of
+columns it selects from.
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
 equals the schedule word for word. An operand that carries no geometry (a transposed
 ``bwd_input`` of a stride above 1 read through every tap, ``bwd_weight`` with its positions
-padded image by image, the condensed and structured GEMMs of ``dataflows.sparse``) is counted
+padded image by image, the fan-in and structured GEMMs of ``dataflows.sparse``) is counted
 as a share of the matrix: its words scaled by stored / expanded
 elements, its capacity in matrix words scaled the other way. Operands are assumed laid out in
 DRAM in the order the dataflow reads them (a tiled layout), so a tile's fresh words of one
