@@ -605,11 +605,14 @@ def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.nda
     need = np.flatnonzero((prev != cur) & (fp[prev] <= cap) & (fp[cur] <= cap))
     if need.shape[0] == 0:
         return out
-    b1, b2 = blocks[prev[need]], blocks[cur[need]]
+    # each pair of blocks once (a loop nest meets the same pairs again and again)
+    pairs, again = np.unique(prev[need] * blocks.shape[0] + cur[need], return_inverse=True)
+    p1, p2 = pairs // blocks.shape[0], pairs % blocks.shape[0]
+    b1, b2 = blocks[p1], blocks[p2]
     cols = [b1[:, 0], b1[:, 1], b1[:, 2], b1[:, 3], b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]]
     first, inv = _alike(cols, geo)
     shared = _overlaps(geo, np.ascontiguousarray(b1[first]), np.ascontiguousarray(b2[first]))
-    out[need + 1] = fp[prev[need]] + fp[cur[need]] - shared[inv]
+    out[need + 1] = (fp[p1] + fp[p2] - shared[inv])[again.reshape(-1)]
     return out
 
 
