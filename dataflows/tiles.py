@@ -469,30 +469,47 @@ def _first_touch(geo, rstep, cstep, rows_outer):
     channel's first tap that reads it, then the row block of the first position that reads it
     through that block's taps; row blocks outer, the row block of the first position that reads
     it, then the column block of the first tap reading it from there."""
+    m, n = geo[0] * geo[12] * geo[13], (geo[14] or geo[1]) * geo[4] * geo[5]
+    first = np.zeros(((m + rstep - 1) // rstep, (n + cstep - 1) // cstep), dtype=np.int64)
+    if rows_outer:
+        _first_rows_outer(geo, rstep, cstep, first)
+    else:
+        _first_cols_outer(geo, rstep, cstep, first)
+    return first
+
+
+@njit(cache=True)
+def _first_rows_outer(geo, rstep, cstep, first):
+    """``_first_touch`` with row blocks outer, into ``first``."""
     n_img, cg, h, w = geo[0], geo[1], geo[2], geo[3]
     taps, hw = geo[4] * geo[5], geo[12] * geo[13]
-    m, n = n_img * hw, (geo[14] or cg) * taps
-    ra, cb = (m + rstep - 1) // rstep, (n + cstep - 1) // cstep
+    ra = first.shape[0]
     pos = np.empty(taps, dtype=np.int64)
-    first = np.zeros((ra, cb), dtype=np.int64)
-    if rows_outer:
-        cnt = np.zeros((ra, taps), dtype=np.int64)  # words by (first row block, its first tap)
-        for y in range(h):
-            for x in range(w):
-                _tap_positions(geo, y, x, pos)
-                for img in range(n_img):
-                    best, tb = ra, -1
-                    for t in range(taps):
-                        if pos[t] >= 0 and (img * hw + pos[t]) // rstep < best:
-                            best, tb = (img * hw + pos[t]) // rstep, t
-                    if tb >= 0:
-                        cnt[best, tb] += 1
-        for c in range(cg):
-            for t in range(taps):
-                b = _col(geo, c, t) // cstep
-                for a in range(ra):
-                    first[a, b] += cnt[a, t]
-        return first
+    cnt = np.zeros((ra, taps), dtype=np.int64)  # words by (first row block, its first tap)
+    for y in range(h):
+        for x in range(w):
+            _tap_positions(geo, y, x, pos)
+            for img in range(n_img):
+                best, tb = ra, -1
+                for t in range(taps):
+                    if pos[t] >= 0 and (img * hw + pos[t]) // rstep < best:
+                        best, tb = (img * hw + pos[t]) // rstep, t
+                if tb >= 0:
+                    cnt[best, tb] += 1
+    for c in range(cg):
+        for t in range(taps):
+            b = _col(geo, c, t) // cstep
+            for a in range(ra):
+                first[a, b] += cnt[a, t]
+
+
+@njit(cache=True)
+def _first_cols_outer(geo, rstep, cstep, first):
+    """``_first_touch`` with column blocks outer, into ``first``."""
+    n_img, cg, h, w = geo[0], geo[1], geo[2], geo[3]
+    taps, hw = geo[4] * geo[5], geo[12] * geo[13]
+    ra, m = first.shape[0], geo[0] * geo[12] * geo[13]
+    pos = np.empty(taps, dtype=np.int64)
     # per channel and tap t0: the end t1 of the taps in t0's column block; the (t0, t1) pairs
     # that occur numbered
     ends = np.zeros((cg, taps), dtype=np.int64)
@@ -531,7 +548,6 @@ def _first_touch(geo, rstep, cstep, rows_outer):
             q = pid[t0, ends[c, t0]]
             for a in range(ra):
                 first[a, b] += cnt[q, a]
-    return first
 
 
 @njit(cache=True)
