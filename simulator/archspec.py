@@ -48,7 +48,7 @@ _SRAM_KEYS = ("kib", "banks", "ports", "bank_width_words")
 _DRAM_KEYS = (
     "channels", "bandwidth_gbps", "latency_cycles", "banks_per_channel", "row_buffer_bytes",
     "burst_bytes", "tRCD", "tCL", "tRP", "bank_groups", "mapping", "tCCD_L", "tRRD_S", "tRRD_L",
-    "tFAW", "tRAS", "tREFI", "tRFC",
+    "tFAW", "tRAS", "tREFI", "tRFC", "queue_depth",
 )  # fmt: skip
 #: ``dram.mapping``: the address mappings of ``simulator.dram`` (its ``MAPPINGS``), default first
 DRAM_MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
@@ -56,7 +56,7 @@ DRAM_MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
 #: ``Architecture.to_dict`` leaves them out while they are at it (so that a file that does not
 #: set them has the same dict, summary and cache key as before they existed)
 _DRAM_LATER = {"bank_groups": 1, "mapping": "channel_column_bank", "tCCD_L": 0, "tRRD_S": 0,
-               "tRRD_L": 0, "tFAW": 0, "tRAS": 0, "tREFI": 0, "tRFC": 0}
+               "tRRD_L": 0, "tFAW": 0, "tRAS": 0, "tREFI": 0, "tRFC": 0, "queue_depth": 1}
 _ENERGY_KEYS = ("mac_pj", "mac_gated_pj", "sram_pj_per_byte", "dram_pj_per_byte")
 _TOPK_KEYS = ("elements_per_cycle",)
 
@@ -94,6 +94,7 @@ DEFAULTS: dict[str, Any] = {
 MAX_INT = 1 << 20  # any count: rows, cols, banks, ports, channels, cycles, topk rate
 MAX_LANES = 1 << 10  # array.lanes
 MAX_BYTES = 1 << 30  # dram.row_buffer_bytes, dram.burst_bytes
+MAX_QUEUE = 1 << 10  # dram.queue_depth (the model scans the queue when a burst leaves a gap)
 MAX_KIB = float(1 << 30)  # sram.*.kib (1 TiB)
 MAX_REAL = 1e6  # dram.bandwidth_gbps, energy.* (pJ)
 #: clock / bandwidth sets the cycles of a transfer: at most 100 GHz over at least 0.01 GB/s
@@ -198,6 +199,7 @@ class DramSpec:
     tRAS: float = 0  # activate to precharge of one bank
     tREFI: float = 0  # refresh interval (0: no refresh)
     tRFC: float = 0  # refresh cycle time
+    queue_depth: int = 1  # requests a channel may serve out of order (1: in order)
 
     def bytes_per_cycle(self, clock_ghz: float) -> float:
         """Peak bandwidth of all channels together, bytes per accelerator cycle."""
@@ -567,6 +569,7 @@ def _parse_dram(c: _Checker, top: Mapping) -> DramSpec:
         tCL=dram_int("tCL", 0),
         tRP=dram_int("tRP", 0),
         bank_groups=dram_int("bank_groups", 1),
+        queue_depth=dram_int("queue_depth", 1, MAX_QUEUE),
         mapping=c.choice(d, "dram", "mapping", DEFAULTS["dram.mapping"], DRAM_MAPPINGS),
         **{k: c.real(d, "dram", k, DEFAULTS[f"dram.{k}"], False, maximum=MAX_INT)
            for k in ("tCCD_L", "tRRD_S", "tRRD_L", "tFAW", "tRAS", "tREFI", "tRFC")},

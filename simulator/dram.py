@@ -135,10 +135,11 @@ class DramTiming:
     tRAS: float = 0.0
     tREFI: float = 0.0
     tRFC: float = 0.0
+    queue_depth: int = 1
 
     def __post_init__(self) -> None:
         for name in ("channels", "banks_per_channel", "row_buffer_bytes", "burst_bytes",
-                     "bank_groups"):
+                     "bank_groups", "queue_depth"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"DramTiming.{name}: expected a positive integer, got {value!r}")
@@ -187,7 +188,8 @@ class DramTiming:
             bpc = float(per_cycle(clock_ghz))
         else:
             bpc = float(spec.bandwidth_gbps) / float(clock_ghz)
-        extra = {name: getattr(spec, name) for name in ("bank_groups", "mapping", *_EXTRA_TIMINGS)
+        extra = {name: getattr(spec, name)
+                 for name in ("bank_groups", "mapping", "queue_depth", *_EXTRA_TIMINGS)
                  if hasattr(spec, name)}
         return cls(
             channels=spec.channels,
@@ -276,8 +278,9 @@ class DramStats:
 # ------------------------------------------------------------------------------------------------
 #: ints header: burst bytes, channels, banks per channel, bursts per row, region, A/B/C offsets,
 #: bank groups, mapping (0 channel_column_bank, 1 channel_group_column_bank), plain (1 when no
-#: rule beyond the first model is on), then the open row of every bank (-1: precharged)
-_I_GROUPS, _I_MAP, _I_PLAIN = 8, 9, 10
+#: rule beyond the first model is on), queue depth, then the open row of every bank (-1:
+#: precharged), then room for a queue (queue depth x 4: key, bank, row, group)
+_I_GROUPS, _I_MAP, _I_PLAIN, _I_QUEUE = 8, 9, 10, 11
 _IH = 12
 #: floats header: latency, hit/miss/conflict latencies, tCL, burst cycles, tCCD_L, tRRD_S,
 #: tRRD_L, tFAW, tRAS, tREFI, tRFC, tRP, tRCD, activate limits on (1.0 / 0.0)
@@ -325,17 +328,13 @@ def _locate(b, channels, banks, bpr, groups, mapping):
 
 
 @njit(cache=True)
-def _burst(t0, ch, bank, row, g, ints, floats):
-    """Time one burst on ``(ch, bank, row)`` of bank group ``g`` requested at ``t0``; updates the
-    state. Returns ``(data_end, kind)``, kind 0 row hit, 1 miss, 2 conflict."""
-    channels = ints[1]
-    banks = ints[2]
-    groups = ints[_I_GROUPS]
-    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref = _offsets(channels, banks,
-                                                                             groups)
-    k = ch * banks + bank
+def _refresh(t0, ch, ints, floats):
+    """Refresh channel ``ch`` if one is due before a burst requested at ``t0`` (docstring)."""
     refi = floats[_F_REFI]
     if refi > 0.0:
+        banks = ints[2]
+        o_bus, o_ready = _FH, _FH + ints[1]
+        o_ref = _offsets(ints[1], banks, ints[_I_GROUPS])[7]
         t = max(t0, floats[o_bus + ch])
         due = floats[o_ref + ch]
         if t >= due:  # the last refresh due by t: precharge all, refresh, then the banks wait
@@ -346,8 +345,22 @@ def _burst(t0, ch, bank, row, g, ints, floats):
                 if floats[o_ready + i] < end:
                     floats[o_ready + i] = end
             floats[o_ref + ch] = r + refi
+
+
+@njit(cache=True)
+def _evaluate(t0, ch, bank, row, g, ints, floats):
+    """When a burst on ``(ch, bank, row)`` of group ``g`` requested at ``t0`` would start its
+    data if it were served next, without changing the state: ``(data_start, kind, act)``, kind
+    0 row hit, 1 miss, 2 conflict; ``act`` its activate (activate limits on) or 0."""
+    channels = ints[1]
+    banks = ints[2]
+    groups = ints[_I_GROUPS]
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref = _offsets(channels, banks,
+                                                                             groups)
+    k = ch * banks + bank
     open_r = ints[_IH + k]
     cmd = max(t0, floats[o_ready + k])
+    act = 0.0
     if open_r == row:
         kind = 0
         ready = cmd + floats[1]
@@ -359,29 +372,257 @@ def _burst(t0, ch, bank, row, g, ints, floats):
             act = cmd
             if kind == 2:  # precharge no sooner than tRAS after this bank's activate
                 act = max(cmd, floats[o_act + k] + floats[_F_RAS]) + floats[_F_RP]
-            gk = o_lastg + ch * groups + g
-            fw = o_faw + 4 * ch
-            act = max(act, floats[o_last + ch] + floats[_F_RRDS], floats[gk] + floats[_F_RRDL],
-                      floats[fw] + floats[_F_FAW])
+            act = max(act, floats[o_last + ch] + floats[_F_RRDS],
+                      floats[o_lastg + ch * groups + g] + floats[_F_RRDL],
+                      floats[o_faw + 4 * ch] + floats[_F_FAW])
+            ready = act + floats[_F_RCD] + floats[4]
+    data_start = max(floats[o_bus + ch], ready)
+    tccd = floats[_F_CCDL]
+    if tccd > 0.0:
+        data_start = max(data_start, floats[o_start + ch * groups + g] + tccd)
+    return data_start, kind, act
+
+
+@njit(cache=True)
+def _commit(ch, bank, row, g, kind, act, data_start, ints, floats):
+    """Serve the burst ``_evaluate`` timed: update the state; returns its data end."""
+    channels = ints[1]
+    banks = ints[2]
+    groups = ints[_I_GROUPS]
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref = _offsets(channels, banks,
+                                                                             groups)
+    k = ch * banks + bank
+    if kind != 0:
+        ints[_IH + k] = row
+        if floats[_F_ACT] != 0.0:
             floats[o_act + k] = act
             floats[o_last + ch] = act
-            floats[gk] = act
+            floats[o_lastg + ch * groups + g] = act
+            fw = o_faw + 4 * ch
             floats[fw] = floats[fw + 1]
             floats[fw + 1] = floats[fw + 2]
             floats[fw + 2] = floats[fw + 3]
             floats[fw + 3] = act
-            ready = act + floats[_F_RCD] + floats[4]
-        ints[_IH + k] = row
-    data_start = max(floats[o_bus + ch], ready)
-    tccd = floats[_F_CCDL]
-    if tccd > 0.0:
-        s = o_start + ch * groups + g
-        data_start = max(data_start, floats[s] + tccd)
-        floats[s] = data_start
+    if floats[_F_CCDL] > 0.0:
+        floats[o_start + ch * groups + g] = data_start
     data_end = data_start + floats[5]
     floats[o_bus + ch] = data_end
     floats[o_ready + k] = data_end - floats[4]
-    return data_end, kind
+    return data_end
+
+
+@njit(cache=True)
+def _burst(t0, ch, bank, row, g, ints, floats):
+    """Time one burst in order (refresh, then ``_evaluate`` and ``_commit``). Returns
+    ``(data_end, kind)``."""
+    _refresh(t0, ch, ints, floats)
+    data_start, kind, act = _evaluate(t0, ch, bank, row, g, ints, floats)
+    return _commit(ch, bank, row, g, kind, act, data_start, ints, floats), kind
+
+
+@njit(cache=True)
+def _chan_locate(j, banks, bpr, groups, mapping):
+    """``(bank, row, group)`` of a channel's burst ``j`` (``_locate`` without the channel)."""
+    if mapping == 1:
+        g = j % groups
+        block = j // groups // bpr
+        per_group = banks // groups
+        return (block % per_group) * groups + g, block // per_group, g
+    row_global = j // bpr
+    bank = row_global % banks
+    return bank, row_global // banks, bank % groups
+
+
+@njit(cache=True)
+def _pick(t0, t0s, ch, ring, head, cnt, cap, ints, floats):
+    """The queue position (0 = oldest) of the burst whose data can start first among ``cnt``
+    queued ones (ring rows: key, bank, row, group; requested at ``t0s[key]``, or at ``t0``
+    when the key is < 0); the oldest on a tie."""
+    best = 0
+    best_ds = 0.0
+    for i in range(cnt):
+        e = ring[(head + i) % cap]
+        ds, kind, act = _evaluate(t0s[e[0]] if e[0] >= 0 else t0, ch, e[1], e[2], e[3], ints,
+                                  floats)
+        if i == 0 or ds < best_ds:
+            best, best_ds = i, ds
+    return best
+
+
+@njit(cache=True)
+def _take(ring, head, cnt, cap, i):
+    """Remove queue position ``i`` (entries before it move up one); returns the new head."""
+    for p in range(i, 0, -1):
+        ring[(head + p) % cap, :] = ring[(head + p - 1) % cap, :]
+    return (head + 1) % cap
+
+
+@njit(cache=True)
+def _queue_kernel(t0s, bursts, ints, floats, done):
+    """Serve one-burst requests (global burst indices ``bursts``, requested at ``t0s``, in
+    that order) with a queue of ``queue_depth`` per channel: each channel serves, of its next
+    ``queue_depth`` requests, the one whose data can start first (the oldest on a tie).
+    ``done[i]`` = the end of request i's data. Returns ``(hits, misses, conflicts)``."""
+    channels, banks, bpr = ints[1], ints[2], ints[3]
+    groups, mapping, cap = ints[_I_GROUPS], ints[_I_MAP], ints[_I_QUEUE]
+    n = len(bursts)
+    counts = np.zeros(3, dtype=np.int64)
+    ring = np.empty((cap, 4), dtype=np.int64)
+    for ch in range(channels):
+        head = cnt = 0
+        i = 0
+        while True:
+            while cnt < cap and i < n:  # the next requests of this channel join the queue
+                b = bursts[i]
+                if b % channels == ch:
+                    bank, row, g = _chan_locate(b // channels, banks, bpr, groups, mapping)
+                    e = ring[(head + cnt) % cap]
+                    e[0], e[1], e[2], e[3] = i, bank, row, g
+                    cnt += 1
+                i += 1
+            if cnt == 0:
+                break
+            oldest = ring[head]
+            _refresh(t0s[oldest[0]], ch, ints, floats)
+            p = _pick(0.0, t0s, ch, ring, head, cnt, cap, ints, floats) if cnt > 1 else 0
+            e = ring[(head + p) % cap]
+            key, bank, row, g = e[0], e[1], e[2], e[3]
+            ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
+            done[key] = _commit(ch, bank, row, g, kind, act, ds, ints, floats)
+            counts[kind] += 1
+            head = _take(ring, head, cnt, cap, p)
+            cnt -= 1
+    return counts[0], counts[1], counts[2]
+
+
+@njit(cache=True)
+def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
+    """``_transfer3_kernel`` with a queue (``queue_depth`` > 1): each channel serves the bursts
+    of the three runs (in that order) as ``_queue_kernel`` does, so a burst that can start its
+    data sooner passes older ones. While the oldest queued burst can start at once (the usual
+    case: a row hit) it is served without filling the queue, and a channel's next burst is
+    located without divisions inside a row block."""
+    burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
+    groups, mapping, cap = ints[_I_GROUPS], ints[_I_MAP], ints[_I_QUEUE]
+    nb = channels * banks
+    ring = ints[_IH + nb:_IH + nb + 4 * cap].reshape((cap, 4))
+    span = bpr * groups if mapping == 1 else bpr
+    o_bus = _FH
+    lo = np.empty(3, dtype=np.int64)
+    hi = np.empty(3, dtype=np.int64)
+    finish = t0
+    bursts = hits = misses = conflicts = 0
+    for slot in range(3):
+        size = size0 if slot == 0 else (size1 if slot == 1 else size2)
+        if size > 0:
+            base = base0 if slot == 0 else (base1 if slot == 1 else base2)
+            bursts += (base + size - 1) // burst_bytes - base // burst_bytes + 1
+    for ch in range(channels):
+        for slot in range(3):
+            if slot == 0:
+                base, size = base0, size0
+            elif slot == 1:
+                base, size = base1, size1
+            else:
+                base, size = base2, size2
+            lo[slot], hi[slot] = 0, -1
+            if size > 0:
+                b0 = base // burst_bytes
+                b1 = (base + size - 1) // burst_bytes
+                first = b0 + (ch - b0 % channels) % channels
+                if first <= b1:
+                    lo[slot] = first // channels
+                    hi[slot] = (b1 - (b1 - ch) % channels) // channels
+        s = 0
+        nj = lo[0]
+        while s < 3 and nj > hi[s]:
+            s += 1
+            if s < 3:
+                nj = lo[s]
+        head = cnt = 0
+        loc_j = -2  # the channel burst (bank, row, g) below belong to
+        blk_end = -1
+        bank = row = g = bank0 = 0
+        while cnt > 0 or s < 3:
+            if cnt > 0:
+                e = ring[head]
+                ob, orow, og = e[1], e[2], e[3]
+            else:
+                if nj == loc_j + 1 and nj <= blk_end:  # the next burst of the same row block
+                    if mapping == 1:
+                        g += 1
+                        if g == groups:
+                            g = 0
+                        bank = bank0 + g
+                else:
+                    bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
+                    blk_end = (nj // span + 1) * span - 1
+                    bank0 = bank - g if mapping == 1 else bank
+                loc_j = nj
+                ob, orow, og = bank, row, g
+            _refresh(t0, ch, ints, floats)
+            ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
+            if ds > floats[o_bus + ch]:  # a gap: a younger burst may fill it
+                while cnt < cap and s < 3:
+                    if nj == loc_j:
+                        cb, cr, cg = ob, orow, og
+                    else:
+                        cb, cr, cg = _chan_locate(nj, banks, bpr, groups, mapping)
+                    e = ring[(head + cnt) % cap]
+                    e[0], e[1], e[2], e[3] = -1, cb, cr, cg
+                    cnt += 1
+                    nj += 1
+                    while s < 3 and nj > hi[s]:
+                        s += 1
+                        if s < 3:
+                            nj = lo[s]
+                loc_j = -2
+                p = _pick(t0, floats[0:0], ch, ring, head, cnt, cap, ints, floats)
+                e = ring[(head + p) % cap]
+                ob, orow, og = e[1], e[2], e[3]
+                if p != 0:
+                    ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
+                head = _take(ring, head, cnt, cap, p)
+                cnt -= 1
+            elif cnt > 0:
+                head = (head + 1) % cap
+                cnt -= 1
+            else:
+                nj += 1
+                while s < 3 and nj > hi[s]:
+                    s += 1
+                    if s < 3:
+                        nj = lo[s]
+            data_end = _commit(ch, ob, orow, og, kind, act, ds, ints, floats)
+            if kind == 0:
+                hits += 1
+            elif kind == 1:
+                misses += 1
+            else:
+                conflicts += 1
+            if data_end > finish:
+                finish = data_end
+    return finish, bursts, hits, misses, conflicts
+
+
+@njit(cache=True)
+def _transfer_bursts(base, run_bytes, n_runs, stride, burst_bytes):
+    """The global burst indices of a transfer, in order, a repeat of the previous coalesced."""
+    out = np.empty(n_runs * ((run_bytes + burst_bytes - 1) // burst_bytes + 1), dtype=np.int64)
+    n = 0
+    prev = -1
+    for r in range(n_runs):
+        start = base + r * stride
+        b = start // burst_bytes
+        last_b = (start + run_bytes - 1) // burst_bytes
+        if b == prev:
+            b += 1
+        while b <= last_b:
+            out[n] = b
+            n += 1
+            b += 1
+        prev = last_b
+    return out[:n]
 
 
 @njit(cache=True)
@@ -492,6 +733,8 @@ def _contiguous_kernel(t0, base, size, ints, floats):
 def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     """Up to three contiguous transfers issued together (one tile's operands), in order; a size
     of 0 skips a slot. Returns ``(finish, bursts, hits, misses, conflicts)`` summed."""
+    if ints[_I_QUEUE] > 1:
+        return _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats)
     finish = t0
     bursts = hits = misses = conflicts = 0
     for slot in range(3):
@@ -560,7 +803,8 @@ class Dram:
                     and (groups == 1 or t.mapping == MAPPINGS[0]))
         self._header_i = np.array([t.burst_bytes, t.channels, t.banks_per_channel,
                                    t.bursts_per_row, 0, 0, 0, 0, groups,
-                                   MAPPINGS.index(t.mapping), plain, 0], dtype=np.int64)
+                                   MAPPINGS.index(t.mapping), plain, t.queue_depth],
+                                  dtype=np.int64)
         # the kernel's scalar arguments, computed once
         self._t_hit = t.tCL
         self._t_miss = t.tRCD + t.tCL
@@ -578,7 +822,8 @@ class Dram:
         at tREFI, counters cleared."""
         t = self.timing
         ch, nb, groups = t.channels, t.channels * t.banks_per_channel, t.bank_groups
-        self.ints = np.concatenate([self._header_i, np.full(nb, -1, dtype=np.int64)])
+        self.ints = np.concatenate([self._header_i, np.full(nb, -1, dtype=np.int64),
+                                    np.zeros(4 * t.queue_depth, dtype=np.int64)])
         o = _offsets(ch, t.banks_per_channel, groups)
         self.floats = np.zeros(o[-1] + ch, dtype=np.float64)
         self.floats[:_FH] = self._header_f
@@ -590,7 +835,7 @@ class Dram:
     @property
     def open_row(self) -> np.ndarray:
         """Open row of every bank (``channel * banks + bank``), -1 when precharged (a view)."""
-        return self.ints[_IH:]
+        return self.ints[_IH:_IH + self.timing.channels * self.timing.banks_per_channel]
 
     @property
     def bus_free(self) -> np.ndarray:
@@ -657,9 +902,42 @@ class Dram:
         now = float(now)
         if run_bytes == 0 or n_runs == 0:
             return TransferResult(now, now, 0, 0, 0, 0, 0, 0, 0.0)
-        finish, bursts, hits, misses, conflicts = _transfer_kernel(
-            now + self.timing.latency_cycles, int(base), int(run_bytes), int(n_runs),
-            int(stride), self.ints, self.floats)
+        t0 = now + self.timing.latency_cycles
+        if self.timing.queue_depth > 1:
+            bursts_ = _transfer_bursts(int(base), int(run_bytes), int(n_runs), int(stride),
+                                       self.timing.burst_bytes)
+            done = np.empty(len(bursts_))
+            hits, misses, conflicts = _queue_kernel(np.full(len(bursts_), t0), bursts_,
+                                                    self.ints, self.floats, done)
+            finish, bursts = float(done.max()), len(bursts_)
+        else:
+            finish, bursts, hits, misses, conflicts = _transfer_kernel(
+                t0, int(base), int(run_bytes), int(n_runs), int(stride), self.ints,
+                self.floats)
         useful = run_bytes * n_runs
         moved, ideal = self._account(bursts, useful, write, hits, misses, conflicts)
         return TransferResult(now, finish, useful, moved, bursts, hits, misses, conflicts, ideal)
+
+    def stream(self, now: np.ndarray, addr: np.ndarray, write: np.ndarray | None = None
+               ) -> np.ndarray:
+        """One-burst requests: the burst holding byte ``addr[i]`` requested at ``now[i]``
+        (cycles, non-decreasing), served by each channel from a queue of ``queue_depth`` (the
+        module docstring; with a depth of 1, in order, as one ``transfer`` each). Returns the
+        end of every request's data, cycles (``latency_cycles`` included)."""
+        now = np.asarray(now, dtype=np.float64)
+        addr = np.asarray(addr, dtype=np.int64)
+        write = np.zeros(len(addr), dtype=bool) if write is None else np.asarray(write, bool)
+        if not (now.shape == addr.shape == write.shape and now.ndim == 1):
+            raise ValueError("Dram.stream: expected now, addr and write of one length")
+        if len(addr) and (addr.min() < 0 or np.any(np.diff(now) < 0)):
+            raise ValueError("Dram.stream: expected addresses >= 0 and non-decreasing times")
+        done = np.empty(len(addr))
+        bursts = addr // self.timing.burst_bytes
+        hits, misses, conflicts = _queue_kernel(now + self.timing.latency_cycles, bursts,
+                                                self.ints, self.floats, done)
+        bb = self.timing.burst_bytes
+        n_w = int(write.sum())
+        self._account(n_w, n_w * bb, True, 0, 0, 0)
+        self._account(len(addr) - n_w, (len(addr) - n_w) * bb, False, hits, misses, conflicts)
+        self.stats.transfers += len(addr) - 2
+        return done
