@@ -48,7 +48,7 @@ _SRAM_KEYS = ("kib", "banks", "ports", "bank_width_words")
 _DRAM_KEYS = (
     "channels", "bandwidth_gbps", "latency_cycles", "banks_per_channel", "row_buffer_bytes",
     "burst_bytes", "tRCD", "tCL", "tRP", "bank_groups", "mapping", "tCCD_L", "tRRD_S", "tRRD_L",
-    "tFAW", "tRAS", "tREFI", "tRFC", "queue_depth",
+    "tFAW", "tRAS", "tREFI", "tRFC", "queue_depth", "bank_queue_depth",
 )  # fmt: skip
 #: ``dram.mapping``: the address mappings of ``simulator.dram`` (its ``MAPPINGS``), default first
 DRAM_MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
@@ -56,7 +56,8 @@ DRAM_MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
 #: ``Architecture.to_dict`` leaves them out while they are at it (so that a file that does not
 #: set them has the same dict, summary and cache key as before they existed)
 _DRAM_LATER = {"bank_groups": 1, "mapping": "channel_column_bank", "tCCD_L": 0, "tRRD_S": 0,
-               "tRRD_L": 0, "tFAW": 0, "tRAS": 0, "tREFI": 0, "tRFC": 0, "queue_depth": 1}
+               "tRRD_L": 0, "tFAW": 0, "tRAS": 0, "tREFI": 0, "tRFC": 0, "queue_depth": 1,
+               "bank_queue_depth": 0}
 _ENERGY_KEYS = ("mac_pj", "mac_gated_pj", "sram_pj_per_byte", "dram_pj_per_byte")
 _TOPK_KEYS = ("elements_per_cycle",)
 
@@ -199,7 +200,8 @@ class DramSpec:
     tRAS: float = 0  # activate to precharge of one bank
     tREFI: float = 0  # refresh interval (0: no refresh)
     tRFC: float = 0  # refresh cycle time
-    queue_depth: int = 1  # requests a channel may serve out of order (1: in order)
+    queue_depth: int = 1  # a channel's transaction queue, requests (1 and no bank queues: in order)
+    bank_queue_depth: int = 0  # a bank's command queue, requests (0: none)
 
     def bytes_per_cycle(self, clock_ghz: float) -> float:
         """Peak bandwidth of all channels together, bytes per accelerator cycle."""
@@ -570,6 +572,7 @@ def _parse_dram(c: _Checker, top: Mapping) -> DramSpec:
         tRP=dram_int("tRP", 0),
         bank_groups=dram_int("bank_groups", 1),
         queue_depth=dram_int("queue_depth", 1, MAX_QUEUE),
+        bank_queue_depth=dram_int("bank_queue_depth", 0, MAX_QUEUE),
         mapping=c.choice(d, "dram", "mapping", DEFAULTS["dram.mapping"], DRAM_MAPPINGS),
         **{k: c.real(d, "dram", k, DEFAULTS[f"dram.{k}"], False, maximum=MAX_INT)
            for k in ("tCCD_L", "tRRD_S", "tRRD_L", "tFAW", "tRAS", "tREFI", "tRFC")},

@@ -136,6 +136,7 @@ class DramTiming:
     tREFI: float = 0.0
     tRFC: float = 0.0
     queue_depth: int = 1
+    bank_queue_depth: int = 0
 
     def __post_init__(self) -> None:
         for name in ("channels", "banks_per_channel", "row_buffer_bytes", "burst_bytes",
@@ -165,6 +166,10 @@ class DramTiming:
                 f"DramTiming.bank_groups: expected a divisor of banks_per_channel "
                 f"({self.banks_per_channel}), got {self.bank_groups}"
             )
+        bq = self.bank_queue_depth
+        if isinstance(bq, bool) or int(bq) != bq or bq < 0:
+            raise ValueError(f"DramTiming.bank_queue_depth: expected an integer >= 0, got {bq!r}")
+        object.__setattr__(self, "bank_queue_depth", int(bq))
         if self.mapping not in MAPPINGS:
             raise ValueError(f"DramTiming.mapping: expected one of {', '.join(MAPPINGS)}, got "
                              f"{self.mapping!r}")
@@ -189,7 +194,8 @@ class DramTiming:
         else:
             bpc = float(spec.bandwidth_gbps) / float(clock_ghz)
         extra = {name: getattr(spec, name)
-                 for name in ("bank_groups", "mapping", "queue_depth", *_EXTRA_TIMINGS)
+                 for name in ("bank_groups", "mapping", "queue_depth", "bank_queue_depth",
+                              *_EXTRA_TIMINGS)
                  if hasattr(spec, name)}
         return cls(
             channels=spec.channels,
@@ -278,10 +284,10 @@ class DramStats:
 # ------------------------------------------------------------------------------------------------
 #: ints header: burst bytes, channels, banks per channel, bursts per row, region, A/B/C offsets,
 #: bank groups, mapping (0 channel_column_bank, 1 channel_group_column_bank), plain (1 when no
-#: rule beyond the first model is on), queue depth, then the open row of every bank (-1:
-#: precharged), then room for a queue (queue depth x 4: key, bank, row, group)
-_I_GROUPS, _I_MAP, _I_PLAIN, _I_QUEUE = 8, 9, 10, 11
-_IH = 12
+#: rule beyond the first model is on), queue depth, bank queue depth, then the open row of every
+#: bank (-1: precharged), then room for the queues (``_queues``)
+_I_GROUPS, _I_MAP, _I_PLAIN, _I_QUEUE, _I_BANKQ = 8, 9, 10, 11, 12
+_IH = 13
 #: floats header: latency, hit/miss/conflict latencies, tCL, burst cycles, tCCD_L, tRRD_S,
 #: tRRD_L, tFAW, tRAS, tREFI, tRFC, tRP, tRCD, activate limits on (1.0 / 0.0)
 _F_CCDL, _F_RRDS, _F_RRDL, _F_FAW, _F_RAS, _F_REFI, _F_RFC, _F_RP, _F_RCD, _F_ACT = range(6, 16)
@@ -434,14 +440,21 @@ def _chan_locate(j, banks, bpr, groups, mapping):
 
 
 @njit(cache=True)
-def _pick(t0, t0s, ch, ring, head, cnt, cap, ints, floats):
-    """The queue position (0 = oldest) of the burst whose data can start first among ``cnt``
-    queued ones (ring rows: key, bank, row, group; requested at ``t0s[key]``, or at ``t0``
-    when the key is < 0); the oldest on a tie."""
+def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
+    """The queue position (0 = oldest) of the burst whose data can start first among the
+    ``cnt`` admitted ones that are in their bank's queue (the oldest ``per_bank`` of each bank;
+    all when ``per_bank`` is 0); ring rows: key, bank, row, group, requested at ``t0s[key]``
+    (``t0`` when the key is < 0); the oldest on a tie. ``seen``: scratch, one per bank."""
     best = 0
     best_ds = 0.0
+    if per_bank > 0:
+        seen[:] = 0
     for i in range(cnt):
         e = ring[(head + i) % cap]
+        if per_bank > 0:
+            if seen[e[1]] >= per_bank:
+                continue
+            seen[e[1]] += 1
         ds, kind, act = _evaluate(t0s[e[0]] if e[0] >= 0 else t0, ch, e[1], e[2], e[3], ints,
                                   floats)
         if i == 0 or ds < best_ds:
@@ -450,7 +463,7 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, ints, floats):
 
 
 @njit(cache=True)
-def _take(ring, head, cnt, cap, i):
+def _take(ring, head, cap, i):
     """Remove queue position ``i`` (entries before it move up one); returns the new head."""
     for p in range(i, 0, -1):
         ring[(head + p) % cap, :] = ring[(head + p - 1) % cap, :]
@@ -458,54 +471,78 @@ def _take(ring, head, cnt, cap, i):
 
 
 @njit(cache=True)
+def _queues(ints):
+    """``(transaction queue depth, bank queue depth, ring capacity, ring, per-bank admitted
+    counts, per-bank scratch)``: the queue state's views into ``ints``."""
+    banks = ints[2]
+    nb = ints[1] * banks
+    depth, per_bank = ints[_I_QUEUE], ints[_I_BANKQ]
+    cap = depth + banks * per_bank
+    o = _IH + nb
+    ring = ints[o:o + 4 * cap].reshape((cap, 4))
+    return depth, per_bank, cap, ring, ints[o + 4 * cap:o + 4 * cap + banks], \
+        ints[o + 4 * cap + banks:o + 4 * cap + 2 * banks]
+
+
+@njit(cache=True)
 def _queue_kernel(t0s, bursts, ints, floats, done):
     """Serve one-burst requests (global burst indices ``bursts``, requested at ``t0s``, in
-    that order) with a queue of ``queue_depth`` per channel: each channel serves, of its next
-    ``queue_depth`` requests, the one whose data can start first (the oldest on a tie).
-    ``done[i]`` = the end of request i's data. Returns ``(hits, misses, conflicts)``."""
+    that order) through each channel's queues (module docstring). ``done[i]`` = the end of
+    request i's data. Returns ``(hits, misses, conflicts)``."""
     channels, banks, bpr = ints[1], ints[2], ints[3]
-    groups, mapping, cap = ints[_I_GROUPS], ints[_I_MAP], ints[_I_QUEUE]
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
+    depth, per_bank, cap, ring, admitted, seen = _queues(ints)
     n = len(bursts)
     counts = np.zeros(3, dtype=np.int64)
-    ring = np.empty((cap, 4), dtype=np.int64)
     for ch in range(channels):
-        head = cnt = 0
+        head = cnt = waiting = 0
+        admitted[:] = 0
         i = 0
         while True:
-            while cnt < cap and i < n:  # the next requests of this channel join the queue
+            while waiting < depth and i < n:  # the channel's next requests are admitted
                 b = bursts[i]
                 if b % channels == ch:
                     bank, row, g = _chan_locate(b // channels, banks, bpr, groups, mapping)
                     e = ring[(head + cnt) % cap]
                     e[0], e[1], e[2], e[3] = i, bank, row, g
                     cnt += 1
+                    if per_bank > 0:
+                        admitted[bank] += 1
+                        if admitted[bank] > per_bank:
+                            waiting += 1
+                    else:
+                        waiting += 1
                 i += 1
             if cnt == 0:
                 break
-            oldest = ring[head]
-            _refresh(t0s[oldest[0]], ch, ints, floats)
-            p = _pick(0.0, t0s, ch, ring, head, cnt, cap, ints, floats) if cnt > 1 else 0
+            _refresh(t0s[ring[head, 0]], ch, ints, floats)
+            p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
             e = ring[(head + p) % cap]
             key, bank, row, g = e[0], e[1], e[2], e[3]
             ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
             done[key] = _commit(ch, bank, row, g, kind, act, ds, ints, floats)
             counts[kind] += 1
-            head = _take(ring, head, cnt, cap, p)
+            head = _take(ring, head, cap, p)
             cnt -= 1
+            if per_bank > 0:
+                admitted[bank] -= 1
+                if admitted[bank] >= per_bank:
+                    waiting -= 1
+            else:
+                waiting -= 1
     return counts[0], counts[1], counts[2]
 
 
 @njit(cache=True)
 def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
-    """``_transfer3_kernel`` with a queue (``queue_depth`` > 1): each channel serves the bursts
-    of the three runs (in that order) as ``_queue_kernel`` does, so a burst that can start its
-    data sooner passes older ones. While the oldest queued burst can start at once (the usual
-    case: a row hit) it is served without filling the queue, and a channel's next burst is
-    located without divisions inside a row block."""
+    """``_transfer3_kernel`` with queues (``queue_depth`` > 1): each channel serves the bursts
+    of the three runs (in that order) as ``_queue_kernel`` does. While the oldest burst can
+    start at once (the usual case: a row hit) it is served without admitting the others (no
+    burst can start sooner, and the oldest wins a tie), and a channel's next burst is located
+    without divisions inside a row block."""
     burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
-    groups, mapping, cap = ints[_I_GROUPS], ints[_I_MAP], ints[_I_QUEUE]
-    nb = channels * banks
-    ring = ints[_IH + nb:_IH + nb + 4 * cap].reshape((cap, 4))
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
+    depth, per_bank, cap, ring, admitted, seen = _queues(ints)
     span = bpr * groups if mapping == 1 else bpr
     o_bus = _FH
     lo = np.empty(3, dtype=np.int64)
@@ -539,7 +576,8 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
             s += 1
             if s < 3:
                 nj = lo[s]
-        head = cnt = 0
+        head = cnt = waiting = 0
+        admitted[:] = 0
         loc_j = -2  # the channel burst (bank, row, g) below belong to
         blk_end = -1
         bank = row = g = bank0 = 0
@@ -563,7 +601,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
             _refresh(t0, ch, ints, floats)
             ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
             if ds > floats[o_bus + ch]:  # a gap: a younger burst may fill it
-                while cnt < cap and s < 3:
+                while waiting < depth and s < 3:
                     if nj == loc_j:
                         cb, cr, cg = ob, orow, og
                     else:
@@ -571,22 +609,41 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                     e = ring[(head + cnt) % cap]
                     e[0], e[1], e[2], e[3] = -1, cb, cr, cg
                     cnt += 1
+                    if per_bank > 0:
+                        admitted[cb] += 1
+                        if admitted[cb] > per_bank:
+                            waiting += 1
+                    else:
+                        waiting += 1
                     nj += 1
                     while s < 3 and nj > hi[s]:
                         s += 1
                         if s < 3:
                             nj = lo[s]
                 loc_j = -2
-                p = _pick(t0, floats[0:0], ch, ring, head, cnt, cap, ints, floats)
+                p = _pick(t0, floats[0:0], ch, ring, head, cnt, cap, per_bank, seen, ints,
+                          floats)
                 e = ring[(head + p) % cap]
                 ob, orow, og = e[1], e[2], e[3]
                 if p != 0:
                     ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
-                head = _take(ring, head, cnt, cap, p)
+                head = _take(ring, head, cap, p)
                 cnt -= 1
+                if per_bank > 0:
+                    admitted[ob] -= 1
+                    if admitted[ob] >= per_bank:
+                        waiting -= 1
+                else:
+                    waiting -= 1
             elif cnt > 0:
                 head = (head + 1) % cap
                 cnt -= 1
+                if per_bank > 0:
+                    admitted[ob] -= 1
+                    if admitted[ob] >= per_bank:
+                        waiting -= 1
+                else:
+                    waiting -= 1
             else:
                 nj += 1
                 while s < 3 and nj > hi[s]:
@@ -733,7 +790,7 @@ def _contiguous_kernel(t0, base, size, ints, floats):
 def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     """Up to three contiguous transfers issued together (one tile's operands), in order; a size
     of 0 skips a slot. Returns ``(finish, bursts, hits, misses, conflicts)`` summed."""
-    if ints[_I_QUEUE] > 1:
+    if ints[_I_QUEUE] > 1 or ints[_I_BANKQ] > 0:
         return _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats)
     finish = t0
     bursts = hits = misses = conflicts = 0
@@ -803,8 +860,8 @@ class Dram:
                     and (groups == 1 or t.mapping == MAPPINGS[0]))
         self._header_i = np.array([t.burst_bytes, t.channels, t.banks_per_channel,
                                    t.bursts_per_row, 0, 0, 0, 0, groups,
-                                   MAPPINGS.index(t.mapping), plain, t.queue_depth],
-                                  dtype=np.int64)
+                                   MAPPINGS.index(t.mapping), plain, t.queue_depth,
+                                   t.bank_queue_depth], dtype=np.int64)
         # the kernel's scalar arguments, computed once
         self._t_hit = t.tCL
         self._t_miss = t.tRCD + t.tCL
@@ -823,7 +880,9 @@ class Dram:
         t = self.timing
         ch, nb, groups = t.channels, t.channels * t.banks_per_channel, t.bank_groups
         self.ints = np.concatenate([self._header_i, np.full(nb, -1, dtype=np.int64),
-                                    np.zeros(4 * t.queue_depth, dtype=np.int64)])
+                                    np.zeros(4 * (t.queue_depth + t.banks_per_channel
+                                                  * t.bank_queue_depth)
+                                             + 2 * t.banks_per_channel, dtype=np.int64)])
         o = _offsets(ch, t.banks_per_channel, groups)
         self.floats = np.zeros(o[-1] + ch, dtype=np.float64)
         self.floats[:_FH] = self._header_f
@@ -903,7 +962,7 @@ class Dram:
         if run_bytes == 0 or n_runs == 0:
             return TransferResult(now, now, 0, 0, 0, 0, 0, 0, 0.0)
         t0 = now + self.timing.latency_cycles
-        if self.timing.queue_depth > 1:
+        if self.timing.queue_depth > 1 or self.timing.bank_queue_depth > 0:
             bursts_ = _transfer_bursts(int(base), int(run_bytes), int(n_runs), int(stride),
                                        self.timing.burst_bytes)
             done = np.empty(len(bursts_))
