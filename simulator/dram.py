@@ -296,7 +296,7 @@ _FH = 16
 _NEVER = -1e18
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _offsets(channels, banks, groups):
     """Where each state array starts in ``floats``: bus free (per channel), bank ready (per
     bank), last activate of a bank, last activate of a channel, last activate of a bank group,
@@ -311,10 +311,10 @@ def _offsets(channels, banks, groups):
     o_faw = o_lastg + channels * groups
     o_start = o_faw + 4 * channels
     o_ref = o_start + channels * groups
-    return o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref
+    return o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_ref + channels
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _locate(b, channels, banks, bpr, groups, mapping):
     """``(channel, bank, row, bank group)`` of global burst index ``b`` (module docstring)."""
     ch = b % channels
@@ -333,7 +333,7 @@ def _locate(b, channels, banks, bpr, groups, mapping):
     return ch, bank, row, g
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _refresh(t0, ch, ints, floats):
     """Refresh channel ``ch`` if one is due before a burst requested at ``t0`` (docstring)."""
     refi = floats[_F_REFI]
@@ -353,7 +353,7 @@ def _refresh(t0, ch, ints, floats):
             floats[o_ref + ch] = r + refi
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _evaluate(t0, ch, bank, row, g, ints, floats):
     """When a burst on ``(ch, bank, row)`` of group ``g`` requested at ``t0`` would start its
     data if it were served next, without changing the state: ``(data_start, kind, act)``, kind
@@ -361,15 +361,18 @@ def _evaluate(t0, ch, bank, row, g, ints, floats):
     channels = ints[1]
     banks = ints[2]
     groups = ints[_I_GROUPS]
-    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref = _offsets(channels, banks,
-                                                                             groups)
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
+        channels, banks, groups)
     k = ch * banks + bank
     open_r = ints[_IH + k]
     cmd = max(t0, floats[o_ready + k])
     act = 0.0
     if open_r == row:
         kind = 0
-        ready = cmd + floats[1]
+        if ints[_I_PLAIN] == 1:
+            ready = cmd + floats[1]
+        else:  # after the bank's previous data, and tCL after the request
+            ready = max(t0 + floats[4], floats[o_end + k])
     else:
         kind = 1 if open_r < 0 else 2
         if floats[_F_ACT] == 0.0:
@@ -389,14 +392,14 @@ def _evaluate(t0, ch, bank, row, g, ints, floats):
     return data_start, kind, act
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _commit(ch, bank, row, g, kind, act, data_start, ints, floats):
     """Serve the burst ``_evaluate`` timed: update the state; returns its data end."""
     channels = ints[1]
     banks = ints[2]
     groups = ints[_I_GROUPS]
-    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref = _offsets(channels, banks,
-                                                                             groups)
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
+        channels, banks, groups)
     k = ch * banks + bank
     if kind != 0:
         ints[_IH + k] = row
@@ -414,10 +417,11 @@ def _commit(ch, bank, row, g, kind, act, data_start, ints, floats):
     data_end = data_start + floats[5]
     floats[o_bus + ch] = data_end
     floats[o_ready + k] = data_end - floats[4]
+    floats[o_end + k] = data_end
     return data_end
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _burst(t0, ch, bank, row, g, ints, floats):
     """Time one burst in order (refresh, then ``_evaluate`` and ``_commit``). Returns
     ``(data_end, kind)``."""
@@ -426,7 +430,7 @@ def _burst(t0, ch, bank, row, g, ints, floats):
     return _commit(ch, bank, row, g, kind, act, data_start, ints, floats), kind
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _chan_locate(j, banks, bpr, groups, mapping):
     """``(bank, row, group)`` of a channel's burst ``j`` (``_locate`` without the channel)."""
     if mapping == 1:
@@ -444,25 +448,32 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
     """The queue position (0 = oldest) of the burst whose data can start first among the
     ``cnt`` admitted ones that are in their bank's queue (the oldest ``per_bank`` of each bank;
     all when ``per_bank`` is 0); ring rows: key, bank, row, group, requested at ``t0s[key]``
-    (``t0`` when the key is < 0); the oldest on a tie. ``seen``: scratch, one per bank."""
+    (at ``t0`` when ``t0s`` is empty); the oldest on a tie. ``seen``: scratch, two per bank.
+
+    Only the oldest row hit and the oldest other burst of each bank are timed: the others of
+    the same bank and kind start no sooner (the same bank state, requested no sooner)."""
+    banks = ints[2]
     best = 0
     best_ds = 0.0
-    if per_bank > 0:
-        seen[:] = 0
+    seen[:] = 0
     for i in range(cnt):
         e = ring[(head + i) % cap]
+        bank = e[1]
         if per_bank > 0:
-            if seen[e[1]] >= per_bank:
+            if seen[bank] >= per_bank:
                 continue
-            seen[e[1]] += 1
-        ds, kind, act = _evaluate(t0s[e[0]] if e[0] >= 0 else t0, ch, e[1], e[2], e[3], ints,
-                                  floats)
+            seen[bank] += 1
+        kind = 1 if ints[_IH + ch * banks + bank] == e[2] else 2  # a hit / another kind
+        if seen[banks + bank] & kind:
+            continue
+        seen[banks + bank] |= kind
+        ds, _, _ = _evaluate(t0s[e[0]] if len(t0s) else t0, ch, bank, e[2], e[3], ints, floats)
         if i == 0 or ds < best_ds:
             best, best_ds = i, ds
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _take(ring, head, cap, i):
     """Remove queue position ``i`` (entries before it move up one); returns the new head."""
     for p in range(i, 0, -1):
@@ -470,7 +481,7 @@ def _take(ring, head, cap, i):
     return (head + 1) % cap
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _queues(ints):
     """``(transaction queue depth, bank queue depth, ring capacity, ring, per-bank admitted
     counts, per-bank scratch)``: the queue state's views into ``ints``."""
@@ -481,7 +492,7 @@ def _queues(ints):
     o = _IH + nb
     ring = ints[o:o + 4 * cap].reshape((cap, 4))
     return depth, per_bank, cap, ring, ints[o + 4 * cap:o + 4 * cap + banks], \
-        ints[o + 4 * cap + banks:o + 4 * cap + 2 * banks]
+        ints[o + 4 * cap + banks:o + 4 * cap + 3 * banks]
 
 
 @njit(cache=True)
@@ -544,7 +555,11 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     depth, per_bank, cap, ring, admitted, seen = _queues(ints)
     span = bpr * groups if mapping == 1 else bpr
-    o_bus = _FH
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
+        channels, banks, groups)
+    t_burst, t_cl, tccd, refi = floats[5], floats[4], floats[_F_CCDL], floats[_F_REFI]
+    gm = groups if mapping == 1 else 1  # banks a row block interleaves
+    bulk = tccd == 0.0 or tccd < gm * t_burst * (1.0 - 1e-9)
     lo = np.empty(3, dtype=np.int64)
     hi = np.empty(3, dtype=np.int64)
     finish = t0
@@ -577,10 +592,13 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
             if s < 3:
                 nj = lo[s]
         head = cnt = waiting = 0
+        holes = 0  # the queue is the stream's next bursts, in order, once this many are served
         admitted[:] = 0
-        loc_j = -2  # the channel burst (bank, row, g) below belong to
+        loc_j = -2  # the channel burst (bank, row, g, bank0, blk_end) below belong to
         blk_end = -1
         bank = row = g = bank0 = 0
+        run_j = -2  # the last burst served in order, and how many of its block in a row
+        run = 0
         while cnt > 0 or s < 3:
             if cnt > 0:
                 e = ring[head]
@@ -592,22 +610,35 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                         if g == groups:
                             g = 0
                         bank = bank0 + g
-                else:
+                elif nj != loc_j:
                     bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
                     blk_end = (nj // span + 1) * span - 1
                     bank0 = bank - g if mapping == 1 else bank
                 loc_j = nj
                 ob, orow, og = bank, row, g
-            _refresh(t0, ch, ints, floats)
+            if refi > 0.0:
+                due = floats[o_ref + ch]
+                _refresh(t0, ch, ints, floats)
+                if floats[o_ref + ch] != due:  # a refresh closed the rows: a new run
+                    run_j = -2
             ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
+            lazy = release = False
             if ds > floats[o_bus + ch]:  # a gap: a younger burst may fill it
-                while waiting < depth and s < 3:
-                    if nj == loc_j:
-                        cb, cr, cg = ob, orow, og
-                    else:
-                        cb, cr, cg = _chan_locate(nj, banks, bpr, groups, mapping)
+                while waiting < depth and s < 3:  # admit the next bursts
+                    if nj == loc_j + 1 and nj <= blk_end:
+                        if mapping == 1:
+                            g += 1
+                            if g == groups:
+                                g = 0
+                            bank = bank0 + g
+                    elif nj != loc_j:
+                        bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
+                        blk_end = (nj // span + 1) * span - 1
+                        bank0 = bank - g if mapping == 1 else bank
+                    loc_j = nj
+                    cb = bank
                     e = ring[(head + cnt) % cap]
-                    e[0], e[1], e[2], e[3] = -1, cb, cr, cg
+                    e[0], e[1], e[2], e[3] = nj * 4 + s, bank, row, g
                     cnt += 1
                     if per_bank > 0:
                         admitted[cb] += 1
@@ -620,36 +651,39 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                         s += 1
                         if s < 3:
                             nj = lo[s]
-                loc_j = -2
                 p = _pick(t0, floats[0:0], ch, ring, head, cnt, cap, per_bank, seen, ints,
                           floats)
                 e = ring[(head + p) % cap]
-                ob, orow, og = e[1], e[2], e[3]
+                key, ob, orow, og = e[0], e[1], e[2], e[3]
                 if p != 0:
                     ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
+                    run_j = -2
                 head = _take(ring, head, cap, p)
-                cnt -= 1
-                if per_bank > 0:
-                    admitted[ob] -= 1
-                    if admitted[ob] >= per_bank:
-                        waiting -= 1
-                else:
-                    waiting -= 1
+                holes = max(p, holes - 1)
             elif cnt > 0:
+                key = ring[head, 0]
                 head = (head + 1) % cap
-                cnt -= 1
-                if per_bank > 0:
-                    admitted[ob] -= 1
-                    if admitted[ob] >= per_bank:
-                        waiting -= 1
-                else:
-                    waiting -= 1
+                holes = max(0, holes - 1)
+                release = holes == 0
             else:
+                key = nj * 4 + s
+                lazy = True
                 nj += 1
                 while s < 3 and nj > hi[s]:
                     s += 1
                     if s < 3:
                         nj = lo[s]
+            if not lazy:
+                cnt -= 1
+                if per_bank > 0:
+                    admitted[ob] -= 1
+                    if admitted[ob] >= per_bank:
+                        waiting -= 1
+                else:
+                    waiting -= 1
+            jd = key // 4
+            run = run + 1 if jd == run_j + 1 and jd // span == run_j // span else 1
+            run_j = jd
             data_end = _commit(ch, ob, orow, og, kind, act, ds, ints, floats)
             if kind == 0:
                 hits += 1
@@ -659,6 +693,51 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 conflicts += 1
             if data_end > finish:
                 finish = data_end
+            if release and cnt > 0:  # the queue holds the next bursts in order: let it go
+                key = ring[head, 0]
+                nj, s = key // 4, key % 4
+                cnt = waiting = 0
+                admitted[:] = 0
+            if lazy and cnt == 0 and bulk and run >= gm and s < 3 and nj == run_j + 1 \
+                    and nj <= blk_end:
+                # the last gm bursts were this block's, in order: every bank of the block has
+                # its row open and every later burst of the block starts when the bus is free
+                # (its bank's last data, t0 + tCL and its group's last start + tCCD_L are
+                # behind it), so they go at the bus rate until the block, the run or the time
+                # to the next refresh ends: the same float operations as burst by burst
+                n = min(blk_end, hi[s]) - nj + 1
+                bus = floats[o_bus + ch]
+                due = floats[o_ref + ch] if refi > 0.0 else math.inf
+                gb = g
+                kb = ch * banks + bank
+                i = 0
+                while i < n and bus < due:
+                    if mapping == 1:
+                        gb += 1
+                        if gb == groups:
+                            gb = 0
+                        kb = ch * banks + bank0 + gb
+                    if tccd > 0.0:
+                        floats[o_start + ch * groups + gb] = bus
+                    bus = bus + t_burst
+                    floats[o_ready + kb] = bus - t_cl
+                    floats[o_end + kb] = bus
+                    i += 1
+                if i > 0:
+                    floats[o_bus + ch] = bus
+                    hits += i
+                    if bus > finish:
+                        finish = bus
+                    nj += i
+                    run_j = nj - 1
+                    run += i
+                    g = gb
+                    bank = kb - ch * banks
+                    loc_j = run_j
+                    while s < 3 and nj > hi[s]:
+                        s += 1
+                        if s < 3:
+                            nj = lo[s]
     return finish, bursts, hits, misses, conflicts
 
 
@@ -724,7 +803,7 @@ def _contiguous_kernel(t0, base, size, ints, floats):
     divisions. Without the later rules (``plain``) only a block's first burst needs the bank
     logic: every later one is a row hit that starts when the previous one ends."""
     burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
-    groups, mapping, plain = ints[_I_GROUPS], ints[_I_MAP], ints[_I_PLAIN]
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     b0 = base // burst_bytes
     b1 = (base + size - 1) // burst_bytes
     finish = t0
@@ -752,36 +831,19 @@ def _contiguous_kernel(t0, base, size, ints, floats):
                 row = block // banks
                 bank = block % banks
                 g = bank % groups
-            if plain == 1:
-                data_end, kind = _burst(t0, ch, bank, row, g, ints, floats)
-                if kind == 1:
-                    misses += 1
-                elif kind == 2:
-                    conflicts += 1
-                n = seg_end - j
-                hits += n + (kind == 0)
-                for _ in range(n):  # the same float additions as burst by burst
-                    data_end += t_burst
-                floats[o_bus + ch] = data_end
-                floats[o_bus + channels + ch * banks + bank] = data_end - floats[4]
-                if data_end > finish:
-                    finish = data_end
-            else:
-                for _ in range(j, seg_end + 1):
-                    data_end, kind = _burst(t0, ch, bank, row, g, ints, floats)
-                    if kind == 0:
-                        hits += 1
-                    elif kind == 1:
-                        misses += 1
-                    else:
-                        conflicts += 1
-                    if data_end > finish:
-                        finish = data_end
-                    if mapping == 1:
-                        g += 1
-                        if g == groups:
-                            g = 0
-                        bank = bank0 + g
+            data_end, kind = _burst(t0, ch, bank, row, g, ints, floats)
+            if kind == 1:
+                misses += 1
+            elif kind == 2:
+                conflicts += 1
+            n = seg_end - j
+            hits += n + (kind == 0)
+            for _ in range(n):  # the same float additions as burst by burst
+                data_end += t_burst
+            floats[o_bus + ch] = data_end
+            floats[o_bus + channels + ch * banks + bank] = data_end - floats[4]
+            if data_end > finish:
+                finish = data_end
             j = seg_end + 1
     return finish, b1 - b0 + 1, hits, misses, conflicts
 
@@ -790,7 +852,7 @@ def _contiguous_kernel(t0, base, size, ints, floats):
 def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     """Up to three contiguous transfers issued together (one tile's operands), in order; a size
     of 0 skips a slot. Returns ``(finish, bursts, hits, misses, conflicts)`` summed."""
-    if ints[_I_QUEUE] > 1 or ints[_I_BANKQ] > 0:
+    if ints[_I_PLAIN] == 0:
         return _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats)
     finish = t0
     bursts = hits = misses = conflicts = 0
@@ -856,7 +918,7 @@ class Dram:
         self.timing = t = timing
         groups = t.bank_groups
         act = 1.0 if (t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS) else 0.0
-        plain = int(not (t.tCCD_L or act or t.tREFI)
+        plain = int(not (t.tCCD_L or act or t.tREFI or t.queue_depth > 1 or t.bank_queue_depth)
                     and (groups == 1 or t.mapping == MAPPINGS[0]))
         self._header_i = np.array([t.burst_bytes, t.channels, t.banks_per_channel,
                                    t.bursts_per_row, 0, 0, 0, 0, groups,
@@ -882,13 +944,13 @@ class Dram:
         self.ints = np.concatenate([self._header_i, np.full(nb, -1, dtype=np.int64),
                                     np.zeros(4 * (t.queue_depth + t.banks_per_channel
                                                   * t.bank_queue_depth)
-                                             + 2 * t.banks_per_channel, dtype=np.int64)])
+                                             + 3 * t.banks_per_channel, dtype=np.int64)])
         o = _offsets(ch, t.banks_per_channel, groups)
-        self.floats = np.zeros(o[-1] + ch, dtype=np.float64)
+        self.floats = np.zeros(o[-1] + nb, dtype=np.float64)
         self.floats[:_FH] = self._header_f
         self.floats[o[2]:o[6]] = _NEVER  # activate history
         self.floats[o[6]:o[7]] = _NEVER  # last data start of a bank group
-        self.floats[o[7]:] = t.tREFI
+        self.floats[o[7]:o[8]] = t.tREFI
         self.stats = DramStats()
 
     @property
