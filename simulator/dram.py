@@ -46,8 +46,20 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
 -----------------------------------------------------------------------
 * One DMA engine issues all bursts of a transfer in order, pipelined with unlimited outstanding
   requests, at ``t0 = now + latency_cycles`` (the controller/interconnect latency is paid once per
-  transfer, on its first burst; the bursts behind it overlap with it). A channel serves its
-  bursts in that order (no reordering).
+  transfer, on its first burst; the bursts behind it overlap with it). :meth:`Dram.stream` takes
+  one-burst requests, each with its own time (``t0 = now[i] + latency_cycles``).
+* Queues (per channel; channels are independent). With ``queue_depth = 1`` and no bank queues
+  (``bank_queue_depth = 0``) a channel serves its bursts in the order they were requested.
+  Otherwise the channel's controller *admits* its requests in order: with bank queues, a request
+  goes into its bank's queue while that holds fewer than ``bank_queue_depth`` admitted requests,
+  else it waits in the transaction queue, and admission stops while ``queue_depth`` requests wait
+  there; without bank queues, admission stops at ``queue_depth`` admitted requests. Each time,
+  of the requests in the bank queues (all admitted ones without bank queues) the controller serves
+  the one whose ``data_start`` below is smallest, the oldest on a tie (so row hits and ready banks
+  pass a request that waits for its row: first-ready, first-come); a served request leaves, and
+  admission goes on. A transfer's bursts are requests at the same ``t0``; a transfer's queue
+  starts empty (calls do not reorder across each other), and ``transfer3``'s three runs are one
+  transfer.
 * Refresh (when ``tREFI > 0``): every channel owes a refresh at ``tREFI, 2 tREFI, ...``. Before a
   burst on a channel, with ``t = max(t0, bus_free[ch])``: if ``t >= next_ref[ch]``, the last
   refresh due by ``t`` (``r = next_ref + floor((t - next_ref) / tREFI) * tREFI``; the ones before
@@ -59,7 +71,10 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
   open). The accessed row is left open. The bank's command starts at ``cmd = max(t0,
   bank_ready[bank])``; the data may start at ``ready``:
 
-  - hit: ``ready = cmd + tCL``;
+  - hit: ``ready = cmd + tCL``; with any later rule on (any of the keys below, a queue or the
+    interleaved mapping with more than one group), ``ready = max(t0 + tCL, end of the bank's
+    last data)`` instead (the same number in exact arithmetic, and one the fast path can take
+    without rounding);
   - miss / conflict, no activate limits (``tRRD_S = tRRD_L = tFAW = tRAS = 0``): ``ready = cmd +
     tRCD + tCL`` / ``cmd + tRP + tRCD + tCL``;
   - miss / conflict with activate limits: the activate goes at ``act = max(a, last_act[ch] +
@@ -85,8 +100,20 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
   (:attr:`TransferResult.overhead_cycles`) to DRAM latency/banks.
 
 With every later key at its default (one bank group or the default mapping, ``tCCD_L``,
-``tRRD_*``, ``tFAW``, ``tRAS``, ``tREFI`` all 0) the rules are the first model's, float operation
-for float operation.
+``tRRD_*``, ``tFAW``, ``tRAS``, ``tREFI`` all 0, ``queue_depth`` 1, ``bank_queue_depth`` 0) the
+rules are the first model's, float operation for float operation.
+
+Fast path
+---------
+The engine's requests (``_serve_kernel`` -> ``transfer3``) are contiguous runs. A channel's bursts
+are walked one row block at a time (a row of one bank; with the interleaved mapping the same row
+of one bank in every group), located without divisions. Without the later rules a block's first
+burst takes the bank logic and the rest are row hits at the bus rate (float additions only).
+With them, the oldest burst is served at once when its data can start when the bus is free (no
+request can do better and the oldest wins a tie; the queue is then not even filled), and once a
+block's banks have each been served in order, the rest of the block goes at the bus rate, its
+bank and group state written as it goes, until the run ends or a refresh is due. The tests hold
+both paths equal to a plain-Python event loop of the rules above, float for float.
 """
 
 from __future__ import annotations
