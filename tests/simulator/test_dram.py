@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.dram import Dram, DramTiming, TransferResult, map_address
@@ -424,6 +424,7 @@ class QueueReference:
         self.acts_g: dict[tuple[int, int], float] = {}  # last activate of a bank group
         self.start_g: dict[tuple[int, int], float] = {}  # last data start of a bank group
         self.next_ref: dict[int, float] = {}
+        self.end: dict[tuple[int, int], float] = {}  # end of a bank's last data
         self.kinds = [0, 0, 0]
 
     def locate(self, b: int) -> tuple[int, int, int, int]:
@@ -458,7 +459,11 @@ class QueueReference:
         cmd = max(t0, self.ready.get(key, 0.0))
         act = None
         if self.open.get(key) == row:
-            kind, ready = 0, cmd + t.tCL
+            later = (t.tCCD_L or t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS or t.tREFI
+                     or t.queue_depth > 1 or t.bank_queue_depth
+                     or t.bank_groups > 1 and t.mapping == "channel_group_column_bank")
+            # with a later rule on: after the bank's last data and tCL after the request
+            kind, ready = 0, max(t0 + t.tCL, self.end[key]) if later else cmd + t.tCL
         else:
             kind = 1 if key not in self.open else 2
             if not (t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS):
@@ -493,6 +498,7 @@ class QueueReference:
         end = start + t.burst_bytes / (t.bytes_per_cycle / t.channels)
         self.bus[ch] = end
         self.ready[key] = end - t.tCL
+        self.end[key] = end
         self.kinds[kind] += 1
         return end
 
