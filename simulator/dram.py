@@ -522,6 +522,47 @@ def _queues(ints):
         ints[o + 4 * cap + banks:o + 4 * cap + 3 * banks]
 
 
+@njit(cache=True, inline="always")
+def _step_locate(nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping, span):
+    """``(bank, row, g, bank0, blk_end)`` of a channel's burst ``nj``, given those of burst
+    ``loc_j``: one step on inside a row block costs no division."""
+    if nj == loc_j + 1 and nj <= blk_end:  # the next burst of the same row block
+        if mapping == 1:
+            g += 1
+            if g == groups:
+                g = 0
+            bank = bank0 + g
+    elif nj != loc_j:
+        bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
+        blk_end = (nj // span + 1) * span - 1
+        bank0 = bank - g if mapping == 1 else bank
+    return bank, row, g, bank0, blk_end
+
+
+@njit(cache=True, inline="always")
+def _advance(nj, s, lo, hi):
+    """The next burst ``(nj, s)`` of a channel's walk over runs ``lo[s]..hi[s]`` (``s`` = 3:
+    done)."""
+    nj += 1
+    while s < 3 and nj > hi[s]:
+        s += 1
+        if s < 3:
+            nj = lo[s]
+    return nj, s
+
+
+@njit(cache=True, inline="always")
+def _waits(admitted, bank, per_bank, change):
+    """Count a request into (``change`` 1) or out of (-1) ``bank``'s admitted ones; returns
+    the change to the number waiting outside the bank queues."""
+    if per_bank == 0:
+        return change
+    admitted[bank] += change
+    if change > 0:
+        return 1 if admitted[bank] > per_bank else 0
+    return -1 if admitted[bank] >= per_bank else 0
+
+
 @njit(cache=True)
 def _queue_kernel(t0s, bursts, ints, floats, done):
     """Serve one-burst requests (global burst indices ``bursts``, requested at ``t0s``, in
@@ -544,12 +585,7 @@ def _queue_kernel(t0s, bursts, ints, floats, done):
                     e = ring[(head + cnt) % cap]
                     e[0], e[1], e[2], e[3] = i, bank, row, g
                     cnt += 1
-                    if per_bank > 0:
-                        admitted[bank] += 1
-                        if admitted[bank] > per_bank:
-                            waiting += 1
-                    else:
-                        waiting += 1
+                    waiting += _waits(admitted, bank, per_bank, 1)
                 i += 1
             if cnt == 0:
                 break
@@ -562,12 +598,7 @@ def _queue_kernel(t0s, bursts, ints, floats, done):
             counts[kind] += 1
             head = _take(ring, head, cap, p)
             cnt -= 1
-            if per_bank > 0:
-                admitted[bank] -= 1
-                if admitted[bank] >= per_bank:
-                    waiting -= 1
-            else:
-                waiting -= 1
+            waiting += _waits(admitted, bank, per_bank, -1)
     return counts[0], counts[1], counts[2]
 
 
@@ -612,12 +643,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 if first <= b1:
                     lo[slot] = first // channels
                     hi[slot] = (b1 - (b1 - ch) % channels) // channels
-        s = 0
-        nj = lo[0]
-        while s < 3 and nj > hi[s]:
-            s += 1
-            if s < 3:
-                nj = lo[s]
+        nj, s = _advance(lo[0] - 1, 0, lo, hi)
         head = cnt = waiting = 0
         holes = 0  # the queue is the stream's next bursts, in order, once this many are served
         admitted[:] = 0
@@ -631,16 +657,8 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 e = ring[head]
                 ob, orow, og = e[1], e[2], e[3]
             else:
-                if nj == loc_j + 1 and nj <= blk_end:  # the next burst of the same row block
-                    if mapping == 1:
-                        g += 1
-                        if g == groups:
-                            g = 0
-                        bank = bank0 + g
-                elif nj != loc_j:
-                    bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
-                    blk_end = (nj // span + 1) * span - 1
-                    bank0 = bank - g if mapping == 1 else bank
+                bank, row, g, bank0, blk_end = _step_locate(
+                    nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping, span)
                 loc_j = nj
                 ob, orow, og = bank, row, g
             if refi > 0.0:
@@ -652,32 +670,15 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
             lazy = release = False
             if ds > floats[o_bus + ch]:  # a gap: a younger burst may fill it
                 while waiting < depth and s < 3:  # admit the next bursts
-                    if nj == loc_j + 1 and nj <= blk_end:
-                        if mapping == 1:
-                            g += 1
-                            if g == groups:
-                                g = 0
-                            bank = bank0 + g
-                    elif nj != loc_j:
-                        bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
-                        blk_end = (nj // span + 1) * span - 1
-                        bank0 = bank - g if mapping == 1 else bank
+                    bank, row, g, bank0, blk_end = _step_locate(
+                        nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
+                        span)
                     loc_j = nj
-                    cb = bank
                     e = ring[(head + cnt) % cap]
                     e[0], e[1], e[2], e[3] = nj * 4 + s, bank, row, g
                     cnt += 1
-                    if per_bank > 0:
-                        admitted[cb] += 1
-                        if admitted[cb] > per_bank:
-                            waiting += 1
-                    else:
-                        waiting += 1
-                    nj += 1
-                    while s < 3 and nj > hi[s]:
-                        s += 1
-                        if s < 3:
-                            nj = lo[s]
+                    waiting += _waits(admitted, bank, per_bank, 1)
+                    nj, s = _advance(nj, s, lo, hi)
                 p = _pick(t0, floats[0:0], ch, ring, head, cnt, cap, per_bank, seen, ints,
                           floats)
                 e = ring[(head + p) % cap]
@@ -695,19 +696,10 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
             else:
                 key = nj * 4 + s
                 lazy = True
-                nj += 1
-                while s < 3 and nj > hi[s]:
-                    s += 1
-                    if s < 3:
-                        nj = lo[s]
+                nj, s = _advance(nj, s, lo, hi)
             if not lazy:
                 cnt -= 1
-                if per_bank > 0:
-                    admitted[ob] -= 1
-                    if admitted[ob] >= per_bank:
-                        waiting -= 1
-                else:
-                    waiting -= 1
+                waiting += _waits(admitted, ob, per_bank, -1)
             jd = key // 4
             run = run + 1 if jd == run_j + 1 and jd // span == run_j // span else 1
             run_j = jd
@@ -761,10 +753,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                     g = gb
                     bank = kb - ch * banks
                     loc_j = run_j
-                    while s < 3 and nj > hi[s]:
-                        s += 1
-                        if s < 3:
-                            nj = lo[s]
+                    nj, s = _advance(nj - 1, s, lo, hi)
     return finish, bursts, hits, misses, conflicts
 
 

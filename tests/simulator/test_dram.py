@@ -573,7 +573,7 @@ requests = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 1 << 14)), min_
                     max_size=40)
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=80, **SETTINGS)
 @given(t=full_timings(), reqs=requests)
 def test_stream_matches_the_reference_event_loop(t, reqs):
     """``Dram.stream`` (numba, all the later rules) equals the plain-Python event loop, float
@@ -588,7 +588,7 @@ def test_stream_matches_the_reference_event_loop(t, reqs):
         tuple(ref.kinds)
 
 
-@settings(max_examples=120, **SETTINGS)
+@settings(max_examples=70, **SETTINGS)
 @given(t=full_timings(), sizes=st.lists(st.integers(0, 3000), min_size=3, max_size=3),
        bases=st.lists(st.integers(0, 1 << 16), min_size=3, max_size=3), now=st.floats(0, 500))
 def test_the_fast_contiguous_path_equals_the_reference(t, sizes, bases, now):
@@ -612,7 +612,7 @@ def test_the_fast_contiguous_path_equals_the_reference(t, sizes, bases, now):
                                                   for k in range(t.banks_per_channel)])
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=40, **SETTINGS)
 @given(t=full_timings(), base=st.integers(0, 5000), run=st.integers(1, 300),
        n=st.integers(1, 5), gap=st.integers(0, 200))
 def test_a_strided_transfer_equals_the_reference(t, base, run, n, gap):
@@ -709,7 +709,7 @@ def test_refresh_in_idle_time_only_closes_rows():
     assert r.row_misses == 1 and r.cycles == 14 + 14 + 4
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=30, **SETTINGS)
 @given(t=full_timings(), picks=st.lists(st.integers(0, 1 << 12), min_size=1, max_size=200))
 def test_a_queue_is_never_worse_than_in_order_on_row_hits(t, picks):
     """A stream of row hits (bursts of row 0 of any bank, every row opened first): the queue
