@@ -744,3 +744,29 @@ def test_bad_later_timing_is_refused(field, value, match):
         timing(**{field: value})
     with pytest.raises(ValueError, match="more than tRP"):
         timing(tREFI=100, tRFC=90)
+
+
+@pytest.mark.parametrize("preset", ["tensordash", "stc-2to4"])
+def test_the_presets_engine_requests_equal_the_reference(preset):
+    """Engine-like requests (three contiguous runs of regions 1 GiB apart, a refresh among
+    them) on the presets' own settings: ``transfer3`` equals the event loop."""
+    from simulator.arch import load_arch
+
+    arch = load_arch(preset)
+    t = DramTiming.from_spec(arch.dram, arch.clock_ghz)
+    fast, ref = Dram(t), QueueReference(t)
+    rng = random.Random(7)
+    offsets = [0, 0, 0]
+    now = 0.0
+    for _ in range(6):
+        sizes = [rng.randrange(0, 5000) for _ in range(3)]
+        now += rng.uniform(0, 2000)
+        bases = [r * (1 << 30) + offsets[r] for r in range(3)]
+        offsets = [o + n for o, n in zip(offsets, sizes, strict=True)]
+        got = fast.transfer3(now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2])
+        bursts = [b for base, size in zip(bases, sizes, strict=True) if size
+                  for b in range(base // t.burst_bytes, (base + size - 1) // t.burst_bytes + 1)]
+        ref.kinds = [0, 0, 0]
+        done = ref.serve([now + t.latency_cycles] * len(bursts), bursts)
+        assert got[0] == (max(done) if done else now)
+        assert list(got[2:]) == ref.kinds
