@@ -1072,9 +1072,9 @@ class Dram:
         bursts = addr // self.timing.burst_bytes
         hits, misses, conflicts = _queue_kernel(now + self.timing.latency_cycles, bursts,
                                                 self.ints, self.floats, done)
-        bb = self.timing.burst_bytes
-        n_w = int(write.sum())
-        self._account(n_w, n_w * bb, True, 0, 0, 0)
-        self._account(len(addr) - n_w, (len(addr) - n_w) * bb, False, hits, misses, conflicts)
-        self.stats.transfers += len(addr) - 2
+        n, written = len(addr), int(write.sum()) * self.timing.burst_bytes
+        self._account(n, n * self.timing.burst_bytes, False, hits, misses, conflicts)
+        self.stats.transfers += n - 1  # one per request
+        self.stats.bytes_read -= written
+        self.stats.bytes_written += written
         return done

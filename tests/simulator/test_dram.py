@@ -770,3 +770,11 @@ def test_the_presets_engine_requests_equal_the_reference(preset):
         done = ref.serve([now + t.latency_cycles] * len(bursts), bursts)
         assert got[0] == (max(done) if done else now)
         assert list(got[2:]) == ref.kinds
+
+
+def test_stream_counts_requests_reads_and_writes():
+    d = Dram(timing())
+    d.stream(np.array([0.0, 1.0, 2.0]), np.array([0, 64, 4096]), np.array([False, True, False]))
+    s = d.stats
+    assert (s.transfers, s.bursts, s.bytes_read, s.bytes_written) == (3, 3, 128, 64)
+    assert s.row_hits + s.row_misses + s.row_conflicts == 3
