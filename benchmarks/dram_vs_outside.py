@@ -1,7 +1,8 @@
 """Benchmark: our DRAM timing model (``simulator/dram.py``) against DRAMsim3.
 
 The same request streams (streaming, strided, random, mixed read/write; one burst per request)
-go to our ``Dram`` in-process and to DRAMsim3 (University of Maryland, built beside the project,
+go to our ``Dram`` in-process (``Dram.stream``: each request offered to its channel's
+controller queues at its time) and to DRAMsim3 (University of Maryland, built beside the project,
 never part of it) through a small driver, ``dram_vs_outside_dramsim3.cc``, that reports each
 read's completion cycle. Two presets: ``tensordash`` (four DDR4-3200 channels) and ``stc-2to4``
 (an HBM2-like part, two pseudo-channels). Printed per stream and preset:
@@ -16,14 +17,14 @@ read's completion cycle. Two presets: ``tensordash`` (four DDR4-3200 channels) a
 How DRAMsim3 is configured from a preset (``dramsim3_config``): the DRAMsim3 file of the same
 part (DDR4_8Gb_x8_3200.ini, HBM2_8Gb_x128.ini) with channels, banks (4 groups), page size, bus
 width and burst length set to give the preset's burst bytes and rows; tCK set so that one
-channel's peak is the preset's (bandwidth / channels); CL, tRCD and tRP set to the preset's
-tCL, tRCD, tRP in ns, rounded to DRAMsim3 cycles; DRAMsim3's other timings (tRAS, tRRD, tFAW,
-tCCD_L, tWTR, refresh, ...) kept in ns from its file (our model has none of them); address
-mapping ``rorababgcoch`` (channel in the lowest bits above the burst, then the column, then
-the bank with its group lowest, then the row): the same as ours (see ``simulator/dram.py``).
-DRAMsim3 runs twice: with tREFI beyond the run (no refresh, as in our model: the ratio is to
-this one) and with its refresh. ``--set KEY=CLOCKS`` overrides a DRAMsim3 timing, to show what a
-difference comes from (e.g. ``--set tCCD_L=4``).
+channel's peak is the preset's (bandwidth / channels); CL, tRCD, tRP and, where the preset sets
+them, tCCD_L, tRRD_S/L, tFAW, tRAS, tRFC and tREFI set to the preset's in ns, rounded to
+DRAMsim3 cycles; DRAMsim3's other timings (tWTR, tWR, tRTP, CWL, ...) kept in ns from its file;
+address mapping the preset's ``dram.mapping`` in DRAMsim3's notation (``DRAMSIM3_MAPPING``);
+DRAMsim3's own queues (32 requests per channel, 8 per bank: the presets set the same). Both
+models run twice: with the preset's refresh and with refresh off (tREFI beyond the run in
+DRAMsim3, ``tREFI = 0`` in ours). ``--set KEY=CLOCKS`` overrides a DRAMsim3 timing and
+``--mapping`` the mapping of both, to show what a difference comes from.
 
 Build DRAMsim3 (outside this repository) and run:
     git clone https://github.com/umd-memsys/DRAMsim3 && cd DRAMsim3
