@@ -608,7 +608,11 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     of the three runs (in that order) as ``_queue_kernel`` does. While the oldest burst can
     start at once (the usual case: a row hit) it is served without admitting the others (no
     burst can start sooner, and the oldest wins a tie), and a channel's next burst is located
-    without divisions inside a row block."""
+    without divisions inside a row block.
+
+    One function, long: the walk's state (cursor over three runs, row-block location, queue
+    ring, in-order run) is a dozen locals that every step reads and writes; split into numba
+    functions it would travel as tuples through each call on the engine's hot path."""
     burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     depth, per_bank, cap, ring, admitted, seen = _queues(ints)
