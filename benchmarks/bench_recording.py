@@ -2,8 +2,8 @@
 
 Figure to reach (issue "Trainers"): recording every 10th step adds <= 10 % to the training time.
 Also reported: the cost of one recorded step against an unrecorded one.
-Run:  python benchmarks/bench_recording.py [--method swat] [--repeat 5] [--level 0]
-      [--models lenet5,resnet20,gpt2]
+Run:  python benchmarks/bench_recording.py [--method swat] [--repeat 5] [--codec gaps-zstd]
+      [--level 0] [--models lenet5,resnet20,gpt2]
 
 ``gpt2`` is transformers' GPT2LMHeadModel (4 layers, 128 wide, 4 heads, 64 tokens, batch 8,
 random tokens, AdamW; the ``test`` extra installs transformers): every product of its step,
@@ -160,17 +160,21 @@ def main() -> int:
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--every", type=int, default=10)
-    ap.add_argument("--level", type=int, default=0, help="deflate level of the step files")
+    ap.add_argument("--level", type=int, default=0,
+                    help="deflate level of the step files (packbits)")
+    ap.add_argument("--codec", default="gaps-zstd", choices=("gaps-zstd", "packbits"),
+                    help="mask codec of the step files")
     args = ap.parse_args()
-    KW["level"] = args.level
+    KW["level"], KW["codec"] = args.level, args.codec
     work = Path(tempfile.mkdtemp(prefix="bench-rec-"))
     try:
         rows = [_bench(name, args, work) for name in args.models.split(",")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"recording overhead at every {args.every}th step, method {args.method}"
-          f"{'' if args.method == 'dense' else f' {args.sparsity:g}'}, deflate level "
-          f"{args.level}, torch threads {torch.get_num_threads()}, {args.repeat} pairs")
+          f"{'' if args.method == 'dense' else f' {args.sparsity:g}'}, codec {args.codec}"
+          f"{f' (deflate level {args.level})' if args.codec == 'packbits' else ''}, "
+          f"torch threads {torch.get_num_threads()}, {args.repeat} pairs")
     print(f"{'model':<10}{'batch':>6}{'steps':>6}{'wall':>8}{'cpu':>8}{'cost':>8}{'target':>8}"
           f"{'ok':>4}"
           f"{'step ms':>9}{'+taps ms':>10}{'+writer ms':>12}{'rec step':>10}{'MB/rec':>8}")

@@ -178,7 +178,8 @@ def _cmd_info(args: argparse.Namespace) -> None:
         how = ", ".join(f"{k} {m.sparsity[k]}" for k in ("density", "pattern")
                         if m.sparsity.get(k) is not None)
         print(f"  sparsity: {m.sparsity.get('sparsity')}" + (f" ({how})" if how else ""))
-        print(f"  {size(s['bytes'])} on disk")
+        codecs = sorted({trace.read_index(st).codec for st in trace.steps})
+        print(f"  {size(s['bytes'])} on disk, masks coded {', '.join(codecs) or 'n/a'}")
         _print_coverage(m)
         print(f"  {'layer':<28}{'fwd.filter':>11}{'fwd.ifmap':>11}{'bwd_w.ifmap':>12}"
               f"{'bwd_w.grad_out':>15}")

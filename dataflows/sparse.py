@@ -48,7 +48,7 @@ from dataflows.formats import block_ratio
 from dataflows.gemm import Gemm, lower
 from dataflows.kernels import Bits
 from dataflows.lowering import Lowering, lowered_parts
-from dataflows.systolic import DenseMapping, map_dense
+from dataflows.systolic import DenseMapping, fold_cycles_of, map_dense
 from traces.layers import Layer
 
 #: modes that run a dense GEMM on reduced dimensions (its operands are already compact)
@@ -183,12 +183,13 @@ def _carried_folds(stats: tuple, nr: int, nc: int, by_rows: bool, rows_outer: bo
 
 
 def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str, rows: int,
-                     cols: int, lanes: int, feats: SparseFeatures, ovh: tuple[int, int],
+                     cols: int, lanes: int, feats: SparseFeatures, mapping: DenseMapping,
                      phase: str = "fwd") -> tuple[np.ndarray, np.ndarray]:
     """(fold cycles, fold imbalance) of every group, column folds outer, when the zeros of
-    operand ``xs[group]`` ("A" or "B") are skipped; ``ovh`` = (fill/drain per fold, once per
-    GEMM). The streams of a fold run under ``feats.sync`` with the window or the taps."""
-    fold_ovh, gemm_ovh = ovh
+    operand ``xs[group]`` ("A" or "B") are skipped, the fill/drain and fold spacing as
+    ``mapping``'s (``systolic.fold_cycles_of``). The streams of a fold run under
+    ``feats.sync`` with the window or the taps."""
+    fold_ovh = mapping.fold_overhead
     H, D = feats.lookahead, feats.lookaside
     taps = feats.taps
     lock = feats.sync == "lockstep" and (taps is not None or H >= 0)
@@ -235,9 +236,7 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
                 fc, fi = np.tile(fc, nc), np.tile(fi, nc)
         fcs.append(fc)
         fis.append(fi)
-    fc = np.concatenate(fcs)
-    fc[0] += gemm_ovh
-    return fc, np.concatenate(fis)
+    return fold_cycles_of(np.concatenate(fcs), mapping), np.concatenate(fis)
 
 
 def _two_sided_folds(packs, M: int, N: int, rows: int, cols: int, lanes: int,
@@ -361,10 +360,10 @@ def _skipping(ex: _Exec, ctx: _Ctx, prefix: str = "") -> list[SparseWork]:
                  and ctx.masked["AB".index(x)]]
     if not skippable:
         return []
-    ovh = (ex.mapping.fold_overhead, ex.mapping.gemm_overhead)
     gate_a, gate_b = ctx.gate
     if len(skippable) == 2 and ctx.feats.two_sided:
-        fc, fi = _two_sided_folds(ex.packs, M, N, ctx.rows, ctx.cols, ctx.lanes, ovh)
+        fc, fi = _two_sided_folds(ex.packs, M, N, ctx.rows, ctx.cols, ctx.lanes,
+                                  (ex.mapping.fold_overhead, ex.mapping.gemm_overhead))
         mode, actual, gated = "two_sided", ctx.effectual, 0
     else:
         if len(skippable) == 1:
@@ -381,7 +380,7 @@ def _skipping(ex: _Exec, ctx: _Ctx, prefix: str = "") -> list[SparseWork]:
                     "B": sum(int(bk.sum()) for _, bk in ex.counts) / (G * K * N)}
             xs = [min(skippable, key=lambda o: dens[o])] * G
         fc, fi = _one_sided_folds(ex.packs, xs, M, K, N, ctx.dataflow, ctx.rows, ctx.cols,
-                                  ctx.lanes, ctx.feats, ovh, ctx.phase)
+                                  ctx.lanes, ctx.feats, ex.mapping, ctx.phase)
         mode = "skip:" + "/".join(dict.fromkeys(ctx.roles["AB".index(x)] for x in xs))
         actual = gated = 0
         for (ak, bk), x in zip(ex.counts, xs, strict=True):

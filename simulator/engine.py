@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL as _NORMAL
+from simpy.events import PENDING as _PENDING
 
 from dataflows.tiles import TILE_FIELDS, TileSchedule
 from simulator.dram import Dram, DramTiming, _serve_kernel, serve_state
@@ -106,6 +108,32 @@ def sram_extra_cycles(tiles: np.ndarray, ports: tuple[float, float, float]) -> n
     return np.maximum(extra, 0).astype(np.int64)
 
 
+class _Wake:
+    """One reusable SimPy event for a unit that waits on one thing at a time: ``after(d)`` is
+    ``env.timeout(d)`` and ``succeed(v)`` is a fresh event's ``succeed(v)`` (the same priority
+    and the same place in the event queue), without building an event object per tile. Safe
+    because a unit yields the event and resumes from it before it asks for the next one."""
+
+    __slots__ = ("env", "ev")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.ev = simpy.Event(env)
+
+    def after(self, delay: float) -> simpy.Event:
+        """The event, triggered ``delay`` cycles from now (``env.timeout(delay)``)."""
+        ev = self.ev
+        ev.callbacks, ev._ok, ev._value = [], True, None
+        self.env.schedule(ev, _NORMAL, delay)
+        return ev
+
+    def pending(self) -> simpy.Event:
+        """The event, untriggered (``env.event()``): trigger it with ``succeed``."""
+        ev = self.ev
+        ev.callbacks, ev._value = [], _PENDING
+        return ev
+
+
 class _Slots:
     """A counting semaphore with one waiting process (the buffer halves one unit waits for):
     taking a free slot costs no event. SimPy's ``Container`` schedules an event for every
@@ -113,14 +141,14 @@ class _Slots:
     engine takes about a third longer per tile (``benchmarks/bench_engine_units.py``)."""
 
     def __init__(self, env: simpy.Environment, n: int) -> None:
-        self.env, self.n, self.waiter = env, n, None
+        self.n, self.waiter, self.wake = n, None, _Wake(env)
 
     def take(self):
         """None when a slot was free (taken), else an event to wait on."""
         if self.n > 0:
             self.n -= 1
             return None
-        self.waiter = self.env.event()
+        self.waiter = self.wake.pending()
         return self.waiter
 
     def give(self) -> None:
@@ -135,7 +163,7 @@ class _Queue:
     """A FIFO with one waiting consumer (``Store`` without an event per queued item)."""
 
     def __init__(self, env: simpy.Environment) -> None:
-        self.env, self.items, self.waiter = env, deque(), None
+        self.items, self.waiter, self.wake = deque(), None, _Wake(env)
 
     def put(self, item) -> None:
         if self.waiter is not None:
@@ -148,7 +176,7 @@ class _Queue:
         """(item, None) when one is queued, else (None, event whose value is the item)."""
         if self.items:
             return self.items.popleft(), None
-        self.waiter = self.env.event()
+        self.waiter = self.wake.pending()
         return None, self.waiter
 
 
@@ -167,13 +195,17 @@ class DramUnit:
         #: per GEMM: bytes moved (whole bursts), row hits, misses, conflicts
         self.counts = np.zeros((n_gemms, 4), dtype=np.int64)
 
-    def serve(self, gi: int, ra: int, rb: int, rc: int):
+    def serve(self, gi: int, ra: int, rb: int, rc: int) -> float:
         """Serve one DMA request of ``ra``, ``rb``, ``rc`` bytes of A, B and C (a write: C
-        only) of GEMM ``gi``. Returns (finish cycle, event to wait on or None when the
-        transfer took no time)."""
-        now = self.env.now
-        finish = _serve_kernel(now, ra, rb, rc, gi, self.ints, self.floats, self.counts)
-        return finish, (self.env.timeout(finish - now) if finish > now else None)
+        only) of GEMM ``gi`` requested now. Returns the cycle its last data beat ends (now
+        when it moved nothing). The DMA units make this call inline (``self.call``)."""
+        return _serve_kernel(self.env.now, ra, rb, rc, gi, self.ints, self.floats, self.counts)
+
+    @property
+    def call(self):
+        """``(kernel, ints, floats, counts)``: ``kernel(now, ra, rb, rc, gi, ints, floats,
+        counts)`` is ``serve`` without its Python frame (a call per transfer)."""
+        return _serve_kernel, self.ints, self.floats, self.counts
 
     def account(self, timings: list[GemmTiming]) -> None:
         """The counters into the GEMMs' timings."""
@@ -243,20 +275,23 @@ class _Replay:
 
 def _dma_in(r: _Replay):
     """The read DMA: fetches each tile's A, B and C from DRAM into a free input half-buffer."""
+    env, wake, peak, rec = r.env, _Wake(r.env), r.dram.peak, r.rec
+    serve, ints, floats, counts = r.dram.call
+    take, put = r.in_slots.take, r.ready.put
     for gi in range(len(r.timings)):
         for ra, rb, rc, _w, _c, _x in r.plan(gi):
-            ev = r.in_slots.take()
+            ev = take()
             if ev is not None:
                 yield ev
             took = ideal = 0.0
             if ra or rb or rc:
-                now = r.env.now
-                finish, ev = r.dram.serve(gi, ra, rb, rc)
-                took, ideal = finish - now, (ra + rb + rc) / r.dram.peak
-                r.rec((READ, gi, now, finish, ra, rb, rc))
-                if ev is not None:
-                    yield ev
-            r.ready.put((took, ideal))
+                now = env.now
+                finish = serve(now, ra, rb, rc, gi, ints, floats, counts)
+                took, ideal = finish - now, (ra + rb + rc) / peak
+                rec((READ, gi, now, finish, ra, rb, rc))
+                if finish > now:
+                    yield wake.after(took)
+            put((took, ideal))
 
 
 def _pe_array(r: _Replay):
@@ -264,28 +299,34 @@ def _pe_array(r: _Replay):
     then hands the tile's results to the write DMA. A wait is recorded with what it waited for
     (the read's time and its time at peak bandwidth; the useful share of the write in flight);
     ``attribute_stalls`` splits it by cause afterwards."""
-    env, first = r.env, 1.0
+    env, first, wake = r.env, 1.0, _Wake(r.env)
+    get, take, give, put = r.ready.get, r.out_slots.take, r.in_slots.give, r.to_write.put
+    wrec, prec = r.wrec, r.prec
     for gi, tm in enumerate(r.timings):
         tm.start = env.now
         for _ra, _rb, _rc, w, compute, extra in r.plan(gi):
-            t0 = env.now
-            item, ev = r.ready.get()
+            now = env.now
+            item, ev = get()
             if ev is not None:
+                t0 = now
                 item = yield ev
-            if env.now > t0:  # z = 1: the first fill
-                r.wrec((WAIT_READ, gi, t0, env.now, item[0], item[1], first))
+                now = env.now
+                if now > t0:  # z = 1: the first fill
+                    wrec((WAIT_READ, gi, t0, now, item[0], item[1], first))
             first = 0.0
-            ev = r.out_slots.take()
+            ev = take()
             if ev is not None:
-                t1 = env.now
+                t1 = now
                 yield ev
-                if env.now > t1:
-                    r.wrec((WAIT_WRITE, gi, t1, env.now, r.write_share, 0.0, 0.0))
-            if r.prec is not None:
-                r.prec((COMPUTE, gi, env.now, env.now + compute + extra, compute, extra, 0))
-            yield env.timeout(compute + extra)
-            r.in_slots.give()
-            r.to_write.put((gi, w))
+                now = env.now
+                if now > t1:
+                    wrec((WAIT_WRITE, gi, t1, now, r.write_share, 0.0, 0.0))
+            busy = compute + extra
+            if prec is not None:
+                prec((COMPUTE, gi, now, now + busy, compute, extra, 0))
+            yield wake.after(busy)
+            give()
+            put((gi, w))
         r.leave(gi)
         tm.end = env.now
         r.last_compute_end = env.now
@@ -294,21 +335,24 @@ def _pe_array(r: _Replay):
 def _dma_out(r: _Replay):
     """The write DMA: writes each computed tile's results back to DRAM, freeing its output
     half-buffer."""
+    env, wake, peak, rec = r.env, _Wake(r.env), r.dram.peak, r.rec
+    serve, ints, floats, counts = r.dram.call
+    get, give = r.to_write.get, r.out_slots.give
     for _ in range(r.n_tiles):
-        item, ev = r.to_write.get()
+        item, ev = get()
         if ev is not None:
             item = yield ev
         gi, nbytes = item
         if nbytes:
-            now = r.env.now
-            finish, ev = r.dram.serve(gi, 0, 0, nbytes)
+            now = env.now
+            finish = serve(now, 0, 0, nbytes, gi, ints, floats, counts)
             took = finish - now
-            r.rec((WRITE, gi, now, finish, nbytes, 0, 0))
-            r.write_share = min(nbytes / r.dram.peak, took) / took if took > 0 else 1.0
-            if ev is not None:
-                yield ev
-        r.out_slots.give()
-    r.end = r.env.now
+            rec((WRITE, gi, now, finish, nbytes, 0, 0))
+            r.write_share = min(nbytes / peak, took) / took if took > 0 else 1.0
+            if finish > now:
+                yield wake.after(took)
+        give()
+    r.end = env.now
     if r.timings and r.end > r.last_compute_end:  # the drain: the last write-backs
         r.wrec((WAIT_WRITE, len(r.timings) - 1, r.last_compute_end, r.end, 0.0, 0.0, 1.0))
     r.done.succeed()
@@ -405,6 +449,20 @@ class Replays:
         self.timings: list[GemmTiming] = []
         self.log = array("d")
         self.hits = 0
+        self._schedules: dict = {}
+        self.schedule_hits = 0
+
+    def schedule(self, key, make) -> TileSchedule:
+        """The tile schedule of one GEMM made once per command: ``make()`` the first time
+        ``key`` (everything the schedule depends on, hashable) is asked for, the same
+        schedule after (the dense baseline's GEMMs and a step's are the same GEMMs when the
+        architecture has no sparse features). Schedules are never modified once made."""
+        sched = self._schedules.get(key)
+        if sched is None:
+            sched = self._schedules[key] = make()
+        else:
+            self.schedule_hits += 1
+        return sched
 
     def simulate_tiles(self, schedules: list[TileSchedule], arch, log=None,
                        dram_only: bool = False, topk: list[int] | None = None

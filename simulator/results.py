@@ -338,6 +338,15 @@ def _read_csv(path: Path, required: tuple[str, ...], text: set[str] | None = Non
             row = int(bad.to_numpy().nonzero()[0][0]) + 2
             raise InputError(str(path), col, f"line {row}: expected a number, got "
                                              f"{str(df[col].iloc[row - 2])[:80]!r}")
+    if text is not None:  # simulate writes finite numbers only (1e400 reads as infinity)
+        for col in df.columns:
+            if col in text or not pd.api.types.is_float_dtype(df[col]):
+                continue
+            inf = np.isinf(df[col].to_numpy())
+            if inf.any():
+                row = int(inf.nonzero()[0][0]) + 2
+                raise InputError(str(path), col, f"line {row}: expected a finite number, got "
+                                                 f"{float(df[col].iloc[row - 2])!r}")
     return df
 
 

@@ -217,29 +217,53 @@ def _work(layer: Layer, batch: int, g: Gemm, arch, dataflow: str, masks,
                       {"A": 1.0, "B": 1.0}, {"A": g.groups * g.M * g.K, "B": g.groups * g.K * g.N})
 
 
-def _tiles(work: SparseWork, arch, feats: SparseFeatures) -> TileSchedule:
-    """The tile schedule of one GEMM (a phase lowered to several GEMMs runs them in turn)."""
+def _tiles(work: SparseWork, arch, feats: SparseFeatures,
+           replays: Replays | None = None) -> TileSchedule:
+    """The tile schedule of one GEMM (a phase lowered to several GEMMs runs them in turn);
+    through ``replays`` (``Replays.schedule``) one made before from the same inputs."""
     wbits = (8 * arch.word_bytes["ifmap"], 8 * arch.word_bytes["filter"])
     subs = []
     for p in work.parts or [work]:
         squeeze = operand_compression(p, feats, wbits, "dram")
         held = operand_compression(p, feats, wbits, "sram")
-        subs.append(schedule(p.gemm, p.mapping, half_buffer_words(arch), p.fold_cycles, squeeze,
-                             held))
+        args = (p.gemm, p.mapping, half_buffer_words(arch), p.fold_cycles, squeeze, held)
+        key = None if replays is None else _schedule_key(*args)
+        subs.append(schedule(*args) if key is None
+                    else replays.schedule(key, lambda a=args: schedule(*a)))
     return subs[0] if len(subs) == 1 else concat_schedules(subs)
+
+
+def _schedule_key(gemm, mapping, caps, fold_cycles, squeeze, held) -> tuple | None:
+    """What ``dataflows.tiles.schedule`` depends on, as a hashable key (arrays by their
+    bytes), or None when some input cannot be one."""
+
+    def frozen(x):
+        if isinstance(x, np.ndarray):
+            a = np.ascontiguousarray(x)
+            return (a.dtype.str, a.shape, a.tobytes())
+        return x
+
+    key = (gemm, mapping, tuple(caps), frozen(fold_cycles), frozen(squeeze), frozen(held))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _plan(layers, batch: int, arch, dataflow: str, phases: str, masks,
           feats: SparseFeatures, skip, input_grad: bool = False,
-          layer_features: dict[str, SparseFeatures] | None = None) -> list[_Planned]:
-    """Stage 1: every GEMM of the step in training order, with its work and tiles."""
+          layer_features: dict[str, SparseFeatures] | None = None,
+          replays: Replays | None = None) -> list[_Planned]:
+    """Stage 1: every GEMM of the step in training order, with its work and tiles (through
+    ``replays``, schedules made once per command)."""
     out = []
     for li, ph in training_order(layers, PHASE_SETS[phases], skip, input_grad):
         full = lower(layers[li], batch, ph)
         f = (layer_features or {}).get(layers[li].name, feats)
         w = _work(layers[li], batch, full, arch, dataflow, masks, f,
                   condensed=layers[li].name in (layer_features or {}))
-        out.append(_Planned(li, ph, full, w, _tiles(w, arch, f)))
+        out.append(_Planned(li, ph, full, w, _tiles(w, arch, f, replays)))
     return out
 
 
@@ -404,14 +428,15 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
     the step's top-K / mask-update jobs (``overhead_rows``), which the modeled engine's top-K
     unit runs after the GEMMs (their ``overhead`` records follow the GEMMs' in the event log);
     the table leaves their rows to the caller. ``replays``: an ``engine.Replays`` shared by
-    the runs of one command (a replay of the same tiles is computed once).
+    the runs of one command (a replay of the same tiles, and a tile schedule of the same
+    inputs, is computed once).
 
     Three stages: plan the GEMMs (work and tiles), time them (the engine), tabulate.
     """
     _check_run(arch, dataflow, phases, memory)
     feats = arch.features if features is None else features
     plan = _plan(layers, batch, arch, dataflow, phases, masks, feats, skip, input_grad,
-                 layer_features)
+                 layer_features, replays)
     timings, log = _time(plan, arch, memory, timeline, list(topk or ()), replays)
     lf = layer_features or {}
     table = pd.DataFrame([_row(p, tm, layers, batch, arch, dataflow, memory,

@@ -150,6 +150,7 @@ class StepData:
     layers: dict[str, dict[str, dict[str, Operand]]]
     meta: dict[str, Any] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
+    codec: str = PACKBITS  #: how the step file codes its masks (``traces.codec.CODECS``)
 
     def masks(self) -> dict[str, dict[str, dict[str, PackedMask | None]]]:
         """``layers`` as ``TraceWriter.write_step`` takes them: each operand's ``PackedMask``,
@@ -586,9 +587,14 @@ class Trace:
     def read_meta(self, step: int) -> dict[str, Any]:
         """The ``meta`` of a step's index, checked as ``read_step`` checks it, without reading
         the step's masks (``bwd_input_not_computed`` and the like, before a simulation)."""
+        return self.read_index(step).meta
+
+    def read_index(self, step: int) -> StepData:
+        """A step's index, checked as ``read_step`` checks it, without its masks: the
+        ``StepData`` with ``meta``, ``events`` and ``codec`` and no ``layers``."""
         for s in self.manifest.steps:
             if s["step"] == step:
-                return self._read(s, index_only=True).meta
+                return self._read(s, index_only=True)
         raise TraceError(str(self.path / MANIFEST), "steps", f"no step {step} in this trace")
 
     def _read(self, entry: Mapping[str, Any], index_only: bool = False) -> StepData:
@@ -606,9 +612,10 @@ class Trace:
                 # lazily: an array is read when the index refers to it, its size checked first
                 arrays = _StepArrays(npz, src)
                 if index_only:
-                    _, meta, events, _ = _parse_index(arrays, entry["step"], src, self.manifest)
+                    _, meta, events, codec = _parse_index(arrays, entry["step"], src,
+                                                          self.manifest)
                     return StepData(step=entry["step"], file=fpath, layers={}, meta=meta,
-                                    events=events)
+                                    events=events, codec=codec)
                 return _parse_step(arrays, entry["step"], fpath, self.manifest)
         except TraceError:  # already names the file and the field
             raise
@@ -751,7 +758,7 @@ def _parse_step(arrays: Mapping[str, np.ndarray], step: int, fpath: Path,
                                            src, where, unpacked_cache, codec)
             out[phase] = ops
         layers[layer.name] = out
-    return StepData(step=step, file=fpath, layers=layers, meta=meta, events=events)
+    return StepData(step=step, file=fpath, layers=layers, meta=meta, events=events, codec=codec)
 
 
 def _parse_operand(arrays: Mapping[str, np.ndarray], oe: Any, role: str,

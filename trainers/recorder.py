@@ -65,6 +65,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from traces.codec import GAPS_ZSTD
 from traces.format import MANIFEST, PHASE_OPERANDS, Manifest, TraceWriter
 from traces.layers import Layer
 from trainers import gemm_ops as ops_
@@ -288,7 +289,7 @@ class Recorder:
     def __init__(self, model: nn.Module, out_dir: str | Path, every: int = 10, *,
                  method: Any = None, model_name: str | None = None, seed: int = 0,
                  start: int = 0, level: int = 0, command: list[str] | None = None,
-                 background: bool = True) -> None:
+                 background: bool = True, codec: str = GAPS_ZSTD) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if hasattr(model, "_orig_mod") and hasattr(model, "dynamo_ctx"):
@@ -303,7 +304,7 @@ class Recorder:
         self.every, self.start = every, start
         self.method = method
         self.model_name = model_name or type(model).__name__.lower()
-        self.seed, self.level, self.command = seed, level, command
+        self.seed, self.level, self.command, self.codec = seed, level, command, codec
         self.modules = [m for _, m in sparse_layers(self.model)]  # the twins: tapped
         self.names = {id(m): n for n, m in sparse_layers(self.model)}
         self.step = start - 1  # the step now running
@@ -717,7 +718,7 @@ class Recorder:
                             seed=self.seed, batch_size=self.batch, dtype=self.dtype,
                             layers=tuple(layers), producer=producer, format_version=2,
                             coverage=self._coverage(layers))
-        self.writer = TraceWriter(self.out_dir, manifest, level=self.level)
+        self.writer = TraceWriter(self.out_dir, manifest, level=self.level, codec=self.codec)
 
     def _coverage(self, layers: list[Layer]) -> dict[str, Any]:
         """The share of the step's training MACs the trace holds, and what it leaves out (each
@@ -859,11 +860,11 @@ def record(model: nn.Module, out_dir: str | Path, every: int = 10, **kwargs: Any
     The model is not changed: its products are watched where torch computes them (the module
     docstring; a sparsity method's twins are tapped). Keyword arguments: ``method`` (a
     ``trainers.methods`` method: its config, thresholds and mask-update events go into the
-    trace), ``model_name``, ``seed``, ``start`` (number of the first step), ``level`` (deflate
-    level of the step files: 0, the default, stores the packed bits as they are, 1 bit per
-    element; 1 makes ResNet-20's steps 25 % smaller for 7× the CPU time, see
-    ``benchmarks/bench_recording.py``), ``command`` (for the manifest), ``background`` (write
-    on a thread).
+    trace), ``model_name``, ``seed``, ``start`` (number of the first step), ``codec`` (how the
+    step files code the masks: ``gaps-zstd``, the default, near their entropy; ``packbits``, 1
+    bit per element, with ``level`` the deflate level of the step files: 0, the default, stores
+    them as they are; docs/trace-format.md "Size" compares them on ResNet-20), ``command`` (for
+    the manifest), ``background`` (write on a thread).
     """
     rec = Recorder(model, out_dir, every, **kwargs)
     rec.install()

@@ -32,6 +32,7 @@ def test_synth_then_info(trace):
     r = run("info", str(trace))
     assert r.returncode == 0, r.stderr
     assert "model lenet5, method swat, batch 4" in r.stdout
+    assert "on disk, masks coded gaps-zstd" in r.stdout  # what synth writes
     # the table lists every layer with its densities; conv2's weight density is 0.1
     row = next(line for line in r.stdout.splitlines() if line.strip().startswith("conv2"))
     assert float(row.split()[1]) == pytest.approx(0.1, abs=0.01)

@@ -81,7 +81,8 @@ def reference_folds_ab(abs_, roles, masked, R, C, L, df, feats, folds="serial"):
     given explicitly, per group (A M×K, B K×N bool).
     Returns the (cycles, load imbalance) of every fold in tile order: the slowest stream plus
     the fill/drain, and the slowest stream minus ceil(mean). Serial folds each pay the pipeline
-    fill/drain; overlapped folds pay it once per GEMM (added to the first fold)."""
+    fill/drain; overlapped folds pay it once per GEMM (added to the first fold), and in ws/is
+    start at least 2R - 1 apart (``tests/simulator/test_array_model.py``)."""
     fill = (R + C - 2) if df == "os" else (2 * R + C - 2)
     per_fold = fill if folds == "serial" else 0
     out = []
@@ -126,7 +127,14 @@ def reference_folds_ab(abs_, roles, masked, R, C, L, df, feats, folds="serial"):
                         lens.append(reference_schedule(mat, H, D) if skip
                                     else streamed.shape[0])
                     fold(lens)
-    out[0][0] += fill if folds == "overlapped" else 0
+    if folds == "overlapped":
+        # ws/is: a fold that runs holds the array until its weights reach row R - 1
+        # (2R - 1 cycles); the last one does not wait: its wait comes off the fill and drain
+        ran = [f for f in out if f[0] > 0] if df != "os" else []
+        waits = [max(f[0], 2 * R - 1) - f[0] for f in ran]
+        for f, w in zip(ran, waits, strict=True):
+            f[0] += w
+        out[0][0] += fill - (waits[-1] if waits else 0)
     return np.array(out, dtype=np.int64)
 
 

@@ -113,3 +113,20 @@ def test_report_of_results_missing_a_report_is_refused(work):
     (work / "res" / "DETAILED_ACCESS_REPORT.csv").unlink()
     refused(["report", "res", "-o", "rep", "-q"], "DETAILED_ACCESS_REPORT.csv: missing")
     assert not (work / "rep").exists()
+
+
+@pytest.mark.parametrize("cell", ["1e400", "-inf"])
+def test_report_of_results_with_an_infinite_number_is_refused(work, cell):
+    """A number beyond float64 in a results CSV reads as infinity, which no figure can scale
+    to: refused on load with the file, column and line (it reached matplotlib before)."""
+    assert cli("simulate", "net.csv", "--arch", "scalesim-32", "-o", "res")[0] == 0
+    path = work / "res" / "COMPUTE_REPORT.csv"
+    lines = path.read_text().splitlines()
+    col = lines[0].split(",").index("Compute Cycles")
+    cells = lines[2].split(",")
+    cells[col] = cell
+    lines[2] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    refused(["report", "res", "-o", "rep", "-q"],
+            "COMPUTE_REPORT.csv: Compute Cycles: line 3: expected a finite number, got")
+    assert not (work / "rep").exists()

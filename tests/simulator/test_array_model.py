@@ -22,12 +22,17 @@ A schedule is when each fold starts:
   tail: without the padding (operands stop at the fold's last mapped PE) the serial schedule is
   shorter whenever a fold is partial.
 * ``folds: overlapped``: a fold starts as soon as the previous fold's operands have all entered
-  the array (one fold's stream behind the other); in ``ws``/``is`` the next fold's weights are
-  shifted into a shadow register per PE meanwhile. Its count equals our engine's under
-  ``--memory ideal`` (``map_dense(..., "overlapped")``, ``simulate``). With one shadow register
-  the next fold's preload hides behind a stream of T >= 2R - 1 steps only; for shorter streams
-  (M < 2R - 1 in ``ws``, N < 2R - 1 in ``is``) the model must space folds 2R - 1 apart and our
-  count is optimistic by up to 2R - 1 - T cycles per fold (asserted below).
+  the array (one fold's stream of T steps behind the other); in ``ws``/``is`` the next fold's
+  weights are shifted into a shadow register per PE meanwhile, and since the deepest row takes
+  the current fold's weight 2R - 1 cycles after the fold starts, the next fold's weights cannot
+  start down the column before: folds start max(T, 2R - 1) apart (T = M in ``ws``, N in ``is``).
+  That spacing is the tightest the model allows (one cycle less and two folds meet) and its
+  count equals our engine's under ``--memory ideal`` (``map_dense(..., "overlapped")``,
+  ``simulate``) for every T.
+* the same with row-synchronous skipping in ``ws``/``is`` (``sync: lockstep``, no taps):
+  a fold streams only the steps where its slice of the streamed operand has a nonzero, T' of
+  them, and starts max(T', 2R - 1) after the previous fold that streamed anything; its count
+  equals the sparse work model's (``dataflows.sparse``).
 MAC lanes: one per PE (SCALE-Sim's); the lanes only shorten T (os) or widen a fold along K.
 """
 
@@ -38,9 +43,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dataflows.gemm import Gemm
+from dataflows.features import SparseFeatures
+from dataflows.gemm import Gemm, lower
+from dataflows.sparse import work_candidates
 from dataflows.systolic import map_dense
 from simulator.scalesim_compat import dense_cycles
+from traces.layers import Layer
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -53,12 +61,13 @@ class _Clash(AssertionError):
 
 def _edge(starts, lane, t, length, mapped, value, pad, what):
     """The operand entering edge ``lane`` (an array row or column) at cycle ``t``: step
-    ``t - s - lane`` of the fold started at ``s``, tagged (value, fold, step); ``mapped(f)``:
-    lanes the fold maps, the rest fed zeros when ``pad`` (SCALE-Sim) and nothing otherwise."""
+    ``t - s - lane`` of the fold started at ``s``, tagged (value, fold, step); ``length(f)``:
+    the fold's steps; ``mapped(f)``: lanes the fold maps, the rest fed zeros when ``pad``
+    (SCALE-Sim) and nothing otherwise."""
     got = None
     for f, s in starts.items():
         step = t - s - lane
-        if not 0 <= step < length:
+        if not 0 <= step < length(f):
             continue
         if lane < mapped(f):
             v = (value(f, step), f, step)
@@ -99,11 +108,11 @@ def _run_os(A, B, R, C, starts, pad):
         return min(R, M - i0), min(C, N - j0)
 
     def edge_left(r, t):
-        return _edge(starts, r, t, K, lambda f: used(f)[0],
+        return _edge(starts, r, t, lambda f: K, lambda f: used(f)[0],
                      lambda f, k: A[folds[f][0] + r, k], pad, "row")
 
     def edge_top(c, t):
-        return _edge(starts, c, t, K, lambda f: used(f)[1],
+        return _edge(starts, c, t, lambda f: K, lambda f: used(f)[1],
                      lambda f, k: B[k, folds[f][1] + c], pad, "column")
 
     for t in range(horizon):
@@ -144,15 +153,21 @@ def _ws_folds(K, N, R, C):
     return [(k0, j0) for k0 in range(0, K, R) for j0 in range(0, N, C)]
 
 
-def _run_ws(A, W, R, C, starts, pad, shadow):
+def _run_ws(A, W, R, C, starts, pad, shadow, steps=None):
     """``out = A @ W`` with W stationary. ``starts``: fold -> the cycle its stream starts; its
     weights are shifted in over the R (or, unpadded, the fold's mapped rows) cycles before,
     straight into the PEs (``shadow`` False: the array must be idle) or into a shadow register
-    per PE that the PE copies when the fold's first operand reaches it (``shadow`` True)."""
+    per PE that the PE copies when the fold's first operand reaches it (``shadow`` True).
+    ``steps``: fold -> the rows m of A it streams, in order (None: all M; a row left out must be
+    zero in the fold's slice of A)."""
     M, K = A.shape
     N = W.shape[1]
     folds = _ws_folds(K, N, R, C)
     out = np.zeros((M, N), dtype=A.dtype)
+    every = range(M)
+
+    def rows_of(f):  # the m of each step of fold f
+        return every if steps is None else steps[f]
 
     def used(f):
         k0, j0 = folds[f]
@@ -168,7 +183,7 @@ def _run_ws(A, W, R, C, starts, pad, shadow):
     p = [[None] * C for _ in range(R)]  # (partial sum, fold, m)
     last_mac = -1
     last_busy = -1
-    horizon = max(starts.values()) + M + R + C + 2
+    horizon = max(starts.values()) + M + R + C + 2 if starts else 0
 
     def load_start(f, c):
         # the chain of column c is complete one cycle before the fold's first operand gets to
@@ -201,8 +216,9 @@ def _run_ws(A, W, R, C, starts, pad, shadow):
                 if c:
                     x = a[r][c - 1]
                 else:
-                    x = _edge(starts, r, t, M, lambda f: used(f)[0],
-                              lambda f, m, r=r: A[m, folds[f][0] + r], pad, "row")
+                    x = _edge(starts, r, t, lambda f: len(rows_of(f)), lambda f: used(f)[0],
+                              lambda f, i, r=r: A[rows_of(f)[i], folds[f][0] + r], pad,
+                              "row")
                 if x is not None and not pad and c >= used(x[1])[1]:
                     x = None
                 if x is not None and not pad and r >= used(x[1])[0]:
@@ -211,7 +227,7 @@ def _run_ws(A, W, R, C, starts, pad, shadow):
                 if x is None:
                     continue
                 last_busy = t
-                f, m = x[1], x[2]
+                f, m = x[1], x[2]  # m: the step (partial sums are tagged with it)
                 # the weight: taken from the chain when this fold's first operand arrives
                 if active[r][c] is None or active[r][c][1] != f:
                     src = chain[r][c]  # the chain as it stood at the end of the last cycle
@@ -227,7 +243,7 @@ def _run_ws(A, W, R, C, starts, pad, shadow):
                 if r == bottom:
                     j = folds[f][1] + c
                     if j < N:
-                        out[m, j] += npp[r][c][0]
+                        out[rows_of(f)[m], j] += npp[r][c][0]
         if not shadow:
             # weights go straight into the PEs: the chain is the PEs' weight register, so a
             # fold's chain must not shift while another fold's operands are still in the array
@@ -250,12 +266,12 @@ def _n_folds(df, M, K, N, R, C):
     return len(_ws_folds(K, N if df == "ws" else M, R, C))
 
 
-def _run(df, A, B, R, C, starts, pad, shadow=False):
+def _run(df, A, B, R, C, starts, pad, shadow=False, steps=None):
     if df == "os":
         return _run_os(A, B, R, C, starts, pad)
     if df == "ws":
-        return _run_ws(A, B, R, C, starts, pad, shadow)
-    out, cycles, busy = _run_ws(B.T.copy(), A.T.copy(), R, C, starts, pad, shadow)
+        return _run_ws(A, B, R, C, starts, pad, shadow, steps)
+    out, cycles, busy = _run_ws(B.T.copy(), A.T.copy(), R, C, starts, pad, shadow, steps)
     return out.T, cycles, busy
 
 
@@ -283,18 +299,48 @@ def serial(df, A, B, R, C, pad):
     return total, cycles
 
 
-def overlapped(df, A, B, R, C, spacing=None):
-    """Each fold's stream starts right behind the previous one's (``spacing`` cycles later,
-    by default the stream length T); ws/is preload the first fold's weights before."""
+def spacing(df, T, R):
+    """The least cycles between two overlapped folds' starts: the stream (T steps), and in
+    ws/is the preload of the next fold's weights, which can start down a column only once the
+    deepest row (R - 1, reached R - 1 cycles after the stream starts) has taken the current
+    fold's weight, and takes R cycles: 2R - 1."""
+    return T if df == "os" else max(T, 2 * R - 1)
+
+
+def overlapped(df, A, B, R, C, gap=None):
+    """Each fold's stream starts ``gap`` cycles after the previous one's (by default
+    ``spacing``); ws/is preload the first fold's weights before."""
     M, K = A.shape
     N = B.shape[1]
     n = _n_folds(df, M, K, N, R, C)
     T = {"os": K, "ws": M, "is": N}[df]
-    step = T if spacing is None else spacing
+    step = spacing(df, T, R) if gap is None else gap
     first = 0 if df == "os" else R
     out, cycles, _ = _run(df, A, B, R, C, {f: first + f * step for f in range(n)}, True,
                           shadow=True)
     return out, cycles
+
+
+def overlapped_skipping(df, A, B, R, C, closer=False):
+    """ws/is with row-synchronous skipping: fold f streams only the steps where its slice of
+    the streamed operand (A's columns k0..k0+R-1 in ws, B's rows in is) holds a nonzero, T'_f
+    of them; a fold that streams nothing is not run (its weights are not loaded); the others
+    start max(T'_f, 2R - 1) after the previous one (``closer``: the second one cycle sooner).
+    Returns (C, cycles, folds run)."""
+    M, K = A.shape
+    N = B.shape[1]
+    streamed = A if df == "ws" else B.T  # (steps × K)
+    folds = _ws_folds(K, N if df == "ws" else M, R, C)
+    steps = {f: [m for m in range(streamed.shape[0]) if streamed[m, k0:k0 + R].any()]
+             for f, (k0, _) in enumerate(folds)}
+    starts = {}
+    t = R
+    for f in range(len(folds)):
+        if steps[f]:
+            starts[f] = t
+            t += spacing(df, len(steps[f]), R) - (closer and len(starts) == 1)
+    out, cycles, _ = _run(df, A, B, R, C, starts, True, shadow=True, steps=steps)
+    return out, cycles, len(starts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,36 +391,85 @@ def test_partial_folds_are_charged_the_full_array(M, K, N, R, C, df, seed):
 @settings(max_examples=40, deadline=None)
 @given(**shapes)
 def test_overlapped_folds_are_what_they_claim(M, K, N, R, C, df, seed):
-    """``folds: overlapped``: each fold's stream right behind the previous one computes A·B
-    with no two folds meeting in a PE, in our engine's count (fill and drain once per GEMM),
-    when the next fold's weights can load behind the stream (always in os)."""
+    """``folds: overlapped``: each fold's stream ``spacing`` behind the previous one (ws/is:
+    max(T, 2R - 1), the next fold's weights loading behind one shadow register per PE)
+    computes A·B with no two folds meeting in a PE, in our count (fill and drain once per
+    GEMM) for every stream length T; one cycle closer and two folds meet."""
     T = {"os": K, "ws": M, "is": N}[df]
-    assume(df == "os" or T >= 2 * R - 1)
+    n = _n_folds(df, M, K, N, R, C)
     A, B = _operands(M, K, N, seed)
     out, cycles = overlapped(df, A, B, R, C)
     np.testing.assert_array_equal(out, A @ B)
     ours = map_dense(Gemm("g", "fwd", M, K, N), R, C, df, folds="overlapped")
     assert cycles == ours.compute_cycles
+    assert ours.compute_cycles == (n - 1) * spacing(df, T, R) + T + (
+        R + C - 2 if df == "os" else 2 * R + C - 2)
+    if n > 1:
+        with pytest.raises(_Clash):
+            overlapped(df, A, B, R, C, gap=spacing(df, T, R) - 1)
 
 
-@settings(max_examples=25, deadline=None)
-@given(R=st.integers(2, 4), C=st.integers(1, 3), T=st.integers(1, 2), other=st.integers(1, 6),
-       extra=st.integers(1, 5), df=st.sampled_from(["ws", "is"]), seed=st.integers(0, 2**16))
-def test_overlapped_short_streams_need_the_preload(R, C, T, other, extra, df, seed):
-    """ws/is with a stream shorter than 2R - 1 (T <= 2 < 2R - 1) and more than one fold
-    (K > R): with one shadow register per PE the folds cannot start T apart (a fold's weights
-    would overwrite ones not yet taken); spaced 2R - 1 apart they compute A·B, in more cycles
-    than our overlapped count (which assumes the preload always hides)."""
-    K = R + extra
-    M, N = (T, other) if df == "ws" else (other, T)
-    n = _n_folds(df, M, K, N, R, C)
-    A, B = _operands(M, K, N, seed)
+def test_short_streams_wait_for_the_preload():
+    """A stream shorter than 2R - 1 (ws: M = 2 on 4 rows, 3 row folds): the folds start
+    2R - 1 = 7 apart, not 2, so 2·7 + 2 + (2·4 + 3 - 2) cycles."""
+    M, K, N, R, C = 2, 10, 3, 4, 3
+    A, B = _operands(M, K, N, 7)
     with pytest.raises(_Clash):
-        overlapped(df, A, B, R, C)
-    out, cycles = overlapped(df, A, B, R, C, spacing=2 * R - 1)
+        overlapped("ws", A, B, R, C, gap=M)
+    out, cycles = overlapped("ws", A, B, R, C)
     np.testing.assert_array_equal(out, A @ B)
-    ours = map_dense(Gemm("g", "fwd", M, K, N), R, C, df, folds="overlapped").compute_cycles
-    assert cycles == ours + (n - 1) * (2 * R - 1 - T)
+    assert cycles == 2 * 7 + 2 + (2 * R + C - 2) == 25
+    assert map_dense(Gemm("g", "fwd", M, K, N), R, C, "ws", folds="overlapped"
+                     ).compute_cycles == 25
+
+
+def test_mobilenetv2_first_layer_is():
+    """docs/validation.md's example: MobileNetV2's first layer in ``is`` on 32×32 (M = 12544,
+    K = 27, N = 32: 392 folds of T = 32 < 2R - 1 = 63)."""
+    from traces.models import get_model
+
+    layer = get_model("mobilenetv2").layers[0]
+    g = lower(layer, 1, "fwd")
+    assert (g.M, g.K, g.N) == (12544, 27, 32)
+    mp = map_dense(g, 32, 32, "is", folds="overlapped")
+    assert mp.folds == 392
+    assert mp.compute_cycles == 391 * 63 + 32 + (2 * 32 + 32 - 2) == 24759
+
+
+@settings(max_examples=30, deadline=None)
+@given(M=st.integers(1, 8), K=st.integers(1, 9), N=st.integers(1, 8), R=st.integers(1, 4),
+       C=st.integers(1, 3), df=st.sampled_from(["ws", "is"]), density=st.floats(0.05, 0.6),
+       seed=st.integers(0, 2**16))
+def test_overlapped_skipping_folds(M, K, N, R, C, df, density, seed):
+    """Row-synchronous skipping under ``folds: overlapped`` (``sync: lockstep``, no taps):
+    the per-cycle model, each fold streaming only its nonempty steps and starting
+    max(T', 2R - 1) after the previous fold that ran (one cycle sooner and two folds meet),
+    computes A·B in the sparse work model's cycles (whose folds run column folds outer, the
+    model's row folds outer: the total is the same)."""
+    rng = np.random.default_rng(seed)
+    layer = Layer.linear("fc", K, N, tokens=M)
+    masks = {"filter": None, "ifmap": None, "grad_out": None}
+    role = "ifmap" if df == "ws" else "filter"
+    masks[role] = rng.random(layer.operand_shape(role, 1)) < density
+    g = lower(layer, 1, "fwd")
+    assert (g.M, g.K, g.N) == (M, K, N)
+    mask_a = masks["ifmap"].reshape(M, K) if df == "ws" else np.ones((M, K), bool)
+    mask_b = masks["filter"].reshape(N, K).T if df == "is" else np.ones((K, N), bool)
+    A, B = _operands(M, K, N, seed)
+    A, B = np.where(mask_a, A | 1, 0), np.where(mask_b, B | 1, 0)  # nonzero where the mask is
+    assume((A if df == "ws" else B).any())  # something to stream
+    out, cycles, ran = overlapped_skipping(df, A, B, R, C)
+    np.testing.assert_array_equal(out, A @ B)
+    if ran > 1:  # the spacing is the tightest
+        with pytest.raises(_Clash):
+            overlapped_skipping(df, A, B, R, C, closer=True)
+    # lockstep with no taps (no element moves) and uncapped free runs: a step costs a cycle
+    # unless it is empty in every stream of the fold
+    feats = SparseFeatures(skip=(role,), sync="lockstep", taps=(), free_rows=64)
+    work = next(w for w in work_candidates(layer, 1, "fwd", masks, R, C, 1, df, feats,
+                                           "overlapped") if w.mode.startswith("skip"))
+    assert work.imbalance_cycles == 0
+    assert work.compute_cycles == cycles
 
 
 def test_first_layer_saving_example():
@@ -388,8 +483,8 @@ def test_first_layer_saving_example():
     assert ovl == 4 * K + R + C - 2
 
 
-# M, K, N, rows, cols: partial folds, streams T >= 2R - 1
-GEMMS = [(9, 7, 7, 3, 2), (8, 5, 9, 4, 3)]
+# M, K, N, rows, cols: partial folds; streams T >= 2R - 1, then shorter in ws and is
+GEMMS = [(9, 7, 7, 3, 2), (8, 5, 9, 4, 3), (3, 10, 2, 4, 3)]
 
 
 @pytest.mark.parametrize("df", ["os", "ws", "is"])

@@ -156,8 +156,9 @@ def test_result_files_keep_every_digit(tmp_path):
 
 def test_a_replay_of_the_same_tiles_is_computed_once(tmp_path, monkeypatch):
     """On an architecture without sparse features the steps' tiles equal the dense baseline's:
-    the engine replays them once (``engine.Replays``), and the results are those of replaying
-    every time. Another step's masks on a sparse architecture give other tiles: no copy."""
+    the engine replays them once and makes their tile schedules once (``engine.Replays``), and
+    the results are those of replaying and scheduling every time. Another step's masks on a
+    sparse architecture give other tiles: no copy."""
     import simulator.engine as engine
     import simulator.run as run
 
@@ -179,11 +180,17 @@ def test_a_replay_of_the_same_tiles_is_computed_once(tmp_path, monkeypatch):
     dense = load_arch("scalesim-32")
     got = simulate_trace(path, dense, "ws", memory="modeled", baseline_cache=None)
     assert len(made) == 1 and made[0].hits == 2 and len(calls) == 1  # baseline + 2 steps
+    # the two steps' tile schedules are the baseline's, made once
+    n_sched = len(made[0]._schedules)
+    assert n_sched > 0 and made[0].schedule_hits == 2 * n_sched
 
-    class Never(real_replays):  # the same runs, every replay computed
+    class Never(real_replays):  # the same runs, every replay and schedule computed
         def simulate_tiles(self, *a, **kw):
             self.key = None
             return super().simulate_tiles(*a, **kw)
+
+        def schedule(self, key, make):
+            return make()
 
     monkeypatch.setattr(run, "Replays", Never)
     want = simulate_trace(path, dense, "ws", memory="modeled", baseline_cache=None)

@@ -61,13 +61,27 @@ def masks(draw):
     return flat.reshape(shape)
 
 
+def _coded(content: bytes) -> np.ndarray:
+    """A frame as ``encode`` makes it (level, checksum, content size)."""
+    return np.frombuffer(zstandard.ZstdCompressor(
+        level=codec.ZSTD_LEVEL, write_checksum=True, write_content_size=True).compress(content),
+        dtype=np.uint8)
+
+
 @settings(max_examples=200, deadline=None)
 @given(mask=masks())
 def test_round_trip_matches_reference(mask):
     bits = np.packbits(mask.reshape(-1))
     arr = encode(bits, mask.size, int(mask.sum()))
     value, gaps = reference_gaps(mask)
-    assert _content(arr) == bytes([value]) + gaps
+    as_gaps = bytes([value]) + gaps
+    as_bits = b"\x02" + bits.tobytes()  # packbits clears the padding bits
+    minority = min(int(mask.sum()), mask.size - int(mask.sum()))
+    if minority > codec.RAW_FROM * mask.size and \
+            _coded(as_bits).size < _coded(as_gaps).size:  # the bits code smaller
+        assert _content(arr) == as_bits
+    else:
+        assert _content(arr) == as_gaps
     assert arr.size <= max_coded_bytes(mask.size, int(mask.sum()))
     got, nnz = decode(arr, mask.size)
     assert nnz == int(mask.sum())
@@ -96,8 +110,26 @@ def test_random_mask_codes_near_its_entropy():
     assert size < 1.03 * entropy_bytes  # Huffman on geometric gaps: within a few percent
 
 
+def test_half_dense_mask_codes_as_its_bits():
+    """Near half density gap bytes code worse than the bits (about 1.28 bits per element):
+    such a mask is stored as its packed bits, no bigger than packbits plus the frame."""
+    rng = np.random.default_rng(2)
+    n = 100_003  # padding bits in the last byte
+    mask = rng.random(n) < 0.5
+    bits = np.packbits(mask)
+    arr = encode(bits, n, int(mask.sum()))
+    assert _content(arr)[:1] == b"\x02"
+    assert arr.size < bits.size + 64 < _coded(bytes([1]) + reference_gaps(mask)[1]).size
+    got, nnz = decode(arr, n)
+    assert nnz == int(mask.sum()) and np.array_equal(got, bits)
+
+
 BAD = {
-    "value byte": (lambda: _frame(2, b"\x00"), 8, "coded value is 2"),
+    "value byte": (lambda: _frame(3, b"\x00"), 8, "form byte is 3"),
+    "bits too short": (lambda: _frame(2, b"\x00"), 9, "packed bits of 1 bytes; a mask of 9 "
+                       "elements has 2"),
+    "bits too long": (lambda: _frame(2, b"\x00\x00"), 8, "packed bits of 2 bytes"),
+    "bits past the end": (lambda: _frame(2, b"\x00\x01"), 15, "padding bits set"),
     "empty": (lambda: np.zeros(0, np.uint8), 8, "not a Zstandard frame"),
     "no content": (lambda: np.frombuffer(zstandard.ZstdCompressor().compress(b""), np.uint8), 8,
                    "holds 0 bytes"),

@@ -97,6 +97,10 @@ def test_round_trip(tmp_path_factory, layers, batch, pattern, seed, nsteps, with
     assert [la.to_dict() for la in trace.manifest.layers] == [la.to_dict() for la in layers]
     for step, (expect, values) in zip(trace, written, strict=True):
         assert step.meta == {"k": step.step // 10}
+        assert step.codec == codec
+        index = trace.read_index(step.step)
+        assert (index.codec, index.meta, index.events, index.layers) == (
+            codec, step.meta, step.events, {})
         for layer in layers:
             for phase in PHASES:
                 got = step.layers[layer.name][phase]

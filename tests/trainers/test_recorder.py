@@ -61,8 +61,10 @@ def test_recording_does_not_change_the_training(method, synthetic, tmp_path):
         assert "thresholds" in steps[0].meta
 
 
-def test_own_model_and_loop_masks_are_the_multiplied_operands(tmp_path):
-    """A user's plain model: natural zeros of A and dZ recorded as they were multiplied."""
+@pytest.mark.parametrize("codec", [None, "packbits"])
+def test_own_model_and_loop_masks_are_the_multiplied_operands(tmp_path, codec):
+    """A user's plain model: natural zeros of A and dZ recorded as they were multiplied, in
+    the mask codec asked for (``gaps-zstd`` by default)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -72,7 +74,8 @@ def test_own_model_and_loop_masks_are_the_multiplied_operands(tmp_path):
           for _ in range(4)]
     inputs: dict[int, torch.Tensor] = {}
     grads: dict[int, torch.Tensor] = {}
-    with record(model, tmp_path / "t", every=2, model_name="toy") as rec:
+    kw = {} if codec is None else {"codec": codec}
+    with record(model, tmp_path / "t", every=2, model_name="toy", **kw) as rec:
         model[4].register_forward_pre_hook(
             lambda m, a: inputs.__setitem__(len(inputs), a[0].detach().clone()))
         for x in xs:
@@ -90,6 +93,7 @@ def test_own_model_and_loop_masks_are_the_multiplied_operands(tmp_path):
     assert m.layer("4").tokens == 1 and m.layer("0").input_hw == (8, 8)
     assert trace.steps == [0, 2]
     for st in trace:
+        assert st.codec == (codec or "gaps-zstd")
         x = xs[st.step]
         conv = st.layers["0"]
         assert np.array_equal(conv["fwd"]["ifmap"].unpack(), x.numpy() != 0)
