@@ -1,7 +1,8 @@
 """Benchmark: our DRAM timing model (``simulator/dram.py``) against DRAMsim3.
 
 The same request streams (streaming, strided, random, mixed read/write; one burst per request)
-go to our ``Dram`` in-process and to DRAMsim3 (University of Maryland, built beside the project,
+go to our ``Dram`` in-process (``Dram.stream``: each request offered to its channel's
+controller queues at its time) and to DRAMsim3 (University of Maryland, built beside the project,
 never part of it) through a small driver, ``dram_vs_outside_dramsim3.cc``, that reports each
 read's completion cycle. Two presets: ``tensordash`` (four DDR4-3200 channels) and ``stc-2to4``
 (an HBM2-like part, two pseudo-channels). Printed per stream and preset:
@@ -16,14 +17,14 @@ read's completion cycle. Two presets: ``tensordash`` (four DDR4-3200 channels) a
 How DRAMsim3 is configured from a preset (``dramsim3_config``): the DRAMsim3 file of the same
 part (DDR4_8Gb_x8_3200.ini, HBM2_8Gb_x128.ini) with channels, banks (4 groups), page size, bus
 width and burst length set to give the preset's burst bytes and rows; tCK set so that one
-channel's peak is the preset's (bandwidth / channels); CL, tRCD and tRP set to the preset's
-tCL, tRCD, tRP in ns, rounded to DRAMsim3 cycles; DRAMsim3's other timings (tRAS, tRRD, tFAW,
-tCCD_L, tWTR, refresh, ...) kept in ns from its file (our model has none of them); address
-mapping ``rorababgcoch`` (channel in the lowest bits above the burst, then the column, then
-the bank with its group lowest, then the row): the same as ours (see ``simulator/dram.py``).
-DRAMsim3 runs twice: with tREFI beyond the run (no refresh, as in our model: the ratio is to
-this one) and with its refresh. ``--set KEY=CLOCKS`` overrides a DRAMsim3 timing, to show what a
-difference comes from (e.g. ``--set tCCD_L=4``).
+channel's peak is the preset's (bandwidth / channels); CL, tRCD, tRP and, where the preset sets
+them, tCCD_L, tRRD_S/L, tFAW, tRAS, tRFC and tREFI set to the preset's in ns, rounded to
+DRAMsim3 cycles; DRAMsim3's other timings (tWTR, tWR, tRTP, CWL, ...) kept in ns from its file;
+address mapping the preset's ``dram.mapping`` in DRAMsim3's notation (``DRAMSIM3_MAPPING``);
+DRAMsim3's own queues (32 requests per channel, 8 per bank: the presets set the same). Both
+models run twice: with the preset's refresh and with refresh off (tREFI beyond the run in
+DRAMsim3, ``tREFI = 0`` in ours). ``--set KEY=CLOCKS`` overrides a DRAMsim3 timing and
+``--mapping`` the mapping of both, to show what a difference comes from.
 
 Build DRAMsim3 (outside this repository) and run:
     git clone https://github.com/umd-memsys/DRAMsim3 && cd DRAMsim3
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -60,6 +62,12 @@ PARTS = {
 STREAMS = ("streaming", "strided", "random", "mixed r/w", "mixed r/w fine")
 #: DRAMsim3 timings that are set from the preset (the rest keep their ns)
 SET_TIMINGS = {"CL", "tRCD", "tRCDRD", "tRCDWR", "tRP", "tCK"}
+#: our dram.* timing -> DRAMsim3's, set from the preset when the preset sets it (not 0)
+PRESET_TIMINGS = {"tCCD_L": "tCCD_L", "tRRD_S": "tRRD_S", "tRRD_L": "tRRD_L", "tFAW": "tFAW",
+                  "tRAS": "tRAS", "tREFI": "tREFI", "tRFC": "tRFC"}
+#: our dram.mapping -> DRAMsim3's address_mapping (most significant field first)
+DRAMSIM3_MAPPING = {"channel_column_bank": "rorababgcoch",
+                    "channel_group_column_bank": "rorabacobgch"}
 
 
 def fail(msg: str) -> None:
@@ -78,11 +86,14 @@ class Setting:
 
 
 def dramsim3_config(preset: str, dramsim3: Path, no_refresh: bool,
-                    overrides: dict[str, int] | None = None, mapping: str = "rorababgcoch"
+                    overrides: dict[str, int] | None = None, mapping: str | None = None
                     ) -> Setting:
-    """DRAMsim3's configuration for ``preset``'s DRAM (see the module docstring)."""
+    """DRAMsim3's configuration for ``preset``'s DRAM and our timing of it (see the module
+    docstring); ``no_refresh`` turns refresh off in both, ``mapping`` (one of ours) replaces the
+    preset's address mapping in both."""
     arch = load_arch(preset)
     d = arch.dram
+    mapping = mapping or d.mapping
     part, protocol, dev_bits = PARTS[preset]
     src = dramsim3 / "configs" / part
     if not src.is_file():
@@ -124,14 +135,18 @@ def dramsim3_config(preset: str, dramsim3: Path, no_refresh: bool,
     for key in ("tRCD", "tRCDRD", "tRCDWR"):
         if key in t:
             t[key] = str(round(d.tRCD * ns / tck))
+    for ours, theirs in PRESET_TIMINGS.items():  # the preset's, where it sets them
+        value = getattr(d, ours)
+        if value:
+            t[theirs] = str(max(1, round(value * ns / tck)))
+    if d.bank_groups != 4:
+        fail(f"{preset}: dram.bank_groups {d.bank_groups}: the DRAMsim3 parts here have 4")
     if no_refresh:
         t["tREFI"] = str(2**30)
         if "tREFIb" in t:
             t["tREFIb"] = str(2**30)
-    if len(mapping) != 12 or sorted(mapping[i:i + 2] for i in range(0, 12, 2)) != \
-            ["ba", "bg", "ch", "co", "ra", "ro"]:
-        fail(f"--mapping {mapping!r}: expected the six fields ro ra bg ba co ch, each once "
-             "(DRAMsim3's address_mapping, most significant first)")
+    if mapping not in DRAMSIM3_MAPPING:
+        fail(f"--mapping {mapping!r}: expected one of {', '.join(DRAMSIM3_MAPPING)}")
     for key, value in (overrides or {}).items():
         if key not in t:
             fail(f"--set {key}: not a timing of {part}; expected one of {list(t)}")
@@ -140,7 +155,7 @@ def dramsim3_config(preset: str, dramsim3: Path, no_refresh: bool,
     y["channels"] = str(d.channels)
     y["channel_size"] = str(megs)
     y["bus_width"] = str(bus_bits)
-    y["address_mapping"] = mapping
+    y["address_mapping"] = DRAMSIM3_MAPPING[mapping]
     y["row_buf_policy"] = "OPEN_PAGE"
     cfg["other"]["output_level"] = "0"
     cfg["other"]["epoch_period"] = str(2**31)
@@ -149,12 +164,10 @@ def dramsim3_config(preset: str, dramsim3: Path, no_refresh: bool,
         lines.append(f"[{section}]")
         lines += [f"{k} = {v}" for k, v in cfg[section].items()]
         lines.append("")
-    timing = DramTiming(
-        channels=d.channels, bytes_per_cycle=d.bytes_per_cycle(arch.clock_ghz),
-        latency_cycles=0, banks_per_channel=d.banks_per_channel,
-        row_buffer_bytes=d.row_buffer_bytes, burst_bytes=d.burst_bytes,
-        tRCD=d.tRCD, tCL=d.tCL, tRP=d.tRP,
-    )
+    timing = dataclasses.replace(DramTiming.from_spec(d, arch.clock_ghz), latency_cycles=0,
+                                 mapping=mapping)
+    if no_refresh:
+        timing = dataclasses.replace(timing, tREFI=0.0, tRFC=0.0)
     notes = (f"{protocol} {part}: tCK {tck:.3f} ns, BL{bl} x {bus_bits} bit, "
              f"CL-tRCD-tRP {t['CL']}-{t.get('tRCD', t.get('tRCDRD'))}-{t['tRP']} clocks, "
              f"{d.channels} ch x {d.banks_per_channel} banks, {d.row_buffer_bytes} B rows")
@@ -170,9 +183,11 @@ def make_stream(kind: str, timing: DramTiming, n: int, seed: int = 1
     if kind == "streaming":
         addr = i * bb
     elif kind == "strided":
-        # a column walk of a row-major matrix whose rows are one DRAM row per channel plus a
-        # burst apart: every request opens a new row, in the next bank and the next channel
-        addr = i * (timing.row_buffer_bytes * timing.channels + bb)
+        # a column walk of a row-major matrix whose rows are a burst more than one DRAM row
+        # of every channel (and bank group, when groups are interleaved) apart: every request
+        # opens a new row, in the next bank and the next channel
+        groups = timing.bank_groups if timing.mapping == "channel_group_column_bank" else 1
+        addr = i * (timing.row_buffer_bytes * timing.channels * groups + bb)
     elif kind == "random":
         rng = np.random.default_rng(seed)
         addr = rng.choice(1 << 22, size=n, replace=False).astype(np.int64) * bb  # 128-256 MiB
@@ -193,17 +208,12 @@ def make_stream(kind: str, timing: DramTiming, n: int, seed: int = 1
 
 def run_ours(s: Setting, addr: np.ndarray, writes: np.ndarray, offered_ns: np.ndarray
              ) -> tuple[float, float]:
-    """(achieved GB/s over the whole stream, mean read latency ns) of our model."""
+    """(achieved GB/s over the whole stream, mean read latency ns) of our model: the requests
+    go to ``Dram.stream`` (each channel's queue of the preset's ``dram.queue_depth``)."""
     dram = Dram(s.timing)
-    bb = s.timing.burst_bytes
-    ns_per_cycle = 1.0 / s.clock_ghz
-    done = np.empty(len(addr))
-    for k in range(len(addr)):
-        now = offered_ns[k] * s.clock_ghz
-        r = dram.transfer(now, int(addr[k]), bb, write=bool(writes[k]))
-        done[k] = r.finish * ns_per_cycle
+    done = dram.stream(offered_ns * s.clock_ghz, addr, writes) / s.clock_ghz
     lat = (done - offered_ns)[~writes]
-    return len(addr) * bb / done.max(), float(lat.mean())
+    return len(addr) * s.timing.burst_bytes / done.max(), float(lat.mean())
 
 
 def run_dramsim3(s: Setting, driver: Path, work: Path, addr: np.ndarray, writes: np.ndarray,
@@ -275,9 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=CLOCKS",
                     help="override one DRAMsim3 timing (e.g. tCCD_L=4), to test a difference")
     ap.add_argument("--presets", default=",".join(PARTS), help="comma-separated presets")
-    ap.add_argument("--mapping", default="rorababgcoch",
-                    help="DRAMsim3's address mapping (default: ours); e.g. rorabacobgch puts the "
-                         "bank group right above the channel, as DDR4 controllers interleave")
+    ap.add_argument("--mapping", choices=tuple(DRAMSIM3_MAPPING),
+                    help="the address mapping of both models (default: the preset's dram.mapping)")
     args = ap.parse_args(argv)
     if not args.dramsim3.is_dir():
         fail(f"--dramsim3 {args.dramsim3}: not a folder. Clone and build DRAMsim3 beside the "
@@ -325,22 +334,28 @@ def main(argv: list[str] | None = None) -> int:
                 gap = s.timing.burst_bytes / (peak * args.load)
                 spaced = np.rint(np.arange(len(addr)) * gap / s.tck_ns) * s.tck_ns
                 bw_o, _ = run_ours(s, addr, writes, zero)
+                bw_or, _ = run_ours(sr, addr, writes, zero)
                 bw_d, _ = run_dramsim3(s, driver, work, addr, writes, zero)
                 bw_r, _ = run_dramsim3(sr, driver, work, addr, writes, zero)
                 _, lat_o = run_ours(s, addr, writes, spaced)
+                _, lat_or = run_ours(sr, addr, writes, spaced)
                 _, lat_d = run_dramsim3(s, driver, work, addr, writes, spaced)
                 _, lat_r = run_dramsim3(sr, driver, work, addr, writes, spaced)
-                rows.append((preset, kind, bw_o, bw_d, bw_r, lat_o, lat_d, lat_d - pipe, lat_r))
+                rows.append((preset, kind, bw_or, bw_r, bw_o, bw_d, lat_or, lat_r, lat_r - pipe,
+                             lat_o, lat_d, lat_d - pipe))
     print()
-    print("GB/s and ns; ratio = ours / DRAMsim3 without refresh (our model has none); "
-          "'+ref': DRAMsim3 with its refresh")
-    print("| preset | stream | BW ours | BW DRAMsim3 | ratio | BW +ref | "
-          "latency ours | latency DRAMsim3 | ratio | ratio* | latency +ref |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for preset, kind, bw_o, bw_d, bw_r, lat_o, lat_d, lat_p, lat_r in rows:
-        print(f"| {preset} | {kind} | {bw_o:.1f} | {bw_d:.1f} | {bw_o / bw_d:.2f} | "
-              f"{bw_r:.1f} | {lat_o:.1f} | {lat_d:.1f} | {lat_o / lat_d:.2f} | "
-              f"{lat_o / lat_p:.2f} | {lat_r:.1f} |")
+    print("GB/s and ns, ours / DRAMsim3; 'no ref': both with refresh off; ratio*: DRAMsim3's "
+          "latency less its controller pipeline")
+    print("| preset | stream | BW ours | BW DRAMsim3 | ratio | BW no ref: ours | DRAMsim3 | "
+          "ratio | latency ours | latency DRAMsim3 | ratio | ratio* | latency no ref: ours | "
+          "DRAMsim3 | ratio* |")
+    print("|---|---|" + "---:|" * 13)
+    for (preset, kind, bw_or, bw_r, bw_o, bw_d, lat_or, lat_r, lat_rp, lat_o, lat_d,
+         lat_dp) in rows:
+        print(f"| {preset} | {kind} | {bw_or:.1f} | {bw_r:.1f} | {bw_or / bw_r:.2f} | "
+              f"{bw_o:.1f} | {bw_d:.1f} | {bw_o / bw_d:.2f} | {lat_or:.1f} | {lat_r:.1f} | "
+              f"{lat_or / lat_r:.2f} | {lat_or / lat_rp:.2f} | {lat_o:.1f} | {lat_d:.1f} | "
+              f"{lat_o / lat_dp:.2f} |")
     return 0
 
 

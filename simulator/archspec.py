@@ -47,8 +47,17 @@ FOLD_MODES = ("serial", "overlapped", "broadcast")
 _SRAM_KEYS = ("kib", "banks", "ports", "bank_width_words")
 _DRAM_KEYS = (
     "channels", "bandwidth_gbps", "latency_cycles", "banks_per_channel", "row_buffer_bytes",
-    "burst_bytes", "tRCD", "tCL", "tRP",
+    "burst_bytes", "tRCD", "tCL", "tRP", "bank_groups", "mapping", "tCCD_L", "tRRD_S", "tRRD_L",
+    "tFAW", "tRAS", "tREFI", "tRFC", "queue_depth", "bank_queue_depth",
 )  # fmt: skip
+#: ``dram.mapping``: the address mappings of ``simulator.dram`` (its ``MAPPINGS``), default first
+DRAM_MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
+#: the DRAM keys beyond the first timing model: their defaults turn their rule off, and
+#: ``Architecture.to_dict`` leaves them out while they are at it (so that a file that does not
+#: set them has the same dict, summary and cache key as before they existed)
+_DRAM_LATER = {"bank_groups": 1, "mapping": "channel_column_bank", "tCCD_L": 0, "tRRD_S": 0,
+               "tRRD_L": 0, "tFAW": 0, "tRAS": 0, "tREFI": 0, "tRFC": 0, "queue_depth": 1,
+               "bank_queue_depth": 0}
 _ENERGY_KEYS = ("mac_pj", "mac_gated_pj", "sram_pj_per_byte", "dram_pj_per_byte")
 _TOPK_KEYS = ("elements_per_cycle",)
 
@@ -73,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "dram.tRCD": 14,
     "dram.tCL": 14,
     "dram.tRP": 14,
+    **{f"dram.{k}": v for k, v in _DRAM_LATER.items()},
     "energy.mac_pj": 0.3,
     "energy.mac_gated_pj": 0.03,
     "energy.sram_pj_per_byte": 1.25,
@@ -85,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
 MAX_INT = 1 << 20  # any count: rows, cols, banks, ports, channels, cycles, topk rate
 MAX_LANES = 1 << 10  # array.lanes
 MAX_BYTES = 1 << 30  # dram.row_buffer_bytes, dram.burst_bytes
+MAX_QUEUE = 1 << 10  # dram.queue_depth (the model scans the queue when a burst leaves a gap)
 MAX_KIB = float(1 << 30)  # sram.*.kib (1 TiB)
 MAX_REAL = 1e6  # dram.bandwidth_gbps, energy.* (pJ)
 #: clock / bandwidth sets the cycles of a transfer: at most 100 GHz over at least 0.01 GB/s
@@ -178,6 +189,19 @@ class DramSpec:
     tRCD: int  # row activate to column command
     tCL: int  # column command to data (CAS latency)
     tRP: int  # precharge
+    # the later rules (simulator/dram.py; their defaults turn them off). Timings in cycles,
+    # fractional allowed (a DRAM clock's timings converted to the accelerator clock)
+    bank_groups: int = 1
+    mapping: str = "channel_column_bank"  # or channel_group_column_bank (groups interleaved)
+    tCCD_L: float = 0  # column to column in one bank group (0: the burst, tCCD_S)
+    tRRD_S: float = 0  # activate to activate, any two banks of a channel
+    tRRD_L: float = 0  # activate to activate in one bank group
+    tFAW: float = 0  # at most four activates per tFAW per channel
+    tRAS: float = 0  # activate to precharge of one bank
+    tREFI: float = 0  # refresh interval (0: no refresh)
+    tRFC: float = 0  # refresh cycle time
+    queue_depth: int = 1  # a channel's transaction queue, requests (1 and no bank queues: in order)
+    bank_queue_depth: int = 0  # a bank's command queue, requests (0: none)
 
     def bytes_per_cycle(self, clock_ghz: float) -> float:
         """Peak bandwidth of all channels together, bytes per accelerator cycle."""
@@ -283,7 +307,8 @@ class Architecture:
             "clock_ghz": self.clock_ghz,
             "word_bytes": _thaw(self.word_bytes),
             "sram": _thaw(self.sram),
-            "dram": _thaw(self.dram),
+            "dram": {k: v for k, v in _thaw(self.dram).items()
+                     if k not in _DRAM_LATER or v != _DRAM_LATER[k]},
             "energy": _thaw(self.energy),
             "topk": {"elements_per_cycle": self.topk_elements_per_cycle},
             "sparse": _thaw(self.sparse),
@@ -545,7 +570,21 @@ def _parse_dram(c: _Checker, top: Mapping) -> DramSpec:
         tRCD=dram_int("tRCD", 0),
         tCL=dram_int("tCL", 0),
         tRP=dram_int("tRP", 0),
+        bank_groups=dram_int("bank_groups", 1),
+        queue_depth=dram_int("queue_depth", 1, MAX_QUEUE),
+        bank_queue_depth=dram_int("bank_queue_depth", 0, MAX_QUEUE),
+        mapping=c.choice(d, "dram", "mapping", DEFAULTS["dram.mapping"], DRAM_MAPPINGS),
+        **{k: c.real(d, "dram", k, DEFAULTS[f"dram.{k}"], False, maximum=MAX_INT)
+           for k in ("tCCD_L", "tRRD_S", "tRRD_L", "tFAW", "tRAS", "tREFI", "tRFC")},
     )
+    if dram.banks_per_channel % dram.bank_groups:
+        c.fail("dram.bank_groups", f"expected a divisor of dram.banks_per_channel "
+                                   f"({dram.banks_per_channel}), got {dram.bank_groups}")
+    if dram.tRFC and not dram.tREFI:
+        c.fail("dram.tRFC", f"expected 0 when dram.tREFI is 0 (no refresh), got {dram.tRFC:g}")
+    if dram.tREFI and not dram.tRP + dram.tRFC < dram.tREFI:
+        c.fail("dram.tREFI", f"expected more than dram.tRP + dram.tRFC "
+                             f"({dram.tRP + dram.tRFC:g} cycles), got {dram.tREFI:g}")
     if dram.burst_bytes & (dram.burst_bytes - 1):
         c.fail("dram.burst_bytes", f"expected a power of two, got {dram.burst_bytes}")
     if dram.row_buffer_bytes % dram.burst_bytes:

@@ -1,21 +1,37 @@
-"""DRAM timing model: channels, banks, open rows and burst-granular transfers.
+"""DRAM timing model: channels, bank groups, banks, open rows and burst-granular transfers.
 
 The SimPy engine calls :meth:`Dram.transfer` once per DMA transfer of a buffer tile; the per-burst
 loop is a serial numba kernel over small state arrays, so one call costs a few microseconds. All
 times are accelerator clock cycles, kept as float64 (a burst may occupy a bus for a fractional
 number of cycles).
 
-Address mapping (burst-interleaved over channels, rows rotate over banks)
-------------------------------------------------------------------------
-For a byte address ``a``, with ``bursts_per_row = row_buffer_bytes // burst_bytes``::
+Address mapping
+---------------
+For a byte address ``a``, with ``bursts_per_row = row_buffer_bytes // burst_bytes`` and ``G =
+bank_groups`` (banks are numbered ``bank = bank_in_group * G + group``)::
 
     b          = a // burst_bytes           # global burst index
     channel    = b % channels               # consecutive bursts interleave across channels
     j          = b // channels              # burst index inside the channel
+
+``mapping: channel_column_bank`` (the default; DRAMsim3's ``ro ba bg co ch``: the column right
+above the channel, a channel's consecutive bursts stay in one row)::
+
     column     = j % bursts_per_row         # burst inside a row (not needed for timing)
     row_global = j // bursts_per_row        # a row_buffer_bytes-sized row of one channel
     bank       = row_global % banks         # consecutive rows of a channel rotate over banks
     row        = row_global // banks        # the row inside that bank
+    group      = bank % G
+
+``mapping: channel_group_column_bank`` (DRAMsim3's ``ro ba co bg ch``: the bank group right above
+the channel, as DDR4 controllers interleave, so a channel's consecutive bursts alternate groups
+and stream at tCCD_S)::
+
+    group      = j % G
+    column     = (j // G) % bursts_per_row
+    block      = j // G // bursts_per_row   # the same row of one bank in every group
+    bank       = (block % (banks // G)) * G + group
+    row        = block // (banks // G)
 
 Transfer shape
 --------------
@@ -30,28 +46,79 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
 -----------------------------------------------------------------------
 * One DMA engine issues all bursts of a transfer in order, pipelined with unlimited outstanding
   requests, at ``t0 = now + latency_cycles`` (the controller/interconnect latency is paid once per
-  transfer, on its first burst; the bursts behind it overlap with it).
-* Open-page policy. Access latency ``L`` is ``tCL`` on a row hit (the row is open), ``tRCD + tCL``
-  on a row miss (the bank has no open row: only at start or after :meth:`Dram.reset`) and
-  ``tRP + tRCD + tCL`` on a row conflict (another row is open). The accessed row is left open.
-* The bank's command starts at ``cmd = max(t0, bank_ready)``; the data then starts at
-  ``data_start = max(bus_free[channel], cmd + L)`` and occupies the channel's data bus for
+  transfer, on its first burst; the bursts behind it overlap with it). :meth:`Dram.stream` takes
+  one-burst requests, each with its own time (``t0 = now[i] + latency_cycles``).
+* Queues (per channel; channels are independent). With ``queue_depth = 1`` and no bank queues
+  (``bank_queue_depth = 0``) a channel serves its bursts in the order they were requested.
+  Otherwise the channel's controller *admits* its requests in order: with bank queues, a request
+  goes into its bank's queue while that holds fewer than ``bank_queue_depth`` admitted requests,
+  else it waits in the transaction queue, and admission stops while ``queue_depth`` requests wait
+  there; without bank queues, admission stops at ``queue_depth`` admitted requests. Each time,
+  of the requests in the bank queues (all admitted ones without bank queues) the controller serves
+  the one whose ``data_start`` below is smallest, the oldest on a tie (so row hits and ready banks
+  pass a request that waits for its row: first-ready, first-come); a served request leaves, and
+  admission goes on. A transfer's bursts are requests at the same ``t0``; a transfer's queue
+  starts empty (calls do not reorder across each other), and ``transfer3``'s three runs are one
+  transfer.
+* Refresh (when ``tREFI > 0``): every channel owes a refresh at ``tREFI, 2 tREFI, ...``. Before a
+  burst on a channel, with ``t = max(t0, bus_free[ch])``: if ``t >= next_ref[ch]``, the last
+  refresh due by ``t`` (``r = next_ref + floor((t - next_ref) / tREFI) * tREFI``; the ones before
+  it fell in idle time) precharges all the channel's banks and refreshes them from
+  ``max(r, bus_free[ch])``: every bank's open row is closed and ``bank_ready = max(bank_ready,
+  max(r, bus_free[ch]) + tRP + tRFC)``; ``next_ref[ch] = r + tREFI``.
+* Open-page policy: a burst is a row *hit* (its bank has its row open), a *miss* (the bank is
+  precharged: at start, after :meth:`Dram.reset` or a refresh) or a *conflict* (another row is
+  open). The accessed row is left open. The bank's command starts at ``cmd = max(t0,
+  bank_ready[bank])``; the data may start at ``ready``:
+
+  - hit: ``ready = cmd + tCL``; with any later rule on (any of the keys below, a queue or the
+    interleaved mapping with more than one group), ``ready = max(t0 + tCL, end of the bank's
+    last data)`` instead (the same number in exact arithmetic, and one the fast path can take
+    without rounding);
+  - miss / conflict, no activate limits (``tRRD_S = tRRD_L = tFAW = tRAS = 0``): ``ready = cmd +
+    tRCD + tCL`` / ``cmd + tRP + tRCD + tCL``;
+  - miss / conflict with activate limits: the activate goes at ``act = max(a, last_act[ch] +
+    tRRD_S, last_act[ch, group] + tRRD_L, act_4_ago[ch] + tFAW)``, where ``a = cmd`` on a miss
+    and ``a = max(cmd, act_time[bank] + tRAS) + tRP`` on a conflict (the precharge waits tRAS
+    after the bank's own activate); ``act_4_ago`` is the fourth-last activate of the channel
+    (activates happen in burst order, so these are the last ones timed); ``ready = act + tRCD +
+    tCL``; ``act`` becomes the bank's, the group's and the channel's last activate.
+* ``data_start = max(bus_free[ch], ready)``, and with ``tCCD_L > 0`` also ``>=
+  last_start[ch, group] + tCCD_L`` (column commands to one bank group tCCD_L apart; to
+  different groups tCCD_S, which is the burst itself); the data occupies the channel's bus for
   ``t_burst = burst_bytes / (bytes_per_cycle / channels)`` cycles: ``data_end = data_start +
-  t_burst``, and ``bus_free[channel] = data_end``. A channel therefore serves its bursts in
-  order (no reordering).
+  t_burst``, ``bus_free[ch] = data_end``, ``last_start[ch, group] = data_start``.
 * Simplification for bank occupancy: ``bank_ready = data_end - tCL``. A bank can issue its next
   column read so that its data follows the previous burst's data back-to-back (row hits stream at
   the full bus rate), and a precharge + activate for a new row starts only then, so a row change
   on a bank costs ``tRP + tRCD`` of bus idle time unless other banks' data fills it (bank
-  parallelism). Writes use the same timing as reads (no write-to-read turnaround, no refresh).
+  parallelism). Writes use the same timing as reads (no write buffer, no write-to-read
+  turnaround).
 * ``finish`` is the end of the transfer's last data beat. ``ideal_cycles = bytes_useful /
   bytes_per_cycle`` (all channels at peak), and ``finish - start >= ideal_cycles`` always, so the
   engine can charge ``ideal_cycles`` of a wait to DRAM bandwidth and the rest
   (:attr:`TransferResult.overhead_cycles`) to DRAM latency/banks.
+
+With every later key at its default (one bank group or the default mapping, ``tCCD_L``,
+``tRRD_*``, ``tFAW``, ``tRAS``, ``tREFI`` all 0, ``queue_depth`` 1, ``bank_queue_depth`` 0) the
+rules are the first model's, float operation for float operation.
+
+Fast path
+---------
+The engine's requests (``_serve_kernel`` -> ``transfer3``) are contiguous runs. A channel's bursts
+are walked one row block at a time (a row of one bank; with the interleaved mapping the same row
+of one bank in every group), located without divisions. Without the later rules a block's first
+burst takes the bank logic and the rest are row hits at the bus rate (float additions only).
+With them, the oldest burst is served at once when its data can start when the bus is free (no
+request can do better and the oldest wins a tie; the queue is then not even filled), and once a
+block's banks have each been served in order, the rest of the block goes at the bus rate, its
+bank and group state written as it goes, until the run ends or a refresh is due. The tests hold
+both paths equal to a plain-Python event loop of the rules above, float for float.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
@@ -59,7 +126,13 @@ import numpy as np
 
 from common.jit import njit
 
-__all__ = ["Dram", "DramStats", "DramTiming", "TransferResult", "map_address"]
+__all__ = ["MAPPINGS", "Dram", "DramStats", "DramTiming", "TransferResult", "map_address"]
+
+#: address mappings (the module docstring), the default first
+MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
+
+#: the timings beyond the first model, all cycles >= 0, 0 = the rule is off
+_EXTRA_TIMINGS = ("tCCD_L", "tRRD_S", "tRRD_L", "tFAW", "tRAS", "tREFI", "tRFC")
 
 
 @dataclass(frozen=True)
@@ -67,7 +140,8 @@ class DramTiming:
     """The DRAM parameters the timing model needs, as plain numbers.
 
     ``bytes_per_cycle`` is the total peak over all channels, in bytes per accelerator cycle;
-    ``latency_cycles``, ``tRCD``, ``tCL`` and ``tRP`` are in accelerator cycles.
+    ``latency_cycles`` and every ``t*`` timing are in accelerator cycles (0 turns the rules of
+    ``tCCD_L``, ``tRRD_S``/``tRRD_L``/``tFAW``/``tRAS`` and ``tREFI``/``tRFC`` off).
     """
 
     channels: int
@@ -79,9 +153,21 @@ class DramTiming:
     tRCD: float
     tCL: float
     tRP: float
+    bank_groups: int = 1
+    mapping: str = MAPPINGS[0]
+    tCCD_L: float = 0.0
+    tRRD_S: float = 0.0
+    tRRD_L: float = 0.0
+    tFAW: float = 0.0
+    tRAS: float = 0.0
+    tREFI: float = 0.0
+    tRFC: float = 0.0
+    queue_depth: int = 1
+    bank_queue_depth: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("channels", "banks_per_channel", "row_buffer_bytes", "burst_bytes"):
+        for name in ("channels", "banks_per_channel", "row_buffer_bytes", "burst_bytes",
+                     "bank_groups", "queue_depth"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"DramTiming.{name}: expected a positive integer, got {value!r}")
@@ -92,9 +178,9 @@ class DramTiming:
                 f"{self.bytes_per_cycle!r}"
             )
         object.__setattr__(self, "bytes_per_cycle", float(self.bytes_per_cycle))
-        for name in ("latency_cycles", "tRCD", "tCL", "tRP"):
+        for name in ("latency_cycles", "tRCD", "tCL", "tRP", *_EXTRA_TIMINGS):
             value = getattr(self, name)
-            if not value >= 0:
+            if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"DramTiming.{name}: expected cycles >= 0, got {value!r}")
             object.__setattr__(self, name, float(value))
         if self.row_buffer_bytes % self.burst_bytes:
@@ -102,10 +188,29 @@ class DramTiming:
                 f"DramTiming.row_buffer_bytes: expected a multiple of burst_bytes "
                 f"({self.burst_bytes}), got {self.row_buffer_bytes}"
             )
+        if self.banks_per_channel % self.bank_groups:
+            raise ValueError(
+                f"DramTiming.bank_groups: expected a divisor of banks_per_channel "
+                f"({self.banks_per_channel}), got {self.bank_groups}"
+            )
+        bq = self.bank_queue_depth
+        if isinstance(bq, bool) or int(bq) != bq or bq < 0:
+            raise ValueError(f"DramTiming.bank_queue_depth: expected an integer >= 0, got {bq!r}")
+        object.__setattr__(self, "bank_queue_depth", int(bq))
+        if self.mapping not in MAPPINGS:
+            raise ValueError(f"DramTiming.mapping: expected one of {', '.join(MAPPINGS)}, got "
+                             f"{self.mapping!r}")
+        if self.tRFC and not self.tREFI:
+            raise ValueError(f"DramTiming.tRFC: expected 0 when tREFI is 0 (no refresh), got "
+                             f"{self.tRFC!r}")
+        if self.tREFI and not self.tRP + self.tRFC < self.tREFI:
+            raise ValueError(f"DramTiming.tREFI: expected more than tRP + tRFC "
+                             f"({self.tRP + self.tRFC:g}), got {self.tREFI!r}")
 
     @classmethod
     def from_spec(cls, spec: Any, clock_ghz: float) -> DramTiming:
-        """Read a DRAM spec object (``arch.DramSpec`` or anything with the same attributes).
+        """Read a DRAM spec object (``arch.DramSpec`` or anything with the same attributes; the
+        keys beyond the first model are optional).
 
         The peak comes from ``spec.bytes_per_cycle(clock_ghz)`` when the spec has it, else from
         ``spec.bandwidth_gbps / clock_ghz`` (GB/s over Gcycles/s is bytes per cycle).
@@ -115,6 +220,10 @@ class DramTiming:
             bpc = float(per_cycle(clock_ghz))
         else:
             bpc = float(spec.bandwidth_gbps) / float(clock_ghz)
+        extra = {name: getattr(spec, name)
+                 for name in ("bank_groups", "mapping", "queue_depth", "bank_queue_depth",
+                              *_EXTRA_TIMINGS)
+                 if hasattr(spec, name)}
         return cls(
             channels=spec.channels,
             bytes_per_cycle=bpc,
@@ -125,6 +234,7 @@ class DramTiming:
             tRCD=spec.tRCD,
             tCL=spec.tCL,
             tRP=spec.tRP,
+            **extra,
         )
 
     @property
@@ -142,9 +252,14 @@ def map_address(timing: DramTiming, addr: int) -> tuple[int, int, int, int]:
     b = addr // timing.burst_bytes
     channel = b % timing.channels
     j = b // timing.channels
-    row_global = j // timing.bursts_per_row
-    return (channel, row_global % timing.banks_per_channel,
-            row_global // timing.banks_per_channel, j % timing.bursts_per_row)
+    bpr, groups, banks = timing.bursts_per_row, timing.bank_groups, timing.banks_per_channel
+    if timing.mapping == MAPPINGS[1]:
+        block = j // groups // bpr
+        per_group = banks // groups
+        return (channel, (block % per_group) * groups + j % groups, block // per_group,
+                (j // groups) % bpr)
+    row_global = j // bpr
+    return (channel, row_global % banks, row_global // banks, j % bpr)
 
 
 class TransferResult(NamedTuple):
@@ -191,21 +306,491 @@ class DramStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@njit(cache=True)
-def _transfer_kernel(t0, base, run_bytes, n_runs, stride, burst_bytes, channels, banks,
-                     bursts_per_row, t_hit, t_miss, t_conflict, t_cl, t_burst,
-                     bus_free, open_row, bank_ready):
-    """Time the bursts of one transfer; updates the state arrays in place.
+# ------------------------------------------------------------------------------------------------
+# state layout (``Dram.ints`` / ``Dram.floats``; ``serve_state`` hands the engine a copy)
+# ------------------------------------------------------------------------------------------------
+#: ints header: burst bytes, channels, banks per channel, bursts per row, region, A/B/C offsets,
+#: bank groups, mapping (0 channel_column_bank, 1 channel_group_column_bank), plain (1 when no
+#: rule beyond the first model is on), queue depth, bank queue depth, then the open row of every
+#: bank (-1: precharged), then room for the queues (``_queues``)
+_I_GROUPS, _I_MAP, _I_PLAIN, _I_QUEUE, _I_BANKQ = 8, 9, 10, 11, 12
+_IH = 13
+#: floats header: latency, hit/miss/conflict latencies, tCL, burst cycles, tCCD_L, tRRD_S,
+#: tRRD_L, tFAW, tRAS, tREFI, tRFC, tRP, tRCD, activate limits on (1.0 / 0.0)
+_F_CCDL, _F_RRDS, _F_RRDL, _F_FAW, _F_RAS, _F_REFI, _F_RFC, _F_RP, _F_RCD, _F_ACT = range(6, 16)
+_FH = 16
+#: "never": the time of an activate that did not happen (finite, so that + tFAW stays finite)
+_NEVER = -1e18
 
-    ``open_row`` and ``bank_ready`` are indexed by ``channel * banks + bank``; an open row < 0
-    means the bank is precharged. Returns ``(finish, bursts, hits, misses, conflicts)``.
-    """
+
+@njit(cache=True, inline="always")
+def _offsets(channels, banks, groups):
+    """Where each state array starts in ``floats``: bus free (per channel), bank ready (per
+    bank), last activate of a bank, last activate of a channel, last activate of a bank group,
+    the channel's last four activates (oldest first), last data start of a bank group, next
+    refresh of a channel."""
+    nb = channels * banks
+    o_bus = _FH
+    o_ready = o_bus + channels
+    o_act = o_ready + nb
+    o_last = o_act + nb
+    o_lastg = o_last + channels
+    o_faw = o_lastg + channels * groups
+    o_start = o_faw + 4 * channels
+    o_ref = o_start + channels * groups
+    return o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_ref + channels
+
+
+@njit(cache=True, inline="always")
+def _locate(b, channels, banks, bpr, groups, mapping):
+    """``(channel, bank, row, bank group)`` of global burst index ``b`` (module docstring)."""
+    ch = b % channels
+    j = b // channels
+    if mapping == 1:
+        g = j % groups
+        block = j // groups // bpr
+        per_group = banks // groups
+        bank = (block % per_group) * groups + g
+        row = block // per_group
+    else:
+        row_global = j // bpr
+        bank = row_global % banks
+        row = row_global // banks
+        g = bank % groups
+    return ch, bank, row, g
+
+
+@njit(cache=True, inline="always")
+def _refresh(t0, ch, ints, floats):
+    """Refresh channel ``ch`` if one is due before a burst requested at ``t0`` (docstring)."""
+    refi = floats[_F_REFI]
+    if refi > 0.0:
+        banks = ints[2]
+        o_bus, o_ready = _FH, _FH + ints[1]
+        o_ref = _offsets(ints[1], banks, ints[_I_GROUPS])[7]
+        t = max(t0, floats[o_bus + ch])
+        due = floats[o_ref + ch]
+        if t >= due:  # the last refresh due by t: precharge all, refresh, then the banks wait
+            r = due + math.floor((t - due) / refi) * refi
+            end = max(r, floats[o_bus + ch]) + floats[_F_RP] + floats[_F_RFC]
+            for i in range(ch * banks, ch * banks + banks):
+                ints[_IH + i] = -1
+                if floats[o_ready + i] < end:
+                    floats[o_ready + i] = end
+            floats[o_ref + ch] = r + refi
+
+
+@njit(cache=True, inline="always")
+def _evaluate(t0, ch, bank, row, g, ints, floats):
+    """When a burst on ``(ch, bank, row)`` of group ``g`` requested at ``t0`` would start its
+    data if it were served next, without changing the state: ``(data_start, kind, act)``, kind
+    0 row hit, 1 miss, 2 conflict; ``act`` its activate (activate limits on) or 0."""
+    channels = ints[1]
+    banks = ints[2]
+    groups = ints[_I_GROUPS]
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
+        channels, banks, groups)
+    k = ch * banks + bank
+    open_r = ints[_IH + k]
+    cmd = max(t0, floats[o_ready + k])
+    act = 0.0
+    if open_r == row:
+        kind = 0
+        if ints[_I_PLAIN] == 1:
+            ready = cmd + floats[1]
+        else:  # after the bank's previous data, and tCL after the request
+            ready = max(t0 + floats[4], floats[o_end + k])
+    else:
+        kind = 1 if open_r < 0 else 2
+        if floats[_F_ACT] == 0.0:
+            ready = cmd + floats[1 + kind]
+        else:
+            act = cmd
+            if kind == 2:  # precharge no sooner than tRAS after this bank's activate
+                act = max(cmd, floats[o_act + k] + floats[_F_RAS]) + floats[_F_RP]
+            act = max(act, floats[o_last + ch] + floats[_F_RRDS],
+                      floats[o_lastg + ch * groups + g] + floats[_F_RRDL],
+                      floats[o_faw + 4 * ch] + floats[_F_FAW])
+            ready = act + floats[_F_RCD] + floats[4]
+    data_start = max(floats[o_bus + ch], ready)
+    tccd = floats[_F_CCDL]
+    if tccd > 0.0:
+        data_start = max(data_start, floats[o_start + ch * groups + g] + tccd)
+    return data_start, kind, act
+
+
+@njit(cache=True, inline="always")
+def _commit(ch, bank, row, g, kind, act, data_start, ints, floats):
+    """Serve the burst ``_evaluate`` timed: update the state; returns its data end."""
+    channels = ints[1]
+    banks = ints[2]
+    groups = ints[_I_GROUPS]
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
+        channels, banks, groups)
+    k = ch * banks + bank
+    if kind != 0:
+        ints[_IH + k] = row
+        if floats[_F_ACT] != 0.0:
+            floats[o_act + k] = act
+            floats[o_last + ch] = act
+            floats[o_lastg + ch * groups + g] = act
+            fw = o_faw + 4 * ch
+            floats[fw] = floats[fw + 1]
+            floats[fw + 1] = floats[fw + 2]
+            floats[fw + 2] = floats[fw + 3]
+            floats[fw + 3] = act
+    if floats[_F_CCDL] > 0.0:
+        floats[o_start + ch * groups + g] = data_start
+    data_end = data_start + floats[5]
+    floats[o_bus + ch] = data_end
+    floats[o_ready + k] = data_end - floats[4]
+    floats[o_end + k] = data_end
+    return data_end
+
+
+@njit(cache=True, inline="always")
+def _burst(t0, ch, bank, row, g, ints, floats):
+    """Time one burst in order (refresh, then ``_evaluate`` and ``_commit``). Returns
+    ``(data_end, kind)``."""
+    _refresh(t0, ch, ints, floats)
+    data_start, kind, act = _evaluate(t0, ch, bank, row, g, ints, floats)
+    return _commit(ch, bank, row, g, kind, act, data_start, ints, floats), kind
+
+
+@njit(cache=True, inline="always")
+def _chan_locate(j, banks, bpr, groups, mapping):
+    """``(bank, row, group)`` of a channel's burst ``j`` (``_locate`` without the channel)."""
+    if mapping == 1:
+        g = j % groups
+        block = j // groups // bpr
+        per_group = banks // groups
+        return (block % per_group) * groups + g, block // per_group, g
+    row_global = j // bpr
+    bank = row_global % banks
+    return bank, row_global // banks, bank % groups
+
+
+@njit(cache=True)
+def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
+    """The queue position (0 = oldest) of the burst whose data can start first among the
+    ``cnt`` admitted ones that are in their bank's queue (the oldest ``per_bank`` of each bank;
+    all when ``per_bank`` is 0); ring rows: key, bank, row, group, requested at ``t0s[key]``
+    (at ``t0`` when ``t0s`` is empty); the oldest on a tie. ``seen``: scratch, two per bank.
+
+    Only the oldest row hit and the oldest other burst of each bank are timed: the others of
+    the same bank and kind start no sooner (the same bank state, requested no sooner)."""
+    banks = ints[2]
+    best = 0
+    best_ds = 0.0
+    seen[:] = 0
+    for i in range(cnt):
+        e = ring[(head + i) % cap]
+        bank = e[1]
+        if per_bank > 0:
+            if seen[bank] >= per_bank:
+                continue
+            seen[bank] += 1
+        kind = 1 if ints[_IH + ch * banks + bank] == e[2] else 2  # a hit / another kind
+        if seen[banks + bank] & kind:
+            continue
+        seen[banks + bank] |= kind
+        ds, _, _ = _evaluate(t0s[e[0]] if len(t0s) else t0, ch, bank, e[2], e[3], ints, floats)
+        if i == 0 or ds < best_ds:
+            best, best_ds = i, ds
+    return best
+
+
+@njit(cache=True, inline="always")
+def _take(ring, head, cap, i):
+    """Remove queue position ``i`` (entries before it move up one); returns the new head."""
+    for p in range(i, 0, -1):
+        ring[(head + p) % cap, :] = ring[(head + p - 1) % cap, :]
+    return (head + 1) % cap
+
+
+@njit(cache=True, inline="always")
+def _queues(ints):
+    """``(transaction queue depth, bank queue depth, ring capacity, ring, per-bank admitted
+    counts, per-bank scratch)``: the queue state's views into ``ints``."""
+    banks = ints[2]
+    nb = ints[1] * banks
+    depth, per_bank = ints[_I_QUEUE], ints[_I_BANKQ]
+    cap = depth + banks * per_bank
+    o = _IH + nb
+    ring = ints[o:o + 4 * cap].reshape((cap, 4))
+    return depth, per_bank, cap, ring, ints[o + 4 * cap:o + 4 * cap + banks], \
+        ints[o + 4 * cap + banks:o + 4 * cap + 3 * banks]
+
+
+@njit(cache=True, inline="always")
+def _step_locate(nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping, span):
+    """``(bank, row, g, bank0, blk_end)`` of a channel's burst ``nj``, given those of burst
+    ``loc_j``: one step on inside a row block costs no division."""
+    if nj == loc_j + 1 and nj <= blk_end:  # the next burst of the same row block
+        if mapping == 1:
+            g += 1
+            if g == groups:
+                g = 0
+            bank = bank0 + g
+    elif nj != loc_j:
+        bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
+        blk_end = (nj // span + 1) * span - 1
+        bank0 = bank - g if mapping == 1 else bank
+    return bank, row, g, bank0, blk_end
+
+
+@njit(cache=True, inline="always")
+def _advance(nj, s, lo, hi):
+    """The next burst ``(nj, s)`` of a channel's walk over runs ``lo[s]..hi[s]`` (``s`` = 3:
+    done)."""
+    nj += 1
+    while s < 3 and nj > hi[s]:
+        s += 1
+        if s < 3:
+            nj = lo[s]
+    return nj, s
+
+
+@njit(cache=True, inline="always")
+def _waits(admitted, bank, per_bank, change):
+    """Count a request into (``change`` 1) or out of (-1) ``bank``'s admitted ones; returns
+    the change to the number waiting outside the bank queues."""
+    if per_bank == 0:
+        return change
+    admitted[bank] += change
+    if change > 0:
+        return 1 if admitted[bank] > per_bank else 0
+    return -1 if admitted[bank] >= per_bank else 0
+
+
+@njit(cache=True)
+def _queue_kernel(t0s, bursts, ints, floats, done):
+    """Serve one-burst requests (global burst indices ``bursts``, requested at ``t0s``, in
+    that order) through each channel's queues (module docstring). ``done[i]`` = the end of
+    request i's data. Returns ``(hits, misses, conflicts)``."""
+    channels, banks, bpr = ints[1], ints[2], ints[3]
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
+    depth, per_bank, cap, ring, admitted, seen = _queues(ints)
+    n = len(bursts)
+    counts = np.zeros(3, dtype=np.int64)
+    for ch in range(channels):
+        head = cnt = waiting = 0
+        admitted[:] = 0
+        i = 0
+        while True:
+            while waiting < depth and i < n:  # the channel's next requests are admitted
+                b = bursts[i]
+                if b % channels == ch:
+                    bank, row, g = _chan_locate(b // channels, banks, bpr, groups, mapping)
+                    e = ring[(head + cnt) % cap]
+                    e[0], e[1], e[2], e[3] = i, bank, row, g
+                    cnt += 1
+                    waiting += _waits(admitted, bank, per_bank, 1)
+                i += 1
+            if cnt == 0:
+                break
+            _refresh(t0s[ring[head, 0]], ch, ints, floats)
+            p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
+            e = ring[(head + p) % cap]
+            key, bank, row, g = e[0], e[1], e[2], e[3]
+            ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
+            done[key] = _commit(ch, bank, row, g, kind, act, ds, ints, floats)
+            counts[kind] += 1
+            head = _take(ring, head, cap, p)
+            cnt -= 1
+            waiting += _waits(admitted, bank, per_bank, -1)
+    return counts[0], counts[1], counts[2]
+
+
+@njit(cache=True)
+def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
+    """``_transfer3_kernel`` with queues (``queue_depth`` > 1): each channel serves the bursts
+    of the three runs (in that order) as ``_queue_kernel`` does. While the oldest burst can
+    start at once (the usual case: a row hit) it is served without admitting the others (no
+    burst can start sooner, and the oldest wins a tie), and a channel's next burst is located
+    without divisions inside a row block.
+
+    One function, long: the walk's state (cursor over three runs, row-block location, queue
+    ring, in-order run) is a dozen locals that every step reads and writes; split into numba
+    functions it would travel as tuples through each call on the engine's hot path."""
+    burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
+    depth, per_bank, cap, ring, admitted, seen = _queues(ints)
+    span = bpr * groups if mapping == 1 else bpr
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
+        channels, banks, groups)
+    t_burst, t_cl, tccd, refi = floats[5], floats[4], floats[_F_CCDL], floats[_F_REFI]
+    gm = groups if mapping == 1 else 1  # banks a row block interleaves
+    bulk = tccd == 0.0 or tccd < gm * t_burst * (1.0 - 1e-9)
+    lo = np.empty(3, dtype=np.int64)
+    hi = np.empty(3, dtype=np.int64)
+    finish = t0
+    bursts = hits = misses = conflicts = 0
+    for slot in range(3):
+        size = size0 if slot == 0 else (size1 if slot == 1 else size2)
+        if size > 0:
+            base = base0 if slot == 0 else (base1 if slot == 1 else base2)
+            bursts += (base + size - 1) // burst_bytes - base // burst_bytes + 1
+    for ch in range(channels):
+        for slot in range(3):
+            if slot == 0:
+                base, size = base0, size0
+            elif slot == 1:
+                base, size = base1, size1
+            else:
+                base, size = base2, size2
+            lo[slot], hi[slot] = 0, -1
+            if size > 0:
+                b0 = base // burst_bytes
+                b1 = (base + size - 1) // burst_bytes
+                first = b0 + (ch - b0 % channels) % channels
+                if first <= b1:
+                    lo[slot] = first // channels
+                    hi[slot] = (b1 - (b1 - ch) % channels) // channels
+        nj, s = _advance(lo[0] - 1, 0, lo, hi)
+        head = cnt = waiting = 0
+        holes = 0  # the queue is the stream's next bursts, in order, once this many are served
+        admitted[:] = 0
+        loc_j = -2  # the channel burst (bank, row, g, bank0, blk_end) below belong to
+        blk_end = -1
+        bank = row = g = bank0 = 0
+        run_j = -2  # the last burst served in order, and how many of its block in a row
+        run = 0
+        while cnt > 0 or s < 3:
+            if cnt > 0:
+                e = ring[head]
+                ob, orow, og = e[1], e[2], e[3]
+            else:
+                bank, row, g, bank0, blk_end = _step_locate(
+                    nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping, span)
+                loc_j = nj
+                ob, orow, og = bank, row, g
+            if refi > 0.0:
+                due = floats[o_ref + ch]
+                _refresh(t0, ch, ints, floats)
+                if floats[o_ref + ch] != due:  # a refresh closed the rows: a new run
+                    run_j = -2
+            ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
+            lazy = release = False
+            if ds > floats[o_bus + ch]:  # a gap: a younger burst may fill it
+                while waiting < depth and s < 3:  # admit the next bursts
+                    bank, row, g, bank0, blk_end = _step_locate(
+                        nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
+                        span)
+                    loc_j = nj
+                    e = ring[(head + cnt) % cap]
+                    e[0], e[1], e[2], e[3] = nj * 4 + s, bank, row, g
+                    cnt += 1
+                    waiting += _waits(admitted, bank, per_bank, 1)
+                    nj, s = _advance(nj, s, lo, hi)
+                p = _pick(t0, floats[0:0], ch, ring, head, cnt, cap, per_bank, seen, ints,
+                          floats)
+                e = ring[(head + p) % cap]
+                key, ob, orow, og = e[0], e[1], e[2], e[3]
+                if p != 0:
+                    ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
+                    run_j = -2
+                head = _take(ring, head, cap, p)
+                holes = max(p, holes - 1)
+            elif cnt > 0:
+                key = ring[head, 0]
+                head = (head + 1) % cap
+                holes = max(0, holes - 1)
+                release = holes == 0
+            else:
+                key = nj * 4 + s
+                lazy = True
+                nj, s = _advance(nj, s, lo, hi)
+            if not lazy:
+                cnt -= 1
+                waiting += _waits(admitted, ob, per_bank, -1)
+            jd = key // 4
+            run = run + 1 if jd == run_j + 1 and jd // span == run_j // span else 1
+            run_j = jd
+            data_end = _commit(ch, ob, orow, og, kind, act, ds, ints, floats)
+            if kind == 0:
+                hits += 1
+            elif kind == 1:
+                misses += 1
+            else:
+                conflicts += 1
+            if data_end > finish:
+                finish = data_end
+            if release and cnt > 0:  # the queue holds the next bursts in order: let it go
+                key = ring[head, 0]
+                nj, s = key // 4, key % 4
+                cnt = waiting = 0
+                admitted[:] = 0
+            if lazy and cnt == 0 and bulk and run >= gm and s < 3 and nj == run_j + 1 \
+                    and nj <= blk_end:
+                # the last gm bursts were this block's, in order: every bank of the block has
+                # its row open and every later burst of the block starts when the bus is free
+                # (its bank's last data, t0 + tCL and its group's last start + tCCD_L are
+                # behind it), so they go at the bus rate until the block, the run or the time
+                # to the next refresh ends: the same float operations as burst by burst
+                n = min(blk_end, hi[s]) - nj + 1
+                bus = floats[o_bus + ch]
+                due = floats[o_ref + ch] if refi > 0.0 else math.inf
+                gb = g
+                kb = ch * banks + bank
+                i = 0
+                while i < n and bus < due:
+                    if mapping == 1:
+                        gb += 1
+                        if gb == groups:
+                            gb = 0
+                        kb = ch * banks + bank0 + gb
+                    if tccd > 0.0:
+                        floats[o_start + ch * groups + gb] = bus
+                    bus = bus + t_burst
+                    floats[o_ready + kb] = bus - t_cl
+                    floats[o_end + kb] = bus
+                    i += 1
+                if i > 0:
+                    floats[o_bus + ch] = bus
+                    hits += i
+                    if bus > finish:
+                        finish = bus
+                    nj += i
+                    run_j = nj - 1
+                    run += i
+                    g = gb
+                    bank = kb - ch * banks
+                    loc_j = run_j
+                    nj, s = _advance(nj - 1, s, lo, hi)
+    return finish, bursts, hits, misses, conflicts
+
+
+@njit(cache=True)
+def _transfer_bursts(base, run_bytes, n_runs, stride, burst_bytes):
+    """The global burst indices of a transfer, in order, a repeat of the previous coalesced."""
+    out = np.empty(n_runs * ((run_bytes + burst_bytes - 1) // burst_bytes + 1), dtype=np.int64)
+    n = 0
+    prev = -1
+    for r in range(n_runs):
+        start = base + r * stride
+        b = start // burst_bytes
+        last_b = (start + run_bytes - 1) // burst_bytes
+        if b == prev:
+            b += 1
+        while b <= last_b:
+            out[n] = b
+            n += 1
+            b += 1
+        prev = last_b
+    return out[:n]
+
+
+@njit(cache=True)
+def _transfer_kernel(t0, base, run_bytes, n_runs, stride, ints, floats):
+    """Time the bursts of one transfer, burst by burst, in order; updates the state arrays in
+    place. Returns ``(finish, bursts, hits, misses, conflicts)``."""
+    burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     finish = t0
     prev = -1
     bursts = 0
-    hits = 0
-    misses = 0
-    conflicts = 0
+    hits = misses = conflicts = 0
     for r in range(n_runs):
         start = base + r * stride
         b = start // burst_bytes
@@ -213,27 +798,14 @@ def _transfer_kernel(t0, base, run_bytes, n_runs, stride, burst_bytes, channels,
         if b == prev:  # the burst just fetched: coalesced
             b += 1
         while b <= last_b:
-            ch = b % channels
-            j = b // channels
-            row_global = j // bursts_per_row
-            k = ch * banks + row_global % banks
-            row = row_global // banks
-            open_r = open_row[k]
-            if open_r == row:
-                lat = t_hit
+            ch, bank, row, g = _locate(b, channels, banks, bpr, groups, mapping)
+            data_end, kind = _burst(t0, ch, bank, row, g, ints, floats)
+            if kind == 0:
                 hits += 1
-            elif open_r < 0:
-                lat = t_miss
+            elif kind == 1:
                 misses += 1
             else:
-                lat = t_conflict
                 conflicts += 1
-            open_row[k] = row
-            cmd = max(t0, bank_ready[k])
-            data_start = max(bus_free[ch], cmd + lat)
-            data_end = data_start + t_burst
-            bus_free[ch] = data_end
-            bank_ready[k] = data_end - t_cl
             if data_end > finish:
                 finish = data_end
             bursts += 1
@@ -243,18 +815,23 @@ def _transfer_kernel(t0, base, run_bytes, n_runs, stride, burst_bytes, channels,
 
 
 @njit(cache=True)
-def _contiguous_kernel(t0, base, size, burst_bytes, channels, banks, bursts_per_row, t_hit,
-                       t_miss, t_conflict, t_cl, t_burst, bus_free, open_row, bank_ready):
-    """One contiguous run, timed exactly as ``_transfer_kernel`` times it but one row segment
-    at a time: after a segment's first burst every burst of the same open row is a hit that
-    starts when the previous one ends, so only the first needs the bank logic. Channels are
-    independent (own bus and banks), so they are walked one after another."""
+def _contiguous_kernel(t0, base, size, ints, floats):
+    """One contiguous run, timed exactly as ``_transfer_kernel`` times it. Channels are
+    independent (own bus and banks), so they are walked one after another, and a channel's
+    bursts one row block at a time (a row of one bank; with ``channel_group_column_bank`` the
+    same row of one bank in every group, interleaved), so no burst needs the address mapping's
+    divisions. Without the later rules (``plain``) only a block's first burst needs the bank
+    logic: every later one is a row hit that starts when the previous one ends."""
+    burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     b0 = base // burst_bytes
     b1 = (base + size - 1) // burst_bytes
     finish = t0
-    hits = 0
-    misses = 0
-    conflicts = 0
+    hits = misses = conflicts = 0
+    t_burst = floats[5]
+    o_bus = _FH
+    per_group = banks // groups
+    span = bpr * groups if mapping == 1 else bpr  # channel bursts of one row block
     for ch in range(channels):
         first = b0 + (ch - b0 % channels) % channels
         if first > b1:
@@ -263,29 +840,28 @@ def _contiguous_kernel(t0, base, size, burst_bytes, channels, banks, bursts_per_
         j = first // channels
         j_hi = last // channels
         while j <= j_hi:
-            row_global = j // bursts_per_row
-            seg_end = min(j_hi, (row_global + 1) * bursts_per_row - 1)
-            n = seg_end - j + 1
-            k = ch * banks + row_global % banks
-            row = row_global // banks
-            open_r = open_row[k]
-            if open_r == row:
-                lat = t_hit
-                hits += 1
-            elif open_r < 0:
-                lat = t_miss
-                misses += 1
+            block = j // span
+            seg_end = min(j_hi, (block + 1) * span - 1)
+            if mapping == 1:
+                row = block // per_group
+                bank0 = (block % per_group) * groups
+                g = j % groups
+                bank = bank0 + g
             else:
-                lat = t_conflict
+                row = block // banks
+                bank = block % banks
+                g = bank % groups
+            data_end, kind = _burst(t0, ch, bank, row, g, ints, floats)
+            if kind == 1:
+                misses += 1
+            elif kind == 2:
                 conflicts += 1
-            hits += n - 1
-            open_row[k] = row
-            cmd = max(t0, bank_ready[k])
-            data_end = max(bus_free[ch], cmd + lat)
+            n = seg_end - j
+            hits += n + (kind == 0)
             for _ in range(n):  # the same float additions as burst by burst
                 data_end += t_burst
-            bus_free[ch] = data_end
-            bank_ready[k] = data_end - t_cl
+            floats[o_bus + ch] = data_end
+            floats[o_bus + channels + ch * banks + bank] = data_end - floats[4]
             if data_end > finish:
                 finish = data_end
             j = seg_end + 1
@@ -293,11 +869,11 @@ def _contiguous_kernel(t0, base, size, burst_bytes, channels, banks, bursts_per_
 
 
 @njit(cache=True)
-def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, burst_bytes, channels,
-                      banks, bursts_per_row, t_hit, t_miss, t_conflict, t_cl, t_burst,
-                      bus_free, open_row, bank_ready):
+def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     """Up to three contiguous transfers issued together (one tile's operands), in order; a size
     of 0 skips a slot. Returns ``(finish, bursts, hits, misses, conflicts)`` summed."""
+    if ints[_I_PLAIN] == 0:
+        return _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats)
     finish = t0
     bursts = hits = misses = conflicts = 0
     for slot in range(3):
@@ -309,9 +885,7 @@ def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, burst_bytes,
             base, size = base2, size2
         if size <= 0:
             continue
-        f, b, h, m, c = _contiguous_kernel(t0, base, size, burst_bytes, channels, banks,
-                                           bursts_per_row, t_hit, t_miss, t_conflict, t_cl,
-                                           t_burst, bus_free, open_row, bank_ready)
+        f, b, h, m, c = _contiguous_kernel(t0, base, size, ints, floats)
         finish = max(finish, f)
         bursts += b
         hits += h
@@ -322,18 +896,12 @@ def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, burst_bytes,
 
 def serve_state(model: Dram, region: int) -> tuple[np.ndarray, np.ndarray]:
     """The state ``_serve_kernel`` works on, as two flat arrays (a numba call's cost grows with
-    its array arguments): ``ints`` = burst bytes, channels, banks per channel, bursts per row,
-    region size, the A/B/C region offsets, then the open row of every bank; ``floats`` =
-    latency, tCL hit, miss and conflict latencies, tCL, burst cycles, then every channel's
-    bus-free time and every bank's ready time. Copied from ``model``'s state."""
-    t = model.timing
-    ints = np.concatenate([np.array([t.burst_bytes, t.channels, t.banks_per_channel,
-                                     t.bursts_per_row, region, 0, 0, 0], dtype=np.int64),
-                           model.open_row]).astype(np.int64)
-    floats = np.concatenate([np.array([t.latency_cycles, model._t_hit, model._t_miss,
-                                       model._t_conflict, t.tCL, model._t_burst],
-                                      dtype=np.float64), model.bus_free, model.bank_ready])
-    return ints, floats
+    its array arguments): a copy of ``model.ints`` / ``model.floats`` (the layout is in
+    ``Dram.__init__``) with the region size set and the A/B/C offsets at 0."""
+    ints = model.ints.copy()
+    ints[4] = region
+    ints[5:8] = 0
+    return ints, model.floats.copy()
 
 
 @njit(cache=True)
@@ -344,19 +912,13 @@ def _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc):
     hits, misses and conflicts added to ``acc[gi]``. ``ints``/``floats``: ``serve_state``.
     Returns the finish time (``now`` when nothing moved)."""
     region = ints[4]
-    channels = ints[1]
-    open_row = ints[8:]
-    bus_free = floats[6:6 + channels]
-    bank_ready = floats[6 + channels:]
     base = np.empty(3, dtype=np.int64)
     sizes = (ra, rb, rc)
     for i in range(3):
         base[i] = i * region + ints[5 + i] % region
         ints[5 + i] += sizes[i]
     finish, bursts, hits, misses, conflicts = _transfer3_kernel(
-        now + floats[0], base[0], ra, base[1], rb, base[2], rc, ints[0], channels, ints[2],
-        ints[3], floats[1], floats[2], floats[3], floats[4], floats[5], bus_free, open_row,
-        bank_ready)
+        now + floats[0], base[0], ra, base[1], rb, base[2], rc, ints, floats)
     if bursts == 0:
         return now
     acc[gi, 0] += bursts * ints[0]
@@ -367,29 +929,65 @@ def _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc):
 
 
 class Dram:
-    """Mutable DRAM state (per channel bus, per bank open row and ready time) and counters."""
+    """Mutable DRAM state and counters. The state is two flat arrays, ``ints`` and ``floats``
+    (headers ``_IH`` / ``_FH`` long: the geometry and timings, then per channel, bank and bank
+    group the open row, bus-free time, bank-ready time, activate history, last data start and
+    next refresh; see ``_offsets``), so that the engine's numba call takes two arrays."""
 
     def __init__(self, timing: DramTiming) -> None:
-        self.timing = timing
-        n_banks = timing.channels * timing.banks_per_channel
-        self.bus_free = np.zeros(timing.channels, dtype=np.float64)
-        self.open_row = np.full(n_banks, -1, dtype=np.int64)
-        self.bank_ready = np.zeros(n_banks, dtype=np.float64)
-        self.stats = DramStats()
+        self.timing = t = timing
+        groups = t.bank_groups
+        act = 1.0 if (t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS) else 0.0
+        plain = int(not (t.tCCD_L or act or t.tREFI or t.queue_depth > 1 or t.bank_queue_depth)
+                    and (groups == 1 or t.mapping == MAPPINGS[0]))
+        self._header_i = np.array([t.burst_bytes, t.channels, t.banks_per_channel,
+                                   t.bursts_per_row, 0, 0, 0, 0, groups,
+                                   MAPPINGS.index(t.mapping), plain, t.queue_depth,
+                                   t.bank_queue_depth], dtype=np.int64)
         # the kernel's scalar arguments, computed once
-        self._t_hit = timing.tCL
-        self._t_miss = timing.tRCD + timing.tCL
-        self._t_conflict = timing.tRP + timing.tRCD + timing.tCL
-        self._t_burst = timing.burst_cycles
-        self._geometry = (timing.burst_bytes, timing.channels, timing.banks_per_channel,
-                          timing.bursts_per_row)
+        self._t_hit = t.tCL
+        self._t_miss = t.tRCD + t.tCL
+        self._t_conflict = t.tRP + t.tRCD + t.tCL
+        self._t_burst = t.burst_cycles
+        self._header_f = np.array([t.latency_cycles, self._t_hit, self._t_miss,
+                                   self._t_conflict, t.tCL, self._t_burst, t.tCCD_L, t.tRRD_S,
+                                   t.tRRD_L, t.tFAW, t.tRAS, t.tREFI, t.tRFC, t.tRP, t.tRCD,
+                                   act], dtype=np.float64)
+        assert len(self._header_i) == _IH and len(self._header_f) == _FH
+        self.reset()
 
     def reset(self) -> None:
-        """All banks precharged, buses free at time 0, counters cleared."""
-        self.bus_free[:] = 0.0
-        self.open_row[:] = -1
-        self.bank_ready[:] = 0.0
+        """All banks precharged, buses free at time 0, no activate yet, the first refresh due
+        at tREFI, counters cleared."""
+        t = self.timing
+        ch, nb, groups = t.channels, t.channels * t.banks_per_channel, t.bank_groups
+        self.ints = np.concatenate([self._header_i, np.full(nb, -1, dtype=np.int64),
+                                    np.zeros(4 * (t.queue_depth + t.banks_per_channel
+                                                  * t.bank_queue_depth)
+                                             + 3 * t.banks_per_channel, dtype=np.int64)])
+        o = _offsets(ch, t.banks_per_channel, groups)
+        self.floats = np.zeros(o[-1] + nb, dtype=np.float64)
+        self.floats[:_FH] = self._header_f
+        self.floats[o[2]:o[6]] = _NEVER  # activate history
+        self.floats[o[6]:o[7]] = _NEVER  # last data start of a bank group
+        self.floats[o[7]:o[8]] = t.tREFI
         self.stats = DramStats()
+
+    @property
+    def open_row(self) -> np.ndarray:
+        """Open row of every bank (``channel * banks + bank``), -1 when precharged (a view)."""
+        return self.ints[_IH:_IH + self.timing.channels * self.timing.banks_per_channel]
+
+    @property
+    def bus_free(self) -> np.ndarray:
+        """When each channel's data bus is next free, cycles (a view)."""
+        return self.floats[_FH:_FH + self.timing.channels]
+
+    @property
+    def bank_ready(self) -> np.ndarray:
+        """When each bank can take its next command, cycles (a view)."""
+        ch = self.timing.channels
+        return self.floats[_FH + ch:_FH + ch + ch * self.timing.banks_per_channel]
 
     def _account(self, bursts: int, useful: int, write: bool, hits: int, misses: int,
                  conflicts: int) -> tuple[int, float]:
@@ -419,14 +1017,9 @@ class Dram:
         engine uses per tile; sizes in bytes, 0 skips a slot). Returns ``(finish, bytes moved,
         row hits, row misses, row conflicts)``; the ideal time is ``useful / bytes_per_cycle``.
         Counters in ``stats`` are updated as for ``transfer``."""
-        timing = self.timing
-        burst_bytes, channels, banks, bursts_per_row = self._geometry
         finish, bursts, hits, misses, conflicts = _transfer3_kernel(
-            now + timing.latency_cycles, base0, size0, base1, size1, base2, size2,
-            burst_bytes, channels, banks, bursts_per_row,
-            self._t_hit, self._t_miss, self._t_conflict, timing.tCL, self._t_burst,
-            self.bus_free, self.open_row, self.bank_ready,
-        )
+            now + self.timing.latency_cycles, base0, size0, base1, size1, base2, size2,
+            self.ints, self.floats)
         if bursts == 0:
             return float(now), 0, 0, 0, 0
         useful = max(size0, 0) + max(size1, 0) + max(size2, 0)
@@ -450,14 +1043,42 @@ class Dram:
         now = float(now)
         if run_bytes == 0 or n_runs == 0:
             return TransferResult(now, now, 0, 0, 0, 0, 0, 0, 0.0)
-        timing = self.timing
-        burst_bytes, channels, banks, bursts_per_row = self._geometry
-        finish, bursts, hits, misses, conflicts = _transfer_kernel(
-            now + timing.latency_cycles, int(base), int(run_bytes), int(n_runs), int(stride),
-            burst_bytes, channels, banks, bursts_per_row,
-            self._t_hit, self._t_miss, self._t_conflict, timing.tCL, self._t_burst,
-            self.bus_free, self.open_row, self.bank_ready,
-        )
+        t0 = now + self.timing.latency_cycles
+        if self.timing.queue_depth > 1 or self.timing.bank_queue_depth > 0:
+            bursts_ = _transfer_bursts(int(base), int(run_bytes), int(n_runs), int(stride),
+                                       self.timing.burst_bytes)
+            done = np.empty(len(bursts_))
+            hits, misses, conflicts = _queue_kernel(np.full(len(bursts_), t0), bursts_,
+                                                    self.ints, self.floats, done)
+            finish, bursts = float(done.max()), len(bursts_)
+        else:
+            finish, bursts, hits, misses, conflicts = _transfer_kernel(
+                t0, int(base), int(run_bytes), int(n_runs), int(stride), self.ints,
+                self.floats)
         useful = run_bytes * n_runs
         moved, ideal = self._account(bursts, useful, write, hits, misses, conflicts)
         return TransferResult(now, finish, useful, moved, bursts, hits, misses, conflicts, ideal)
+
+    def stream(self, now: np.ndarray, addr: np.ndarray, write: np.ndarray | None = None
+               ) -> np.ndarray:
+        """One-burst requests: the burst holding byte ``addr[i]`` requested at ``now[i]``
+        (cycles, non-decreasing), served by each channel from a queue of ``queue_depth`` (the
+        module docstring; with a depth of 1, in order, as one ``transfer`` each). Returns the
+        end of every request's data, cycles (``latency_cycles`` included)."""
+        now = np.asarray(now, dtype=np.float64)
+        addr = np.asarray(addr, dtype=np.int64)
+        write = np.zeros(len(addr), dtype=bool) if write is None else np.asarray(write, bool)
+        if not (now.shape == addr.shape == write.shape and now.ndim == 1):
+            raise ValueError("Dram.stream: expected now, addr and write of one length")
+        if len(addr) and (addr.min() < 0 or np.any(np.diff(now) < 0)):
+            raise ValueError("Dram.stream: expected addresses >= 0 and non-decreasing times")
+        done = np.empty(len(addr))
+        bursts = addr // self.timing.burst_bytes
+        hits, misses, conflicts = _queue_kernel(now + self.timing.latency_cycles, bursts,
+                                                self.ints, self.floats, done)
+        n, written = len(addr), int(write.sum()) * self.timing.burst_bytes
+        self._account(n, n * self.timing.burst_bytes, False, hits, misses, conflicts)
+        self.stats.transfers += n - 1  # one per request
+        self.stats.bytes_read -= written
+        self.stats.bytes_written += written
+        return done

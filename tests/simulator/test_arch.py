@@ -596,3 +596,33 @@ def test_a_file_is_validated_once(how, tmp_path, monkeypatch):
         calls.clear()
         arch.with_overrides({"array.rows": 64})
     assert len(calls) == 1
+
+
+def test_dram_later_keys():
+    """The DRAM keys beyond the first model: the presets set their parts' values, a file that
+    leaves them out gets the first model (and the same dict as before they existed), bad values
+    are refused with the key named."""
+    td, stc, tpu = load_arch("tensordash"), load_arch("stc-2to4"), load_arch("tpu-v1")
+    assert (td.dram.bank_groups, td.dram.mapping, td.dram.tCCD_L, td.dram.tFAW, td.dram.tREFI,
+            td.dram.tRFC, td.dram.queue_depth, td.dram.bank_queue_depth) == \
+        (4, "channel_group_column_bank", 5, 21.25, 7800, 350, 32, 8)
+    assert (stc.dram.tCCD_L, stc.dram.tRRD_S, stc.dram.tRRD_L, stc.dram.tFAW, stc.dram.tRAS,
+            stc.dram.tREFI, stc.dram.tRFC) == (2, 4, 6, 30, 34, 3900, 260)
+    assert (tpu.dram.bank_groups, tpu.dram.tRRD_S, tpu.dram.queue_depth) == (1, 3.5, 1)
+    plain = load_arch("scalesim-32")
+    assert "tFAW" not in plain.to_dict()["dram"] and "queue_depth" not in plain.to_dict()["dram"]
+    assert td.to_dict()["dram"]["queue_depth"] == 32
+    assert Architecture.from_dict(td.to_dict()) == td
+    for key, value, match in [
+        ("dram.bank_groups", 3, "divisor of dram.banks_per_channel"),
+        ("dram.mapping", "rows", "channel_column_bank, channel_group_column_bank"),
+        ("dram.tRFC", 100, "expected 0 when dram.tREFI is 0"),
+        ("dram.tREFI", 50, "more than dram.tRP \\+ dram.tRFC \\(54 cycles\\)"),
+        ("dram.tFAW", -1, "number >= 0"),
+        ("dram.queue_depth", 0, "integer >= 1"),
+        ("dram.queue_depth", 5000, "at most 1,024"),
+        ("dram.bank_queue_depth", -1, "integer >= 0"),
+    ]:
+        with pytest.raises(ArchError, match=f"{re.escape(key)}.*{match}"):
+            plain.with_overrides({key: value, "dram.tRFC": 40} if key == "dram.tREFI"
+                                 else {key: value})

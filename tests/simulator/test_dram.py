@@ -3,6 +3,7 @@ channel scaling, row-buffer behaviour."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from types import SimpleNamespace
@@ -406,3 +407,374 @@ def test_the_engines_request_kernel_equals_transfer3(reqs, tm):
         assert got == finish
     np.testing.assert_array_equal(acc, want)
     assert ints[5:8].tolist() == mine
+
+
+# ------------------------------------------------------------------------------------------------
+# the later rules (bank groups, mapping, activate limits, refresh, queues) against a slow
+# reference: a plain-Python event loop over bursts, dict state, the rules of the docstring
+# ------------------------------------------------------------------------------------------------
+class QueueReference:
+    def __init__(self, t: DramTiming) -> None:
+        self.t = t
+        self.bus: dict[int, float] = {}
+        self.open: dict[tuple[int, int], int] = {}
+        self.ready: dict[tuple[int, int], float] = {}
+        self.act: dict[tuple[int, int], float] = {}  # last activate of a bank
+        self.acts: dict[int, list[float]] = {}  # a channel's activates, in order
+        self.acts_g: dict[tuple[int, int], float] = {}  # last activate of a bank group
+        self.start_g: dict[tuple[int, int], float] = {}  # last data start of a bank group
+        self.next_ref: dict[int, float] = {}
+        self.end: dict[tuple[int, int], float] = {}  # end of a bank's last data
+        self.kinds = [0, 0, 0]
+
+    def locate(self, b: int) -> tuple[int, int, int, int]:
+        t = self.t
+        G, bpr, banks = t.bank_groups, t.bursts_per_row, t.banks_per_channel
+        ch, j = b % t.channels, b // t.channels
+        if t.mapping == "channel_group_column_bank":
+            group = j % G
+            block = (j // G) // bpr
+            return ch, (block % (banks // G)) * G + group, block // (banks // G), group
+        rg = j // bpr
+        return ch, rg % banks, rg // banks, (rg % banks) % G
+
+    def refresh(self, ch: int, t0: float) -> None:
+        t = self.t
+        if not t.tREFI:
+            return
+        due = self.next_ref.get(ch, t.tREFI)
+        now = max(t0, self.bus.get(ch, 0.0))
+        if now < due:
+            return
+        r = due + math.floor((now - due) / t.tREFI) * t.tREFI
+        end = max(r, self.bus.get(ch, 0.0)) + t.tRP + t.tRFC
+        for bank in range(t.banks_per_channel):
+            self.open.pop((ch, bank), None)
+            self.ready[(ch, bank)] = max(self.ready.get((ch, bank), 0.0), end)
+        self.next_ref[ch] = r + t.tREFI
+
+    def evaluate(self, t0, ch, bank, row, g):
+        t = self.t
+        key = (ch, bank)
+        cmd = max(t0, self.ready.get(key, 0.0))
+        act = None
+        if self.open.get(key) == row:
+            later = (t.tCCD_L or t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS or t.tREFI
+                     or t.queue_depth > 1 or t.bank_queue_depth
+                     or t.bank_groups > 1 and t.mapping == "channel_group_column_bank")
+            # with a later rule on: after the bank's last data and tCL after the request
+            kind, ready = 0, max(t0 + t.tCL, self.end[key]) if later else cmd + t.tCL
+        else:
+            kind = 1 if key not in self.open else 2
+            if not (t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS):
+                lat = t.tRCD + t.tCL if kind == 1 else t.tRP + t.tRCD + t.tCL
+                ready = cmd + lat
+            else:
+                act = cmd
+                if kind == 2:
+                    act = max(cmd, self.act.get(key, -math.inf) + t.tRAS) + t.tRP
+                acts = self.acts.get(ch, [])
+                if acts:
+                    act = max(act, acts[-1] + t.tRRD_S)
+                if (ch, g) in self.acts_g:
+                    act = max(act, self.acts_g[(ch, g)] + t.tRRD_L)
+                if len(acts) >= 4:
+                    act = max(act, acts[-4] + t.tFAW)
+                ready = act + t.tRCD + t.tCL
+        start = max(self.bus.get(ch, 0.0), ready)
+        if t.tCCD_L and (ch, g) in self.start_g:
+            start = max(start, self.start_g[(ch, g)] + t.tCCD_L)
+        return start, kind, act
+
+    def commit(self, ch, bank, row, g, start, kind, act) -> float:
+        t = self.t
+        key = (ch, bank)
+        self.open[key] = row
+        if act is not None:
+            self.act[key] = act
+            self.acts.setdefault(ch, []).append(act)
+            self.acts_g[(ch, g)] = act
+        self.start_g[(ch, g)] = start
+        end = start + t.burst_bytes / (t.bytes_per_cycle / t.channels)
+        self.bus[ch] = end
+        self.ready[key] = end - t.tCL
+        self.end[key] = end
+        self.kinds[kind] += 1
+        return end
+
+    def serve(self, t0s: list[float], bursts: list[int]) -> list[float]:
+        """Each channel: admit requests in order while fewer than queue_depth wait outside the
+        bank queues; serve the visible one whose data starts first, the oldest on a tie."""
+        t = self.t
+        depth, per_bank = t.queue_depth, t.bank_queue_depth
+        done = [0.0] * len(bursts)
+        for ch in range(t.channels):
+            mine = [i for i, b in enumerate(bursts) if self.locate(b)[0] == ch]
+            admitted: list[int] = []
+
+            def visible(admitted=admitted):
+                if per_bank == 0:
+                    return list(admitted)
+                seen: dict[int, int] = {}
+                out = []
+                for i in admitted:
+                    bank = self.locate(bursts[i])[1]
+                    if seen.get(bank, 0) < per_bank:
+                        out.append(i)
+                    seen[bank] = seen.get(bank, 0) + 1
+                return out
+
+            while mine or admitted:
+                while mine and len(admitted) - (len(visible()) if per_bank else 0) < depth:
+                    admitted.append(mine.pop(0))
+                self.refresh(ch, t0s[admitted[0]])
+                best = None
+                for i in visible():  # in age order: a strict < keeps the oldest on a tie
+                    _, bank, row, g = self.locate(bursts[i])
+                    start = self.evaluate(t0s[i], ch, bank, row, g)[0]
+                    if best is None or start < best[0]:
+                        best = (start, i)
+                i = best[1]
+                _, bank, row, g = self.locate(bursts[i])
+                start, kind, act = self.evaluate(t0s[i], ch, bank, row, g)
+                done[i] = self.commit(ch, bank, row, g, start, kind, act)
+                admitted.remove(i)
+        return done
+
+
+@st.composite
+def full_timings(draw) -> DramTiming:
+    burst = draw(st.sampled_from([16, 32, 64]))
+    banks = draw(st.sampled_from([1, 2, 4, 8]))
+    refi = draw(st.sampled_from([0, 0, 90, 400]))
+    return DramTiming(
+        channels=draw(st.integers(1, 3)),
+        bytes_per_cycle=draw(st.sampled_from([8.0, 12.8, 25.6])),
+        latency_cycles=draw(st.integers(0, 30)),
+        banks_per_channel=banks,
+        row_buffer_bytes=burst * draw(st.sampled_from([1, 2, 4, 8])),
+        burst_bytes=burst,
+        tRCD=draw(st.integers(0, 14)), tCL=draw(st.integers(0, 14)),
+        tRP=draw(st.sampled_from([0, 5, 13.5])),
+        bank_groups=draw(st.sampled_from([g for g in (1, 2, 4) if banks % g == 0])),
+        mapping=draw(st.sampled_from(["channel_column_bank", "channel_group_column_bank"])),
+        tCCD_L=draw(st.sampled_from([0, 0, 2, 5.5])),
+        tRRD_S=draw(st.sampled_from([0, 1, 2.5])),
+        tRRD_L=draw(st.sampled_from([0, 3])),
+        tFAW=draw(st.sampled_from([0, 0, 13.25])),
+        tRAS=draw(st.sampled_from([0, 0, 20])),
+        tREFI=refi, tRFC=draw(st.sampled_from([0, 30])) if refi else 0,
+        queue_depth=draw(st.sampled_from([1, 1, 2, 5, 32])),
+        bank_queue_depth=draw(st.sampled_from([0, 0, 1, 3])),
+    )
+
+
+requests = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 1 << 14)), min_size=1,
+                    max_size=40)
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(t=full_timings(), reqs=requests)
+def test_stream_matches_the_reference_event_loop(t, reqs):
+    """``Dram.stream`` (numba, all the later rules) equals the plain-Python event loop, float
+    for float, on hypothesis-generated request streams and timings."""
+    now = np.cumsum([gap for gap, _ in reqs]).astype(np.float64)
+    addr = np.array([a for _, a in reqs], dtype=np.int64)
+    fast, ref = Dram(t), QueueReference(t)
+    got = fast.stream(now, addr)
+    want = ref.serve((now + t.latency_cycles).tolist(), (addr // t.burst_bytes).tolist())
+    assert got.tolist() == want
+    assert (fast.stats.row_hits, fast.stats.row_misses, fast.stats.row_conflicts) == \
+        tuple(ref.kinds)
+
+
+@settings(max_examples=70, **SETTINGS)
+@given(t=full_timings(), sizes=st.lists(st.integers(0, 3000), min_size=3, max_size=3),
+       bases=st.lists(st.integers(0, 1 << 16), min_size=3, max_size=3), now=st.floats(0, 500))
+def test_the_fast_contiguous_path_equals_the_reference(t, sizes, bases, now):
+    """``transfer3`` (row blocks, the oldest served without filling the queue when it can start
+    at once) equals the event loop over the three runs' bursts, requested together."""
+    fast, ref = Dram(t), QueueReference(t)
+    fast.transfer(0.0, 777, 500)  # some state first
+    b0 = list(range(777 // t.burst_bytes, (777 + 499) // t.burst_bytes + 1))
+    ref.serve([float(t.latency_cycles)] * len(b0), b0)
+    finish, moved, hits, misses, conflicts = fast.transfer3(
+        now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2])
+    bursts = [b for base, size in zip(bases, sizes, strict=True) if size
+              for b in range(base // t.burst_bytes, (base + size - 1) // t.burst_bytes + 1)]
+    ref.kinds = [0, 0, 0]
+    done = ref.serve([now + t.latency_cycles] * len(bursts), bursts)
+    assert finish == (max(done) if done else now)
+    assert moved == len(bursts) * t.burst_bytes
+    assert [hits, misses, conflicts] == ref.kinds
+    np.testing.assert_array_equal(fast.open_row, [ref.open.get((c, k), -1)
+                                                  for c in range(t.channels)
+                                                  for k in range(t.banks_per_channel)])
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(t=full_timings(), base=st.integers(0, 5000), run=st.integers(1, 300),
+       n=st.integers(1, 5), gap=st.integers(0, 200))
+def test_a_strided_transfer_equals_the_reference(t, base, run, n, gap):
+    fast, ref = Dram(t), QueueReference(t)
+    r = fast.transfer(3.0, base, run, n, run + gap)
+    seq: list[int] = []
+    for i in range(n):
+        for b in range((base + i * (run + gap)) // t.burst_bytes,
+                       (base + i * (run + gap) + run - 1) // t.burst_bytes + 1):
+            if not seq or seq[-1] != b:
+                seq.append(b)
+    done = ref.serve([3.0 + t.latency_cycles] * len(seq), seq)
+    assert r.finish == max(done) and r.bursts == len(seq)
+    assert [r.row_hits, r.row_misses, r.row_conflicts] == ref.kinds
+
+
+def test_the_engines_request_kernel_equals_transfer3_with_every_rule():
+    """``_serve_kernel`` on the presets' settings (queues, groups, limits, refresh) equals
+    ``transfer3`` at the same addresses."""
+    from simulator.arch import load_arch
+    from simulator.dram import _serve_kernel, serve_state
+
+    rng = random.Random(5)
+    for preset in ("tensordash", "stc-2to4"):
+        arch = load_arch(preset)
+        tm = DramTiming.from_spec(arch.dram, arch.clock_ghz)
+        region = 1 << 30
+        ref, fast = Dram(tm), Dram(tm)
+        ints, floats = serve_state(fast, region)
+        acc = np.zeros((1, 4), dtype=np.int64)
+        mine = [0, 0, 0]
+        now = 0.0
+        for _ in range(300):
+            a, b, c = (rng.choice([0, rng.randrange(1, 20000)]) for _ in range(3))
+            now += rng.uniform(0, 400)
+            base = [r * region + mine[r] % region for r in range(3)]
+            mine = [m + k for m, k in zip(mine, (a, b, c), strict=True)]
+            want = ref.transfer3(now, base[0], a, base[1], b, base[2], c)[0]
+            assert _serve_kernel(now, a, b, c, 0, ints, floats, acc) == want
+
+
+def test_defaults_are_the_first_model():
+    """Every later key at its default: the old reference's results, and the fast flag set."""
+    t = timing(channels=2, banks_per_channel=4)
+    assert (t.bank_groups, t.mapping, t.tCCD_L, t.tFAW, t.tREFI, t.queue_depth,
+            t.bank_queue_depth) == (1, "channel_column_bank", 0.0, 0.0, 0.0, 1, 0)
+    rng = random.Random(2)
+    d, ref = Dram(t), ReferenceDram(t)
+    for _ in range(200):
+        args = (rng.uniform(0, 3000), rng.randrange(1 << 16), rng.randrange(1, 900))
+        assert d.transfer(*args) == ref.transfer(*args)
+
+
+def test_bank_groups_space_one_groups_bursts_by_tccd_l():
+    """Under channel_column_bank a channel's bursts stay in one bank (one group): tCCD_L
+    spaces them; channel_group_column_bank alternates groups and streams at the burst."""
+    base = dict(channels=1, bytes_per_cycle=25.6, banks_per_channel=16, row_buffer_bytes=8192,
+                tRCD=14, tCL=14, tRP=14, bank_groups=4, tCCD_L=5.0, latency_cycles=0)
+    n = 8192
+    low = Dram(timing(**base)).transfer(0.0, 0, n)
+    inter = Dram(timing(**base, mapping="channel_group_column_bank")).transfer(0.0, 0, n)
+    assert low.cycles == pytest.approx(28 + (n // 64 - 1) * 5.0 + 2.5)
+    assert inter.cycles == pytest.approx(28 + (n // 64) * 2.5)
+
+
+def test_activate_limits_bound_row_opening():
+    """One burst per row, every row in another bank: at most four activates per tFAW, one per
+    tRRD_S."""
+    t = timing(channels=1, bytes_per_cycle=64.0, banks_per_channel=16, row_buffer_bytes=64,
+               tRCD=10, tCL=10, tRP=10, latency_cycles=0, tRRD_S=2, tFAW=20)
+    d = Dram(t)
+    r = d.transfer(0.0, 0, 64, 400, 64)  # 400 bursts, 400 rows over 16 banks
+    assert r.row_misses + r.row_conflicts == 400
+    assert r.cycles >= (400 // 4 - 1) * 20
+    free = Dram(timing(channels=1, bytes_per_cycle=64.0, banks_per_channel=16,
+                       row_buffer_bytes=64, tRCD=10, tCL=10, tRP=10, latency_cycles=0))
+    assert free.transfer(0.0, 0, 64, 400, 64).cycles < r.cycles / 2
+
+
+def test_refresh_costs_its_share_of_a_long_stream():
+    t = dict(channels=1, bytes_per_cycle=16.0, banks_per_channel=4, latency_cycles=0)
+    plain = Dram(timing(**t)).transfer(0.0, 0, 1 << 20)
+    ref = Dram(timing(**t, tREFI=1000, tRFC=100)).transfer(0.0, 0, 1 << 20)
+    # every tREFI the bus loses tRP + tRFC and the reopening of the row (tRCD + tCL)
+    lost = 14 + 100 + 28
+    assert ref.cycles / plain.cycles == pytest.approx(1000 / (1000 - lost), rel=0.01)
+
+
+def test_refresh_in_idle_time_only_closes_rows():
+    t = timing(channels=1, banks_per_channel=1, latency_cycles=0, tREFI=1000, tRFC=100)
+    d = Dram(t)
+    d.transfer(0.0, 0, 64)
+    r = d.transfer(10_500.0, 64, 64)  # refreshes at 1000 ... 10000 fell in idle time
+    assert r.row_misses == 1 and r.cycles == 14 + 14 + 4
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(t=full_timings(), picks=st.lists(st.integers(0, 1 << 12), min_size=1, max_size=200))
+def test_a_queue_is_never_worse_than_in_order_on_row_hits(t, picks):
+    """A stream of row hits (bursts of row 0 of any bank, every row opened first): the queue
+    serves it no later than in order."""
+    t = dataclasses.replace(t, tREFI=0, tRFC=0)
+    in_order = dataclasses.replace(t, queue_depth=1, bank_queue_depth=0)
+    row0 = [a for a in range(0, 1 << 16, t.burst_bytes) if map_address(t, a)[2] == 0]
+    addr = np.array([row0[p % len(row0)] for p in picks], dtype=np.int64)
+    a, b = Dram(t), Dram(in_order)
+    for d in (a, b):  # every row 0 open
+        d.stream(np.zeros(len(row0)), np.array(row0, dtype=np.int64))
+    now = np.full(len(addr), 1000.0)
+    got, want = a.stream(now, addr), b.stream(now, addr)
+    assert a.stats.row_hits - b.stats.row_hits == 0
+    assert got.max() <= want.max()
+
+
+def test_stream_refuses_bad_input():
+    d = Dram(timing())
+    with pytest.raises(ValueError, match="non-decreasing"):
+        d.stream(np.array([5.0, 1.0]), np.array([0, 64]))
+    with pytest.raises(ValueError, match="one length"):
+        d.stream(np.array([0.0]), np.array([0, 64]))
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("bank_groups", 3, "divisor"), ("mapping", "row_first", "channel_column_bank"),
+    ("tRFC", 10, "tREFI is 0"), ("tFAW", -1, "cycles >= 0"), ("queue_depth", 0, "positive"),
+    ("bank_queue_depth", -1, "integer >= 0")])
+def test_bad_later_timing_is_refused(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        timing(**{field: value})
+    with pytest.raises(ValueError, match="more than tRP"):
+        timing(tREFI=100, tRFC=90)
+
+
+@pytest.mark.parametrize("preset", ["tensordash", "stc-2to4"])
+def test_the_presets_engine_requests_equal_the_reference(preset):
+    """Engine-like requests (three contiguous runs of regions 1 GiB apart, a refresh among
+    them) on the presets' own settings: ``transfer3`` equals the event loop."""
+    from simulator.arch import load_arch
+
+    arch = load_arch(preset)
+    t = DramTiming.from_spec(arch.dram, arch.clock_ghz)
+    fast, ref = Dram(t), QueueReference(t)
+    rng = random.Random(7)
+    offsets = [0, 0, 0]
+    now = 0.0
+    for _ in range(6):
+        sizes = [rng.randrange(0, 5000) for _ in range(3)]
+        now += rng.uniform(0, 2000)
+        bases = [r * (1 << 30) + offsets[r] for r in range(3)]
+        offsets = [o + n for o, n in zip(offsets, sizes, strict=True)]
+        got = fast.transfer3(now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2])
+        bursts = [b for base, size in zip(bases, sizes, strict=True) if size
+                  for b in range(base // t.burst_bytes, (base + size - 1) // t.burst_bytes + 1)]
+        ref.kinds = [0, 0, 0]
+        done = ref.serve([now + t.latency_cycles] * len(bursts), bursts)
+        assert got[0] == (max(done) if done else now)
+        assert list(got[2:]) == ref.kinds
+
+
+def test_stream_counts_requests_reads_and_writes():
+    d = Dram(timing())
+    d.stream(np.array([0.0, 1.0, 2.0]), np.array([0, 64, 4096]), np.array([False, True, False]))
+    s = d.stats
+    assert (s.transfers, s.bursts, s.bytes_read, s.bytes_written) == (3, 3, 128, 64)
+    assert s.row_hits + s.row_misses + s.row_conflicts == 3

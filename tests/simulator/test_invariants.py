@@ -10,6 +10,8 @@ choice, SCALE-Sim's prefetch figure with small buffers) are not asserted; the te
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,6 +108,8 @@ def arch_st(draw, presets=PRESETS, features=False):
     if draw(st.booleans()):  # another DRAM organisation
         over["dram.channels"] = draw(st.sampled_from([1, 3, 5]))
         over["dram.banks_per_channel"] = draw(st.sampled_from([1, 4, 16]))
+        # the preset's bank groups, as many as the banks allow
+        over["dram.bank_groups"] = math.gcd(arch.dram.bank_groups, over["dram.banks_per_channel"])
         over["dram.burst_bytes"] = draw(st.sampled_from([16, 256]))
         over["dram.latency_cycles"] = draw(st.sampled_from([0, 100]))
     return arch.with_overrides(over) if over else arch
