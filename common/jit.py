@@ -8,14 +8,24 @@ available``. Here, before the first kernel is decorated, the module checks those
 each source folder; when neither works and ``NUMBA_CACHE_DIR`` is not set, the cache goes to a
 private folder in the temporary directory instead, and when even that cannot be made the
 kernels are compiled without a disk cache (slower to start, same results).
+
+numba checks a cached kernel against its own source file only, but the machine code it keeps
+includes the kernels of other modules that it calls (the engine's run kernel calls the DRAM
+model's): after such a module changes, the stale code would run against the new one's data and
+corrupt memory. So each kernel's cache stamp here also holds the source of every other module
+whose kernels it reaches, directly or through them (``_callee_files``): a change there makes
+numba compile it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,10 +87,67 @@ def njit(*args: Any, **kwargs: Any) -> Callable[..., Any]:
 
     def register(fn: Callable[..., Any]) -> Any:
         kernel = decorate(fn)
+        _stamp_callees(kernel, fn)
         _kernels.append(kernel)
         return kernel
 
     return register
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """The global and attribute names a function's code (and code nested in it) uses."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _callees(fn: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """The Python functions of the numba kernels ``fn`` names: as globals, or as attributes
+    of modules it names (``kx.popcount64``)."""
+    found = []
+    g = getattr(fn, "__globals__", {})
+    names = _code_names(fn.__code__)
+    for name in names:
+        obj = g.get(name)
+        objs = ([getattr(obj, a, None) for a in names] if isinstance(obj, types.ModuleType)
+                else [obj])
+        found += [o.py_func for o in objs if callable(getattr(o, "py_func", None))]
+    return found
+
+
+def _callee_files(fn: Callable[..., Any]) -> list[str]:
+    """Source files, other than ``fn``'s own, of the kernels ``fn`` reaches through calls."""
+    own = inspect.getfile(fn)
+    seen, files, todo = set(), set(), [fn]
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for callee in _callees(f):
+            files.add(inspect.getfile(callee))
+            todo.append(callee)
+    files.discard(own)
+    return sorted(files)
+
+
+def _stamp_callees(kernel: Any, fn: Callable[..., Any]) -> None:
+    """Make ``kernel``'s cache stamp hold the source of the other modules it calls into (the
+    module docstring), so that a change there recompiles it."""
+    cache_file = getattr(getattr(kernel, "_cache", None), "_cache_file", None)
+    if cache_file is None or not hasattr(cache_file, "_source_stamp"):
+        return  # no disk cache
+    deps = []
+    for path in _callee_files(fn):
+        try:
+            deps.append((os.path.basename(path), hashlib.sha256(Path(path).read_bytes())
+                         .hexdigest()))
+        except OSError:
+            deps.append((os.path.basename(path), None))
+    if deps:
+        cache_file._source_stamp = (cache_file._source_stamp, tuple(deps))
 
 
 def compile_mark() -> float:

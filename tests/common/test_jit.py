@@ -96,3 +96,36 @@ def test_a_run_counts_the_kernels_it_compiled(tmp_path):
                                       check=True).stdout)
     assert first[0] == 1 and "compiled 1 of" in first[1]
     assert again == [0, None]
+
+
+CALLER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import probe_caller
+print(json.dumps(probe_caller.outer(1)))
+"""
+
+
+def test_a_kernel_is_recompiled_when_a_kernel_it_calls_in_another_module_changes(tmp_path):
+    """numba checks a cached kernel against its own file only, yet keeps the code of the
+    other modules' kernels it calls: without the callees in its stamp, a changed callee runs
+    stale (the engine's run kernel kept an old DRAM kernel and corrupted memory)."""
+    callee = ("from common.jit import njit\n\n\n@njit(cache=True)\ndef inner(x):\n"
+              "    return x + {}\n")
+    (tmp_path / "probe_callee.py").write_text(callee.format(10))
+    (tmp_path / "probe_caller.py").write_text(
+        "from common.jit import njit\nimport probe_callee\nfrom probe_callee import inner\n\n\n"
+        "@njit(cache=True)\ndef outer(x):\n    return inner(x) + probe_callee.inner(x)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "nb"),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    run = [sys.executable, "-c", CALLER, str(tmp_path)]
+
+    def outer() -> int:
+        out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout)
+
+    assert outer() == 22
+    assert outer() == 22  # from the cache
+    (tmp_path / "probe_callee.py").write_text(callee.format(200))
+    assert outer() == 402  # not the cached 22
