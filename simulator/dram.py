@@ -480,21 +480,29 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
     Only the oldest row hit and the oldest other burst of each bank are timed: the others of
     the same bank and kind start no sooner (the same bank state, requested no sooner)."""
     banks = ints[2]
+    o_open = _IH + ch * banks
+    timed = len(t0s) > 0
     best = 0
     best_ds = 0.0
     seen[:] = 0
+    k = head
     for i in range(cnt):
-        e = ring[(head + i) % cap]
-        bank = e[1]
+        bank = ring[k, 1]
+        row = ring[k, 2]
+        at = k
+        k += 1
+        if k == cap:
+            k = 0
         if per_bank > 0:
             if seen[bank] >= per_bank:
                 continue
             seen[bank] += 1
-        kind = 1 if ints[_IH + ch * banks + bank] == e[2] else 2  # a hit / another kind
+        kind = 1 if ints[o_open + bank] == row else 2  # a hit / another kind
         if seen[banks + bank] & kind:
             continue
         seen[banks + bank] |= kind
-        ds, _, _ = _evaluate(t0s[e[0]] if len(t0s) else t0, ch, bank, e[2], e[3], ints, floats)
+        ds, _, _ = _evaluate(t0s[ring[at, 0]] if timed else t0, ch, bank, row, ring[at, 3],
+                             ints, floats)
         if i == 0 or ds < best_ds:
             best, best_ds = i, ds
     return best
@@ -503,9 +511,15 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
 @njit(cache=True, inline="always")
 def _take(ring, head, cap, i):
     """Remove queue position ``i`` (entries before it move up one); returns the new head."""
-    for p in range(i, 0, -1):
-        ring[(head + p) % cap, :] = ring[(head + p - 1) % cap, :]
-    return (head + 1) % cap
+    dst = head + i
+    if dst >= cap:
+        dst -= cap
+    for _ in range(i):
+        src = dst - 1 if dst > 0 else cap - 1
+        for c in range(4):
+            ring[dst, c] = ring[src, c]
+        dst = src
+    return head + 1 if head + 1 < cap else 0
 
 
 @njit(cache=True, inline="always")
@@ -561,6 +575,39 @@ def _waits(admitted, bank, per_bank, change):
     if change > 0:
         return 1 if admitted[bank] > per_bank else 0
     return -1 if admitted[bank] >= per_bank else 0
+
+
+@njit(cache=True, inline="always")
+def _exact_steps(t, step, n):
+    """Whether ``t + i * step`` is a float for every ``i <= n`` (``t`` and ``step`` multiples
+    of one power of two, the largest sum below 2**53 of them): then adding ``step`` ``i`` times
+    to ``t`` gives ``t + i * step`` exactly, and a run of row hits at the bus rate can be
+    written in closed form with the same floats as burst by burst."""
+    s = 1.0
+    k = 0
+    while step * s != math.floor(step * s) or t * s != math.floor(t * s):
+        s *= 2.0
+        k += 1
+        if k > 52:
+            return False
+    return abs(t * s) + n * (step * s) < 9007199254740992.0
+
+
+@njit(cache=True, inline="always")
+def _steps_before(t, step, n, due):
+    """How many of ``t, t + step, ..., t + (n - 1) step`` come before ``due`` (all exact
+    floats, ``_exact_steps``), counting from the first: the bursts a run starts before its
+    channel's next refresh."""
+    if not due < math.inf:
+        return n
+    if t >= due:
+        return 0
+    m = min(n, int(math.ceil((due - t) / step)))
+    while m > 0 and t + (m - 1) * step >= due:
+        m -= 1
+    while m < n and t + m * step < due:
+        m += 1
+    return m
 
 
 @njit(cache=True)
@@ -673,13 +720,21 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
             ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
             lazy = release = False
             if ds > floats[o_bus + ch]:  # a gap: a younger burst may fill it
+                tail = head + cnt
+                if tail >= cap:
+                    tail -= cap
                 while waiting < depth and s < 3:  # admit the next bursts
                     bank, row, g, bank0, blk_end = _step_locate(
                         nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
                         span)
                     loc_j = nj
-                    e = ring[(head + cnt) % cap]
-                    e[0], e[1], e[2], e[3] = nj * 4 + s, bank, row, g
+                    ring[tail, 0] = nj * 4 + s
+                    ring[tail, 1] = bank
+                    ring[tail, 2] = row
+                    ring[tail, 3] = g
+                    tail += 1
+                    if tail == cap:
+                        tail = 0
                     cnt += 1
                     waiting += _waits(admitted, bank, per_bank, 1)
                     nj, s = _advance(nj, s, lo, hi)
@@ -734,6 +789,26 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 gb = g
                 kb = ch * banks + bank
                 i = 0
+                if _exact_steps(bus, t_burst, n):
+                    # every bus + i * t_burst is a float, so the additions below are exact:
+                    # only the bursts before the refresh, and each bank's last one, are written
+                    i = _steps_before(bus, t_burst, n, due)
+                    first = max(0, i - gm)
+                    if mapping == 1:
+                        gb = (g + first) % groups
+                    bus0 = bus
+                    bus = bus0 + first * t_burst
+                    for _ in range(first, i):
+                        if mapping == 1:
+                            gb += 1
+                            if gb == groups:
+                                gb = 0
+                            kb = ch * banks + bank0 + gb
+                        if tccd > 0.0:
+                            floats[o_start + ch * groups + gb] = bus
+                        bus = bus + t_burst
+                        floats[o_ready + kb] = bus - t_cl
+                        floats[o_end + kb] = bus
                 while i < n and bus < due:
                     if mapping == 1:
                         gb += 1
@@ -858,8 +933,11 @@ def _contiguous_kernel(t0, base, size, ints, floats):
                 conflicts += 1
             n = seg_end - j
             hits += n + (kind == 0)
-            for _ in range(n):  # the same float additions as burst by burst
-                data_end += t_burst
+            if _exact_steps(data_end, t_burst, n):  # the sum of the additions below, exact
+                data_end = data_end + n * t_burst
+            else:
+                for _ in range(n):  # the same float additions as burst by burst
+                    data_end += t_burst
             floats[o_bus + ch] = data_end
             floats[o_bus + channels + ch * banks + bank] = data_end - floats[4]
             if data_end > finish:

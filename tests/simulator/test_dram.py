@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from simulator.dram import Dram, DramTiming, TransferResult, map_address
@@ -610,6 +610,30 @@ def test_the_fast_contiguous_path_equals_the_reference(t, sizes, bases, now):
     np.testing.assert_array_equal(fast.open_row, [ref.open.get((c, k), -1)
                                                   for c in range(t.channels)
                                                   for k in range(t.banks_per_channel)])
+    assert_same_state(fast, ref)
+
+
+def assert_same_state(fast: Dram, ref: QueueReference) -> None:
+    """Every bank's next-command time and every channel's bus equal the reference's, float for
+    float: the row-hit runs written in closed form leave each bank as burst by burst does."""
+    t = fast.timing
+    banks = range(t.banks_per_channel)
+    assert fast.bank_ready.tolist() == [ref.ready.get((c, k), 0.0)
+                                        for c in range(t.channels) for k in banks]
+    assert fast.bus_free.tolist() == [ref.bus.get(c, 0.0) for c in range(t.channels)]
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(t=full_timings(), base=st.integers(0, 1 << 12), size=st.integers(1, 1 << 15),
+       now=st.sampled_from([0.0, 3.0, 37.5, 401.25]))
+def test_long_row_hit_runs_equal_the_reference(t, base, size, now):
+    """One long transfer: most of its bursts go through the row-hit runs (in closed form where
+    every time is an exact float, burst by burst otherwise), refreshes falling inside them."""
+    fast, ref = Dram(t), QueueReference(t)
+    finish = fast.transfer3(now, base, size, 0, 0, 0, 0)[0]
+    bursts = list(range(base // t.burst_bytes, (base + size - 1) // t.burst_bytes + 1))
+    assert finish == max(ref.serve([now + t.latency_cycles] * len(bursts), bursts))
+    assert_same_state(fast, ref)
 
 
 @settings(max_examples=40, **SETTINGS)
@@ -778,3 +802,29 @@ def test_stream_counts_requests_reads_and_writes():
     s = d.stats
     assert (s.transfers, s.bursts, s.bytes_read, s.bytes_written) == (3, 3, 128, 64)
     assert s.row_hits + s.row_misses + s.row_conflicts == 3
+
+
+@settings(max_examples=200, deadline=None)
+@example(t=0.0, step=2.0, n=10, due=4.0)  # a burst would start exactly at the refresh
+@example(t=1.25, step=1.25, n=5, due=2.5)
+@given(t=st.integers(-64, 4000).map(lambda v: v / 4), step=st.sampled_from(
+    [0.25, 1.25, 2.0, 2.5, 1 / 3, 0.1, 64 / 20.4, 3.0]), n=st.integers(0, 300),
+    due=st.one_of(st.just(math.inf), st.integers(-64, 4800).map(lambda v: v / 4)))
+def test_row_hit_run_closed_form_against_adding_one_burst_at_a_time(t, step, n, due):
+    """``_exact_steps`` / ``_steps_before`` (the closed form of a run of row hits) against
+    adding ``step`` one burst at a time: where it claims exactness every partial sum is
+    ``t + i * step``, and the count of bursts that start before ``due`` is the loop's."""
+    from simulator.dram import _exact_steps, _steps_before
+
+    exact = _exact_steps(t, step, n)
+    bus, i = t, 0
+    sums = []
+    while i < n and bus < due:
+        bus += step
+        sums.append(bus)
+        i += 1
+    if step in (0.25, 1.25, 2.0, 2.5, 3.0):  # dyadic steps over quarter-cycle starts
+        assert exact
+    if exact:
+        assert sums == [t + (k + 1) * step for k in range(i)]
+        assert _steps_before(t, step, n, due) == i
