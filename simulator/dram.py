@@ -112,8 +112,13 @@ burst takes the bank logic and the rest are row hits at the bus rate (float addi
 With them, the oldest burst is served at once when its data can start when the bus is free (no
 request can do better and the oldest wins a tie; the queue is then not even filled), and once a
 block's banks have each been served in order, the rest of the block goes at the bus rate, its
-bank and group state written as it goes, until the run ends or a refresh is due. The tests hold
-both paths equal to a plain-Python event loop of the rules above, float for float.
+bank and group state written as it goes, until the run ends or a refresh is due; where every
+time of that run is an exact float (the burst time and the bus a multiple of one power of two)
+it is written in closed form, each bank's last burst only. When the oldest burst would leave
+the bus idle, the requests the controller would admit are first looked over without admitting
+them (a row block's bursts after its first banks' add no new candidate); only when a younger one
+wins is the queue filled. The tests hold these paths equal to a plain-Python event loop of the
+rules above, float for float.
 """
 
 from __future__ import annotations
@@ -508,6 +513,58 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
     return best
 
 
+@njit(cache=True)
+def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
+    """``_pick`` over the requests channel ``ch``'s controller would admit when its queue is
+    empty and the next ones are the walk's bursts from ``(nj, s)`` on (``_queued3_kernel``,
+    all requested at ``t0``), without admitting them. Inside a row block's piece every burst
+    after the first ``gm`` has the bank and row of one of those (the same class, timed no
+    sooner), so only those are timed; the rest are counted, for the bank queues' occupancy and
+    where admission stops. Returns the window position of the pick (0: the oldest)."""
+    banks, bpr = ints[2], ints[3]
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
+    span = bpr * groups if mapping == 1 else bpr
+    gm = groups if mapping == 1 else 1
+    o_open = _IH + ch * banks
+    seen[:] = 0  # admitted per bank, then the classes timed per bank
+    waiting = 0
+    pos = 0
+    best = 0
+    best_ds = 0.0
+    while s < 3:
+        bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
+        last = min((nj // span + 1) * span - 1, hi[s])
+        bank0 = bank - g
+        for o in range(last - nj + 1):
+            if mapping == 1:
+                bank = bank0 + g
+            timed = o < gm
+            if per_bank == 0:
+                waiting += 1
+            else:  # in its bank's queue, or waiting behind it
+                n_b = seen[bank]
+                seen[bank] = n_b + 1
+                if n_b >= per_bank:
+                    waiting += 1
+                    timed = False
+            if timed:
+                kind = 1 if ints[o_open + bank] == row else 2  # a hit / another kind
+                if seen[banks + bank] & kind == 0:
+                    seen[banks + bank] |= kind
+                    ds, _, _ = _evaluate(t0, ch, bank, row, g, ints, floats)
+                    if pos == 0 or ds < best_ds:
+                        best, best_ds = pos, ds
+            pos += 1
+            if waiting >= depth:
+                return best
+            if mapping == 1:
+                g += 1
+                if g == groups:
+                    g = 0
+        nj, s = _advance(last, s, lo, hi)
+    return best
+
+
 @njit(cache=True, inline="always")
 def _take(ring, head, cap, i):
     """Remove queue position ``i`` (entries before it move up one); returns the new head."""
@@ -719,7 +776,11 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                     run_j = -2
             ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
             lazy = release = False
-            if ds > floats[o_bus + ch]:  # a gap: a younger burst may fill it
+            gap = ds > floats[o_bus + ch]  # a gap: a younger burst may fill it
+            if gap and cnt == 0 and _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen,
+                                                 ints, floats) == 0:
+                gap = False  # none does: the head is served in order, nothing admitted
+            if gap:
                 tail = head + cnt
                 if tail >= cap:
                     tail -= cap
