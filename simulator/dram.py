@@ -483,10 +483,12 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
     (at ``t0`` when ``t0s`` is empty); the oldest on a tie. ``seen``: scratch, two per bank.
 
     Only the oldest row hit and the oldest other burst of each bank are timed: the others of
-    the same bank and kind start no sooner (the same bank state, requested no sooner)."""
+    the same bank and kind start no sooner (the same bank state, requested no sooner). No burst
+    starts before the bus is free, so the first that starts then is the pick."""
     banks = ints[2]
     o_open = _IH + ch * banks
     timed = len(t0s) > 0
+    bus = floats[_FH + ch]
     best = 0
     best_ds = 0.0
     seen[:] = 0
@@ -510,6 +512,8 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
                              ints, floats)
         if i == 0 or ds < best_ds:
             best, best_ds = i, ds
+            if ds <= bus:  # starts when the bus is free: no later one starts sooner
+                break
     return best
 
 
@@ -554,6 +558,8 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
                     ds, _, _ = _evaluate(t0, ch, bank, row, g, ints, floats)
                     if pos == 0 or ds < best_ds:
                         best, best_ds = pos, ds
+                        if ds <= floats[_FH + ch]:  # starts when the bus is free: the pick
+                            return best
             pos += 1
             if waiting >= depth:
                 return best
