@@ -572,6 +572,33 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
 
 
 @njit(cache=True, inline="always")
+def _hits_at_bus(ch, row, bank0, g, run, gm, n, ints, floats):
+    """Whether the next bursts of a row block (``channel_group_column_bank``: bank
+    ``bank0 + g`` served last, ``run`` of the block's in order up to it; ``n`` left in the
+    piece) to the banks not among the last ``run`` served are row hits whose data can start
+    when the bus is free, one after another: open on ``row`` and their group's last start +
+    tCCD_L no later (their last data and ``t0 + tCL`` are behind the burst just served, which
+    started no sooner). Then, with the served ones, every bank of the block is as after ``gm``
+    bursts in order, and the rest of the piece goes at the bus rate."""
+    banks, groups = ints[2], ints[_I_GROUPS]
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
+        ints[1], banks, groups)
+    bus = floats[o_bus + ch]
+    tccd = floats[_F_CCDL]
+    gb = g
+    for _ in range(min(gm - run, n)):
+        gb += 1
+        if gb == groups:
+            gb = 0
+        if ints[_IH + ch * banks + bank0 + gb] != row:
+            return False
+        if tccd > 0.0 and floats[o_start + ch * groups + gb] + tccd > bus:
+            return False
+        bus = bus + floats[5]
+    return True
+
+
+@njit(cache=True, inline="always")
 def _take(ring, head, cap, i):
     """Remove queue position ``i`` (entries before it move up one); returns the new head."""
     dst = head + i
@@ -843,13 +870,16 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 nj, s = key // 4, key % 4
                 cnt = waiting = 0
                 admitted[:] = 0
-            if lazy and cnt == 0 and bulk and run >= gm and s < 3 and nj == run_j + 1 \
-                    and nj <= blk_end:
-                # the last gm bursts were this block's, in order: every bank of the block has
-                # its row open and every later burst of the block starts when the bus is free
-                # (its bank's last data, t0 + tCL and its group's last start + tCCD_L are
-                # behind it), so they go at the bus rate until the block, the run or the time
-                # to the next refresh ends: the same float operations as burst by burst
+            if lazy and cnt == 0 and bulk and s < 3 and nj == run_j + 1 and nj <= blk_end \
+                    and (run >= gm or _hits_at_bus(ch, row, bank0, g, run, gm,
+                                                   min(blk_end, hi[s]) - nj + 1, ints, floats)):
+                # the last gm bursts were this block's, in order (or the banks of the block
+                # not among the last ones served are ready for theirs, ``_hits_at_bus``): every
+                # bank of the block has its row open and every later burst of the block starts
+                # when the bus is free (its bank's last data, t0 + tCL and its group's last
+                # start + tCCD_L are behind it), so they go at the bus rate until the block,
+                # the run or the time to the next refresh ends: the same float operations as
+                # burst by burst
                 n = min(blk_end, hi[s]) - nj + 1
                 bus = floats[o_bus + ch]
                 due = floats[o_ref + ch] if refi > 0.0 else math.inf

@@ -636,6 +636,28 @@ def test_long_row_hit_runs_equal_the_reference(t, base, size, now):
     assert_same_state(fast, ref)
 
 
+@settings(max_examples=60, **SETTINGS)
+@given(t=full_timings(), base=st.integers(0, 1 << 12),
+       moves=st.lists(st.tuples(st.integers(1, 700), st.integers(0, 300),
+                                st.sampled_from([0.0, 0.5, 2.0, 9.0, 60.0])),
+                      min_size=2, max_size=8))
+def test_back_to_back_transfers_equal_the_reference(t, base, moves):
+    """Transfers of two regions that go on where the previous ones stopped, requested while
+    their bursts are still on the bus (as the engine's DMA streams its operands): the bursts at
+    the start of each, to row blocks left open by one region and bank groups just used by the
+    other, and the row-hit runs behind them equal the event loop."""
+    fast, ref = Dram(t), QueueReference(t)
+    now, addr = 0.0, [base, base + (1 << 15) + 3 * t.burst_bytes]
+    for size_a, size_b, gap in moves:
+        now += gap
+        finish = fast.transfer3(now, addr[0], size_a, addr[1], size_b, 0, 0)[0]
+        bursts = [b for a, size in zip(addr, (size_a, size_b), strict=True) if size
+                  for b in range(a // t.burst_bytes, (a + size - 1) // t.burst_bytes + 1)]
+        assert finish == max(ref.serve([now + t.latency_cycles] * len(bursts), bursts))
+        addr = [addr[0] + size_a, addr[1] + size_b]
+    assert_same_state(fast, ref)
+
+
 @settings(max_examples=40, **SETTINGS)
 @given(t=full_timings(), base=st.integers(0, 5000), run=st.integers(1, 300),
        n=st.integers(1, 5), gap=st.integers(0, 200))
