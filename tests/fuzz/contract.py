@@ -53,9 +53,17 @@ class Hang(BaseException):
     the code under test may swallow it)."""
 
 
+def _loaded(seconds: float) -> float:
+    """``seconds`` of an idle machine as wall time now: stretched by how many runnable
+    processes share each core (the one-minute load average), never shortened."""
+    return seconds * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
 @contextlib.contextmanager
 def no_hang(seconds: float = HANG_SECONDS) -> Iterator[None]:
-    """Raise ``Hang`` in the body after ``seconds`` (SIGALRM; main thread only)."""
+    """Raise ``Hang`` in the body after ``seconds`` of an idle machine (SIGALRM, wall time
+    stretched by the load: a blocked read hangs without using the CPU; main thread only)."""
+    seconds = _loaded(seconds)
 
     def ring(signum: int, frame: Any) -> None:
         raise Hang(f"still running after {seconds} s")

@@ -176,3 +176,17 @@ def test_a_fifo_inside_results_is_refused(work):
     code, err = cli("report", "res", "-o", "rep", "-q")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert not (work / "rep").exists()
+
+
+def test_the_hang_guard_stops_a_blocked_wait():
+    """A body blocked without using the CPU (as a read of a FIFO nobody writes would be) is
+    stopped by ``no_hang``, whatever the machine's load (the limit is stretched, never
+    dropped)."""
+    import time
+
+    from tests.fuzz.contract import Hang
+
+    start = time.monotonic()
+    with pytest.raises(Hang), no_hang(0.2):
+        time.sleep(60)
+    assert time.monotonic() - start < 30
