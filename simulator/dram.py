@@ -886,27 +886,16 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 gb = g
                 kb = ch * banks + bank
                 i = 0
+                stop = n
                 if _exact_steps(bus, t_burst, n):
                     # every bus + i * t_burst is a float, so the additions below are exact:
-                    # only the bursts before the refresh, and each bank's last one, are written
-                    i = _steps_before(bus, t_burst, n, due)
-                    first = max(0, i - gm)
+                    # only the bursts before the refresh, and each bank's last one, are walked
+                    stop = _steps_before(bus, t_burst, n, due)
+                    i = max(0, stop - gm)
                     if mapping == 1:
-                        gb = (g + first) % groups
-                    bus0 = bus
-                    bus = bus0 + first * t_burst
-                    for _ in range(first, i):
-                        if mapping == 1:
-                            gb += 1
-                            if gb == groups:
-                                gb = 0
-                            kb = ch * banks + bank0 + gb
-                        if tccd > 0.0:
-                            floats[o_start + ch * groups + gb] = bus
-                        bus = bus + t_burst
-                        floats[o_ready + kb] = bus - t_cl
-                        floats[o_end + kb] = bus
-                while i < n and bus < due:
+                        gb = (g + i) % groups
+                    bus = bus + i * t_burst
+                while i < stop and bus < due:
                     if mapping == 1:
                         gb += 1
                         if gb == groups:
