@@ -4,8 +4,10 @@ A GEMM operand is held as a bit matrix packed along K: ``A`` as (M rows × K bit
 ``Bᵀ`` (N rows × K bits), bit k of a row in word k // 64, bit k % 64 (little-endian). The
 operands are built here from the trace's packed masks (``Bits``: a tensor's C-order bits in
 words of the same order, repacked from the trace's bytes by ``trace_words``): im2col windows
-(``im2col_cols``, ``gather_cols``), strided runs (``runs_rows``) and bit transposes
-(``transpose_bits``), never through a bool array of the tensor or of the expanded matrix.
+(``im2col_cols``, ``im2col_cols_map``, ``gather_cols``), strided runs (``runs_rows``),
+concatenated rows (``gather_runs``), a filter's taps in a K order (``taps_cols``) and bit
+transposes (``transpose_bits``), never through a bool array of the tensor or of the expanded
+matrix.
 
 The scheduler (``schedule``) times one *stream*: T steps of L lanes (a PE's L multipliers), with
 a bit set where the pair is effectual. Each cycle every lane takes at most one pending element,

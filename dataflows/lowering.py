@@ -26,8 +26,10 @@
 
 The operands of every lowering, the default one included (``dataflows.gemm.lower``'s GEMM), are
 built here from the masks as the trace packs them (``kernels.Bits``): each is a strided view of a
-packed tensor (``kernels.runs_rows``), im2col windows (``kernels.im2col_cols``; any other index
-map, ``kernels.gather_cols``), a permutation of packed rows (``_ci_rows``: the K order) or a bit
+packed tensor (``kernels.runs_rows``), im2col windows placed in the K order as they are built
+(``kernels.im2col_cols_map``; any other index map, ``kernels.gather_cols``), rows of a packed
+matrix concatenated (``kernels.gather_runs``) or a filter's taps moved to their K columns
+(``kernels.taps_cols``), a permutation of packed rows (``_ci_rows``: the K order) or a bit
 transpose. No bool array of a tensor or of a GEMM operand is made.
 """
 
