@@ -643,10 +643,24 @@ def im2col_cols_map(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph,
                         continue
                     if y >= hv:
                         break
+                    row = plane + (y0 + y) * W + x0
+                    if sw == 1:  # column j reads x = ow + j·dw − pw: the row's bits in place
+                        for j in range(kw):
+                            x = j * dw - pw
+                            lo = max(0, x)
+                            hi = min(wv, x + wo)
+                            t = lo
+                            while t < hi:
+                                cnt = min(64, hi - t)
+                                v = extract_bits(src, row + t, cnt)
+                                if v != 0:
+                                    _or_at(blocks, n * nb + j * sh + py, yq * wo + t - x, v, cnt)
+                                t += cnt
+                        continue
                     for p in range(sw):
                         for w in range(phases.shape[1]):
                             phases[p, w] = _Z
-                    _plane_phases(src, plane + (y0 + y) * W + x0, wv, sw, pw, phases)
+                    _plane_phases(src, row, wv, sw, pw, phases)
                     for j in range(kw):
                         _copy_run(blocks, n * nb + j * sh + py, yq * wo, phases, jph[j], jq[j],
                                   wo)
