@@ -35,7 +35,7 @@ transpose. No bool array of a tensor or of a GEMM operand is made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -380,10 +380,39 @@ def _rot_cols(S: _Shape, wt: Bits, grp: int, ti: np.ndarray, tj: np.ndarray) -> 
     return kx.gather_runs(wcols, rows, S.cout, _slots(S, S.cout), S.kdim(S.cout, nt))
 
 
+_FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _all_ones(t: Bits) -> bool:
+    """Whether every bit of ``t`` is set (a dense operand held as ones): its windows are then
+    the same in every image."""
+    n, w = t.numel, t.words
+    whole = n >> 6
+    if whole and w[0] != _FULL:  # a mask that is not all ones fails here
+        return False
+    return bool((w[:whole] == _FULL).all()) and (n % 64 == 0
+                                                 or int(w[whole]) == (1 << (n % 64)) - 1)
+
+
+def _alike(S: _Shape, t: Bits) -> bool:
+    """Whether the GEMM's images of ``t`` are all alike (all ones), so one image's operand
+    stands for every one."""
+    return S.n_img > 1 and t.numel > 0 and _all_ones(t)
+
+
+def _repeat_bits(pack: np.ndarray, per: int, n: int) -> np.ndarray:
+    """(rows, ``per`` bits) → the same ``per`` bits ``n`` times over, one after another."""
+    base = np.arange(pack.shape[0], dtype=np.int64) * pack.shape[1] * 64
+    return kx.runs_rows(pack.reshape(-1), base, 0, n, per, per, n * per)
+
+
 def _x_cols(S: _Shape, x: Bits, n0: int, grp: int) -> np.ndarray:
     """The forward windows over the GEMM's images of the input, transposed: rows (c, i, j) in
     the K order, bits (n, oh, ow)."""
     if S.conv:
+        if _alike(S, x):
+            return _repeat_bits(_x_cols(replace(S, n_img=1), x, n0, grp), S.ho * S.wo,
+                                S.n_img)
         return kx.im2col_cols_map(x.words, *x.shape[1:], n0, S.n_img, grp * S.cin, S.cin, 0, 0,
                                   *S.geo, *_k_rows(S.cin, S.kh, S.kw, S.low.k_order, S.lanes))
     cols = _chan_rows(S, x, n0, 0, S.cin, S.h)
@@ -423,7 +452,10 @@ def _fwd_ops(S: _Shape, x: Bits | None, wt: Bits | None, n0: int, grp: int):
     fr = (_fmap_frac(S, x, n0, grp * S.cin, S.cin, S.h * S.w, S.n_img * S.cin * S.hp * S.wp),
           _w_frac(S, wt, grp))
     a = b = None
-    if x is not None and S.conv:
+    if x is not None and S.conv and _alike(S, x):  # one image's rows, repeated
+        a = np.tile(kx.transpose_bits(_x_cols(replace(S, n_img=1), x, n0, grp), S.ho * S.wo),
+                    (S.n_img, 1))
+    elif x is not None and S.conv:
         a = kx.transpose_bits(_x_cols(S, x, n0, grp), S.n_img * S.ho * S.wo)
     elif x is not None:
         a = _pix_rows(S, x, n0, 0, S.cin, S.h, S.kdim(S.cin, 1))
@@ -464,6 +496,8 @@ def _transposed_a(S: _Shape, st, dz: Bits, n0: int, grp: int) -> np.ndarray:
     if not S.conv:  # one tap, every position: the gradient's rows as they are
         return _pix_rows(S, dz, n0, 0, S.cout, S.ho * S.wo, S.kdim(S.cout, 1))
     ct = _chans(S, dz)
+    if _alike(S, dz):  # one image's rows, repeated
+        return np.tile(_transposed_a(replace(S, n_img=1), st, dz, n0, grp), (S.n_img, 1))
     if S.dh == S.dw == 1 and (S.low.bwd_input == "phases" or S.sh == S.sw == 1):
         # a stride-1 correlation of the stored gradient (from row oy, column ox) with the
         # phase's taps
