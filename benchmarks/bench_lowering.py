@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from functools import partial
 
 import numpy as np
+from bench_sparse import _best  # the sibling script (run as a script, its folder is on the path)
 
 from dataflows import kernels as kx
 from traces.format import PackedMask
@@ -37,15 +37,6 @@ CONVS = [(3, 224, 7, 2, 3), (64, 56, 1, 1, 0), (64, 56, 3, 1, 1), (256, 56, 1, 1
 WEIGHTS = [(64, 3, 7, 2), (64, 64, 3, 1), (256, 64, 1, 1), (128, 256, 1, 1), (128, 128, 3, 2),
            (512, 256, 1, 2), (256, 256, 3, 2), (1024, 512, 1, 2), (512, 512, 3, 2),
            (2048, 1024, 1, 2), (512, 2048, 1, 1)]
-
-
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _k_rows(ch: int, kh: int, kw: int) -> tuple[np.ndarray, int]:

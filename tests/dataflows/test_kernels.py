@@ -231,6 +231,25 @@ fmaps = st.builds(
     st.sampled_from([0.0, 1.0, 0.1, 0.5]), st.integers(0, 2**31))
 
 
+def _draw_images_channels(data, N: int, C: int) -> tuple[int, int, int, int]:
+    """A range of images (n0, count) and of channels (c0, count) of an (N, C, ...) tensor."""
+    n0 = data.draw(st.integers(0, N - 1))
+    nimg = data.draw(st.integers(1, N - n0))
+    c0 = data.draw(st.integers(0, C - 1))
+    return n0, nimg, c0, data.draw(st.integers(1, C - c0))
+
+
+def _draw_windows(data, H: int) -> tuple[int, ...]:
+    """A crop (y0, x0) of a map of H rows and windows over it: kernel, strides, dilations
+    (up to 3), paddings (up to 3), output rows and columns (rows longer than a word)."""
+    y0, x0 = data.draw(st.integers(0, H + 1)), data.draw(st.integers(0, 3))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 5))
+    sh, sw, dh, dw = (data.draw(st.integers(1, 3)) for _ in range(4))
+    ph, pw = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
+    ho, wo = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 70))
+    return y0, x0, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo
+
+
 @settings(deadline=None, max_examples=60)
 @given(fmap=fmaps, data=st.data())
 def test_im2col_kernels_from_packed_bits(fmap, data):
@@ -238,15 +257,8 @@ def test_im2col_kernels_from_packed_bits(fmap, data):
     c0:c0+cpg, y0:, x0:] (a crop past the map included), strides, dilations and paddings up to
     3, windows past the map, all-zero and all-one maps, rows longer than a word."""
     N, C, H, W = fmap.shape
-    n0 = data.draw(st.integers(0, N - 1))
-    nimg = data.draw(st.integers(1, N - n0))
-    c0 = data.draw(st.integers(0, C - 1))
-    cpg = data.draw(st.integers(1, C - c0))
-    y0, x0 = data.draw(st.integers(0, H + 1)), data.draw(st.integers(0, 3))
-    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 5))
-    sh, sw, dh, dw = (data.draw(st.integers(1, 3)) for _ in range(4))
-    ph, pw = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
-    ho, wo = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 70))
+    n0, nimg, c0, cpg = _draw_images_channels(data, N, C)
+    y0, x0, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = _draw_windows(data, H)
     view = fmap[:, :, y0:, x0:]
     hv, wv = view.shape[2:]
     iy, ix = _index(hv, ho, kh, sh, ph, dh), _index(wv, wo, kw, sw, pw, dw)
@@ -266,21 +278,14 @@ def test_im2col_cols_map(fmap, data):
     paddings, windows past the map, 1×1 windows over the whole map, rows longer than a word,
     padding rows left zero."""
     N, C, H, W = fmap.shape
-    n0 = data.draw(st.integers(0, N - 1))
-    nimg = data.draw(st.integers(1, N - n0))
-    c0 = data.draw(st.integers(0, C - 1))
-    cpg = data.draw(st.integers(1, C - c0))
+    n0, nimg, c0, cpg = _draw_images_channels(data, N, C)
     if data.draw(st.booleans()):  # the whole map through 1×1 windows
         y0 = x0 = ph = pw = 0
         kh = kw = sh = sw = 1
         dh, dw = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
         ho, wo = H, W
     else:
-        y0, x0 = data.draw(st.integers(0, H + 1)), data.draw(st.integers(0, 3))
-        kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 5))
-        sh, sw, dh, dw = (data.draw(st.integers(1, 3)) for _ in range(4))
-        ph, pw = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
-        ho, wo = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 70))
+        y0, x0, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = _draw_windows(data, H)
     view = fmap[:, :, y0:, x0:]
     hv, wv = view.shape[2:]
     iy, ix = _index(hv, ho, kh, sh, ph, dh), _index(wv, wo, kw, sw, pw, dw)
