@@ -231,6 +231,15 @@ fmaps = st.builds(
     st.sampled_from([0.0, 1.0, 0.1, 0.5]), st.integers(0, 2**31))
 
 
+def _view_reference(fmap, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    """The transposed im2col matrix of the view fmap[n0:n0+nimg, c0:c0+cpg, y0:, x0:], element
+    by element (``_window_reference`` over the windows' index maps)."""
+    view = fmap[:, :, y0:, x0:]
+    hv, wv = view.shape[2:]
+    iy, ix = _index(hv, ho, kh, sh, ph, dh), _index(wv, wo, kw, sw, pw, dw)
+    return _window_reference(np.ascontiguousarray(view), n0, nimg, c0, cpg, iy, ix)
+
+
 def _draw_images_channels(data, N: int, C: int) -> tuple[int, int, int, int]:
     """A range of images (n0, count) and of channels (c0, count) of an (N, C, ...) tensor."""
     n0 = data.draw(st.integers(0, N - 1))
@@ -259,11 +268,9 @@ def test_im2col_kernels_from_packed_bits(fmap, data):
     N, C, H, W = fmap.shape
     n0, nimg, c0, cpg = _draw_images_channels(data, N, C)
     y0, x0, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = _draw_windows(data, H)
-    view = fmap[:, :, y0:, x0:]
-    hv, wv = view.shape[2:]
-    iy, ix = _index(hv, ho, kh, sh, ph, dh), _index(wv, wo, kw, sw, pw, dw)
     assume(nimg * ho * wo * cpg * kh * kw <= 60_000)
-    ref = _window_reference(np.ascontiguousarray(view), n0, nimg, c0, cpg, iy, ix)
+    ref = _view_reference(fmap, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho,
+                          wo)
     src = Bits.of(fmap).words
     args = (src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
     np.testing.assert_array_equal(im2col_cols(*args), pack_rows(ref))
@@ -286,11 +293,9 @@ def test_im2col_cols_map(fmap, data):
         ho, wo = H, W
     else:
         y0, x0, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = _draw_windows(data, H)
-    view = fmap[:, :, y0:, x0:]
-    hv, wv = view.shape[2:]
-    iy, ix = _index(hv, ho, kh, sh, ph, dh), _index(wv, wo, kw, sw, pw, dw)
     assume(nimg * ho * wo * cpg * kh * kw <= 60_000)
-    ref = _window_reference(np.ascontiguousarray(view), n0, nimg, c0, cpg, iy, ix)
+    ref = _view_reference(fmap, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho,
+                          wo)
     nrows = len(ref) + data.draw(st.integers(0, 4))
     rowmap = np.random.default_rng(data.draw(st.integers(0, 2**31))).permutation(nrows)
     rowmap = rowmap[:len(ref)].astype(np.int64)
