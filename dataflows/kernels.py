@@ -580,95 +580,77 @@ def _copy_run(dst, r, d, src, sr, k, n):
 
 
 @njit(cache=True)
+def _whole_planes(src, C, HW, n0, nimg, c, out, r):
+    """Row ``r`` of ``out``: plane c of each of the ``nimg`` images from n0 of a packed
+    (N, C, H, W) tensor, one after another (the windows of a 1×1 stride-1 convolution)."""
+    for n in range(nimg):
+        plane = ((n0 + n) * C + c) * HW
+        for t in range(0, HW, 64):
+            v = extract_bits(src, plane + t, min(64, HW - t))
+            if v != 0:
+                _or_at(out, r, n * HW + t, v, min(64, HW - t))
+
+
+@njit(cache=True)
 def im2col_cols_map(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw,
                     ho, wo, rowmap, nrows):
-    """``im2col_cols`` with its rows placed: row (c, i, j) of the transposed im2col matrix
-    goes to row ``rowmap[(c·kh + i)·kw + j]`` of an ``nrows``-row matrix, the other rows zero
-    (a K order with padding rows, such as channel_inner). (nrows, words) uint64.
-
-    Built channel by channel, whole runs at a time: for each image, kernel column j and output
-    row phase py, a block holds the ``wo`` bits that every padded input row yy ≡ py (mod sh)
-    gives that column, one row after another; the (n, oh, ow) bits of row (c, i, j) are then
-    one run of ho·wo bits of image n's block (j, (i·dh) mod sh), from its row (i·dh) // sh.
-    A 1×1 stride-1 window over the whole map is the map's plane itself."""
+    """``im2col_cols`` with row (c, i, j) placed at row ``rowmap[(c·kh + i)·kw + j]`` of an
+    ``nrows``-row matrix, the others zero (a K order with padding rows: channel_inner).
+    Channel by channel, in runs: per image, kernel column j and row phase py, a block holds
+    the ``wo`` bits each padded input row yy ≡ py (mod sh) gives that column (a stride-1
+    column is the row's bits in place, a strided one a run of its phase rows); the (n, oh, ow)
+    bits of row (c, i, j) are one run of image n's block (j, (i·dh) mod sh) from its row
+    (i·dh) // sh. 1×1 stride-1 windows over the whole map are its planes (``_whole_planes``)."""
     hv, wv = max(0, H - y0), max(0, W - x0)
     per = ho * wo
     out = np.zeros((nrows, max(1, (nimg * per + 63) // 64)), dtype=np.uint64)
     if nimg == 0 or per == 0:
         return out
-    whole = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 and y0 == 0
-             and x0 == 0 and ho == H and wo == W)
-    hp = (ho - 1) * sh + (kh - 1) * dh + 1  # padded rows the windows read
-    yp = (hp + sh - 1) // sh  # rows of a block
+    if (kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 and y0 == 0
+            and x0 == 0 and ho == H and wo == W):
+        for c in range(cpg):
+            _whole_planes(src, C, H * W, n0, nimg, c0 + c, out, rowmap[c])
+        return out
+    yp = ((ho - 1) * sh + (kh - 1) * dh + sh) // sh  # rows of a block (padded rows / sh)
     nb = kw * sh
     blocks = np.zeros((nimg * nb, (yp * wo + 63) // 64 + 1), dtype=np.uint64)
     nq = max((wv + 2 * pw + sw - 1) // sw, ((kw - 1) * dw) // sw + wo)
     phases = np.zeros((sw, (nq + 63) // 64 + 1), dtype=np.uint64)
     used = np.zeros(sh, dtype=np.bool_)  # the row phases some tap i reads
-    iblk = np.zeros(kh, dtype=np.int64)  # tap i: its block's row phase and first row (bits)
-    ibit = np.zeros(kh, dtype=np.int64)
     for i in range(kh):
         used[(i * dh) % sh] = True
-        iblk[i] = (i * dh) % sh
-        ibit[i] = ((i * dh) // sh) * wo
-    jph = np.zeros(kw, dtype=np.int64)  # tap j: its phase row and first bit there
-    jq = np.zeros(kw, dtype=np.int64)
-    for j in range(kw):
-        jph[j] = (j * dw) % sw
-        jq[j] = (j * dw) // sw
+    jq = np.arange(kw) * dw  # tap j's phase row (jq % sw) and first bit there (jq // sw)
     for c in range(cpg):
-        if whole:
-            r = rowmap[c]
-            for n in range(nimg):
-                plane = ((n0 + n) * C + c0 + c) * H * W
-                t = 0
-                while t < per:
-                    cnt = min(64, per - t)
-                    v = extract_bits(src, plane + t, cnt)
-                    if v != 0:
-                        _or_at(out, r, n * per + t, v, cnt)
-                    t += cnt
-            continue
-        for b in range(blocks.shape[0]):
-            for w in range(blocks.shape[1]):
-                blocks[b, w] = _Z
+        blocks[:, :] = _Z
         for n in range(nimg):
             plane = ((n0 + n) * C + c0 + c) * H * W
             for py in range(sh):
-                if not used[py]:
-                    continue
-                for yq in range(yp):
+                for yq in range(yp if used[py] else 0):
                     y = yq * sh + py - ph
-                    if y < 0:
-                        continue
                     if y >= hv:
                         break
-                    row = plane + (y0 + y) * W + x0
-                    if sw == 1:  # column j reads x = ow + j·dw − pw: the row's bits in place
-                        for j in range(kw):
-                            x = j * dw - pw
-                            lo = max(0, x)
-                            hi = min(wv, x + wo)
-                            t = lo
-                            while t < hi:
-                                cnt = min(64, hi - t)
-                                v = extract_bits(src, row + t, cnt)
-                                if v != 0:
-                                    _or_at(blocks, n * nb + j * sh + py, yq * wo + t - x, v, cnt)
-                                t += cnt
+                    if y < 0:
                         continue
-                    for p in range(sw):
-                        for w in range(phases.shape[1]):
-                            phases[p, w] = _Z
-                    _plane_phases(src, row, wv, sw, pw, phases)
+                    row = plane + (y0 + y) * W + x0
+                    if sw > 1:
+                        phases[:, :] = _Z
+                        _plane_phases(src, row, wv, sw, pw, phases)
                     for j in range(kw):
-                        _copy_run(blocks, n * nb + j * sh + py, yq * wo, phases, jph[j], jq[j],
-                                  wo)
+                        b, x = n * nb + j * sh + py, j * dw - pw
+                        if sw > 1:
+                            _copy_run(blocks, b, yq * wo, phases, jq[j] % sw, jq[j] // sw, wo)
+                            continue
+                        for t in range(max(0, x), min(wv, x + wo), 64):  # x = ow + j·dw − pw
+                            cnt = min(64, min(wv, x + wo) - t)
+                            v = extract_bits(src, row + t, cnt)
+                            if v != 0:
+                                _or_at(blocks, b, yq * wo + t - x, v, cnt)
         for i in range(kh):
+            bi, si = (i * dh) % sh, ((i * dh) // sh) * wo  # tap i's block row phase, first bit
             for j in range(kw):
                 r = rowmap[(c * kh + i) * kw + j]
                 for n in range(nimg):
-                    _copy_run(out, r, n * per, blocks, n * nb + j * sh + iblk[i], ibit[i], per)
+                    _copy_run(out, r, n * per, blocks, n * nb + j * sh + bi, si, per)
     return out
 
 
