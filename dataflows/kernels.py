@@ -4,8 +4,10 @@ A GEMM operand is held as a bit matrix packed along K: ``A`` as (M rows × K bit
 ``Bᵀ`` (N rows × K bits), bit k of a row in word k // 64, bit k % 64 (little-endian). The
 operands are built here from the trace's packed masks (``Bits``: a tensor's C-order bits in
 words of the same order, repacked from the trace's bytes by ``trace_words``): im2col windows
-(``im2col_cols``, ``gather_cols``), strided runs (``runs_rows``) and bit transposes
-(``transpose_bits``), never through a bool array of the tensor or of the expanded matrix.
+(``im2col_cols``, ``im2col_cols_map``, ``gather_cols``), strided runs (``runs_rows``),
+concatenated rows (``gather_runs``), a filter's taps in a K order (``taps_cols``) and bit
+transposes (``transpose_bits``), never through a bool array of the tensor or of the expanded
+matrix.
 
 The scheduler (``schedule``) times one *stream*: T steps of L lanes (a PE's L multipliers), with
 a bit set where the pair is effectual. Each cycle every lane takes at most one pending element,
@@ -485,6 +487,222 @@ def im2col_rows(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw,
     cols = im2col_cols(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw,
                        ho, wo)
     return transpose_bits(cols, nimg * ho * wo)
+
+
+@njit(cache=True, inline="always")
+def _even_bits(v):
+    """Bits 0, 2, 4, ... of ``v`` packed into its low 32 bits."""
+    v &= np.uint64(0x5555555555555555)
+    v = (v | (v >> np.uint64(1))) & np.uint64(0x3333333333333333)
+    v = (v | (v >> np.uint64(2))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    v = (v | (v >> np.uint64(4))) & np.uint64(0x00FF00FF00FF00FF)
+    v = (v | (v >> np.uint64(8))) & np.uint64(0x0000FFFF0000FFFF)
+    return (v | (v >> np.uint64(16))) & np.uint64(0x00000000FFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def _or_at(dst, r, k, v, cnt):
+    """OR the ``cnt`` (<= 64) bits ``v`` into row ``r`` of a packed matrix at bit ``k``."""
+    w = k >> 6
+    off = k & 63
+    dst[r, w] |= v << np.uint64(off)
+    if off + cnt > 64:
+        dst[r, w + 1] |= v >> np.uint64(64 - off)
+
+
+@njit(cache=True, inline="always")
+def _bits_at(src, r, k, cnt):
+    """``cnt`` (<= 64) bits of row ``r`` of a packed matrix from bit ``k``; the row holds a
+    spare zero word past any bit read, so no bound is checked."""
+    w = k >> 6
+    off = k & 63
+    v = src[r, w] >> np.uint64(off)
+    if off != 0:
+        v |= src[r, w + 1] << np.uint64(64 - off)
+    if cnt < 64:
+        v &= (_U1 << np.uint64(cnt)) - _U1
+    return v
+
+
+@njit(cache=True, inline="always")
+def _plane_phases(src, start, wv, sw, pw, out):
+    """One row of ``wv`` bits of a packed tensor (from bit ``start``) as ``sw`` phase rows in
+    ``out`` (zeroed by the caller): bit q of phase p is x = q·sw + p − pw (``_phase_rows``'
+    layout). Stride 1 moves the run, stride 2 splits each word into its even and odd bits,
+    larger strides go bit by bit over the set bits."""
+    t = 0
+    while t < wv:
+        cnt = min(64, wv - t)
+        v = extract_bits(src, start + t, cnt)
+        if v != 0:
+            if sw == 1:
+                _or_at(out, 0, t + pw, v, cnt)
+            elif sw == 2:
+                x = t + pw  # bit k of v is x + k: phase (x + k) % 2, bit (x + k) // 2
+                q = x >> 1
+                if x & 1 == 0:
+                    _or_at(out, 0, q, _even_bits(v), 32)
+                    _or_at(out, 1, q, _even_bits(v >> _U1), 32)
+                else:
+                    _or_at(out, 1, q, _even_bits(v), 32)
+                    _or_at(out, 0, q + 1, _even_bits(v >> _U1), 32)
+            else:
+                while v != 0:
+                    low = v & (~v + _U1)
+                    x = t + popcount64(low - _U1) + pw
+                    q = x // sw
+                    out[x % sw, q >> 6] |= _U1 << np.uint64(q & 63)
+                    v ^= low
+        t += cnt
+
+
+@njit(cache=True, inline="always")
+def _copy_run(dst, r, d, src, sr, k, n):
+    """OR the ``n`` bits of row ``sr`` of packed matrix ``src`` from bit ``k`` into row ``r``
+    of ``dst`` at bit ``d``, 64 at a time and with no branch on the data: ``src``'s rows hold
+    a spare zero word past any bit read (a shift by 64 is made of two, so that an aligned word
+    takes nothing from its neighbour); a word past ``dst``'s row is never written."""
+    last = dst.shape[1] - 1
+    t = 0
+    while t < n:
+        cnt = min(64, n - t)
+        ks = k + t
+        off = np.uint64(ks & 63)
+        v = (src[sr, ks >> 6] >> off) | ((src[sr, (ks >> 6) + 1] << _U1) << (np.uint64(63) - off))
+        v &= ~_Z >> np.uint64(64 - cnt)
+        kd = d + t
+        w = kd >> 6
+        off = np.uint64(kd & 63)
+        dst[r, w] |= v << off
+        if w < last:
+            dst[r, w + 1] |= (v >> _U1) >> (np.uint64(63) - off)
+        t += cnt
+
+
+@njit(cache=True)
+def _whole_planes(src, C, HW, n0, nimg, c, out, r):
+    """Row ``r`` of ``out``: plane c of each of the ``nimg`` images from n0 of a packed
+    (N, C, H, W) tensor, one after another (the windows of a 1×1 stride-1 convolution)."""
+    for n in range(nimg):
+        plane = ((n0 + n) * C + c) * HW
+        for t in range(0, HW, 64):
+            v = extract_bits(src, plane + t, min(64, HW - t))
+            if v != 0:
+                _or_at(out, r, n * HW + t, v, min(64, HW - t))
+
+
+@njit(cache=True)
+def im2col_cols_map(src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw,
+                    ho, wo, rowmap, nrows):
+    """``im2col_cols`` with row (c, i, j) placed at row ``rowmap[(c·kh + i)·kw + j]`` of an
+    ``nrows``-row matrix, the others zero (a K order with padding rows: channel_inner).
+    Channel by channel, in runs: per image, kernel column j and row phase py, a block holds
+    the ``wo`` bits each padded input row yy ≡ py (mod sh) gives that column (a stride-1
+    column is the row's bits in place, a strided one a run of its phase rows); the (n, oh, ow)
+    bits of row (c, i, j) are one run of image n's block (j, (i·dh) mod sh) from its row
+    (i·dh) // sh. 1×1 stride-1 windows over the whole map are its planes (``_whole_planes``)."""
+    hv, wv = max(0, H - y0), max(0, W - x0)
+    per = ho * wo
+    out = np.zeros((nrows, max(1, (nimg * per + 63) // 64)), dtype=np.uint64)
+    if nimg == 0 or per == 0:
+        return out
+    if (kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 and y0 == 0
+            and x0 == 0 and ho == H and wo == W):
+        for c in range(cpg):
+            _whole_planes(src, C, H * W, n0, nimg, c0 + c, out, rowmap[c])
+        return out
+    yp = ((ho - 1) * sh + (kh - 1) * dh + sh) // sh  # rows of a block (padded rows / sh)
+    nb = kw * sh
+    blocks = np.zeros((nimg * nb, (yp * wo + 63) // 64 + 1), dtype=np.uint64)
+    nq = max((wv + 2 * pw + sw - 1) // sw, ((kw - 1) * dw) // sw + wo)
+    phases = np.zeros((sw, (nq + 63) // 64 + 1), dtype=np.uint64)
+    used = np.zeros(sh, dtype=np.bool_)  # the row phases some tap i reads
+    for i in range(kh):
+        used[(i * dh) % sh] = True
+    jq = np.arange(kw) * dw  # tap j's phase row (jq % sw) and first bit there (jq // sw)
+    for c in range(cpg):
+        blocks[:, :] = _Z
+        for n in range(nimg):
+            plane = ((n0 + n) * C + c0 + c) * H * W
+            for py in range(sh):
+                for yq in range(yp if used[py] else 0):
+                    y = yq * sh + py - ph
+                    if y >= hv:
+                        break
+                    if y < 0:
+                        continue
+                    row = plane + (y0 + y) * W + x0
+                    if sw > 1:
+                        phases[:, :] = _Z
+                        _plane_phases(src, row, wv, sw, pw, phases)
+                    for j in range(kw):
+                        b, x = n * nb + j * sh + py, j * dw - pw
+                        if sw > 1:
+                            _copy_run(blocks, b, yq * wo, phases, jq[j] % sw, jq[j] // sw, wo)
+                            continue
+                        for t in range(max(0, x), min(wv, x + wo), 64):  # x = ow + j·dw − pw
+                            cnt = min(64, min(wv, x + wo) - t)
+                            v = extract_bits(src, row + t, cnt)
+                            if v != 0:
+                                _or_at(blocks, b, yq * wo + t - x, v, cnt)
+        for i in range(kh):
+            bi, si = (i * dh) % sh, ((i * dh) // sh) * wo  # tap i's block row phase, first bit
+            for j in range(kw):
+                r = rowmap[(c * kh + i) * kw + j]
+                for n in range(nimg):
+                    _copy_run(out, r, n * per, blocks, n * nb + j * sh + bi, si, per)
+    return out
+
+
+@njit(cache=True)
+def taps_cols(src, o0, cout, cin, khw, kcol, ostep, nbits):
+    """Filters o0 .. o0+cout of a packed (O, cin, kh, kw) weight tensor (``src``: its words)
+    laid out by kernel position: rows the input channels, bit ``kcol[t] + o·ostep`` of row c
+    set where W[o0 + o, c] holds its tap t = i·kw + j; a tap with ``kcol[t] < 0`` is left out.
+    A transposed convolution's rotated filters, in any K order (``kcol``, ``ostep``) and any
+    subset of taps (an output phase's). Reads each filter's bits in order, moves only the set
+    ones. (cin, ceil(nbits / 64)) uint64."""
+    out = np.zeros((cin, (nbits + 63) >> 6), dtype=np.uint64)
+    nch = (khw + 63) >> 6
+    keep = np.zeros(nch, dtype=np.uint64)  # the taps kept, 64 at a time
+    for t in range(khw):
+        if kcol[t] >= 0:
+            keep[t >> 6] |= _U1 << np.uint64(t & 63)
+    for o in range(cout):
+        for c in range(cin):
+            pos = ((o0 + o) * cin + c) * khw
+            for h in range(nch):
+                v = extract_bits(src, pos + (h << 6), min(64, khw - (h << 6))) & keep[h]
+                while v != 0:
+                    low = v & (~v + _U1)
+                    k = kcol[(h << 6) + popcount64(low - _U1)] + o * ostep
+                    out[c, k >> 6] |= _U1 << np.uint64(k & 63)
+                    v ^= low
+    return out
+
+
+@njit(cache=True)
+def gather_runs(src, rows, seglen, ostride, kout):
+    """Rows of ``kout`` bits, each a concatenation of packed rows of ``src``: row r holds at
+    bits s·``ostride`` .. + ``seglen`` the first ``seglen`` bits of row ``rows[r, s]`` of
+    ``src`` (none where it is −1), the rest zero; moved 64 bits at a time. (R, ceil(kout /
+    64)) uint64."""
+    R, nseg = rows.shape
+    out = np.zeros((R, max(1, (kout + 63) >> 6)), dtype=np.uint64)
+    for r in range(R):
+        for s in range(nseg):
+            sr = rows[r, s]
+            if sr < 0:
+                continue
+            o = s * ostride
+            t = 0
+            while t < seglen:
+                cnt = min(64, seglen - t)
+                v = extract_bits(src[sr], t, cnt)
+                if v != 0:
+                    _or_at(out, r, o + t, v, cnt)
+                t += cnt
+    return out
 
 
 @njit(cache=True)

@@ -26,14 +26,16 @@
 
 The operands of every lowering, the default one included (``dataflows.gemm.lower``'s GEMM), are
 built here from the masks as the trace packs them (``kernels.Bits``): each is a strided view of a
-packed tensor (``kernels.runs_rows``), im2col windows (``kernels.im2col_cols``; any other index
-map, ``kernels.gather_cols``), a permutation of packed rows (``_ci_rows``: the K order) or a bit
+packed tensor (``kernels.runs_rows``), im2col windows placed in the K order as they are built
+(``kernels.im2col_cols_map``; any other index map, ``kernels.gather_cols``), rows of a packed
+matrix concatenated (``kernels.gather_runs``) or a filter's taps moved to their K columns
+(``kernels.taps_cols``), a permutation of packed rows (``_ci_rows``: the K order) or a bit
 transpose. No bool array of a tensor or of a GEMM operand is made.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -111,16 +113,26 @@ def _phase_index(ys: np.ndarray, taps: np.ndarray, out: int, k: int, s: int, p: 
     return np.where(ok, r // s, -1)
 
 
+def _k_rows(ch: int, kh: int, kw: int, order: str, lanes: int) -> tuple[np.ndarray, int]:
+    """Where each packed row (c, i, j) of an im2col-columns matrix goes as ``order`` lays out K,
+    and how many rows that layout has: flat as they are, channel_inner as (i, j, c) with zero
+    rows for the padding channels."""
+    if order == "flat":
+        return np.arange(ch * kh * kw, dtype=np.int64), ch * kh * kw
+    cp = -(-ch // lanes) * lanes
+    c, i, j = np.meshgrid(np.arange(ch), np.arange(kh), np.arange(kw), indexing="ij")
+    return ((i * kw + j) * cp + c).ravel().astype(np.int64), kh * kw * cp
+
+
 def _ci_rows(cols: np.ndarray, ch: int, kh: int, kw: int, order: str, lanes: int
              ) -> np.ndarray:
-    """Packed rows (c, i, j) of an im2col-columns matrix reordered as ``order`` lays out K:
-    flat as they are, channel_inner as (i, j, c) with zero rows for the padding channels."""
+    """Packed rows (c, i, j) of an im2col-columns matrix reordered as ``order`` lays out K
+    (``_k_rows``)."""
     if order == "flat":
         return cols
-    cp = -(-ch // lanes) * lanes
-    out = np.zeros((kh * kw * cp, cols.shape[1]), dtype=np.uint64)
-    c, i, j = np.meshgrid(np.arange(ch), np.arange(kh), np.arange(kw), indexing="ij")
-    out[((i * kw + j) * cp + c).ravel()] = cols[((c * kh + i) * kw + j).ravel()]
+    rows, n = _k_rows(ch, kh, kw, order, lanes)
+    out = np.zeros((n, cols.shape[1]), dtype=np.uint64)
+    out[rows] = cols
     return out
 
 
@@ -353,22 +365,57 @@ def _w_cols(S: _Shape, wt: Bits, grp: int) -> np.ndarray:
 def _rot_cols(S: _Shape, wt: Bits, grp: int, ti: np.ndarray, tj: np.ndarray) -> np.ndarray:
     """Bᵀ of a transposed bwd_input: rows the group's input channels, bits (o, i', j') in the K
     order, tap (i', j') of filter o holding W[o, c, kh−1−ti[i'], kw−1−tj[j']] (rotated 180°)."""
+    nt = len(ti) * len(tj)
     khw = S.kh * S.kw
-    o, a, b = np.meshgrid(np.arange(S.cout), ti, tj, indexing="ij")
-    base = ((grp * S.cout + o) * S.cin * khw + (S.kh - 1 - a) * S.kw + (S.kw - 1 - b)).ravel()
-    rows = kx.runs_rows(wt.words, base.astype(np.int64), khw, S.cin, 1, 1, S.cin)
-    return kx.transpose_bits(_ci_rows(rows, S.cout, len(ti), len(tj), S.low.k_order, S.lanes),
-                             S.cin)
+    a, b = np.meshgrid(np.arange(len(ti)), np.arange(len(tj)), indexing="ij")
+    taps = ((S.kh - 1 - ti[a]) * S.kw + (S.kw - 1 - tj[b])).ravel()  # stored taps, K order
+    if S.low.k_order == "flat":  # (o, i', j'): each filter's taps in turn
+        kcol = np.full(khw, -1, dtype=np.int64)
+        kcol[taps] = np.arange(nt)
+        return kx.taps_cols(wt.words, grp * S.cout, S.cout, S.cin, khw, kcol, nt,
+                            S.kdim(S.cout, nt))
+    # (i', j', o): per tap, the filters' bits of channel c are one row of Wᵀ
+    wcols = kx.transpose_bits(_w_rows(S, wt, grp), S.cin * khw)  # rows (c, i, j), bits o
+    rows = np.arange(S.cin, dtype=np.int64)[:, None] * khw + taps[None, :].astype(np.int64)
+    return kx.gather_runs(wcols, rows, S.cout, _slots(S, S.cout), S.kdim(S.cout, nt))
+
+
+_FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _all_ones(t: Bits) -> bool:
+    """Whether every bit of ``t`` is set (a dense operand held as ones): its windows are then
+    the same in every image."""
+    n, w = t.numel, t.words
+    whole = n >> 6
+    if whole and w[0] != _FULL:  # a mask that is not all ones fails here
+        return False
+    return bool((w[:whole] == _FULL).all()) and (n % 64 == 0
+                                                 or int(w[whole]) == (1 << (n % 64)) - 1)
+
+
+def _alike(S: _Shape, t: Bits) -> bool:
+    """Whether the GEMM's images of ``t`` are all alike (all ones), so one image's operand
+    stands for every one."""
+    return S.n_img > 1 and t.numel > 0 and _all_ones(t)
+
+
+def _repeat_bits(pack: np.ndarray, per: int, n: int) -> np.ndarray:
+    """(rows, ``per`` bits) → the same ``per`` bits ``n`` times over, one after another."""
+    base = np.arange(pack.shape[0], dtype=np.int64) * pack.shape[1] * 64
+    return kx.runs_rows(pack.reshape(-1), base, 0, n, per, per, n * per)
 
 
 def _x_cols(S: _Shape, x: Bits, n0: int, grp: int) -> np.ndarray:
     """The forward windows over the GEMM's images of the input, transposed: rows (c, i, j) in
     the K order, bits (n, oh, ow)."""
     if S.conv:
-        cols = kx.im2col_cols(x.words, *x.shape[1:], n0, S.n_img, grp * S.cin, S.cin, 0, 0,
-                              *S.geo)
-    else:
-        cols = _chan_rows(S, x, n0, 0, S.cin, S.h)
+        if _alike(S, x):
+            return _repeat_bits(_x_cols(replace(S, n_img=1), x, n0, grp), S.ho * S.wo,
+                                S.n_img)
+        return kx.im2col_cols_map(x.words, *x.shape[1:], n0, S.n_img, grp * S.cin, S.cin, 0, 0,
+                                  *S.geo, *_k_rows(S.cin, S.kh, S.kw, S.low.k_order, S.lanes))
+    cols = _chan_rows(S, x, n0, 0, S.cin, S.h)
     return _ci_rows(cols, S.cin, S.kh, S.kw, S.low.k_order, S.lanes)
 
 
@@ -405,7 +452,10 @@ def _fwd_ops(S: _Shape, x: Bits | None, wt: Bits | None, n0: int, grp: int):
     fr = (_fmap_frac(S, x, n0, grp * S.cin, S.cin, S.h * S.w, S.n_img * S.cin * S.hp * S.wp),
           _w_frac(S, wt, grp))
     a = b = None
-    if x is not None and S.conv:
+    if x is not None and S.conv and _alike(S, x):  # one image's rows, repeated
+        a = np.tile(kx.transpose_bits(_x_cols(replace(S, n_img=1), x, n0, grp), S.ho * S.wo),
+                    (S.n_img, 1))
+    elif x is not None and S.conv:
         a = kx.transpose_bits(_x_cols(S, x, n0, grp), S.n_img * S.ho * S.wo)
     elif x is not None:
         a = _pix_rows(S, x, n0, 0, S.cin, S.h, S.kdim(S.cin, 1))
@@ -446,19 +496,23 @@ def _transposed_a(S: _Shape, st, dz: Bits, n0: int, grp: int) -> np.ndarray:
     if not S.conv:  # one tap, every position: the gradient's rows as they are
         return _pix_rows(S, dz, n0, 0, S.cout, S.ho * S.wo, S.kdim(S.cout, 1))
     ct = _chans(S, dz)
+    if _alike(S, dz):  # one image's rows, repeated
+        return np.tile(_transposed_a(replace(S, n_img=1), st, dz, n0, grp), (S.n_img, 1))
     if S.dh == S.dw == 1 and (S.low.bwd_input == "phases" or S.sh == S.sw == 1):
         # a stride-1 correlation of the stored gradient (from row oy, column ox) with the
         # phase's taps
         oy = _phase_shift(int(ys[0]), int(ti[0]), S.kh, S.sh, S.ph)
         ox = _phase_shift(int(xs[0]), int(tj[0]), S.kw, S.sw, S.pw)
         geo = (len(ti), len(tj), 1, 1, max(-oy, 0), max(-ox, 0), 1, 1, len(ys), len(xs))
-        cols = kx.im2col_cols(dz.words, ct, S.ho, S.wo, n0, S.n_img, grp * S.cout, S.cout,
-                              max(oy, 0), max(ox, 0), *geo)
-    else:  # dilated, or the zeros a stride inserts read as zeros
-        iy = _phase_index(ys, ti, S.ho, S.kh, S.sh, S.ph, S.dh)
-        ix = _phase_index(xs, tj, S.wo, S.kw, S.sw, S.pw, S.dw)
-        cols = kx.gather_cols(dz.words, ct, S.ho, S.wo, n0, S.n_img, grp * S.cout, S.cout,
-                              np.ascontiguousarray(iy), np.ascontiguousarray(ix))
+        rows = kx.im2col_cols_map(dz.words, ct, S.ho, S.wo, n0, S.n_img, grp * S.cout,
+                                  S.cout, max(oy, 0), max(ox, 0), *geo,
+                                  *_k_rows(S.cout, len(ti), len(tj), S.low.k_order, S.lanes))
+        return kx.transpose_bits(rows, npos)
+    # dilated, or the zeros a stride inserts read as zeros
+    iy = _phase_index(ys, ti, S.ho, S.kh, S.sh, S.ph, S.dh)
+    ix = _phase_index(xs, tj, S.wo, S.kw, S.sw, S.pw, S.dw)
+    cols = kx.gather_cols(dz.words, ct, S.ho, S.wo, n0, S.n_img, grp * S.cout, S.cout,
+                          np.ascontiguousarray(iy), np.ascontiguousarray(ix))
     rows = _ci_rows(cols, S.cout, len(ti), len(tj), S.low.k_order, S.lanes)
     return kx.transpose_bits(rows, npos)
 

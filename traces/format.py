@@ -761,6 +761,13 @@ def _parse_step(arrays: Mapping[str, np.ndarray], step: int, fpath: Path,
     return StepData(step=step, file=fpath, layers=layers, meta=meta, events=events, codec=codec)
 
 
+def _set_bits(bits: np.ndarray) -> int:
+    """Set bits of a uint8 array, counted eight bytes to a word."""
+    whole = bits.size - bits.size % 8
+    return (int(np.bitwise_count(bits[:whole].view(np.uint64)).sum(dtype=np.int64))
+            + int(np.bitwise_count(bits[whole:]).sum(dtype=np.int64)))
+
+
 def _parse_operand(arrays: Mapping[str, np.ndarray], oe: Any, role: str,
                    shape: tuple[int, ...], src: str, where: str, cache: dict[str, PackedMask],
                    codec: str = PACKBITS) -> Operand:
@@ -814,7 +821,7 @@ def _parse_operand(arrays: Mapping[str, np.ndarray], oe: Any, role: str,
         tail = numel % 8
         if tail and bits[-1] & ((1 << (8 - tail)) - 1):
             raise TraceError(src, f"{where}.mask", "padding bits after the last element are set")
-        nnz = int(np.bitwise_count(bits).sum(dtype=np.int64))
+        nnz = _set_bits(bits)
         pm = PackedMask(shape, bits, nnz)
         cache[key] = pm
     stated = oe.get("nnz")

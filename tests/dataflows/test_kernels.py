@@ -14,8 +14,10 @@ from dataflows.kernels import (
     extract_bits,
     filled_slots,
     gather_cols,
+    gather_runs,
     gathered_stream_lengths,
     im2col_cols,
+    im2col_cols_map,
     im2col_rows,
     nm_slot_map,
     pack_rows,
@@ -28,6 +30,7 @@ from dataflows.kernels import (
     select_bits,
     set_positions,
     slice_stream_lengths,
+    taps_cols,
     trace_words,
     transpose_bits,
 )
@@ -228,6 +231,34 @@ fmaps = st.builds(
     st.sampled_from([0.0, 1.0, 0.1, 0.5]), st.integers(0, 2**31))
 
 
+def _view_reference(fmap, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    """The transposed im2col matrix of the view fmap[n0:n0+nimg, c0:c0+cpg, y0:, x0:], element
+    by element (``_window_reference`` over the windows' index maps)."""
+    view = fmap[:, :, y0:, x0:]
+    hv, wv = view.shape[2:]
+    iy, ix = _index(hv, ho, kh, sh, ph, dh), _index(wv, wo, kw, sw, pw, dw)
+    return _window_reference(np.ascontiguousarray(view), n0, nimg, c0, cpg, iy, ix)
+
+
+def _draw_images_channels(data, N: int, C: int) -> tuple[int, int, int, int]:
+    """A range of images (n0, count) and of channels (c0, count) of an (N, C, ...) tensor."""
+    n0 = data.draw(st.integers(0, N - 1))
+    nimg = data.draw(st.integers(1, N - n0))
+    c0 = data.draw(st.integers(0, C - 1))
+    return n0, nimg, c0, data.draw(st.integers(1, C - c0))
+
+
+def _draw_windows(data, H: int) -> tuple[int, ...]:
+    """A crop (y0, x0) of a map of H rows and windows over it: kernel, strides, dilations
+    (up to 3), paddings (up to 3), output rows and columns (rows longer than a word)."""
+    y0, x0 = data.draw(st.integers(0, H + 1)), data.draw(st.integers(0, 3))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 5))
+    sh, sw, dh, dw = (data.draw(st.integers(1, 3)) for _ in range(4))
+    ph, pw = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
+    ho, wo = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 70))
+    return y0, x0, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo
+
+
 @settings(deadline=None, max_examples=60)
 @given(fmap=fmaps, data=st.data())
 def test_im2col_kernels_from_packed_bits(fmap, data):
@@ -235,24 +266,104 @@ def test_im2col_kernels_from_packed_bits(fmap, data):
     c0:c0+cpg, y0:, x0:] (a crop past the map included), strides, dilations and paddings up to
     3, windows past the map, all-zero and all-one maps, rows longer than a word."""
     N, C, H, W = fmap.shape
-    n0 = data.draw(st.integers(0, N - 1))
-    nimg = data.draw(st.integers(1, N - n0))
-    c0 = data.draw(st.integers(0, C - 1))
-    cpg = data.draw(st.integers(1, C - c0))
-    y0, x0 = data.draw(st.integers(0, H + 1)), data.draw(st.integers(0, 3))
-    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 5))
-    sh, sw, dh, dw = (data.draw(st.integers(1, 3)) for _ in range(4))
-    ph, pw = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
-    ho, wo = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 70))
-    view = fmap[:, :, y0:, x0:]
-    hv, wv = view.shape[2:]
-    iy, ix = _index(hv, ho, kh, sh, ph, dh), _index(wv, wo, kw, sw, pw, dw)
+    n0, nimg, c0, cpg = _draw_images_channels(data, N, C)
+    y0, x0, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = _draw_windows(data, H)
     assume(nimg * ho * wo * cpg * kh * kw <= 60_000)
-    ref = _window_reference(np.ascontiguousarray(view), n0, nimg, c0, cpg, iy, ix)
+    ref = _view_reference(fmap, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho,
+                          wo)
     src = Bits.of(fmap).words
     args = (src, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
     np.testing.assert_array_equal(im2col_cols(*args), pack_rows(ref))
     np.testing.assert_array_equal(im2col_rows(*args), pack_rows(ref.T))
+
+
+@settings(deadline=None, max_examples=80)
+@given(fmap=fmaps, data=st.data())
+def test_im2col_cols_map(fmap, data):
+    """The im2col columns built plane by plane and placed by a row map equal the windows read
+    element by element: any view, strides (3 goes bit by bit, 2 splits words), dilations,
+    paddings, windows past the map, 1×1 windows over the whole map, rows longer than a word,
+    padding rows left zero."""
+    N, C, H, W = fmap.shape
+    n0, nimg, c0, cpg = _draw_images_channels(data, N, C)
+    if data.draw(st.booleans()):  # the whole map through 1×1 windows
+        y0 = x0 = ph = pw = 0
+        kh = kw = sh = sw = 1
+        dh, dw = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+        ho, wo = H, W
+    else:
+        y0, x0, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = _draw_windows(data, H)
+    assume(nimg * ho * wo * cpg * kh * kw <= 60_000)
+    ref = _view_reference(fmap, n0, nimg, c0, cpg, y0, x0, kh, kw, sh, sw, ph, pw, dh, dw, ho,
+                          wo)
+    nrows = len(ref) + data.draw(st.integers(0, 4))
+    rowmap = np.random.default_rng(data.draw(st.integers(0, 2**31))).permutation(nrows)
+    rowmap = rowmap[:len(ref)].astype(np.int64)
+    want = np.zeros((nrows, ref.shape[1]), dtype=bool)
+    want[rowmap] = ref
+    got = im2col_cols_map(Bits.of(fmap).words, C, H, W, n0, nimg, c0, cpg, y0, x0, kh, kw, sh,
+                          sw, ph, pw, dh, dw, ho, wo, rowmap, nrows)
+    np.testing.assert_array_equal(got, pack_rows(want))
+
+
+weights = st.builds(
+    lambda o, c, kh, kw, p, seed: np.random.default_rng(seed).random((o, c, kh, kw)) < p,
+    st.integers(1, 5), st.integers(1, 5), st.integers(1, 4), st.integers(1, 20),
+    st.sampled_from([0.0, 1.0, 0.1, 0.5]), st.integers(0, 2**31))
+
+
+@settings(**SETTINGS)
+@given(w=weights, data=st.data())
+def test_taps_cols(w, data):
+    """Row c, bit kcol[t] + o·ostep holds W[o0 + o, c, t] for the kept taps (kcol ≥ 0),
+    element by element; filters of more than 64 taps included."""
+    nf, cin, kh, kw = w.shape
+    khw = kh * kw
+    o0 = data.draw(st.integers(0, nf - 1))
+    cout = data.draw(st.integers(1, nf - o0))
+    nt = data.draw(st.integers(0, khw))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    kcol = np.full(khw, -1, dtype=np.int64)
+    ostep = data.draw(st.sampled_from(["inner", "outer"]))
+    slots = rng.permutation(nt)
+    kcol[rng.permutation(khw)[:nt]] = slots if ostep == "outer" else slots * (cout + 2)
+    step = nt if ostep == "outer" else 1
+    nbits = max(1, nt * (cout + 2))
+    want = np.zeros((cin, nbits), dtype=bool)
+    flat = w.reshape(nf, cin, khw)
+    for o in range(cout):
+        for c in range(cin):
+            for t in range(khw):
+                if kcol[t] >= 0:
+                    want[c, kcol[t] + o * step] = flat[o0 + o, c, t]
+    got = taps_cols(Bits.of(w).words, o0, cout, cin, khw, kcol, step, nbits)
+    np.testing.assert_array_equal(got, pack_rows(want))
+
+
+@settings(**SETTINGS)
+@given(mat=st.builds(lambda r, k, p, seed: np.random.default_rng(seed).random((r, k)) < p,
+                     st.integers(1, 6), st.integers(1, 150),
+                     st.sampled_from([0.0, 1.0, 0.1, 0.5]), st.integers(0, 2**31)),
+       data=st.data())
+def test_gather_runs(mat, data):
+    """Row r holds at bits s·ostride the first seglen bits of row rows[r, s] (−1: none)."""
+    nr, k = mat.shape
+    seglen = data.draw(st.integers(0, k))
+    ostride = data.draw(st.integers(seglen, seglen + 70))
+    nseg = data.draw(st.integers(0, 4))
+    nout = data.draw(st.integers(1, 5))
+    rows = np.array(data.draw(st.lists(st.integers(-1, nr - 1), min_size=nout * nseg,
+                                       max_size=nout * nseg)),
+                    dtype=np.int64).reshape(nout, nseg)
+    kout = data.draw(st.integers(max(0, (nseg - 1) * ostride + seglen),
+                                 max(0, (nseg - 1) * ostride + seglen) + 70))
+    want = np.zeros((len(rows), max(kout, 1)), dtype=bool)
+    for r in range(len(rows)):
+        for s in range(nseg):
+            if rows[r, s] >= 0:
+                want[r, s * ostride:s * ostride + seglen] = mat[rows[r, s], :seglen]
+    got = gather_runs(pack_rows(mat), rows, seglen, ostride, kout)
+    np.testing.assert_array_equal(got, pack_rows(want)[:, :max(1, -(-kout // 64))])
 
 
 @settings(deadline=None, max_examples=60)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.errors import InputError
+from dataflows.kernels import Bits
 from dataflows.lowering import CHOICES, Lowering, lowered, lowered_parts, parse_lowering
 from traces.format import PackedMask
 from traces.layers import Layer
@@ -357,3 +358,23 @@ def test_lowered_operands_from_packed_masks_bit_for_bit(case, dens, dense):
                     np.testing.assert_array_equal(b, _pack(rb))
                 if dense is None:
                     assert fr == rfr
+
+
+@settings(**{**SETTINGS, "max_examples": 40})
+@given(case=cases(), n=st.integers(2, 3))
+def test_all_ones_operands_repeat_one_image(case, n):
+    """An all-ones feature map or gradient (a dense operand held as ones) is built for one
+    image and repeated; the operands equal those written element by element for the whole
+    batch, in every lowering."""
+    layer, _, low, lanes, seed = case
+    x, w, dz = (np.ones(t.shape, dtype=bool) for t in _masks(layer, n, seed))
+    for phase, (am, bm) in {"fwd": (x, w), "bwd_input": (dz, w),
+                            "bwd_weight": (dz, x)}.items():
+        parts = lowered_parts(layer, n, phase, low, lanes, Bits.ones(am.shape),
+                              PackedMask.from_bool(bm))
+        want = _reference_parts(layer, n, phase, low, lanes, x, w, dz)
+        for (_, packs, fracs), ops in zip(parts, want, strict=True):
+            for (a, b), fr, (ra, rb, rfr) in zip(packs, fracs, ops, strict=True):
+                np.testing.assert_array_equal(a, _pack(ra))
+                np.testing.assert_array_equal(b, _pack(rb))
+                assert fr == rfr

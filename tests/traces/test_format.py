@@ -23,6 +23,7 @@ from traces.format import (
     PackedMask,
     Trace,
     TraceWriter,
+    _set_bits,
     write_npz,
 )
 from traces.layers import Layer
@@ -149,6 +150,14 @@ def test_packed_mask_bit_order():
     pm = PackedMask.from_bool(m)
     assert pm.bits.tolist() == [0b10000000, 0b01000000]
     assert pm.nnz == 2 and pm.density == 0.2
+
+
+@given(st.integers(0, 40), st.integers(0, 2**31))
+def test_set_bits_counts_every_byte(n, seed):
+    """The nonzero count of a packed mask, eight bytes to a word and the tail byte by byte,
+    equals the count of its unpacked bits."""
+    bits = np.random.default_rng(seed).integers(0, 256, size=n, dtype=np.uint8)
+    assert _set_bits(bits) == int(np.unpackbits(bits).sum())
 
 
 def test_writer_refuses_existing_trace(tmp_path):
