@@ -279,7 +279,7 @@ def _part_gemm(layer: Layer, S: _Shape, phase: str, st, groups: int) -> Gemm:
         kk = -(-per // S.lanes) * S.lanes if S.k_padded else per
         return Gemm(layer.name, phase, cout, n * kk, S.kdim(cin, taps), groups,
                     b_stored=n * cin * S.h * S.w, k_data=n * per, n_data=cin * taps,
-                    im2col=None if S.k_padded else ("B", *geo))
+                    im2col=("B", *geo, 0, 0, kk) if S.k_padded else ("B", *geo))
     if st is None:
         return Gemm(layer.name, phase, n * S.ho * S.wo, cout, S.kdim(cin, taps), groups,
                     c_stored=n * cin * S.h * S.w, n_data=cin * taps, col2im=geo)

@@ -43,11 +43,13 @@ Every lowering whose windows are a correlation of a stored map carries its geome
 hold no words, in the plain operand across K and in C across N too), and a transposed
 ``bwd_input``'s windows over the stored output gradient, one output phase or a stride of 1;
 an N:M-condensed A keeps its geometry, a block of slots counting the words of the groups of
-columns it selects from.
+columns it selects from; a ``bwd_weight`` B whose positions are padded image by image keeps
+its geometry, a run of its K slots holding a run of positions (the padding slots hold no words,
+in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
 equals the schedule word for word. An operand that carries no geometry (a transposed
-``bwd_input`` of a stride above 1 read through every tap, ``bwd_weight`` with its positions
-padded image by image, the fan-in and structured GEMMs of ``dataflows.sparse``) is counted
+``bwd_input`` of a stride above 1 read through every tap, the fan-in and structured GEMMs of
+``dataflows.sparse``) is counted
 as a share of the matrix: its words scaled by stored / expanded
 elements, its capacity in matrix words scaled the other way. Operands are assumed laid out in
 DRAM in the order the dataflow reads them (a tiled layout), so a tile's fresh words of one
@@ -805,17 +807,22 @@ def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
 
 def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
     """Which operand is an im2col of a feature map ('A', 'B' or '') and its geometry as the
-    int64 array ``_patch`` reads (17 numbers: ``Gemm.im2col``'s, then the channel slots per
+    int64 array ``_patch`` reads (18 numbers: ``Gemm.im2col``'s, then the channel slots per
     tap, 0 for the (c, i, j) order, then an N:M-condensed A's slots per group and group width,
-    0 0 for none); None when the GEMM carries none or its shape is not that geometry's: a
-    sparse rewrite that changed the matrix otherwise."""
+    0 0 for none, then the slots per image of a B whose positions are padded image by image,
+    0 for none: ``_real_rows`` maps its rows to positions); None when the GEMM carries none or
+    its shape is not that geometry's: a sparse rewrite that changed the matrix otherwise."""
     if gemm.im2col is None:
         return "", None
     which, *g = gemm.im2col
-    g = (list(g) + [0, 0, 0])[:17]
+    g = (list(g) + [0, 0, 0, 0])[:18]
     n_img, cg, _h, _w, kh, kw = g[:6]
-    ho, wo, cp, sn, sm = g[12], g[13], g[14], g[15], g[16]
+    ho, wo, cp, sn, sm, pp = g[12], g[13], g[14], g[15], g[16], g[17]
     pos, fan = (gemm.M, gemm.K) if which == "A" else (gemm.K, gemm.N)
+    if pp:  # B's positions padded image by image: its rows as its images' slots
+        if which != "B" or sn or pp < ho * wo or pos != n_img * pp:
+            return "", None
+        pos = n_img * ho * wo
     full = (cp or cg) * kh * kw
     if sn:  # N:M slots over the columns of an A read dense
         ok = which == "A" and gemm.k_read == full and fan == (full // sm) * sn + min(sn, full % sm)
@@ -829,10 +836,14 @@ def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
 
 
 def _padding(gemm: Gemm, geo: tuple[str, np.ndarray | None]) -> tuple[int, int, int, int]:
-    """The padding of K and of N that an (i, j, c) order puts in (each: slots per period and
-    data slots among them, ``_real``; 0, 0: none), from the im2col operand's geometry or
-    C's (``Gemm.col2im``): plain operands and C hold no words there."""
+    """The padding of K and of N that an (i, j, c) order puts in, and of K that positions
+    padded image by image put in (each: slots per period and data slots among them,
+    ``_real``; 0, 0: none), from the im2col operand's geometry or C's (``Gemm.col2im``):
+    plain operands and C hold no words there."""
     which, g = geo
+    if g is not None and g[17]:  # bwd_weight's K: each image's positions, then padding
+        kpad = (int(g[17]), int(g[12] * g[13]))
+        return (*kpad, int(g[14]), int(g[1])) if g[14] else (*kpad, 0, 0)
     if g is not None and g[14] and not g[15]:
         return (int(g[14]), int(g[1]), 0, 0) if which == "A" else (0, 0, int(g[14]), int(g[1]))
     c = gemm.col2im
@@ -871,6 +882,18 @@ def _block_ranges(mapping: DenseMapping, m: int, k: int, n: int) -> tuple[np.nda
     return a, -1, b, 1
 
 
+def _real_rows(blocks: np.ndarray, geo: np.ndarray) -> np.ndarray:
+    """Blocks of an im2col operand with their rows as positions (n, oh, ow): as they are, or,
+    with the positions padded image by image (``geo[17]`` slots an image), the positions their
+    rows' data slots hold — a run of rows holds a run of positions."""
+    if not geo[17]:
+        return blocks
+    out = blocks.copy()
+    out[:, :2] = _reals(np.zeros_like(out[:, :2]), out[:, :2], int(geo[17]),
+                        int(geo[12] * geo[13]))
+    return out
+
+
 def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int],
                     stored: np.ndarray, pad: tuple[int, int, int, int]):
     """Per operand (A, B), the arguments of ``_fetches`` after the block sequence: the blocks,
@@ -887,7 +910,9 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
     for x, blk, time, cap, share, extent in (("A", a_blk, a_time, caps[0], stored[0], (m, k)),
                                              ("B", b_blk, b_time, caps[1], stored[1], (k, n))):
         if x == geo[0]:
-            once = _im2col_blocks(geo[1], np.array([[0, extent[0], 0, extent[1]]]), -1, cap)[1]
+            blk = _real_rows(blk, geo[1])
+            once = _im2col_blocks(geo[1], _real_rows(np.array([[0, extent[0], 0, extent[1]]]),
+                                                     geo[1]), -1, cap)[1]
             if once[0] <= cap:  # fetched once, whole: its blocks need no counting
                 fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
             else:

@@ -19,7 +19,8 @@ Every lowering choice is walked the same way: its matrices' elements are mapped 
 that hold them from the layer's geometry and the lowering's definition (``docs/gemms.md``,
 "Lowering choices"), here in the test — the (i, j, c) K order with its padding channels (no
 word), a transposed ``bwd_input``'s windows over the stored output gradient (one GEMM per output
-phase, or all of them), one GEMM per image.
+phase, or all of them), one GEMM per image, ``bwd_weight``'s positions padded image by image
+(padding slots: no word; a block streamed along them moves whole output rows).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _lowered_cells(layer: Layer, batch: int, phase: str, low: Lowering, lanes: i
     pp = -(-per // lanes) * lanes if k_padded else per
 
     def pos(p):  # a bwd_weight K index → (image, oy, ox), or None for a padding slot
-        return (p // pp, p % pp // wo, p % wo) if p % pp < per else None
+        return (p // pp, p % pp // wo, p % pp % wo) if p % pp < per else None
 
     def x_word(img0, grp, n, c, oy, ox, t):
         y, x = oy * sh - ph + t // kw * dh, ox * sw - pw + t % kw * dw
@@ -193,7 +194,16 @@ def _lowered_cells(layer: Layer, batch: int, phase: str, low: Lowering, lanes: i
                     def cc(r, c, idx=idx, pset=pset):
                         return ("C", idx, str(pset), r, c)
                 cells.append((ca, cb, cc))
-        out.append((shape, cells, wo if pset is None else len(pset[1][0])))
+        unit = wo if pset is None else len(pset[1][0])
+        if phase == "bwd_weight" and k_padded:  # B's steps: an output row's slots, no padding
+            def rows_b(r0, r1):
+                rows = {}
+                for r in range(r0, r1):
+                    if r % pp < per:
+                        rows.setdefault((r // pp, r % pp // wo), []).append(r)
+                return list(rows.values())
+            unit = (1, rows_b)
+        out.append((shape, cells, unit))
     return out
 
 
@@ -266,10 +276,12 @@ def _words(cell, r, c) -> list:
 
 def _block(cell, r0, r1, c0, c1, time, unit=1):
     """The words of block rows r0..r1−1 × columns c0..c1−1 per time step (0: ``unit`` rows
-    at a time, 1: columns, −1: one step)."""
+    at a time, or the lists of rows ``unit(r0, r1)`` gives; 1: columns, −1: one step)."""
     if time == 0:
-        return [[w for r in range(a, min(r1, a + unit)) for c in range(c0, c1)
-                 for w in _words(cell, r, c)] for a in range(r0, r1, unit)]
+        steps = unit(r0, r1) if callable(unit) else [range(a, min(r1, a + unit))
+                                                     for a in range(r0, r1, unit)]
+        return [[w for r in rows for c in range(c0, c1) for w in _words(cell, r, c)]
+                for rows in steps]
     if time == 1:
         return [[w for r in range(r0, r1) for w in _words(cell, r, c)] for c in range(c0, c1)]
     return [[w for r in range(r0, r1) for c in range(c0, c1) for w in _words(cell, r, c)]]
@@ -295,10 +307,12 @@ def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: i
          scatter: bool = False) -> dict[str, int]:
     """DRAM words of A, B and C (reads, writes) the loop nest of an M×K·K×N GEMM moves, one
     walk per group (``cells``: per group the words of A's, B's and C's elements; ``unit``:
-    positions in an output row; ``scatter``: C's elements are partial sums scattered into the
-    words they land in, ``_Scatter``)."""
+    positions in an output row, or a pair — per operand, the rows, or ``_block``'s function of
+    rows, a block streamed along its rows steps by; ``scatter``: C's elements are partial sums
+    scattered into the words they land in, ``_Scatter``)."""
     tot = {"a_dram": 0, "b_dram": 0, "c_read": 0, "c_write": 0}
     m, k, n = shape
+    units = unit if isinstance(unit, tuple) else (unit, unit)
     for cell_a, cell_b, cell_c in cells:
         kr = rows * lanes
         span = {"os": (rows, cols), "ws": (kr, cols), "is": (kr, cols)}[df]
@@ -328,8 +342,9 @@ def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: i
                 a = ((lo_j, hi_j, lo_i, hi_i), -1)
                 b = ((lo_i, hi_i, 0, n), 1)
                 cblk = (lo_j, hi_j, 0, n)
-            for buf, cell, (key, time) in ((bufs[0], cell_a, a), (bufs[1], cell_b, b)):
-                buf.read(key, _block(cell, *key, time, unit))
+            for buf, cell, (key, time), u in ((bufs[0], cell_a, a, units[0]),
+                                              (bufs[1], cell_b, b, units[1])):
+                buf.read(key, _block(cell, *key, time, u))
             if scatter:
                 sc.accumulate(cblk, {cell_c(r, c) for r in range(cblk[0], cblk[1])
                                      for c in range(cblk[2], cblk[3])} - {None})
@@ -435,10 +450,12 @@ def test_col2im_partial_sums_move_what_the_loop_nest_moves(layer, batch, df, row
 LOWERINGS = [Lowering(k_order="channel_inner"), Lowering(bwd_input="transposed"),
              Lowering(bwd_input="phases"), Lowering(bwd_input="phases", k_order="channel_inner"),
              Lowering(batch="per_image"), Lowering(bwd_input="transposed",
-                                                    k_order="channel_inner")]
+                                                    k_order="channel_inner"),
+             Lowering(bwd_weight="per_image"),
+             Lowering(bwd_weight="per_image", k_order="channel_inner")]
 
 
-@settings(deadline=None, max_examples=200)
+@settings(deadline=None, max_examples=260)
 @given(layer=_layers(), batch=st.integers(1, 2),
        phase=st.sampled_from(["fwd", "bwd_weight", "bwd_input"]), low=st.sampled_from(LOWERINGS),
        df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
@@ -446,14 +463,12 @@ LOWERINGS = [Lowering(k_order="channel_inner"), Lowering(bwd_input="transposed")
 def test_every_lowering_moves_what_the_loop_nest_over_explicit_buffers_moves(
         layer, batch, phase, low, df, rows, cols, lanes, caps):
     """Under the other lowering choices — the (i, j, c) K order with channels padded to the
-    lanes, a transposed bwd_input (one GEMM, or one per output phase), a GEMM per image — every
+    lanes, a transposed bwd_input (one GEMM, or one per output phase), a GEMM per image,
+    bwd_weight's positions padded to the lanes image by image — every
     GEMM the phase runs moves the reference's words of A, B and C (C of col2im bwd_input: A and
     B), and no fewer than its compulsory words."""
-    k_padded = low.batch == "per_image" or low.bwd_weight == "per_image"
-    # not walked here: a bwd_weight with K padded image by image (its im2col operand counted
-    # as a share), a transposed bwd_input of a stride above 1 read through every tap (the
+    # not walked here: a transposed bwd_input of a stride above 1 read through every tap (the
     # inserted zeros; also the one GEMM that stands in where no output phase has a tap)
-    assume(not (phase == "bwd_weight" and k_padded))
     (h, w), (kh, kw), (sh, sw) = layer.input_hw, layer.kernel, layer.stride
     (ph, pw), (dh, dw) = layer.padding, layer.dilation
     no_phase = not (_phases_of(h, kh, sh, ph, dh) and _phases_of(w, kw, sw, pw, dw))
