@@ -19,7 +19,11 @@ What the buffer holds (``docs/validation.md``, "DRAM traffic: what is fetched").
 half buffer (the other half takes the next tile) holds words as they are stored in DRAM: an
 im2col operand (``Gemm.im2col``) is the feature map it expands, so a block of it is the
 feature-map words its windows touch (its footprint; padding is not fetched), and a plain matrix
-block is its elements. Per operand, in loop order:
+block is its elements. An operand in a compressed format (``dataflows/formats.py``) is held as
+its SRAM format holds it: a block fills the half buffer with its words times its own held /
+dense ratio (the ratio of the blocks' nonzeros each fold reads; the mean over the groups where
+a GEMM repeats), and is fetched as its words times its DRAM format's ratio. Per operand, in
+loop order (sizes as held):
 
 * an operand whose words all fit in its half buffer is fetched once, and stays;
 * otherwise the buffer keeps the block the previous fold read, if it fits: the same block again
@@ -47,15 +51,16 @@ columns it selects from; a ``bwd_weight`` B whose positions are padded image by 
 its geometry, a run of its K slots holding a run of positions (the padding slots hold no words,
 in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
-equals the schedule word for word. An operand that carries no geometry (a transposed
-``bwd_input`` of a stride above 1 read through every tap, the fan-in and structured GEMMs of
-``dataflows.sparse``) is counted
-as a share of the matrix: its words scaled by stored / expanded
-elements, its capacity in matrix words scaled the other way. Operands are assumed laid out in
-DRAM in the order the dataflow reads them (a tiled layout), so a tile's fresh words of one
-operand are one contiguous run. A fold whose fresh data exceeds a half buffer is split into
-chunks along its time dimension; consecutive small folds are merged into one tile until a half
-buffer of some operand would overflow.
+equals the schedule word for word, a plain operand stored and held compressed included (every
+block its own formats' words; an im2col operand in a compressed format is its footprint times
+the ratio of the matrix block, which is not walked). An operand that carries no geometry (a
+transposed ``bwd_input`` of a stride above 1 read through every tap, the fan-in and
+structured GEMMs of ``dataflows.sparse``) is counted as a share of the matrix: its words
+scaled by stored / expanded elements, and so are the words it fills its half buffer with.
+Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so
+a tile's fresh words of one operand are one contiguous run. A fold whose fresh data exceeds a
+half buffer is split into chunks along its time dimension; consecutive small folds are merged
+into one tile until a half buffer of some operand would overflow.
 """
 
 from __future__ import annotations
@@ -410,13 +415,22 @@ def _overlaps(geo, b1, b2):
 
 
 @njit(cache=True)
-def _fetches(seq, fetch, fp, new, whole, cap, both):
+def _fits(words, ratio, cap):
+    """Whether ``words`` dense words held at ``ratio`` (held / dense words of their format)
+    fit ``cap`` words: exactly ``words ≤ cap`` at a ratio of 1."""
+    return words * ratio <= cap * (1.0 + 1e-12) + 1e-9
+
+
+@njit(cache=True)
+def _fetches(seq, fetch, fp, new, whole, bcap, both, hr, cap):
     """DRAM words of one operand at each fold, the fold reading block ``seq[f]``. An operand
     that fits whole is fetched once (``new``: the words a block brings in at its first use).
-    Otherwise the buffer keeps the block the previous fold read if it fits: the same block again
-    costs nothing, and a new one that fits beside it brings in only the words the kept one does
-    not hold (``both[f]``: the words of the two blocks together, −1 where not counted: plain
-    blocks share no words); any other is fetched as ``fetch`` says."""
+    Otherwise the buffer keeps the block the previous fold read if it fits (``bcap``: per block,
+    the most dense words of it that fit the ``cap`` words of the half buffer as it is held,
+    ``hr``: held / dense words): the same block again costs nothing, and a new one that fits
+    beside it brings in only the words the kept one does not hold (``both[f]``: the words of
+    the two blocks together, −1 where not counted: plain blocks share no words); any other is
+    fetched as ``fetch`` says."""
     nf = seq.shape[0]
     out = np.zeros(nf, dtype=np.int64)
     seen = np.zeros(fetch.shape[0], dtype=np.bool_)
@@ -427,11 +441,13 @@ def _fetches(seq, fetch, fp, new, whole, cap, both):
                 seen[b] = True
                 out[f] = new[b]
             continue
-        held = seq[f - 1] if f > 0 and fp[seq[f - 1]] <= cap else -1
+        held = seq[f - 1] if f > 0 and fp[seq[f - 1]] <= bcap[seq[f - 1]] else -1
         if b == held:
             continue
         out[f] = fetch[b]
-        if held >= 0 and 0 <= both[f] <= cap:
+        # the kept block as held, and the new one's other words as the new block is held
+        if held >= 0 and both[f] >= 0 and _fits(1, fp[held] * hr[held]
+                                               + (both[f] - fp[held]) * hr[b], cap):
             out[f] = both[f] - fp[held]
     return out
 
@@ -613,14 +629,14 @@ def _alike(cols: list[np.ndarray], geo: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.ndarray,
-                cap: int) -> np.ndarray:
+                fit: np.ndarray) -> np.ndarray:
     """Per fold, the feature-map words of its block and the previous fold's together, where
-    ``_fetches`` needs them (both fit, and differ); −1 elsewhere."""
+    ``_fetches`` needs them (both fit, ``fit`` per block, and differ); −1 elsewhere."""
     out = np.full(seq.shape[0], -1, dtype=np.int64)
     if not geo.shape[0] or seq.shape[0] < 2:
         return out
     prev, cur = seq[:-1], seq[1:]
-    need = np.flatnonzero((prev != cur) & (fp[prev] <= cap) & (fp[cur] <= cap))
+    need = np.flatnonzero((prev != cur) & fit[prev] & fit[cur])
     if need.shape[0] == 0:
         return out
     # each pair of blocks once (a loop nest meets the same pairs again and again)
@@ -635,10 +651,11 @@ def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.nda
 
 
 @njit(cache=True)
-def _im2col_blocks(geo, blocks, stream, cap):
+def _im2col_blocks(geo, blocks, stream, bcap):
     """Per block (position range × column range, one row of ``blocks``): its footprint in
-    feature-map words and the words fetching it moves. A block that does not fit ``cap``
-    streams through the half buffer in ⌈footprint / cap⌉ equal parts along its time axis
+    feature-map words and the words fetching it moves. A block that does not fit its ``bcap``
+    (the most of its words the half buffer holds) streams through the half buffer in
+    ⌈footprint / bcap⌉ equal parts along its time axis
     (``stream``: 0 positions, in whole output rows — such a block spans whole images —, 1
     columns, −1 none: a stationary block is loaded whole), each part fetched as its own
     footprint."""
@@ -652,7 +669,8 @@ def _im2col_blocks(geo, blocks, stream, cap):
         p0, p1, k0, k1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
         fp[b] = _footprint(geo, p0, p1, k0, k1, stamp, state)
         fetch[b] = fp[b]
-        if stream >= 0 and fp[b] > cap:
+        cap = max(1, bcap[b])
+        if stream >= 0 and fp[b] > bcap[b]:
             # time steps: output rows (a block streamed along positions spans whole images)
             # or columns
             step = wo if stream == 0 else 1
@@ -894,42 +912,91 @@ def _real_rows(blocks: np.ndarray, geo: np.ndarray) -> np.ndarray:
     return out
 
 
+def _block_ratios(mapping: DenseMapping, m: int, k: int, n: int,
+                  ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per block of A and of B (``_block_ranges``' order), its ratio (one per fold of every
+    group, column folds outer): the mean over the groups of the folds that read it — every fold
+    reading a block in a group has that block's ratio."""
+    if (ratio == ratio[0]).all():  # one ratio pair: every block alike
+        na, nb = (x.shape[0] for x in _block_ranges(mapping, m, k, n)[::2])
+        return np.full(na, ratio[0, 0]), np.full(nb, ratio[0, 1])
+    rows, cols, kr = mapping.rows, mapping.cols, mapping.rows * mapping.lanes
+    if mapping.dataflow == "os":
+        rf, cf = -(-m // rows), -(-n // cols)
+    else:
+        rf, cf = -(-k // kr), -(-(n if mapping.dataflow == "ws" else m) // cols)
+    f = np.arange(rf * cf)
+    i, j = f % rf, f // rf  # column folds outer: fold j·rf + i
+    a, b = {"os": (i, j), "ws": (i, i * cf + j), "is": (i * cf + j, i)}[mapping.dataflow]
+    groups = ratio.shape[0] // (rf * cf)
+    out = []
+    for x, idx, nblk in ((0, a, rf if mapping.dataflow != "is" else rf * cf),
+                         (1, b, cf if mapping.dataflow == "os" else
+                          rf * cf if mapping.dataflow == "ws" else rf)):
+        idx = np.tile(idx, groups)
+        out.append(np.bincount(idx, weights=ratio[:, x], minlength=nblk)
+                   / np.maximum(np.bincount(idx, minlength=nblk), 1))
+    return out[0], out[1]
+
+
+def _block_caps(cap: int, ratio: np.ndarray) -> np.ndarray:
+    """Per block, the most of its dense words that fit ``cap`` held words when the block is
+    held at ``ratio`` (held / dense words): ``cap`` itself at a ratio of 1."""
+    quot = np.floor(cap / np.maximum(ratio, 1e-6) + 1e-9).astype(np.int64)
+    return np.where(ratio == 1.0, cap, quot).astype(np.int64)
+
+
 def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int],
-                    stored: np.ndarray, pad: tuple[int, int, int, int]):
+                    held: tuple[np.ndarray, np.ndarray], stored: np.ndarray,
+                    pad: tuple[int, int, int, int]):
     """Per operand (A, B), the arguments of ``_fetches`` after the block sequence: the blocks,
     the im2col geometry (empty for a plain matrix), per block its fetched words, footprint and
-    first-use words, whether the operand fits its half buffer whole, the capacity its blocks
-    are compared with. An
-    im2col operand counts feature-map words (``_im2col_blocks``; fitting whole, it is fetched
-    once, all of it with its first block); any other counts matrix words, its capacity in
-    those words (half buffer / stored share, so a matrix stored smaller fits as stored), and
-    leaves out the slots ``pad`` says hold no data (K's of B, N's of C; ``_padding``)."""
+    first-use words, whether the operand fits its half buffer whole, per block the most of its
+    words that fit the half buffer, per block its held / counted words, the half buffer's
+    words. A block is held in its operand's SRAM format (``held``: per block, held / dense
+    words): the buffer is compared with what it holds. An im2col operand counts feature-map
+    words (``_im2col_blocks``; fitting whole — its footprint at the matrix's held ratio —, it is
+    fetched once, all of it with its first block); any other counts matrix words, held as
+    stored (times the stored share, so a matrix stored smaller fits as stored), and leaves out
+    the slots ``pad`` says hold no data (K's of B, N's of C; ``_padding``)."""
     m, k, n = gemm.M, gemm.K, gemm.N
     a_blk, a_time, b_blk, b_time = _block_ranges(mapping, m, k, n)
     out = []
-    for x, blk, time, cap, share, extent in (("A", a_blk, a_time, caps[0], stored[0], (m, k)),
-                                             ("B", b_blk, b_time, caps[1], stored[1], (k, n))):
+    for x, blk, time, cap, share, extent, hr in (
+            ("A", a_blk, a_time, caps[0], stored[0], (m, k), held[0]),
+            ("B", b_blk, b_time, caps[1], stored[1], (k, n), held[1])):
         if x == geo[0]:
+            size = (blk[:, 1] - blk[:, 0]) * (blk[:, 3] - blk[:, 2])
+            whole_ratio = float(hr @ size / max(1, size.sum())) if (hr != 1.0).any() else 1.0
             blk = _real_rows(blk, geo[1])
             once = _im2col_blocks(geo[1], _real_rows(np.array([[0, extent[0], 0, extent[1]]]),
-                                                     geo[1]), -1, cap)[1]
-            if once[0] <= cap:  # fetched once, whole: its blocks need no counting
+                                                     geo[1]), -1, np.zeros(1, np.int64))[1]
+            whole = bool(_fits(once[0], whole_ratio, cap))
+            bcap = _block_caps(cap, hr)
+            if whole:  # fetched once, whole: its blocks need no counting
                 fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
             else:
                 first, inv = _alike([blk[:, 0], blk[:, 1], blk[:, 2], blk[:, 3]], geo[1])
+                if (bcap != cap).any():  # blocks alike but held unlike stream unlike
+                    key, inv = np.unique(np.stack([inv, bcap], axis=1), axis=0,
+                                         return_inverse=True)
+                    first = np.zeros(key.shape[0], dtype=np.int64)
+                    first[inv.reshape(-1)] = np.arange(inv.shape[0])
+                    inv = inv.reshape(-1)
                 fetch, fp = (x[inv] for x in _im2col_blocks(
-                    geo[1], np.ascontiguousarray(blk[first]), time, cap))
+                    geo[1], np.ascontiguousarray(blk[first]), time,
+                    np.ascontiguousarray(bcap[first])))
             new = np.zeros_like(fetch)
             new[0] = once[0]
-            out.append((blk, geo[1], fetch, fp, new, bool(once[0] <= cap), cap))
+            out.append((blk, geo[1], fetch, fp, new, whole, bcap, hr, cap))
             continue
         # data slots only: K padded (B's rows, A's columns), N padded (B's columns)
         rpad, cpad = ((0, 0), pad[:2]) if x == "A" else (pad[:2], pad[2:])
         words = _reals(blk[:, 0], blk[:, 1], *rpad) * _reals(blk[:, 2], blk[:, 3], *cpad)
-        total = _real(0, extent[0], *rpad) * _real(0, extent[1], *cpad)
-        cap_x = cap if share >= 1.0 else int(cap / max(share, 1e-9) + 1e-9)
-        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words, total <= cap_x,
-                    cap_x))
+        hx = hr * min(share, 1.0)
+        whole = bool(_fits(1, float(words @ hx), cap))
+        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words, whole,
+                    _block_caps(cap, hx), hx, cap))
     return out
 
 
@@ -969,8 +1036,10 @@ class _Col2im:
         cells = np.stack([a0, np.minimum(a0 + rstep, m), b0, np.minimum(b0 + cstep, n)],
                          axis=1)
         first, inv = _alike([cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]], geo)
-        fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first]), -1, cap_c)[1][inv]
-        total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1, cap_c)[1][0])
+        fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first]), -1,
+                            np.zeros(first.shape[0], np.int64))[1][inv]
+        total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1,
+                                   np.zeros(1, np.int64))[1][0])
         return cls(geo, rstep, cstep, cells, fp, total)
 
 
@@ -987,7 +1056,7 @@ def _col2im_c(f: np.ndarray, mapping: DenseMapping, m: int, n: int, c: _Col2im, 
         seq = f[:, A_DRAM] % (-(-m // cols))
     seq = np.ascontiguousarray(seq)
     first = _first_touch(c.geo, c.rstep, c.cstep, rows_outer and df == "os").reshape(-1)
-    both = _pair_words(seq, c.cells, c.geo, c.fp, cap_c)
+    both = _pair_words(seq, c.cells, c.geo, c.fp, c.fp <= cap_c)
     f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq, c.fp, first, both, c.total <= cap_c, c.total,
                                             cap_c)
 
@@ -1006,11 +1075,12 @@ def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops,
                    order, *npad)
         if c2i is not None:
             _col2im_c(f, mapping, gemm.M, gemm.N, c2i, cap_c, order)
-        for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
+        for col, (blk, g, fetch, fp, new, whole, bcap, hr, cap) in zip((A_DRAM, B_DRAM), ops,
+                                                                        strict=True):
             seq = np.ascontiguousarray(f[:, col])
             both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
-                    else _pair_words(seq, blk, g, fp, cap))
-            f[:, col] = _fetches(seq, fetch, fp, new, whole, cap, both)
+                    else _pair_words(seq, blk, g, fp, fp <= bcap))
+            f[:, col] = _fetches(seq, fetch, fp, new, whole, bcap, both, hr, cap)
         out.append(f)
     return out
 
@@ -1025,7 +1095,8 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     DRAM words of A and B (compressed bytes / dense bytes in the operand's DRAM format): two
     numbers for the whole GEMM, or one pair per fold of every group in the same order as
     ``fold_cycles`` (column folds outer). ``held`` is the same for the operands' SRAM format:
-    it scales the words a tile's fresh A and B occupy in their half buffers (None: as
+    it scales the words a tile's fresh A and B occupy in their half buffers, and the words each
+    block fills its half buffer with when the loop nest decides what stays (None: as
     ``compression``, the data held as it came from DRAM)."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
@@ -1040,13 +1111,9 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
     scale_ab = _per_fold(compression, nf_all, "compression") * stored
     occ_ab = held_ratio * stored
-    # what the loop nest can keep on chip: a buffer holding compressed operands holds more of
-    # them (dense words / mean held ratio); dense formats leave the capacities as they are
-    # (a hair over the quotient: a mean ratio of 1/3 that rounds to 0.33333333333333337 still
-    # gives three times the words)
-    eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
-                    for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
-    ops = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored, pad)
+    # what the loop nest can keep on chip: each block as its SRAM format holds it
+    ops = _operand_blocks(gemm, mapping, geo, (cap_a, cap_b),
+                          _block_ratios(mapping, m, k, n, held_ratio), stored, pad)
     cgeo = _c_geometry(gemm)
     scale_c = 1.0 if pad[2] or cgeo is not None else gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)

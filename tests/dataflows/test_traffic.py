@@ -26,12 +26,14 @@ phase, or all of them), one GEMM per image, ``bwd_weight``'s positions padded im
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from dataflows.formats import FORMATS, block_bits
 from dataflows.gemm import Gemm, lower
 from dataflows.lowering import Lowering, part_gemms
 from dataflows.sparse import condensed_gemm, nm_slots
@@ -208,10 +210,16 @@ def _lowered_cells(layer: Layer, batch: int, phase: str, low: Lowering, lanes: i
 
 
 class _Buffer:
-    """One operand's half buffer: the words it holds and the DRAM words it brought in."""
+    """One operand's half buffer: the words it holds and the DRAM words it brought in. Stored
+    compressed (``sizes``: a plain matrix, block by block), a block is its (DRAM words, held
+    words) in its formats, and the buffer is filled by what it holds."""
 
-    def __init__(self, cap: int, everything: set) -> None:
+    def __init__(self, cap: int, everything: set, sizes=None, blocks=()) -> None:
         self.cap, self.whole = cap, len(everything) <= cap
+        self.sizes = sizes
+        if sizes is not None:
+            self.whole = sum(sizes(key)[1] for key in blocks) <= cap
+            self.seen: set = set()
         self.resident: set = set()
         self.held, self.kept = None, set()
         self.words = 0
@@ -219,6 +227,9 @@ class _Buffer:
     def read(self, key, steps: list[list]) -> None:
         """A fold reads block ``key``, whose words along its time axis are ``steps``."""
         need = {a for s in steps for a in s if a is not None}
+        if self.sizes is not None:
+            self._read_compressed(key, need)
+            return
         if self.whole:
             self.words += len(need - self.resident)
             self.resident |= need
@@ -233,6 +244,20 @@ class _Buffer:
                 part = steps[q * len(steps) // parts:(q + 1) * len(steps) // parts]
                 self.words += len({a for s in part for a in s if a is not None})
         self.held, self.kept = (key, need) if len(need) <= self.cap else (None, set())
+
+    def _read_compressed(self, key, need: set) -> None:
+        """``read`` of a block stored compressed: fetched whole (streamed or not, its parts
+        add up to it) unless it is the block held or all of the operand stays."""
+        dram, held = self.sizes(key)
+        if self.whole:
+            self.words += dram if key not in self.seen else 0
+            self.seen.add(key)
+            return
+        if key == self.held:
+            return
+        assert not need & self.kept  # blocks of a plain matrix share no word
+        self.words += dram
+        self.held, self.kept = (key, need) if held <= self.cap else (None, set())
 
 
 class _Scatter:
@@ -302,46 +327,59 @@ def reference(layer: Layer, batch: int, phase: str, rows: int, cols: int, lanes:
                 scatter)
 
 
+def loop_nest(shape: tuple[int, int, int], rows: int, cols: int, lanes: int, df: str,
+              outer: str) -> list[tuple]:
+    """The folds in loop order (column folds outer or row folds outer): per fold its row and
+    column fold (i, j), the A and B blocks it reads ((row start, row end, column start, column
+    end), time axis) and the C block it accumulates into."""
+    m, k, n = shape
+    kr = rows * lanes
+    span = {"os": (rows, cols), "ws": (kr, cols), "is": (kr, cols)}[df]
+    ext = {"os": (m, n), "ws": (k, n), "is": (k, m)}[df]
+    rf, cf = (-(-e // s) for e, s in zip(ext, span, strict=True))
+    order = [(o, q) if outer == "rows" else (q, o)
+             for o in range(rf if outer == "rows" else cf)
+             for q in range(cf if outer == "rows" else rf)]
+    out = []
+    for i, j in order:
+        lo_i, hi_i = i * span[0], min(ext[0], (i + 1) * span[0])
+        lo_j, hi_j = j * span[1], min(ext[1], (j + 1) * span[1])
+        if df == "os":
+            out.append((i, j, ((lo_i, hi_i, 0, k), 1), ((0, k, lo_j, hi_j), 0),
+                        (lo_i, hi_i, lo_j, hi_j)))
+        elif df == "ws":
+            out.append((i, j, ((0, m, lo_i, hi_i), 0), ((lo_i, hi_i, lo_j, hi_j), -1),
+                        (0, m, lo_j, hi_j)))
+        else:
+            out.append((i, j, ((lo_j, hi_j, lo_i, hi_i), -1), ((lo_i, hi_i, 0, n), 1),
+                        (lo_j, hi_j, 0, n)))
+    return out
+
+
 def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: int,
          lanes: int, df: str, caps: tuple[int, int, int], outer: str,
-         scatter: bool = False) -> dict[str, int]:
+         scatter: bool = False, sizes: list | None = None) -> dict[str, int]:
     """DRAM words of A, B and C (reads, writes) the loop nest of an M×K·K×N GEMM moves, one
     walk per group (``cells``: per group the words of A's, B's and C's elements; ``unit``:
     positions in an output row, or a pair — per operand, the rows, or ``_block``'s function of
     rows, a block streamed along its rows steps by; ``scatter``: C's elements are partial sums
-    scattered into the words they land in, ``_Scatter``)."""
+    scattered into the words they land in, ``_Scatter``; ``sizes``: per group, per operand A
+    and B, None or the (DRAM words, held words) of a block stored compressed, ``_Buffer``)."""
     tot = {"a_dram": 0, "b_dram": 0, "c_read": 0, "c_write": 0}
     m, k, n = shape
     units = unit if isinstance(unit, tuple) else (unit, unit)
-    for cell_a, cell_b, cell_c in cells:
-        kr = rows * lanes
-        span = {"os": (rows, cols), "ws": (kr, cols), "is": (kr, cols)}[df]
-        ext = {"os": (m, n), "ws": (k, n), "is": (k, m)}[df]
-        rf, cf = (-(-e // s) for e, s in zip(ext, span, strict=True))
-        bufs = [_Buffer(cap, {w for r in range(mr) for c in range(mc) for w in _words(cell, r, c)})
-                for cap, cell, (mr, mc) in ((caps[0], cell_a, (m, k)), (caps[1], cell_b, (k, n)))]
+    folds = loop_nest(shape, rows, cols, lanes, df, outer)
+    for grp, (cell_a, cell_b, cell_c) in enumerate(cells):
+        size = (None, None) if sizes is None else sizes[grp]
+        bufs = [_Buffer(cap, {w for r in range(mr) for c in range(mc) for w in _words(cell, r, c)},
+                        sz, {fold[2 + x][0] for fold in folds})
+                for x, (cap, cell, (mr, mc), sz) in enumerate((
+                    (caps[0], cell_a, (m, k), size[0]), (caps[1], cell_b, (k, n), size[1])))]
         c_all = sum(cell_c(r, c) is not None for r in range(m) for c in range(n))
         c_whole, c_held, c_size, spilled = c_all <= caps[2], None, 0, set()
         sc = _Scatter(caps[2], {cell_c(r, c) for r in range(m) for c in range(n)} - {None})
-        order = [(o, q) if outer == "rows" else (q, o)
-                 for o in range(rf if outer == "rows" else cf)
-                 for q in range(cf if outer == "rows" else rf)]
-        last_k = {j: (i, j) for i, j in order}  # a column's last K fold (ws, is)
-        for i, j in order:
-            lo_i, hi_i = i * span[0], min(ext[0], (i + 1) * span[0])
-            lo_j, hi_j = j * span[1], min(ext[1], (j + 1) * span[1])
-            if df == "os":
-                a = ((lo_i, hi_i, 0, k), 1)
-                b = ((0, k, lo_j, hi_j), 0)
-                cblk = (lo_i, hi_i, lo_j, hi_j)
-            elif df == "ws":
-                a = ((0, m, lo_i, hi_i), 0)
-                b = ((lo_i, hi_i, lo_j, hi_j), -1)
-                cblk = (0, m, lo_j, hi_j)
-            else:
-                a = ((lo_j, hi_j, lo_i, hi_i), -1)
-                b = ((lo_i, hi_i, 0, n), 1)
-                cblk = (lo_j, hi_j, 0, n)
+        last_k = {j: (i, j) for i, j, *_ in folds}  # a column's last K fold (ws, is)
+        for i, j, a, b, cblk in folds:
             for buf, cell, (key, time), u in ((bufs[0], cell_a, a, units[0]),
                                               (bufs[1], cell_b, b, units[1])):
                 buf.read(key, _block(cell, *key, time, u))
@@ -606,3 +644,63 @@ def test_an_nm_condensed_gemm_moves_what_the_loop_nest_moves(
     sch = schedule(g2, map_dense(g2, rows, cols, df, lanes), caps)
     ref = walk((g2.M, g2.K, g2.N), cells2, unit, rows, cols, lanes, df, caps, sch.outer)
     assert {x: sch.total(x) for x in ref} == ref
+
+
+@settings(deadline=None, max_examples=150)
+@given(layer=_layers(), batch=st.integers(1, 2),
+       phase=st.sampled_from(["fwd", "bwd_weight", "bwd_input"]),
+       df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       lanes=st.integers(1, 2),
+       caps=st.tuples(*[st.one_of(st.integers(1, 24), st.integers(1, 160))] * 3),
+       fmts=st.lists(st.sampled_from(FORMATS), min_size=4, max_size=4),
+       seed=st.integers(0, 2**16))
+def test_compressed_operands_move_what_the_loop_nest_moves(
+        layer, batch, phase, df, rows, cols, lanes, caps, fmts, seed):
+    """A plain operand stored compressed (a DRAM format) and held compressed (an SRAM format,
+    ``dataflows/formats.py``), random masks: the reference walks the loop nest with every
+    block the compressed words of its own nonzeros in each format — fetched as its DRAM words,
+    kept when its SRAM words fit the half buffer, all of the operand staying when the SRAM
+    words of all its blocks fit — and the schedule, given each fold's compressed / dense
+    ratios, moves those words (to the word: the fractional total rounded). Each row and
+    column of a mask has a density of its own, so that blocks differ. An im2col operand
+    stays dense here; C, never compressed, moves the dense reference's words."""
+    gemm, cell_a, cell_b = _cells(layer, batch, phase, 0)
+    assume(gemm.groups == 1 and gemm.M * gemm.K * gemm.N <= 6000)
+    cell_c = (_conv_cells(layer, phase, 0)[2] if phase == "bwd_input" and layer.kind == "conv2d"
+              else (lambda r, c: ("C", r, c)))
+    rng = np.random.default_rng(seed)
+    masks = [rng.random((r, c)) < np.outer(rng.random(r), rng.random(c)) ** 0.5
+             for r, c in ((gemm.M, gemm.K), (gemm.K, gemm.N))]
+    geo = {"A": 0, "B": 1}.get((gemm.im2col or "-")[0])
+    wbits = 16
+
+    def bits(x, fmt, key):  # compressed bits of block ``key`` of operand x
+        r0, r1, c0, c1 = key
+        return sum(block_bits(fmt, r1 - r0, c1 - c0, int(masks[x][r0:r1, c0:c1].sum()), wbits))
+
+    def sizer(x):
+        if x == geo:  # the im2col operand: dense (the reference counts its footprint)
+            return None
+        return lambda key: (Fraction(bits(x, fmts[2 * x], key), wbits),
+                            Fraction(bits(x, fmts[2 * x + 1], key), wbits))
+
+    # what the schedule is given: per fold (column folds outer) the ratio of its blocks
+    ratio = np.ones((2, len(loop_nest((gemm.M, gemm.K, gemm.N), rows, cols, lanes, df,
+                                      "cols")), 2))
+    for f, (_, _, a, b, _) in enumerate(loop_nest((gemm.M, gemm.K, gemm.N), rows, cols, lanes,
+                                                  df, "cols")):
+        for x, (key, _) in enumerate((a, b)):
+            if x != geo:
+                dense = (key[1] - key[0]) * (key[3] - key[2]) * wbits
+                for level in (0, 1):
+                    ratio[level, f, x] = bits(x, fmts[2 * x + level], key) / max(dense, 1)
+    sch = schedule(gemm, map_dense(gemm, rows, cols, df, lanes), caps, compression=ratio[0],
+                   held=ratio[1])
+    unit = layer.out_hw[1] if layer.kind == "conv2d" else 1
+    scatter = phase == "bwd_input" and layer.kind == "conv2d"
+    ref = walk((gemm.M, gemm.K, gemm.N), [(cell_a, cell_b, cell_c)], unit, rows, cols, lanes,
+               df, caps, sch.outer, scatter, sizes=[(sizer(0), sizer(1))])
+    for x in ("a_dram", "b_dram"):
+        assert abs(sch.total(x) - ref[x]) <= Fraction(1, 2), x
+    assert {x: sch.total(x) for x in ("c_read", "c_write")} == {
+        x: ref[x] for x in ("c_read", "c_write")}
