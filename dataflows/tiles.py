@@ -47,16 +47,17 @@ Every lowering whose windows are a correlation of a stored map carries its geome
 hold no words, in the plain operand across K and in C across N too), and a transposed
 ``bwd_input``'s windows over the stored output gradient, one output phase or a stride of 1;
 an N:M-condensed A keeps its geometry, a block of slots counting the words of the groups of
-columns it selects from; a ``bwd_weight`` B whose positions are padded image by image keeps
-its geometry, a run of its K slots holding a run of positions (the padding slots hold no words,
-in B and across A's K).
+columns it selects from (a constant fan-in: one group of all K columns); a ``bwd_weight`` B
+whose positions are padded image by image keeps its geometry, a run of its K slots holding a
+run of positions (the padding slots hold no words, in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
 equals the schedule word for word, a plain operand stored and held compressed included (every
 block its own formats' words; an im2col operand in a compressed format is its footprint times
 the ratio of the matrix block, which is not walked). An operand that carries no geometry (a
-transposed ``bwd_input`` of a stride above 1 read through every tap, the fan-in and
-structured GEMMs of ``dataflows.sparse``) is counted as a share of the matrix: its words
-scaled by stored / expanded elements, and so are the words it fills its half buffer with.
+transposed ``bwd_input`` of a stride above 1 read through every tap, the structured GEMMs of
+``dataflows.sparse``, a condensed linear layer's A read K per row) is counted as a share of
+the matrix: its words scaled by stored / expanded elements, and so are the words it fills its
+half buffer with.
 Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so
 a tile's fresh words of one operand are one contiguous run. A fold whose fresh data exceeds a
 half buffer is split into chunks along its time dimension; consecutive small folds are merged
@@ -993,7 +994,7 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
         # data slots only: K padded (B's rows, A's columns), N padded (B's columns)
         rpad, cpad = ((0, 0), pad[:2]) if x == "A" else (pad[:2], pad[2:])
         words = _reals(blk[:, 0], blk[:, 1], *rpad) * _reals(blk[:, 2], blk[:, 3], *cpad)
-        hx = hr * min(share, 1.0)
+        hx = hr * share
         whole = bool(_fits(1, float(words @ hx), cap))
         out.append((blk, np.zeros(0, dtype=np.int64), words, words, words, whole,
                     _block_caps(cap, hx), hx, cap))

@@ -615,21 +615,23 @@ def test_the_words_a_col2im_cell_lands_in_first_are_counted_where_the_walk_meets
 
 @settings(deadline=None, max_examples=120)
 @given(layer=_layers(), batch=st.integers(1, 2),
-       nm=st.sampled_from([(1, 2), (2, 4), (1, 3), (2, 3), (3, 4)]),
+       nm=st.sampled_from([(1, 2), (2, 4), (1, 3), (2, 3), (3, 4), "fanin"]),
+       fanin=st.integers(1, 40),
        low=st.sampled_from([Lowering(), Lowering(k_order="channel_inner")]),
        df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
        lanes=st.integers(1, 3), caps=st.tuples(*[st.integers(1, 160)] * 3))
 def test_an_nm_condensed_gemm_moves_what_the_loop_nest_moves(
-        layer, batch, nm, low, df, rows, cols, lanes, caps):
+        layer, batch, nm, fanin, low, df, rows, cols, lanes, caps):
     """The forward GEMM with its weights condensed N:M (``sparse.condensed_gemm``): a slot of
     A reads the dense activations of its group of M columns, so an element of A is the set of
-    feature-map words its group's windows touch; the weights are their K' slots. Equal to the
-    reference word for word."""
+    feature-map words its group's windows touch; the weights are their K' slots. Condensed to
+    a constant fan-in of k, a slot may select any activation: one group of all K columns with
+    k slots. Equal to the reference word for word."""
     assume(layer.kind == "conv2d")
     gemm = part_gemms(layer, batch, "fwd", low, lanes)[0]
     (_, cells, unit), = _lowered_cells(layer, batch, "fwd", low, lanes)
-    n, m = nm
-    g2 = condensed_gemm(gemm, nm_slots(gemm.K, n, m), gemm.N, nm)
+    n, m = nm if nm != "fanin" else (min(fanin, gemm.K), gemm.K)
+    g2 = condensed_gemm(gemm, nm_slots(gemm.K, n, m), gemm.N, (n, m))
     assume(g2.M * g2.K * g2.N * g2.groups <= 6000)
 
     def slotted(cell_a):
