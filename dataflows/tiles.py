@@ -45,7 +45,8 @@ no words.)
 Every lowering whose windows are a correlation of a stored map carries its geometry: the
 (i, j, c) K order (the channels padded to the lanes at every kernel position: padding slots
 hold no words, in the plain operand across K and in C across N too), and a transposed
-``bwd_input``'s windows over the stored output gradient, one output phase or a stride of 1;
+``bwd_input``'s windows over the stored output gradient (one output phase, or every position
+through every tap: a correlation of the gradient with zeros inserted, which hold no words);
 an N:M-condensed A keeps its geometry, a block of slots counting the words of the groups of
 columns it selects from (a constant fan-in: one group of all K columns); a ``bwd_weight`` B
 whose positions are padded image by image keeps its geometry, a run of its K slots holding a
@@ -53,11 +54,10 @@ run of positions (the padding slots hold no words, in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
 equals the schedule word for word, a plain operand stored and held compressed included (every
 block its own formats' words; an im2col operand in a compressed format is its footprint times
-the ratio of the matrix block, which is not walked). An operand that carries no geometry (a
-transposed ``bwd_input`` of a stride above 1 read through every tap, the structured GEMMs of
-``dataflows.sparse``, a condensed linear layer's A read K per row) is counted as a share of
-the matrix: its words scaled by stored / expanded elements, and so are the words it fills its
-half buffer with.
+the ratio of the matrix block, which is not walked). An operand that carries no geometry (the
+structured GEMMs of ``dataflows.sparse``, a condensed linear layer's A read K per row) is
+counted as a share of the matrix: its words scaled by stored / expanded elements, and so are
+the words it fills its half buffer with.
 Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so
 a tile's fresh words of one operand are one contiguous run. A fold whose fresh data exceeds a
 half buffer is split into chunks along its time dimension; consecutive small folds are merged
@@ -182,13 +182,14 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
 
 @njit(cache=True)
 def _cols_hit(geo, ja, jb):
-    """Input columns that whole output rows read through kernel columns ja .. jb−1."""
-    w, kw_, sw, pw, dw, wo = geo[3], geo[5], geo[7], geo[9], geo[11], geo[13]
+    """Input columns that whole output rows read through kernel columns ja .. jb−1 (of a map
+    with zeros inserted, ``geo[19]``, only its stored columns)."""
+    w, kw_, sw, pw, dw, wo, iw = geo[3], geo[5], geo[7], geo[9], geo[11], geo[13], geo[19]
     hit = np.zeros(w, dtype=np.bool_)
     for ox in range(wo):
         for j in range(ja, min(jb, kw_)):
             x = ox * sw - pw + j * dw
-            if 0 <= x < w:
+            if 0 <= x < w and (iw == 0 or x % iw == 0):
                 hit[x] = True
     return hit
 
@@ -208,6 +209,8 @@ def _rows_patch(geo, y0, y1, t0, t1):
     n_both = (first | last).sum()
     total = 0
     for y in range(max(0, y0 * sh - ph + i_lo * dh), min(h, (y1 - 1) * sh - ph + i_hi * dh + 1)):
+        if geo[18] and y % geo[18]:  # a row of inserted zeros
+            continue
         has_first = has_last = has_full = False
         for i in range(i_lo, i_hi + 1):
             d = y + ph - i * dh
@@ -312,7 +315,7 @@ def _mark(geo, img, p0, p1, t0, t1, stamp, only, tag):
     (clipped to the image) read through taps t0 .. t1−1 — only those marked ``only`` when it is
     not −1 —; returns how many it marked."""
     h, w, kw, sh, sw, ph, pw = geo[2], geo[3], geo[5], geo[6], geo[7], geo[8], geo[9]
-    dh, dw, wo = geo[10], geo[11], geo[13]
+    dh, dw, wo, ih, iw = geo[10], geo[11], geo[13], geo[18], geo[19]
     hw = geo[12] * wo
     cnt = 0
     for q in range(max(p0, img * hw), min(p1, (img + 1) * hw)):
@@ -321,7 +324,8 @@ def _mark(geo, img, p0, p1, t0, t1, stamp, only, tag):
         for t in range(t0, t1):
             y = oy * sh - ph + (t // kw) * dh
             x = ox * sw - pw + (t % kw) * dw
-            if (0 <= y < h and 0 <= x < w and stamp[y * w + x] != tag
+            if (0 <= y < h and 0 <= x < w and (ih == 0 or y % ih == 0)
+                    and (iw == 0 or x % iw == 0) and stamp[y * w + x] != tag
                     and (only < 0 or stamp[y * w + x] == only)):
                 stamp[y * w + x] = tag
                 cnt += 1
@@ -826,15 +830,17 @@ def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
 
 def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
     """Which operand is an im2col of a feature map ('A', 'B' or '') and its geometry as the
-    int64 array ``_patch`` reads (18 numbers: ``Gemm.im2col``'s, then the channel slots per
+    int64 array ``_patch`` reads (20 numbers: ``Gemm.im2col``'s, then the channel slots per
     tap, 0 for the (c, i, j) order, then an N:M-condensed A's slots per group and group width,
     0 0 for none, then the slots per image of a B whose positions are padded image by image,
-    0 for none: ``_real_rows`` maps its rows to positions); None when the GEMM carries none or
+    0 for none: ``_real_rows`` maps its rows to positions, then the strides of the zeros
+    inserted into the map's rows and columns, 0 0 for none: only the pixels at their multiples
+    are stored words); None when the GEMM carries none or
     its shape is not that geometry's: a sparse rewrite that changed the matrix otherwise."""
     if gemm.im2col is None:
         return "", None
     which, *g = gemm.im2col
-    g = (list(g) + [0, 0, 0, 0])[:18]
+    g = (list(g) + [0] * 6)[:20]
     n_img, cg, _h, _w, kh, kw = g[:6]
     ho, wo, cp, sn, sm, pp = g[12], g[13], g[14], g[15], g[16], g[17]
     pos, fan = (gemm.M, gemm.K) if which == "A" else (gemm.K, gemm.N)
@@ -1006,7 +1012,7 @@ def _c_geometry(gemm: Gemm) -> np.ndarray | None:
     gives an operand's), else None."""
     if gemm.col2im is None:
         return None
-    g = (list(gemm.col2im) + [0, 0, 0])[:17]
+    g = (list(gemm.col2im) + [0] * 6)[:20]
     n_img, cg, kh, kw, ho, wo, cp = g[0], g[1], g[4], g[5], g[12], g[13], g[14]
     if (gemm.M, gemm.N) != (n_img * ho * wo, (cp or cg) * kh * kw) or cp and cp < cg:
         return None
