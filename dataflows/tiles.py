@@ -633,6 +633,41 @@ def _alike(cols: list[np.ndarray], geo: np.ndarray) -> tuple[np.ndarray, np.ndar
     return order[starts], inv
 
 
+@njit(cache=True)
+def _distinct(keys):
+    """The distinct values of ``keys`` in the order they first appear, and each key's index
+    among them: one pass over a hash table (open addressing, linear probing)."""
+    n = keys.shape[0]
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)
+    uniq = np.empty(n, dtype=np.int64)
+    inv = np.empty(n, dtype=np.int64)
+    nu = 0
+    for q in range(n):
+        key = keys[q]
+        h = ((key ^ (key >> 29)) * 2654435761) & (size - 1)
+        while table[h] >= 0 and uniq[table[h]] != key:
+            h = (h + 1) & (size - 1)
+        if table[h] < 0:
+            table[h] = nu
+            uniq[nu] = key
+            nu += 1
+        inv[q] = table[h]
+    return uniq[:nu], inv
+
+
+def _unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` (sorted distinct values, each key's index among
+    them) in time linear in the keys: only the distinct values are sorted."""
+    uniq, inv = _distinct(np.ascontiguousarray(keys, dtype=np.int64))
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return uniq[order], rank[inv]
+
+
 def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.ndarray,
                 fit: np.ndarray) -> np.ndarray:
     """Per fold, the feature-map words of its block and the previous fold's together, where
@@ -645,7 +680,7 @@ def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.nda
     if need.shape[0] == 0:
         return out
     # each pair of blocks once (a loop nest meets the same pairs again and again)
-    pairs, again = np.unique(prev[need] * blocks.shape[0] + cur[need], return_inverse=True)
+    pairs, again = _unique(prev[need] * blocks.shape[0] + cur[need])
     p1, p2 = pairs // blocks.shape[0], pairs % blocks.shape[0]
     b1, b2 = blocks[p1], blocks[p2]
     cols = [b1[:, 0], b1[:, 1], b1[:, 2], b1[:, 3], b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]]
@@ -753,29 +788,33 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
         n = min(n, max(1, fold_compute[f]))
         chunks[f] = n
         bound += n
-    out = np.zeros((bound * groups + 1, 9), dtype=np.int64)
+    out = np.empty((bound * groups + 1, 9), dtype=np.int64)  # rows filled as tiles close
     t = 0
     cur = np.zeros(9, dtype=np.int64)
     cur_occ = np.zeros(2, dtype=np.int64)  # half-buffer words of A and B the tile holds
     have = False
+    vals = np.empty(8, dtype=np.int64)  # one fold's columns, then one chunk's (reused)
+    part = np.empty(8, dtype=np.int64)
+    part_occ = np.empty(2, dtype=np.int64)
     for _g in range(groups):
         for f in range(nf):
             n = chunks[f]
-            vals = np.empty(8, dtype=np.int64)
             for col in range(4):  # A_DRAM, B_DRAM, CR_DRAM, CW_DRAM
                 vals[col] = scaled[_g * nf + f, col]
             for col in range(COMPUTE, N_COLS):
                 vals[col] = folds[f, col]
             vals[COMPUTE] = fold_compute[_g * nf + f]
             for ch in range(n):
-                part = np.empty(8, dtype=np.int64)
-                for col in range(N_COLS):
-                    q, rem = divmod(vals[col], n)
-                    part[col] = q + (1 if ch < rem else 0)
-                part_occ = np.empty(2, dtype=np.int64)
-                for col in range(2):
-                    q, rem = divmod(occ[_g * nf + f, col], n)
-                    part_occ[col] = q + (1 if ch < rem else 0)
+                if n == 1:  # the fold whole (most folds): no division
+                    part[:] = vals
+                    part_occ[:] = occ[_g * nf + f]
+                else:
+                    for col in range(N_COLS):
+                        q, rem = divmod(vals[col], n)
+                        part[col] = q + (1 if ch < rem else 0)
+                    for col in range(2):
+                        q, rem = divmod(occ[_g * nf + f, col], n)
+                        part_occ[col] = q + (1 if ch < rem else 0)
                 over = have and (
                     (cap_a > 0 and cur_occ[0] + part_occ[0] > cap_a)
                     or (cap_b > 0 and cur_occ[1] + part_occ[1] > cap_b)
@@ -924,25 +963,23 @@ def _block_ratios(mapping: DenseMapping, m: int, k: int, n: int,
     """Per block of A and of B (``_block_ranges``' order), its ratio (one per fold of every
     group, column folds outer): the mean over the groups of the folds that read it — every fold
     reading a block in a group has that block's ratio."""
-    if (ratio == ratio[0]).all():  # one ratio pair: every block alike
-        na, nb = (x.shape[0] for x in _block_ranges(mapping, m, k, n)[::2])
-        return np.full(na, ratio[0, 0]), np.full(nb, ratio[0, 1])
-    rows, cols, kr = mapping.rows, mapping.cols, mapping.rows * mapping.lanes
-    if mapping.dataflow == "os":
+    rows, cols, kr, df = mapping.rows, mapping.cols, mapping.rows * mapping.lanes, mapping.dataflow
+    if df == "os":
         rf, cf = -(-m // rows), -(-n // cols)
     else:
-        rf, cf = -(-k // kr), -(-(n if mapping.dataflow == "ws" else m) // cols)
+        rf, cf = -(-k // kr), -(-(n if df == "ws" else m) // cols)
+    nblk = {"os": (rf, cf), "ws": (rf, rf * cf), "is": (rf * cf, rf)}[df]
+    if (ratio == ratio[0]).all():  # one ratio pair: every block alike
+        return np.full(nblk[0], ratio[0, 0]), np.full(nblk[1], ratio[0, 1])
     f = np.arange(rf * cf)
     i, j = f % rf, f // rf  # column folds outer: fold j·rf + i
-    a, b = {"os": (i, j), "ws": (i, i * cf + j), "is": (i * cf + j, i)}[mapping.dataflow]
+    idx = {"os": (i, j), "ws": (i, i * cf + j), "is": (i * cf + j, i)}[df]
     groups = ratio.shape[0] // (rf * cf)
     out = []
-    for x, idx, nblk in ((0, a, rf if mapping.dataflow != "is" else rf * cf),
-                         (1, b, cf if mapping.dataflow == "os" else
-                          rf * cf if mapping.dataflow == "ws" else rf)):
-        idx = np.tile(idx, groups)
-        out.append(np.bincount(idx, weights=ratio[:, x], minlength=nblk)
-                   / np.maximum(np.bincount(idx, minlength=nblk), 1))
+    for x in (0, 1):
+        at = np.tile(idx[x], groups)
+        out.append(np.bincount(at, weights=ratio[:, x], minlength=nblk[x])
+                   / np.maximum(np.bincount(at, minlength=nblk[x]), 1))
     return out[0], out[1]
 
 
@@ -1126,7 +1163,7 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
     cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops, pad[2:], cgeo)
-    traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
+    traffic = [float(f.sum(axis=0)[:4] @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer
     nf = folds.shape[0]

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from dataflows.gemm import Gemm
 from dataflows.systolic import map_dense
-from dataflows.tiles import schedule
+from dataflows.tiles import _unique, schedule
 
 
 def test_a_compressed_sram_format_holds_a_fold_in_one_tile():
@@ -68,3 +68,17 @@ def test_each_block_is_compared_with_the_buffer_as_its_format_holds_it():
     held = np.array([[1.0, 0.5], [1.0, 0.5], [1.0, 1.0], [1.0, 1.0]])  # column folds outer
     sch = schedule(g, mp, (1000, 300, 1000), compression=np.ones((4, 2)), held=held)
     assert sch.outer == "cols" and sch.total("b_dram") == 400 + 2 * 400
+
+
+@settings(deadline=None, max_examples=60)
+@given(keys=st.lists(st.integers(-(2**40), 2**40), max_size=300),
+       few=st.integers(1, 8))
+def test_unique_is_numpys(keys, few):
+    """``tiles._unique`` (a hash table, then only the distinct keys sorted) gives what
+    ``np.unique(..., return_inverse=True)`` gives, on keys drawn freely and on keys with a few
+    values repeated many times (a loop nest's pairs of blocks)."""
+    for ks in (np.array(keys, dtype=np.int64), np.array(keys, dtype=np.int64) % few):
+        want, want_inv = np.unique(ks, return_inverse=True)
+        got, got_inv = _unique(ks)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_inv, want_inv.reshape(-1))
