@@ -58,7 +58,10 @@ class Gemm:
     #: An optional last element, the channel slots per kernel position, says the K order is
     #: (i, j, c) with the channels padded to that many (``k_order: channel_inner``; 0 or
     #: absent: (c, i, j)); two more, N and M, say A's K is N:M slots over those columns
-    #: (``dataflows.sparse.condensed_gemm``)
+    #: (``dataflows.sparse.condensed_gemm``); one more, B's K slots per image, says each
+    #: image's positions are padded to that many (``bwd_weight: per_image``; 0 or absent: none);
+    #: two more, the map's stored elements sit every so many rows and columns, zeros between
+    #: them (a transposed ``bwd_input``'s zero-inserted output gradient; 0 or absent: none)
     im2col: tuple | None = None
     #: where C's elements land in the feature map they are scattered into (``bwd_input``'s
     #: col2im: C's rows the positions, its columns (c, i, j)), in ``im2col``'s layout after

@@ -272,7 +272,13 @@ def _transposed_geo(S: _Shape, st) -> tuple | None:
     wy = _axis_windows(ys, ti, S.kh, S.sh, S.ph, S.dh)
     wx = _axis_windows(xs, tj, S.kw, S.sw, S.pw, S.dw)
     if wy is None or wx is None:
-        return None
+        if (len(ys), len(ti), len(xs), len(tj)) != (S.h, S.kh, S.w, S.kw):
+            return None
+        # every position through every tap: a correlation of the gradient with stride − 1
+        # zeros inserted between its elements (the last two: where its stored ones sit)
+        return ("A", S.n_img, S.cout, (S.ho - 1) * S.sh + 1, (S.wo - 1) * S.sw + 1, S.kh,
+                S.kw, 1, 1, S.dh * (S.kh - 1) - S.ph, S.dw * (S.kw - 1) - S.pw, S.dh, S.dw,
+                S.h, S.w, _slots(S, S.cout), 0, 0, 0, S.sh, S.sw)
     return ("A", S.n_img, S.cout, S.ho, S.wo, len(ti), len(tj), 1, 1, wy[0], wx[0], wy[1],
             wx[1], len(ys), len(xs), _slots(S, S.cout))
 
@@ -291,7 +297,7 @@ def _part_gemm(layer: Layer, S: _Shape, phase: str, st, groups: int) -> Gemm:
         kk = -(-per // S.lanes) * S.lanes if S.k_padded else per
         return Gemm(layer.name, phase, cout, n * kk, S.kdim(cin, taps), groups,
                     b_stored=n * cin * S.h * S.w, k_data=n * per, n_data=cin * taps,
-                    im2col=None if S.k_padded else ("B", *geo))
+                    im2col=("B", *geo, 0, 0, kk) if S.k_padded else ("B", *geo))
     if st is None:
         return Gemm(layer.name, phase, n * S.ho * S.wo, cout, S.kdim(cin, taps), groups,
                     c_stored=n * cin * S.h * S.w, n_data=cin * taps, col2im=geo)

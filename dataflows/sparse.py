@@ -477,7 +477,8 @@ def condensed_gemm(g: Gemm, k2: int, n2: int, nm: tuple[int, int] | None) -> Gem
     """The GEMM of ``g`` with its weights (B) condensed to ``k2`` slots along K and ``n2``
     columns: the activations are read dense (K per row; an im2col A as its feature map, whose
     geometry it keeps with N:M's slots per group, ``nm``, so that a block of slots counts the
-    words of the groups it selects from), the condensed weights as K' slots."""
+    words of the groups it selects from; a constant fan-in k is (k, K), one group), the
+    condensed weights as K' slots."""
     im2col = None
     if nm is not None and g.im2col is not None and g.im2col[0] == "A" and k2 == nm_slots(
             g.K, *nm):
@@ -520,7 +521,9 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
         full = np.full((n2, max(1, k2)), -2, dtype=np.int64)
         full[:n, : sl.shape[1]] = sl
         slots.append(full)
-    g2 = condensed_gemm(ex.gemm, max(1, k2), n2, ctx.feats.nm if kind == "nm" else None)
+    # fan-in: a slot may select any of the K activations, one group of all K columns
+    g2 = condensed_gemm(ex.gemm, max(1, k2), n2,
+                        ctx.feats.nm if kind == "nm" else (max(1, k2), ex.gemm.K))
     ex2 = _Exec(g2, map_dense(g2, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
                 [(None, kx.filled_slots(sl)) for sl in slots], ex.counts)
     # dense on the condensed GEMM; the weights' empty slots skipped as a shared stream of B

@@ -19,7 +19,11 @@ What the buffer holds (``docs/validation.md``, "DRAM traffic: what is fetched").
 half buffer (the other half takes the next tile) holds words as they are stored in DRAM: an
 im2col operand (``Gemm.im2col``) is the feature map it expands, so a block of it is the
 feature-map words its windows touch (its footprint; padding is not fetched), and a plain matrix
-block is its elements. Per operand, in loop order:
+block is its elements. An operand in a compressed format (``dataflows/formats.py``) is held as
+its SRAM format holds it: a block fills the half buffer with its words times its own held /
+dense ratio (the ratio of the blocks' nonzeros each fold reads; the mean over the groups where
+a GEMM repeats), and is fetched as its words times its DRAM format's ratio. Per operand, in
+loop order (sizes as held):
 
 * an operand whose words all fit in its half buffer is fetched once, and stays;
 * otherwise the buffer keeps the block the previous fold read, if it fits: the same block again
@@ -41,19 +45,23 @@ no words.)
 Every lowering whose windows are a correlation of a stored map carries its geometry: the
 (i, j, c) K order (the channels padded to the lanes at every kernel position: padding slots
 hold no words, in the plain operand across K and in C across N too), and a transposed
-``bwd_input``'s windows over the stored output gradient, one output phase or a stride of 1;
+``bwd_input``'s windows over the stored output gradient (one output phase, or every position
+through every tap: a correlation of the gradient with zeros inserted, which hold no words);
 an N:M-condensed A keeps its geometry, a block of slots counting the words of the groups of
-columns it selects from.
+columns it selects from (a constant fan-in: one group of all K columns); a ``bwd_weight`` B
+whose positions are padded image by image keeps its geometry, a run of its K slots holding a
+run of positions (the padding slots hold no words, in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
-equals the schedule word for word. An operand that carries no geometry (a transposed
-``bwd_input`` of a stride above 1 read through every tap, ``bwd_weight`` with its positions
-padded image by image, the fan-in and structured GEMMs of ``dataflows.sparse``) is counted
-as a share of the matrix: its words scaled by stored / expanded
-elements, its capacity in matrix words scaled the other way. Operands are assumed laid out in
-DRAM in the order the dataflow reads them (a tiled layout), so a tile's fresh words of one
-operand are one contiguous run. A fold whose fresh data exceeds a half buffer is split into
-chunks along its time dimension; consecutive small folds are merged into one tile until a half
-buffer of some operand would overflow.
+equals the schedule word for word, a plain operand stored and held compressed included (every
+block its own formats' words; an im2col operand in a compressed format is its footprint times
+the ratio of the matrix block, which is not walked). An operand that carries no geometry (the
+structured GEMMs of ``dataflows.sparse``, a condensed linear layer's A read K per row) is
+counted as a share of the matrix: its words scaled by stored / expanded elements, and so are
+the words it fills its half buffer with.
+Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so
+a tile's fresh words of one operand are one contiguous run. A fold whose fresh data exceeds a
+half buffer is split into chunks along its time dimension; consecutive small folds are merged
+into one tile until a half buffer of some operand would overflow.
 """
 
 from __future__ import annotations
@@ -174,13 +182,14 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
 
 @njit(cache=True)
 def _cols_hit(geo, ja, jb):
-    """Input columns that whole output rows read through kernel columns ja .. jb−1."""
-    w, kw_, sw, pw, dw, wo = geo[3], geo[5], geo[7], geo[9], geo[11], geo[13]
+    """Input columns that whole output rows read through kernel columns ja .. jb−1 (of a map
+    with zeros inserted, ``geo[19]``, only its stored columns)."""
+    w, kw_, sw, pw, dw, wo, iw = geo[3], geo[5], geo[7], geo[9], geo[11], geo[13], geo[19]
     hit = np.zeros(w, dtype=np.bool_)
     for ox in range(wo):
         for j in range(ja, min(jb, kw_)):
             x = ox * sw - pw + j * dw
-            if 0 <= x < w:
+            if 0 <= x < w and (iw == 0 or x % iw == 0):
                 hit[x] = True
     return hit
 
@@ -200,6 +209,8 @@ def _rows_patch(geo, y0, y1, t0, t1):
     n_both = (first | last).sum()
     total = 0
     for y in range(max(0, y0 * sh - ph + i_lo * dh), min(h, (y1 - 1) * sh - ph + i_hi * dh + 1)):
+        if geo[18] and y % geo[18]:  # a row of inserted zeros
+            continue
         has_first = has_last = has_full = False
         for i in range(i_lo, i_hi + 1):
             d = y + ph - i * dh
@@ -304,7 +315,7 @@ def _mark(geo, img, p0, p1, t0, t1, stamp, only, tag):
     (clipped to the image) read through taps t0 .. t1−1 — only those marked ``only`` when it is
     not −1 —; returns how many it marked."""
     h, w, kw, sh, sw, ph, pw = geo[2], geo[3], geo[5], geo[6], geo[7], geo[8], geo[9]
-    dh, dw, wo = geo[10], geo[11], geo[13]
+    dh, dw, wo, ih, iw = geo[10], geo[11], geo[13], geo[18], geo[19]
     hw = geo[12] * wo
     cnt = 0
     for q in range(max(p0, img * hw), min(p1, (img + 1) * hw)):
@@ -313,7 +324,8 @@ def _mark(geo, img, p0, p1, t0, t1, stamp, only, tag):
         for t in range(t0, t1):
             y = oy * sh - ph + (t // kw) * dh
             x = ox * sw - pw + (t % kw) * dw
-            if (0 <= y < h and 0 <= x < w and stamp[y * w + x] != tag
+            if (0 <= y < h and 0 <= x < w and (ih == 0 or y % ih == 0)
+                    and (iw == 0 or x % iw == 0) and stamp[y * w + x] != tag
                     and (only < 0 or stamp[y * w + x] == only)):
                 stamp[y * w + x] = tag
                 cnt += 1
@@ -408,13 +420,22 @@ def _overlaps(geo, b1, b2):
 
 
 @njit(cache=True)
-def _fetches(seq, fetch, fp, new, whole, cap, both):
+def _fits(words, ratio, cap):
+    """Whether ``words`` dense words held at ``ratio`` (held / dense words of their format)
+    fit ``cap`` words: exactly ``words ≤ cap`` at a ratio of 1."""
+    return words * ratio <= cap * (1.0 + 1e-12) + 1e-9
+
+
+@njit(cache=True)
+def _fetches(seq, fetch, fp, new, whole, bcap, both, hr, cap):
     """DRAM words of one operand at each fold, the fold reading block ``seq[f]``. An operand
     that fits whole is fetched once (``new``: the words a block brings in at its first use).
-    Otherwise the buffer keeps the block the previous fold read if it fits: the same block again
-    costs nothing, and a new one that fits beside it brings in only the words the kept one does
-    not hold (``both[f]``: the words of the two blocks together, −1 where not counted: plain
-    blocks share no words); any other is fetched as ``fetch`` says."""
+    Otherwise the buffer keeps the block the previous fold read if it fits (``bcap``: per block,
+    the most dense words of it that fit the ``cap`` words of the half buffer as it is held,
+    ``hr``: held / dense words): the same block again costs nothing, and a new one that fits
+    beside it brings in only the words the kept one does not hold (``both[f]``: the words of
+    the two blocks together, −1 where not counted: plain blocks share no words); any other is
+    fetched as ``fetch`` says."""
     nf = seq.shape[0]
     out = np.zeros(nf, dtype=np.int64)
     seen = np.zeros(fetch.shape[0], dtype=np.bool_)
@@ -425,11 +446,13 @@ def _fetches(seq, fetch, fp, new, whole, cap, both):
                 seen[b] = True
                 out[f] = new[b]
             continue
-        held = seq[f - 1] if f > 0 and fp[seq[f - 1]] <= cap else -1
+        held = seq[f - 1] if f > 0 and fp[seq[f - 1]] <= bcap[seq[f - 1]] else -1
         if b == held:
             continue
         out[f] = fetch[b]
-        if held >= 0 and 0 <= both[f] <= cap:
+        # the kept block as held, and the new one's other words as the new block is held
+        if held >= 0 and both[f] >= 0 and _fits(1, fp[held] * hr[held]
+                                               + (both[f] - fp[held]) * hr[b], cap):
             out[f] = both[f] - fp[held]
     return out
 
@@ -610,19 +633,54 @@ def _alike(cols: list[np.ndarray], geo: np.ndarray) -> tuple[np.ndarray, np.ndar
     return order[starts], inv
 
 
+@njit(cache=True)
+def _distinct(keys):
+    """The distinct values of ``keys`` in the order they first appear, and each key's index
+    among them: one pass over a hash table (open addressing, linear probing)."""
+    n = keys.shape[0]
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)
+    uniq = np.empty(n, dtype=np.int64)
+    inv = np.empty(n, dtype=np.int64)
+    nu = 0
+    for q in range(n):
+        key = keys[q]
+        h = ((key ^ (key >> 29)) * 2654435761) & (size - 1)
+        while table[h] >= 0 and uniq[table[h]] != key:
+            h = (h + 1) & (size - 1)
+        if table[h] < 0:
+            table[h] = nu
+            uniq[nu] = key
+            nu += 1
+        inv[q] = table[h]
+    return uniq[:nu], inv
+
+
+def _unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` (sorted distinct values, each key's index among
+    them) in time linear in the keys: only the distinct values are sorted."""
+    uniq, inv = _distinct(np.ascontiguousarray(keys, dtype=np.int64))
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return uniq[order], rank[inv]
+
+
 def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.ndarray,
-                cap: int) -> np.ndarray:
+                fit: np.ndarray) -> np.ndarray:
     """Per fold, the feature-map words of its block and the previous fold's together, where
-    ``_fetches`` needs them (both fit, and differ); −1 elsewhere."""
+    ``_fetches`` needs them (both fit, ``fit`` per block, and differ); −1 elsewhere."""
     out = np.full(seq.shape[0], -1, dtype=np.int64)
     if not geo.shape[0] or seq.shape[0] < 2:
         return out
     prev, cur = seq[:-1], seq[1:]
-    need = np.flatnonzero((prev != cur) & (fp[prev] <= cap) & (fp[cur] <= cap))
+    need = np.flatnonzero((prev != cur) & fit[prev] & fit[cur])
     if need.shape[0] == 0:
         return out
     # each pair of blocks once (a loop nest meets the same pairs again and again)
-    pairs, again = np.unique(prev[need] * blocks.shape[0] + cur[need], return_inverse=True)
+    pairs, again = _unique(prev[need] * blocks.shape[0] + cur[need])
     p1, p2 = pairs // blocks.shape[0], pairs % blocks.shape[0]
     b1, b2 = blocks[p1], blocks[p2]
     cols = [b1[:, 0], b1[:, 1], b1[:, 2], b1[:, 3], b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]]
@@ -633,10 +691,11 @@ def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.nda
 
 
 @njit(cache=True)
-def _im2col_blocks(geo, blocks, stream, cap):
+def _im2col_blocks(geo, blocks, stream, bcap):
     """Per block (position range × column range, one row of ``blocks``): its footprint in
-    feature-map words and the words fetching it moves. A block that does not fit ``cap``
-    streams through the half buffer in ⌈footprint / cap⌉ equal parts along its time axis
+    feature-map words and the words fetching it moves. A block that does not fit its ``bcap``
+    (the most of its words the half buffer holds) streams through the half buffer in
+    ⌈footprint / bcap⌉ equal parts along its time axis
     (``stream``: 0 positions, in whole output rows — such a block spans whole images —, 1
     columns, −1 none: a stationary block is loaded whole), each part fetched as its own
     footprint."""
@@ -650,7 +709,8 @@ def _im2col_blocks(geo, blocks, stream, cap):
         p0, p1, k0, k1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
         fp[b] = _footprint(geo, p0, p1, k0, k1, stamp, state)
         fetch[b] = fp[b]
-        if stream >= 0 and fp[b] > cap:
+        cap = max(1, bcap[b])
+        if stream >= 0 and fp[b] > bcap[b]:
             # time steps: output rows (a block streamed along positions spans whole images)
             # or columns
             step = wo if stream == 0 else 1
@@ -728,29 +788,33 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
         n = min(n, max(1, fold_compute[f]))
         chunks[f] = n
         bound += n
-    out = np.zeros((bound * groups + 1, 9), dtype=np.int64)
+    out = np.empty((bound * groups + 1, 9), dtype=np.int64)  # rows filled as tiles close
     t = 0
     cur = np.zeros(9, dtype=np.int64)
     cur_occ = np.zeros(2, dtype=np.int64)  # half-buffer words of A and B the tile holds
     have = False
+    vals = np.empty(8, dtype=np.int64)  # one fold's columns, then one chunk's (reused)
+    part = np.empty(8, dtype=np.int64)
+    part_occ = np.empty(2, dtype=np.int64)
     for _g in range(groups):
         for f in range(nf):
             n = chunks[f]
-            vals = np.empty(8, dtype=np.int64)
             for col in range(4):  # A_DRAM, B_DRAM, CR_DRAM, CW_DRAM
                 vals[col] = scaled[_g * nf + f, col]
             for col in range(COMPUTE, N_COLS):
                 vals[col] = folds[f, col]
             vals[COMPUTE] = fold_compute[_g * nf + f]
             for ch in range(n):
-                part = np.empty(8, dtype=np.int64)
-                for col in range(N_COLS):
-                    q, rem = divmod(vals[col], n)
-                    part[col] = q + (1 if ch < rem else 0)
-                part_occ = np.empty(2, dtype=np.int64)
-                for col in range(2):
-                    q, rem = divmod(occ[_g * nf + f, col], n)
-                    part_occ[col] = q + (1 if ch < rem else 0)
+                if n == 1:  # the fold whole (most folds): no division
+                    part[:] = vals
+                    part_occ[:] = occ[_g * nf + f]
+                else:
+                    for col in range(N_COLS):
+                        q, rem = divmod(vals[col], n)
+                        part[col] = q + (1 if ch < rem else 0)
+                    for col in range(2):
+                        q, rem = divmod(occ[_g * nf + f, col], n)
+                        part_occ[col] = q + (1 if ch < rem else 0)
                 over = have and (
                     (cap_a > 0 and cur_occ[0] + part_occ[0] > cap_a)
                     or (cap_b > 0 and cur_occ[1] + part_occ[1] > cap_b)
@@ -805,17 +869,24 @@ def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
 
 def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
     """Which operand is an im2col of a feature map ('A', 'B' or '') and its geometry as the
-    int64 array ``_patch`` reads (17 numbers: ``Gemm.im2col``'s, then the channel slots per
+    int64 array ``_patch`` reads (20 numbers: ``Gemm.im2col``'s, then the channel slots per
     tap, 0 for the (c, i, j) order, then an N:M-condensed A's slots per group and group width,
-    0 0 for none); None when the GEMM carries none or its shape is not that geometry's: a
-    sparse rewrite that changed the matrix otherwise."""
+    0 0 for none, then the slots per image of a B whose positions are padded image by image,
+    0 for none: ``_real_rows`` maps its rows to positions, then the strides of the zeros
+    inserted into the map's rows and columns, 0 0 for none: only the pixels at their multiples
+    are stored words); None when the GEMM carries none or
+    its shape is not that geometry's: a sparse rewrite that changed the matrix otherwise."""
     if gemm.im2col is None:
         return "", None
     which, *g = gemm.im2col
-    g = (list(g) + [0, 0, 0])[:17]
+    g = (list(g) + [0] * 6)[:20]
     n_img, cg, _h, _w, kh, kw = g[:6]
-    ho, wo, cp, sn, sm = g[12], g[13], g[14], g[15], g[16]
+    ho, wo, cp, sn, sm, pp = g[12], g[13], g[14], g[15], g[16], g[17]
     pos, fan = (gemm.M, gemm.K) if which == "A" else (gemm.K, gemm.N)
+    if pp:  # B's positions padded image by image: its rows as its images' slots
+        if which != "B" or sn or pp < ho * wo or pos != n_img * pp:
+            return "", None
+        pos = n_img * ho * wo
     full = (cp or cg) * kh * kw
     if sn:  # N:M slots over the columns of an A read dense
         ok = which == "A" and gemm.k_read == full and fan == (full // sm) * sn + min(sn, full % sm)
@@ -829,10 +900,14 @@ def _geometry(gemm: Gemm) -> tuple[str, np.ndarray | None]:
 
 
 def _padding(gemm: Gemm, geo: tuple[str, np.ndarray | None]) -> tuple[int, int, int, int]:
-    """The padding of K and of N that an (i, j, c) order puts in (each: slots per period and
-    data slots among them, ``_real``; 0, 0: none), from the im2col operand's geometry or
-    C's (``Gemm.col2im``): plain operands and C hold no words there."""
+    """The padding of K and of N that an (i, j, c) order puts in, and of K that positions
+    padded image by image put in (each: slots per period and data slots among them,
+    ``_real``; 0, 0: none), from the im2col operand's geometry or C's (``Gemm.col2im``):
+    plain operands and C hold no words there."""
     which, g = geo
+    if g is not None and g[17]:  # bwd_weight's K: each image's positions, then padding
+        kpad = (int(g[17]), int(g[12] * g[13]))
+        return (*kpad, int(g[14]), int(g[1])) if g[14] else (*kpad, 0, 0)
     if g is not None and g[14] and not g[15]:
         return (int(g[14]), int(g[1]), 0, 0) if which == "A" else (0, 0, int(g[14]), int(g[1]))
     c = gemm.col2im
@@ -871,40 +946,101 @@ def _block_ranges(mapping: DenseMapping, m: int, k: int, n: int) -> tuple[np.nda
     return a, -1, b, 1
 
 
+def _real_rows(blocks: np.ndarray, geo: np.ndarray) -> np.ndarray:
+    """Blocks of an im2col operand with their rows as positions (n, oh, ow): as they are, or,
+    with the positions padded image by image (``geo[17]`` slots an image), the positions their
+    rows' data slots hold — a run of rows holds a run of positions."""
+    if not geo[17]:
+        return blocks
+    out = blocks.copy()
+    out[:, :2] = _reals(np.zeros_like(out[:, :2]), out[:, :2], int(geo[17]),
+                        int(geo[12] * geo[13]))
+    return out
+
+
+def _block_ratios(mapping: DenseMapping, m: int, k: int, n: int,
+                  ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per block of A and of B (``_block_ranges``' order), its ratio (one per fold of every
+    group, column folds outer): the mean over the groups of the folds that read it — every fold
+    reading a block in a group has that block's ratio."""
+    rows, cols, kr, df = mapping.rows, mapping.cols, mapping.rows * mapping.lanes, mapping.dataflow
+    if df == "os":
+        rf, cf = -(-m // rows), -(-n // cols)
+    else:
+        rf, cf = -(-k // kr), -(-(n if df == "ws" else m) // cols)
+    nblk = {"os": (rf, cf), "ws": (rf, rf * cf), "is": (rf * cf, rf)}[df]
+    if (ratio == ratio[0]).all():  # one ratio pair: every block alike
+        return np.full(nblk[0], ratio[0, 0]), np.full(nblk[1], ratio[0, 1])
+    f = np.arange(rf * cf)
+    i, j = f % rf, f // rf  # column folds outer: fold j·rf + i
+    idx = {"os": (i, j), "ws": (i, i * cf + j), "is": (i * cf + j, i)}[df]
+    groups = ratio.shape[0] // (rf * cf)
+    out = []
+    for x in (0, 1):
+        at = np.tile(idx[x], groups)
+        out.append(np.bincount(at, weights=ratio[:, x], minlength=nblk[x])
+                   / np.maximum(np.bincount(at, minlength=nblk[x]), 1))
+    return out[0], out[1]
+
+
+def _block_caps(cap: int, ratio: np.ndarray) -> np.ndarray:
+    """Per block, the most of its dense words that fit ``cap`` held words when the block is
+    held at ``ratio`` (held / dense words): ``cap`` itself at a ratio of 1."""
+    quot = np.floor(cap / np.maximum(ratio, 1e-6) + 1e-9).astype(np.int64)
+    return np.where(ratio == 1.0, cap, quot).astype(np.int64)
+
+
 def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int],
-                    stored: np.ndarray, pad: tuple[int, int, int, int]):
+                    held: tuple[np.ndarray, np.ndarray], stored: np.ndarray,
+                    pad: tuple[int, int, int, int]):
     """Per operand (A, B), the arguments of ``_fetches`` after the block sequence: the blocks,
     the im2col geometry (empty for a plain matrix), per block its fetched words, footprint and
-    first-use words, whether the operand fits its half buffer whole, the capacity its blocks
-    are compared with. An
-    im2col operand counts feature-map words (``_im2col_blocks``; fitting whole, it is fetched
-    once, all of it with its first block); any other counts matrix words, its capacity in
-    those words (half buffer / stored share, so a matrix stored smaller fits as stored), and
-    leaves out the slots ``pad`` says hold no data (K's of B, N's of C; ``_padding``)."""
+    first-use words, whether the operand fits its half buffer whole, per block the most of its
+    words that fit the half buffer, per block its held / counted words, the half buffer's
+    words. A block is held in its operand's SRAM format (``held``: per block, held / dense
+    words): the buffer is compared with what it holds. An im2col operand counts feature-map
+    words (``_im2col_blocks``; fitting whole — its footprint at the matrix's held ratio —, it is
+    fetched once, all of it with its first block); any other counts matrix words, held as
+    stored (times the stored share, so a matrix stored smaller fits as stored), and leaves out
+    the slots ``pad`` says hold no data (K's of B, N's of C; ``_padding``)."""
     m, k, n = gemm.M, gemm.K, gemm.N
     a_blk, a_time, b_blk, b_time = _block_ranges(mapping, m, k, n)
     out = []
-    for x, blk, time, cap, share, extent in (("A", a_blk, a_time, caps[0], stored[0], (m, k)),
-                                             ("B", b_blk, b_time, caps[1], stored[1], (k, n))):
+    for x, blk, time, cap, share, extent, hr in (
+            ("A", a_blk, a_time, caps[0], stored[0], (m, k), held[0]),
+            ("B", b_blk, b_time, caps[1], stored[1], (k, n), held[1])):
         if x == geo[0]:
-            once = _im2col_blocks(geo[1], np.array([[0, extent[0], 0, extent[1]]]), -1, cap)[1]
-            if once[0] <= cap:  # fetched once, whole: its blocks need no counting
+            size = (blk[:, 1] - blk[:, 0]) * (blk[:, 3] - blk[:, 2])
+            whole_ratio = float(hr @ size / max(1, size.sum())) if (hr != 1.0).any() else 1.0
+            blk = _real_rows(blk, geo[1])
+            once = _im2col_blocks(geo[1], _real_rows(np.array([[0, extent[0], 0, extent[1]]]),
+                                                     geo[1]), -1, np.zeros(1, np.int64))[1]
+            whole = bool(_fits(once[0], whole_ratio, cap))
+            bcap = _block_caps(cap, hr)
+            if whole:  # fetched once, whole: its blocks need no counting
                 fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
             else:
                 first, inv = _alike([blk[:, 0], blk[:, 1], blk[:, 2], blk[:, 3]], geo[1])
+                if (bcap != cap).any():  # blocks alike but held unlike stream unlike
+                    key, inv = np.unique(np.stack([inv, bcap], axis=1), axis=0,
+                                         return_inverse=True)
+                    first = np.zeros(key.shape[0], dtype=np.int64)
+                    first[inv.reshape(-1)] = np.arange(inv.shape[0])
+                    inv = inv.reshape(-1)
                 fetch, fp = (x[inv] for x in _im2col_blocks(
-                    geo[1], np.ascontiguousarray(blk[first]), time, cap))
+                    geo[1], np.ascontiguousarray(blk[first]), time,
+                    np.ascontiguousarray(bcap[first])))
             new = np.zeros_like(fetch)
             new[0] = once[0]
-            out.append((blk, geo[1], fetch, fp, new, bool(once[0] <= cap), cap))
+            out.append((blk, geo[1], fetch, fp, new, whole, bcap, hr, cap))
             continue
         # data slots only: K padded (B's rows, A's columns), N padded (B's columns)
         rpad, cpad = ((0, 0), pad[:2]) if x == "A" else (pad[:2], pad[2:])
         words = _reals(blk[:, 0], blk[:, 1], *rpad) * _reals(blk[:, 2], blk[:, 3], *cpad)
-        total = _real(0, extent[0], *rpad) * _real(0, extent[1], *cpad)
-        cap_x = cap if share >= 1.0 else int(cap / max(share, 1e-9) + 1e-9)
-        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words, total <= cap_x,
-                    cap_x))
+        hx = hr * share
+        whole = bool(_fits(1, float(words @ hx), cap))
+        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words, whole,
+                    _block_caps(cap, hx), hx, cap))
     return out
 
 
@@ -913,7 +1049,7 @@ def _c_geometry(gemm: Gemm) -> np.ndarray | None:
     gives an operand's), else None."""
     if gemm.col2im is None:
         return None
-    g = (list(gemm.col2im) + [0, 0, 0])[:17]
+    g = (list(gemm.col2im) + [0] * 6)[:20]
     n_img, cg, kh, kw, ho, wo, cp = g[0], g[1], g[4], g[5], g[12], g[13], g[14]
     if (gemm.M, gemm.N) != (n_img * ho * wo, (cp or cg) * kh * kw) or cp and cp < cg:
         return None
@@ -944,8 +1080,10 @@ class _Col2im:
         cells = np.stack([a0, np.minimum(a0 + rstep, m), b0, np.minimum(b0 + cstep, n)],
                          axis=1)
         first, inv = _alike([cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]], geo)
-        fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first]), -1, cap_c)[1][inv]
-        total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1, cap_c)[1][0])
+        fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first]), -1,
+                            np.zeros(first.shape[0], np.int64))[1][inv]
+        total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1,
+                                   np.zeros(1, np.int64))[1][0])
         return cls(geo, rstep, cstep, cells, fp, total)
 
 
@@ -962,7 +1100,7 @@ def _col2im_c(f: np.ndarray, mapping: DenseMapping, m: int, n: int, c: _Col2im, 
         seq = f[:, A_DRAM] % (-(-m // cols))
     seq = np.ascontiguousarray(seq)
     first = _first_touch(c.geo, c.rstep, c.cstep, rows_outer and df == "os").reshape(-1)
-    both = _pair_words(seq, c.cells, c.geo, c.fp, cap_c)
+    both = _pair_words(seq, c.cells, c.geo, c.fp, c.fp <= cap_c)
     f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq, c.fp, first, both, c.total <= cap_c, c.total,
                                             cap_c)
 
@@ -981,11 +1119,12 @@ def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops,
                    order, *npad)
         if c2i is not None:
             _col2im_c(f, mapping, gemm.M, gemm.N, c2i, cap_c, order)
-        for col, (blk, g, fetch, fp, new, whole, cap) in zip((A_DRAM, B_DRAM), ops, strict=True):
+        for col, (blk, g, fetch, fp, new, whole, bcap, hr, cap) in zip((A_DRAM, B_DRAM), ops,
+                                                                        strict=True):
             seq = np.ascontiguousarray(f[:, col])
             both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
-                    else _pair_words(seq, blk, g, fp, cap))
-            f[:, col] = _fetches(seq, fetch, fp, new, whole, cap, both)
+                    else _pair_words(seq, blk, g, fp, fp <= bcap))
+            f[:, col] = _fetches(seq, fetch, fp, new, whole, bcap, both, hr, cap)
         out.append(f)
     return out
 
@@ -1000,7 +1139,8 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     DRAM words of A and B (compressed bytes / dense bytes in the operand's DRAM format): two
     numbers for the whole GEMM, or one pair per fold of every group in the same order as
     ``fold_cycles`` (column folds outer). ``held`` is the same for the operands' SRAM format:
-    it scales the words a tile's fresh A and B occupy in their half buffers (None: as
+    it scales the words a tile's fresh A and B occupy in their half buffers, and the words each
+    block fills its half buffer with when the loop nest decides what stays (None: as
     ``compression``, the data held as it came from DRAM)."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     m, k, n = gemm.M, gemm.K, gemm.N
@@ -1015,19 +1155,15 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
     scale_ab = _per_fold(compression, nf_all, "compression") * stored
     occ_ab = held_ratio * stored
-    # what the loop nest can keep on chip: a buffer holding compressed operands holds more of
-    # them (dense words / mean held ratio); dense formats leave the capacities as they are
-    # (a hair over the quotient: a mean ratio of 1/3 that rounds to 0.33333333333333337 still
-    # gives three times the words)
-    eff_a, eff_b = (cap if ratio >= 1.0 else max(cap, int(cap / max(ratio, 1e-6) + 1e-9))
-                    for cap, ratio in zip((cap_a, cap_b), held_ratio.mean(axis=0), strict=True))
-    ops = _operand_blocks(gemm, mapping, geo, (eff_a, eff_b), stored, pad)
+    # what the loop nest can keep on chip: each block as its SRAM format holds it
+    ops = _operand_blocks(gemm, mapping, geo, (cap_a, cap_b),
+                          _block_ratios(mapping, m, k, n, held_ratio), stored, pad)
     cgeo = _c_geometry(gemm)
     scale_c = 1.0 if pad[2] or cgeo is not None else gemm.stored("C") / (m * n)
     weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
     cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops, pad[2:], cgeo)
-    traffic = [float(f[:, :4].sum(axis=0) @ weights) for f in (cols_outer, rows_outer)]
+    traffic = [float(f.sum(axis=0)[:4] @ weights) for f in (cols_outer, rows_outer)]
     row_first = traffic[1] < traffic[0]
     folds = rows_outer if row_first else cols_outer
     nf = folds.shape[0]

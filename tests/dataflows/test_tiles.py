@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from dataflows.gemm import Gemm
 from dataflows.systolic import map_dense
-from dataflows.tiles import schedule
+from dataflows.tiles import _unique, schedule
 
 
 def test_a_compressed_sram_format_holds_a_fold_in_one_tile():
@@ -45,3 +45,40 @@ def test_held_format_is_a_larger_buffer_for_the_loop_nest(m, k, n, df, cap, comp
     same_nest = schedule(g, mp, bigger, compression=comp, held=(1.0, 1.0))
     for col in ("a_dram", "b_dram", "c_read", "c_write"):
         assert other.total(col) == same_nest.total(col)
+
+
+def test_a_format_that_holds_more_than_dense_leaves_less_room():
+    """A buffer holds what its format holds: B (100 × 4, one column fold) is 400 dense words
+    and fits a 400-word half buffer, read once over the two row folds; held in a format 1/16
+    larger (a bitmap of a dense block: 16-bit values plus a bit each) it is 425 words, does not
+    fit, and is read again for the second fold."""
+    g = Gemm("l", "fwd", 8, 100, 4)
+    mp = map_dense(g, 4, 4, "os", 1)
+    assert schedule(g, mp, (1000, 400, 1000)).total("b_dram") == 400
+    assert schedule(g, mp, (1000, 400, 1000), held=(1.0, 17 / 16)).total("b_dram") == 800
+    assert schedule(g, mp, (1000, 425, 1000), held=(1.0, 17 / 16)).total("b_dram") == 400
+
+
+def test_each_block_is_compared_with_the_buffer_as_its_format_holds_it():
+    """Blocks of one operand compress differently: B's two column folds (100 × 4 each) held at
+    1/2 and at 1 are 200 and 400 words. A 300-word half buffer keeps the first across the two
+    row folds and not the second (at the mean ratio, 3/4, both would be 300 words and stay)."""
+    g = Gemm("l", "fwd", 8, 100, 8)
+    mp = map_dense(g, 4, 4, "os", 1)
+    held = np.array([[1.0, 0.5], [1.0, 0.5], [1.0, 1.0], [1.0, 1.0]])  # column folds outer
+    sch = schedule(g, mp, (1000, 300, 1000), compression=np.ones((4, 2)), held=held)
+    assert sch.outer == "cols" and sch.total("b_dram") == 400 + 2 * 400
+
+
+@settings(deadline=None, max_examples=60)
+@given(keys=st.lists(st.integers(-(2**40), 2**40), max_size=300),
+       few=st.integers(1, 8))
+def test_unique_is_numpys(keys, few):
+    """``tiles._unique`` (a hash table, then only the distinct keys sorted) gives what
+    ``np.unique(..., return_inverse=True)`` gives, on keys drawn freely and on keys with a few
+    values repeated many times (a loop nest's pairs of blocks)."""
+    for ks in (np.array(keys, dtype=np.int64), np.array(keys, dtype=np.int64) % few):
+        want, want_inv = np.unique(ks, return_inverse=True)
+        got, got_inv = _unique(ks)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_inv, want_inv.reshape(-1))

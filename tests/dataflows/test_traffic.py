@@ -19,18 +19,21 @@ Every lowering choice is walked the same way: its matrices' elements are mapped 
 that hold them from the layer's geometry and the lowering's definition (``docs/gemms.md``,
 "Lowering choices"), here in the test — the (i, j, c) K order with its padding channels (no
 word), a transposed ``bwd_input``'s windows over the stored output gradient (one GEMM per output
-phase, or all of them), one GEMM per image.
+phase, or all of them), one GEMM per image, ``bwd_weight``'s positions padded image by image
+(padding slots: no word; a block streamed along them moves whole output rows).
 """
 
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from dataflows.formats import FORMATS, block_bits
 from dataflows.gemm import Gemm, lower
 from dataflows.lowering import Lowering, part_gemms
 from dataflows.sparse import condensed_gemm, nm_slots
@@ -108,7 +111,7 @@ def _lowered_cells(layer: Layer, batch: int, phase: str, low: Lowering, lanes: i
     pp = -(-per // lanes) * lanes if k_padded else per
 
     def pos(p):  # a bwd_weight K index → (image, oy, ox), or None for a padding slot
-        return (p // pp, p % pp // wo, p % wo) if p % pp < per else None
+        return (p // pp, p % pp // wo, p % pp % wo) if p % pp < per else None
 
     def x_word(img0, grp, n, c, oy, ox, t):
         y, x = oy * sh - ph + t // kw * dh, ox * sw - pw + t % kw * dw
@@ -193,15 +196,30 @@ def _lowered_cells(layer: Layer, batch: int, phase: str, low: Lowering, lanes: i
                     def cc(r, c, idx=idx, pset=pset):
                         return ("C", idx, str(pset), r, c)
                 cells.append((ca, cb, cc))
-        out.append((shape, cells, wo if pset is None else len(pset[1][0])))
+        unit = wo if pset is None else len(pset[1][0])
+        if phase == "bwd_weight" and k_padded:  # B's steps: an output row's slots, no padding
+            def rows_b(r0, r1):
+                rows = {}
+                for r in range(r0, r1):
+                    if r % pp < per:
+                        rows.setdefault((r // pp, r % pp // wo), []).append(r)
+                return list(rows.values())
+            unit = (1, rows_b)
+        out.append((shape, cells, unit))
     return out
 
 
 class _Buffer:
-    """One operand's half buffer: the words it holds and the DRAM words it brought in."""
+    """One operand's half buffer: the words it holds and the DRAM words it brought in. Stored
+    compressed (``sizes``: a plain matrix, block by block), a block is its (DRAM words, held
+    words) in its formats, and the buffer is filled by what it holds."""
 
-    def __init__(self, cap: int, everything: set) -> None:
+    def __init__(self, cap: int, everything: set, sizes=None, blocks=()) -> None:
         self.cap, self.whole = cap, len(everything) <= cap
+        self.sizes = sizes
+        if sizes is not None:
+            self.whole = sum(sizes(key)[1] for key in blocks) <= cap
+            self.seen: set = set()
         self.resident: set = set()
         self.held, self.kept = None, set()
         self.words = 0
@@ -209,6 +227,9 @@ class _Buffer:
     def read(self, key, steps: list[list]) -> None:
         """A fold reads block ``key``, whose words along its time axis are ``steps``."""
         need = {a for s in steps for a in s if a is not None}
+        if self.sizes is not None:
+            self._read_compressed(key, need)
+            return
         if self.whole:
             self.words += len(need - self.resident)
             self.resident |= need
@@ -223,6 +244,20 @@ class _Buffer:
                 part = steps[q * len(steps) // parts:(q + 1) * len(steps) // parts]
                 self.words += len({a for s in part for a in s if a is not None})
         self.held, self.kept = (key, need) if len(need) <= self.cap else (None, set())
+
+    def _read_compressed(self, key, need: set) -> None:
+        """``read`` of a block stored compressed: fetched whole (streamed or not, its parts
+        add up to it) unless it is the block held or all of the operand stays."""
+        dram, held = self.sizes(key)
+        if self.whole:
+            self.words += dram if key not in self.seen else 0
+            self.seen.add(key)
+            return
+        if key == self.held:
+            return
+        assert not need & self.kept  # blocks of a plain matrix share no word
+        self.words += dram
+        self.held, self.kept = (key, need) if held <= self.cap else (None, set())
 
 
 class _Scatter:
@@ -266,10 +301,12 @@ def _words(cell, r, c) -> list:
 
 def _block(cell, r0, r1, c0, c1, time, unit=1):
     """The words of block rows r0..r1−1 × columns c0..c1−1 per time step (0: ``unit`` rows
-    at a time, 1: columns, −1: one step)."""
+    at a time, or the lists of rows ``unit(r0, r1)`` gives; 1: columns, −1: one step)."""
     if time == 0:
-        return [[w for r in range(a, min(r1, a + unit)) for c in range(c0, c1)
-                 for w in _words(cell, r, c)] for a in range(r0, r1, unit)]
+        steps = unit(r0, r1) if callable(unit) else [range(a, min(r1, a + unit))
+                                                     for a in range(r0, r1, unit)]
+        return [[w for r in rows for c in range(c0, c1) for w in _words(cell, r, c)]
+                for rows in steps]
     if time == 1:
         return [[w for r in range(r0, r1) for w in _words(cell, r, c)] for c in range(c0, c1)]
     return [[w for r in range(r0, r1) for c in range(c0, c1) for w in _words(cell, r, c)]]
@@ -290,46 +327,62 @@ def reference(layer: Layer, batch: int, phase: str, rows: int, cols: int, lanes:
                 scatter)
 
 
+def loop_nest(shape: tuple[int, int, int], rows: int, cols: int, lanes: int, df: str,
+              outer: str) -> list[tuple]:
+    """The folds in loop order (column folds outer or row folds outer): per fold its row and
+    column fold (i, j), the A and B blocks it reads ((row start, row end, column start, column
+    end), time axis) and the C block it accumulates into."""
+    m, k, n = shape
+    kr = rows * lanes
+    span = {"os": (rows, cols), "ws": (kr, cols), "is": (kr, cols)}[df]
+    ext = {"os": (m, n), "ws": (k, n), "is": (k, m)}[df]
+    rf, cf = (-(-e // s) for e, s in zip(ext, span, strict=True))
+    order = [(o, q) if outer == "rows" else (q, o)
+             for o in range(rf if outer == "rows" else cf)
+             for q in range(cf if outer == "rows" else rf)]
+    out = []
+    for i, j in order:
+        lo_i, hi_i = i * span[0], min(ext[0], (i + 1) * span[0])
+        lo_j, hi_j = j * span[1], min(ext[1], (j + 1) * span[1])
+        if df == "os":
+            out.append((i, j, ((lo_i, hi_i, 0, k), 1), ((0, k, lo_j, hi_j), 0),
+                        (lo_i, hi_i, lo_j, hi_j)))
+        elif df == "ws":
+            out.append((i, j, ((0, m, lo_i, hi_i), 0), ((lo_i, hi_i, lo_j, hi_j), -1),
+                        (0, m, lo_j, hi_j)))
+        else:
+            out.append((i, j, ((lo_j, hi_j, lo_i, hi_i), -1), ((lo_i, hi_i, 0, n), 1),
+                        (lo_j, hi_j, 0, n)))
+    return out
+
+
 def walk(shape: tuple[int, int, int], cells: list, unit: int, rows: int, cols: int,
          lanes: int, df: str, caps: tuple[int, int, int], outer: str,
-         scatter: bool = False) -> dict[str, int]:
+         scatter: bool = False, sizes: list | None = None) -> dict[str, int]:
     """DRAM words of A, B and C (reads, writes) the loop nest of an M×K·K×N GEMM moves, one
     walk per group (``cells``: per group the words of A's, B's and C's elements; ``unit``:
-    positions in an output row; ``scatter``: C's elements are partial sums scattered into the
-    words they land in, ``_Scatter``)."""
+    positions in an output row, or a pair — per operand, the rows, or ``_block``'s function of
+    rows, a block streamed along its rows steps by; ``scatter``: C's elements are partial sums
+    scattered into the words they land in, ``_Scatter``; ``sizes``: per group, per operand A
+    and B, None or the (DRAM words, held words) of a block stored compressed, ``_Buffer``)."""
     tot = {"a_dram": 0, "b_dram": 0, "c_read": 0, "c_write": 0}
     m, k, n = shape
-    for cell_a, cell_b, cell_c in cells:
-        kr = rows * lanes
-        span = {"os": (rows, cols), "ws": (kr, cols), "is": (kr, cols)}[df]
-        ext = {"os": (m, n), "ws": (k, n), "is": (k, m)}[df]
-        rf, cf = (-(-e // s) for e, s in zip(ext, span, strict=True))
-        bufs = [_Buffer(cap, {w for r in range(mr) for c in range(mc) for w in _words(cell, r, c)})
-                for cap, cell, (mr, mc) in ((caps[0], cell_a, (m, k)), (caps[1], cell_b, (k, n)))]
+    units = unit if isinstance(unit, tuple) else (unit, unit)
+    folds = loop_nest(shape, rows, cols, lanes, df, outer)
+    for grp, (cell_a, cell_b, cell_c) in enumerate(cells):
+        size = (None, None) if sizes is None else sizes[grp]
+        bufs = [_Buffer(cap, {w for r in range(mr) for c in range(mc) for w in _words(cell, r, c)},
+                        sz, {fold[2 + x][0] for fold in folds})
+                for x, (cap, cell, (mr, mc), sz) in enumerate((
+                    (caps[0], cell_a, (m, k), size[0]), (caps[1], cell_b, (k, n), size[1])))]
         c_all = sum(cell_c(r, c) is not None for r in range(m) for c in range(n))
         c_whole, c_held, c_size, spilled = c_all <= caps[2], None, 0, set()
         sc = _Scatter(caps[2], {cell_c(r, c) for r in range(m) for c in range(n)} - {None})
-        order = [(o, q) if outer == "rows" else (q, o)
-                 for o in range(rf if outer == "rows" else cf)
-                 for q in range(cf if outer == "rows" else rf)]
-        last_k = {j: (i, j) for i, j in order}  # a column's last K fold (ws, is)
-        for i, j in order:
-            lo_i, hi_i = i * span[0], min(ext[0], (i + 1) * span[0])
-            lo_j, hi_j = j * span[1], min(ext[1], (j + 1) * span[1])
-            if df == "os":
-                a = ((lo_i, hi_i, 0, k), 1)
-                b = ((0, k, lo_j, hi_j), 0)
-                cblk = (lo_i, hi_i, lo_j, hi_j)
-            elif df == "ws":
-                a = ((0, m, lo_i, hi_i), 0)
-                b = ((lo_i, hi_i, lo_j, hi_j), -1)
-                cblk = (0, m, lo_j, hi_j)
-            else:
-                a = ((lo_j, hi_j, lo_i, hi_i), -1)
-                b = ((lo_i, hi_i, 0, n), 1)
-                cblk = (lo_j, hi_j, 0, n)
-            for buf, cell, (key, time) in ((bufs[0], cell_a, a), (bufs[1], cell_b, b)):
-                buf.read(key, _block(cell, *key, time, unit))
+        last_k = {j: (i, j) for i, j, *_ in folds}  # a column's last K fold (ws, is)
+        for i, j, a, b, cblk in folds:
+            for buf, cell, (key, time), u in ((bufs[0], cell_a, a, units[0]),
+                                              (bufs[1], cell_b, b, units[1])):
+                buf.read(key, _block(cell, *key, time, u))
             if scatter:
                 sc.accumulate(cblk, {cell_c(r, c) for r in range(cblk[0], cblk[1])
                                      for c in range(cblk[2], cblk[3])} - {None})
@@ -435,10 +488,12 @@ def test_col2im_partial_sums_move_what_the_loop_nest_moves(layer, batch, df, row
 LOWERINGS = [Lowering(k_order="channel_inner"), Lowering(bwd_input="transposed"),
              Lowering(bwd_input="phases"), Lowering(bwd_input="phases", k_order="channel_inner"),
              Lowering(batch="per_image"), Lowering(bwd_input="transposed",
-                                                    k_order="channel_inner")]
+                                                    k_order="channel_inner"),
+             Lowering(bwd_weight="per_image"),
+             Lowering(bwd_weight="per_image", k_order="channel_inner")]
 
 
-@settings(deadline=None, max_examples=200)
+@settings(deadline=None, max_examples=260)
 @given(layer=_layers(), batch=st.integers(1, 2),
        phase=st.sampled_from(["fwd", "bwd_weight", "bwd_input"]), low=st.sampled_from(LOWERINGS),
        df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
@@ -446,19 +501,10 @@ LOWERINGS = [Lowering(k_order="channel_inner"), Lowering(bwd_input="transposed")
 def test_every_lowering_moves_what_the_loop_nest_over_explicit_buffers_moves(
         layer, batch, phase, low, df, rows, cols, lanes, caps):
     """Under the other lowering choices — the (i, j, c) K order with channels padded to the
-    lanes, a transposed bwd_input (one GEMM, or one per output phase), a GEMM per image — every
+    lanes, a transposed bwd_input (one GEMM, or one per output phase), a GEMM per image,
+    bwd_weight's positions padded to the lanes image by image — every
     GEMM the phase runs moves the reference's words of A, B and C (C of col2im bwd_input: A and
     B), and no fewer than its compulsory words."""
-    k_padded = low.batch == "per_image" or low.bwd_weight == "per_image"
-    # not walked here: a bwd_weight with K padded image by image (its im2col operand counted
-    # as a share), a transposed bwd_input of a stride above 1 read through every tap (the
-    # inserted zeros; also the one GEMM that stands in where no output phase has a tap)
-    assume(not (phase == "bwd_weight" and k_padded))
-    (h, w), (kh, kw), (sh, sw) = layer.input_hw, layer.kernel, layer.stride
-    (ph, pw), (dh, dw) = layer.padding, layer.dilation
-    no_phase = not (_phases_of(h, kh, sh, ph, dh) and _phases_of(w, kw, sw, pw, dw))
-    assume(not (phase == "bwd_input" and layer.stride != (1, 1)
-                and (low.bwd_input == "transposed" or low.bwd_input == "phases" and no_phase)))
     gemms = part_gemms(layer, batch, phase, low, lanes)
     parts = _lowered_cells(layer, batch, phase, low, lanes)
     assert len(gemms) == len(parts)
@@ -476,6 +522,22 @@ def test_every_lowering_moves_what_the_loop_nest_over_explicit_buffers_moves(
                 need |= {(id(cell), cell(r, c)) for r in range(mr) for c in range(mc)
                          if cell(r, c) is not None}
             assert sch.total(col) >= len(need)
+
+
+@settings(deadline=None, max_examples=100)
+@given(layer=_layers(), batch=st.integers(1, 2),
+       low=st.sampled_from([Lowering(bwd_input="transposed"),
+                            Lowering(bwd_input="transposed", k_order="channel_inner")]),
+       df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       lanes=st.integers(1, 3), caps=st.tuples(*[st.integers(1, 160)] * 3))
+def test_a_strided_transposed_bwd_input_moves_what_the_loop_nest_moves(
+        layer, batch, low, df, rows, cols, lanes, caps):
+    """The transposed ``bwd_input`` alone, strides 1 to 3 (every position through every tap:
+    the output gradient with stride − 1 zeros inserted between its elements, which hold no
+    word), against the same reference as above."""
+    assume(layer.kind == "conv2d")
+    test_every_lowering_moves_what_the_loop_nest_over_explicit_buffers_moves.hypothesis.inner_test(
+        layer, batch, "bwd_input", low, df, rows, cols, lanes, caps)
 
 
 def _convs(model: str) -> list[Layer]:
@@ -562,21 +624,23 @@ def test_the_words_a_col2im_cell_lands_in_first_are_counted_where_the_walk_meets
 
 @settings(deadline=None, max_examples=120)
 @given(layer=_layers(), batch=st.integers(1, 2),
-       nm=st.sampled_from([(1, 2), (2, 4), (1, 3), (2, 3), (3, 4)]),
+       nm=st.sampled_from([(1, 2), (2, 4), (1, 3), (2, 3), (3, 4), "fanin"]),
+       fanin=st.integers(1, 40),
        low=st.sampled_from([Lowering(), Lowering(k_order="channel_inner")]),
        df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
        lanes=st.integers(1, 3), caps=st.tuples(*[st.integers(1, 160)] * 3))
 def test_an_nm_condensed_gemm_moves_what_the_loop_nest_moves(
-        layer, batch, nm, low, df, rows, cols, lanes, caps):
+        layer, batch, nm, fanin, low, df, rows, cols, lanes, caps):
     """The forward GEMM with its weights condensed N:M (``sparse.condensed_gemm``): a slot of
     A reads the dense activations of its group of M columns, so an element of A is the set of
-    feature-map words its group's windows touch; the weights are their K' slots. Equal to the
-    reference word for word."""
+    feature-map words its group's windows touch; the weights are their K' slots. Condensed to
+    a constant fan-in of k, a slot may select any activation: one group of all K columns with
+    k slots. Equal to the reference word for word."""
     assume(layer.kind == "conv2d")
     gemm = part_gemms(layer, batch, "fwd", low, lanes)[0]
     (_, cells, unit), = _lowered_cells(layer, batch, "fwd", low, lanes)
-    n, m = nm
-    g2 = condensed_gemm(gemm, nm_slots(gemm.K, n, m), gemm.N, nm)
+    n, m = nm if nm != "fanin" else (min(fanin, gemm.K), gemm.K)
+    g2 = condensed_gemm(gemm, nm_slots(gemm.K, n, m), gemm.N, (n, m))
     assume(g2.M * g2.K * g2.N * g2.groups <= 6000)
 
     def slotted(cell_a):
@@ -591,3 +655,63 @@ def test_an_nm_condensed_gemm_moves_what_the_loop_nest_moves(
     sch = schedule(g2, map_dense(g2, rows, cols, df, lanes), caps)
     ref = walk((g2.M, g2.K, g2.N), cells2, unit, rows, cols, lanes, df, caps, sch.outer)
     assert {x: sch.total(x) for x in ref} == ref
+
+
+@settings(deadline=None, max_examples=150)
+@given(layer=_layers(), batch=st.integers(1, 2),
+       phase=st.sampled_from(["fwd", "bwd_weight", "bwd_input"]),
+       df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       lanes=st.integers(1, 2),
+       caps=st.tuples(*[st.one_of(st.integers(1, 24), st.integers(1, 160))] * 3),
+       fmts=st.lists(st.sampled_from(FORMATS), min_size=4, max_size=4),
+       seed=st.integers(0, 2**16))
+def test_compressed_operands_move_what_the_loop_nest_moves(
+        layer, batch, phase, df, rows, cols, lanes, caps, fmts, seed):
+    """A plain operand stored compressed (a DRAM format) and held compressed (an SRAM format,
+    ``dataflows/formats.py``), random masks: the reference walks the loop nest with every
+    block the compressed words of its own nonzeros in each format — fetched as its DRAM words,
+    kept when its SRAM words fit the half buffer, all of the operand staying when the SRAM
+    words of all its blocks fit — and the schedule, given each fold's compressed / dense
+    ratios, moves those words (to the word: the fractional total rounded). Each row and
+    column of a mask has a density of its own, so that blocks differ. An im2col operand
+    stays dense here; C, never compressed, moves the dense reference's words."""
+    gemm, cell_a, cell_b = _cells(layer, batch, phase, 0)
+    assume(gemm.groups == 1 and gemm.M * gemm.K * gemm.N <= 6000)
+    cell_c = (_conv_cells(layer, phase, 0)[2] if phase == "bwd_input" and layer.kind == "conv2d"
+              else (lambda r, c: ("C", r, c)))
+    rng = np.random.default_rng(seed)
+    masks = [rng.random((r, c)) < np.outer(rng.random(r), rng.random(c)) ** 0.5
+             for r, c in ((gemm.M, gemm.K), (gemm.K, gemm.N))]
+    geo = {"A": 0, "B": 1}.get((gemm.im2col or "-")[0])
+    wbits = 16
+
+    def bits(x, fmt, key):  # compressed bits of block ``key`` of operand x
+        r0, r1, c0, c1 = key
+        return sum(block_bits(fmt, r1 - r0, c1 - c0, int(masks[x][r0:r1, c0:c1].sum()), wbits))
+
+    def sizer(x):
+        if x == geo:  # the im2col operand: dense (the reference counts its footprint)
+            return None
+        return lambda key: (Fraction(bits(x, fmts[2 * x], key), wbits),
+                            Fraction(bits(x, fmts[2 * x + 1], key), wbits))
+
+    # what the schedule is given: per fold (column folds outer) the ratio of its blocks
+    ratio = np.ones((2, len(loop_nest((gemm.M, gemm.K, gemm.N), rows, cols, lanes, df,
+                                      "cols")), 2))
+    for f, (_, _, a, b, _) in enumerate(loop_nest((gemm.M, gemm.K, gemm.N), rows, cols, lanes,
+                                                  df, "cols")):
+        for x, (key, _) in enumerate((a, b)):
+            if x != geo:
+                dense = (key[1] - key[0]) * (key[3] - key[2]) * wbits
+                for level in (0, 1):
+                    ratio[level, f, x] = bits(x, fmts[2 * x + level], key) / max(dense, 1)
+    sch = schedule(gemm, map_dense(gemm, rows, cols, df, lanes), caps, compression=ratio[0],
+                   held=ratio[1])
+    unit = layer.out_hw[1] if layer.kind == "conv2d" else 1
+    scatter = phase == "bwd_input" and layer.kind == "conv2d"
+    ref = walk((gemm.M, gemm.K, gemm.N), [(cell_a, cell_b, cell_c)], unit, rows, cols, lanes,
+               df, caps, sch.outer, scatter, sizes=[(sizer(0), sizer(1))])
+    for x in ("a_dram", "b_dram"):
+        assert abs(sch.total(x) - ref[x]) <= Fraction(1, 2), x
+    assert {x: sch.total(x) for x in ("c_read", "c_write")} == {
+        x: ref[x] for x in ("c_read", "c_write")}
