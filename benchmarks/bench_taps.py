@@ -7,7 +7,8 @@ run, best of ``--repeat`` (CPU seconds of this process):
 
 * ``before``: the scheduler as it was before the rank-space tables (kept below, verbatim: the
   lanes of a step visited one by one in ``order``, every tap word rotated per stream and step);
-* ``kernel``: today's ``_schedule`` on every fold, without the fold-level shortcuts;
+* ``kernel``: today's scheduler (``_schedule_with``: the packed one for TensorDash's 16 lanes
+  and 7 taps) on every fold, without the fold-level shortcuts;
 * ``folds``: today's ``lockstep_row_folds`` (empty rows left out, repeated folds looked up).
 
 and checks that the three give the same (z, rest, out) arrays for every call. Prints the calls,
@@ -136,12 +137,12 @@ def row_folds_kernel(pack, K, L, R, th, td, order, F):
     rest = np.zeros(nf, dtype=np.int64)
     out = np.zeros(nf, dtype=np.int64)
     buf = np.zeros((max(T, 1), R), dtype=np.uint64)
-    ctab, clr, sbit = taps._rank_tables(L, th, td, order)
+    tabs = taps._tables(L, th, td, order)
     rows = np.arange(R)
     for f in range(nf):
         G = min(R, S - f * R)
         taps._row_buffer(pack, rows + f * R, G, T, L, buf)
-        z[f], rest[f], out[f] = taps._schedule(buf, T, G, L, th, order, F, ctab, clr, sbit)
+        z[f], rest[f], out[f] = taps._schedule_with(buf, T, G, L, th, order, F, tabs)
     return z, rest, out, np.full(nf, T, dtype=np.int64)
 
 

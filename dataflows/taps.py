@@ -232,6 +232,131 @@ def _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit):
 
 
 @njit(cache=True)
+def _packed_tables(L, th, order, ctab, clr, sbit):
+    """The tables of ``_schedule_packed`` (L <= 16 lanes, <= 8 taps, h <= 3), from those of
+    ``_rank_tables``; empty (shape 0) where the taps or lanes do not fit. Tap s's candidates
+    sit in 16-bit field s % 4 of word s // 4:
+
+    * ``ptab[j, h, k, v]``: word j's candidates from byte k = v of step t + h's lane word;
+    * ``cm[s, i, j]``: word j's mask that removes the element the lane of rank i takes
+      through tap s; ``sb[s, i]``: that element's bit in the packed source steps (step t + h
+      at bits 16h ..);
+    * ``lanebit[i]``: the lane word bit of the lane of rank i."""
+    ntaps = th.shape[0]
+    nb = (L + 7) // 8
+    hmax = 1
+    for s in range(ntaps):
+        hmax = max(hmax, th[s])
+    if L > 16 or ntaps > 8 or hmax > 3:
+        return (np.zeros((0, 1, 1, 1), dtype=np.uint64), np.zeros((0, 1), dtype=np.uint64),
+                np.zeros((0, 1, 1), dtype=np.uint64), np.zeros((0, 1), dtype=np.uint64),
+                np.zeros(0, dtype=np.uint64))
+    ptab = np.zeros((2, hmax + 1, nb, 256), dtype=np.uint64)
+    for s in range(ntaps):
+        sh = np.uint64(16 * (s & 3))
+        for k in range(nb):
+            for v in range(256):
+                ptab[s >> 2, th[s], k, v] |= ctab[s, k, v] << sh
+    cm = np.full((ntaps, L, 2), ~_Z, dtype=np.uint64)
+    sb = np.zeros((ntaps, L), dtype=np.uint64)
+    for s in range(ntaps):
+        for i in range(L):
+            sb[s, i] = sbit[s, i] << np.uint64(16 * th[s])
+            for s2 in range(ntaps):
+                gone = ~clr[s, i, s2] & np.uint64(0xFFFF)
+                cm[s, i, s2 >> 2] &= ~(gone << np.uint64(16 * (s2 & 3)))
+    lanebit = np.zeros(L, dtype=np.uint64)
+    for i in range(L):
+        lanebit[i] = _U1 << np.uint64(order[i])
+    return ptab, ctab[ntaps].copy(), cm, sb, lanebit
+
+
+@njit(cache=True)
+def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit):
+    """``_schedule`` for L <= 16 lanes, <= 8 taps and h <= 3 (TensorDash's 16 lanes and 7
+    taps): the candidates of all taps in two words (a 16-bit rank-space field per tap), the
+    source steps in one (step t + h at bits 16h ..), so that a take is a few word operations:
+    the first tap that has an element for lane i is the lowest bit of bit i of every field,
+    gathered by one multiplication."""
+    full = (_U1 << np.uint64(L)) - _U1
+    hmax = ptab.shape[1] - 1
+    nb = ptab.shape[2]
+    low = np.uint64(0x0001000100010001)  # bit 0 of every field
+    gather = np.uint64((1 << 48) | (1 << 33) | (1 << 18) | (1 << 3))  # those bits -> 48..51
+    f16 = np.uint64(0xFFFF)
+    skip = 0
+    for t in range(T):
+        zero = True
+        for g in range(G):
+            if buf[t, g] != 0:
+                zero = False
+                break
+        if skip < F and zero:
+            skip += 1
+            continue
+        skip = 0
+        if t + 1 >= T:
+            break
+        hlim = min(hmax, T - 1 - t)
+        for g in range(G):
+            w = buf[t, g]
+            sv = _Z
+            for h in range(1, hlim + 1):
+                sv |= buf[t + h, g] << np.uint64(16 * h)
+            if sv == 0 or w == full:
+                continue
+            p0 = _Z
+            p1 = _Z
+            for h in range(1, hlim + 1):
+                for k in range(nb):
+                    v = (sv >> np.uint64(16 * h + 8 * k)) & np.uint64(255)
+                    p0 |= ptab[0, h, k, v]
+                    p1 |= ptab[1, h, k, v]
+            wr = _Z
+            for k in range(nb):
+                wr |= wtab[k, (w >> np.uint64(8 * k)) & np.uint64(255)]
+            x = p0 | p1
+            x |= x >> np.uint64(32)
+            x |= x >> np.uint64(16)
+            elig = x & f16 & ~wr
+            while elig != 0:
+                i = trailing_zeros(elig)
+                a = (((p0 >> np.uint64(i)) & low) * gather) >> np.uint64(48)
+                b = (((p1 >> np.uint64(i)) & low) * gather) >> np.uint64(44)
+                s = trailing_zeros((a & np.uint64(15)) | (b & np.uint64(240)))
+                p0 &= cm[s, i, 0]
+                p1 &= cm[s, i, 1]
+                sv ^= sb[s, i]
+                wr |= _U1 << np.uint64(i)
+                w |= lanebit[i]
+                x = p0 | p1
+                x |= x >> np.uint64(32)
+                x |= x >> np.uint64(16)
+                elig = x & f16 & ~wr
+            buf[t, g] = w
+            for h in range(1, hlim + 1):
+                buf[t + h, g] = (sv >> np.uint64(16 * h)) & f16
+    return _count(buf, T, G, F)
+
+
+@njit(cache=True)
+def _tables(L, th, td, order):
+    """The tables of both schedulers (``_rank_tables``, ``_packed_tables``), made once per
+    set of folds."""
+    ctab, clr, sbit = _rank_tables(L, th, td, order)
+    return (ctab, clr, sbit) + _packed_tables(L, th, order, ctab, clr, sbit)
+
+
+@njit(cache=True)
+def _schedule_with(buf, T, G, L, th, order, F, tabs):
+    """``schedule_buffer`` with the tables of ``_tables``: the packed scheduler where the taps
+    and lanes fit it, else the general one."""
+    if tabs[3].shape[0] > 0:
+        return _schedule_packed(buf, T, G, L, F, tabs[3], tabs[4], tabs[5], tabs[6], tabs[7])
+    return _schedule(buf, T, G, L, th, order, F, tabs[0], tabs[1], tabs[2])
+
+
+@njit(cache=True)
 def schedule_buffer(buf, T, G, L, th, td, order, F):
     """Schedule ``buf[:T, :G]`` in place (the module's rule) and count it from a run of zero
     free steps. Returns (z, rest, out): ``z`` leading steps empty in every stream (``z == T``:
@@ -241,8 +366,7 @@ def schedule_buffer(buf, T, G, L, th, td, order, F):
     Per step and stream, tap s offers lane p the element at lane (p + d_s) mod L of step
     t + h_s; the empty lanes with some candidate are visited in ``order`` and each takes from
     its first tap that has one; a take removes the element from every tap that reaches it."""
-    ctab, clr, sbit = _rank_tables(L, th, td, order)
-    return _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit)
+    return _schedule_with(buf, T, G, L, th, order, F, _tables(L, th, td, order))
 
 
 @njit(cache=True)
@@ -366,7 +490,7 @@ def lockstep_row_folds(pack, K, L, R, th, td, order, F):
     rest = np.zeros(nf, dtype=np.int64)
     out = np.zeros(nf, dtype=np.int64)
     buf = np.zeros((max(T, 1), R), dtype=np.uint64)
-    ctab, clr, sbit = _rank_tables(L, th, td, order)
+    tabs = _tables(L, th, td, order)
     rows = np.empty(R, dtype=np.int64)
     other = np.empty(R, dtype=np.int64)
     first = Dict.empty(key_type=types.uint64, value_type=types.int64)  # hash -> fold
@@ -382,7 +506,7 @@ def lockstep_row_folds(pack, K, L, R, th, td, order, F):
             z[f], rest[f], out[f] = z[j], rest[j], out[j]
             continue
         _row_buffer(pack, rows, G, T, L, buf)
-        z[f], rest[f], out[f] = _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit)
+        z[f], rest[f], out[f] = _schedule_with(buf, T, G, L, th, order, F, tabs)
         if j < 0:
             first[key] = f
     return z, rest, out, np.full(nf, T, dtype=np.int64)
@@ -398,11 +522,11 @@ def lockstep_slice_folds(pack, K, L, R, th, td, order, F):
     rest = np.zeros(nf, dtype=np.int64)
     out = np.zeros(nf, dtype=np.int64)
     buf = np.zeros((max(S, 1), R), dtype=np.uint64)
-    ctab, clr, sbit = _rank_tables(L, th, td, order)
+    tabs = _tables(L, th, td, order)
     for f in range(nf):
         G = min(R, nq - f * R)
         _slice_buffer(pack, f * R, G, S, K, L, buf)
-        z[f], rest[f], out[f] = _schedule(buf, S, G, L, th, order, F, ctab, clr, sbit)
+        z[f], rest[f], out[f] = _schedule_with(buf, S, G, L, th, order, F, tabs)
     return z, rest, out, np.full(nf, S, dtype=np.int64)
 
 
@@ -423,10 +547,10 @@ def tap_slice_lengths(pack, K, L, th, td, order, F):
     nq = (K + L - 1) // L
     out = np.zeros(nq, dtype=np.int64)
     buf = np.zeros((max(S, 1), 1), dtype=np.uint64)
-    ctab, clr, sbit = _rank_tables(L, th, td, order)
+    tabs = _tables(L, th, td, order)
     for q in range(nq):
         _slice_buffer(pack, q, 1, S, K, L, buf)
-        z, rest, _o = _schedule(buf, S, 1, L, th, order, F, ctab, clr, sbit)
+        z, rest, _o = _schedule_with(buf, S, 1, L, th, order, F, tabs)
         out[q] = rest + _lead(min(z, S), 0, F)[0]
     return out
 
