@@ -8,7 +8,7 @@ run, best of ``--repeat`` (CPU seconds of this process):
 * ``before``: the scheduler as it was before the rank-space tables (kept below, verbatim: the
   lanes of a step visited one by one in ``order``, every tap word rotated per stream and step);
 * ``kernel``: today's scheduler (``_schedule_with``: the packed one for TensorDash's 16 lanes
-  and 7 taps) on every fold, without the fold-level shortcuts;
+  and 7 taps) on every fold and row, without the fold-level shortcuts;
 * ``folds``: today's ``lockstep_row_folds`` (empty rows left out, repeated folds looked up).
 
 and checks that the three give the same (z, rest, out) arrays for every call. Prints the calls,
@@ -110,26 +110,10 @@ def schedule_buffer_before(buf, T, G, L, th, td, order, F):
 
 
 @njit(cache=True)
-def row_folds_before(pack, K, L, R, th, td, order, F):
-    """``lockstep_row_folds`` before: every fold, every row, the old scheduler."""
-    S = pack.shape[0]
-    T = (K + L - 1) // L
-    nf = (S + R - 1) // R
-    z = np.zeros(nf, dtype=np.int64)
-    rest = np.zeros(nf, dtype=np.int64)
-    out = np.zeros(nf, dtype=np.int64)
-    buf = np.zeros((max(T, 1), R), dtype=np.uint64)
-    rows = np.arange(R)
-    for f in range(nf):
-        G = min(R, S - f * R)
-        taps._row_buffer(pack, rows + f * R, G, T, L, buf)
-        z[f], rest[f], out[f] = schedule_buffer_before(buf, T, G, L, th, td, order, F)
-    return z, rest, out, np.full(nf, T, dtype=np.int64)
-
-
-@njit(cache=True)
-def row_folds_kernel(pack, K, L, R, th, td, order, F):
-    """Today's scheduler on every fold and row (no fold-level shortcuts)."""
+def row_folds_plain(pack, K, L, R, th, td, order, F, before):
+    """Every fold of ``lockstep_row_folds``, every row of it, no fold-level shortcut: with the
+    scheduler before the rank-space tables (``before``), or today's (``_schedule_with``: the
+    packed one for TensorDash's 16 lanes and 7 taps)."""
     S = pack.shape[0]
     T = (K + L - 1) // L
     nf = (S + R - 1) // R
@@ -142,8 +126,19 @@ def row_folds_kernel(pack, K, L, R, th, td, order, F):
     for f in range(nf):
         G = min(R, S - f * R)
         taps._row_buffer(pack, rows + f * R, G, T, L, buf)
-        z[f], rest[f], out[f] = taps._schedule_with(buf, T, G, L, th, order, F, tabs)
+        if before:
+            z[f], rest[f], out[f] = schedule_buffer_before(buf, T, G, L, th, td, order, F)
+        else:
+            z[f], rest[f], out[f] = taps._schedule_with(buf, T, G, L, th, order, F, tabs)
     return z, rest, out, np.full(nf, T, dtype=np.int64)
+
+
+def row_folds_before(*args):
+    return row_folds_plain(*args, True)
+
+
+def row_folds_kernel(*args):
+    return row_folds_plain(*args, False)
 
 
 def capture(trace: Path) -> list[tuple]:

@@ -127,27 +127,24 @@ def _rank_tables(L, th, td, order):
 
 
 @njit(cache=True)
+def _empty_step(buf, t, G):
+    """Whether step t of ``buf`` is empty in every stream."""
+    for g in range(G):
+        if buf[t, g] != 0:
+            return False
+    return True
+
+
+@njit(cache=True)
 def _count(buf, T, G, F):
     """(z, rest, out) of a scheduled buffer: the free-row rule of the module docstring."""
     z = 0
-    while z < T:
-        nz = False
-        for g in range(G):
-            if buf[z, g] != 0:
-                nz = True
-                break
-        if nz:
-            break
+    while z < T and _empty_step(buf, z, G):
         z += 1
     rest = 0
     skip = 0
     for t in range(z, T):
-        zero = True
-        for g in range(G):
-            if buf[t, g] != 0:
-                zero = False
-                break
-        if skip < F and zero:
+        if skip < F and _empty_step(buf, t, G):
             skip += 1
             continue
         skip = 0
@@ -174,12 +171,7 @@ def _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit):
     sv = np.zeros(hmax + 1, dtype=np.uint64)  # lane words of steps t + h of the stream
     skip = 0
     for t in range(T):
-        zero = True
-        for g in range(G):
-            if buf[t, g] != 0:
-                zero = False
-                break
-        if skip < F and zero:
+        if skip < F and _empty_step(buf, t, G):
             skip += 1
             continue
         skip = 0
@@ -286,12 +278,7 @@ def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit):
     f16 = np.uint64(0xFFFF)
     skip = 0
     for t in range(T):
-        zero = True
-        for g in range(G):
-            if buf[t, g] != 0:
-                zero = False
-                break
-        if skip < F and zero:
+        if skip < F and _empty_step(buf, t, G):
             skip += 1
             continue
         skip = 0

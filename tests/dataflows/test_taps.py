@@ -107,6 +107,12 @@ def test_dnnsim_tap_list_and_order():
 @settings(**SETTINGS)
 @given(data=st.data(), vals=buffers(), F=st.integers(0, 3))
 def test_schedule_buffer_equals_reference(data, vals, F):
+    check_schedule(data, vals, F)
+
+
+def check_schedule(data, vals: np.ndarray, F: int) -> None:
+    """``schedule_buffer`` on ``vals`` with TensorDash's taps or drawn ones and a drawn lane
+    order, against the slot-by-slot rule and its count."""
     T, G, L = vals.shape
     taps = data.draw(tap_lists(L)) if data.draw(st.booleans()) else TD_TAPS
     order = data.draw(st.permutations(list(range(L))))
@@ -119,8 +125,7 @@ def test_schedule_buffer_equals_reference(data, vals, F):
     assert want.sum() == vals.sum()
     lead = next((t for t in range(T) if want[t].any()), T)
     assert z == lead
-    if lead < T:
-        assert (rest, out) == ref_count(want[lead:], F)
+    assert (rest, out) == (ref_count(want[lead:], F) if lead < T else (0, 0))
     for s in range(F + 1):  # any incoming run: lead part + rest
         c, _ = ref_count(want, F, s)
         got = carry_walk(np.array([z]), np.array([rest]), np.array([out]), np.array([T]),
@@ -319,16 +324,7 @@ def edge_buffers(draw):
 def test_schedule_buffer_edge_lanes(data, vals, F):
     """The rank-space pass equals the slot-by-slot rule for every lane count up to the word's
     64, full and empty steps, any tap list (d beyond ±L wraps) and any lane order."""
-    T, G, L = vals.shape
-    taps = data.draw(tap_lists(L)) if data.draw(st.booleans()) else TD_TAPS
-    order = data.draw(st.permutations(list(range(L))))
-    th, td = _arr(taps)
-    buf = to_buf(vals)
-    z, rest, out = schedule_buffer(buf, T, G, L, th, td, np.array(order, np.int64), F)
-    want = ref_schedule(vals, taps, order, F)
-    assert np.array_equal(from_buf(buf, L), want)
-    lead = next((t for t in range(T) if want[t].any()), T)
-    assert (z, rest, out) == ((lead, *ref_count(want[lead:], F)) if lead < T else (T, 0, 0))
+    check_schedule(data, vals, F)
 
 
 @settings(**SETTINGS)
