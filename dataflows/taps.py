@@ -160,7 +160,8 @@ def _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit):
     tap s can fill, ``elig`` the empty lanes with some candidate; the lowest set bit of ``elig``
     is the next lane in ``order`` that takes something (the lanes between have nothing to take,
     and candidates only disappear), so the loop runs once per element moved. A stream whose
-    next steps are empty, or whose step is full, is left alone."""
+    next steps are empty, or whose step is full, is left alone. One function, long: numba
+    keeps the per-step loop tight only without calls inside it."""
     full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
     ntaps = th.shape[0]
     nb = (L + 7) // 8
