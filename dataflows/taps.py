@@ -27,6 +27,9 @@ Serial ``@njit(cache=True)`` kernels; lanes <= 64 (one word per step and stream)
 from __future__ import annotations
 
 import numpy as np
+from numba import types
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.typed import Dict
 
 from common.jit import njit
 
@@ -77,11 +80,268 @@ def strided_order(lanes: int, stride: int) -> list[int]:
 
 
 @njit(cache=True)
-def _rotr(x, r, L, full):
-    """Lane word ``x`` rotated so that bit p holds lane (p + r) mod L."""
-    if r == 0:
-        return x
-    return ((x >> np.uint64(r)) | (x << np.uint64(L - r))) & full
+def _rank_tables(L, th, td, order):
+    """Tables of the greedy pass in *rank space*, where bit i of a word is the lane visited i-th
+    (``order[i]``), so that the next lane to visit is the lowest set bit:
+
+    * ``ctab[s, k, v]``: tap s's candidates (rank space) from byte k = v of the lane word of its
+      step t + h_s (row ``ntaps``: a lane word itself, mapped to rank space);
+    * ``clr[s, i, s2]``: the mask that removes from tap s2's candidates the element that the lane
+      of rank i takes through tap s (all ones where s2 looks at another step);
+    * ``sbit[s, i]``: that element's bit in its step's lane word."""
+    ntaps = th.shape[0]
+    nb = (L + 7) // 8
+    rank = np.empty(L, dtype=np.int64)
+    for i in range(L):
+        rank[order[i]] = i
+    rot = np.empty(ntaps, dtype=np.int64)
+    for s in range(ntaps):
+        r = td[s] % L
+        rot[s] = r + L if r < 0 else r
+    ctab = np.zeros((ntaps + 1, nb, 256), dtype=np.uint64)
+    for s in range(ntaps + 1):
+        for src in range(L):  # the element at lane src is tap s's candidate for lane src - d_s
+            q = src - rot[s] if s < ntaps else src
+            if q < 0:
+                q += L
+            bit = _U1 << np.uint64(rank[q])
+            for v in range(256):
+                if (v >> (src & 7)) & 1:
+                    ctab[s, src >> 3, v] |= bit
+    clr = np.empty((ntaps, L, ntaps), dtype=np.uint64)
+    sbit = np.empty((ntaps, L), dtype=np.uint64)
+    for s in range(ntaps):
+        for i in range(L):
+            src = order[i] + rot[s]
+            if src >= L:
+                src -= L
+            sbit[s, i] = _U1 << np.uint64(src)
+            for s2 in range(ntaps):
+                clr[s, i, s2] = ~_Z
+                if th[s2] == th[s]:
+                    q = src - rot[s2]
+                    if q < 0:
+                        q += L
+                    clr[s, i, s2] = ~(_U1 << np.uint64(rank[q]))
+    return ctab, clr, sbit
+
+
+@njit(cache=True)
+def _empty_step(buf, t, G):
+    """Whether step t of ``buf`` is empty in every stream."""
+    for g in range(G):
+        if buf[t, g] != 0:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _count(buf, T, G, F):
+    """(z, rest, out) of a scheduled buffer: the free-row rule of the module docstring."""
+    z = 0
+    while z < T and _empty_step(buf, z, G):
+        z += 1
+    rest = 0
+    skip = 0
+    for t in range(z, T):
+        if skip < F and _empty_step(buf, t, G):
+            skip += 1
+            continue
+        skip = 0
+        rest += 1
+    return z, rest, skip
+
+
+@njit(cache=True)
+def _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit):
+    """``schedule_buffer`` with the tables of ``_rank_tables``.
+
+    Per step and stream, the lanes are visited in rank space: ``cand[s]`` holds the lanes that
+    tap s can fill, ``elig`` the empty lanes with some candidate; the lowest set bit of ``elig``
+    is the next lane in ``order`` that takes something (the lanes between have nothing to take,
+    and candidates only disappear), so the loop runs once per element moved. A stream whose
+    next steps are empty, or whose step is full, is left alone. One function, long: numba
+    keeps the per-step loop tight only without calls inside it."""
+    full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
+    ntaps = th.shape[0]
+    nb = (L + 7) // 8
+    hmax = 1
+    for s in range(ntaps):
+        hmax = max(hmax, th[s])
+    cand = np.zeros(ntaps, dtype=np.uint64)
+    sv = np.zeros(hmax + 1, dtype=np.uint64)  # lane words of steps t + h of the stream
+    skip = 0
+    for t in range(T):
+        if skip < F and _empty_step(buf, t, G):
+            skip += 1
+            continue
+        skip = 0
+        if t + 1 >= T:
+            break
+        hlim = min(hmax, T - 1 - t)  # taps reaching past the buffer offer nothing
+        for g in range(G):
+            w = buf[t, g]
+            srcs = _Z
+            for h in range(1, hlim + 1):
+                v = buf[t + h, g]
+                sv[h] = v
+                srcs |= v
+            if srcs == 0 or w == full:
+                continue
+            anyc = _Z
+            for s in range(ntaps):
+                c = _Z
+                if th[s] <= hlim:
+                    x = sv[th[s]]
+                    for k in range(nb):
+                        c |= ctab[s, k, (x >> np.uint64(8 * k)) & np.uint64(255)]
+                cand[s] = c
+                anyc |= c
+            wr = _Z
+            for k in range(nb):
+                wr |= ctab[ntaps, k, (w >> np.uint64(8 * k)) & np.uint64(255)]
+            elig = anyc & ~wr
+            if elig == 0:
+                continue
+            while elig != 0:
+                i = trailing_zeros(elig)
+                bi = _U1 << np.uint64(i)
+                s = 0
+                while cand[s] & bi == 0:  # the lane's first tap with an element
+                    s += 1
+                sv[th[s]] ^= sbit[s, i]
+                wr |= bi
+                w |= _U1 << np.uint64(order[i])
+                anyc = _Z
+                for s2 in range(ntaps):  # the element leaves every tap that saw it
+                    c = cand[s2] & clr[s, i, s2]
+                    cand[s2] = c
+                    anyc |= c
+                elig = anyc & ~wr
+            buf[t, g] = w
+            for h in range(1, hlim + 1):
+                buf[t + h, g] = sv[h]
+    return _count(buf, T, G, F)
+
+
+@njit(cache=True)
+def _packed_tables(L, th, order, ctab, clr, sbit):
+    """The tables of ``_schedule_packed`` (L <= 16 lanes, <= 8 taps, h <= 3), from those of
+    ``_rank_tables``; empty (shape 0) where the taps or lanes do not fit. Tap s's candidates
+    sit in 16-bit field s % 4 of word s // 4:
+
+    * ``ptab[j, h, k, v]``: word j's candidates from byte k = v of step t + h's lane word;
+    * ``cm[s, i, j]``: word j's mask that removes the element the lane of rank i takes
+      through tap s; ``sb[s, i]``: that element's bit in the packed source steps (step t + h
+      at bits 16h ..);
+    * ``lanebit[i]``: the lane word bit of the lane of rank i."""
+    ntaps = th.shape[0]
+    nb = (L + 7) // 8
+    hmax = 1
+    for s in range(ntaps):
+        hmax = max(hmax, th[s])
+    if L > 16 or ntaps > 8 or hmax > 3:
+        return (np.zeros((0, 1, 1, 1), dtype=np.uint64), np.zeros((0, 1), dtype=np.uint64),
+                np.zeros((0, 1, 1), dtype=np.uint64), np.zeros((0, 1), dtype=np.uint64),
+                np.zeros(0, dtype=np.uint64))
+    ptab = np.zeros((2, hmax + 1, nb, 256), dtype=np.uint64)
+    for s in range(ntaps):
+        sh = np.uint64(16 * (s & 3))
+        for k in range(nb):
+            for v in range(256):
+                ptab[s >> 2, th[s], k, v] |= ctab[s, k, v] << sh
+    cm = np.full((ntaps, L, 2), ~_Z, dtype=np.uint64)
+    sb = np.zeros((ntaps, L), dtype=np.uint64)
+    for s in range(ntaps):
+        for i in range(L):
+            sb[s, i] = sbit[s, i] << np.uint64(16 * th[s])
+            for s2 in range(ntaps):
+                gone = ~clr[s, i, s2] & np.uint64(0xFFFF)
+                cm[s, i, s2 >> 2] &= ~(gone << np.uint64(16 * (s2 & 3)))
+    lanebit = np.zeros(L, dtype=np.uint64)
+    for i in range(L):
+        lanebit[i] = _U1 << np.uint64(order[i])
+    return ptab, ctab[ntaps].copy(), cm, sb, lanebit
+
+
+@njit(cache=True)
+def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit):
+    """``_schedule`` for L <= 16 lanes, <= 8 taps and h <= 3 (TensorDash's 16 lanes and 7
+    taps): the candidates of all taps in two words (a 16-bit rank-space field per tap), the
+    source steps in one (step t + h at bits 16h ..), so that a take is a few word operations:
+    the first tap that has an element for lane i is the lowest bit of bit i of every field,
+    gathered by one multiplication."""
+    full = (_U1 << np.uint64(L)) - _U1
+    hmax = ptab.shape[1] - 1
+    nb = ptab.shape[2]
+    low = np.uint64(0x0001000100010001)  # bit 0 of every field
+    gather = np.uint64((1 << 48) | (1 << 33) | (1 << 18) | (1 << 3))  # those bits -> 48..51
+    f16 = np.uint64(0xFFFF)
+    skip = 0
+    for t in range(T):
+        if skip < F and _empty_step(buf, t, G):
+            skip += 1
+            continue
+        skip = 0
+        if t + 1 >= T:
+            break
+        hlim = min(hmax, T - 1 - t)
+        for g in range(G):
+            w = buf[t, g]
+            sv = _Z
+            for h in range(1, hlim + 1):
+                sv |= buf[t + h, g] << np.uint64(16 * h)
+            if sv == 0 or w == full:
+                continue
+            p0 = _Z
+            p1 = _Z
+            for h in range(1, hlim + 1):
+                for k in range(nb):
+                    v = (sv >> np.uint64(16 * h + 8 * k)) & np.uint64(255)
+                    p0 |= ptab[0, h, k, v]
+                    p1 |= ptab[1, h, k, v]
+            wr = _Z
+            for k in range(nb):
+                wr |= wtab[k, (w >> np.uint64(8 * k)) & np.uint64(255)]
+            x = p0 | p1
+            x |= x >> np.uint64(32)
+            x |= x >> np.uint64(16)
+            elig = x & f16 & ~wr
+            while elig != 0:
+                i = trailing_zeros(elig)
+                a = (((p0 >> np.uint64(i)) & low) * gather) >> np.uint64(48)
+                b = (((p1 >> np.uint64(i)) & low) * gather) >> np.uint64(44)
+                s = trailing_zeros((a & np.uint64(15)) | (b & np.uint64(240)))
+                p0 &= cm[s, i, 0]
+                p1 &= cm[s, i, 1]
+                sv ^= sb[s, i]
+                wr |= _U1 << np.uint64(i)
+                w |= lanebit[i]
+                x = p0 | p1
+                x |= x >> np.uint64(32)
+                x |= x >> np.uint64(16)
+                elig = x & f16 & ~wr
+            buf[t, g] = w
+            for h in range(1, hlim + 1):
+                buf[t + h, g] = (sv >> np.uint64(16 * h)) & f16
+    return _count(buf, T, G, F)
+
+
+@njit(cache=True)
+def _tables(L, th, td, order):
+    """The tables of both schedulers (``_rank_tables``, ``_packed_tables``), made once per
+    set of folds."""
+    ctab, clr, sbit = _rank_tables(L, th, td, order)
+    return (ctab, clr, sbit) + _packed_tables(L, th, order, ctab, clr, sbit)
+
+
+@njit(cache=True)
+def _schedule_with(buf, T, G, L, th, order, F, tabs):
+    """``schedule_buffer`` with the tables of ``_tables``: the packed scheduler where the taps
+    and lanes fit it, else the general one."""
+    if tabs[3].shape[0] > 0:
+        return _schedule_packed(buf, T, G, L, F, tabs[3], tabs[4], tabs[5], tabs[6], tabs[7])
+    return _schedule(buf, T, G, L, th, order, F, tabs[0], tabs[1], tabs[2])
 
 
 @njit(cache=True)
@@ -92,93 +352,9 @@ def schedule_buffer(buf, T, G, L, th, td, order, F):
     ``out`` the run of free steps at the end.
 
     Per step and stream, tap s offers lane p the element at lane (p + d_s) mod L of step
-    t + h_s: ``cand[s]``, that step's word rotated by d_s. Only lanes with some candidate are
-    visited (in ``order``); a take clears the element in every tap word that reaches it.
-    One function, long: numba keeps the per-step loop tight only without calls inside it."""
-    full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
-    ntaps = th.shape[0]
-    rot = np.empty(ntaps, dtype=np.int64)
-    for s in range(ntaps):
-        rot[s] = td[s] % L
-        if rot[s] < 0:
-            rot[s] += L
-    cand = np.zeros(ntaps, dtype=np.uint64)
-    skip = 0
-    for t in range(T):
-        zero = True
-        for g in range(G):
-            if buf[t, g] != 0:
-                zero = False
-                break
-        if skip < F and zero:
-            skip += 1
-            continue
-        skip = 0
-        if t + 1 >= T:
-            break
-        for g in range(G):
-            w = buf[t, g]
-            if w == full:
-                continue
-            anyc = _Z
-            for s in range(ntaps):
-                tt = t + th[s]
-                c = _rotr(buf[tt, g], rot[s], L, full) if tt < T else _Z
-                cand[s] = c
-                anyc |= c
-            elig = anyc & ~w & full
-            if elig == 0:
-                continue
-            for p in order:
-                bp = _U1 << np.uint64(p)
-                if elig & bp == 0:
-                    continue
-                for s in range(ntaps):
-                    if cand[s] & bp:
-                        h = th[s]
-                        src = p + rot[s]  # (p + d) mod L, rot in [0, L): no division
-                        if src >= L:
-                            src -= L
-                        buf[t + h, g] ^= _U1 << np.uint64(src)
-                        w |= bp
-                        anyc = _Z
-                        for s2 in range(ntaps):  # the element leaves every tap that saw it
-                            if th[s2] == h:
-                                q = src - rot[s2]
-                                if q < 0:
-                                    q += L
-                                cand[s2] &= ~(_U1 << np.uint64(q))
-                            anyc |= cand[s2]
-                        elig = anyc & ~w & full
-                        break
-                if elig == 0:
-                    break
-            buf[t, g] = w
-    # count
-    z = 0
-    while z < T:
-        nz = False
-        for g in range(G):
-            if buf[z, g] != 0:
-                nz = True
-                break
-        if nz:
-            break
-        z += 1
-    rest = 0
-    skip = 0
-    for t in range(z, T):
-        zero = True
-        for g in range(G):
-            if buf[t, g] != 0:
-                zero = False
-                break
-        if skip < F and zero:
-            skip += 1
-            continue
-        skip = 0
-        rest += 1
-    return z, rest, skip
+    t + h_s; the empty lanes with some candidate are visited in ``order`` and each takes from
+    its first tap that has one; a take removes the element from every tap that reaches it."""
+    return _schedule_with(buf, T, G, L, th, order, F, _tables(L, th, td, order))
 
 
 @njit(cache=True)
@@ -216,19 +392,56 @@ def carry_walk(z, rest, out, T, seq, resets, F):
 
 
 @njit(cache=True)
-def _row_buffer(pack, r0, G, T, L, buf):
-    """Steps of rows r0 .. r0+G of ``pack`` taken L bits at a time (``os`` streams)."""
+def _row_buffer(pack, rows, G, T, L, buf):
+    """Steps of rows ``rows[:G]`` of ``pack`` taken L bits at a time (``os`` streams)."""
     nw = pack.shape[1]
     full = (_U1 << np.uint64(L)) - _U1 if L < 64 else ~_Z
     for g in range(G):
+        r = rows[g]
         for t in range(T):
             k0 = t * L
             w = k0 >> 6
             off = k0 & 63
-            v = pack[r0 + g, w] >> np.uint64(off) if w < nw else _Z
+            v = pack[r, w] >> np.uint64(off) if w < nw else _Z
             if off != 0 and off + L > 64 and w + 1 < nw:
-                v |= pack[r0 + g, w + 1] << np.uint64(64 - off)
+                v |= pack[r, w + 1] << np.uint64(64 - off)
             buf[t, g] = v & full
+
+
+@njit(cache=True)
+def _live_rows(pack, r0, r1, rows):
+    """The rows r0 .. r1 of ``pack`` with an effectual element, into ``rows``; how many."""
+    n = 0
+    for r in range(r0, r1):
+        for i in range(pack.shape[1]):
+            if pack[r, i] != 0:
+                rows[n] = r
+                n += 1
+                break
+    return n
+
+
+@njit(cache=True)
+def _rows_hash(pack, rows, G):
+    """A 64-bit hash of the words of rows ``rows[:G]`` of ``pack``, in that order."""
+    m = np.uint64(0x9E3779B97F4A7C15)
+    hv = np.uint64(G) * m
+    for g in range(G):
+        for i in range(pack.shape[1]):
+            hv = (hv ^ pack[rows[g], i]) * m
+            hv ^= hv >> np.uint64(31)
+        hv = (hv ^ np.uint64(0xD1B54A32D192ED03)) * m
+    return hv
+
+
+@njit(cache=True)
+def _same_rows(pack, rows, other, G):
+    """Whether rows ``rows[:G]`` and ``other[:G]`` of ``pack`` hold the same words."""
+    for g in range(G):
+        for i in range(pack.shape[1]):
+            if pack[rows[g], i] != pack[other[g], i]:
+                return False
+    return True
 
 
 @njit(cache=True)
@@ -252,7 +465,12 @@ def _slice_buffer(pack, q0, G, S, K, L, buf):
 @njit(cache=True)
 def lockstep_row_folds(pack, K, L, R, th, td, order, F):
     """Per fold of R consecutive rows (streams) of ``pack``, T = ceil(K/L) steps each:
-    (z, rest, out, T) of ``schedule_buffer``."""
+    (z, rest, out, T) of ``schedule_buffer``.
+
+    Two shortcuts with the same results: a row with no effectual element is left out of its
+    fold's buffer (it stays empty, and a step is free or not by the other streams alone), and a
+    fold whose remaining rows hold the same words as an earlier fold's takes that fold's
+    result (a hash of the words finds it, a comparison of the words confirms it)."""
     S = pack.shape[0]
     T = (K + L - 1) // L
     nf = (S + R - 1) // R
@@ -260,10 +478,25 @@ def lockstep_row_folds(pack, K, L, R, th, td, order, F):
     rest = np.zeros(nf, dtype=np.int64)
     out = np.zeros(nf, dtype=np.int64)
     buf = np.zeros((max(T, 1), R), dtype=np.uint64)
+    tabs = _tables(L, th, td, order)
+    rows = np.empty(R, dtype=np.int64)
+    other = np.empty(R, dtype=np.int64)
+    first = Dict.empty(key_type=types.uint64, value_type=types.int64)  # hash -> fold
     for f in range(nf):
-        G = min(R, S - f * R)
-        _row_buffer(pack, f * R, G, T, L, buf)
-        z[f], rest[f], out[f] = schedule_buffer(buf, T, G, L, th, td, order, F)
+        G = _live_rows(pack, f * R, min(S, f * R + R), rows)
+        if G == 0:  # an empty buffer: (T, 0, 0)
+            z[f] = T
+            continue
+        key = _rows_hash(pack, rows, G)
+        j = first[key] if key in first else -1
+        if j >= 0 and _live_rows(pack, j * R, min(S, j * R + R), other) == G and \
+                _same_rows(pack, rows, other, G):
+            z[f], rest[f], out[f] = z[j], rest[j], out[j]
+            continue
+        _row_buffer(pack, rows, G, T, L, buf)
+        z[f], rest[f], out[f] = _schedule_with(buf, T, G, L, th, order, F, tabs)
+        if j < 0:
+            first[key] = f
     return z, rest, out, np.full(nf, T, dtype=np.int64)
 
 
@@ -277,24 +510,21 @@ def lockstep_slice_folds(pack, K, L, R, th, td, order, F):
     rest = np.zeros(nf, dtype=np.int64)
     out = np.zeros(nf, dtype=np.int64)
     buf = np.zeros((max(S, 1), R), dtype=np.uint64)
+    tabs = _tables(L, th, td, order)
     for f in range(nf):
         G = min(R, nq - f * R)
         _slice_buffer(pack, f * R, G, S, K, L, buf)
-        z[f], rest[f], out[f] = schedule_buffer(buf, S, G, L, th, td, order, F)
+        z[f], rest[f], out[f] = _schedule_with(buf, S, G, L, th, order, F, tabs)
     return z, rest, out, np.full(nf, S, dtype=np.int64)
 
 
 @njit(cache=True)
 def tap_row_lengths(pack, K, L, th, td, order, F):
     """``barrier``: per row of ``pack`` alone (G = 1), cycles of its stream from no free run."""
-    S = pack.shape[0]
-    T = (K + L - 1) // L
-    out = np.zeros(S, dtype=np.int64)
-    buf = np.zeros((max(T, 1), 1), dtype=np.uint64)
-    for s in range(S):
-        _row_buffer(pack, s, 1, T, L, buf)
-        z, rest, _o = schedule_buffer(buf, T, 1, L, th, td, order, F)
-        out[s] = rest + _lead(min(z, T), 0, F)[0]
+    z, rest, _o, T = lockstep_row_folds(pack, K, L, 1, th, td, order, F)
+    out = np.zeros(pack.shape[0], dtype=np.int64)
+    for s in range(pack.shape[0]):
+        out[s] = rest[s] + _lead(min(z[s], T[s]), 0, F)[0]
     return out
 
 
@@ -305,9 +535,10 @@ def tap_slice_lengths(pack, K, L, th, td, order, F):
     nq = (K + L - 1) // L
     out = np.zeros(nq, dtype=np.int64)
     buf = np.zeros((max(S, 1), 1), dtype=np.uint64)
+    tabs = _tables(L, th, td, order)
     for q in range(nq):
         _slice_buffer(pack, q, 1, S, K, L, buf)
-        z, rest, _o = schedule_buffer(buf, S, 1, L, th, td, order, F)
+        z, rest, _o = _schedule_with(buf, S, 1, L, th, order, F, tabs)
         out[q] = rest + _lead(min(z, S), 0, F)[0]
     return out
 
@@ -371,9 +602,10 @@ def window_lockstep_row_folds(pack, K, L, R, H, D):
     nf = (S + R - 1) // R
     out = np.zeros(nf, dtype=np.int64)
     buf = np.zeros((max(T, 1), R), dtype=np.uint64)
+    rows = np.arange(R)
     for f in range(nf):
         G = min(R, S - f * R)
-        _row_buffer(pack, f * R, G, T, L, buf)
+        _row_buffer(pack, rows + f * R, G, T, L, buf)
         out[f] = window_lockstep(buf, T, G, L, H, D)
     return out
 

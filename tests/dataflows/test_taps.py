@@ -107,6 +107,12 @@ def test_dnnsim_tap_list_and_order():
 @settings(**SETTINGS)
 @given(data=st.data(), vals=buffers(), F=st.integers(0, 3))
 def test_schedule_buffer_equals_reference(data, vals, F):
+    check_schedule(data, vals, F)
+
+
+def check_schedule(data, vals: np.ndarray, F: int) -> None:
+    """``schedule_buffer`` on ``vals`` with TensorDash's taps or drawn ones and a drawn lane
+    order, against the slot-by-slot rule and its count."""
     T, G, L = vals.shape
     taps = data.draw(tap_lists(L)) if data.draw(st.booleans()) else TD_TAPS
     order = data.draw(st.permutations(list(range(L))))
@@ -119,8 +125,7 @@ def test_schedule_buffer_equals_reference(data, vals, F):
     assert want.sum() == vals.sum()
     lead = next((t for t in range(T) if want[t].any()), T)
     assert z == lead
-    if lead < T:
-        assert (rest, out) == ref_count(want[lead:], F)
+    assert (rest, out) == (ref_count(want[lead:], F) if lead < T else (0, 0))
     for s in range(F + 1):  # any incoming run: lead part + rest
         c, _ = ref_count(want, F, s)
         got = carry_walk(np.array([z]), np.array([rest]), np.array([out]), np.array([T]),
@@ -295,3 +300,67 @@ def test_window_lockstep_folds(data, R, H, D):
         vals = np.stack([padded[:, q * L:(q + 1) * L] for q in range(f * R, min(T, f * R + R))],
                         axis=1)
         assert got[f] == ref_window_lockstep(vals, H, D)
+
+
+@st.composite
+def edge_buffers(draw):
+    """Buffers at the edges of the word: 1, 2, 63 or 64 lanes (or any up to 64), whole steps
+    full or empty, densities from none to all."""
+    T = draw(st.integers(1, 9))
+    G = draw(st.integers(1, 4))
+    L = draw(st.sampled_from([1, 2, 63, 64]) | st.integers(1, 64))
+    dens = draw(st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    vals = rng.random((T, G, L)) < dens
+    for t in range(T):  # some steps forced full or empty in some streams
+        kind = draw(st.sampled_from(["as drawn", "as drawn", "full", "empty"]))
+        if kind != "as drawn":
+            vals[t, rng.random(G) < 0.7] = kind == "full"
+    return vals
+
+
+@settings(**SETTINGS)
+@given(data=st.data(), vals=edge_buffers(), F=st.integers(0, 3))
+def test_schedule_buffer_edge_lanes(data, vals, F):
+    """The rank-space pass equals the slot-by-slot rule for every lane count up to the word's
+    64, full and empty steps, any tap list (d beyond ±L wraps) and any lane order."""
+    check_schedule(data, vals, F)
+
+
+@settings(**SETTINGS)
+@given(data=st.data(), F=st.integers(0, 3), R=st.integers(1, 5))
+def test_row_folds_with_empty_and_repeated_rows(data, F, R):
+    """Rows drawn from a small pool (empty ones included) so that folds repeat, differ by one
+    row or by where their empty rows sit: every fold's (z, rest, out) is its own buffer's,
+    scheduled with every row (``schedule_buffer``) and by the slot-by-slot rule."""
+    L = data.draw(st.sampled_from([1, 4, 16, 64]))
+    K = data.draw(st.integers(1, 3 * L + 5))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    pool = rng.random((4, K)) < data.draw(st.sampled_from([0.1, 0.4, 0.9]))
+    pool[0] = False
+    pool[1, :] = pool[2, :]
+    pool[1, rng.integers(K)] ^= True  # a row one element away from another
+    pool[3, :64] = False  # a row whose first word is empty
+    pick = data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=4 * R))
+    m = pool[pick]
+    pack = pack_rows(m)
+    th, td = _arr(TD_TAPS)
+    order = np.array(strided_order(L, 5), np.int64)
+    z, rest, out, tt = lockstep_row_folds(pack, K, L, R, th, td, order, F)
+    T = -(-K // L)
+    padded = np.zeros((len(pick), T * L), bool)
+    padded[:, :K] = m
+    for f in range(-(-len(pick) // R)):
+        vals = padded[f * R:(f + 1) * R].reshape(-1, T, L).transpose(1, 0, 2)
+        buf = to_buf(vals)
+        assert (z[f], rest[f], out[f]) == schedule_buffer(buf, T, buf.shape[1], L, th, td,
+                                                         order, F)
+        want = ref_schedule(vals, TD_TAPS, order.tolist(), F)
+        lead = next((t for t in range(T) if want[t].any()), T)
+        assert z[f] == lead and tt[f] == T
+        if lead < T:
+            assert (rest[f], out[f]) == ref_count(want[lead:], F)
+    bars = tap_row_lengths(pack, K, L, th, td, order, F)
+    for r in range(len(pick)):
+        vals = padded[r].reshape(T, 1, L)
+        assert bars[r] == ref_count(ref_schedule(vals, TD_TAPS, order.tolist(), F), F)[0]
