@@ -64,7 +64,8 @@ STREAMS = ("streaming", "strided", "random", "mixed r/w", "mixed r/w fine")
 SET_TIMINGS = {"CL", "tRCD", "tRCDRD", "tRCDWR", "tRP", "tCK"}
 #: our dram.* timing -> DRAMsim3's, set from the preset when the preset sets it (not 0)
 PRESET_TIMINGS = {"tCCD_L": "tCCD_L", "tRRD_S": "tRRD_S", "tRRD_L": "tRRD_L", "tFAW": "tFAW",
-                  "tRAS": "tRAS", "tREFI": "tREFI", "tRFC": "tRFC"}
+                  "tRAS": "tRAS", "tREFI": "tREFI", "tRFC": "tRFC", "tWTR": "tWTR_S",
+                  "tRTW": "tRTRS", "tWR": "tWR"}
 #: our dram.mapping -> DRAMsim3's address_mapping (most significant field first)
 DRAMSIM3_MAPPING = {"channel_column_bank": "rorababgcoch",
                     "channel_group_column_bank": "rorabacobgch"}

@@ -48,7 +48,8 @@ _SRAM_KEYS = ("kib", "banks", "ports", "bank_width_words")
 _DRAM_KEYS = (
     "channels", "bandwidth_gbps", "latency_cycles", "banks_per_channel", "row_buffer_bytes",
     "burst_bytes", "tRCD", "tCL", "tRP", "bank_groups", "mapping", "tCCD_L", "tRRD_S", "tRRD_L",
-    "tFAW", "tRAS", "tREFI", "tRFC", "queue_depth", "bank_queue_depth",
+    "tFAW", "tRAS", "tREFI", "tRFC", "queue_depth", "bank_queue_depth", "write_queue_depth",
+    "write_drain_threshold", "tWTR", "tRTW", "tWR",
 )  # fmt: skip
 #: ``dram.mapping``: the address mappings of ``simulator.dram`` (its ``MAPPINGS``), default first
 DRAM_MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
@@ -57,7 +58,8 @@ DRAM_MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
 #: set them has the same dict, summary and cache key as before they existed)
 _DRAM_LATER = {"bank_groups": 1, "mapping": "channel_column_bank", "tCCD_L": 0, "tRRD_S": 0,
                "tRRD_L": 0, "tFAW": 0, "tRAS": 0, "tREFI": 0, "tRFC": 0, "queue_depth": 1,
-               "bank_queue_depth": 0}
+               "bank_queue_depth": 0, "write_queue_depth": 0, "write_drain_threshold": 0,
+               "tWTR": 0, "tRTW": 0, "tWR": 0}
 _ENERGY_KEYS = ("mac_pj", "mac_gated_pj", "sram_pj_per_byte", "dram_pj_per_byte")
 _TOPK_KEYS = ("elements_per_cycle",)
 
@@ -202,6 +204,11 @@ class DramSpec:
     tRFC: float = 0  # refresh cycle time
     queue_depth: int = 1  # a channel's transaction queue, requests (1 and no bank queues: in order)
     bank_queue_depth: int = 0  # a bank's command queue, requests (0: none)
+    write_queue_depth: int = 0  # a channel's write buffer, writes (0: writes queue as reads)
+    write_drain_threshold: int = 0  # an idle controller drains once more writes than this wait
+    tWTR: float = 0  # end of write data to read command (0: no write-to-read turnaround)
+    tRTW: float = 0  # end of read data to write data (read-to-write turnaround)
+    tWR: float = 0  # end of write data to precharge of its bank (write recovery)
 
     def bytes_per_cycle(self, clock_ghz: float) -> float:
         """Peak bandwidth of all channels together, bytes per accelerator cycle."""
@@ -573,9 +580,12 @@ def _parse_dram(c: _Checker, top: Mapping) -> DramSpec:
         bank_groups=dram_int("bank_groups", 1),
         queue_depth=dram_int("queue_depth", 1, MAX_QUEUE),
         bank_queue_depth=dram_int("bank_queue_depth", 0, MAX_QUEUE),
+        write_queue_depth=dram_int("write_queue_depth", 0, MAX_QUEUE),
+        write_drain_threshold=dram_int("write_drain_threshold", 0, MAX_QUEUE),
         mapping=c.choice(d, "dram", "mapping", DEFAULTS["dram.mapping"], DRAM_MAPPINGS),
         **{k: c.real(d, "dram", k, DEFAULTS[f"dram.{k}"], False, maximum=MAX_INT)
-           for k in ("tCCD_L", "tRRD_S", "tRRD_L", "tFAW", "tRAS", "tREFI", "tRFC")},
+           for k in ("tCCD_L", "tRRD_S", "tRRD_L", "tFAW", "tRAS", "tREFI", "tRFC", "tWTR",
+                     "tRTW", "tWR")},
     )
     if dram.banks_per_channel % dram.bank_groups:
         c.fail("dram.bank_groups", f"expected a divisor of dram.banks_per_channel "

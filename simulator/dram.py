@@ -137,7 +137,8 @@ __all__ = ["MAPPINGS", "Dram", "DramStats", "DramTiming", "TransferResult", "map
 MAPPINGS = ("channel_column_bank", "channel_group_column_bank")
 
 #: the timings beyond the first model, all cycles >= 0, 0 = the rule is off
-_EXTRA_TIMINGS = ("tCCD_L", "tRRD_S", "tRRD_L", "tFAW", "tRAS", "tREFI", "tRFC")
+_EXTRA_TIMINGS = ("tCCD_L", "tRRD_S", "tRRD_L", "tFAW", "tRAS", "tREFI", "tRFC", "tWTR", "tRTW",
+                  "tWR")
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,11 @@ class DramTiming:
     tRFC: float = 0.0
     queue_depth: int = 1
     bank_queue_depth: int = 0
+    write_queue_depth: int = 0
+    write_drain_threshold: int = 0
+    tWTR: float = 0.0
+    tRTW: float = 0.0
+    tWR: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("channels", "banks_per_channel", "row_buffer_bytes", "burst_bytes",
@@ -198,10 +204,11 @@ class DramTiming:
                 f"DramTiming.bank_groups: expected a divisor of banks_per_channel "
                 f"({self.banks_per_channel}), got {self.bank_groups}"
             )
-        bq = self.bank_queue_depth
-        if isinstance(bq, bool) or int(bq) != bq or bq < 0:
-            raise ValueError(f"DramTiming.bank_queue_depth: expected an integer >= 0, got {bq!r}")
-        object.__setattr__(self, "bank_queue_depth", int(bq))
+        for name in ("bank_queue_depth", "write_queue_depth", "write_drain_threshold"):
+            bq = getattr(self, name)
+            if isinstance(bq, bool) or int(bq) != bq or bq < 0:
+                raise ValueError(f"DramTiming.{name}: expected an integer >= 0, got {bq!r}")
+            object.__setattr__(self, name, int(bq))
         if self.mapping not in MAPPINGS:
             raise ValueError(f"DramTiming.mapping: expected one of {', '.join(MAPPINGS)}, got "
                              f"{self.mapping!r}")
@@ -227,7 +234,7 @@ class DramTiming:
             bpc = float(spec.bandwidth_gbps) / float(clock_ghz)
         extra = {name: getattr(spec, name)
                  for name in ("bank_groups", "mapping", "queue_depth", "bank_queue_depth",
-                              *_EXTRA_TIMINGS)
+                              "write_queue_depth", "write_drain_threshold", *_EXTRA_TIMINGS)
                  if hasattr(spec, name)}
         return cls(
             channels=spec.channels,
@@ -316,14 +323,17 @@ class DramStats:
 # ------------------------------------------------------------------------------------------------
 #: ints header: burst bytes, channels, banks per channel, bursts per row, region, A/B/C offsets,
 #: bank groups, mapping (0 channel_column_bank, 1 channel_group_column_bank), plain (1 when no
-#: rule beyond the first model is on), queue depth, bank queue depth, then the open row of every
-#: bank (-1: precharged), then room for the queues (``_queues``)
-_I_GROUPS, _I_MAP, _I_PLAIN, _I_QUEUE, _I_BANKQ = 8, 9, 10, 11, 12
-_IH = 13
+#: rule beyond the first model is on), queue depth, bank queue depth, write buffer depth, write
+#: drain threshold, then the open row of every bank (-1: precharged), then room for the queues
+#: (``_queues``)
+_I_GROUPS, _I_MAP, _I_PLAIN, _I_QUEUE, _I_BANKQ, _I_WQ, _I_WLOW = 8, 9, 10, 11, 12, 13, 14
+_IH = 15
 #: floats header: latency, hit/miss/conflict latencies, tCL, burst cycles, tCCD_L, tRRD_S,
-#: tRRD_L, tFAW, tRAS, tREFI, tRFC, tRP, tRCD, activate limits on (1.0 / 0.0)
+#: tRRD_L, tFAW, tRAS, tREFI, tRFC, tRP, tRCD, activate limits on (1.0 / 0.0), then the bus
+#: turnarounds: write to read (tWTR + tCL), read to write (tRTW), then tWR
 _F_CCDL, _F_RRDS, _F_RRDL, _F_FAW, _F_RAS, _F_REFI, _F_RFC, _F_RP, _F_RCD, _F_ACT = range(6, 16)
-_FH = 16
+_F_WTR, _F_RTW, _F_WR = 16, 17, 18
+_FH = 19
 #: "never": the time of an activate that did not happen (finite, so that + tFAW stays finite)
 _NEVER = -1e18
 
@@ -449,6 +459,8 @@ def _commit(ch, bank, row, g, kind, act, data_start, ints, floats):
     data_end = data_start + floats[5]
     floats[o_bus + ch] = data_end
     floats[o_ready + k] = data_end - floats[4]
+    if floats[_F_WR] > 0.0 and floats[o_end + channels * banks + ch] == 1.0:
+        floats[o_ready + k] = data_end + floats[_F_WR]  # a write: recovery before a precharge
     floats[o_end + k] = data_end
     return data_end
 
@@ -460,6 +472,39 @@ def _burst(t0, ch, bank, row, g, ints, floats):
     _refresh(t0, ch, ints, floats)
     data_start, kind, act = _evaluate(t0, ch, bank, row, g, ints, floats)
     return _commit(ch, bank, row, g, kind, act, data_start, ints, floats), kind
+
+
+@njit(cache=True, inline="always")
+def _turn(ch, write, ints, floats):
+    """The bus of channel ``ch`` turns to ``write`` (1) or read (0): when the channel's last
+    burst went the other way, its bus is held for the turnaround (write to read ``tWTR + tCL``,
+    read to write ``tRTW``) before the next data; the direction is kept after the bank state
+    (``_offsets``' end)."""
+    o_dir = _offsets(ints[1], ints[2], ints[_I_GROUPS])[8] + ints[1] * ints[2] + ch
+    if floats[o_dir] != write:
+        floats[o_dir] = write
+        floats[_FH + ch] += floats[_F_RTW] if write else floats[_F_WTR]
+
+
+@njit(cache=True)
+def _turn3(write, base0, size0, base1, size1, base2, size2, ints, floats):
+    """``_turn`` on every channel that one of the three runs (``_transfer3_kernel``) touches;
+    nothing when no write rule is on (both turnarounds and tWR 0)."""
+    if floats[_F_WTR] == 0.0 and floats[_F_RTW] == 0.0 and floats[_F_WR] == 0.0:
+        return
+    burst_bytes, channels = ints[0], ints[1]
+    touched = np.zeros(channels, dtype=np.bool_)
+    for slot in range(3):
+        base = base0 if slot == 0 else (base1 if slot == 1 else base2)
+        size = size0 if slot == 0 else (size1 if slot == 1 else size2)
+        if size > 0:
+            b0 = base // burst_bytes
+            nb = (base + size - 1) // burst_bytes - b0 + 1
+            for k in range(min(nb, channels)):
+                touched[(b0 + k) % channels] = True
+    for ch in range(channels):
+        if touched[ch]:
+            _turn(ch, write, ints, floats)
 
 
 @njit(cache=True, inline="always")
@@ -740,7 +785,101 @@ def _queue_kernel(t0s, bursts, ints, floats, done):
 
 
 @njit(cache=True)
-def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
+def _buffered_kernel(t0s, bursts, writes, ints, floats, done):
+    """``_queue_kernel`` with a write buffer (``write_queue_depth`` > 0; module docstring):
+    reads (``writes[i]`` 0) go through the queues as there, writes into the channel's buffer,
+    ``done[i]`` the time it took them; the buffer drains when full, when the controller is
+    idle, or at the end. Returns ``(hits, misses, conflicts)``."""
+    channels, banks, bpr = ints[1], ints[2], ints[3]
+    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
+    depth, per_bank, cap, ring, admitted, seen = _queues(ints)
+    wdepth, low = ints[_I_WQ], ints[_I_WLOW]
+    n = len(bursts)
+    counts = np.zeros(3, dtype=np.int64)
+    wbuf = np.empty((wdepth, 4), dtype=np.int64)  # key, bank, row, group; oldest first
+    slots = np.empty(wdepth)  # when the free slots freed, oldest first (a ring from shead)
+    for ch in range(channels):
+        head = cnt = waiting = 0
+        admitted[:] = 0
+        wcnt = drain = shead = 0
+        slots[:] = -math.inf
+        i = 0
+        while True:
+            while i < n:  # admission, in order: a request that does not fit holds the rest
+                b = bursts[i]
+                if b % channels == ch:
+                    if writes[i]:
+                        if wcnt == wdepth:
+                            break
+                        done[i] = max(t0s[i], slots[shead])
+                        shead = (shead + 1) % wdepth
+                        w = wbuf[wcnt]
+                        wcnt += 1
+                    else:
+                        if waiting >= depth:
+                            break
+                        w = ring[(head + cnt) % cap]
+                        cnt += 1
+                    bank, row, g = _chan_locate(b // channels, banks, bpr, groups, mapping)
+                    w[0], w[1], w[2], w[3] = i, bank, row, g
+                    if not writes[i]:
+                        waiting += _waits(admitted, bank, per_bank, 1)
+                i += 1
+            if cnt == 0 and wcnt == 0:
+                break
+            if drain == 0 and wcnt > 0:
+                if cnt == 0:  # no read left: the rest drains
+                    drain = wcnt
+                elif wcnt == wdepth:  # full since its last write came: it drains once no
+                    # read can start its data before then (timed on the state as it is)
+                    p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
+                    e = ring[(head + p) % cap]
+                    ds, _, _ = _evaluate(t0s[e[0]], ch, e[1], e[2], e[3], ints, floats)
+                    if ds >= t0s[wbuf[wcnt - 1, 0]]:
+                        drain = wcnt
+                elif wcnt > low:  # idle: no read has come by the time more than ``low``
+                    # writes wait and the bus is free
+                    td = max(floats[_FH + ch], t0s[wbuf[low, 0]])
+                    if t0s[ring[head, 0]] > td:
+                        drain = 0
+                        while drain < wcnt and t0s[wbuf[drain, 0]] <= td:
+                            drain += 1
+            if drain > 0:  # serve the buffered write whose data can start first
+                _turn(ch, 1, ints, floats)
+                _refresh(t0s[wbuf[0, 0]], ch, ints, floats)
+                best, best_ds = 0, 0.0
+                for q in range(wcnt):
+                    w = wbuf[q]
+                    ds, _, _ = _evaluate(t0s[w[0]], ch, w[1], w[2], w[3], ints, floats)
+                    if q == 0 or ds < best_ds:
+                        best, best_ds = q, ds
+                w = wbuf[best]
+                key, bank, row, g = w[0], w[1], w[2], w[3]
+                ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
+                _commit(ch, bank, row, g, kind, act, ds, ints, floats)
+                counts[kind] += 1
+                for q in range(best, wcnt - 1):
+                    wbuf[q, :] = wbuf[q + 1, :]
+                slots[(shead + wdepth - wcnt) % wdepth] = ds  # its slot frees
+                wcnt -= 1
+                drain -= 1
+                continue
+            _turn(ch, 0, ints, floats)
+            _refresh(t0s[ring[head, 0]], ch, ints, floats)
+            p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
+            e = ring[(head + p) % cap]
+            key, bank, row, g = e[0], e[1], e[2], e[3]
+            ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
+            done[key] = _commit(ch, bank, row, g, kind, act, ds, ints, floats)
+            counts[kind] += 1
+            head = _take(ring, head, cap, p)
+            cnt -= 1
+            waiting += _waits(admitted, bank, per_bank, -1)
+    return counts[0], counts[1], counts[2]
+
+
+@njit(cache=True)
+def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats, write=0):
     """``_transfer3_kernel`` with queues (``queue_depth`` > 1): each channel serves the bursts
     of the three runs (in that order) as ``_queue_kernel`` does. While the oldest burst can
     start at once (the usual case: a row hit) it is served without admitting the others (no
@@ -759,6 +898,8 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     t_burst, t_cl, tccd, refi = floats[5], floats[4], floats[_F_CCDL], floats[_F_REFI]
     gm = groups if mapping == 1 else 1  # banks a row block interleaves
     bulk = tccd == 0.0 or tccd < gm * t_burst * (1.0 - 1e-9)
+    if write and floats[_F_WR] > 0.0:  # written bursts leave tWR in their banks (_commit)
+        bulk = False
     lo = np.empty(3, dtype=np.int64)
     hi = np.empty(3, dtype=np.int64)
     finish = t0
@@ -1033,11 +1174,12 @@ def _contiguous_kernel(t0, base, size, ints, floats):
 
 
 @njit(cache=True)
-def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
+def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats, write=0):
     """Up to three contiguous transfers issued together (one tile's operands), in order; a size
     of 0 skips a slot. Returns ``(finish, bursts, hits, misses, conflicts)`` summed."""
     if ints[_I_PLAIN] == 0:
-        return _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats)
+        return _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats,
+                               write)
     finish = t0
     bursts = hits = misses = conflicts = 0
     for slot in range(3):
@@ -1069,20 +1211,22 @@ def serve_state(model: Dram, region: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True)
-def _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc):
+def _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc, write=0):
     """One DMA request of the engine, whole: ``ra``, ``rb``, ``rc`` bytes of the A, B and C
     regions at their running offsets (``ints[5:8]``, advanced; each region wraps at
-    ``ints[4]`` bytes), timed as ``_transfer3_kernel`` times them, and the bytes moved, row
-    hits, misses and conflicts added to ``acc[gi]``. ``ints``/``floats``: ``serve_state``.
-    Returns the finish time (``now`` when nothing moved)."""
+    ``ints[4]`` bytes), timed as ``_transfer3_kernel`` times them (``write`` 1: a write, the
+    bus turned first, ``_turn3``), and the bytes moved, row hits, misses and conflicts added
+    to ``acc[gi]``. ``ints``/``floats``: ``serve_state``. Returns the finish time (``now``
+    when nothing moved)."""
     region = ints[4]
     base = np.empty(3, dtype=np.int64)
     sizes = (ra, rb, rc)
     for i in range(3):
         base[i] = i * region + ints[5 + i] % region
         ints[5 + i] += sizes[i]
+    _turn3(write, base[0], ra, base[1], rb, base[2], rc, ints, floats)
     finish, bursts, hits, misses, conflicts = _transfer3_kernel(
-        now + floats[0], base[0], ra, base[1], rb, base[2], rc, ints, floats)
+        now + floats[0], base[0], ra, base[1], rb, base[2], rc, ints, floats, write)
     if bursts == 0:
         return now
     acc[gi, 0] += bursts * ints[0]
@@ -1102,12 +1246,14 @@ class Dram:
         self.timing = t = timing
         groups = t.bank_groups
         act = 1.0 if (t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS) else 0.0
-        plain = int(not (t.tCCD_L or act or t.tREFI or t.queue_depth > 1 or t.bank_queue_depth)
+        plain = int(not (t.tCCD_L or act or t.tREFI or t.queue_depth > 1 or t.bank_queue_depth
+                         or t.tWR)
                     and (groups == 1 or t.mapping == MAPPINGS[0]))
         self._header_i = np.array([t.burst_bytes, t.channels, t.banks_per_channel,
                                    t.bursts_per_row, 0, 0, 0, 0, groups,
                                    MAPPINGS.index(t.mapping), plain, t.queue_depth,
-                                   t.bank_queue_depth], dtype=np.int64)
+                                   t.bank_queue_depth, t.write_queue_depth,
+                                   t.write_drain_threshold], dtype=np.int64)
         # the kernel's scalar arguments, computed once
         self._t_hit = t.tCL
         self._t_miss = t.tRCD + t.tCL
@@ -1116,7 +1262,8 @@ class Dram:
         self._header_f = np.array([t.latency_cycles, self._t_hit, self._t_miss,
                                    self._t_conflict, t.tCL, self._t_burst, t.tCCD_L, t.tRRD_S,
                                    t.tRRD_L, t.tFAW, t.tRAS, t.tREFI, t.tRFC, t.tRP, t.tRCD,
-                                   act], dtype=np.float64)
+                                   act, t.tWTR + t.tCL if t.tWTR else 0.0, t.tRTW, t.tWR],
+                                  dtype=np.float64)
         assert len(self._header_i) == _IH and len(self._header_f) == _FH
         self.reset()
 
@@ -1130,7 +1277,7 @@ class Dram:
                                                   * t.bank_queue_depth)
                                              + 3 * t.banks_per_channel, dtype=np.int64)])
         o = _offsets(ch, t.banks_per_channel, groups)
-        self.floats = np.zeros(o[-1] + nb, dtype=np.float64)
+        self.floats = np.zeros(o[-1] + nb + ch, dtype=np.float64)  # + direction (_turn)
         self.floats[:_FH] = self._header_f
         self.floats[o[2]:o[6]] = _NEVER  # activate history
         self.floats[o[6]:o[7]] = _NEVER  # last data start of a bank group
@@ -1181,9 +1328,10 @@ class Dram:
         engine uses per tile; sizes in bytes, 0 skips a slot). Returns ``(finish, bytes moved,
         row hits, row misses, row conflicts)``; the ideal time is ``useful / bytes_per_cycle``.
         Counters in ``stats`` are updated as for ``transfer``."""
+        _turn3(int(write), base0, size0, base1, size1, base2, size2, self.ints, self.floats)
         finish, bursts, hits, misses, conflicts = _transfer3_kernel(
             now + self.timing.latency_cycles, base0, size0, base1, size1, base2, size2,
-            self.ints, self.floats)
+            self.ints, self.floats, int(write))
         if bursts == 0:
             return float(now), 0, 0, 0, 0
         useful = max(size0, 0) + max(size1, 0) + max(size2, 0)
@@ -1208,9 +1356,12 @@ class Dram:
         if run_bytes == 0 or n_runs == 0:
             return TransferResult(now, now, 0, 0, 0, 0, 0, 0, 0.0)
         t0 = now + self.timing.latency_cycles
+        bursts_ = _transfer_bursts(int(base), int(run_bytes), int(n_runs), int(stride),
+                                   self.timing.burst_bytes)
+        if self.timing.tWTR or self.timing.tRTW or self.timing.tWR:
+            for ch in np.unique(bursts_ % self.timing.channels).tolist():
+                _turn(ch, int(write), self.ints, self.floats)
         if self.timing.queue_depth > 1 or self.timing.bank_queue_depth > 0:
-            bursts_ = _transfer_bursts(int(base), int(run_bytes), int(n_runs), int(stride),
-                                       self.timing.burst_bytes)
             done = np.empty(len(bursts_))
             hits, misses, conflicts = _queue_kernel(np.full(len(bursts_), t0), bursts_,
                                                     self.ints, self.floats, done)
@@ -1238,8 +1389,16 @@ class Dram:
             raise ValueError("Dram.stream: expected addresses >= 0 and non-decreasing times")
         done = np.empty(len(addr))
         bursts = addr // self.timing.burst_bytes
-        hits, misses, conflicts = _queue_kernel(now + self.timing.latency_cycles, bursts,
-                                                self.ints, self.floats, done)
+        t = self.timing
+        if t.write_queue_depth == 0 and (t.tWTR or t.tRTW or t.tWR):
+            for ch in range(t.channels):  # without a write buffer a stream's bursts are reads
+                _turn(ch, 0, self.ints, self.floats)
+        if self.timing.write_queue_depth > 0:
+            hits, misses, conflicts = _buffered_kernel(now + self.timing.latency_cycles, bursts,
+                                                       write, self.ints, self.floats, done)
+        else:
+            hits, misses, conflicts = _queue_kernel(now + self.timing.latency_cycles, bursts,
+                                                    self.ints, self.floats, done)
         n, written = len(addr), int(write.sum()) * self.timing.burst_bytes
         self._account(n, n * self.timing.burst_bytes, False, hits, misses, conflicts)
         self.stats.transfers += n - 1  # one per request

@@ -219,16 +219,17 @@ class DramUnit:
         #: per GEMM: bytes moved (whole bursts), row hits, misses, conflicts
         self.counts = np.zeros((n_gemms, 4), dtype=np.int64)
 
-    def serve(self, gi: int, ra: int, rb: int, rc: int) -> float:
-        """Serve one DMA request of ``ra``, ``rb``, ``rc`` bytes of A, B and C (a write: C
-        only) of GEMM ``gi`` requested now. Returns the cycle its last data beat ends (now
+    def serve(self, gi: int, ra: int, rb: int, rc: int, write: int = 0) -> float:
+        """Serve one DMA request of ``ra``, ``rb``, ``rc`` bytes of A, B and C (a write, 1:
+        C only) of GEMM ``gi`` requested now. Returns the cycle its last data beat ends (now
         when it moved nothing). The DMA units make this call inline (``self.call``)."""
-        return _serve_kernel(self.env.now, ra, rb, rc, gi, self.ints, self.floats, self.counts)
+        return _serve_kernel(self.env.now, ra, rb, rc, gi, self.ints, self.floats, self.counts,
+                             write)
 
     @property
     def call(self):
         """``(kernel, ints, floats, counts)``: ``kernel(now, ra, rb, rc, gi, ints, floats,
-        counts)`` is ``serve`` without its Python frame (a call per transfer)."""
+        counts[, write])`` is ``serve`` without its Python frame (a call per transfer)."""
         return _serve_kernel, self.ints, self.floats, self.counts
 
     def account(self, timings: list[GemmTiming]) -> None:
@@ -450,7 +451,7 @@ def _step_w(si, sf, gi, ints, floats, acc, out, peak):
         if write:
             nb = si[_NB_W]
             if nb != 0:
-                finish = _serve_kernel(now, 0, 0, nb, gi, ints, floats, acc)
+                finish = _serve_kernel(now, 0, 0, nb, gi, ints, floats, acc, 1)
                 took = finish - now
                 si[_NOUT] = _rec(out, si[_NOUT], WRITE, gi, now, finish, nb, 0, 0)
                 if took > 0:
@@ -855,7 +856,7 @@ def _dma_out(r: _Replay):
         gi, nbytes = item
         if nbytes:
             now = env.now
-            finish = serve(now, 0, 0, nbytes, gi, ints, floats, counts)
+            finish = serve(now, 0, 0, nbytes, gi, ints, floats, counts, 1)
             took = finish - now
             rec((WRITE, gi, now, finish, nbytes, 0, 0))
             r.write_share = min(nbytes / peak, took) / took if took > 0 else 1.0

@@ -403,7 +403,7 @@ def test_the_engines_request_kernel_equals_transfer3(reqs, tm):
         mine = [m + n for m, n in zip(mine, (a, b, c), strict=True)]
         finish, moved, h, m, cf = ref.transfer3(now, base[0], a, base[1], b, base[2], c, write)
         want[i % 2] += (moved, h, m, cf)
-        got = _serve_kernel(now, a, b, c, i % 2, ints, floats, acc)
+        got = _serve_kernel(now, a, b, c, i % 2, ints, floats, acc, int(write))
         assert got == finish
     np.testing.assert_array_equal(acc, want)
     assert ints[5:8].tolist() == mine
@@ -425,7 +425,24 @@ class QueueReference:
         self.start_g: dict[tuple[int, int], float] = {}  # last data start of a bank group
         self.next_ref: dict[int, float] = {}
         self.end: dict[tuple[int, int], float] = {}  # end of a bank's last data
+        self.dir: dict[int, int] = {}  # a channel's last direction, 1 a write
         self.kinds = [0, 0, 0]
+
+    def turn(self, ch: int, write: int) -> None:
+        """The bus turns around before data of the other direction than the channel's last:
+        write to read tWTR + tCL, read to write tRTW (both 0: no rule)."""
+        t = self.t
+        if self.dir.get(ch, 0) != write:
+            self.dir[ch] = write
+            gap = t.tRTW if write else (t.tWTR + t.tCL if t.tWTR else 0.0)
+            self.bus[ch] = self.bus.get(ch, 0.0) + gap
+
+    def turn_transfer(self, bursts: list[int], write: int) -> None:
+        """A transfer's bursts are all reads or all writes: every channel it touches turns
+        first."""
+        if self.t.tWTR or self.t.tRTW or self.t.tWR:
+            for ch in sorted({self.locate(b)[0] for b in bursts}):
+                self.turn(ch, write)
 
     def locate(self, b: int) -> tuple[int, int, int, int]:
         t = self.t
@@ -460,7 +477,7 @@ class QueueReference:
         act = None
         if self.open.get(key) == row:
             later = (t.tCCD_L or t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS or t.tREFI
-                     or t.queue_depth > 1 or t.bank_queue_depth
+                     or t.queue_depth > 1 or t.bank_queue_depth or t.tWR
                      or t.bank_groups > 1 and t.mapping == "channel_group_column_bank")
             # with a later rule on: after the bank's last data and tCL after the request
             kind, ready = 0, max(t0 + t.tCL, self.end[key]) if later else cmd + t.tCL
@@ -498,6 +515,8 @@ class QueueReference:
         end = start + t.burst_bytes / (t.bytes_per_cycle / t.channels)
         self.bus[ch] = end
         self.ready[key] = end - t.tCL
+        if t.tWR and self.dir.get(ch, 0) == 1:  # a write: tWR before the bank's precharge
+            self.ready[key] = end + t.tWR
         self.end[key] = end
         self.kinds[kind] += 1
         return end
@@ -541,6 +560,94 @@ class QueueReference:
                 admitted.remove(i)
         return done
 
+    def serve_buffered(self, t0s: list[float], bursts: list[int], writes: list[bool]
+                       ) -> list[float]:
+        """``serve`` with a write buffer of ``write_queue_depth``: requests are admitted in
+        order, a write into the buffer (taken at its request time, or when the slot it takes
+        was freed by a drained write's data start), a read into the queues; the first one that
+        does not fit holds the rest. The buffer drains (writes only, the one whose data starts
+        first, the oldest on a tie) when no read is admitted (all of it), when it is full and
+        no read can start its data before the last write came (all of it), or when more than
+        ``write_drain_threshold`` writes wait and no read has come by the time the bus is free
+        and the one past the threshold has come (the writes come by then). The bus turns at
+        every change of direction."""
+        t = self.t
+        depth, per_bank = t.queue_depth, t.bank_queue_depth
+        cap, low = t.write_queue_depth, t.write_drain_threshold
+        done = [0.0] * len(bursts)
+        for ch in range(t.channels):
+            mine = [i for i, b in enumerate(bursts) if self.locate(b)[0] == ch]
+            reads: list[int] = []
+            wbuf: list[int] = []
+            freed = [-math.inf] * cap  # when the free slots were freed, oldest first
+            drain = 0
+
+            def visible(reads=reads):
+                if per_bank == 0:
+                    return list(reads)
+                seen: dict[int, int] = {}
+                out = []
+                for i in reads:
+                    bank = self.locate(bursts[i])[1]
+                    if seen.get(bank, 0) < per_bank:
+                        out.append(i)
+                    seen[bank] = seen.get(bank, 0) + 1
+                return out
+
+            def first(keys, ch=ch):
+                best = None
+                for i in keys:
+                    _, bank, row, g = self.locate(bursts[i])
+                    start = self.evaluate(t0s[i], ch, bank, row, g)[0]
+                    if best is None or start < best[0]:
+                        best = (start, i)
+                return best
+
+            while True:
+                while mine:
+                    i = mine[0]
+                    if writes[i]:
+                        if len(wbuf) == cap:
+                            break
+                        done[i] = max(t0s[i], freed.pop(0))
+                        wbuf.append(i)
+                    else:
+                        if len(reads) - (len(visible()) if per_bank else 0) >= depth:
+                            break
+                        reads.append(i)
+                    mine.pop(0)
+                if not reads and not wbuf:
+                    break
+                if drain == 0 and wbuf:
+                    if not reads:
+                        drain = len(wbuf)
+                    elif len(wbuf) == cap:
+                        if first(visible())[0] >= t0s[wbuf[-1]]:
+                            drain = len(wbuf)
+                    elif len(wbuf) > low:
+                        td = max(self.bus.get(ch, 0.0), t0s[wbuf[low]])
+                        if t0s[reads[0]] > td:
+                            drain = sum(1 for k in wbuf if t0s[k] <= td)
+                if drain:
+                    self.turn(ch, 1)
+                    self.refresh(ch, t0s[wbuf[0]])
+                    i = first(wbuf)[1]
+                    _, bank, row, g = self.locate(bursts[i])
+                    start, kind, act = self.evaluate(t0s[i], ch, bank, row, g)
+                    self.commit(ch, bank, row, g, start, kind, act)
+                    freed.append(start)
+                    wbuf.remove(i)
+                    drain -= 1
+                    continue
+                self.turn(ch, 0)
+                self.refresh(ch, t0s[reads[0]])
+                i = first(visible())[1]
+                _, bank, row, g = self.locate(bursts[i])
+                start, kind, act = self.evaluate(t0s[i], ch, bank, row, g)
+                done[i] = self.commit(ch, bank, row, g, start, kind, act)
+                reads.remove(i)
+        return done
+
 
 @st.composite
 def full_timings(draw) -> DramTiming:
@@ -566,23 +673,33 @@ def full_timings(draw) -> DramTiming:
         tREFI=refi, tRFC=draw(st.sampled_from([0, 30])) if refi else 0,
         queue_depth=draw(st.sampled_from([1, 1, 2, 5, 32])),
         bank_queue_depth=draw(st.sampled_from([0, 0, 1, 3])),
+        write_queue_depth=draw(st.sampled_from([0, 0, 1, 3, 8])),
+        write_drain_threshold=draw(st.sampled_from([0, 2, 8])),
+        tWTR=draw(st.sampled_from([0, 0, 2.5, 6])),
+        tRTW=draw(st.sampled_from([0, 0, 0.625, 2])),
+        tWR=draw(st.sampled_from([0, 0, 4, 15])),
     )
 
 
-requests = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 1 << 14)), min_size=1,
-                    max_size=40)
+requests = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 1 << 14), st.booleans()),
+                    min_size=1, max_size=40)
 
 
 @settings(max_examples=80, **SETTINGS)
 @given(t=full_timings(), reqs=requests)
 def test_stream_matches_the_reference_event_loop(t, reqs):
     """``Dram.stream`` (numba, all the later rules) equals the plain-Python event loop, float
-    for float, on hypothesis-generated request streams and timings."""
-    now = np.cumsum([gap for gap, _ in reqs]).astype(np.float64)
-    addr = np.array([a for _, a in reqs], dtype=np.int64)
+    for float, on hypothesis-generated request streams (reads and writes) and timings."""
+    now = np.cumsum([gap for gap, _, _ in reqs]).astype(np.float64)
+    addr = np.array([a for _, a, _ in reqs], dtype=np.int64)
+    writes = np.array([w for _, _, w in reqs], dtype=bool)
     fast, ref = Dram(t), QueueReference(t)
-    got = fast.stream(now, addr)
-    want = ref.serve((now + t.latency_cycles).tolist(), (addr // t.burst_bytes).tolist())
+    got = fast.stream(now, addr, writes)
+    t0s, bursts = (now + t.latency_cycles).tolist(), (addr // t.burst_bytes).tolist()
+    if t.write_queue_depth:
+        want = ref.serve_buffered(t0s, bursts, writes.tolist())
+    else:  # writes queue and time as reads
+        want = ref.serve(t0s, bursts)
     assert got.tolist() == want
     assert (fast.stats.row_hits, fast.stats.row_misses, fast.stats.row_conflicts) == \
         tuple(ref.kinds)
@@ -590,18 +707,22 @@ def test_stream_matches_the_reference_event_loop(t, reqs):
 
 @settings(max_examples=70, **SETTINGS)
 @given(t=full_timings(), sizes=st.lists(st.integers(0, 3000), min_size=3, max_size=3),
-       bases=st.lists(st.integers(0, 1 << 16), min_size=3, max_size=3), now=st.floats(0, 500))
-def test_the_fast_contiguous_path_equals_the_reference(t, sizes, bases, now):
+       bases=st.lists(st.integers(0, 1 << 16), min_size=3, max_size=3), now=st.floats(0, 500),
+       first_write=st.booleans(), write=st.booleans())
+def test_the_fast_contiguous_path_equals_the_reference(t, sizes, bases, now, first_write, write):
     """``transfer3`` (row blocks, the oldest served without filling the queue when it can start
-    at once) equals the event loop over the three runs' bursts, requested together."""
+    at once) equals the event loop over the three runs' bursts, requested together; a read or
+    a write after a read or a write (the bus turned first)."""
     fast, ref = Dram(t), QueueReference(t)
-    fast.transfer(0.0, 777, 500)  # some state first
+    fast.transfer(0.0, 777, 500, write=first_write)  # some state first
     b0 = list(range(777 // t.burst_bytes, (777 + 499) // t.burst_bytes + 1))
+    ref.turn_transfer(b0, first_write)
     ref.serve([float(t.latency_cycles)] * len(b0), b0)
     finish, moved, hits, misses, conflicts = fast.transfer3(
-        now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2])
+        now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2], write)
     bursts = [b for base, size in zip(bases, sizes, strict=True) if size
               for b in range(base // t.burst_bytes, (base + size - 1) // t.burst_bytes + 1)]
+    ref.turn_transfer(bursts, write)
     ref.kinds = [0, 0, 0]
     done = ref.serve([now + t.latency_cycles] * len(bursts), bursts)
     assert finish == (max(done) if done else now)
@@ -693,11 +814,14 @@ def test_the_engines_request_kernel_equals_transfer3_with_every_rule():
         now = 0.0
         for _ in range(300):
             a, b, c = (rng.choice([0, rng.randrange(1, 20000)]) for _ in range(3))
+            write = rng.random() < 0.3
+            if write:  # the engine's writer: C only
+                a = b = 0
             now += rng.uniform(0, 400)
             base = [r * region + mine[r] % region for r in range(3)]
             mine = [m + k for m, k in zip(mine, (a, b, c), strict=True)]
-            want = ref.transfer3(now, base[0], a, base[1], b, base[2], c)[0]
-            assert _serve_kernel(now, a, b, c, 0, ints, floats, acc) == want
+            want = ref.transfer3(now, base[0], a, base[1], b, base[2], c, write)[0]
+            assert _serve_kernel(now, a, b, c, 0, ints, floats, acc, int(write)) == want
 
 
 def test_defaults_are_the_first_model():
@@ -804,14 +928,17 @@ def test_the_presets_engine_requests_equal_the_reference(preset):
     rng = random.Random(7)
     offsets = [0, 0, 0]
     now = 0.0
-    for _ in range(6):
-        sizes = [rng.randrange(0, 5000) for _ in range(3)]
+    for k in range(8):
+        write = k % 3 == 2  # the engine's writer: C only
+        sizes = [0 if write and r < 2 else rng.randrange(0, 5000) for r in range(3)]
         now += rng.uniform(0, 2000)
         bases = [r * (1 << 30) + offsets[r] for r in range(3)]
         offsets = [o + n for o, n in zip(offsets, sizes, strict=True)]
-        got = fast.transfer3(now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2])
+        got = fast.transfer3(now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2],
+                             write)
         bursts = [b for base, size in zip(bases, sizes, strict=True) if size
                   for b in range(base // t.burst_bytes, (base + size - 1) // t.burst_bytes + 1)]
+        ref.turn_transfer(bursts, write)
         ref.kinds = [0, 0, 0]
         done = ref.serve([now + t.latency_cycles] * len(bursts), bursts)
         assert got[0] == (max(done) if done else now)
@@ -850,3 +977,67 @@ def test_row_hit_run_closed_form_against_adding_one_burst_at_a_time(t, step, n, 
     if exact:
         assert sums == [t + (k + 1) * step for k in range(i)]
         assert _steps_before(t, step, n, due) == i
+
+
+def _buffered(**kw) -> Dram:
+    """One channel, 4 banks, 2 KiB rows, 64 B bursts of 4 cycles, 14-14-14, a write buffer."""
+    return Dram(timing(latency_cycles=0, queue_depth=4, tWTR=2, tRTW=1, tWR=5, **kw))
+
+
+def test_a_write_buffer_by_hand():
+    """The write buffer's rules on streams small enough to time by hand: writes to row 0 of
+    bank 0, a read of its row 1 (``8192``)."""
+    # more writes than the threshold wait and the read has not come: they drain first (a miss,
+    # two hits, data at 28, 32, 36), the read is a conflict after tWR: its bank precharges at
+    # max(1000, 40 + 5), data at 1000 + 42
+    d = _buffered(write_queue_depth=8, write_drain_threshold=2)
+    done = d.stream(np.array([0.0, 0, 0, 1000]), np.array([0, 64, 128, 8192]),
+                    np.array([True, True, True, False]))
+    assert done.tolist() == [0.0, 0.0, 0.0, 1046.0]
+    assert (d.stats.row_misses, d.stats.row_hits, d.stats.row_conflicts) == (1, 2, 1)
+    # two writes, threshold 2: they wait; the read goes first (a miss) and they drain after it
+    d = _buffered(write_queue_depth=8, write_drain_threshold=2)
+    done = d.stream(np.array([0.0, 0, 1000]), np.array([0, 64, 8192]),
+                    np.array([True, True, False]))
+    assert done[2] == 1000 + 28 + 4
+    assert (d.stats.row_misses, d.stats.row_conflicts) == (1, 1)
+    # a read that has come by the time the bus is free goes before the idle drain
+    d = _buffered(write_queue_depth=8, write_drain_threshold=2)
+    done = d.stream(np.zeros(4), np.array([0, 64, 128, 8192]),
+                    np.array([True, True, True, False]))
+    assert done[3] == 28 + 4
+    # a full buffer holds the next write until the slot it takes frees: when the drained
+    # write's data starts (the bus turned to write first, 1 cycle)
+    d = _buffered(write_queue_depth=1)
+    done = d.stream(np.zeros(2), np.array([0, 64]), np.array([True, True]))
+    assert done.tolist() == [0.0, 28.0]
+    # without a write buffer a stream's writes queue and time as reads
+    a = Dram(timing(latency_cycles=0, queue_depth=4))
+    b = Dram(timing(latency_cycles=0, queue_depth=4, tWTR=2, tRTW=1, tWR=5))
+    args = (np.zeros(3), np.array([0, 8192, 64]), np.array([True, False, True]))
+    assert a.stream(*args).tolist() == b.stream(*args).tolist()
+
+
+def test_the_bus_turns_around_between_transfers():
+    """A read transfer after a write pays tWTR + tCL on the bus, a write after a read tRTW; a
+    write leaves tWR before its bank's next precharge."""
+    base = dict(latency_cycles=0, banks_per_channel=4, queue_depth=4)
+    plain, rw = Dram(timing(**base)), Dram(timing(**base, tWTR=2, tRTW=1, tWR=5))
+    for d in (plain, rw):
+        d.transfer(0.0, 0, 64, write=True)  # data 28..32 (a miss)
+    assert rw.transfer(0.0, 64, 64).finish == 32 + 2 + 14 + 4  # a hit, after the turnaround
+    assert plain.transfer(0.0, 64, 64).finish == 32 + 4
+    assert rw.transfer(0.0, 128, 64, write=True).finish == 52 + 1 + 4
+    # a conflict after the write: precharge at 57 + tWR, then tRP + tRCD + tCL (the bus, turned
+    # to read at 57 + 16, waits for it)
+    assert rw.transfer(0.0, 8192, 64).finish == 57 + 5 + 42 + 4
+    assert plain.transfer(0.0, 128, 64, write=True).finish == 36 + 4
+    assert plain.transfer(0.0, 8192, 64).finish == 40 - 14 + 42 + 4
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("write_queue_depth", -1, "integer >= 0"), ("write_drain_threshold", 1.5, "integer >= 0"),
+    ("tWTR", -1, "cycles >= 0"), ("tRTW", math.inf, "cycles >= 0"), ("tWR", -2, "cycles >= 0")])
+def test_bad_write_timing_is_refused(field, value, match):
+    with pytest.raises(ValueError, match=f"{field}.*{match}"):
+        timing(**{field: value})
