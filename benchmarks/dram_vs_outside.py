@@ -18,13 +18,17 @@ How DRAMsim3 is configured from a preset (``dramsim3_config``): the DRAMsim3 fil
 part (DDR4_8Gb_x8_3200.ini, HBM2_8Gb_x128.ini) with channels, banks (4 groups), page size, bus
 width and burst length set to give the preset's burst bytes and rows; tCK set so that one
 channel's peak is the preset's (bandwidth / channels); CL, tRCD, tRP and, where the preset sets
-them, tCCD_L, tRRD_S/L, tFAW, tRAS, tRFC and tREFI set to the preset's in ns, rounded to
-DRAMsim3 cycles; DRAMsim3's other timings (tWTR, tWR, tRTP, CWL, ...) kept in ns from its file;
-address mapping the preset's ``dram.mapping`` in DRAMsim3's notation (``DRAMSIM3_MAPPING``);
-DRAMsim3's own queues (32 requests per channel, 8 per bank: the presets set the same). Both
-models run twice: with the preset's refresh and with refresh off (tREFI beyond the run in
-DRAMsim3, ``tREFI = 0`` in ours). ``--set KEY=CLOCKS`` overrides a DRAMsim3 timing and
-``--mapping`` the mapping of both, to show what a difference comes from.
+them, tCCD_L, tRRD_S/L, tFAW, tRAS, tRFC, tREFI, tWR and our tWTR and tRTW (DRAMsim3's tWTR_S
+and tRTRS) set to the preset's in ns, rounded to DRAMsim3 cycles; DRAMsim3's other timings
+(tWTR_L, tRTP, CWL, ...) kept in ns from its file; address mapping the preset's
+``dram.mapping`` in DRAMsim3's notation (``DRAMSIM3_MAPPING``); DRAMsim3's own queues (32
+requests per channel, 8 per bank) and write buffer (32 writes, drained when full or, past 8,
+when its command queues are empty): the presets set the same. Both models run twice: with the
+preset's refresh and with refresh off (tREFI beyond the run in DRAMsim3, ``tREFI = 0`` in
+ours). To show what a difference comes from: ``--set KEY=CLOCKS`` overrides a DRAMsim3 timing,
+``--system KEY=VALUE`` a DRAMsim3 ``[system]`` key (``cmd_queue_size``, ``trans_queue_size``),
+``--ours KEY=VALUE`` a field of our ``DramTiming``, ``--mapping`` the mapping of both, and
+``--all-reads`` issues every request as a read to both.
 
 Build DRAMsim3 (outside this repository) and run:
     git clone https://github.com/umd-memsys/DRAMsim3 && cd DRAMsim3
@@ -87,11 +91,13 @@ class Setting:
 
 
 def dramsim3_config(preset: str, dramsim3: Path, no_refresh: bool,
-                    overrides: dict[str, int] | None = None, mapping: str | None = None
+                    overrides: dict[str, int] | None = None, mapping: str | None = None,
+                    mine: dict[str, float] | None = None, system: dict[str, int] | None = None
                     ) -> Setting:
     """DRAMsim3's configuration for ``preset``'s DRAM and our timing of it (see the module
     docstring); ``no_refresh`` turns refresh off in both, ``mapping`` (one of ours) replaces the
-    preset's address mapping in both."""
+    preset's address mapping in both; ``overrides`` sets DRAMsim3 timings (clocks), ``system``
+    its ``[system]`` keys, ``mine`` our ``DramTiming`` fields (after the preset's)."""
     arch = load_arch(preset)
     d = arch.dram
     mapping = mapping or d.mapping
@@ -158,6 +164,10 @@ def dramsim3_config(preset: str, dramsim3: Path, no_refresh: bool,
     y["bus_width"] = str(bus_bits)
     y["address_mapping"] = DRAMSIM3_MAPPING[mapping]
     y["row_buf_policy"] = "OPEN_PAGE"
+    for key, value in (system or {}).items():
+        if key not in y:
+            fail(f"--system {key}: not a [system] key of {part}; expected one of {list(y)}")
+        y[key] = str(value)
     cfg["other"]["output_level"] = "0"
     cfg["other"]["epoch_period"] = str(2**31)
     lines = []
@@ -169,6 +179,14 @@ def dramsim3_config(preset: str, dramsim3: Path, no_refresh: bool,
                                  mapping=mapping)
     if no_refresh:
         timing = dataclasses.replace(timing, tREFI=0.0, tRFC=0.0)
+    fields = {f.name for f in dataclasses.fields(DramTiming)}
+    for key in mine or {}:
+        if key not in fields:
+            fail(f"--ours {key}: not a field of our DRAM timing; expected one of {sorted(fields)}")
+    try:
+        timing = dataclasses.replace(timing, **(mine or {}))
+    except ValueError as e:
+        fail(f"--ours: {e}")
     notes = (f"{protocol} {part}: tCK {tck:.3f} ns, BL{bl} x {bus_bits} bit, "
              f"CL-tRCD-tRP {t['CL']}-{t.get('tRCD', t.get('tRCDRD'))}-{t['tRP']} clocks, "
              f"{d.channels} ch x {d.banks_per_channel} banks, {d.row_buffer_bytes} B rows")
@@ -288,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default=",".join(PARTS), help="comma-separated presets")
     ap.add_argument("--mapping", choices=tuple(DRAMSIM3_MAPPING),
                     help="the address mapping of both models (default: the preset's dram.mapping)")
+    ap.add_argument("--ours", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one field of our DRAM timing (e.g. tWR=0, bank_queue_depth=1)")
+    ap.add_argument("--system", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one DRAMsim3 [system] key (e.g. cmd_queue_size=1)")
+    ap.add_argument("--all-reads", action="store_true",
+                    help="the streams' writes issued as reads, to both models")
+    ap.add_argument("--streams", default=",".join(STREAMS),
+                    help="comma-separated streams (default: all)")
     args = ap.parse_args(argv)
     if not args.dramsim3.is_dir():
         fail(f"--dramsim3 {args.dramsim3}: not a folder. Clone and build DRAMsim3 beside the "
@@ -302,13 +328,30 @@ def main(argv: list[str] | None = None) -> int:
         if not value.isdigit():
             fail(f"--set {item!r}: expected KEY=CLOCKS, e.g. tCCD_L=4")
         overrides[key] = int(value)
+    ours, system = {}, {}
+    for item in args.ours:
+        key, _, value = item.partition("=")
+        try:
+            ours[key] = float(value) if key.startswith("t") else int(value)
+        except ValueError:
+            fail(f"--ours {item!r}: expected KEY=NUMBER, e.g. tWR=0")
+    for item in args.system:
+        key, _, value = item.partition("=")
+        if not value.isdigit():
+            fail(f"--system {item!r}: expected KEY=INTEGER, e.g. cmd_queue_size=1")
+        system[key] = int(value)
+    streams = [k for k in args.streams.split(",") if k]
+    for k in streams:
+        if k not in STREAMS:
+            fail(f"--streams: {k!r} is not a stream; expected some of {list(STREAMS)}")
     presets = [p for p in args.presets.split(",") if p]
     for p in presets:
         if p not in PARTS:
             fail(f"--presets: {p!r} has no DRAMsim3 part here; expected some of {list(PARTS)}")
     # both DRAMsim3 configurations of every preset, before any output (they check the input)
-    settings = {p: (dramsim3_config(p, args.dramsim3, True, overrides, args.mapping),
-                    dramsim3_config(p, args.dramsim3, False, overrides, args.mapping))
+    settings = {p: (dramsim3_config(p, args.dramsim3, True, overrides, args.mapping, ours, system),
+                    dramsim3_config(p, args.dramsim3, False, overrides, args.mapping, ours,
+                                    system))
                 for p in presets}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -321,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             driver = build_driver(args.dramsim3.resolve(), work)
         print(f"{args.requests} one-burst requests per stream; bandwidth: all offered at 0; "
               f"latency: offered evenly at {args.load:.0%} of the peak, DRAM only "
-              f"(latency_cycles left out); DRAMsim3 timings set: {overrides or 'none'}")
+              f"(latency_cycles left out); DRAMsim3 timings set: {overrides or 'none'}, "
+              f"[system]: {system or 'as the preset'}; ours: {ours or 'the preset'}"
+              f"{'; every request a read' if args.all_reads else ''}")
         rows = []
         for preset in presets:
             s, sr = settings[preset]
@@ -329,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {preset}: {s.notes}; DRAMsim3's controller adds {pipe:.2f} ns to an "
                   f"isolated read (ratio*: DRAMsim3's latency less that)")
             peak = s.timing.bytes_per_cycle * s.clock_ghz  # GB/s
-            for kind in STREAMS:
+            for kind in streams:
                 addr, writes = make_stream(kind, s.timing, args.requests)
+                if args.all_reads:
+                    writes = np.zeros_like(writes)
                 zero = np.zeros(len(addr))
                 gap = s.timing.burst_bytes / (peak * args.load)
                 spaced = np.rint(np.arange(len(addr)) * gap / s.tck_ns) * s.tck_ns

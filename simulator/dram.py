@@ -92,16 +92,36 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
   column read so that its data follows the previous burst's data back-to-back (row hits stream at
   the full bus rate), and a precharge + activate for a new row starts only then, so a row change
   on a bank costs ``tRP + tRCD`` of bus idle time unless other banks' data fills it (bank
-  parallelism). Writes use the same timing as reads (no write buffer, no write-to-read
-  turnaround).
+  parallelism). A write's bank and bus timing is a read's, but for the rules below.
+* Writes (each rule off at 0). A transfer is all reads or all writes (``write``; the engine's
+  writer sets it). Before its first burst on a channel whose last burst went the other way, the
+  bus turns around: ``bus_free[ch] += tWTR + tCL`` (write to read: the read command tWTR after
+  the write data, its data tCL later) or ``+= tRTW`` (read to write). After a written burst,
+  ``bank_ready = data_end + tWR`` instead (write recovery before the bank's precharge; tWR > 0
+  also turns the hit rule above to its second form and keeps the fast path below from the
+  bus-rate stretch of a written row block).
+* Write buffer (``write_queue_depth`` W > 0; :meth:`Dram.stream` only, the transfers above are
+  whole batches already). A channel admits its requests in order, a read into the queues above
+  while they have room, a write into its W-entry buffer while it has room; the first request
+  that does not fit holds back the rest. A write is done (posted) when the buffer takes it: at
+  its ``t0``, or when the slot it takes was freed, at the data start of the write drained from
+  it. The controller serves reads as above, and drains the buffer (writes only; each time the
+  buffered write whose data can start first, the oldest on a tie; the bus turned to write,
+  then back to read after it) when no read is admitted (all of it), when the buffer is full
+  and no read can start its data before the ``t0`` of the write that filled it (all of it), or
+  when more than ``write_drain_threshold`` L writes wait and the oldest admitted read's ``t0``
+  is later than ``td = max(bus_free[ch], t0 of the (L+1)-th buffered write)`` (the writes
+  requested by ``td``). Without a buffer a stream's writes queue and time as reads.
 * ``finish`` is the end of the transfer's last data beat. ``ideal_cycles = bytes_useful /
   bytes_per_cycle`` (all channels at peak), and ``finish - start >= ideal_cycles`` always, so the
   engine can charge ``ideal_cycles`` of a wait to DRAM bandwidth and the rest
   (:attr:`TransferResult.overhead_cycles`) to DRAM latency/banks.
 
 With every later key at its default (one bank group or the default mapping, ``tCCD_L``,
-``tRRD_*``, ``tFAW``, ``tRAS``, ``tREFI`` all 0, ``queue_depth`` 1, ``bank_queue_depth`` 0) the
-rules are the first model's, float operation for float operation.
+``tRRD_*``, ``tFAW``, ``tRAS``, ``tREFI``, ``tWTR``, ``tRTW``, ``tWR`` all 0, ``queue_depth`` 1,
+``bank_queue_depth`` and ``write_queue_depth`` 0) the rules are the first model's, float
+operation for float operation; with the write keys at 0 they are those of the model before
+them.
 
 Fast path
 ---------
@@ -147,7 +167,8 @@ class DramTiming:
 
     ``bytes_per_cycle`` is the total peak over all channels, in bytes per accelerator cycle;
     ``latency_cycles`` and every ``t*`` timing are in accelerator cycles (0 turns the rules of
-    ``tCCD_L``, ``tRRD_S``/``tRRD_L``/``tFAW``/``tRAS`` and ``tREFI``/``tRFC`` off).
+    ``tCCD_L``, ``tRRD_S``/``tRRD_L``/``tFAW``/``tRAS``, ``tREFI``/``tRFC`` and ``tWTR``,
+    ``tRTW``, ``tWR`` off); ``write_queue_depth`` 0 = no write buffer.
     """
 
     channels: int

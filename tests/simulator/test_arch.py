@@ -609,8 +609,12 @@ def test_dram_later_keys():
     assert (stc.dram.tCCD_L, stc.dram.tRRD_S, stc.dram.tRRD_L, stc.dram.tFAW, stc.dram.tRAS,
             stc.dram.tREFI, stc.dram.tRFC) == (2, 4, 6, 30, 34, 3900, 260)
     assert (tpu.dram.bank_groups, tpu.dram.tRRD_S, tpu.dram.queue_depth) == (1, 3.5, 1)
+    assert [(a.dram.write_queue_depth, a.dram.write_drain_threshold, a.dram.tWTR, a.dram.tRTW,
+             a.dram.tWR) for a in (td, stc, tpu)] == [(32, 8, 2.5, 0.625, 15), (32, 8, 6, 2, 16),
+                                                      (0, 0, 0, 0, 0)]
     plain = load_arch("scalesim-32")
     assert "tFAW" not in plain.to_dict()["dram"] and "queue_depth" not in plain.to_dict()["dram"]
+    assert not {"tWR", "write_queue_depth"} & set(plain.to_dict()["dram"])
     assert td.to_dict()["dram"]["queue_depth"] == 32
     assert Architecture.from_dict(td.to_dict()) == td
     for key, value, match in [
@@ -622,6 +626,10 @@ def test_dram_later_keys():
         ("dram.queue_depth", 0, "integer >= 1"),
         ("dram.queue_depth", 5000, "at most 1,024"),
         ("dram.bank_queue_depth", -1, "integer >= 0"),
+        ("dram.write_queue_depth", 5000, "at most 1,024"),
+        ("dram.write_drain_threshold", -1, "integer >= 0"),
+        ("dram.tWTR", -1, "number >= 0"),
+        ("dram.tWR", "x", "number"),
     ]:
         with pytest.raises(ArchError, match=f"{re.escape(key)}.*{match}"):
             plain.with_overrides({key: value, "dram.tRFC": 40} if key == "dram.tREFI"
