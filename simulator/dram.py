@@ -96,10 +96,10 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
 * Writes (each rule off at 0). A transfer is all reads or all writes (``write``; the engine's
   writer sets it). Before its first burst on a channel whose last burst went the other way, the
   bus turns around: ``bus_free[ch] += tWTR + tCL`` (write to read: the read command tWTR after
-  the write data, its data tCL later) or ``+= tRTW`` (read to write). After a written burst,
-  ``bank_ready = data_end + tWR`` instead (write recovery before the bank's precharge; tWR > 0
-  also turns the hit rule above to its second form and keeps the fast path below from the
-  bus-rate stretch of a written row block).
+  the write data, its data tCL later) or ``+= tRTW`` (read to write). When a bank's last data
+  was written, its miss or conflict has ``cmd = max(t0, bank_ready[bank], end of that data +
+  tWR)`` (write recovery before the precharge; tWR > 0 also turns the hit rule above to its
+  second form).
 * Write buffer (``write_queue_depth`` W > 0; :meth:`Dram.stream` only, the transfers above are
   whole batches already). A channel admits its requests in order, a read into the queues above
   while they have room, a write into its W-entry buffer while it has room; the first request
@@ -438,6 +438,8 @@ def _evaluate(t0, ch, bank, row, g, ints, floats):
             ready = max(t0 + floats[4], floats[o_end + k])
     else:
         kind = 1 if open_r < 0 else 2
+        if floats[_F_WR] > 0.0 and floats[o_end + channels * banks + channels + k] == 1.0:
+            cmd = max(cmd, floats[o_end + k] + floats[_F_WR])  # write recovery, then precharge
         if floats[_F_ACT] == 0.0:
             ready = cmd + floats[1 + kind]
         else:
@@ -480,8 +482,9 @@ def _commit(ch, bank, row, g, kind, act, data_start, ints, floats):
     data_end = data_start + floats[5]
     floats[o_bus + ch] = data_end
     floats[o_ready + k] = data_end - floats[4]
-    if floats[_F_WR] > 0.0 and floats[o_end + channels * banks + ch] == 1.0:
-        floats[o_ready + k] = data_end + floats[_F_WR]  # a write: recovery before a precharge
+    if floats[_F_WR] > 0.0:  # whether the bank's last data was written (_evaluate: tWR)
+        nb = channels * banks
+        floats[o_end + nb + channels + k] = floats[o_end + nb + ch]
     floats[o_end + k] = data_end
     return data_end
 
@@ -767,50 +770,14 @@ def _steps_before(t, step, n, due):
 
 
 @njit(cache=True)
-def _queue_kernel(t0s, bursts, ints, floats, done):
+def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
     """Serve one-burst requests (global burst indices ``bursts``, requested at ``t0s``, in
     that order) through each channel's queues (module docstring). ``done[i]`` = the end of
-    request i's data. Returns ``(hits, misses, conflicts)``."""
-    channels, banks, bpr = ints[1], ints[2], ints[3]
-    groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
-    depth, per_bank, cap, ring, admitted, seen = _queues(ints)
-    n = len(bursts)
-    counts = np.zeros(3, dtype=np.int64)
-    for ch in range(channels):
-        head = cnt = waiting = 0
-        admitted[:] = 0
-        i = 0
-        while True:
-            while waiting < depth and i < n:  # the channel's next requests are admitted
-                b = bursts[i]
-                if b % channels == ch:
-                    bank, row, g = _chan_locate(b // channels, banks, bpr, groups, mapping)
-                    e = ring[(head + cnt) % cap]
-                    e[0], e[1], e[2], e[3] = i, bank, row, g
-                    cnt += 1
-                    waiting += _waits(admitted, bank, per_bank, 1)
-                i += 1
-            if cnt == 0:
-                break
-            _refresh(t0s[ring[head, 0]], ch, ints, floats)
-            p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
-            e = ring[(head + p) % cap]
-            key, bank, row, g = e[0], e[1], e[2], e[3]
-            ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
-            done[key] = _commit(ch, bank, row, g, kind, act, ds, ints, floats)
-            counts[kind] += 1
-            head = _take(ring, head, cap, p)
-            cnt -= 1
-            waiting += _waits(admitted, bank, per_bank, -1)
-    return counts[0], counts[1], counts[2]
-
-
-@njit(cache=True)
-def _buffered_kernel(t0s, bursts, writes, ints, floats, done):
-    """``_queue_kernel`` with a write buffer (``write_queue_depth`` > 0; module docstring):
-    reads (``writes[i]`` 0) go through the queues as there, writes into the channel's buffer,
-    ``done[i]`` the time it took them; the buffer drains when full, when the controller is
-    idle, or at the end. Returns ``(hits, misses, conflicts)``."""
+    request i's data. With ``buffered`` (``write_queue_depth`` > 0) the writes
+    (``writes[i]``) go into the channel's write buffer instead, ``done[i]`` the time it took
+    them, and the buffer drains when full, when the controller is idle, or at the end;
+    without, every request is served as a read (the bus is not turned). Returns ``(hits,
+    misses, conflicts)``."""
     channels, banks, bpr = ints[1], ints[2], ints[3]
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     depth, per_bank, cap, ring, admitted, seen = _queues(ints)
@@ -829,7 +796,7 @@ def _buffered_kernel(t0s, bursts, writes, ints, floats, done):
             while i < n:  # admission, in order: a request that does not fit holds the rest
                 b = bursts[i]
                 if b % channels == ch:
-                    if writes[i]:
+                    if buffered and writes[i]:
                         if wcnt == wdepth:
                             break
                         done[i] = max(t0s[i], slots[shead])
@@ -843,7 +810,7 @@ def _buffered_kernel(t0s, bursts, writes, ints, floats, done):
                         cnt += 1
                     bank, row, g = _chan_locate(b // channels, banks, bpr, groups, mapping)
                     w[0], w[1], w[2], w[3] = i, bank, row, g
-                    if not writes[i]:
+                    if not (buffered and writes[i]):
                         waiting += _waits(admitted, bank, per_bank, 1)
                 i += 1
             if cnt == 0 and wcnt == 0:
@@ -885,7 +852,8 @@ def _buffered_kernel(t0s, bursts, writes, ints, floats, done):
                 wcnt -= 1
                 drain -= 1
                 continue
-            _turn(ch, 0, ints, floats)
+            if buffered:
+                _turn(ch, 0, ints, floats)
             _refresh(t0s[ring[head, 0]], ch, ints, floats)
             p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
             e = ring[(head + p) % cap]
@@ -900,7 +868,7 @@ def _buffered_kernel(t0s, bursts, writes, ints, floats, done):
 
 
 @njit(cache=True)
-def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats, write=0):
+def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     """``_transfer3_kernel`` with queues (``queue_depth`` > 1): each channel serves the bursts
     of the three runs (in that order) as ``_queue_kernel`` does. While the oldest burst can
     start at once (the usual case: a row hit) it is served without admitting the others (no
@@ -919,8 +887,6 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats, 
     t_burst, t_cl, tccd, refi = floats[5], floats[4], floats[_F_CCDL], floats[_F_REFI]
     gm = groups if mapping == 1 else 1  # banks a row block interleaves
     bulk = tccd == 0.0 or tccd < gm * t_burst * (1.0 - 1e-9)
-    if write and floats[_F_WR] > 0.0:  # written bursts leave tWR in their banks (_commit)
-        bulk = False
     lo = np.empty(3, dtype=np.int64)
     hi = np.empty(3, dtype=np.int64)
     finish = t0
@@ -1195,12 +1161,11 @@ def _contiguous_kernel(t0, base, size, ints, floats):
 
 
 @njit(cache=True)
-def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats, write=0):
+def _transfer3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     """Up to three contiguous transfers issued together (one tile's operands), in order; a size
     of 0 skips a slot. Returns ``(finish, bursts, hits, misses, conflicts)`` summed."""
     if ints[_I_PLAIN] == 0:
-        return _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats,
-                               write)
+        return _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats)
     finish = t0
     bursts = hits = misses = conflicts = 0
     for slot in range(3):
@@ -1247,7 +1212,7 @@ def _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc, write=0):
         ints[5 + i] += sizes[i]
     _turn3(write, base[0], ra, base[1], rb, base[2], rc, ints, floats)
     finish, bursts, hits, misses, conflicts = _transfer3_kernel(
-        now + floats[0], base[0], ra, base[1], rb, base[2], rc, ints, floats, write)
+        now + floats[0], base[0], ra, base[1], rb, base[2], rc, ints, floats)
     if bursts == 0:
         return now
     acc[gi, 0] += bursts * ints[0]
@@ -1298,7 +1263,8 @@ class Dram:
                                                   * t.bank_queue_depth)
                                              + 3 * t.banks_per_channel, dtype=np.int64)])
         o = _offsets(ch, t.banks_per_channel, groups)
-        self.floats = np.zeros(o[-1] + nb + ch, dtype=np.float64)  # + direction (_turn)
+        # + the channels' bus direction (_turn) and whether each bank's last data was written
+        self.floats = np.zeros(o[-1] + nb + ch + nb, dtype=np.float64)
         self.floats[:_FH] = self._header_f
         self.floats[o[2]:o[6]] = _NEVER  # activate history
         self.floats[o[6]:o[7]] = _NEVER  # last data start of a bank group
@@ -1352,7 +1318,7 @@ class Dram:
         _turn3(int(write), base0, size0, base1, size1, base2, size2, self.ints, self.floats)
         finish, bursts, hits, misses, conflicts = _transfer3_kernel(
             now + self.timing.latency_cycles, base0, size0, base1, size1, base2, size2,
-            self.ints, self.floats, int(write))
+            self.ints, self.floats)
         if bursts == 0:
             return float(now), 0, 0, 0, 0
         useful = max(size0, 0) + max(size1, 0) + max(size2, 0)
@@ -1385,6 +1351,7 @@ class Dram:
         if self.timing.queue_depth > 1 or self.timing.bank_queue_depth > 0:
             done = np.empty(len(bursts_))
             hits, misses, conflicts = _queue_kernel(np.full(len(bursts_), t0), bursts_,
+                                                    np.zeros(len(bursts_), dtype=np.bool_), False,
                                                     self.ints, self.floats, done)
             finish, bursts = float(done.max()), len(bursts_)
         else:
@@ -1414,12 +1381,9 @@ class Dram:
         if t.write_queue_depth == 0 and (t.tWTR or t.tRTW or t.tWR):
             for ch in range(t.channels):  # without a write buffer a stream's bursts are reads
                 _turn(ch, 0, self.ints, self.floats)
-        if self.timing.write_queue_depth > 0:
-            hits, misses, conflicts = _buffered_kernel(now + self.timing.latency_cycles, bursts,
-                                                       write, self.ints, self.floats, done)
-        else:
-            hits, misses, conflicts = _queue_kernel(now + self.timing.latency_cycles, bursts,
-                                                    self.ints, self.floats, done)
+        hits, misses, conflicts = _queue_kernel(now + t.latency_cycles, bursts, write,
+                                                t.write_queue_depth > 0, self.ints, self.floats,
+                                                done)
         n, written = len(addr), int(write.sum()) * self.timing.burst_bytes
         self._account(n, n * self.timing.burst_bytes, False, hits, misses, conflicts)
         self.stats.transfers += n - 1  # one per request

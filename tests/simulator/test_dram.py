@@ -426,7 +426,23 @@ class QueueReference:
         self.next_ref: dict[int, float] = {}
         self.end: dict[tuple[int, int], float] = {}  # end of a bank's last data
         self.dir: dict[int, int] = {}  # a channel's last direction, 1 a write
+        self.written: dict[tuple[int, int], bool] = {}  # a bank's last data was a write
         self.kinds = [0, 0, 0]
+
+    def visible(self, admitted: list[int], bursts: list[int]) -> list[int]:
+        """The admitted requests in their bank's queue (the oldest ``bank_queue_depth`` of each
+        bank; all without bank queues), in age order."""
+        per_bank = self.t.bank_queue_depth
+        if per_bank == 0:
+            return list(admitted)
+        seen: dict[int, int] = {}
+        out = []
+        for i in admitted:
+            bank = self.locate(bursts[i])[1]
+            if seen.get(bank, 0) < per_bank:
+                out.append(i)
+            seen[bank] = seen.get(bank, 0) + 1
+        return out
 
     def turn(self, ch: int, write: int) -> None:
         """The bus turns around before data of the other direction than the channel's last:
@@ -483,6 +499,8 @@ class QueueReference:
             kind, ready = 0, max(t0 + t.tCL, self.end[key]) if later else cmd + t.tCL
         else:
             kind = 1 if key not in self.open else 2
+            if t.tWR and self.written.get(key):  # write recovery before the precharge
+                cmd = max(cmd, self.end[key] + t.tWR)
             if not (t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS):
                 lat = t.tRCD + t.tCL if kind == 1 else t.tRP + t.tRCD + t.tCL
                 ready = cmd + lat
@@ -515,8 +533,7 @@ class QueueReference:
         end = start + t.burst_bytes / (t.bytes_per_cycle / t.channels)
         self.bus[ch] = end
         self.ready[key] = end - t.tCL
-        if t.tWR and self.dir.get(ch, 0) == 1:  # a write: tWR before the bank's precharge
-            self.ready[key] = end + t.tWR
+        self.written[key] = self.dir.get(ch, 0) == 1  # a write: tWR before its precharge
         self.end[key] = end
         self.kinds[kind] += 1
         return end
@@ -532,16 +549,7 @@ class QueueReference:
             admitted: list[int] = []
 
             def visible(admitted=admitted):
-                if per_bank == 0:
-                    return list(admitted)
-                seen: dict[int, int] = {}
-                out = []
-                for i in admitted:
-                    bank = self.locate(bursts[i])[1]
-                    if seen.get(bank, 0) < per_bank:
-                        out.append(i)
-                    seen[bank] = seen.get(bank, 0) + 1
-                return out
+                return self.visible(admitted, bursts)
 
             while mine or admitted:
                 while mine and len(admitted) - (len(visible()) if per_bank else 0) < depth:
@@ -583,16 +591,7 @@ class QueueReference:
             drain = 0
 
             def visible(reads=reads):
-                if per_bank == 0:
-                    return list(reads)
-                seen: dict[int, int] = {}
-                out = []
-                for i in reads:
-                    bank = self.locate(bursts[i])[1]
-                    if seen.get(bank, 0) < per_bank:
-                        out.append(i)
-                    seen[bank] = seen.get(bank, 0) + 1
-                return out
+                return self.visible(reads, bursts)
 
             def first(keys, ch=ch):
                 best = None
