@@ -74,7 +74,9 @@ def test_dram_timeline_holds_every_byte_of_each_step(run):
         assert moved == pytest.approx(rows["DRAM Bytes"].fillna(0).sum(), rel=1e-9)
         gemms = rows[rows["Phase"].isin(["fwd", "bwd_input", "bwd_weight"])]
         cycles = (gemms["Compute Cycles"] + gemms["Stall Cycles"]).sum()  # overheads follow
-        assert grp["End Cycle"].max() == pytest.approx(cycles)
+        # the table's whole cycles, or the engine's own end a fraction later (each GEMM's stall
+        # causes are rounded to whole cycles; the DRAM times need not be whole)
+        assert 0 <= grp["End Cycle"].max() - cycles < len(gemms)
         # the data phase runs at peak rate at most: no bin much above the DRAM peak
         assert grp["DRAM GB/s"].max() <= run.meta["dram_peak_gbps"] * 1.05
 
