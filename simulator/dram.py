@@ -770,14 +770,58 @@ def _steps_before(t, step, n, due):
 
 
 @njit(cache=True)
+def _drain_size(ch, t0s, ring, head, cnt, cap, per_bank, seen, wbuf, wcnt, wdepth, low, ints,
+                floats):
+    """How many of the ``wcnt`` buffered writes (``wbuf``, oldest first) start to drain now
+    (0: none; module docstring): all when no read is admitted; all when the buffer is full and
+    no read can start its data before the last write came (timed on the state as it is); when
+    more than ``low`` wait and no read has come by the time the bus is free and the one past
+    ``low`` came, the ones requested by then."""
+    if cnt == 0:
+        return wcnt
+    if wcnt == wdepth:
+        p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
+        e = ring[(head + p) % cap]
+        ds, _, _ = _evaluate(t0s[e[0]], ch, e[1], e[2], e[3], ints, floats)
+        return wcnt if ds >= t0s[wbuf[wcnt - 1, 0]] else 0
+    n = 0
+    if wcnt > low:
+        td = max(floats[_FH + ch], t0s[wbuf[low, 0]])
+        if t0s[ring[head, 0]] > td:
+            while n < wcnt and t0s[wbuf[n, 0]] <= td:
+                n += 1
+    return n
+
+
+@njit(cache=True)
+def _drain_one(ch, t0s, wbuf, wcnt, counts, ints, floats):
+    """Serve the buffered write whose data can start first (the oldest on a tie), the bus
+    turned to write; it leaves ``wbuf`` (those behind it move up) and its kind is counted.
+    Returns its data start."""
+    _turn(ch, 1, ints, floats)
+    _refresh(t0s[wbuf[0, 0]], ch, ints, floats)
+    best, best_ds = 0, 0.0
+    for q in range(wcnt):
+        w = wbuf[q]
+        ds, _, _ = _evaluate(t0s[w[0]], ch, w[1], w[2], w[3], ints, floats)
+        if q == 0 or ds < best_ds:
+            best, best_ds = q, ds
+    w = wbuf[best]
+    key, bank, row, g = w[0], w[1], w[2], w[3]
+    ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
+    _commit(ch, bank, row, g, kind, act, ds, ints, floats)
+    counts[kind] += 1
+    for q in range(best, wcnt - 1):
+        wbuf[q, :] = wbuf[q + 1, :]
+    return ds
+
+
+@njit(cache=True)
 def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
-    """Serve one-burst requests (global burst indices ``bursts``, requested at ``t0s``, in
-    that order) through each channel's queues (module docstring). ``done[i]`` = the end of
-    request i's data. With ``buffered`` (``write_queue_depth`` > 0) the writes
-    (``writes[i]``) go into the channel's write buffer instead, ``done[i]`` the time it took
-    them, and the buffer drains when full, when the controller is idle, or at the end;
-    without, every request is served as a read (the bus is not turned). Returns ``(hits,
-    misses, conflicts)``."""
+    """Serve one-burst requests (burst indices ``bursts`` requested at ``t0s``, in order)
+    through each channel's queues and, ``buffered``, its write buffer (``writes``; module
+    docstring; else all as reads, the bus not turned). ``done[i]``: the end of request i's
+    data, or when the buffer took it. Returns ``(hits, misses, conflicts)``."""
     channels, banks, bpr = ints[1], ints[2], ints[3]
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     depth, per_bank, cap, ring, admitted, seen = _queues(ints)
@@ -787,67 +831,35 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
     wbuf = np.empty((wdepth, 4), dtype=np.int64)  # key, bank, row, group; oldest first
     slots = np.empty(wdepth)  # when the free slots freed, oldest first (a ring from shead)
     for ch in range(channels):
-        head = cnt = waiting = 0
+        head = cnt = waiting = wcnt = drain = shead = 0
         admitted[:] = 0
-        wcnt = drain = shead = 0
         slots[:] = -math.inf
         i = 0
         while True:
             while i < n:  # admission, in order: a request that does not fit holds the rest
                 b = bursts[i]
                 if b % channels == ch:
-                    if buffered and writes[i]:
-                        if wcnt == wdepth:
-                            break
-                        done[i] = max(t0s[i], slots[shead])
-                        shead = (shead + 1) % wdepth
-                        w = wbuf[wcnt]
-                        wcnt += 1
-                    else:
-                        if waiting >= depth:
-                            break
-                        w = ring[(head + cnt) % cap]
-                        cnt += 1
+                    wr = buffered and writes[i]
+                    if (wcnt == wdepth) if wr else (waiting >= depth):
+                        break
+                    w = wbuf[wcnt] if wr else ring[(head + cnt) % cap]
                     bank, row, g = _chan_locate(b // channels, banks, bpr, groups, mapping)
                     w[0], w[1], w[2], w[3] = i, bank, row, g
-                    if not (buffered and writes[i]):
+                    if wr:
+                        done[i] = max(t0s[i], slots[shead])
+                        shead = (shead + 1) % wdepth
+                        wcnt += 1
+                    else:
+                        cnt += 1
                         waiting += _waits(admitted, bank, per_bank, 1)
                 i += 1
             if cnt == 0 and wcnt == 0:
                 break
             if drain == 0 and wcnt > 0:
-                if cnt == 0:  # no read left: the rest drains
-                    drain = wcnt
-                elif wcnt == wdepth:  # full since its last write came: it drains once no
-                    # read can start its data before then (timed on the state as it is)
-                    p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
-                    e = ring[(head + p) % cap]
-                    ds, _, _ = _evaluate(t0s[e[0]], ch, e[1], e[2], e[3], ints, floats)
-                    if ds >= t0s[wbuf[wcnt - 1, 0]]:
-                        drain = wcnt
-                elif wcnt > low:  # idle: no read has come by the time more than ``low``
-                    # writes wait and the bus is free
-                    td = max(floats[_FH + ch], t0s[wbuf[low, 0]])
-                    if t0s[ring[head, 0]] > td:
-                        drain = 0
-                        while drain < wcnt and t0s[wbuf[drain, 0]] <= td:
-                            drain += 1
-            if drain > 0:  # serve the buffered write whose data can start first
-                _turn(ch, 1, ints, floats)
-                _refresh(t0s[wbuf[0, 0]], ch, ints, floats)
-                best, best_ds = 0, 0.0
-                for q in range(wcnt):
-                    w = wbuf[q]
-                    ds, _, _ = _evaluate(t0s[w[0]], ch, w[1], w[2], w[3], ints, floats)
-                    if q == 0 or ds < best_ds:
-                        best, best_ds = q, ds
-                w = wbuf[best]
-                key, bank, row, g = w[0], w[1], w[2], w[3]
-                ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
-                _commit(ch, bank, row, g, kind, act, ds, ints, floats)
-                counts[kind] += 1
-                for q in range(best, wcnt - 1):
-                    wbuf[q, :] = wbuf[q + 1, :]
+                drain = _drain_size(ch, t0s, ring, head, cnt, cap, per_bank, seen, wbuf, wcnt,
+                                    wdepth, low, ints, floats)
+            if drain > 0:
+                ds = _drain_one(ch, t0s, wbuf, wcnt, counts, ints, floats)
                 slots[(shead + wdepth - wcnt) % wdepth] = ds  # its slot frees
                 wcnt -= 1
                 drain -= 1
