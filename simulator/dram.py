@@ -438,7 +438,7 @@ def _evaluate(t0, ch, bank, row, g, ints, floats):
             ready = max(t0 + floats[4], floats[o_end + k])
     else:
         kind = 1 if open_r < 0 else 2
-        if floats[_F_WR] > 0.0 and floats[o_end + channels * banks + channels + k] == 1.0:
+        if floats[_F_WR] > 0.0 and _written(ch, k, o_end, channels, banks, floats):
             cmd = max(cmd, floats[o_end + k] + floats[_F_WR])  # write recovery, then precharge
         if floats[_F_ACT] == 0.0:
             ready = cmd + floats[1 + kind]
@@ -482,9 +482,6 @@ def _commit(ch, bank, row, g, kind, act, data_start, ints, floats):
     data_end = data_start + floats[5]
     floats[o_bus + ch] = data_end
     floats[o_ready + k] = data_end - floats[4]
-    if floats[_F_WR] > 0.0:  # whether the bank's last data was written (_evaluate: tWR)
-        nb = channels * banks
-        floats[o_end + nb + channels + k] = floats[o_end + nb + ch]
     floats[o_end + k] = data_end
     return data_end
 
@@ -502,12 +499,33 @@ def _burst(t0, ch, bank, row, g, ints, floats):
 def _turn(ch, write, ints, floats):
     """The bus of channel ``ch`` turns to ``write`` (1) or read (0): when the channel's last
     burst went the other way, its bus is held for the turnaround (write to read ``tWTR + tCL``,
-    read to write ``tRTW``) before the next data; the direction is kept after the bank state
-    (``_offsets``' end)."""
-    o_dir = _offsets(ints[1], ints[2], ints[_I_GROUPS])[8] + ints[1] * ints[2] + ch
-    if floats[o_dir] != write:
-        floats[o_dir] = write
+    read to write ``tRTW``) before the next data. Kept after the bank state (``_offsets``'
+    end): the channels' directions, when each turned (its bus then: data of the current
+    direction ends later), and whether each bank's last data before that was written
+    (``_written``), recorded at the turn."""
+    channels, banks = ints[1], ints[2]
+    o_dir = _offsets(channels, banks, ints[_I_GROUPS])[8] + channels * banks
+    old = floats[o_dir + ch]
+    if old != write:
+        o_end = o_dir - channels * banks
+        since = floats[o_dir + channels + ch]
+        for k in range(ch * banks, ch * banks + banks):  # the closing direction's banks
+            if floats[o_end + k] > since:
+                floats[o_dir + 2 * channels + k] = old
+        floats[o_dir + channels + ch] = floats[_FH + ch]
+        floats[o_dir + ch] = write
         floats[_FH + ch] += floats[_F_RTW] if write else floats[_F_WTR]
+
+
+@njit(cache=True, inline="always")
+def _written(ch, k, o_end, channels, banks, floats):
+    """Whether bank ``k``'s last data (it ended at ``floats[o_end + k]``) was written: the
+    channel's direction if it ended after the channel's last turn, else what the turn
+    recorded (``_turn``)."""
+    o_dir = o_end + channels * banks
+    if floats[o_end + k] > floats[o_dir + channels + ch]:
+        return floats[o_dir + ch] == 1.0
+    return floats[o_dir + 2 * channels + k] == 1.0
 
 
 @njit(cache=True)
@@ -1275,8 +1293,9 @@ class Dram:
                                                   * t.bank_queue_depth)
                                              + 3 * t.banks_per_channel, dtype=np.int64)])
         o = _offsets(ch, t.banks_per_channel, groups)
-        # + the channels' bus direction (_turn) and whether each bank's last data was written
-        self.floats = np.zeros(o[-1] + nb + ch + nb, dtype=np.float64)
+        # + the channels' bus direction and when it turned, and whether each bank's last data
+        # before that was written (_turn)
+        self.floats = np.zeros(o[-1] + nb + 2 * ch + nb, dtype=np.float64)
         self.floats[:_FH] = self._header_f
         self.floats[o[2]:o[6]] = _NEVER  # activate history
         self.floats[o[6]:o[7]] = _NEVER  # last data start of a bank group
