@@ -496,7 +496,7 @@ def dram_bandwidth(runs: list[Run]) -> Drawn | None:
     rows = []
     averaged = False
     for ax, run in zip(axes, shown, strict=True):
-        clock = float(run.summary.get("clock_ghz", 1.0))
+        clock = float(run.summary.get("clock_ghz") or 1.0)  # absent or null: 1 GHz
         st = run.steps[0]
         if run.dram_timeline is not None:
             tl = run.dram_timeline[run.dram_timeline["Step"] == st]

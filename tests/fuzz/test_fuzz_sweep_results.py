@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.sweepfile import load_sweep
@@ -228,6 +228,8 @@ def test_results_directory(base_results, what):
 
 
 @settings(FUZZ, max_examples=max(EXAMPLES // 30, 3))  # a report draws for ~2 s
+@example(what=("summary", [("clock_ghz", None), ("macs_per_cycle", None),
+                           ("dram_peak_bytes_per_cycle", None), ("dram_peak_gbps", None)]))
 @given(what=result_damage())
 def test_report_of_damaged_results(base_results, what):
     """What ``load_run`` accepts, ``sparsesim report`` draws (or refuses on one line)."""
