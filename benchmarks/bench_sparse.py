@@ -91,6 +91,8 @@ def step_run(trace: Path, out: Path, cwd: Path | None = None,
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as fresh:
         env = {**os.environ, "SPARSESIM_CACHE_DIR": str(cache or fresh)}
+        # timed as on a user's machine, where Python keeps the modules' compiled bytecode
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "simulate", str(trace),
                                  "--arch", "tensordash", "-o", str(out), "--force"],
                                 stdout=log, stderr=subprocess.STDOUT, text=True, cwd=cwd,
