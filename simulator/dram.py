@@ -50,7 +50,9 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
   one-burst requests, each with its own time (``t0 = now[i] + latency_cycles``).
 * Queues (per channel; channels are independent). With ``queue_depth = 1`` and no bank queues
   (``bank_queue_depth = 0``) a channel serves its bursts in the order they were requested.
-  Otherwise the channel's controller *admits* its requests in order: with bank queues, a request
+  Otherwise the channel's controller *admits* its requests in order, none before its ``t0``
+  (it chooses when the bus is free or, later, when its oldest waiting request came, among the
+  requests offered by then; with none waiting, when the next comes): with bank queues, a request
   goes into its bank's queue while that holds fewer than ``bank_queue_depth`` admitted requests,
   else it waits in the transaction queue, and admission stops while ``queue_depth`` requests wait
   there; without bank queues, admission stops at ``queue_depth`` admitted requests. Each time,
@@ -107,11 +109,13 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
   its ``t0``, or when the slot it takes was freed, at the data start of the write drained from
   it. The controller serves reads as above, and drains the buffer (writes only; each time the
   buffered write whose data can start first, the oldest on a tie; the bus turned to write,
-  then back to read after it) when no read is admitted (all of it), when the buffer is full
-  and no read can start its data before the ``t0`` of the write that filled it (all of it), or
-  when more than ``write_drain_threshold`` L writes wait and the oldest admitted read's ``t0``
-  is later than ``td = max(bus_free[ch], t0 of the (L+1)-th buffered write)`` (the writes
-  requested by ``td``). Without a buffer a stream's writes queue and time as reads.
+  then back to read after it) when no read is left to come (all of it), when the buffer is
+  full and no admitted read can start its data before the ``t0`` of the write that filled it
+  (all of it), or when more than ``write_drain_threshold`` L writes wait and the next read's
+  ``t0`` (admitted or to come) is later than ``td = max(bus_free[ch], t0 of the (L+1)-th
+  buffered write)`` (the writes requested by ``td``); otherwise, with no read admitted, the
+  writes wait for the next request. Without a buffer a stream's writes queue and time as
+  reads.
 * ``finish`` is the end of the transfer's last data beat. ``ideal_cycles = bytes_useful /
   bytes_per_cycle`` (all channels at peak), and ``finish - start >= ideal_cycles`` always, so the
   engine can charge ``ideal_cycles`` of a wait to DRAM bandwidth and the rest
@@ -788,16 +792,19 @@ def _steps_before(t, step, n, due):
 
 
 @njit(cache=True)
-def _drain_size(ch, t0s, ring, head, cnt, cap, per_bank, seen, wbuf, wcnt, wdepth, low, ints,
-                floats):
+def _drain_size(ch, t0s, ring, head, cnt, cap, per_bank, seen, wbuf, wcnt, wdepth, low,
+                t_read, ints, floats):
     """How many of the ``wcnt`` buffered writes (``wbuf``, oldest first) start to drain now
-    (0: none; module docstring): all when no read is admitted; all when the buffer is full and
-    no read can start its data before the last write came (timed on the state as it is); when
-    more than ``low`` wait and no read has come by the time the bus is free and the one past
+    (0: none; module docstring): all when no read is left (``t_read``, the next read's request
+    time, admitted or to come, is infinite); all when the buffer is full and no admitted read
+    can start its data before the last write came (timed on the state as it is); when more
+    than ``low`` wait and no read has come by the time the bus is free and the one past
     ``low`` came, the ones requested by then."""
-    if cnt == 0:
+    if t_read == math.inf:
         return wcnt
     if wcnt == wdepth:
+        if cnt == 0:
+            return wcnt
         p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
         e = ring[(head + p) % cap]
         ds, _, _ = _evaluate(t0s[e[0]], ch, e[1], e[2], e[3], ints, floats)
@@ -805,7 +812,7 @@ def _drain_size(ch, t0s, ring, head, cnt, cap, per_bank, seen, wbuf, wcnt, wdept
     n = 0
     if wcnt > low:
         td = max(floats[_FH + ch], t0s[wbuf[low, 0]])
-        if t0s[ring[head, 0]] > td:
+        if t_read > td:
             while n < wcnt and t0s[wbuf[n, 0]] <= td:
                 n += 1
     return n
@@ -852,11 +859,25 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
         head = cnt = waiting = wcnt = drain = shead = 0
         admitted[:] = 0
         slots[:] = -math.inf
-        i = 0
+        i = nr = 0
+        wait = False
         while True:
+            # the controller chooses when the bus is free or the oldest waiting request
+            # comes, among the requests offered by then (none waiting, or nothing it can do
+            # then, ``wait``: when the next one comes)
+            due = math.inf
+            if cnt > 0 or wcnt > 0:
+                first = min(t0s[ring[head, 0]] if cnt > 0 else math.inf,
+                            t0s[wbuf[0, 0]] if wcnt > 0 else math.inf)
+                due = max(floats[_FH + ch], first)
             while i < n:  # admission, in order: a request that does not fit holds the rest
                 b = bursts[i]
                 if b % channels == ch:
+                    if t0s[i] > due:
+                        if not wait:
+                            break
+                        due = t0s[i]
+                    wait = False
                     wr = buffered and writes[i]
                     if (wcnt == wdepth) if wr else (waiting >= depth):
                         break
@@ -870,17 +891,29 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
                     else:
                         cnt += 1
                         waiting += _waits(admitted, bank, per_bank, 1)
+                    if due == math.inf:
+                        due = max(floats[_FH + ch], t0s[i])
                 i += 1
             if cnt == 0 and wcnt == 0:
                 break
             if drain == 0 and wcnt > 0:
+                if cnt > 0:
+                    t_read = t0s[ring[head, 0]]
+                else:  # the channel's next read to come
+                    nr = max(nr, i)
+                    while nr < n and (bursts[nr] % channels != ch or writes[nr]):
+                        nr += 1
+                    t_read = t0s[nr] if nr < n else math.inf
                 drain = _drain_size(ch, t0s, ring, head, cnt, cap, per_bank, seen, wbuf, wcnt,
-                                    wdepth, low, ints, floats)
+                                    wdepth, low, t_read, ints, floats)
             if drain > 0:
                 ds = _drain_one(ch, t0s, wbuf, wcnt, counts, ints, floats)
                 slots[(shead + wdepth - wcnt) % wdepth] = ds  # its slot frees
                 wcnt -= 1
                 drain -= 1
+                continue
+            if cnt == 0:  # writes wait for more to come (the threshold) or the end
+                wait = True
                 continue
             if buffered:
                 _turn(ch, 0, ints, floats)

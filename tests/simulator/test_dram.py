@@ -539,8 +539,9 @@ class QueueReference:
         return end
 
     def serve(self, t0s: list[float], bursts: list[int]) -> list[float]:
-        """Each channel: admit requests in order while fewer than queue_depth wait outside the
-        bank queues; serve the visible one whose data starts first, the oldest on a tie."""
+        """Each channel: admit requests in order, those offered by the time the bus is free
+        or the oldest waiting one came, while fewer than queue_depth wait outside the bank
+        queues; serve the visible one whose data starts first, the oldest on a tie."""
         t = self.t
         depth, per_bank = t.queue_depth, t.bank_queue_depth
         done = [0.0] * len(bursts)
@@ -552,7 +553,11 @@ class QueueReference:
                 return self.visible(admitted, bursts)
 
             while mine or admitted:
-                while mine and len(admitted) - (len(visible()) if per_bank else 0) < depth:
+                # chosen when the bus is free or the oldest waiting request comes, among the
+                # requests offered by then
+                due = max(self.bus.get(ch, 0.0), t0s[admitted[0] if admitted else mine[0]])
+                while (mine and t0s[mine[0]] <= due
+                       and len(admitted) - (len(visible()) if per_bank else 0) < depth):
                     admitted.append(mine.pop(0))
                 self.refresh(ch, t0s[admitted[0]])
                 best = None
@@ -571,14 +576,15 @@ class QueueReference:
     def serve_buffered(self, t0s: list[float], bursts: list[int], writes: list[bool]
                        ) -> list[float]:
         """``serve`` with a write buffer of ``write_queue_depth``: requests are admitted in
-        order, a write into the buffer (taken at its request time, or when the slot it takes
-        was freed by a drained write's data start), a read into the queues; the first one that
-        does not fit holds the rest. The buffer drains (writes only, the one whose data starts
-        first, the oldest on a tie) when no read is admitted (all of it), when it is full and
-        no read can start its data before the last write came (all of it), or when more than
+        order as ``serve`` does (none before it is offered), a write into the buffer (taken at
+        its request time, or when the slot it takes was freed by a drained write's data
+        start), a read into the queues; the first one that does not fit holds the rest. The
+        buffer drains (writes only, the one whose data starts first, the oldest on a tie) when
+        no read is left to come (all of it), when it is full and no admitted read can start its
+        data before the last write came (all of it), or when more than
         ``write_drain_threshold`` writes wait and no read has come by the time the bus is free
-        and the one past the threshold has come (the writes come by then). The bus turns at
-        every change of direction."""
+        and the one past the threshold has come (the writes come by then); else, no read
+        admitted, the next request comes. The bus turns at every change of direction."""
         t = self.t
         depth, per_bank = t.queue_depth, t.bank_queue_depth
         cap, low = t.write_queue_depth, t.write_drain_threshold
@@ -602,9 +608,19 @@ class QueueReference:
                         best = (start, i)
                 return best
 
+            wait = False  # nothing to do now: the next request comes
             while True:
+                waiting = reads[:1] + wbuf[:1]
+                if waiting or mine:
+                    due = max(self.bus.get(ch, 0.0),
+                              min(t0s[k] for k in waiting) if waiting else t0s[mine[0]])
+                    if wait and mine:
+                        due = max(due, t0s[mine[0]])
+                wait = False
                 while mine:
                     i = mine[0]
+                    if t0s[i] > due:
+                        break
                     if writes[i]:
                         if len(wbuf) == cap:
                             break
@@ -618,14 +634,16 @@ class QueueReference:
                 if not reads and not wbuf:
                     break
                 if drain == 0 and wbuf:
-                    if not reads:
+                    # the next read, admitted or to come
+                    t_read = next((t0s[k] for k in reads + mine if not writes[k]), math.inf)
+                    if t_read == math.inf:
                         drain = len(wbuf)
                     elif len(wbuf) == cap:
-                        if first(visible())[0] >= t0s[wbuf[-1]]:
+                        if not reads or first(visible())[0] >= t0s[wbuf[-1]]:
                             drain = len(wbuf)
                     elif len(wbuf) > low:
                         td = max(self.bus.get(ch, 0.0), t0s[wbuf[low]])
-                        if t0s[reads[0]] > td:
+                        if t_read > td:
                             drain = sum(1 for k in wbuf if t0s[k] <= td)
                 if drain:
                     self.turn(ch, 1)
@@ -637,6 +655,9 @@ class QueueReference:
                     freed.append(start)
                     wbuf.remove(i)
                     drain -= 1
+                    continue
+                if not reads:  # the writes wait for more to come
+                    wait = True
                     continue
                 self.turn(ch, 0)
                 self.refresh(ch, t0s[reads[0]])
@@ -1040,3 +1061,19 @@ def test_the_bus_turns_around_between_transfers():
 def test_bad_write_timing_is_refused(field, value, match):
     with pytest.raises(ValueError, match=f"{field}.*{match}"):
         timing(**{field: value})
+
+
+def test_a_request_is_not_chosen_before_it_is_offered():
+    """The controller chooses when the bus is free, among the requests offered by then: a row
+    hit offered after that does not pass the row change the controller already chose. Bank 0:
+    a miss on row 0 (data 128..132), a request for row 1 and, offered at 40 (140 with the
+    latency), another burst of row 0. Admitted before it was offered, the late row hit would
+    go second (154..158) and push the row change to 186..190."""
+    d = Dram(timing(queue_depth=32))
+    done = d.stream(np.array([0.0, 0.0, 40.0]), np.array([0, 8192, 64]))
+    assert done.tolist() == [132.0, 164.0, 196.0]
+    assert (d.stats.row_misses, d.stats.row_hits, d.stats.row_conflicts) == (1, 0, 2)
+    # offered by the time the bus is free (132 - 100 latency = 32), it does pass
+    d = Dram(timing(queue_depth=32))
+    done = d.stream(np.array([0.0, 0.0, 30.0]), np.array([0, 8192, 64]))
+    assert done.tolist() == [132.0, 180.0, 148.0]
