@@ -452,6 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the console script, not a caller of the Python API: cli.process
+        from cli.process import tune
+
+        tune(args.command)
     if threading.current_thread() is threading.main_thread():
         # `kill PID` unwinds like an error: half-written outputs are removed
         signal.signal(signal.SIGTERM, _terminated)
