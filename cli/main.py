@@ -326,13 +326,26 @@ def _check_simulate_budget(net, arch, dataflow: str, phases: str, args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    from traces.synth import DENSITY_KINDS, METHODS
+#: ``traces.synth``'s METHODS and DENSITY_KINDS (a test holds them equal), here so that building
+#: the parser imports neither it nor numpy and numba: ``--help`` and usage errors answer at once
+SYNTH_METHODS = ("dense", "swat", "static", "rigl", "srigl")
+SYNTH_DENSITY_KINDS = ("uniform", "erk", "explicit")
 
+
+class _Version(argparse._VersionAction):
+    """argparse's ``version`` action, the version looked up when the flag is given (the
+    installed package's metadata, through ``traces.synth``), not each time the parser is built."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
+        self.version = f"sparsesim {_version()}"
+        super().__call__(parser, namespace, values, option_string)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparsesim",
                      description="Cycle-level simulator of sparse DNN training on sparse "
                                  "MAC-array accelerators.")
-    parser.add_argument("--version", action="version", version=f"sparsesim {_version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("synth", help="build a trace from a sparsity config, without training",
@@ -341,13 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "pattern), seeded and deterministic.")
     p.add_argument("--model", required=True,
                    help="built-in model (see 'sparsesim info MODEL') or a SCALE-Sim topology CSV")
-    p.add_argument("--method", default="swat", choices=METHODS,
+    p.add_argument("--method", default="swat", choices=SYNTH_METHODS,
                    help="which operands are sparse in which phase (default: swat)")
     p.add_argument("--sparsity", type=float, default=None,
                    help="global weight sparsity S in [0, 1] (SWAT also uses it for activations)")
     p.add_argument("--batch", type=int, default=32, help="samples per step (default: 32)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--density", choices=DENSITY_KINDS, default=None,
+    p.add_argument("--density", choices=SYNTH_DENSITY_KINDS, default=None,
                    help="per-layer density allocation (default: uniform; erk for rigl/srigl; "
                         "explicit when --layer-sparsity is given)")
     p.add_argument("--layer-sparsity", default=None, metavar="LIST|FILE",
@@ -439,6 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the console script, not a caller of the Python API: cli.process
+        from cli.process import tune
+
+        tune(args.command)
     if threading.current_thread() is threading.main_thread():
         # `kill PID` unwinds like an error: half-written outputs are removed
         signal.signal(signal.SIGTERM, _terminated)
