@@ -724,8 +724,8 @@ def _pair_slots(seq0, seq1, col, fit):
 def _pair_words(seqs: list[np.ndarray], col: int, blocks: np.ndarray, geo: np.ndarray,
                 fp: np.ndarray, fit: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
                                                           np.ndarray]:
-    """For the block sequences of the two loop orders (column ``col`` of each), per fold the
-    index of its pair in the
+    """For the block sequences of the loop orders (column ``col`` of each; one or two), per
+    fold the index of its pair in the
     second result (−1 where ``_fetches`` needs none: the blocks are the same, one does not fit
     — ``fit`` per block —, or they are plain matrix blocks, which share no words), and per pair
     the feature-map words of its two blocks together. Each pair is counted once for both
@@ -733,7 +733,8 @@ def _pair_words(seqs: list[np.ndarray], col: int, blocks: np.ndarray, geo: np.nd
     if not geo.shape[0]:
         none = np.zeros(0, dtype=np.int64)
         return (none, none), none
-    pairs, idx0, idx1 = _pair_slots(seqs[0], seqs[1], col, fit)
+    pairs, idx0, idx1 = _pair_slots(seqs[0], seqs[-1] if len(seqs) > 1 else seqs[0][:0],
+                                    col, fit)
     if pairs.shape[0] == 0:
         return (idx0, idx1), pairs
     # counted in the order of their keys: each layout's pair that counts for all is its first
@@ -1167,35 +1168,42 @@ def _dram_totals(f):
     return out
 
 
-def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops,
-                 npad: tuple[int, int], cgeo: np.ndarray | None) -> list[np.ndarray]:
-    """The fold records of the two loop orders (column folds outer, row folds outer), their
-    A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives them; ``npad``: the
-    padding of N, which C's words leave out; ``cgeo``: C's geometry when it is col2im'd, its
-    C columns then the words ``_c_words`` gives). The pairs of blocks that consecutive folds
-    read are counted once for both orders (``_pair_words``)."""
+def _orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops, npad: tuple[int, int],
+            cgeo: np.ndarray | None, orders: tuple[bool, ...]) -> list[np.ndarray]:
+    """The fold records of the loop orders ``orders`` (False: column folds outer, True: row
+    folds outer), their A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives
+    them; ``npad``: the padding of N, which C's words leave out; ``cgeo``: C's geometry when
+    it is col2im'd, its C columns then the words ``_c_words`` gives). The pairs of blocks that
+    consecutive folds read are counted once for both orders (``_pair_words``)."""
     kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
                      "is": (_folds_is, (cap_c,))}[mapping.dataflow]
     m, n = gemm.M, gemm.N
     out = [kernel(m, gemm.K, n, mapping.rows, mapping.cols, mapping.lanes, *extra, order,
-                  *npad) for order in (False, True)]
+                  *npad) for order in orders]
     if cgeo is not None:
         c = _Col2im.of(mapping, m, n, cgeo, cap_c)
         seqs = [_c_cells(f, mapping, m, n) for f in out]
         idx, pboth = _pair_words(seqs, 0, c.cells, c.geo, c.fp, c.fp <= cap_c)
-        for order, f in enumerate(out):
+        for order, f, seq, ix in zip(orders, out, seqs, idx, strict=False):
             first = _first_touch(c.geo, c.rstep, c.cstep,
-                                 bool(order) and mapping.dataflow == "os").reshape(-1)
-            f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seqs[order][:, 0], c.fp, first, idx[order],
-                                                    pboth, c.total <= cap_c, c.total, cap_c)
+                                 order and mapping.dataflow == "os").reshape(-1)
+            f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq[:, 0], c.fp, first, ix, pboth,
+                                                    c.total <= cap_c, c.total, cap_c)
     for col, (blk, g, fetch, fp, new, whole, bcap, hr, cap) in zip((A_DRAM, B_DRAM), ops,
                                                                     strict=True):
         none = np.zeros(0, dtype=np.int64)
         idx, pboth = (((none, none), none) if whole
                       else _pair_words(out, col, blk, g, fp, fp <= bcap))
-        for order, f in enumerate(out):
-            _fetches(f, col, fetch, fp, new, whole, bcap, idx[order], pboth, hr, cap)
+        for f, ix in zip(out, idx, strict=False):
+            _fetches(f, col, fetch, fp, new, whole, bcap, ix, pboth, hr, cap)
     return out
+
+
+#: The loop order ``schedule`` chose, by what chooses it (the GEMM, its mapping, the half
+#: buffers, the operands' ratios; not the cycles): a layer's dense baseline and its sparse
+#: run plan the same GEMM with other cycles, and the second plans only the order chosen.
+_CHOSEN: dict[tuple, bool] = {}
+_CHOSEN_MAX = 4096
 
 
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
@@ -1230,16 +1238,25 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
                           _block_ratios(mapping, m, k, n, held_ratio), stored, pad)
     cgeo = _c_geometry(gemm)
     scale_c = 1.0 if pad[2] or cgeo is not None else gemm.stored("C") / (m * n)
-    if (scale_ab == 1.0).all():  # the mean of ones is one, however it is summed
-        mean_ab = [1.0, 1.0]
-    else:  # the mean over every fold, summed as numpy sums the rows of all of them
-        mean_ab = np.ascontiguousarray(np.broadcast_to(scale_ab, (nf_all, 2))).mean(axis=0)
-    weights = np.array([*mean_ab, scale_c, scale_c], dtype=np.float64)
     # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops, pad[2:], cgeo)
-    traffic = [float(_dram_totals(f) @ weights) for f in (cols_outer, rows_outer)]
-    row_first = traffic[1] < traffic[0]
-    folds = rows_outer if row_first else cols_outer
+    key = (gemm, mapping, (cap_a, cap_b, cap_c), scale_ab.shape, scale_ab.tobytes(),
+           held_ratio.shape, held_ratio.tobytes())
+    row_first = _CHOSEN.get(key)
+    if row_first is None:
+        if (scale_ab == 1.0).all():  # the mean of ones is one, however it is summed
+            mean_ab = [1.0, 1.0]
+        else:  # the mean over every fold, summed as numpy sums the rows of all of them
+            mean_ab = np.ascontiguousarray(np.broadcast_to(scale_ab, (nf_all, 2))).mean(axis=0)
+        weights = np.array([*mean_ab, scale_c, scale_c], dtype=np.float64)
+        cols_outer, rows_outer = _orders(gemm, mapping, cap_c, ops, pad[2:], cgeo, (False, True))
+        traffic = [float(_dram_totals(f) @ weights) for f in (cols_outer, rows_outer)]
+        row_first = bool(traffic[1] < traffic[0])
+        folds = rows_outer if row_first else cols_outer
+        if len(_CHOSEN) >= _CHOSEN_MAX:
+            _CHOSEN.clear()
+        _CHOSEN[key] = row_first
+    else:
+        folds = _orders(gemm, mapping, cap_c, ops, pad[2:], cgeo, (row_first,))[0]
     nf = folds.shape[0]
     if fold_cycles is None:
         fold_cycles = np.full(nf * gemm.groups, mapping.cycles_per_fold, dtype=np.int64)
@@ -1247,7 +1264,7 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     elif fold_cycles.shape[0] != nf * gemm.groups:
         raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
                          f"{nf * gemm.groups} folds")
-    # the per-fold inputs come column folds outer: _group_tiles reads them row folds outer
+    # the per-fold inputs come column folds outer; _group_tiles reads them as the folds come
     tiles = _group_tiles(folds, gemm.groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
                          np.ascontiguousarray(scale_ab), scale_c, np.ascontiguousarray(occ_ab),
                          cap_a, cap_b, cap_c, mapping.row_folds, mapping.col_folds, row_first)

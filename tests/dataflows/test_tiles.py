@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dataflows.gemm import Gemm
+from dataflows.gemm import Gemm, lower
 from dataflows.systolic import map_dense
-from dataflows.tiles import _alike, _group_tiles, _pair_slots, schedule
+from dataflows.tiles import _CHOSEN, _alike, _group_tiles, _pair_slots, schedule
+from tests.dataflows.test_traffic import _layers
 
 
 def test_a_compressed_sram_format_holds_a_fold_in_one_tile():
@@ -189,3 +190,26 @@ def test_group_tiles_reads_per_fold_inputs_in_the_order_the_folds_come(
                         rf, cf, False)
     np.testing.assert_array_equal(got, want)
 
+
+@settings(deadline=None, max_examples=80)
+@given(layer=_layers(), batch=st.integers(1, 2),
+       phase=st.sampled_from(["fwd", "bwd_weight", "bwd_input"]),
+       df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       caps=st.tuples(*[st.integers(1, 160)] * 3), data=st.data())
+def test_a_remembered_loop_order_plans_as_a_fresh_choice(layer, batch, phase, df, rows, cols,
+                                                         caps, data):
+    """A GEMM planned again with other cycles (a layer's sparse run after its dense baseline)
+    plans only the loop order chosen the first time: the tiles are those of a fresh choice."""
+    gemm = lower(layer, batch, phase)
+    assume(gemm.M * gemm.K * gemm.N <= 20000)
+    mp = map_dense(gemm, rows, cols, df, 2)
+    nf = mp.folds * gemm.groups
+    cycles = np.array(data.draw(st.lists(st.integers(1, 50), min_size=nf, max_size=nf)),
+                      dtype=np.int64)
+    _CHOSEN.clear()
+    fresh = schedule(gemm, mp, caps, cycles)
+    _CHOSEN.clear()
+    schedule(gemm, mp, caps)
+    again = schedule(gemm, mp, caps, cycles)
+    assert again.outer == fresh.outer
+    np.testing.assert_array_equal(again.tiles, fresh.tiles)
