@@ -672,11 +672,12 @@ def _alike(rows, geo):
 @njit(cache=True)
 def _pair_slots(seq0, seq1, col, fit):
     """For two block sequences (the two loop orders: column ``col`` of ``seq0`` and of
-    ``seq1``), per fold the index of the pair (the
-    previous fold's block, its block) among the distinct pairs whose words ``_fetches`` needs
-    (they differ and both fit, ``fit`` per block), −1 elsewhere; and those pairs as keys
+    ``seq1``), per fold the index of the pair (the previous fold's block, its block) among the
+    distinct pairs whose words ``_fetches`` needs (they differ and both fit, ``fit`` per
+    block), −1 elsewhere; and those pairs as keys
     first · blocks + second, in order of first appearance. One pass over a hash table that
-    grows with the pairs (a loop nest meets the same few pairs again and again)."""
+    grows with the pairs, behind the pair that last began with each block (a loop nest meets
+    the same few pairs again and again, most blocks followed by the same block each time)."""
     nb = fit.shape[0]
     size = 256
     table = np.full(size, -1, dtype=np.int64)
@@ -684,17 +685,18 @@ def _pair_slots(seq0, seq1, col, fit):
     npairs = 0
     idx0 = np.full(seq0.shape[0], -1, dtype=np.int64)
     idx1 = np.full(seq1.shape[0], -1, dtype=np.int64)
-    last_key, last_at = -1, -1
+    nxt = np.full(nb, -1, dtype=np.int64)  # per block, the block after it in the last pair
+    nxt_at = np.empty(nb, dtype=np.int64)  # and that pair's index
     for s in range(2):
         seq, idx = (seq0, idx0) if s == 0 else (seq1, idx1)
         for f in range(1, seq.shape[0]):
             a, b = seq[f - 1, col], seq[f, col]
             if a == b or not fit[a] or not fit[b]:
                 continue
-            key = a * nb + b
-            if key == last_key:
-                idx[f] = last_at
+            if nxt[a] == b:  # the pair that last began with block a
+                idx[f] = nxt_at[a]
                 continue
+            key = a * nb + b
             h = ((key ^ (key >> 29)) * 2654435761) & (size - 1)
             while table[h] >= 0 and keys[table[h]] != key:
                 h = (h + 1) & (size - 1)
@@ -715,9 +717,9 @@ def _pair_slots(seq0, seq1, col, fit):
                             g = (g + 1) & (size - 1)
                         table[g] = q
                     h = -1
-            last_key = key
-            last_at = table[h] if h >= 0 else npairs - 1
-            idx[f] = last_at
+            nxt[a] = b
+            nxt_at[a] = table[h] if h >= 0 else npairs - 1
+            idx[f] = nxt_at[a]
     return keys[:npairs].copy(), idx0, idx1
 
 
@@ -813,10 +815,6 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
         src[f] = (f % col_folds) * row_folds + f // col_folds if transposed else f
     occ_a0 = occ_ab[0, 0]
     occ_b0 = occ_ab[0, 1]
-    exact = np.zeros(6, dtype=np.float64)  # running sums: A, B, C read, C write, A, B held
-    done = np.zeros(6, dtype=np.int64)
-    sc = np.empty(6, dtype=np.float64)
-    sc[2] = sc[3] = scale_c
     # upper bound on tiles: every chunk its own tile
     bound = 0
     chunks = np.ones(nf, dtype=np.int64)
@@ -837,43 +835,61 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
     out = np.empty((bound * groups + 1, 9), dtype=np.int64)  # rows filled as tiles close
     t = 0
     cur = np.zeros(9, dtype=np.int64)
-    cur_occ = np.zeros(2, dtype=np.int64)  # half-buffer words of A and B the tile holds
+    cur_a = cur_b = 0  # half-buffer words of A and B the tile holds
     have = False
     vals = np.empty(8, dtype=np.int64)  # one fold's columns, then one chunk's (reused)
     part = np.empty(8, dtype=np.int64)
-    part_occ = np.empty(2, dtype=np.int64)
-    fold_occ = np.empty(2, dtype=np.int64)
+    e0 = e1 = e2 = e3 = e4 = e5 = 0.0  # running sums: A, B, C read, C write, A and B held
+    d0 = d1 = d2 = d3 = d4 = d5 = 0  # what they gave so far
     for _g in range(groups):
         for f in range(nf):
             n = chunks[f]
             at = _g * nf + src[f]
             r = at if per_fold else 0
-            sc[0], sc[1], sc[4], sc[5] = scale_ab[r, 0], scale_ab[r, 1], occ_ab[r, 0], occ_ab[r, 1]
-            for col in range(6):  # A_DRAM, B_DRAM, CR_DRAM, CW_DRAM, then A and B held
-                exact[col] += float(folds[f, col % 4]) * sc[col]
-                v = int(exact[col] + 0.5) - done[col]
-                done[col] += v
-                if col < 4:
-                    vals[col] = v
-                else:
-                    fold_occ[col - 4] = v
+            e0 += float(folds[f, 0]) * scale_ab[r, 0]
+            e1 += float(folds[f, 1]) * scale_ab[r, 1]
+            e2 += float(folds[f, 2]) * scale_c
+            e3 += float(folds[f, 3]) * scale_c
+            e4 += float(folds[f, 0]) * occ_ab[r, 0]
+            e5 += float(folds[f, 1]) * occ_ab[r, 1]
+            v0, v1, v2 = int(e0 + 0.5) - d0, int(e1 + 0.5) - d1, int(e2 + 0.5) - d2
+            v3, o_a, o_b = int(e3 + 0.5) - d3, int(e4 + 0.5) - d4, int(e5 + 0.5) - d5
+            d0, d1, d2, d3, d4, d5 = d0 + v0, d1 + v1, d2 + v2, d3 + v3, d4 + o_a, d5 + o_b
+            if n == 1:  # the fold whole (most folds): no division, no copies
+                if have and ((cap_a > 0 and cur_a + o_a > cap_a)
+                             or (cap_b > 0 and cur_b + o_b > cap_b)
+                             or (cap_c > 0 and cur[CW_DRAM] + cur[CR_DRAM] + v3 + v2 > cap_c)):
+                    out[t, :] = cur
+                    t += 1
+                    cur[:] = 0
+                    cur_a = cur_b = 0
+                cur[0] += v0
+                cur[1] += v1
+                cur[2] += v2
+                cur[3] += v3
+                cur[COMPUTE] += fold_compute[at]
+                for col in range(A_SRAM, N_COLS):
+                    cur[col] += folds[f, col]
+                cur[8] += 1
+                cur_a += o_a
+                cur_b += o_b
+                have = True
+                continue
+            vals[0], vals[1], vals[2], vals[3] = v0, v1, v2, v3
             for col in range(COMPUTE, N_COLS):
                 vals[col] = folds[f, col]
             vals[COMPUTE] = fold_compute[at]
             for ch in range(n):
-                if n == 1:  # the fold whole (most folds): no division
-                    part[:] = vals
-                    part_occ[:] = fold_occ
-                else:
-                    for col in range(N_COLS):
-                        q, rem = divmod(vals[col], n)
-                        part[col] = q + (1 if ch < rem else 0)
-                    for col in range(2):
-                        q, rem = divmod(fold_occ[col], n)
-                        part_occ[col] = q + (1 if ch < rem else 0)
+                for col in range(N_COLS):
+                    q, rem = divmod(vals[col], n)
+                    part[col] = q + (1 if ch < rem else 0)
+                q, rem = divmod(o_a, n)
+                p_a = q + (1 if ch < rem else 0)
+                q, rem = divmod(o_b, n)
+                p_b = q + (1 if ch < rem else 0)
                 over = have and (
-                    (cap_a > 0 and cur_occ[0] + part_occ[0] > cap_a)
-                    or (cap_b > 0 and cur_occ[1] + part_occ[1] > cap_b)
+                    (cap_a > 0 and cur_a + p_a > cap_a)
+                    or (cap_b > 0 and cur_b + p_b > cap_b)
                     or (cap_c > 0 and cur[CW_DRAM] + cur[CR_DRAM] + part[CW_DRAM]
                         + part[CR_DRAM] > cap_c)
                 )
@@ -881,10 +897,11 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
                     out[t, :] = cur
                     t += 1
                     cur[:] = 0
-                    cur_occ[:] = 0
+                    cur_a = cur_b = 0
                 for col in range(N_COLS):
                     cur[col] += part[col]
-                cur_occ += part_occ
+                cur_a += p_a
+                cur_b += p_b
                 if ch == 0:
                     cur[8] += 1
                 have = True
