@@ -97,7 +97,7 @@ def _folds_os(m, k, n, rows, cols, lanes, rows_outer, nper, nreal):
     the block each fold reads (``_fetches`` turns them into words). C's words leave out the
     padding of N (``nper``, ``nreal``: ``_real``)."""
     rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    out = np.empty((rf * cf, N_COLS), dtype=np.int64)  # every column written
     cpf = (k + lanes - 1) // lanes + rows + cols - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
@@ -107,6 +107,7 @@ def _folds_os(m, k, n, rows, cols, lanes, rows_outer, nper, nreal):
             r = min(rows, m - i * rows)
             c = min(cols, n - j * cols)
             out[f, A_DRAM], out[f, B_DRAM] = i, j
+            out[f, CR_DRAM] = 0
             out[f, CW_DRAM] = r * _real(j * cols, j * cols + c, nper, nreal)
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = r * k
@@ -123,7 +124,7 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
     (M × R·L), B's every fold's own (R·L × C, index i·cf + j)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (n + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    out = np.empty((rf * cf, N_COLS), dtype=np.int64)  # every column written
     cpf = 2 * rows + cols + m - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
@@ -137,6 +138,7 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
             out[f, A_DRAM], out[f, B_DRAM] = i, i * cf + j
             if psum_fits:
                 out[f, CW_DRAM] = cw if i == rf - 1 else 0
+                out[f, CR_DRAM] = 0
             else:
                 out[f, CW_DRAM] = cw
                 out[f, CR_DRAM] = cw if i > 0 else 0
@@ -155,7 +157,7 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
     every fold's own (C × R·L, index i·cf + j), B's the K folds (R·L × N)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (m + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    out = np.empty((rf * cf, N_COLS), dtype=np.int64)  # every column written
     cpf = 2 * rows + cols + n - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
@@ -169,6 +171,7 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
             out[f, A_DRAM], out[f, B_DRAM] = i * cf + j, i
             if psum_fits:
                 out[f, CW_DRAM] = c * nr if i == rf - 1 else 0
+                out[f, CR_DRAM] = 0
             else:
                 out[f, CW_DRAM] = c * nr
                 out[f, CR_DRAM] = c * nr if i > 0 else 0
@@ -674,10 +677,10 @@ def _pair_slots(seq0, seq1, col, fit):
     """For two block sequences (the two loop orders: column ``col`` of ``seq0`` and of
     ``seq1``), per fold the index of the pair (the previous fold's block, its block) among the
     distinct pairs whose words ``_fetches`` needs (they differ and both fit, ``fit`` per
-    block), −1 elsewhere; and those pairs as keys
-    first · blocks + second, in order of first appearance. One pass over a hash table that
-    grows with the pairs, behind the pair that last began with each block (a loop nest meets
-    the same few pairs again and again, most blocks followed by the same block each time)."""
+    block), −1 elsewhere; and those pairs as keys first · blocks + second, in order of first
+    appearance. One pass over a hash table that grows with the pairs, behind the pair that
+    last began with each block (a loop nest meets the same few pairs again and again, most
+    blocks followed by the same block each time)."""
     nb = fit.shape[0]
     size = 256
     table = np.full(size, -1, dtype=np.int64)
@@ -727,11 +730,12 @@ def _pair_words(seqs: list[np.ndarray], col: int, blocks: np.ndarray, geo: np.nd
                 fp: np.ndarray, fit: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
                                                           np.ndarray]:
     """For the block sequences of the loop orders (column ``col`` of each; one or two), per
-    fold the index of its pair in the
-    second result (−1 where ``_fetches`` needs none: the blocks are the same, one does not fit
-    — ``fit`` per block —, or they are plain matrix blocks, which share no words), and per pair
-    the feature-map words of its two blocks together. Each pair is counted once for both
-    orders, and pairs alike up to whole images and channels (``_alike``) once."""
+    fold the index of its pair in the second result (−1 where ``_fetches`` needs none: the
+    blocks are the same, one does not fit — ``fit`` per block —, or they are plain matrix
+    blocks, which share no words), and per pair the feature-map words of its two blocks
+    together. Each pair is counted once for both orders, and pairs alike up to whole images
+    and channels (``_alike``) once: any one of them stands for all, as they share as many
+    words."""
     if not geo.shape[0]:
         none = np.zeros(0, dtype=np.int64)
         return (none, none), none
@@ -739,16 +743,13 @@ def _pair_words(seqs: list[np.ndarray], col: int, blocks: np.ndarray, geo: np.nd
                                     col, fit)
     if pairs.shape[0] == 0:
         return (idx0, idx1), pairs
-    # counted in the order of their keys: each layout's pair that counts for all is its first
-    order = np.argsort(pairs, kind="stable")
     nb = blocks.shape[0]
-    p1, p2 = pairs[order] // nb, pairs[order] % nb
+    p1, p2 = pairs // nb, pairs % nb
     first, inv = _alike(np.ascontiguousarray(np.concatenate([blocks[p1], blocks[p2]],
-                                                                 axis=1)), geo)
+                                                            axis=1)), geo)
     shared = _overlaps(geo, np.ascontiguousarray(blocks[p1[first]]),
                        np.ascontiguousarray(blocks[p2[first]]))
-    both = np.empty_like(pairs)
-    both[order] = fp[p1] + fp[p2] - shared[inv]
+    both = fp[p1] + fp[p2] - shared[inv]
     return (idx0, idx1), both
 
 
