@@ -1224,6 +1224,33 @@ _CHOSEN: dict[tuple, bool] = {}
 _CHOSEN_MAX = 4096
 
 
+def _chosen_order(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int], ops,
+                  npad: tuple[int, int], cgeo: np.ndarray | None, scale_ab: np.ndarray,
+                  held_ratio: np.ndarray, scale_c: float) -> tuple[np.ndarray, bool]:
+    """The fold records of the loop order that moves fewer DRAM bytes (column folds outer on a
+    tie, as SCALE-Sim), its DRAM words weighted by the operands' mean DRAM ratios, and whether
+    it is row folds outer. An order chosen before for the same inputs (``_CHOSEN``) is the
+    only one planned."""
+    key = (gemm, mapping, caps, scale_ab.shape, scale_ab.tobytes(), held_ratio.shape,
+           held_ratio.tobytes())
+    row_first = _CHOSEN.get(key)
+    if row_first is not None:
+        return _orders(gemm, mapping, caps[2], ops, npad, cgeo, (row_first,))[0], row_first
+    if (scale_ab == 1.0).all():  # the mean of ones is one, however it is summed
+        mean_ab = [1.0, 1.0]
+    else:  # the mean over every fold, summed as numpy sums the rows of all of them
+        nf_all = mapping.folds * gemm.groups
+        mean_ab = np.ascontiguousarray(np.broadcast_to(scale_ab, (nf_all, 2))).mean(axis=0)
+    weights = np.array([*mean_ab, scale_c, scale_c], dtype=np.float64)
+    cols_outer, rows_outer = _orders(gemm, mapping, caps[2], ops, npad, cgeo, (False, True))
+    traffic = [float(_dram_totals(f) @ weights) for f in (cols_outer, rows_outer)]
+    row_first = bool(traffic[1] < traffic[0])
+    if len(_CHOSEN) >= _CHOSEN_MAX:
+        _CHOSEN.clear()
+    _CHOSEN[key] = row_first
+    return (rows_outer if row_first else cols_outer), row_first
+
+
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
              fold_cycles: np.ndarray | None = None,
              compression: tuple[float, float] | np.ndarray = (1.0, 1.0),
@@ -1256,25 +1283,8 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
                           _block_ratios(mapping, m, k, n, held_ratio), stored, pad)
     cgeo = _c_geometry(gemm)
     scale_c = 1.0 if pad[2] or cgeo is not None else gemm.stored("C") / (m * n)
-    # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    key = (gemm, mapping, (cap_a, cap_b, cap_c), scale_ab.shape, scale_ab.tobytes(),
-           held_ratio.shape, held_ratio.tobytes())
-    row_first = _CHOSEN.get(key)
-    if row_first is None:
-        if (scale_ab == 1.0).all():  # the mean of ones is one, however it is summed
-            mean_ab = [1.0, 1.0]
-        else:  # the mean over every fold, summed as numpy sums the rows of all of them
-            mean_ab = np.ascontiguousarray(np.broadcast_to(scale_ab, (nf_all, 2))).mean(axis=0)
-        weights = np.array([*mean_ab, scale_c, scale_c], dtype=np.float64)
-        cols_outer, rows_outer = _orders(gemm, mapping, cap_c, ops, pad[2:], cgeo, (False, True))
-        traffic = [float(_dram_totals(f) @ weights) for f in (cols_outer, rows_outer)]
-        row_first = bool(traffic[1] < traffic[0])
-        folds = rows_outer if row_first else cols_outer
-        if len(_CHOSEN) >= _CHOSEN_MAX:
-            _CHOSEN.clear()
-        _CHOSEN[key] = row_first
-    else:
-        folds = _orders(gemm, mapping, cap_c, ops, pad[2:], cgeo, (row_first,))[0]
+    folds, row_first = _chosen_order(gemm, mapping, (cap_a, cap_b, cap_c), ops, pad[2:], cgeo,
+                                     scale_ab, held_ratio, scale_c)
     nf = folds.shape[0]
     if fold_cycles is None:
         fold_cycles = np.full(nf * gemm.groups, mapping.cycles_per_fold, dtype=np.int64)
