@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import time
 
+from dataflows import tiles
 from dataflows.gemm import lower_all
 from dataflows.systolic import map_dense
 from dataflows.tiles import schedule
@@ -26,6 +27,7 @@ from traces.models import get_model
 def _time(gemms, maps, cap, repeat: int) -> tuple[float, int]:
     best, words = float("inf"), 0
     for _ in range(repeat):
+        tiles._CHOSEN.clear()  # plan every pass afresh, not from the loop orders it remembers
         t = time.perf_counter()
         words = 0
         for g, mp in zip(gemms, maps, strict=True):

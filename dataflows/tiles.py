@@ -97,7 +97,7 @@ def _folds_os(m, k, n, rows, cols, lanes, rows_outer, nper, nreal):
     the block each fold reads (``_fetches`` turns them into words). C's words leave out the
     padding of N (``nper``, ``nreal``: ``_real``)."""
     rf, cf = (m + rows - 1) // rows, (n + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    out = np.empty((rf * cf, N_COLS), dtype=np.int64)  # every column written
     cpf = (k + lanes - 1) // lanes + rows + cols - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
@@ -107,6 +107,7 @@ def _folds_os(m, k, n, rows, cols, lanes, rows_outer, nper, nreal):
             r = min(rows, m - i * rows)
             c = min(cols, n - j * cols)
             out[f, A_DRAM], out[f, B_DRAM] = i, j
+            out[f, CR_DRAM] = 0
             out[f, CW_DRAM] = r * _real(j * cols, j * cols + c, nper, nreal)
             out[f, COMPUTE] = cpf
             out[f, A_SRAM] = r * k
@@ -123,7 +124,7 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
     (M × R·L), B's every fold's own (R·L × C, index i·cf + j)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (n + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    out = np.empty((rf * cf, N_COLS), dtype=np.int64)  # every column written
     cpf = 2 * rows + cols + m - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
@@ -137,6 +138,7 @@ def _folds_ws(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
             out[f, A_DRAM], out[f, B_DRAM] = i, i * cf + j
             if psum_fits:
                 out[f, CW_DRAM] = cw if i == rf - 1 else 0
+                out[f, CR_DRAM] = 0
             else:
                 out[f, CW_DRAM] = cw
                 out[f, CR_DRAM] = cw if i > 0 else 0
@@ -155,7 +157,7 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
     every fold's own (C × R·L, index i·cf + j), B's the K folds (R·L × N)."""
     kr = rows * lanes
     rf, cf = (k + kr - 1) // kr, (m + cols - 1) // cols
-    out = np.zeros((rf * cf, N_COLS), dtype=np.int64)
+    out = np.empty((rf * cf, N_COLS), dtype=np.int64)  # every column written
     cpf = 2 * rows + cols + n - 2
     n_out, n_in = (rf, cf) if rows_outer else (cf, rf)
     f = 0
@@ -169,6 +171,7 @@ def _folds_is(m, k, n, rows, cols, lanes, cap_c, rows_outer, nper, nreal):
             out[f, A_DRAM], out[f, B_DRAM] = i * cf + j, i
             if psum_fits:
                 out[f, CW_DRAM] = c * nr if i == rf - 1 else 0
+                out[f, CR_DRAM] = 0
             else:
                 out[f, CW_DRAM] = c * nr
                 out[f, CR_DRAM] = c * nr if i > 0 else 0
@@ -427,34 +430,42 @@ def _fits(words, ratio, cap):
 
 
 @njit(cache=True)
-def _fetches(seq, fetch, fp, new, whole, bcap, both, hr, cap):
-    """DRAM words of one operand at each fold, the fold reading block ``seq[f]``. An operand
-    that fits whole is fetched once (``new``: the words a block brings in at its first use).
-    Otherwise the buffer keeps the block the previous fold read if it fits (``bcap``: per block,
-    the most dense words of it that fit the ``cap`` words of the half buffer as it is held,
-    ``hr``: held / dense words): the same block again costs nothing, and a new one that fits
-    beside it brings in only the words the kept one does not hold (``both[f]``: the words of
-    the two blocks together, −1 where not counted: plain blocks share no words); any other is
-    fetched as ``fetch`` says."""
-    nf = seq.shape[0]
-    out = np.zeros(nf, dtype=np.int64)
-    seen = np.zeros(fetch.shape[0], dtype=np.bool_)
-    for f in range(nf):
-        b = seq[f]
-        if whole:
+def _fetches(folds, col, fetch, fp, new, whole, bcap, pidx, pboth, hr, cap):
+    """Into column ``col`` of fold records ``folds``, which holds the block each fold reads:
+    the DRAM words of that operand at each fold. An operand that fits whole is fetched once
+    (``new``: the words a block brings in at its first use). Otherwise the buffer keeps the
+    block the previous fold read if it fits (``bcap``: per block, the most dense words of it
+    that fit the ``cap`` words of the half buffer as it is held, ``hr``: held / dense words):
+    the same block again costs nothing, and a new one that fits beside it brings in only the
+    words the kept one does not hold (``pboth[pidx[f]]``: the words of the two blocks
+    together, where ``pidx[f]`` ≥ 0; ``pidx`` empty or −1: not counted, plain blocks share no
+    words); any other is fetched as ``fetch`` says."""
+    nf = folds.shape[0]
+    if whole:
+        seen = np.zeros(fetch.shape[0], dtype=np.bool_)
+        for f in range(nf):
+            b = folds[f, col]
+            folds[f, col] = 0
             if not seen[b]:
                 seen[b] = True
-                out[f] = new[b]
-            continue
-        held = seq[f - 1] if f > 0 and fp[seq[f - 1]] <= bcap[seq[f - 1]] else -1
+                folds[f, col] = new[b]
+        return
+    counted = pidx.shape[0] > 0
+    prev = -1
+    for f in range(nf):
+        b = folds[f, col]
+        held = prev if prev >= 0 and fp[prev] <= bcap[prev] else -1
+        prev = b
+        folds[f, col] = 0
         if b == held:
             continue
-        out[f] = fetch[b]
+        folds[f, col] = fetch[b]
+        if held < 0 or not counted or pidx[f] < 0:
+            continue
+        both = pboth[pidx[f]]
         # the kept block as held, and the new one's other words as the new block is held
-        if held >= 0 and both[f] >= 0 and _fits(1, fp[held] * hr[held]
-                                               + (both[f] - fp[held]) * hr[b], cap):
-            out[f] = both[f] - fp[held]
-    return out
+        if _fits(1, fp[held] * hr[held] + (both - fp[held]) * hr[b], cap):
+            folds[f, col] = both - fp[held]
 
 
 def _reals(a: np.ndarray, b: np.ndarray, per: int, real: int) -> np.ndarray:
@@ -574,15 +585,15 @@ def _first_cols_outer(geo, rstep, cstep, first):
 
 
 @njit(cache=True)
-def _c_words(seq, fp, first, both, whole, total, cap):
+def _c_words(seq, fp, first, pidx, pboth, whole, total, cap):
     """(reads, writes) of C per fold for a C col2im'd into a feature map, fold f accumulating
     into cell ``seq[f]`` (``fp``: each cell's words; ``first``: the words no earlier cell
-    landed in; ``both``: as ``_fetches``'). All of it fits (``whole``): every word stays, and
-    is written once, at the end (``total``). Otherwise the cell the previous fold accumulated
-    into stays while folds accumulate into it; when another comes, its words are written out —
-    but for those the new one lands in too when both fit together, which stay — and the new
-    cell's words that an earlier one landed in are read back (the rest start at zero); a cell
-    that does not fit is written right after its fold."""
+    landed in; ``pidx``, ``pboth``: as ``_fetches``'). All of it fits (``whole``): every word
+    stays, and is written once, at the end (``total``). Otherwise the cell the previous fold
+    accumulated into stays while folds accumulate into it; when another comes, its words are
+    written out — but for those the new one lands in too when both fit together, which stay —
+    and the new cell's words that an earlier one landed in are read back (the rest start at
+    zero); a cell that does not fit is written right after its fold."""
     nf = seq.shape[0]
     rd = np.zeros(nf, dtype=np.int64)
     wr = np.zeros(nf, dtype=np.int64)
@@ -597,8 +608,9 @@ def _c_words(seq, fp, first, both, whole, total, cap):
             continue
         kept = 0
         if held >= 0:
-            if 0 <= both[f] <= cap:
-                kept = fp[held] + fp[b] - both[f]
+            both = pboth[pidx[f]] if pidx[f] >= 0 else -1
+            if 0 <= both <= cap:
+                kept = fp[held] + fp[b] - both
             wr[f] += fp[held] - kept
         rd[f] = (fp[b] if seen[b] else fp[b] - first[b]) - kept
         seen[b] = True
@@ -612,82 +624,133 @@ def _c_words(seq, fp, first, both, whole, total, cap):
     return rd, wr
 
 
-def _alike(cols: list[np.ndarray], geo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@njit(cache=True)
+def _alike(rows, geo):
     """Rows of block coordinates (one block, or two: 4 or 8 columns, positions then columns of
     the im2col matrix of geometry ``geo``) moved by whole images to the first image the first
     block starts in, and in the (c, i, j) order by whole channels to the first channel it
     starts in — blocks alike up to whole images and channels touch as many words (every
-    channel's map has the same shape); returns the index of one row per layout and each
-    row's layout."""
-    hw = int(geo[12] * geo[13])
-    base = cols[0] - cols[0] % hw
-    taps = int(geo[4] * geo[5]) if geo[14] == 0 and geo[15] == 0 else 0
-    cbase = cols[2] - cols[2] % taps if taps else 0
-    key = np.stack([c - base if i in (0, 1, 4, 5) else c - cbase for i, c in enumerate(cols)],
-                   axis=1)
-    order = np.lexsort(key.T[::-1])
-    ordered = key[order]
-    starts = np.concatenate([[True], np.any(ordered[1:] != ordered[:-1], axis=1)])
-    inv = np.empty(key.shape[0], dtype=np.int64)
-    inv[order] = np.cumsum(starts) - 1
-    return order[starts], inv
-
-
-@njit(cache=True)
-def _distinct(keys):
-    """The distinct values of ``keys`` in the order they first appear, and each key's index
-    among them: one pass over a hash table (open addressing, linear probing)."""
-    n = keys.shape[0]
+    channel's map has the same shape); returns the index of one row per layout (its first
+    row; layouts numbered in order of first appearance) and each row's layout. One pass over a
+    hash table of the moved rows."""
+    n, w = rows.shape
+    hw = geo[12] * geo[13]
+    taps = geo[4] * geo[5] if geo[14] == 0 and geo[15] == 0 else 0
+    key = np.empty((n, w), dtype=np.int64)
+    for q in range(n):
+        base = rows[q, 0] - rows[q, 0] % hw
+        cbase = rows[q, 2] - rows[q, 2] % taps if taps else 0
+        for c in range(w):
+            key[q, c] = rows[q, c] - (base if c % 4 < 2 else cbase)
     size = 2
     while size < 2 * n:
         size *= 2
-    table = np.full(size, -1, dtype=np.int64)
-    uniq = np.empty(n, dtype=np.int64)
+    table = np.full(size, -1, dtype=np.int64)  # slot -> layout
+    first = np.empty(n, dtype=np.int64)
     inv = np.empty(n, dtype=np.int64)
-    nu = 0
+    nl = 0
     for q in range(n):
-        key = keys[q]
-        h = ((key ^ (key >> 29)) * 2654435761) & (size - 1)
-        while table[h] >= 0 and uniq[table[h]] != key:
+        h = 0
+        for c in range(w):
+            h = (h ^ key[q, c]) * 1099511628211
+        h = (h ^ (h >> 29)) & (size - 1)
+        while table[h] >= 0:
+            r = first[table[h]]
+            same = True
+            for c in range(w):
+                if key[r, c] != key[q, c]:
+                    same = False
+                    break
+            if same:
+                break
             h = (h + 1) & (size - 1)
         if table[h] < 0:
-            table[h] = nu
-            uniq[nu] = key
-            nu += 1
+            table[h] = nl
+            first[nl] = q
+            nl += 1
         inv[q] = table[h]
-    return uniq[:nu], inv
+    return first[:nl].copy(), inv
 
 
-def _unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(keys, return_inverse=True)`` (sorted distinct values, each key's index among
-    them) in time linear in the keys: only the distinct values are sorted."""
-    uniq, inv = _distinct(np.ascontiguousarray(keys, dtype=np.int64))
-    order = np.argsort(uniq, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
-    return uniq[order], rank[inv]
+@njit(cache=True)
+def _pair_slots(seq0, seq1, col, fit):
+    """For two block sequences (the two loop orders: column ``col`` of ``seq0`` and of
+    ``seq1``), per fold the index of the pair (the previous fold's block, its block) among the
+    distinct pairs whose words ``_fetches`` needs (they differ and both fit, ``fit`` per
+    block), −1 elsewhere; and those pairs as keys first · blocks + second, in order of first
+    appearance. One pass over a hash table that grows with the pairs, behind the pair that
+    last began with each block (a loop nest meets the same few pairs again and again, most
+    blocks followed by the same block each time)."""
+    nb = fit.shape[0]
+    size = 256
+    table = np.full(size, -1, dtype=np.int64)
+    keys = np.empty(64, dtype=np.int64)
+    npairs = 0
+    idx0 = np.full(seq0.shape[0], -1, dtype=np.int64)
+    idx1 = np.full(seq1.shape[0], -1, dtype=np.int64)
+    nxt = np.full(nb, -1, dtype=np.int64)  # per block, the block after it in the last pair
+    nxt_at = np.empty(nb, dtype=np.int64)  # and that pair's index
+    for s in range(2):
+        seq, idx = (seq0, idx0) if s == 0 else (seq1, idx1)
+        for f in range(1, seq.shape[0]):
+            a, b = seq[f - 1, col], seq[f, col]
+            if a == b or not fit[a] or not fit[b]:
+                continue
+            if nxt[a] == b:  # the pair that last began with block a
+                idx[f] = nxt_at[a]
+                continue
+            key = a * nb + b
+            h = ((key ^ (key >> 29)) * 2654435761) & (size - 1)
+            while table[h] >= 0 and keys[table[h]] != key:
+                h = (h + 1) & (size - 1)
+            if table[h] < 0:
+                if npairs == keys.shape[0]:
+                    grown = np.empty(2 * npairs, dtype=np.int64)
+                    grown[:npairs] = keys
+                    keys = grown
+                keys[npairs] = key
+                table[h] = npairs
+                npairs += 1
+                if 2 * npairs > size:  # keep the table at most half full
+                    size *= 4
+                    table = np.full(size, -1, dtype=np.int64)
+                    for q in range(npairs):
+                        g = ((keys[q] ^ (keys[q] >> 29)) * 2654435761) & (size - 1)
+                        while table[g] >= 0:
+                            g = (g + 1) & (size - 1)
+                        table[g] = q
+                    h = -1
+            nxt[a] = b
+            nxt_at[a] = table[h] if h >= 0 else npairs - 1
+            idx[f] = nxt_at[a]
+    return keys[:npairs].copy(), idx0, idx1
 
 
-def _pair_words(seq: np.ndarray, blocks: np.ndarray, geo: np.ndarray, fp: np.ndarray,
-                fit: np.ndarray) -> np.ndarray:
-    """Per fold, the feature-map words of its block and the previous fold's together, where
-    ``_fetches`` needs them (both fit, ``fit`` per block, and differ); −1 elsewhere."""
-    out = np.full(seq.shape[0], -1, dtype=np.int64)
-    if not geo.shape[0] or seq.shape[0] < 2:
-        return out
-    prev, cur = seq[:-1], seq[1:]
-    need = np.flatnonzero((prev != cur) & fit[prev] & fit[cur])
-    if need.shape[0] == 0:
-        return out
-    # each pair of blocks once (a loop nest meets the same pairs again and again)
-    pairs, again = _unique(prev[need] * blocks.shape[0] + cur[need])
-    p1, p2 = pairs // blocks.shape[0], pairs % blocks.shape[0]
-    b1, b2 = blocks[p1], blocks[p2]
-    cols = [b1[:, 0], b1[:, 1], b1[:, 2], b1[:, 3], b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]]
-    first, inv = _alike(cols, geo)
-    shared = _overlaps(geo, np.ascontiguousarray(b1[first]), np.ascontiguousarray(b2[first]))
-    out[need + 1] = (fp[p1] + fp[p2] - shared[inv])[again.reshape(-1)]
-    return out
+def _pair_words(seqs: list[np.ndarray], col: int, blocks: np.ndarray, geo: np.ndarray,
+                fp: np.ndarray, fit: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                          np.ndarray]:
+    """For the block sequences of the loop orders (column ``col`` of each; one or two), per
+    fold the index of its pair in the second result (−1 where ``_fetches`` needs none: the
+    blocks are the same, one does not fit — ``fit`` per block —, or they are plain matrix
+    blocks, which share no words), and per pair the feature-map words of its two blocks
+    together. Each pair is counted once for both orders, and pairs alike up to whole images
+    and channels (``_alike``) once: any one of them stands for all, as they share as many
+    words."""
+    if not geo.shape[0]:
+        none = np.zeros(0, dtype=np.int64)
+        return (none, none), none
+    pairs, idx0, idx1 = _pair_slots(seqs[0], seqs[-1] if len(seqs) > 1 else seqs[0][:0],
+                                    col, fit)
+    if pairs.shape[0] == 0:
+        return (idx0, idx1), pairs
+    nb = blocks.shape[0]
+    p1, p2 = pairs // nb, pairs % nb
+    first, inv = _alike(np.ascontiguousarray(np.concatenate([blocks[p1], blocks[p2]],
+                                                            axis=1)), geo)
+    shared = _overlaps(geo, np.ascontiguousarray(blocks[p1[first]]),
+                       np.ascontiguousarray(blocks[p2[first]]))
+    both = fp[p1] + fp[p2] - shared[inv]
+    return (idx0, idx1), both
 
 
 @njit(cache=True)
@@ -735,42 +798,24 @@ def _im2col_blocks(geo, blocks, stream, bcap):
 
 
 @njit(cache=True)
-def _scaled_words(words, groups, scale):
-    """``words`` (one per fold) times ``scale`` (one per fold of every group), rounded on the
-    running sum so that nothing is lost to rounding."""
-    nf = words.shape[0]
-    out = np.zeros(nf * groups, dtype=np.int64)
-    exact = 0.0
-    done = 0
-    for g in range(groups):
-        for f in range(nf):
-            exact += words[f] * scale[g * nf + f]
-            v = int(exact + 0.5) - done
-            out[g * nf + f] = v
-            done += v
-    return out
-
-
-@njit(cache=True)
-def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, cap_b, cap_c):
+def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, cap_b, cap_c,
+                 row_folds, col_folds, transposed):
     """Chunk oversized folds and merge small ones into tiles; repeat the folds ``groups``
     times, with ``fold_compute`` (one per fold of every group) as each fold's cycles,
-    ``scale_ab`` (one row per fold of every group) scaling its A and B DRAM words and
-    ``occ_ab`` the words its fresh A and B occupy in their half buffers. Returns a (tiles, 9)
-    int64 array with the columns of TILE_FIELDS. One function, long: one pass over every fold
-    of every group, the open tile held in locals between iterations."""
+    ``scale_ab`` (one row per fold of every group, or one row for all) scaling its A and B
+    DRAM words and ``occ_ab`` (the same) the words its fresh A and B occupy in their half
+    buffers; each scaled column rounded on its running sum, so that nothing is lost to
+    rounding. The per-fold inputs come column folds outer; ``transposed``: the folds come row
+    folds outer (fold r·col_folds + c of a group is fold c·row_folds + r of theirs). Returns
+    a (tiles, 9) int64 array with the columns of TILE_FIELDS. One function, long: one pass
+    over every fold of every group, the open tile held in locals between iterations."""
     nf = folds.shape[0]
+    per_fold = scale_ab.shape[0] > 1
+    src = np.empty(nf, dtype=np.int64)  # each fold's index in the per-fold inputs
+    for f in range(nf):
+        src[f] = (f % col_folds) * row_folds + f // col_folds if transposed else f
     occ_a0 = occ_ab[0, 0]
     occ_b0 = occ_ab[0, 1]
-    scaled = np.zeros((nf * groups, 4), dtype=np.int64)
-    for col in range(4):
-        sc = scale_ab[:, col] if col < 2 else np.full(nf * groups, scale_c)
-        scaled[:, col] = _scaled_words(folds[:, col].astype(np.float64), groups,
-                                       np.ascontiguousarray(sc))
-    occ = np.zeros((nf * groups, 2), dtype=np.int64)
-    for col in range(2):
-        occ[:, col] = _scaled_words(folds[:, col].astype(np.float64), groups,
-                                    np.ascontiguousarray(occ_ab[:, col]))
     # upper bound on tiles: every chunk its own tile
     bound = 0
     chunks = np.ones(nf, dtype=np.int64)
@@ -785,39 +830,67 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
             n = max(n, (b + cap_b - 1) // cap_b)
         if cap_c > 0 and cw > cap_c:
             n = max(n, (cw + cap_c - 1) // cap_c)
-        n = min(n, max(1, fold_compute[f]))
+        n = min(n, max(1, fold_compute[src[f]]))
         chunks[f] = n
         bound += n
     out = np.empty((bound * groups + 1, 9), dtype=np.int64)  # rows filled as tiles close
     t = 0
     cur = np.zeros(9, dtype=np.int64)
-    cur_occ = np.zeros(2, dtype=np.int64)  # half-buffer words of A and B the tile holds
+    cur_a = cur_b = 0  # half-buffer words of A and B the tile holds
     have = False
     vals = np.empty(8, dtype=np.int64)  # one fold's columns, then one chunk's (reused)
     part = np.empty(8, dtype=np.int64)
-    part_occ = np.empty(2, dtype=np.int64)
+    e0 = e1 = e2 = e3 = e4 = e5 = 0.0  # running sums: A, B, C read, C write, A and B held
+    d0 = d1 = d2 = d3 = d4 = d5 = 0  # what they gave so far
     for _g in range(groups):
         for f in range(nf):
             n = chunks[f]
-            for col in range(4):  # A_DRAM, B_DRAM, CR_DRAM, CW_DRAM
-                vals[col] = scaled[_g * nf + f, col]
+            at = _g * nf + src[f]
+            r = at if per_fold else 0
+            e0 += float(folds[f, 0]) * scale_ab[r, 0]
+            e1 += float(folds[f, 1]) * scale_ab[r, 1]
+            e2 += float(folds[f, 2]) * scale_c
+            e3 += float(folds[f, 3]) * scale_c
+            e4 += float(folds[f, 0]) * occ_ab[r, 0]
+            e5 += float(folds[f, 1]) * occ_ab[r, 1]
+            v0, v1, v2 = int(e0 + 0.5) - d0, int(e1 + 0.5) - d1, int(e2 + 0.5) - d2
+            v3, o_a, o_b = int(e3 + 0.5) - d3, int(e4 + 0.5) - d4, int(e5 + 0.5) - d5
+            d0, d1, d2, d3, d4, d5 = d0 + v0, d1 + v1, d2 + v2, d3 + v3, d4 + o_a, d5 + o_b
+            if n == 1:  # the fold whole (most folds): no division, no copies
+                if have and ((cap_a > 0 and cur_a + o_a > cap_a)
+                             or (cap_b > 0 and cur_b + o_b > cap_b)
+                             or (cap_c > 0 and cur[CW_DRAM] + cur[CR_DRAM] + v3 + v2 > cap_c)):
+                    out[t, :] = cur
+                    t += 1
+                    cur[:] = 0
+                    cur_a = cur_b = 0
+                cur[0] += v0
+                cur[1] += v1
+                cur[2] += v2
+                cur[3] += v3
+                cur[COMPUTE] += fold_compute[at]
+                for col in range(A_SRAM, N_COLS):
+                    cur[col] += folds[f, col]
+                cur[8] += 1
+                cur_a += o_a
+                cur_b += o_b
+                have = True
+                continue
+            vals[0], vals[1], vals[2], vals[3] = v0, v1, v2, v3
             for col in range(COMPUTE, N_COLS):
                 vals[col] = folds[f, col]
-            vals[COMPUTE] = fold_compute[_g * nf + f]
+            vals[COMPUTE] = fold_compute[at]
             for ch in range(n):
-                if n == 1:  # the fold whole (most folds): no division
-                    part[:] = vals
-                    part_occ[:] = occ[_g * nf + f]
-                else:
-                    for col in range(N_COLS):
-                        q, rem = divmod(vals[col], n)
-                        part[col] = q + (1 if ch < rem else 0)
-                    for col in range(2):
-                        q, rem = divmod(occ[_g * nf + f, col], n)
-                        part_occ[col] = q + (1 if ch < rem else 0)
+                for col in range(N_COLS):
+                    q, rem = divmod(vals[col], n)
+                    part[col] = q + (1 if ch < rem else 0)
+                q, rem = divmod(o_a, n)
+                p_a = q + (1 if ch < rem else 0)
+                q, rem = divmod(o_b, n)
+                p_b = q + (1 if ch < rem else 0)
                 over = have and (
-                    (cap_a > 0 and cur_occ[0] + part_occ[0] > cap_a)
-                    or (cap_b > 0 and cur_occ[1] + part_occ[1] > cap_b)
+                    (cap_a > 0 and cur_a + p_a > cap_a)
+                    or (cap_b > 0 and cur_b + p_b > cap_b)
                     or (cap_c > 0 and cur[CW_DRAM] + cur[CR_DRAM] + part[CW_DRAM]
                         + part[CR_DRAM] > cap_c)
                 )
@@ -825,10 +898,11 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
                     out[t, :] = cur
                     t += 1
                     cur[:] = 0
-                    cur_occ[:] = 0
+                    cur_a = cur_b = 0
                 for col in range(N_COLS):
                     cur[col] += part[col]
-                cur_occ += part_occ
+                cur_a += p_a
+                cur_b += p_b
                 if ch == 0:
                     cur[8] += 1
                 have = True
@@ -859,9 +933,11 @@ class TileSchedule:
 
 
 def _per_fold(ratio, nf_all: int, name: str) -> np.ndarray:
-    """A compression ratio pair for the GEMM or per fold, as one row per fold."""
+    """A compression ratio pair for the GEMM or per fold: one row for every fold (a pair), or
+    one row per fold."""
     r = np.asarray(ratio, dtype=np.float64)
-    r = np.broadcast_to(r, (nf_all, 2)) if r.ndim == 1 else r
+    if r.ndim == 1:
+        return np.broadcast_to(r, (nf_all, 2))[:1].copy()
     if r.shape != (nf_all, 2):
         raise ValueError(f"{name} has shape {r.shape}, expected ({nf_all}, 2)")
     return r
@@ -969,7 +1045,7 @@ def _block_ratios(mapping: DenseMapping, m: int, k: int, n: int,
     else:
         rf, cf = -(-k // kr), -(-(n if df == "ws" else m) // cols)
     nblk = {"os": (rf, cf), "ws": (rf, rf * cf), "is": (rf * cf, rf)}[df]
-    if (ratio == ratio[0]).all():  # one ratio pair: every block alike
+    if ratio.shape[0] == 1 or (ratio == ratio[0]).all():  # one ratio pair: every block alike
         return np.full(nblk[0], ratio[0, 0]), np.full(nblk[1], ratio[0, 1])
     f = np.arange(rf * cf)
     i, j = f % rf, f // rf  # column folds outer: fold j·rf + i
@@ -1020,7 +1096,7 @@ def _operand_blocks(gemm: Gemm, mapping: DenseMapping, geo, caps: tuple[int, int
             if whole:  # fetched once, whole: its blocks need no counting
                 fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
             else:
-                first, inv = _alike([blk[:, 0], blk[:, 1], blk[:, 2], blk[:, 3]], geo[1])
+                first, inv = _alike(np.ascontiguousarray(blk), geo[1])
                 if (bcap != cap).any():  # blocks alike but held unlike stream unlike
                     key, inv = np.unique(np.stack([inv, bcap], axis=1), axis=0,
                                          return_inverse=True)
@@ -1079,7 +1155,7 @@ class _Col2im:
         a0, b0 = np.repeat(r0, len(c0)), np.tile(c0, len(r0))
         cells = np.stack([a0, np.minimum(a0 + rstep, m), b0, np.minimum(b0 + cstep, n)],
                          axis=1)
-        first, inv = _alike([cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]], geo)
+        first, inv = _alike(cells, geo)
         fp = _im2col_blocks(geo, np.ascontiguousarray(cells[first]), -1,
                             np.zeros(first.shape[0], np.int64))[1][inv]
         total = int(_im2col_blocks(geo, np.array([[0, m, 0, n]]), -1,
@@ -1087,10 +1163,9 @@ class _Col2im:
         return cls(geo, rstep, cstep, cells, fp, total)
 
 
-def _col2im_c(f: np.ndarray, mapping: DenseMapping, m: int, n: int, c: _Col2im, cap_c: int,
-              rows_outer: bool) -> None:
-    """Replace the C DRAM columns of fold records ``f`` (A and B columns still the block
-    indices) by the words of a C col2im'd into a feature map (``_c_words``)."""
+def _c_cells(f: np.ndarray, mapping: DenseMapping, m: int, n: int) -> np.ndarray:
+    """The cell (``_Col2im``'s) of a C col2im'd into a feature map that each of the fold
+    records ``f`` accumulates into (A and B columns still the block indices)."""
     df, cols = mapping.dataflow, mapping.cols
     if df == "os":
         seq = f[:, A_DRAM] * (-(-n // cols)) + f[:, B_DRAM]
@@ -1098,35 +1173,82 @@ def _col2im_c(f: np.ndarray, mapping: DenseMapping, m: int, n: int, c: _Col2im, 
         seq = f[:, B_DRAM] % (-(-n // cols))
     else:
         seq = f[:, A_DRAM] % (-(-m // cols))
-    seq = np.ascontiguousarray(seq)
-    first = _first_touch(c.geo, c.rstep, c.cstep, rows_outer and df == "os").reshape(-1)
-    both = _pair_words(seq, c.cells, c.geo, c.fp, c.fp <= cap_c)
-    f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq, c.fp, first, both, c.total <= cap_c, c.total,
-                                            cap_c)
+    return np.ascontiguousarray(seq).reshape(-1, 1)
 
 
-def _both_orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops,
-                 npad: tuple[int, int], cgeo: np.ndarray | None) -> list[np.ndarray]:
-    """The fold records of the two loop orders (column folds outer, row folds outer), their
-    A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives them; ``npad``: the
-    padding of N, which C's words leave out; ``cgeo``: C's geometry when it is col2im'd)."""
+@njit(cache=True)
+def _dram_totals(f):
+    """The A, B, C read and C write DRAM words of fold records ``f``, summed."""
+    out = np.zeros(4, dtype=np.int64)
+    for q in range(f.shape[0]):
+        for col in range(4):
+            out[col] += f[q, col]
+    return out
+
+
+def _orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops, npad: tuple[int, int],
+            cgeo: np.ndarray | None, orders: tuple[bool, ...]) -> list[np.ndarray]:
+    """The fold records of the loop orders ``orders`` (False: column folds outer, True: row
+    folds outer), their A and B DRAM columns in words (``ops`` as ``_operand_blocks`` gives
+    them; ``npad``: the padding of N, which C's words leave out; ``cgeo``: C's geometry when
+    it is col2im'd, its C columns then the words ``_c_words`` gives). The pairs of blocks that
+    consecutive folds read are counted once for both orders (``_pair_words``)."""
     kernel, extra = {"os": (_folds_os, ()), "ws": (_folds_ws, (cap_c,)),
                      "is": (_folds_is, (cap_c,))}[mapping.dataflow]
-    out = []
-    c2i = None if cgeo is None else _Col2im.of(mapping, gemm.M, gemm.N, cgeo, cap_c)
-    for order in (False, True):
-        f = kernel(gemm.M, gemm.K, gemm.N, mapping.rows, mapping.cols, mapping.lanes, *extra,
-                   order, *npad)
-        if c2i is not None:
-            _col2im_c(f, mapping, gemm.M, gemm.N, c2i, cap_c, order)
-        for col, (blk, g, fetch, fp, new, whole, bcap, hr, cap) in zip((A_DRAM, B_DRAM), ops,
-                                                                        strict=True):
-            seq = np.ascontiguousarray(f[:, col])
-            both = (np.full(seq.shape[0], -1, dtype=np.int64) if whole
-                    else _pair_words(seq, blk, g, fp, fp <= bcap))
-            f[:, col] = _fetches(seq, fetch, fp, new, whole, bcap, both, hr, cap)
-        out.append(f)
+    m, n = gemm.M, gemm.N
+    out = [kernel(m, gemm.K, n, mapping.rows, mapping.cols, mapping.lanes, *extra, order,
+                  *npad) for order in orders]
+    if cgeo is not None:
+        c = _Col2im.of(mapping, m, n, cgeo, cap_c)
+        seqs = [_c_cells(f, mapping, m, n) for f in out]
+        idx, pboth = _pair_words(seqs, 0, c.cells, c.geo, c.fp, c.fp <= cap_c)
+        for order, f, seq, ix in zip(orders, out, seqs, idx, strict=False):
+            first = _first_touch(c.geo, c.rstep, c.cstep,
+                                 order and mapping.dataflow == "os").reshape(-1)
+            f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq[:, 0], c.fp, first, ix, pboth,
+                                                    c.total <= cap_c, c.total, cap_c)
+    for col, (blk, g, fetch, fp, new, whole, bcap, hr, cap) in zip((A_DRAM, B_DRAM), ops,
+                                                                    strict=True):
+        none = np.zeros(0, dtype=np.int64)
+        idx, pboth = (((none, none), none) if whole
+                      else _pair_words(out, col, blk, g, fp, fp <= bcap))
+        for f, ix in zip(out, idx, strict=False):
+            _fetches(f, col, fetch, fp, new, whole, bcap, ix, pboth, hr, cap)
     return out
+
+
+#: The loop order ``schedule`` chose, by what chooses it (the GEMM, its mapping, the half
+#: buffers, the operands' ratios; not the cycles): a layer's dense baseline and its sparse
+#: run plan the same GEMM with other cycles, and the second plans only the order chosen.
+_CHOSEN: dict[tuple, bool] = {}
+_CHOSEN_MAX = 4096
+
+
+def _chosen_order(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int], ops,
+                  npad: tuple[int, int], cgeo: np.ndarray | None, scale_ab: np.ndarray,
+                  held_ratio: np.ndarray, scale_c: float) -> tuple[np.ndarray, bool]:
+    """The fold records of the loop order that moves fewer DRAM bytes (column folds outer on a
+    tie, as SCALE-Sim), its DRAM words weighted by the operands' mean DRAM ratios, and whether
+    it is row folds outer. An order chosen before for the same inputs (``_CHOSEN``) is the
+    only one planned."""
+    key = (gemm, mapping, caps, scale_ab.shape, scale_ab.tobytes(), held_ratio.shape,
+           held_ratio.tobytes())
+    row_first = _CHOSEN.get(key)
+    if row_first is not None:
+        return _orders(gemm, mapping, caps[2], ops, npad, cgeo, (row_first,))[0], row_first
+    if (scale_ab == 1.0).all():  # the mean of ones is one, however it is summed
+        mean_ab = [1.0, 1.0]
+    else:  # the mean over every fold, summed as numpy sums the rows of all of them
+        nf_all = mapping.folds * gemm.groups
+        mean_ab = np.ascontiguousarray(np.broadcast_to(scale_ab, (nf_all, 2))).mean(axis=0)
+    weights = np.array([*mean_ab, scale_c, scale_c], dtype=np.float64)
+    cols_outer, rows_outer = _orders(gemm, mapping, caps[2], ops, npad, cgeo, (False, True))
+    traffic = [float(_dram_totals(f) @ weights) for f in (cols_outer, rows_outer)]
+    row_first = bool(traffic[1] < traffic[0])
+    if len(_CHOSEN) >= _CHOSEN_MAX:
+        _CHOSEN.clear()
+    _CHOSEN[key] = row_first
+    return (rows_outer if row_first else cols_outer), row_first
 
 
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
@@ -1152,6 +1274,7 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     padded = {"A": pad[0] > 0, "B": pad[0] > 0 or pad[2] > 0}
     stored = np.array([1.0 if x == geo[0] or padded[x] else gemm.stored(x) / full
                        for x, full in (("A", m * k), ("B", k * n))])
+    # one row for all folds, or one per fold of every group (column folds outer)
     held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
     scale_ab = _per_fold(compression, nf_all, "compression") * stored
     occ_ab = held_ratio * stored
@@ -1160,12 +1283,8 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
                           _block_ratios(mapping, m, k, n, held_ratio), stored, pad)
     cgeo = _c_geometry(gemm)
     scale_c = 1.0 if pad[2] or cgeo is not None else gemm.stored("C") / (m * n)
-    weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
-    # the loop order that moves fewer DRAM bytes (column folds outer on a tie, as SCALE-Sim)
-    cols_outer, rows_outer = _both_orders(gemm, mapping, cap_c, ops, pad[2:], cgeo)
-    traffic = [float(f.sum(axis=0)[:4] @ weights) for f in (cols_outer, rows_outer)]
-    row_first = traffic[1] < traffic[0]
-    folds = rows_outer if row_first else cols_outer
+    folds, row_first = _chosen_order(gemm, mapping, (cap_a, cap_b, cap_c), ops, pad[2:], cgeo,
+                                     scale_ab, held_ratio, scale_c)
     nf = folds.shape[0]
     if fold_cycles is None:
         fold_cycles = np.full(nf * gemm.groups, mapping.cycles_per_fold, dtype=np.int64)
@@ -1173,15 +1292,10 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     elif fold_cycles.shape[0] != nf * gemm.groups:
         raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
                          f"{nf * gemm.groups} folds")
-    elif row_first:  # fold_cycles come column folds outer: reorder to row folds outer
-        fold_cycles = fold_cycles.reshape(gemm.groups, mapping.col_folds, mapping.row_folds)
-        fold_cycles = fold_cycles.transpose(0, 2, 1).reshape(-1)
-    if row_first:
-        scale_ab, occ_ab = (x.reshape(gemm.groups, mapping.col_folds, mapping.row_folds, 2)
-                            .transpose(0, 2, 1, 3).reshape(-1, 2) for x in (scale_ab, occ_ab))
+    # the per-fold inputs come column folds outer; _group_tiles reads them as the folds come
     tiles = _group_tiles(folds, gemm.groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
                          np.ascontiguousarray(scale_ab), scale_c, np.ascontiguousarray(occ_ab),
-                         cap_a, cap_b, cap_c)
+                         cap_a, cap_b, cap_c, mapping.row_folds, mapping.col_folds, row_first)
     return TileSchedule(gemm, mapping, tiles, "rows" if row_first else "cols")
 
 
