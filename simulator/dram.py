@@ -539,17 +539,14 @@ def _turn3(write, base0, size0, base1, size1, base2, size2, ints, floats):
     if floats[_F_WTR] == 0.0 and floats[_F_RTW] == 0.0 and floats[_F_WR] == 0.0:
         return
     burst_bytes, channels = ints[0], ints[1]
+    r0 = _run_ends(base0, size0, burst_bytes, channels)
+    r1 = _run_ends(base1, size1, burst_bytes, channels)
+    r2 = _run_ends(base2, size2, burst_bytes, channels)
     for ch in range(channels):
-        touched = False  # a run's nb bursts from b0 reach the channels b0 .. b0 + nb - 1
-        for slot in range(3):
-            base = base0 if slot == 0 else (base1 if slot == 1 else base2)
-            size = size0 if slot == 0 else (size1 if slot == 1 else size2)
-            if size > 0:
-                b0 = base // burst_bytes
-                nb = (base + size - 1) // burst_bytes - b0 + 1
-                if nb >= channels or (ch - b0) % channels < nb:
-                    touched = True
-        if touched:
+        lo0, hi0 = _chan_span(r0, ch)
+        lo1, hi1 = _chan_span(r1, ch)
+        lo2, hi2 = _chan_span(r2, ch)
+        if lo0 <= hi0 or lo1 <= hi1 or lo2 <= hi2:
             _turn(ch, write, ints, floats)
 
 
@@ -953,16 +950,31 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
 
 
 @njit(cache=True, inline="always")
-def _chan_span(base, size, ch, burst_bytes, channels):
-    """``(lo, hi)``: the first and last burst of channel ``ch`` (its own burst index) that
-    the run of ``size`` bytes at ``base`` touches; ``(0, -1)`` when none."""
+def _run_ends(base, size, burst_bytes, channels):
+    """``(q0, c0, q1, c1, bursts)``: the run of ``size`` bytes at ``base``'s first and last
+    burst, each as (burst index inside its channel, channel), and its burst count; ``c0`` -1
+    when it is empty. The divisions of a run, done once for all its channels
+    (``_chan_span``): integer divisions are a measurable share of a request's cost."""
     if size > 0:
         b0 = base // burst_bytes
         b1 = (base + size - 1) // burst_bytes
-        first = b0 + (ch - b0 % channels) % channels
-        if first <= b1:
-            return first // channels, (b1 - (b1 - ch) % channels) // channels
-    return 0, -1
+        return b0 // channels, b0 % channels, b1 // channels, b1 % channels, b1 - b0 + 1
+    return 0, -1, 0, -1, 0
+
+
+@njit(cache=True, inline="always")
+def _chan_span(ends, ch):
+    """``(lo, hi)``: the first and last burst of channel ``ch`` (its own burst index) in the
+    run of ``ends`` (``_run_ends``); ``(0, -1)`` when it has none. The first is in the first
+    burst's channel row or the next, the last in the last burst's or the one before."""
+    q0, c0, q1, c1, _n = ends
+    if c0 < 0:
+        return 0, -1
+    lo = q0 if ch >= c0 else q0 + 1
+    hi = q1 if ch <= c1 else q1 - 1
+    if lo > hi:
+        return 0, -1
+    return lo, hi
 
 
 @njit(cache=True)
@@ -986,17 +998,16 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     gm = groups if mapping == 1 else 1  # banks a row block interleaves
     bulk = tccd == 0.0 or tccd < gm * t_burst * (1.0 - 1e-9)
     finish = t0
-    bursts = hits = misses = conflicts = 0
-    for slot in range(3):
-        size = size0 if slot == 0 else (size1 if slot == 1 else size2)
-        if size > 0:
-            base = base0 if slot == 0 else (base1 if slot == 1 else base2)
-            bursts += (base + size - 1) // burst_bytes - base // burst_bytes + 1
+    hits = misses = conflicts = 0
+    r0 = _run_ends(base0, size0, burst_bytes, channels)
+    r1 = _run_ends(base1, size1, burst_bytes, channels)
+    r2 = _run_ends(base2, size2, burst_bytes, channels)
+    bursts = r0[4] + r1[4] + r2[4]
     for ch in range(channels):
         # each run's first and last burst on this channel (tuples: no allocation per call)
-        lo0, hi0 = _chan_span(base0, size0, ch, burst_bytes, channels)
-        lo1, hi1 = _chan_span(base1, size1, ch, burst_bytes, channels)
-        lo2, hi2 = _chan_span(base2, size2, ch, burst_bytes, channels)
+        lo0, hi0 = _chan_span(r0, ch)
+        lo1, hi1 = _chan_span(r1, ch)
+        lo2, hi2 = _chan_span(r2, ch)
         lo = (lo0, lo1, lo2)
         hi = (hi0, hi1, hi2)
         nj, s = _advance(lo[0] - 1, 0, lo, hi)
