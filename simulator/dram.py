@@ -1019,6 +1019,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
         bank = row = g = bank0 = 0
         run_j = -2  # the last burst served in order, and how many of its block in a row
         run = 0
+        run_end = -1  # the last burst of run_j's row block (no division per burst)
         while cnt > 0 or s < 3:
             if cnt > 0:
                 e = ring[head]
@@ -1080,7 +1081,11 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 cnt -= 1
                 waiting += _waits(admitted, ob, per_bank, -1)
             jd = key // 4
-            run = run + 1 if jd == run_j + 1 and jd // span == run_j // span else 1
+            if jd == run_j + 1 and jd <= run_end:  # the next burst of the same row block
+                run += 1
+            else:
+                run = 1
+                run_end = (jd // span + 1) * span - 1
             run_j = jd
             data_end = _commit(ch, ob, orow, og, kind, act, ds, ints, floats)
             if kind == 0:
