@@ -539,17 +539,14 @@ def _turn3(write, base0, size0, base1, size1, base2, size2, ints, floats):
     if floats[_F_WTR] == 0.0 and floats[_F_RTW] == 0.0 and floats[_F_WR] == 0.0:
         return
     burst_bytes, channels = ints[0], ints[1]
-    touched = np.zeros(channels, dtype=np.bool_)
-    for slot in range(3):
-        base = base0 if slot == 0 else (base1 if slot == 1 else base2)
-        size = size0 if slot == 0 else (size1 if slot == 1 else size2)
-        if size > 0:
-            b0 = base // burst_bytes
-            nb = (base + size - 1) // burst_bytes - b0 + 1
-            for k in range(min(nb, channels)):
-                touched[(b0 + k) % channels] = True
+    r0 = _run_ends(base0, size0, burst_bytes, channels)
+    r1 = _run_ends(base1, size1, burst_bytes, channels)
+    r2 = _run_ends(base2, size2, burst_bytes, channels)
     for ch in range(channels):
-        if touched[ch]:
+        lo0, hi0 = _chan_span(r0, ch)
+        lo1, hi1 = _chan_span(r1, ch)
+        lo2, hi2 = _chan_span(r2, ch)
+        if lo0 <= hi0 or lo1 <= hi1 or lo2 <= hi2:
             _turn(ch, write, ints, floats)
 
 
@@ -630,10 +627,12 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
         bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
         last = min((nj // span + 1) * span - 1, hi[s])
         bank0 = bank - g
-        for o in range(last - nj + 1):
+        m = last - nj + 1
+        g_first = g
+        for _ in range(min(m, gm)):
             if mapping == 1:
                 bank = bank0 + g
-            timed = o < gm
+            timed = True
             if per_bank == 0:
                 waiting += 1
             else:  # in its bank's queue, or waiting behind it
@@ -658,6 +657,26 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
                 g += 1
                 if g == groups:
                     g = 0
+        rest = m - gm
+        if rest > 0:
+            # the rest of the piece is counted, not walked: position gm + q + i * gm is a burst
+            # of the bank of position q, none of them timed, so only how many enter each bank
+            # and how many wait matter (waiting only grows: past depth anywhere in the piece
+            # is past depth at its end, and the pick is the same)
+            if per_bank == 0:
+                waiting += rest
+            else:
+                for q in range(min(gm, rest)):
+                    b = bank0 + (g_first + q) % groups if mapping == 1 else bank
+                    c = (rest - q + gm - 1) // gm
+                    n_b = seen[b]
+                    over = n_b + c - max(n_b, per_bank)
+                    if over > 0:
+                        waiting += over
+                    seen[b] = n_b + c
+            pos += rest
+            if waiting >= depth:
+                return best
         nj, s = _advance(last, s, lo, hi)
     return best
 
@@ -930,6 +949,34 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
     return counts[0], counts[1], counts[2]
 
 
+@njit(cache=True, inline="always")
+def _run_ends(base, size, burst_bytes, channels):
+    """``(q0, c0, q1, c1, bursts)``: the run of ``size`` bytes at ``base``'s first and last
+    burst, each as (burst index inside its channel, channel), and its burst count; ``c0`` -1
+    when it is empty. The divisions of a run, done once for all its channels
+    (``_chan_span``): integer divisions are a measurable share of a request's cost."""
+    if size > 0:
+        b0 = base // burst_bytes
+        b1 = (base + size - 1) // burst_bytes
+        return b0 // channels, b0 % channels, b1 // channels, b1 % channels, b1 - b0 + 1
+    return 0, -1, 0, -1, 0
+
+
+@njit(cache=True, inline="always")
+def _chan_span(ends, ch):
+    """``(lo, hi)``: the first and last burst of channel ``ch`` (its own burst index) in the
+    run of ``ends`` (``_run_ends``); ``(0, -1)`` when it has none. The first is in the first
+    burst's channel row or the next, the last in the last burst's or the one before."""
+    q0, c0, q1, c1, _n = ends
+    if c0 < 0:
+        return 0, -1
+    lo = q0 if ch >= c0 else q0 + 1
+    hi = q1 if ch <= c1 else q1 - 1
+    if lo > hi:
+        return 0, -1
+    return lo, hi
+
+
 @njit(cache=True)
 def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     """``_transfer3_kernel`` with queues (``queue_depth`` > 1): each channel serves the bursts
@@ -950,31 +997,19 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     t_burst, t_cl, tccd, refi = floats[5], floats[4], floats[_F_CCDL], floats[_F_REFI]
     gm = groups if mapping == 1 else 1  # banks a row block interleaves
     bulk = tccd == 0.0 or tccd < gm * t_burst * (1.0 - 1e-9)
-    lo = np.empty(3, dtype=np.int64)
-    hi = np.empty(3, dtype=np.int64)
     finish = t0
-    bursts = hits = misses = conflicts = 0
-    for slot in range(3):
-        size = size0 if slot == 0 else (size1 if slot == 1 else size2)
-        if size > 0:
-            base = base0 if slot == 0 else (base1 if slot == 1 else base2)
-            bursts += (base + size - 1) // burst_bytes - base // burst_bytes + 1
+    hits = misses = conflicts = 0
+    r0 = _run_ends(base0, size0, burst_bytes, channels)
+    r1 = _run_ends(base1, size1, burst_bytes, channels)
+    r2 = _run_ends(base2, size2, burst_bytes, channels)
+    bursts = r0[4] + r1[4] + r2[4]
     for ch in range(channels):
-        for slot in range(3):
-            if slot == 0:
-                base, size = base0, size0
-            elif slot == 1:
-                base, size = base1, size1
-            else:
-                base, size = base2, size2
-            lo[slot], hi[slot] = 0, -1
-            if size > 0:
-                b0 = base // burst_bytes
-                b1 = (base + size - 1) // burst_bytes
-                first = b0 + (ch - b0 % channels) % channels
-                if first <= b1:
-                    lo[slot] = first // channels
-                    hi[slot] = (b1 - (b1 - ch) % channels) // channels
+        # each run's first and last burst on this channel (tuples: no allocation per call)
+        lo0, hi0 = _chan_span(r0, ch)
+        lo1, hi1 = _chan_span(r1, ch)
+        lo2, hi2 = _chan_span(r2, ch)
+        lo = (lo0, lo1, lo2)
+        hi = (hi0, hi1, hi2)
         nj, s = _advance(lo[0] - 1, 0, lo, hi)
         head = cnt = waiting = 0
         holes = 0  # the queue is the stream's next bursts, in order, once this many are served
@@ -984,6 +1019,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
         bank = row = g = bank0 = 0
         run_j = -2  # the last burst served in order, and how many of its block in a row
         run = 0
+        run_end = -1  # the last burst of run_j's row block (no division per burst)
         while cnt > 0 or s < 3:
             if cnt > 0:
                 e = ring[head]
@@ -1045,7 +1081,11 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 cnt -= 1
                 waiting += _waits(admitted, ob, per_bank, -1)
             jd = key // 4
-            run = run + 1 if jd == run_j + 1 and jd // span == run_j // span else 1
+            if jd == run_j + 1 and jd <= run_end:  # the next burst of the same row block
+                run += 1
+            else:
+                run = 1
+                run_end = (jd // span + 1) * span - 1
             run_j = jd
             data_end = _commit(ch, ob, orow, og, kind, act, ds, ints, floats)
             if kind == 0:
@@ -1268,14 +1308,16 @@ def _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc, write=0):
     to ``acc[gi]``. ``ints``/``floats``: ``serve_state``. Returns the finish time (``now``
     when nothing moved)."""
     region = ints[4]
-    base = np.empty(3, dtype=np.int64)
-    sizes = (ra, rb, rc)
-    for i in range(3):
-        base[i] = i * region + ints[5 + i] % region
-        ints[5 + i] += sizes[i]
-    _turn3(write, base[0], ra, base[1], rb, base[2], rc, ints, floats)
+    # scalars, not an array: an allocation per request is a measurable share of its cost
+    base0 = ints[5] % region
+    base1 = region + ints[6] % region
+    base2 = 2 * region + ints[7] % region
+    ints[5] += ra
+    ints[6] += rb
+    ints[7] += rc
+    _turn3(write, base0, ra, base1, rb, base2, rc, ints, floats)
     finish, bursts, hits, misses, conflicts = _transfer3_kernel(
-        now + floats[0], base[0], ra, base[1], rb, base[2], rc, ints, floats)
+        now + floats[0], base0, ra, base1, rb, base2, rc, ints, floats)
     if bursts == 0:
         return now
     acc[gi, 0] += bursts * ints[0]

@@ -1077,3 +1077,106 @@ def test_a_request_is_not_chosen_before_it_is_offered():
     d = Dram(timing(queue_depth=32))
     done = d.stream(np.array([0.0, 0.0, 30.0]), np.array([0, 8192, 64]))
     assert done.tolist() == [132.0, 180.0, 148.0]
+
+
+def _stream_pick_by_walking(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats):
+    """``_stream_pick`` as it reads: every position of the window walked and counted one at a
+    time (only the first ``gm`` of a row block's piece timed)."""
+    from simulator.dram import _I_GROUPS, _I_MAP, _IH, _chan_locate, _evaluate
+
+    banks, bpr, groups, mapping = int(ints[2]), int(ints[3]), int(ints[_I_GROUPS]), \
+        int(ints[_I_MAP])
+    span = bpr * groups if mapping == 1 else bpr
+    gm = groups if mapping == 1 else 1
+    admitted, classes = [0] * banks, [0] * banks
+    waiting = pos = best = 0
+    best_ds = 0.0
+    while s < 3:
+        last = min((nj // span + 1) * span - 1, hi[s])
+        for o, j in enumerate(range(nj, last + 1)):
+            bank, row, g = _chan_locate(j, banks, bpr, groups, mapping)
+            timed = o < gm
+            if per_bank == 0:
+                waiting += 1
+            else:
+                admitted[bank] += 1
+                if admitted[bank] > per_bank:
+                    waiting += 1
+                    timed = False
+            if timed:
+                kind = 1 if ints[_IH + ch * banks + bank] == row else 2
+                if not classes[bank] & kind:
+                    classes[bank] |= kind
+                    ds = _evaluate(t0, ch, bank, row, g, ints, floats)[0]
+                    if pos == 0 or ds < best_ds:
+                        best, best_ds = pos, ds
+                        if ds <= floats[19 + ch]:  # the channel's bus (``_FH + ch``)
+                            return best
+            pos += 1
+            if waiting >= depth:
+                return best
+        nj = last + 1
+        while s < 3 and nj > hi[s]:
+            s += 1
+            if s < 3:
+                nj = lo[s]
+    return best
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(t=full_timings(), warm=st.lists(st.tuples(st.integers(0, 1 << 14),
+                                                  st.integers(1, 3000)), max_size=4),
+       pieces=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 90)), min_size=3,
+                       max_size=3),
+       depth=st.integers(1, 40), per_bank=st.integers(0, 10), now=st.floats(0, 900))
+def test_the_stream_pick_counts_a_row_block_as_walking_it_does(t, warm, pieces, depth,
+                                                               per_bank, now):
+    """``_stream_pick`` counts the untimed rest of each row block's piece in closed form (how
+    many bursts enter each bank's queue and how many wait): the pick equals walking every
+    position, on states left by random transfers, over windows of three runs whose pieces
+    are short and long, with any queue depths."""
+    from simulator.dram import _stream_pick
+
+    fast = Dram(t)
+    lo = np.array([p[0] for p in pieces], dtype=np.int64)
+    hi = lo + np.array([p[1] for p in pieces], dtype=np.int64) - 1
+    for base, size in warm:
+        fast.transfer(now / 2, base, size)
+    for j in lo[1:].tolist():  # the later runs' rows open: a hit there may be the pick
+        fast.transfer(now / 2, j * t.channels * t.burst_bytes, t.channels * t.burst_bytes)
+    for ch in range(t.channels):
+        s = 0
+        while s < 3 and lo[s] > hi[s]:
+            s += 1
+        if s == 3:
+            return
+        seen = np.zeros(2 * t.banks_per_channel, dtype=np.int64)
+        args = (now, ch, int(lo[s]), s, lo, hi, depth, per_bank)
+        want = _stream_pick_by_walking(*args, fast.ints, fast.floats)
+        assert _stream_pick(*args, seen, fast.ints, fast.floats) == want
+
+
+@pytest.mark.parametrize("mapping, per_bank, depth, want", [
+    # one bank per piece: 5 bursts to bank 0 with room for 4 in its queue leave 1 waiting, so
+    # the window reaches the open row of bank 1 behind them (counting all 4 left over as
+    # waiting would stop at 3 and serve the oldest)
+    ("channel_column_bank", 4, 3, 5),
+    # two groups: the 3 left after the first two alternate banks 0, 1, 0 (2 + 1, not 1 + 1),
+    # all waiting behind a queue of 1 each: 3 wait, the window stops before bank 2's open row
+    ("channel_group_column_bank", 1, 3, 0),
+])
+def test_the_stream_pick_counts_each_bank_of_a_piece(mapping, per_bank, depth, want):
+    """Two hand-made windows where the count of a row block's untimed rest decides whether a
+    row hit in the next run is in reach of the controller."""
+    from simulator.dram import _stream_pick
+
+    t = timing(channels=1, banks_per_channel=4, row_buffer_bytes=512, latency_cycles=0,
+               bank_groups=2, mapping=mapping, queue_depth=depth, bank_queue_depth=per_bank)
+    fast = Dram(t)
+    nxt = 8 if mapping == "channel_column_bank" else 16  # the next run: bank 1 / 2, row 0
+    fast.transfer(0.0, nxt * t.burst_bytes, t.burst_bytes)  # opens it
+    lo, hi = np.array([0, nxt, 0]), np.array([4, nxt, -1])
+    args = (1000.0, 0, 0, 0, lo, hi, depth, per_bank)
+    seen = np.zeros(8, dtype=np.int64)
+    assert _stream_pick_by_walking(*args, fast.ints, fast.floats) == want
+    assert _stream_pick(*args, seen, fast.ints, fast.floats) == want
