@@ -190,9 +190,10 @@ def _direct(kern, pack: np.ndarray, *args):
     return kern(pack, *args)
 
 
-#: results of the kernels on dense operands held as ones, by kernel, the operand's digest and
-#: the other arguments: such an operand is a function of the layer's geometry (its padding),
-#: and a network repeats geometries across layers and phases. Small (per fold, stream or k).
+#: results of the stream kernels on dense operands held as ones, by kernel, the operand's
+#: digest and the other arguments: such an operand is a function of the layer's geometry (its
+#: padding), and a network repeats geometries across layers and phases. Small (per fold or
+#: stream).
 _ONES_RESULTS: dict = {}
 _ONES_RESULTS_MAX = 4096
 #: lowered operands held as ones (``_ones_parts``), the latest first out; up to so many bytes
@@ -200,10 +201,38 @@ _ONES_PARTS: OrderedDict = OrderedDict()
 _ONES_PARTS_BYTES = 1 << 27
 
 
-def _ones_kernel(digest: bytes, kern, pack: np.ndarray, *args):
-    """``kern(pack, *args)`` through ``_ONES_RESULTS``; ``digest``: of ``pack``'s words."""
+class _Ones:
+    """A lowered operand held as ones (``pack``), with what was derived from it: its per-k
+    counts, and its digest (SHA-256 of its shape and words, taken when first asked for: the
+    name of its kernels' results in ``_ONES_RESULTS``; SHA-256 as the fastest of hashlib's
+    where the processor has SHA instructions)."""
+
+    __slots__ = ("_digest", "kcounts", "pack")
+
+    def __init__(self, pack: np.ndarray) -> None:
+        self.pack = pack
+        self.kcounts: dict[int, np.ndarray] = {}
+        self._digest: bytes | None = None
+
+    @property
+    def digest(self) -> bytes:
+        if self._digest is None:
+            h = hashlib.sha256(repr((self.pack.dtype.str, self.pack.shape)).encode())
+            h.update(np.ascontiguousarray(self.pack).data)
+            self._digest = h.digest()
+        return self._digest
+
+    def col_popcounts(self, K: int) -> np.ndarray:
+        """``kernels.col_popcounts`` of the pack, once per K."""
+        if K not in self.kcounts:
+            self.kcounts[K] = kx.col_popcounts(self.pack, K)
+        return self.kcounts[K]
+
+
+def _ones_kernel(ones: _Ones, kern, pack: np.ndarray, *args):
+    """``kern(pack, *args)`` through ``_ONES_RESULTS``; ``pack`` is ``ones.pack``."""
     frozen = tuple(tuple(a.tolist()) if isinstance(a, np.ndarray) else a for a in args)
-    key = (kern, pack.shape, digest, frozen)
+    key = (kern, ones.digest, frozen)
     hit = _ONES_RESULTS.get(key)
     if hit is None:
         if len(_ONES_RESULTS) >= _ONES_RESULTS_MAX:
@@ -212,20 +241,12 @@ def _ones_kernel(digest: bytes, kern, pack: np.ndarray, *args):
     return hit
 
 
-def _digest(pack: np.ndarray) -> bytes:
-    """SHA-256 of the words of ``pack`` and its shape (a name for the operand; SHA-256 as the
-    fastest of hashlib's where the processor has SHA instructions)."""
-    h = hashlib.sha256(np.ascontiguousarray(pack).data)
-    h.update(repr((pack.dtype.str, pack.shape)).encode())
-    return h.digest()
-
-
 def _ones_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
                 ones: list[bool], roles: tuple[str, str]) -> tuple[list, list]:
     """``lowered_parts`` with the operands in ``ones`` held as ones and the others left out
-    (None), and per GEMM and group the digests of the ones' packs; of the layer's geometry, so
-    a layer of the same geometry as a recent one takes its operands (``_ONES_PARTS``). The
-    GEMMs named are the first such layer's."""
+    (None), and per GEMM and group those operands as ``_Ones`` (None for the others); of the
+    layer's geometry, so a layer of the same geometry as a recent one takes its operands
+    (``_ONES_PARTS``). The GEMMs named are the first such layer's."""
     key = (replace(layer, name=""), batch, phase, low, lanes, tuple(ones))
     hit = _ONES_PARTS.get(key)
     if hit is not None:
@@ -234,14 +255,14 @@ def _ones_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
     built = [Bits.ones(layer.operand_shape(r, batch)) if o else None
              for r, o in zip(roles, ones, strict=True)]
     parts = lowered_parts(layer, batch, phase, low, lanes, *built)
-    keys = [[tuple(None if p is None else _digest(p) for p in ab) for ab in packs]
+    held = [[tuple(None if p is None else _Ones(p) for p in ab) for ab in packs]
             for _g, packs, _f in parts]
     size = sum(p.nbytes for _g, packs, _f in parts for ab in packs for p in ab
                if p is not None)
-    _ONES_PARTS[key] = (parts, keys, size)
+    _ONES_PARTS[key] = (parts, held, size)
     while sum(v[2] for v in _ONES_PARTS.values()) > _ONES_PARTS_BYTES and len(_ONES_PARTS) > 1:
         _ONES_PARTS.popitem(last=False)
-    return parts, keys
+    return parts, held
 
 
 def _with_ones(parts: list, ones_parts: list, ones: list[bool]) -> list:
@@ -264,8 +285,8 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
     """(fold cycles, fold imbalance) of every group, column folds outer, when the zeros of
     operand ``xs[group]`` ("A" or "B") are skipped, the fill/drain and fold spacing as
     ``mapping``'s (``systolic.fold_cycles_of``). The streams of a fold run under
-    ``feats.sync`` with the window or the taps. ``keys``: per group, the digests of the operands
-    held as ones (``_Exec.keys``), whose kernel results are looked up."""
+    ``feats.sync`` with the window or the taps. ``keys``: per group, the operands held as ones
+    (``_Ones``; ``_Exec.keys``), whose kernel results are looked up."""
     fold_ovh = mapping.fold_overhead
     H, D = feats.lookahead, feats.lookaside
     taps = feats.taps
@@ -277,8 +298,8 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
     fcs, fis = [], []
     for gi, ((a, b), x) in enumerate(zip(packs, xs, strict=True)):
         pack = a if x == "A" else b
-        digest = None if keys is None else keys[gi]["AB".index(x)]
-        call = _direct if digest is None else partial(_ones_kernel, digest)
+        held = None if keys is None else keys[gi]["AB".index(x)]
+        call = _direct if held is None else partial(_ones_kernel, held)
         if dataflow == "os":
             R = rows if x == "A" else cols
             nr, nc = -(-M // rows), -(-N // cols)
@@ -382,12 +403,12 @@ def _block_nnz(dataflow: str, M: int, K: int, N: int, rows: int, cols: int, lane
 def _counts(a, b, M: int, K: int, N: int, keys: tuple | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
     """Per k: nonzeros of A's column k (over M) and of B's row k (over N); ``keys``: the
-    digests of the operands held as ones (their counts looked up, ``_ones_kernel``)."""
-    da, db = (None, None) if keys is None else keys
-    ak = (np.full(K, M, dtype=np.int64) if a is None else kx.col_popcounts(a, K) if da is None
-          else _ones_kernel(da, kx.col_popcounts, a, K))
-    bk = (np.full(K, N, dtype=np.int64) if b is None else kx.col_popcounts(b, K) if db is None
-          else _ones_kernel(db, kx.col_popcounts, b, K))
+    operands held as ones (``_Ones``, their counts kept)."""
+    ha, hb = (None, None) if keys is None else keys
+    ak = (np.full(K, M, dtype=np.int64) if a is None else kx.col_popcounts(a, K) if ha is None
+          else ha.col_popcounts(K))
+    bk = (np.full(K, N, dtype=np.int64) if b is None else kx.col_popcounts(b, K) if hb is None
+          else hb.col_popcounts(K))
     return ak, bk
 
 
@@ -401,7 +422,7 @@ class _Exec:
     mapping: DenseMapping
     packs: list
     counts: list
-    #: per group, the digests of A and B where they are dense operands held as ones (None
+    #: per group, A and B where they are dense operands held as ones (``_Ones``; None
     #: otherwise): the same words wherever the geometry repeats, so their kernels' results are
     #: looked up (``_ones_kernel``)
     keys: list | None = None
@@ -663,14 +684,14 @@ def _ones_counts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int
         per_group, fr = [], []
         for idx in range(g * reps):
             a1, b1 = packs1[idx % g]
-            da, db = keys[idx % g]
+            ha, hb = keys[idx % g]
             k1 = gemm1.K
             ak = bk = None
             if ones[0]:
-                ak = _ones_kernel(da, kx.col_popcounts, a1, k1)
+                ak = ha.col_popcounts(k1)
                 ak = np.tile(ak, imgs) if phase == "bwd_weight" else ak * imgs
             if ones[1]:
-                bk = _ones_kernel(db, kx.col_popcounts, b1, k1)
+                bk = hb.col_popcounts(k1)
                 bk = np.tile(bk, imgs) if phase == "bwd_weight" else bk
             per_group.append((ak, bk))
             fr.append(fracs1[idx % g])
@@ -717,8 +738,8 @@ def _context(gemm: Gemm, packs: list, fracs, roles: tuple[str, str],
              keys: list | None = None) -> tuple[_Ctx, list]:
     """The shared figures of one executed GEMM and its per-k counts; ``fill``: per group the
     counts (a_k, b_k; None = from the pack) and zero fractions of dense operands held as ones
-    that were not built (``_ones_counts``); ``keys``: per group the digests of the operands
-    held as ones (``_Exec.keys``)."""
+    that were not built (``_ones_counts``); ``keys``: per group the operands held as ones
+    (``_Ones``; ``_Exec.keys``)."""
     M, K, N, G = gemm.M, gemm.K, gemm.N, gemm.groups
     counts = [_counts(a, b, M, K, N, None if keys is None else keys[g])
               for g, (a, b) in enumerate(packs)]
@@ -767,7 +788,7 @@ def _composite(parts: list, roles: tuple[str, str], masked: tuple[bool, bool],
                keys: list | None = None) -> list[SparseWork]:
     """The candidates of a phase lowered to several GEMMs (``bwd_input: phases``): all dense,
     and each GEMM run its cheaper way (dense or skipping; reduced modes are not tried).
-    ``keys``: per GEMM, the digests of its operands held as ones (``_Exec.keys``)."""
+    ``keys``: per GEMM, its operands held as ones (``_Exec.keys``)."""
     dense, best = [], []
     nz = {"A": 0, "B": 0}
     size = {"A": 0, "B": 0}
