@@ -193,7 +193,7 @@ def _direct(kern, pack: np.ndarray, *args):
 #: results of the stream kernels on dense operands held as ones, by kernel, the operand's
 #: digest and the other arguments: such an operand is a function of the layer's geometry (its
 #: padding), and a network repeats geometries across layers and phases. Small (per fold or
-#: stream).
+#: stream); shared by every caller, so read and never written in place.
 _ONES_RESULTS: dict = {}
 _ONES_RESULTS_MAX = 4096
 #: lowered operands held as ones (``_ones_parts``), the latest first out; up to so many bytes
@@ -205,7 +205,8 @@ class _Ones:
     """A lowered operand held as ones (``pack``), with what was derived from it: its per-k
     counts, and its digest (SHA-256 of its shape and words, taken when first asked for: the
     name of its kernels' results in ``_ONES_RESULTS``; SHA-256 as the fastest of hashlib's
-    where the processor has SHA instructions)."""
+    where the processor has SHA instructions). The counts are shared: read, never written
+    in place."""
 
     __slots__ = ("_digest", "kcounts", "pack")
 
