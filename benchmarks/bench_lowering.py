@@ -12,7 +12,14 @@ share the cores, so the load average is printed with the figures):
    order and a bit transpose (before), against the rows of Wᵀ concatenated tap by tap
    (``gather_runs``).
 
-Both sides build the same bits (checked here). Run:  python benchmarks/bench_lowering.py
+3. The per-k counts of a GEMM operand (``col_popcounts``: how many rows hold each k), on the
+   two layouts of the ResNet-50 convolutions' im2col operands at batch 32 (rows (c, i, j) by
+   positions, as ``bwd_weight`` reads the input; positions by (c, i, j), as ``fwd``), 1/8
+   dense and all ones: a bit transpose and a count of its rows (before), against byte
+   counters over the rows (after).
+
+Both sides build the same bits, and the same counts (checked here). Run:
+python benchmarks/bench_lowering.py
 """
 
 from __future__ import annotations
@@ -121,6 +128,35 @@ def rotated_ratio(repeat: int) -> tuple[float, float]:
     return before, after
 
 
+def _counts_before(pack: np.ndarray, k: int) -> np.ndarray:
+    """``col_popcounts`` as it was: the transpose's rows counted."""
+    return kx.row_popcounts(kx.transpose_bits(pack, k))
+
+
+def counts_ratio(repeat: int, batch: int) -> tuple[float, float]:
+    """Seconds of the per-k counts of every convolution's two operand layouts, before and
+    after."""
+    rng = np.random.default_rng(2)
+    before = after = 0.0
+    for cin, hw, k, s, p in CONVS:
+        ho = (hw + 2 * p - k) // s + 1
+        kk = -(-cin // LANES) * LANES * k * k  # channel_inner: channels padded to the lanes
+        pos = batch * ho * ho
+        for rows, bits in ((kk, pos), (pos, kk)):
+            shape = (rows, -(-bits // 64))
+            for ones in (False, True):
+                if ones:
+                    pack = np.full(shape, np.uint64(0xFFFFFFFFFFFFFFFF))
+                else:  # three random words ANDed: 1/8 dense
+                    pack = rng.integers(0, 2**64 - 1, shape, np.uint64, endpoint=True)
+                    for _ in range(2):
+                        pack &= rng.integers(0, 2**64 - 1, shape, np.uint64, endpoint=True)
+                assert np.array_equal(_counts_before(pack, bits), kx.col_popcounts(pack, bits))
+                before += _best(partial(_counts_before, pack, bits), repeat)
+                after += _best(partial(kx.col_popcounts, pack, bits), repeat)
+    return before, after
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -133,6 +169,9 @@ def main() -> None:
     b, a = rotated_ratio(args.repeat)
     print(f"rotated filters, channel_inner, ResNet-50 weights: before {b * 1e3:.1f} ms, "
           f"after {a * 1e3:.1f} ms, {b / a:.1f}x")
+    b, a = counts_ratio(args.repeat, args.batch)
+    print(f"per-k counts, im2col operands of ResNet-50 at batch {args.batch}: "
+          f"before {b * 1e3:.1f} ms, after {a * 1e3:.1f} ms, {b / a:.1f}x")
 
 
 if __name__ == "__main__":

@@ -335,7 +335,38 @@ def row_popcounts(pack):
 
 def col_popcounts(pack: np.ndarray, K: int) -> np.ndarray:
     """Per bit position k < K: how many rows have it set."""
-    return row_popcounts(transpose_bits(pack, K))
+    return _col_counts(pack, K)
+
+
+@njit(cache=True)
+def _col_counts(pack, K):
+    """``col_popcounts`` by byte counters: bit j of every byte of a word (8 bit positions
+    8b + j) is added into the bytes of counter word (j, w), 255 rows at most before the bytes
+    are emptied into the counts. Eight shift-mask-adds a word, no branch on the bits, one pass
+    over the rows in memory order; cheaper than transposing the rows (``transpose_bits``)
+    and counting the transpose's rows."""
+    R, nw = pack.shape
+    out = np.zeros(max(K, nw * 64), dtype=np.int64)
+    acc = np.zeros((8, nw), dtype=np.uint64)
+    ones = np.uint64(0x0101010101010101)
+    r0 = 0
+    while r0 < R:
+        r1 = min(R, r0 + 255)
+        for r in range(r0, r1):
+            row = pack[r]
+            for j in range(8):
+                sj = np.uint64(j)
+                a = acc[j]
+                for w in range(nw):  # no dependence between words: vectorized
+                    a[w] += (row[w] >> sj) & ones
+        for j in range(8):
+            for w in range(nw):
+                x = acc[j, w]
+                for b in range(8):
+                    out[(w << 6) + 8 * b + j] += (x >> np.uint64(8 * b)) & np.uint64(255)
+                acc[j, w] = _Z
+        r0 = r1
+    return out[:K].copy()
 
 
 @njit(cache=True)

@@ -35,8 +35,11 @@ runs the one with the fewest cycles (a flexible accelerator picks its mode per G
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
@@ -182,13 +185,109 @@ def _carried_folds(stats: tuple, nr: int, nc: int, by_rows: bool, rows_outer: bo
     return fc
 
 
+def _direct(kern, pack: np.ndarray, *args):
+    """``kern(pack, *args)``."""
+    return kern(pack, *args)
+
+
+#: results of the stream kernels on dense operands held as ones, by kernel, the operand's
+#: digest and the other arguments: such an operand is a function of the layer's geometry (its
+#: padding), and a network repeats geometries across layers and phases. Small (per fold or
+#: stream); shared by every caller, so read and never written in place.
+_ONES_RESULTS: dict = {}
+_ONES_RESULTS_MAX = 4096
+#: lowered operands held as ones (``_ones_parts``), the latest first out; up to so many bytes
+_ONES_PARTS: OrderedDict = OrderedDict()
+_ONES_PARTS_BYTES = 1 << 27
+
+
+class _Ones:
+    """A lowered operand held as ones (``pack``), with what was derived from it: its per-k
+    counts, and its digest (SHA-256 of its shape and words, taken when first asked for: the
+    name of its kernels' results in ``_ONES_RESULTS``; SHA-256 as the fastest of hashlib's
+    where the processor has SHA instructions). The counts are shared: read, never written
+    in place."""
+
+    __slots__ = ("_digest", "kcounts", "pack")
+
+    def __init__(self, pack: np.ndarray) -> None:
+        self.pack = pack
+        self.kcounts: dict[int, np.ndarray] = {}
+        self._digest: bytes | None = None
+
+    @property
+    def digest(self) -> bytes:
+        if self._digest is None:
+            h = hashlib.sha256(repr((self.pack.dtype.str, self.pack.shape)).encode())
+            h.update(np.ascontiguousarray(self.pack).data)
+            self._digest = h.digest()
+        return self._digest
+
+    def col_popcounts(self, K: int) -> np.ndarray:
+        """``kernels.col_popcounts`` of the pack, once per K."""
+        if K not in self.kcounts:
+            self.kcounts[K] = kx.col_popcounts(self.pack, K)
+        return self.kcounts[K]
+
+
+def _ones_kernel(ones: _Ones, kern, pack: np.ndarray, *args):
+    """``kern(pack, *args)`` through ``_ONES_RESULTS``; ``pack`` is ``ones.pack``."""
+    frozen = tuple(tuple(a.tolist()) if isinstance(a, np.ndarray) else a for a in args)
+    key = (kern, ones.digest, frozen)
+    hit = _ONES_RESULTS.get(key)
+    if hit is None:
+        if len(_ONES_RESULTS) >= _ONES_RESULTS_MAX:
+            _ONES_RESULTS.clear()
+        hit = _ONES_RESULTS[key] = kern(pack, *args)
+    return hit
+
+
+def _ones_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
+                ones: list[bool], roles: tuple[str, str]) -> tuple[list, list]:
+    """``lowered_parts`` with the operands in ``ones`` held as ones and the others left out
+    (None), and per GEMM and group those operands as ``_Ones`` (None for the others); of the
+    layer's geometry, so a layer of the same geometry as a recent one takes its operands
+    (``_ONES_PARTS``). The GEMMs named are the first such layer's."""
+    key = (replace(layer, name=""), batch, phase, low, lanes, tuple(ones))
+    hit = _ONES_PARTS.get(key)
+    if hit is not None:
+        _ONES_PARTS.move_to_end(key)
+        return hit[:2]
+    built = [Bits.ones(layer.operand_shape(r, batch)) if o else None
+             for r, o in zip(roles, ones, strict=True)]
+    parts = lowered_parts(layer, batch, phase, low, lanes, *built)
+    held = [[tuple(None if p is None else _Ones(p) for p in ab) for ab in packs]
+            for _g, packs, _f in parts]
+    size = sum(p.nbytes for _g, packs, _f in parts for ab in packs for p in ab
+               if p is not None)
+    _ONES_PARTS[key] = (parts, held, size)
+    while sum(v[2] for v in _ONES_PARTS.values()) > _ONES_PARTS_BYTES and len(_ONES_PARTS) > 1:
+        _ONES_PARTS.popitem(last=False)
+    return parts, held
+
+
+def _with_ones(parts: list, ones_parts: list, ones: list[bool]) -> list:
+    """The lowered GEMMs of ``parts`` with the operands in ``ones`` (and their zero fractions)
+    taken from ``ones_parts``, the same GEMMs lowered with only those operands."""
+    out = []
+    for (gemm, packs, fracs), (_g, packs1, fracs1) in zip(parts, ones_parts, strict=True):
+        out.append((gemm,
+                    [tuple(p1[i] if ones[i] else p[i] for i in (0, 1))
+                     for p, p1 in zip(packs, packs1, strict=True)],
+                    [tuple(f1[i] if ones[i] else f[i] for i in (0, 1))
+                     for f, f1 in zip(fracs, fracs1, strict=True)]))
+    return out
+
+
 def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str, rows: int,
                      cols: int, lanes: int, feats: SparseFeatures, mapping: DenseMapping,
-                     phase: str = "fwd") -> tuple[np.ndarray, np.ndarray]:
+                     phase: str = "fwd", keys: list | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(fold cycles, fold imbalance) of every group, column folds outer, when the zeros of
     operand ``xs[group]`` ("A" or "B") are skipped, the fill/drain and fold spacing as
     ``mapping``'s (``systolic.fold_cycles_of``). The streams of a fold run under
-    ``feats.sync`` with the window or the taps."""
+    ``feats.sync`` with the window or the taps. ``keys``: per group, the operands held as ones
+    (``_Ones``; ``_Exec.keys``), whose kernel results are looked up."""
     fold_ovh = mapping.fold_overhead
     H, D = feats.lookahead, feats.lookaside
     taps = feats.taps
@@ -198,8 +297,10 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
         td = np.array([t[1] for t in taps], dtype=np.int64)
         order, F = feats.lane_order(lanes), feats.free_run()
     fcs, fis = [], []
-    for (a, b), x in zip(packs, xs, strict=True):
+    for gi, ((a, b), x) in enumerate(zip(packs, xs, strict=True)):
         pack = a if x == "A" else b
+        held = None if keys is None else keys[gi]["AB".index(x)]
+        call = _direct if held is None else partial(_ones_kernel, held)
         if dataflow == "os":
             R = rows if x == "A" else cols
             nr, nc = -(-M // rows), -(-N // cols)
@@ -209,14 +310,14 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
         slices = dataflow != "os"
         if lock and taps is not None:
             kern = kx_taps.lockstep_slice_folds if slices else kx_taps.lockstep_row_folds
-            stats = kern(pack, K, lanes, R, th, td, order, F)
+            stats = call(kern, pack, K, lanes, R, th, td, order, F)
             fc = _carried_folds(stats, nr, nc, slices or x == "A",
                                 dataflow == "os" and phase != "bwd_weight", F) + fold_ovh
             fi = np.zeros(nr * nc, dtype=np.int64)
         elif lock:
             kern = (kx_taps.window_lockstep_slice_folds if slices
                     else kx_taps.window_lockstep_row_folds)
-            per = kern(pack, K, lanes, R, H, D) + fold_ovh
+            per = call(kern, pack, K, lanes, R, H, D) + fold_ovh
             fi0 = np.zeros(len(per), dtype=np.int64)
             if not slices and x == "B":
                 fc, fi = np.repeat(per, nr), np.repeat(fi0, nr)
@@ -224,11 +325,11 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
                 fc, fi = np.tile(per, nc), np.tile(fi0, nc)
         else:
             if taps is not None:
-                lens = (kx_taps.tap_slice_lengths(pack, K, lanes, th, td, order, F) if slices
-                        else kx_taps.tap_row_lengths(pack, K, lanes, th, td, order, F))
+                lens = call(kx_taps.tap_slice_lengths if slices else kx_taps.tap_row_lengths,
+                            pack, K, lanes, th, td, order, F)
             else:
-                lens = (kx.slice_stream_lengths(pack, K, lanes, H, D) if slices
-                        else kx.row_stream_lengths(pack, K, lanes, H, D))
+                lens = call(kx.slice_stream_lengths if slices else kx.row_stream_lengths,
+                            pack, K, lanes, H, D)
             fc, fi = _fold_cycles_rows(lens, R, fold_ovh)
             if not slices and x == "B":  # columns of B on array columns, outer loop
                 fc, fi = np.repeat(fc, nr), np.repeat(fi, nr)
@@ -300,10 +401,15 @@ def _block_nnz(dataflow: str, M: int, K: int, N: int, rows: int, cols: int, lane
                             np.full(nm_ * nk, N), np.tile(bn, nm_)]).astype(np.float64)
 
 
-def _counts(a, b, M: int, K: int, N: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per k: nonzeros of A's column k (over M) and of B's row k (over N)."""
-    ak = np.full(K, M, dtype=np.int64) if a is None else kx.col_popcounts(a, K)
-    bk = np.full(K, N, dtype=np.int64) if b is None else kx.col_popcounts(b, K)
+def _counts(a, b, M: int, K: int, N: int, keys: tuple | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Per k: nonzeros of A's column k (over M) and of B's row k (over N); ``keys``: the
+    operands held as ones (``_Ones``, their counts kept)."""
+    ha, hb = (None, None) if keys is None else keys
+    ak = (np.full(K, M, dtype=np.int64) if a is None else kx.col_popcounts(a, K) if ha is None
+          else ha.col_popcounts(K))
+    bk = (np.full(K, N, dtype=np.int64) if b is None else kx.col_popcounts(b, K) if hb is None
+          else hb.col_popcounts(K))
     return ak, bk
 
 
@@ -317,6 +423,10 @@ class _Exec:
     mapping: DenseMapping
     packs: list
     counts: list
+    #: per group, A and B where they are dense operands held as ones (``_Ones``; None
+    #: otherwise): the same words wherever the geometry repeats, so their kernels' results are
+    #: looked up (``_ones_kernel``)
+    keys: list | None = None
 
 
 @dataclass(frozen=True)
@@ -380,7 +490,7 @@ def _skipping(ex: _Exec, ctx: _Ctx, prefix: str = "") -> list[SparseWork]:
                     "B": sum(int(bk.sum()) for _, bk in ex.counts) / (G * K * N)}
             xs = [min(skippable, key=lambda o: dens[o])] * G
         fc, fi = _one_sided_folds(ex.packs, xs, M, K, N, ctx.dataflow, ctx.rows, ctx.cols,
-                                  ctx.lanes, ctx.feats, ex.mapping, ctx.phase)
+                                  ctx.lanes, ctx.feats, ex.mapping, ctx.phase, ex.keys)
         mode = "skip:" + "/".join(dict.fromkeys(ctx.roles["AB".index(x)] for x in xs))
         actual = gated = 0
         for (ak, bk), x in zip(ex.counts, xs, strict=True):
@@ -566,24 +676,23 @@ def _ones_counts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int
     in ``ones`` taken as ones, from one image: a lowering's zeros are the same in every image
     (the batch folds into M, or into K of ``bwd_weight``: counts scale or repeat; with
     ``batch: per_image`` each image is a GEMM of its own, padded as the one image is)."""
-    one = [Bits.ones(layer.operand_shape(r, 1)) if o else None
-           for r, o in zip(roles, ones, strict=True)]
-    parts1 = lowered_parts(layer, 1, phase, low, lanes, *one)
+    parts1, keys1 = _ones_parts(layer, 1, phase, low, lanes, ones, roles)
     imgs = 1 if low.batch == "per_image" else batch
     g = layer.groups
     out = []
-    for gemm1, packs1, fracs1 in parts1:
+    for (gemm1, packs1, fracs1), keys in zip(parts1, keys1, strict=True):
         reps = batch if low.batch == "per_image" else 1
         per_group, fr = [], []
         for idx in range(g * reps):
             a1, b1 = packs1[idx % g]
+            ha, hb = keys[idx % g]
             k1 = gemm1.K
             ak = bk = None
             if ones[0]:
-                ak = kx.col_popcounts(a1, k1)
+                ak = ha.col_popcounts(k1)
                 ak = np.tile(ak, imgs) if phase == "bwd_weight" else ak * imgs
             if ones[1]:
-                bk = kx.col_popcounts(b1, k1)
+                bk = hb.col_popcounts(k1)
                 bk = np.tile(bk, imgs) if phase == "bwd_weight" else bk
             per_group.append((ak, bk))
             fr.append(fracs1[idx % g])
@@ -626,13 +735,15 @@ def _could_skip_ones(parts: list, fill: list, ones: list[bool], other_ok: bool,
 
 def _context(gemm: Gemm, packs: list, fracs, roles: tuple[str, str],
              masked: tuple[bool, bool], rows: int, cols: int, lanes: int, dataflow: str,
-             feats: SparseFeatures, phase: str, fill: tuple | None = None
-             ) -> tuple[_Ctx, list]:
+             feats: SparseFeatures, phase: str, fill: tuple | None = None,
+             keys: list | None = None) -> tuple[_Ctx, list]:
     """The shared figures of one executed GEMM and its per-k counts; ``fill``: per group the
     counts (a_k, b_k; None = from the pack) and zero fractions of dense operands held as ones
-    that were not built (``_ones_counts``)."""
+    that were not built (``_ones_counts``); ``keys``: per group the operands held as ones
+    (``_Ones``; ``_Exec.keys``)."""
     M, K, N, G = gemm.M, gemm.K, gemm.N, gemm.groups
-    counts = [_counts(a, b, M, K, N) for a, b in packs]
+    counts = [_counts(a, b, M, K, N, None if keys is None else keys[g])
+              for g, (a, b) in enumerate(packs)]
     if fill is not None:
         fc, ff = fill
         counts = [(ak if fa is None else fa, bk if fb is None else fb)
@@ -674,20 +785,23 @@ def _combine(works: list[SparseWork], density: dict, nnz: dict) -> SparseWork:
 
 def _composite(parts: list, roles: tuple[str, str], masked: tuple[bool, bool],
                rows: int, cols: int, lanes: int, dataflow: str, feats: SparseFeatures,
-               folds: str, phase: str, fill: list | None = None) -> list[SparseWork]:
+               folds: str, phase: str, fill: list | None = None,
+               keys: list | None = None) -> list[SparseWork]:
     """The candidates of a phase lowered to several GEMMs (``bwd_input: phases``): all dense,
-    and each GEMM run its cheaper way (dense or skipping; reduced modes are not tried)."""
+    and each GEMM run its cheaper way (dense or skipping; reduced modes are not tried).
+    ``keys``: per GEMM, its operands held as ones (``_Exec.keys``)."""
     dense, best = [], []
     nz = {"A": 0, "B": 0}
     size = {"A": 0, "B": 0}
     for i, (gemm, packs, fracs) in enumerate(parts):
+        ky = None if keys is None else keys[i]
         ctx, counts = _context(gemm, packs, fracs, roles, masked, rows, cols, lanes,
-                               dataflow, feats, phase, None if fill is None else fill[i])
+                               dataflow, feats, phase, None if fill is None else fill[i], ky)
         for x in "AB":
             nz[x] += ctx.nnz[x]
         size["A"] += gemm.groups * gemm.M * gemm.K
         size["B"] += gemm.groups * gemm.K * gemm.N
-        ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts)
+        ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts, ky)
         d = _dense_work(ex, ctx, "dense")
         dense.append(d)
         best.append(min([d] + _skipping(ex, ctx),
@@ -710,6 +824,7 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
     fracs = None
     if low.default and feats.side == "gemm" or layer.kind == "matmul":  # no im2col to vary
         gemm = true
+        keys = None
         packs = _default_packs(layer, batch, phase, a_mask, b_mask)
         ctx, counts = _context(gemm, packs, fracs, (ra, rb),
                                (a_mask is not None, b_mask is not None), rows, cols, lanes,
@@ -721,6 +836,8 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
         # otherwise its per-k counts come from one image (``_ones_counts``).
         masks2 = [a_mask, b_mask]
         ones = [m is None and r in feats.skip for m, r in zip(masks2, (ra, rb), strict=True)]
+        masked = (a_mask is not None, b_mask is not None)
+        keys = None
         parts = lowered_parts(layer, batch, phase, low, lanes, a_mask, b_mask)
         fill = None
         if any(ones):
@@ -728,20 +845,19 @@ def _candidates(layer: Layer, batch: int, phase: str, masks: dict, rows: int, co
             other_ok = any(m is not None and r in feats.skip and not o for m, r, o in
                            zip(masks2, (ra, rb), ones, strict=True))
             if _could_skip_ones(parts, fill, ones, other_ok, dataflow, feats, phase):
-                for i in (0, 1):
-                    if ones[i]:
-                        masks2[i] = Bits.ones(layer.operand_shape((ra, rb)[i], batch))
-                parts = lowered_parts(layer, batch, phase, low, lanes, *masks2)
+                # the operands with a mask are lowered already: only the ones are added
+                parts1, keys = _ones_parts(layer, batch, phase, low, lanes, ones, (ra, rb))
+                parts = _with_ones(parts, parts1, ones)
+                masked = (masked[0] or ones[0], masked[1] or ones[1])
                 fill = None
         if len(parts) > 1:
-            return _composite(parts, (ra, rb), (masks2[0] is not None, masks2[1] is not None),
-                              rows, cols, lanes, dataflow, feats, folds, phase,
-                              fill), []
+            return _composite(parts, (ra, rb), masked, rows, cols, lanes, dataflow, feats,
+                              folds, phase, fill, keys), []
         gemm, packs, fracs = parts[0]
-        ctx, counts = _context(gemm, packs, fracs, (ra, rb),
-                               (masks2[0] is not None, masks2[1] is not None), rows, cols,
-                               lanes, dataflow, feats, phase, None if fill is None else fill[0])
-    ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts)
+        keys = None if keys is None else keys[0]
+        ctx, counts = _context(gemm, packs, fracs, (ra, rb), masked, rows, cols, lanes,
+                               dataflow, feats, phase, None if fill is None else fill[0], keys)
+    ex = _Exec(gemm, map_dense(gemm, rows, cols, dataflow, lanes, folds), packs, counts, keys)
     out = [_dense_work(ex, ctx, "dense")] + _skipping(ex, ctx)
     for kind in ("nm", "fanin"):
         if getattr(feats, kind):

@@ -270,13 +270,17 @@ def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit):
     taps): the candidates of all taps in two words (a 16-bit rank-space field per tap), the
     source steps in one (step t + h at bits 16h ..), so that a take is a few word operations:
     the first tap that has an element for lane i is the lowest bit of bit i of every field,
-    gathered by one multiplication."""
+    gathered by one multiplication. One function, long: numba keeps the per-step loop tight
+    only without calls inside it, and the lookups of a step are written out for the common
+    case (two-byte lane words, every tap in reach)."""
     full = (_U1 << np.uint64(L)) - _U1
     hmax = ptab.shape[1] - 1
     nb = ptab.shape[2]
     low = np.uint64(0x0001000100010001)  # bit 0 of every field
     gather = np.uint64((1 << 48) | (1 << 33) | (1 << 18) | (1 << 3))  # those bits -> 48..51
     f16 = np.uint64(0xFFFF)
+    b8 = np.uint64(255)
+    s8, s16, s32, s48 = np.uint64(8), np.uint64(16), np.uint64(32), np.uint64(48)
     skip = 0
     for t in range(T):
         if skip < F and _empty_step(buf, t, G):
@@ -286,27 +290,52 @@ def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit):
         if t + 1 >= T:
             break
         hlim = min(hmax, T - 1 - t)
+        # two bytes a lane word and every tap in reach (all steps but the last few): the
+        # lookups written out, without the loops over steps and bytes
+        whole = nb == 2 and hlim == hmax
         for g in range(G):
             w = buf[t, g]
-            sv = _Z
-            for h in range(1, hlim + 1):
-                sv |= buf[t + h, g] << np.uint64(16 * h)
-            if sv == 0 or w == full:
-                continue
-            p0 = _Z
-            p1 = _Z
-            for h in range(1, hlim + 1):
+            if whole:
+                v1 = buf[t + 1, g]
+                v2 = buf[t + 2, g] if hmax >= 2 else _Z
+                v3 = buf[t + 3, g] if hmax >= 3 else _Z
+                sv = (v1 << s16) | (v2 << s32) | (v3 << s48)
+                if sv == 0 or w == full:
+                    continue
+                lo, hi = v1 & b8, v1 >> s8
+                p0 = ptab[0, 1, 0, lo] | ptab[0, 1, 1, hi]
+                p1 = ptab[1, 1, 0, lo] | ptab[1, 1, 1, hi]
+                if hmax >= 2:
+                    lo, hi = v2 & b8, v2 >> s8
+                    p0 |= ptab[0, 2, 0, lo] | ptab[0, 2, 1, hi]
+                    p1 |= ptab[1, 2, 0, lo] | ptab[1, 2, 1, hi]
+                if hmax >= 3:
+                    lo, hi = v3 & b8, v3 >> s8
+                    p0 |= ptab[0, 3, 0, lo] | ptab[0, 3, 1, hi]
+                    p1 |= ptab[1, 3, 0, lo] | ptab[1, 3, 1, hi]
+                wr = wtab[0, w & b8] | wtab[1, w >> s8]
+            else:
+                sv = _Z
+                for h in range(1, hlim + 1):
+                    sv |= buf[t + h, g] << np.uint64(16 * h)
+                if sv == 0 or w == full:
+                    continue
+                p0 = _Z
+                p1 = _Z
+                for h in range(1, hlim + 1):
+                    for k in range(nb):
+                        v = (sv >> np.uint64(16 * h + 8 * k)) & b8
+                        p0 |= ptab[0, h, k, v]
+                        p1 |= ptab[1, h, k, v]
+                wr = _Z
                 for k in range(nb):
-                    v = (sv >> np.uint64(16 * h + 8 * k)) & np.uint64(255)
-                    p0 |= ptab[0, h, k, v]
-                    p1 |= ptab[1, h, k, v]
-            wr = _Z
-            for k in range(nb):
-                wr |= wtab[k, (w >> np.uint64(8 * k)) & np.uint64(255)]
+                    wr |= wtab[k, (w >> np.uint64(8 * k)) & b8]
             x = p0 | p1
             x |= x >> np.uint64(32)
             x |= x >> np.uint64(16)
             elig = x & f16 & ~wr
+            if elig == 0:  # nothing moves: the steps stay as they are
+                continue
             while elig != 0:
                 i = trailing_zeros(elig)
                 a = (((p0 >> np.uint64(i)) & low) * gather) >> np.uint64(48)

@@ -129,6 +129,24 @@ def test_pack_extract_popcounts(mask, k0, n):
     np.testing.assert_array_equal(col_popcounts(pack, mask.shape[1]), mask.sum(axis=0))
 
 
+
+@settings(deadline=None, max_examples=60)
+@given(rows=st.integers(0, 700), k=st.integers(1, 300),
+       p=st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0, 1)),
+       extra=st.integers(0, 2), seed=st.integers(0, 2**31))
+def test_col_popcounts_many_rows(rows, k, p, extra, seed):
+    """Per-k counts over enough rows to fill the byte counters (255 rows) more than once, all
+    ones included, from a pack with spare words past K or fewer words than K needs."""
+    mask = np.random.default_rng(seed).random((rows, k)) < p
+    pack = pack_rows(mask)
+    want = mask.sum(axis=0)
+    if extra:  # spare zero words: counted as zeros, not returned
+        pack = np.hstack([pack, np.zeros((rows, extra), dtype=np.uint64)])
+    np.testing.assert_array_equal(col_popcounts(pack, k), want)
+    wide = col_popcounts(pack[:, :1], k)  # K past the words: zeros there
+    np.testing.assert_array_equal(wide[: min(k, 64)], mask[:, :64].sum(axis=0))
+    assert not wide[64:].any()
+
 def _check_streams(mask, L, H, D):
     """Both stream kernels on a (rows × K) mask against the reference schedule."""
     pack = pack_rows(mask)

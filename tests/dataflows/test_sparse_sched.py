@@ -268,3 +268,82 @@ def test_scheduler_keys_refused_in_one_line(bad, msg):
     with pytest.raises(InputError) as e:
         parse_features({"skip": ["ifmap"], **bad}, "a.yaml", 16)
     assert msg in str(e.value) and str(e.value).startswith("a.yaml: ")
+
+
+def _fields(w) -> dict:
+    """A work's figures, arrays as lists and parts as their figures (for equality)."""
+    out = {}
+    for k, v in vars(w).items():
+        if k == "parts":
+            v = None if v is None else [_fields(p) for p in v]
+        elif isinstance(v, np.ndarray):
+            v = (v.dtype.str, v.tolist())
+        out[k] = v
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=case(), df=st.sampled_from(["os", "ws", "is"]), L=st.sampled_from([1, 4, 16]),
+       f=feats(), seed=st.integers(0, 2**31))
+def test_operands_held_as_ones_are_shared_by_geometry(c, df, L, f, seed):
+    """The lowered operands held as ones and their kernels' results are looked up by the
+    layer's geometry and the operand's words (``dataflows.sparse._ones_parts``): a layer of the
+    same geometry, other name and other masks, and the other phases, run before, between or
+    after, change nothing; each layer's work names its own GEMM."""
+    from dataclasses import replace
+
+    from dataflows import sparse
+
+    layer, batch, masks = c
+    twin = replace(layer, name=layer.name + "-twin")
+    rng = np.random.default_rng(seed)
+    masks2 = {r: None if m is None else rng.random(m.shape) < 0.3 for r, m in masks.items()}
+    runs = [(lay, ms, ph) for ph in ("fwd", "bwd_input", "bwd_weight")
+            for lay, ms in ((layer, masks), (twin, masks2))]
+
+    def work(lay, ms, ph):
+        return _fields(sparse_work(lay, batch, ph, ms, 2, 2, L, df, f))
+
+    want = []
+    for run in runs:
+        sparse._ONES_PARTS.clear()
+        sparse._ONES_RESULTS.clear()
+        want.append(work(*run))
+    for i in [1, 0, 3, 2, 5, 4, 0, 2, 4, 1, 3, 5]:
+        got = work(*runs[i])
+        assert got == want[i]
+        assert got["gemm"].layer == runs[i][0].name
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=case(), phase=st.sampled_from(["fwd", "bwd_input", "bwd_weight"]),
+       L=st.sampled_from([1, 4, 16]), low=st.fixed_dictionaries(
+           {k: st.sampled_from(v) for k, v in CHOICES.items()}), side=st.integers(0, 1))
+def test_operands_lowered_one_at_a_time(c, phase, L, low, side):
+    """A GEMM's two operands lower independently: the operands of a lowering with one operand
+    left dense (None), merged with those of a lowering of the other one alone
+    (``dataflows.sparse._with_ones``), are those of the lowering of both."""
+    from dataflows.sparse import _with_ones
+
+    layer, batch, masks = c
+    ra, rb = {"fwd": ("ifmap", "filter"), "bwd_input": ("grad_out", "filter"),
+              "bwd_weight": ("grad_out", "ifmap")}[phase]
+    lw = Lowering(**low)
+    both = [masks[ra], masks[rb]]
+    for i, r in enumerate((ra, rb)):
+        if both[i] is None:
+            both[i] = np.ones(layer.operand_shape(r, batch), dtype=bool)
+    only = [both[0], None] if side == 0 else [None, both[1]]
+    rest = [None, both[1]] if side == 0 else [both[0], None]
+    ones = [side == 0, side == 1]
+    got = _with_ones(lowered_parts(layer, batch, phase, lw, L, *rest),
+                     lowered_parts(layer, batch, phase, lw, L, *only), ones)
+    want = lowered_parts(layer, batch, phase, lw, L, *both)
+    assert len(got) == len(want)
+    for (g1, p1, f1), (g2, p2, f2) in zip(got, want, strict=True):
+        assert g1 == g2 and f1 == [tuple(f) for f in f2]
+        for ab1, ab2 in zip(p1, p2, strict=True):
+            for x, y in zip(ab1, ab2, strict=True):
+                assert (x is None) == (y is None)
+                if x is not None:
+                    np.testing.assert_array_equal(x, y)

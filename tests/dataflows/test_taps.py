@@ -134,6 +134,29 @@ def check_schedule(data, vals: np.ndarray, F: int) -> None:
             assert got[0] == c
 
 
+
+@settings(**SETTINGS)
+@given(data=st.data(), T=st.integers(4, 40), G=st.integers(1, 4), L=st.integers(9, 16),
+       hmax=st.integers(1, 3), dens=st.sampled_from([0.05, 0.2, 0.5, 0.9]),
+       seed=st.integers(0, 2**31), F=st.integers(0, 3))
+def test_schedule_buffer_two_byte_lanes(data, T, G, L, hmax, dens, seed, F):
+    """9 to 16 lanes (two bytes a lane word, the packed scheduler's lookups written out) with
+    taps reaching 1, 2 or 3 steps, over buffers long enough that most steps see every tap:
+    the slot-by-slot rule."""
+    vals = np.random.default_rng(seed).random((T, G, L)) < dens
+    taps = data.draw(tap_lists(L))
+    taps = sorted(set(taps) | {(hmax, data.draw(st.integers(-L, L)))})
+    taps = [(min(h, hmax), d) for h, d in taps]
+    taps = list(dict.fromkeys(taps))[:8]
+    if all(h < hmax for h, _ in taps):
+        taps[-1] = (hmax, taps[-1][1])
+        taps = list(dict.fromkeys(taps))
+    th, td = _arr(taps)
+    order = np.array(data.draw(st.permutations(list(range(L)))), np.int64)
+    buf = to_buf(vals)
+    schedule_buffer(buf, T, G, L, th, td, order, F)
+    assert np.array_equal(from_buf(buf, L), ref_schedule(vals, taps, list(order), F))
+
 @settings(**SETTINGS)
 @given(vals=buffers(max_lanes=8), F=st.integers(0, 3), reps=st.lists(
     st.integers(0, 3), min_size=1, max_size=8), resets=st.lists(st.booleans(), min_size=8,
