@@ -612,7 +612,9 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
     all requested at ``t0``), without admitting them. Inside a row block's piece every burst
     after the first ``gm`` has the bank and row of one of those (the same class, timed no
     sooner), so only those are timed; the rest are counted, for the bank queues' occupancy and
-    where admission stops. Returns the window position of the pick (0: the oldest)."""
+    where admission stops. Returns the window position of the pick (0: the oldest).
+    One function, long: the window's cursor, the per-bank counts and the best pick so far live
+    in locals that the counting of a piece and the timing of its first bursts share."""
     banks, bpr = ints[2], ints[3]
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     span = bpr * groups if mapping == 1 else bpr
@@ -865,7 +867,10 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
     """Serve one-burst requests (burst indices ``bursts`` requested at ``t0s``, in order)
     through each channel's queues and, ``buffered``, its write buffer (``writes``; module
     docstring; else all as reads, the bus not turned). ``done[i]``: the end of request i's
-    data, or when the buffer took it. Returns ``(hits, misses, conflicts)``."""
+    data, or when the buffer took it. Returns ``(hits, misses, conflicts)``.
+    One function, long: a channel's controller state (the queue's head and count, the write
+    buffer and its freed slots, the admission cursor, the decision time) lives in locals that
+    admission, draining and serving all change."""
     channels, banks, bpr = ints[1], ints[2], ints[3]
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     depth, per_bank, cap, ring, admitted, seen = _queues(ints)
