@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -199,6 +200,9 @@ _ONES_RESULTS_MAX = 4096
 #: lowered operands held as ones (``_ones_parts``), the latest first out; up to so many bytes
 _ONES_PARTS: OrderedDict = OrderedDict()
 _ONES_PARTS_BYTES = 1 << 27
+#: a Dask worker runs sweep points in threads of one process: the look-up and the eviction
+#: each happen whole
+_ONES_LOCK = threading.Lock()
 
 
 class _Ones:
@@ -249,10 +253,11 @@ def _ones_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
     layer's geometry, so a layer of the same geometry as a recent one takes its operands
     (``_ONES_PARTS``). The GEMMs named are the first such layer's."""
     key = (replace(layer, name=""), batch, phase, low, lanes, tuple(ones))
-    hit = _ONES_PARTS.get(key)
-    if hit is not None:
-        _ONES_PARTS.move_to_end(key)
-        return hit[:2]
+    with _ONES_LOCK:
+        hit = _ONES_PARTS.get(key)
+        if hit is not None:
+            _ONES_PARTS.move_to_end(key)
+            return hit[:2]
     built = [Bits.ones(layer.operand_shape(r, batch)) if o else None
              for r, o in zip(roles, ones, strict=True)]
     parts = lowered_parts(layer, batch, phase, low, lanes, *built)
@@ -260,9 +265,11 @@ def _ones_parts(layer: Layer, batch: int, phase: str, low: Lowering, lanes: int,
             for _g, packs, _f in parts]
     size = sum(p.nbytes for _g, packs, _f in parts for ab in packs for p in ab
                if p is not None)
-    _ONES_PARTS[key] = (parts, held, size)
-    while sum(v[2] for v in _ONES_PARTS.values()) > _ONES_PARTS_BYTES and len(_ONES_PARTS) > 1:
-        _ONES_PARTS.popitem(last=False)
+    with _ONES_LOCK:
+        _ONES_PARTS[key] = (parts, held, size)
+        while (sum(v[2] for v in _ONES_PARTS.values()) > _ONES_PARTS_BYTES
+               and len(_ONES_PARTS) > 1):
+            _ONES_PARTS.popitem(last=False)
     return parts, held
 
 
