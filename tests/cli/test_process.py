@@ -17,9 +17,9 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
-def _python(code: str) -> str:
+def _python(code: str, *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         env=ENV,
@@ -48,15 +48,7 @@ PAGES = sum(range(8, 16)) << 20 >> 12
 
 
 def _faults(keep: bool) -> str:
-    out = subprocess.run(
-        [sys.executable, "-c", FAULTS, "1" if keep else "0"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-        check=True,
-    )
-    return out.stdout.strip()
+    return _python(FAULTS, "1" if keep else "0")
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc settings")
