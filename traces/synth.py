@@ -103,18 +103,51 @@ class Plan:
     density_kind: str
     first_dense: bool
     sparsity: float
+    #: per layer, the N:M pattern a topology's Sparsity column gives (None: a dense row); empty
+    #: when every layer follows ``pattern``
+    layer_patterns: tuple[Pattern | None, ...] = ()
+
+    def pattern_of(self, li: int) -> Pattern:
+        """The pattern layer ``li``'s weights are drawn with."""
+        return (self.layer_patterns[li] or self.pattern) if self.layer_patterns else self.pattern
 
 
-def _load_layers(model: str) -> tuple[str, tuple[Layer, ...]]:
+def _load_layers(model: str) -> tuple[str, tuple[Layer, ...], tuple[str | None, ...]]:
+    """The model's name, layers and, for a SCALE-Sim topology, its rows' Sparsity fields."""
     if model.lower().endswith(".csv") or os.sep in model:
         from traces.topology import read_topology
 
         topo = read_topology(model)
-        return topo.name, topo.layers
+        return topo.name, topo.layers, topo.nm_sparsity
     from traces.models import get_model
 
     table = get_model(model)
-    return table.name, table.layers
+    return table.name, table.layers, ()
+
+
+def _column_plan(cfg: SynthConfig, name: str, layers: tuple[Layer, ...],
+                 column: tuple[str | None, ...]) -> Plan:
+    """The plan of a topology whose Sparsity column gives some rows N:M: each such layer's
+    weights drawn N:M (density N/M), the other rows dense, as SCALE-Sim runs the column. A
+    flag that would set the densities another way is refused, not silently overridden."""
+    clash = [flag for flag, given in (
+        (f"--method {cfg.method}", cfg.method in ("dense", "srigl")),
+        ("--sparsity", cfg.sparsity is not None),
+        ("--layer-sparsity", cfg.layer_sparsity is not None),
+        ("--density", cfg.density is not None),
+        (f"--pattern {cfg.pattern}", cfg.method != "srigl" and cfg.pattern != "random"),
+        ("--first-dense" if cfg.first_dense else "--no-first-dense", cfg.first_dense is not None))
+        if given]
+    if clash:
+        raise ConfigError(cfg.model, "Sparsity",
+                          f"the topology's Sparsity column sets each row's weights N:M (rows "
+                          f"without one dense); {', '.join(clash)} would set them too: drop "
+                          f"{'it' if len(clash) == 1 else 'them'}, or the column")
+    patterns = tuple(None if nm is None else parse_pattern(nm, f"{cfg.model}: Sparsity")
+                     for nm in column)
+    densities = tuple(1.0 if p is None else p.nm_density for p in patterns)
+    return Plan(cfg, name, layers, densities, Pattern("random"), "explicit", densities[0] >= 1.0,
+                1.0 - dens.weight_density(layers, densities), patterns)
 
 
 MAX_STEPS = 10_000  # recorded steps of a synthetic trace (docs/limits.md)
@@ -146,13 +179,15 @@ def plan(cfg: SynthConfig) -> Plan:
             raise ConfigError("--pattern", None, "srigl keeps a constant fan-in; use --pattern "
                                                  "fanin (the default for srigl)")
         pattern = Pattern("fanin")
-    model_name, layers = _load_layers(cfg.model)
+    model_name, layers, column = _load_layers(cfg.model)
     for layer in layers:  # what the trace's reader would refuse, refused now
         try:
             _check_limits(layer, cfg.batch, "", f"layer {layer.name!r}")
         except TraceError as err:
             raise ConfigError("--model" if "batch_size" not in err.reason else "--batch",
                               f"{cfg.model}: {err.field}", err.reason) from None
+    if any(nm is not None for nm in column):
+        return _column_plan(cfg, model_name, layers, column)
 
     sparsity = cfg.sparsity
     if sparsity is not None and (math.isnan(sparsity) or not 0.0 <= sparsity <= 1.0):
@@ -263,14 +298,16 @@ def synthesize(
     masks: list[np.ndarray | None] = []
     for li, (layer, d) in enumerate(zip(layers, p.densities, strict=True)):
         if sparse_w and d < 1.0:
-            masks.append(weight_mask(layer, d, p.pattern, _rng(cfg.seed, _W, li)))
+            masks.append(weight_mask(layer, d, p.pattern_of(li), _rng(cfg.seed, _W, li)))
         else:
             masks.append(None)
     sparsity_cfg = {
         "method": cfg.method,
         "sparsity": p.sparsity,
         "density": p.density_kind,
-        "pattern": str(p.pattern),
+        "pattern": "Sparsity column" if p.layer_patterns else str(p.pattern),
+        **({"layer_pattern": [None if x is None else str(x) for x in p.layer_patterns]}
+           if p.layer_patterns else {}),
         "first_dense": p.first_dense,
         "relu_sparsity": cfg.relu_sparsity,
         "layer_density": [round(d, 12) for d in p.densities],
