@@ -1,5 +1,5 @@
 """The dense baseline, simulated once per (layers, batch, architecture, dataflow, phases,
-memory; and, for a version-2 trace, whether the first layer's input gradient runs) and
+memory; and, for a trace, the GEMMs none of its steps ran, which it leaves out) and
 reused: within a process (a demo, a sweep worker) from memory, across commands and
 sweep workers from a content-addressed cache directory.
 
@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from functools import cache
 from importlib import metadata
@@ -74,12 +74,13 @@ def code_digest() -> str:
 
 
 def baseline_key(layers, batch: int, arch, dataflow: str, phases: str, memory: str,
-                 input_grad: bool = False) -> str:
+                 input_grad: bool = False, skip: Iterable[tuple[str, str]] = ()) -> str:
     """The content address of a baseline (hex SHA-256); ``input_grad``: the first layer's
-    ``bwd_input`` runs (a version-2 trace)."""
+    ``bwd_input`` runs (a version-2 trace); ``skip``: the (layer, phase) GEMMs left out (no
+    step of the trace ran them)."""
     spec = {"format": FORMAT, "code": code_digest(), "layers": [asdict(la) for la in layers],
             "batch": batch, "arch": arch.to_dict(), "dataflow": dataflow, "phases": phases,
-            "memory": memory, "input_grad": input_grad}
+            "memory": memory, "input_grad": input_grad, "skip": sorted(skip)}
     text = json.dumps(spec, sort_keys=True, default=list, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -132,7 +133,7 @@ def _write(path: Path, key: str, res: Results) -> None:
 
 def dense_baseline(layers, batch: int, arch, dataflow: str, phases: str, memory: str,
                    cache_dir: str | os.PathLike | None, simulate: Callable[[], Results],
-                   input_grad: bool = False) -> Results:
+                   input_grad: bool = False, skip: Iterable[tuple[str, str]] = ()) -> Results:
     """The dense baseline's ``Results`` (table and meta). With ``cache_dir``: from this
     process's memory, else from the cache there, else ``simulate()`` and kept in both.
     Without: ``simulate()``."""
@@ -143,7 +144,7 @@ def dense_baseline(layers, batch: int, arch, dataflow: str, phases: str, memory:
 
     if cache_dir is None:
         return run()
-    key = baseline_key(layers, batch, arch, dataflow, phases, memory, input_grad)
+    key = baseline_key(layers, batch, arch, dataflow, phases, memory, input_grad, skip)
     res = _MEMORY.get(key)
     if res is None:
         path = Path(cache_dir) / "baselines" / f"{key}.json"

@@ -588,18 +588,24 @@ def _computed(baseline: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
 
 def _trace_baseline(trace, steps: list[int] | None, arch, dataflow: str, phases: str,
                     memory: str, cache, replays: Replays | None) -> Results:
-    """The dense baseline of a trace's ``steps`` (all when None; ``simulator.baseline``). In a
-    version-2 trace it runs the first layer's ``bwd_input`` only when some of the steps did: a
-    GEMM no step ran would still shift its neighbours' memory timing in the baseline."""
+    """The dense baseline of a trace's ``steps`` (all when None; ``simulator.baseline``),
+    without the GEMMs none of them ran (a frozen layer's ``bwd_weight``; in a version-2 trace
+    the first layer's ``bwd_input`` runs only when some step ran it): such a GEMM would still
+    shift its neighbours' memory timing in the baseline."""
+    from traces.format import NOT_COMPUTED
+
     m = trace.manifest
+    metas = [trace.read_meta(s) for s in trace.steps if steps is None or s in steps]
     grad = m.format_version >= 2 and any(
-        m.layers[0].name not in trace.read_meta(s).get("bwd_input_not_computed", ())
-        for s in trace.steps if steps is None or s in steps)
+        m.layers[0].name not in meta.get("bwd_input_not_computed", ()) for meta in metas)
+    never = frozenset.intersection(*(
+        frozenset((name, phase) for key, phase in NOT_COMPUTED.items()
+                  for name in meta.get(key, ())) for meta in metas)) if metas else frozenset()
     return dense_baseline(m.layers, m.batch_size, arch, dataflow, phases, memory, cache,
                           lambda: simulate(m.layers, m.batch_size, arch, dataflow, phases,
                                            memory, 0, None, arch.features.baseline(),
-                                           input_grad=grad, replays=replays),
-                          input_grad=grad)
+                                           skip=never, input_grad=grad, replays=replays),
+                          input_grad=grad, skip=never)
 
 
 def simulate_trace(path, arch, dataflow: str, phases: str = "train",

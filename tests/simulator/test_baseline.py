@@ -94,6 +94,8 @@ def test_the_key_follows_every_input(trace, tmp_path, monkeypatch):
     assert key != bl.baseline_key(layers, 8, arch, "os", "train", "ideal")
     assert key != bl.baseline_key(layers[:-1], 4, arch, "os", "train", "ideal")
     assert key != bl.baseline_key(layers, 4, arch, "os", "train", "ideal", input_grad=True)
+    assert key != bl.baseline_key(layers, 4, arch, "os", "train", "ideal",
+                                  skip=[(layers[1].name, "bwd_weight")])
     monkeypatch.setattr(bl, "code_digest", lambda: "another version of the model")
     assert key != bl.baseline_key(layers, 4, arch, "os", "train", "ideal")
 
@@ -154,3 +156,57 @@ def test_cli_no_cache_leaves_the_cache_alone(trace, tmp_path):
     assert len(_entries(tmp_path / "cache")) == 1
     assert _same_dirs(tmp_path / "a", tmp_path / "b") and _same_dirs(tmp_path / "a",
                                                                      tmp_path / "c")
+
+
+def _frozen_trace(tmp_path, source, frozen_in):
+    """A copy of ``source`` whose step i lists ``frozen_in[i]`` (layer names) as
+    ``bwd_weight_not_computed`` (rewritten in its step file's index)."""
+    import shutil
+
+    import numpy as np
+
+    from traces.format import INDEX_KEY, MANIFEST, write_npz
+
+    out = tmp_path / "frozen"
+    shutil.copytree(source, out)
+    steps = json.loads((out / MANIFEST).read_text())["steps"]
+    for entry, frozen in zip(steps, frozen_in, strict=True):
+        path = out / entry["file"]
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        index = json.loads(arrays[INDEX_KEY].tobytes().decode())
+        index["meta"]["bwd_weight_not_computed"] = list(frozen)
+        arrays[INDEX_KEY] = np.frombuffer(json.dumps(index).encode(), dtype=np.uint8)
+        write_npz(path, arrays)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def two_steps(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bl2") / "t"
+    synthesize(SynthConfig(model="lenet5", batch=4, method="static", sparsity=0.8, steps=2),
+               path)
+    return str(path)
+
+
+def test_a_gemm_no_step_ran_is_left_out_of_the_baseline(two_steps, tmp_path):
+    """A weight gradient frozen in every step is not simulated in the baseline either (it
+    would shift its neighbours' DRAM timing): the baseline is a dense run without it. One that
+    a step ran stays."""
+    from simulator.run import simulate
+    from traces.format import Trace
+
+    arch = load_arch("tensordash")
+    layers = Trace(two_steps).manifest.layers
+    frozen = layers[2].name
+    res = simulate_trace(_frozen_trace(tmp_path, two_steps, [[frozen], [frozen]]), arch, "os")
+    skip = frozenset({(frozen, "bwd_weight"), (layers[0].name, "bwd_input")})
+    alone = simulate(layers, 4, arch, "os", "train", "modeled", 0, None,
+                     arch.features.baseline(), skip=skip, input_grad=False).table
+    assert (frozen, "bwd_weight") not in set(zip(res.baseline["Layer"], res.baseline["Phase"],
+                                                 strict=True))
+    cols = ["Layer", "Phase", "Compute Cycles", "Stall Cycles"]
+    assert res.baseline[cols].equals(alone[cols])
+    once = simulate_trace(_frozen_trace(tmp_path / "b", two_steps, [[frozen], []]), arch, "os")
+    assert (frozen, "bwd_weight") in set(zip(once.baseline["Layer"], once.baseline["Phase"],
+                                             strict=True))
