@@ -11,7 +11,8 @@ same one at every point.
 The cache. ``<dir>/baselines/<key>.json`` holds the baseline's table (its columns, their dtypes
 and values; JSON keeps every float64 exactly) and meta, where ``key`` is the SHA-256 of
 everything the baseline depends on: the layers, the batch, every architecture key as
-simulated, the dataflow, the phases, the memory model and the source code of the packages that
+simulated (of the sparse features only the lowering: the baseline runs without the others),
+the dataflow, the phases, the memory model and the source code of the packages that
 compute it (``common``, ``traces``, ``dataflows``, ``simulator``), so a change to the model
 never reads an old answer. An entry is written under a temporary name and renamed into place,
 so concurrent sweep workers read a whole entry or none; an entry that cannot be read, or whose
@@ -73,13 +74,24 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
+def dense_arch_spec(arch) -> dict[str, Any]:
+    """What a dense baseline depends on of ``arch``: every key (``to_dict``) but the sparse
+    features, of which only the lowering: the baseline runs without the others
+    (``SparseFeatures.baseline``), so architectures that differ only in them (a sweep over
+    a sparse feature) share one."""
+    spec = arch.to_dict()
+    spec["sparse"] = {"lowering": asdict(arch.features.lowering)}
+    return spec
+
+
 def baseline_key(layers, batch: int, arch, dataflow: str, phases: str, memory: str,
                  input_grad: bool = False, skip: Iterable[tuple[str, str]] = ()) -> str:
     """The content address of a baseline (hex SHA-256); ``input_grad``: the first layer's
     ``bwd_input`` runs (a version-2 trace); ``skip``: the (layer, phase) GEMMs left out (no
     step of the trace ran them)."""
     spec = {"format": FORMAT, "code": code_digest(), "layers": [asdict(la) for la in layers],
-            "batch": batch, "arch": arch.to_dict(), "dataflow": dataflow, "phases": phases,
+            "batch": batch, "arch": dense_arch_spec(arch), "dataflow": dataflow,
+            "phases": phases,
             "memory": memory, "input_grad": input_grad, "skip": sorted(skip)}
     text = json.dumps(spec, sort_keys=True, default=list, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()

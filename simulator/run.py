@@ -601,11 +601,15 @@ def _trace_baseline(trace, steps: list[int] | None, arch, dataflow: str, phases:
     never = frozenset.intersection(*(
         frozenset((name, phase) for key, phase in NOT_COMPUTED.items()
                   for name in meta.get(key, ())) for meta in metas)) if metas else frozenset()
-    return dense_baseline(m.layers, m.batch_size, arch, dataflow, phases, memory, cache,
+    base = dense_baseline(m.layers, m.batch_size, arch, dataflow, phases, memory, cache,
                           lambda: simulate(m.layers, m.batch_size, arch, dataflow, phases,
                                            memory, 0, None, arch.features.baseline(),
                                            skip=never, input_grad=grad, replays=replays),
                           input_grad=grad, skip=never)
+    # a cached baseline's meta may be another architecture's (one that differs in sparse
+    # features only, or the same read from another file): it says this one's
+    base.meta.update(arch_source=arch.source, arch_spec=arch.to_dict())
+    return base
 
 
 def simulate_trace(path, arch, dataflow: str, phases: str = "train",

@@ -210,3 +210,24 @@ def test_a_gemm_no_step_ran_is_left_out_of_the_baseline(two_steps, tmp_path):
     once = simulate_trace(_frozen_trace(tmp_path / "b", two_steps, [[frozen], []]), arch, "os")
     assert (frozen, "bwd_weight") in set(zip(once.baseline["Layer"], once.baseline["Phase"],
                                              strict=True))
+
+
+def test_architectures_that_differ_in_sparse_features_only_share_one(trace, tmp_path):
+    """The baseline runs without sparse features (but the lowering): a run whose features
+    differ reads the entry another wrote and writes the same bytes as its own fresh run; its
+    meta names its own architecture. A different lowering is another baseline."""
+    a = load_arch("tensordash")
+    b = a.with_overrides({"sparse.taps.lookaside": 3, "sparse.free_rows": 1})
+    c = a.with_overrides({"sparse.lowering.k_order": "flat"})
+    cache = tmp_path / "cache"
+    simulate_trace(trace, a, "os", baseline_cache=cache)
+    bl._MEMORY.clear()
+    shared = write_results(simulate_trace(trace, b, "os", baseline_cache=cache),
+                           tmp_path / "shared")
+    assert len(_entries(cache)) == 1
+    fresh = write_results(simulate_trace(trace, b, "os"), tmp_path / "fresh")
+    assert _same_dirs(fresh, shared)
+    summary = json.loads((shared / "summary.json").read_text())
+    assert summary["arch_spec"]["sparse"]["free_rows"] == 1
+    simulate_trace(trace, c, "os", baseline_cache=cache)
+    assert len(_entries(cache)) == 2
