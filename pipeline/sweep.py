@@ -377,7 +377,8 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     from simulator.budget import MAX_CPU_SECONDS, check
 
     # before anything is written; confirmed (allow_huge), only the memory is checked
-    check(estimate_sweep(sw, None if allow_huge else MAX_CPU_SECONDS), allow_huge,
+    check(estimate_sweep(sw, None if allow_huge else MAX_CPU_SECONDS,
+                         shared=baseline_cache is not None), allow_huge,
           source=sw.source)
     if Path(out).is_symlink() and not Path(out).exists():
         raise InputError("-o", None, f"{out} is a symbolic link to {os.readlink(out)}, which "
@@ -451,13 +452,15 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, out: str | o
     return run
 
 
-def estimate_sweep(sw: Sweep, stop_above: float | None = None):
+def estimate_sweep(sw: Sweep, stop_above: float | None = None, shared: bool = False):
     """The whole sweep's cost (``simulator.budget``): every point's simulations (its steps and
-    its dense baseline, counted at every point though points may share it) and every distinct
-    synthetic trace's building; memory is the largest point's (each worker is a process).
-    Points of the same network, architecture, dataflow and phases are estimated once; with
-    ``stop_above`` (CPU seconds) the sum stops once past it (``Estimate.partial``)."""
+    its dense baseline: with ``shared``, the points share their baselines through a cache, so
+    each distinct baseline counts once) and every distinct synthetic trace's building; memory
+    is the largest point's (each worker is a process). Points of the same network,
+    architecture, dataflow and phases are estimated once; with ``stop_above`` (CPU seconds)
+    the sum stops once past it (``Estimate.partial``)."""
     from simulator.arch import Architecture
+    from simulator.baseline import dense_arch_spec
     from simulator.budget import combine, estimate_network, estimate_synth
     from traces.format import Trace
     from traces.synth import _load_layers
@@ -465,6 +468,7 @@ def estimate_sweep(sw: Sweep, stop_above: float | None = None):
     networks: dict[Any, tuple] = {}  # trace path or synth (model, batch, steps) -> network
     per_key: dict[tuple, Any] = {}
     built: dict[str, Any] = {}  # synthetic trace key -> its building's estimate
+    bases: dict[tuple, Any] = {}  # shared: a distinct baseline -> its estimate
     points = []
     cpu = 0.0
     for p in sw.points:
@@ -487,13 +491,20 @@ def estimate_sweep(sw: Sweep, stop_above: float | None = None):
             layers, batch, steps = networks[key[0]]
             arch = Architecture.from_dict(p.arch, source=p.arch_source)
             per_key[key] = estimate_network(layers, batch, arch, p.dataflow, p.phases,
-                                            steps=steps, masked=True, baseline=True,
+                                            steps=steps, masked=True, baseline=not shared,
                                             what="sweep")
+            bkey = (nkey, json.dumps(dense_arch_spec(arch), sort_keys=True, default=str),
+                    p.dataflow, p.phases, p.memory)
+            if shared and bkey not in bases:  # one dense simulation, in the first point's run
+                bases[bkey] = estimate_network(layers, batch, arch, p.dataflow, p.phases,
+                                               what="sweep", startup=False)
+                cpu += bases[bkey].cpu_s
         points.append(per_key[key])
         cpu += per_key[key].cpu_s
         if stop_above is not None and cpu > stop_above:
-            return combine(points + list(built.values()), "sweep", partial=True)
-    return combine(points + list(built.values()), "sweep")
+            return combine(points + list(bases.values()) + list(built.values()), "sweep",
+                           partial=True)
+    return combine(points + list(bases.values()) + list(built.values()), "sweep")
 
 
 def _run(executor: Any, todo: list[Point], out: Path, run: SweepRun,

@@ -192,12 +192,14 @@ def gemm_counts(gemm, rows: int, cols: int, lanes: int, dataflow: str, folds_mod
 def estimate_network(layers: Iterable[Layer], batch: int, arch, dataflow: str, phases: str,
                      steps: int = 1, masked: bool = False, baseline: bool = False,
                      extra_simulations: int = 0, what: str = "simulate",
-                     timeline: bool = False) -> Estimate:
+                     timeline: bool = False, startup: bool = True) -> Estimate:
     """The cost of simulating ``layers`` at ``batch`` on ``arch``: ``steps`` simulations (a
     trace's recorded steps; ``masked``: they read masks), plus one dense one with ``baseline``
     (a trace's dense baseline) and ``extra_simulations`` more of the same size (``--explain``'s
     chain). ``timeline``: the sparse run keeps its event log and writes it as a Chrome trace
-    (``TIMELINE``). Unknown dataflows or phases count as the most expensive (``train``)."""
+    (``TIMELINE``). ``startup``: a process of its own (``COST.base_s``); without, a simulation
+    run inside another's (a sweep's shared baseline). Unknown dataflows or phases count as
+    the most expensive (``train``)."""
     from simulator.run import half_buffer_words
 
     caps = half_buffer_words(arch)
@@ -216,7 +218,7 @@ def estimate_network(layers: Iterable[Layer], batch: int, arch, dataflow: str, p
                 bits += sum(math.prod(layer.operand_shape(r, batch)) for r in _AB_ROLES[ph])
     sims = max(1, steps) + (1 if baseline else 0) + extra_simulations
     dense_sims = sims - max(1, steps) if masked else sims
-    cpu = (COST.base_s + sims * (COST.tile_s * tiles + COST.fold_s * folds)
+    cpu = ((COST.base_s if startup else 0.0) + sims * (COST.tile_s * tiles + COST.fold_s * folds)
            + COST.bit_s * bits * (sims - dense_sims))
     peak = (COST.base_bytes + COST.tile_bytes * tiles + COST.fold_bytes * folds
             + COST.bit_bytes * bits + COST.operand_bytes * largest)
