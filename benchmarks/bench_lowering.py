@@ -17,6 +17,10 @@ share the cores, so the load average is printed with the figures):
    positions, as ``bwd_weight`` reads the input; positions by (c, i, j), as ``fwd``), 1/8
    dense and all ones: a bit transpose and a count of its rows (before), against byte
    counters over the rows (after).
+4. One image's all-ones im2col columns (rows (c, i, j) in the channel_inner K order, bits its
+   positions) repeated for the batch, as ``bwd_weight`` builds a dense input held as ones, for
+   the ResNet-50 convolutions whose image is whole 64-bit words: every run moved
+   (``runs_rows``, before) against the words copied (``lowering._repeat_bits``, after).
 
 Both sides build the same bits, and the same counts (checked here). Run:
 python benchmarks/bench_lowering.py
@@ -32,6 +36,7 @@ import numpy as np
 from bench_sparse import _best  # the sibling script (run as a script, its folder is on the path)
 
 from dataflows import kernels as kx
+from dataflows.lowering import _repeat_bits
 from traces.format import PackedMask
 
 LANES = 16
@@ -157,6 +162,31 @@ def counts_ratio(repeat: int, batch: int) -> tuple[float, float]:
     return before, after
 
 
+def _repeat_before(pack: np.ndarray, per: int, n: int) -> np.ndarray:
+    """``lowering._repeat_bits`` as it was: a run of ``per`` bits moved per image and row."""
+    base = np.arange(pack.shape[0], dtype=np.int64) * pack.shape[1] * 64
+    return kx.runs_rows(pack.reshape(-1), base, 0, n, per, per, n * per)
+
+
+def repeat_ratio(repeat: int, batch: int) -> tuple[float, float]:
+    """Seconds of the all-ones columns of every convolution whose image is whole words,
+    repeated for the batch, before and after."""
+    before = after = 0.0
+    for ch, size, k, s, p in CONVS:
+        out = (size + 2 * p - k) // s + 1
+        if (out * out) % 64:
+            continue
+        rows, nrows = _k_rows(ch, k, k)
+        ones = kx.Bits.ones((1, ch, size, size)).words
+        one = kx.im2col_cols_map(ones, ch, size, size, 0, 1, 0, ch, 0, 0, k, k, s, s, p, p,
+                                 1, 1, out, out, rows, nrows)
+        assert np.array_equal(_repeat_before(one, out * out, batch),
+                              _repeat_bits(one, out * out, batch))
+        before += _best(partial(_repeat_before, one, out * out, batch), repeat)
+        after += _best(partial(_repeat_bits, one, out * out, batch), repeat)
+    return before, after
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -171,6 +201,9 @@ def main() -> None:
           f"after {a * 1e3:.1f} ms, {b / a:.1f}x")
     b, a = counts_ratio(args.repeat, args.batch)
     print(f"per-k counts, im2col operands of ResNet-50 at batch {args.batch}: "
+          f"before {b * 1e3:.1f} ms, after {a * 1e3:.1f} ms, {b / a:.1f}x")
+    b, a = repeat_ratio(args.repeat, args.batch)
+    print(f"all-ones columns of one image repeated, ResNet-50 shapes at batch {args.batch}: "
           f"before {b * 1e3:.1f} ms, after {a * 1e3:.1f} ms, {b / a:.1f}x")
 
 

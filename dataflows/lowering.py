@@ -408,6 +408,8 @@ def _alike(S: _Shape, t: Bits) -> bool:
 
 def _repeat_bits(pack: np.ndarray, per: int, n: int) -> np.ndarray:
     """(rows, ``per`` bits) → the same ``per`` bits ``n`` times over, one after another."""
+    if per % 64 == 0 and per > 0 and pack.shape[1] == per // 64:  # whole words: copies
+        return np.tile(pack, (1, n))
     base = np.arange(pack.shape[0], dtype=np.int64) * pack.shape[1] * 64
     return kx.runs_rows(pack.reshape(-1), base, 0, n, per, per, n * per)
 

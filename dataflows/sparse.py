@@ -286,6 +286,13 @@ def _with_ones(parts: list, ones_parts: list, ones: list[bool]) -> list:
     return out
 
 
+#: the tap scheduler's fold kernels (``dataflows.taps``) by (slice streams, an operand held as
+#: ones): ones repeat every image, so theirs find the period and schedule one period of every
+#: repeat
+_TAP_FOLDS = {(False, False): "lockstep_row_folds", (False, True): "lockstep_row_folds_periodic",
+              (True, False): "lockstep_slice_folds", (True, True): "lockstep_slice_folds_periodic"}
+
+
 def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str, rows: int,
                      cols: int, lanes: int, feats: SparseFeatures, mapping: DenseMapping,
                      phase: str = "fwd", keys: list | None = None
@@ -316,7 +323,7 @@ def _one_sided_folds(packs, xs: list[str], M: int, K: int, N: int, dataflow: str
             nr, nc = -(-K // (lanes * rows)), -(-(N if dataflow == "ws" else M) // cols)
         slices = dataflow != "os"
         if lock and taps is not None:
-            kern = kx_taps.lockstep_slice_folds if slices else kx_taps.lockstep_row_folds
+            kern = getattr(kx_taps, _TAP_FOLDS[slices, held is not None])
             stats = call(kern, pack, K, lanes, R, th, td, order, F)
             fc = _carried_folds(stats, nr, nc, slices or x == "A",
                                 dataflow == "os" and phase != "bwd_weight", F) + fold_ovh

@@ -153,8 +153,9 @@ def _count(buf, T, G, F):
 
 
 @njit(cache=True)
-def _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit):
-    """``schedule_buffer`` with the tables of ``_rank_tables``.
+def _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit, t0, t1, skip):
+    """``schedule_buffer``'s pass over steps t0 .. t1 of the T with the tables of
+    ``_rank_tables``, entered after a run of ``skip`` free steps; returns the run after them.
 
     Per step and stream, the lanes are visited in rank space: ``cand[s]`` holds the lanes that
     tap s can fill, ``elig`` the empty lanes with some candidate; the lowest set bit of ``elig``
@@ -170,8 +171,7 @@ def _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit):
         hmax = max(hmax, th[s])
     cand = np.zeros(ntaps, dtype=np.uint64)
     sv = np.zeros(hmax + 1, dtype=np.uint64)  # lane words of steps t + h of the stream
-    skip = 0
-    for t in range(T):
+    for t in range(t0, t1):
         if skip < F and _empty_step(buf, t, G):
             skip += 1
             continue
@@ -221,7 +221,7 @@ def _schedule(buf, T, G, L, th, order, F, ctab, clr, sbit):
             buf[t, g] = w
             for h in range(1, hlim + 1):
                 buf[t + h, g] = sv[h]
-    return _count(buf, T, G, F)
+    return skip
 
 
 @njit(cache=True)
@@ -265,7 +265,7 @@ def _packed_tables(L, th, order, ctab, clr, sbit):
 
 
 @njit(cache=True)
-def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit):
+def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit, t0, t1, skip):
     """``_schedule`` for L <= 16 lanes, <= 8 taps and h <= 3 (TensorDash's 16 lanes and 7
     taps): the candidates of all taps in two words (a 16-bit rank-space field per tap), the
     source steps in one (step t + h at bits 16h ..), so that a take is a few word operations:
@@ -281,8 +281,7 @@ def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit):
     f16 = np.uint64(0xFFFF)
     b8 = np.uint64(255)
     s8, s16, s32, s48 = np.uint64(8), np.uint64(16), np.uint64(32), np.uint64(48)
-    skip = 0
-    for t in range(T):
+    for t in range(t0, t1):
         if skip < F and _empty_step(buf, t, G):
             skip += 1
             continue
@@ -353,7 +352,7 @@ def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit):
             buf[t, g] = w
             for h in range(1, hlim + 1):
                 buf[t + h, g] = (sv >> np.uint64(16 * h)) & f16
-    return _count(buf, T, G, F)
+    return skip
 
 
 @njit(cache=True)
@@ -365,12 +364,130 @@ def _tables(L, th, td, order):
 
 
 @njit(cache=True)
-def _schedule_with(buf, T, G, L, th, order, F, tabs):
-    """``schedule_buffer`` with the tables of ``_tables``: the packed scheduler where the taps
-    and lanes fit it, else the general one."""
+def _schedule_steps(buf, T, G, L, th, order, F, tabs, t0, t1, skip):
+    """The pass of ``schedule_buffer`` over steps t0 .. t1 of the T, entered after a run of
+    ``skip`` free steps, with the tables of ``_tables``: the packed scheduler where the taps
+    and lanes fit it, else the general one. Returns the run of free steps after them."""
     if tabs[3].shape[0] > 0:
-        return _schedule_packed(buf, T, G, L, F, tabs[3], tabs[4], tabs[5], tabs[6], tabs[7])
-    return _schedule(buf, T, G, L, th, order, F, tabs[0], tabs[1], tabs[2])
+        return _schedule_packed(buf, T, G, L, F, tabs[3], tabs[4], tabs[5], tabs[6], tabs[7],
+                                t0, t1, skip)
+    return _schedule(buf, T, G, L, th, order, F, tabs[0], tabs[1], tabs[2], t0, t1, skip)
+
+
+@njit(cache=True)
+def _schedule_with(buf, T, G, L, th, order, F, tabs):
+    """``schedule_buffer`` with the tables of ``_tables``."""
+    _schedule_steps(buf, T, G, L, th, order, F, tabs, 0, T, 0)
+    return _count(buf, T, G, F)
+
+
+@njit(cache=True)
+def step_period(buf, T, G):
+    """The least p > 0 with ``buf[t] == buf[t + p]`` (all G streams) for every t < T − p: the
+    period of the steps (T when they do not repeat), by the prefix function of the sequence of
+    steps (Knuth-Morris-Pratt), each step compared as a whole."""
+    if T <= 1:
+        return max(T, 1)
+    pi = np.zeros(T, dtype=np.int64)
+    for t in range(1, T):
+        j = pi[t - 1]
+        while True:
+            same = True
+            for g in range(G):
+                if buf[t, g] != buf[j, g]:
+                    same = False
+                    break
+            if same:
+                pi[t] = j + 1
+                break
+            if j == 0:
+                break
+            j = pi[j - 1]
+    return T - pi[T - 1]
+
+
+@njit(cache=True)
+def _state_hash(buf, t, n, G, skip):
+    """A 64-bit hash of the run of free steps ``skip`` and the words of steps t .. t+n."""
+    m = np.uint64(0x9E3779B97F4A7C15)
+    hv = (np.uint64(skip) + np.uint64(1)) * m
+    for i in range(n):
+        for g in range(G):
+            hv = (hv ^ buf[t + i, g]) * m
+            hv ^= hv >> np.uint64(31)
+    return hv
+
+
+@njit(cache=True)
+def _period_chunk(p):
+    """The steps between two looks at the state of ``_schedule_periodic`` for steps of period
+    ``p``: p, or a multiple of it near 64 where p is shorter (a look costs a hash)."""
+    return p * max(1, 64 // p)
+
+
+@njit(cache=True)
+def _schedule_periodic(buf, T, G, L, th, order, F, tabs, c):
+    """``_schedule_with`` on steps that repeat with a period that divides ``c``
+    (``step_period``: an operand held as ones repeats every image), the same buffer and counts.
+
+    The pass is a machine whose state at the start of step t is the run of free steps and
+    steps t .. t+hmax−1 (those the steps before it may have changed; the later ones are as
+    given). The state is kept at every c-th step: where it equals the state kept at an earlier
+    such step u (a hash finds it, a comparison of the words confirms it), the steps u .. t were
+    scheduled as every later run of t − u steps will be, as long as all their steps see hmax
+    steps ahead: those runs are copied, and the pass goes on from the state after them."""
+    hmax = 1
+    for s in range(th.shape[0]):
+        hmax = max(hmax, th[s])
+    nk = T // c + 1
+    kept = np.zeros((nk, hmax, G), dtype=np.uint64)
+    kskip = np.zeros(nk, dtype=np.int64)
+    first = Dict.empty(key_type=types.uint64, value_type=types.int64)  # hash -> kept index
+    jumped = False
+    skip = 0
+    t = 0
+    while t < T:
+        t1 = min(T, t + c)
+        skip = _schedule_steps(buf, T, G, L, th, order, F, tabs, t, t1, skip)
+        t = t1
+        if jumped or t + hmax > T:
+            continue
+        j = t // c
+        key = _state_hash(buf, t, hmax, G, skip)
+        u = first[key] if key in first else -1
+        if u >= 0 and kskip[u] == skip and _rows_equal(buf, t, kept[u], hmax, G):
+            per = (j - u) * c
+            n = (T - hmax - t) // per
+            if n > 0:
+                for i in range(hmax):  # the state, entered again n runs later
+                    for g in range(G):
+                        kept[0, i, g] = buf[t + i, g]
+                for v in range(t, t + n * per):
+                    for g in range(G):
+                        buf[v, g] = buf[v - per, g]
+                t += n * per
+                for i in range(hmax):
+                    for g in range(G):
+                        buf[t + i, g] = kept[0, i, g]
+                jumped = True
+                continue
+        if u < 0:
+            first[key] = j
+        kskip[j] = skip
+        for i in range(hmax):
+            for g in range(G):
+                kept[j, i, g] = buf[t + i, g]
+    return _count(buf, T, G, F)
+
+
+@njit(cache=True)
+def _rows_equal(buf, t, rows, n, G):
+    """Whether steps t .. t+n of ``buf`` hold the words of ``rows[:n]``."""
+    for i in range(n):
+        for g in range(G):
+            if buf[t + i, g] != rows[i, g]:
+                return False
+    return True
 
 
 @njit(cache=True)
@@ -478,17 +595,25 @@ def _slice_buffer(pack, q0, G, S, K, L, buf):
     """Steps (rows of ``pack``) of slices q0 .. q0+G, slice q = bits qL .. qL+L−1 (``ws``/``is``
     streams: an array row's L lanes hold L consecutive k)."""
     nw = pack.shape[1]
+    ws = np.empty(G, dtype=np.int64)
+    offs = np.empty(G, dtype=np.uint64)
+    spans = np.zeros(G, dtype=np.bool_)  # the slice reaches into the next word
+    keeps = np.empty(G, dtype=np.uint64)
     for g in range(G):
         k0 = (q0 + g) * L
-        w = k0 >> 6
+        ws[g] = k0 >> 6
         off = k0 & 63
+        offs[g] = off
         n = min(L, K - k0)
-        keep = (_U1 << np.uint64(n)) - _U1 if n < 64 else ~_Z
-        for s in range(S):
-            v = pack[s, w] >> np.uint64(off)
-            if off != 0 and off + n > 64 and w + 1 < nw:
-                v |= pack[s, w + 1] << np.uint64(64 - off)
-            buf[s, g] = v & keep
+        keeps[g] = (_U1 << np.uint64(n)) - _U1 if n < 64 else ~_Z
+        spans[g] = off != 0 and off + n > 64 and ws[g] + 1 < nw
+    for s in range(S):  # row by row: the pack and the buffer are read and written in order
+        for g in range(G):
+            w = ws[g]
+            v = pack[s, w] >> offs[g]
+            if spans[g]:
+                v |= pack[s, w + 1] << (np.uint64(64) - offs[g])
+            buf[s, g] = v & keeps[g]
 
 
 @njit(cache=True)
@@ -500,6 +625,21 @@ def lockstep_row_folds(pack, K, L, R, th, td, order, F):
     fold's buffer (it stays empty, and a step is free or not by the other streams alone), and a
     fold whose remaining rows hold the same words as an earlier fold's takes that fold's
     result (a hash of the words finds it, a comparison of the words confirms it)."""
+    return _row_folds(pack, K, L, R, th, td, order, F, False)
+
+
+@njit(cache=True)
+def lockstep_row_folds_periodic(pack, K, L, R, th, td, order, F):
+    """``lockstep_row_folds`` for an operand whose steps repeat (a dense operand held as
+    ones: its zeros are the padding of every image): each fold's buffer scheduled by
+    ``_schedule_periodic`` with its ``step_period``. The same results; slower where nothing
+    repeats."""
+    return _row_folds(pack, K, L, R, th, td, order, F, True)
+
+
+@njit(cache=True)
+def _row_folds(pack, K, L, R, th, td, order, F, periodic):
+    """``lockstep_row_folds``; ``periodic``: as ``lockstep_row_folds_periodic``."""
     S = pack.shape[0]
     T = (K + L - 1) // L
     nf = (S + R - 1) // R
@@ -523,7 +663,11 @@ def lockstep_row_folds(pack, K, L, R, th, td, order, F):
             z[f], rest[f], out[f] = z[j], rest[j], out[j]
             continue
         _row_buffer(pack, rows, G, T, L, buf)
-        z[f], rest[f], out[f] = _schedule_with(buf, T, G, L, th, order, F, tabs)
+        if periodic and T > 64:  # a short buffer is scheduled sooner than its period found
+            c = _period_chunk(step_period(buf, T, G))
+            z[f], rest[f], out[f] = _schedule_periodic(buf, T, G, L, th, order, F, tabs, c)
+        else:
+            z[f], rest[f], out[f] = _schedule_with(buf, T, G, L, th, order, F, tabs)
         if j < 0:
             first[key] = f
     return z, rest, out, np.full(nf, T, dtype=np.int64)
@@ -532,6 +676,19 @@ def lockstep_row_folds(pack, K, L, R, th, td, order, F):
 @njit(cache=True)
 def lockstep_slice_folds(pack, K, L, R, th, td, order, F):
     """Per fold of R consecutive slices of ``pack`` (``ws``/``is``), T = rows of ``pack``."""
+    return _slice_folds(pack, K, L, R, th, td, order, F, False)
+
+
+@njit(cache=True)
+def lockstep_slice_folds_periodic(pack, K, L, R, th, td, order, F):
+    """``lockstep_slice_folds`` for an operand whose rows repeat (as
+    ``lockstep_row_folds_periodic``)."""
+    return _slice_folds(pack, K, L, R, th, td, order, F, True)
+
+
+@njit(cache=True)
+def _slice_folds(pack, K, L, R, th, td, order, F, periodic):
+    """``lockstep_slice_folds``; ``periodic``: as ``lockstep_slice_folds_periodic``."""
     S = pack.shape[0]
     nq = (K + L - 1) // L
     nf = (nq + R - 1) // R
@@ -540,11 +697,49 @@ def lockstep_slice_folds(pack, K, L, R, th, td, order, F):
     out = np.zeros(nf, dtype=np.int64)
     buf = np.zeros((max(S, 1), R), dtype=np.uint64)
     tabs = _tables(L, th, td, order)
+    other = np.zeros((max(S, 1), R) if periodic else (1, 1), dtype=np.uint64)
+    first = Dict.empty(key_type=types.uint64, value_type=types.int64)  # hash -> fold
     for f in range(nf):
         G = min(R, nq - f * R)
         _slice_buffer(pack, f * R, G, S, K, L, buf)
-        z[f], rest[f], out[f] = _schedule_with(buf, S, G, L, th, order, F, tabs)
+        if not periodic:
+            z[f], rest[f], out[f] = _schedule_with(buf, S, G, L, th, order, F, tabs)
+            continue
+        # a fold whose slices hold the same words as an earlier fold's takes its result
+        key = _buffer_hash(buf, S, G)
+        j = first[key] if key in first else -1
+        if j >= 0 and min(R, nq - j * R) == G:
+            _slice_buffer(pack, j * R, G, S, K, L, other)
+            if _same_buffer(buf, other, S, G):
+                z[f], rest[f], out[f] = z[j], rest[j], out[j]
+                continue
+        if j < 0:
+            first[key] = f
+        c = _period_chunk(step_period(buf, S, G))
+        z[f], rest[f], out[f] = _schedule_periodic(buf, S, G, L, th, order, F, tabs, c)
     return z, rest, out, np.full(nf, S, dtype=np.int64)
+
+
+@njit(cache=True)
+def _buffer_hash(buf, T, G):
+    """A 64-bit hash of ``buf[:T, :G]``."""
+    m = np.uint64(0x9E3779B97F4A7C15)
+    hv = np.uint64(G) * m
+    for t in range(T):
+        for g in range(G):
+            hv = (hv ^ buf[t, g]) * m
+            hv ^= hv >> np.uint64(31)
+    return hv
+
+
+@njit(cache=True)
+def _same_buffer(buf, other, T, G):
+    """Whether ``buf[:T, :G]`` and ``other[:T, :G]`` hold the same words."""
+    for t in range(T):
+        for g in range(G):
+            if buf[t, g] != other[t, g]:
+                return False
+    return True
 
 
 @njit(cache=True)

@@ -8,11 +8,16 @@ from hypothesis import strategies as st
 
 from dataflows.kernels import pack_rows, schedule
 from dataflows.taps import (
+    _schedule_periodic,
+    _tables,
     carry_walk,
     dnnsim_taps,
     lockstep_row_folds,
+    lockstep_row_folds_periodic,
     lockstep_slice_folds,
+    lockstep_slice_folds_periodic,
     schedule_buffer,
+    step_period,
     strided_order,
     tap_row_lengths,
     tap_slice_lengths,
@@ -387,3 +392,96 @@ def test_row_folds_with_empty_and_repeated_rows(data, F, R):
     for r in range(len(pick)):
         vals = padded[r].reshape(T, 1, L)
         assert bars[r] == ref_count(ref_schedule(vals, TD_TAPS, order.tolist(), F), F)[0]
+
+
+def ref_period(vals: np.ndarray) -> int:
+    """The least p > 0 with vals[t] == vals[t + p] for every t, by trying each p."""
+    T = vals.shape[0]
+    return next(p for p in range(1, T + 1) if np.array_equal(vals[p:], vals[:T - p]))
+
+
+@st.composite
+def periodic_buffers(draw):
+    """Steps that repeat: a drawn block of steps laid end to end and cut anywhere (the way a
+    dense operand held as ones repeats every image), dense or sparse, with whole steps empty
+    in every stream now and then so that free steps occur."""
+    p = draw(st.integers(1, 7))
+    G = draw(st.integers(1, 3))
+    L = draw(st.integers(2, 16))
+    T = draw(st.integers(1, 90))
+    dens = draw(st.sampled_from([0.1, 0.3, 0.6, 0.9, 1.0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    block = rng.random((p, G, L)) < dens
+    block[rng.random(p) < 0.3] = False
+    return np.concatenate([block] * (T // p + 1))[:T]
+
+
+def _periodic_run(vals, taps, order, F, p):
+    T, G, L = vals.shape
+    th, td = _arr(taps)
+    o = np.array(order, np.int64)
+    buf = to_buf(vals)
+    got = _schedule_periodic(buf, T, G, L, th, o, F, _tables(L, th, td, o), p)
+    return got, from_buf(buf, L)
+
+
+@settings(**SETTINGS)
+@given(data=st.data(), vals=periodic_buffers(), F=st.integers(0, 3))
+def test_periodic_schedule_equals_reference(data, vals, F):
+    """Steps that repeat, scheduled a period at a time with the repeated periods copied: the
+    slot-by-slot rule's buffer and count, for TensorDash's taps or drawn ones and any lane
+    order; ``step_period`` is the least period."""
+    T, G, L = vals.shape
+    taps = data.draw(tap_lists(L)) if data.draw(st.booleans()) else TD_TAPS
+    order = data.draw(st.permutations(list(range(L))))
+    p = step_period(to_buf(vals), T, G)
+    assert p == ref_period(vals)
+    # the state looked at every period or every few (the kernels look about every 64 steps)
+    (z, rest, out), sched = _periodic_run(vals, taps, order, F, p * data.draw(st.integers(1, 3)))
+    want = ref_schedule(vals, taps, order, F)
+    assert np.array_equal(sched, want)
+    lead = next((t for t in range(T) if want[t].any()), T)
+    assert z == lead
+    assert (rest, out) == (ref_count(want[lead:], F) if lead < T else (0, 0))
+
+
+def test_periodic_schedule_with_a_wrong_period_differs():
+    """The reference comparison above can fail: told a period the steps do not have (3 for
+    4), the pass copies steps that differ from the ones it skips."""
+    rng = np.random.default_rng(7)
+    wrong = 0
+    for _ in range(40):
+        block = rng.random((4, 2, 16)) < 0.3
+        vals = np.concatenate([block] * 12)
+        want = ref_schedule(vals, TD_TAPS, strided_order(16, 5), 2)
+        _, sched = _periodic_run(vals, TD_TAPS, strided_order(16, 5), 2, 3)
+        wrong += not np.array_equal(sched, want)
+        _, sched = _periodic_run(vals, TD_TAPS, strided_order(16, 5), 2, 4)
+        assert np.array_equal(sched, want)
+    assert wrong > 0
+
+
+@settings(**SETTINGS)
+@given(data=st.data(), F=st.integers(0, 3), R=st.integers(1, 4))
+def test_periodic_fold_kernels_equal_plain_ones(data, F, R):
+    """The fold kernels for operands that repeat give the plain kernels' results, on operands
+    whose rows (``ws``/``is`` steps) and k's (``os`` steps) repeat, and on ones that do not."""
+    L = data.draw(st.sampled_from([4, 16]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    dens = data.draw(st.sampled_from([0.2, 0.7, 1.0]))
+    img = rng.random((data.draw(st.integers(1, 5)), data.draw(st.integers(1, 40)))) < dens
+    n = data.draw(st.integers(1, 12))
+    rows = np.concatenate([img] * n)  # images one after another along the rows
+    if data.draw(st.booleans()):
+        rows = np.concatenate([img] * n, axis=1)  # or along k
+    if data.draw(st.booleans()):  # or nothing repeats
+        rows = rng.random(rows.shape) < dens
+    K = rows.shape[1]
+    pack = pack_rows(rows)
+    th, td = _arr(TD_TAPS)
+    order = np.array(strided_order(L, 5), np.int64)
+    for plain, periodic in ((lockstep_row_folds, lockstep_row_folds_periodic),
+                            (lockstep_slice_folds, lockstep_slice_folds_periodic)):
+        want = plain(pack, K, L, R, th, td, order, F)
+        got = periodic(pack, K, L, R, th, td, order, F)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
