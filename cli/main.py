@@ -236,8 +236,10 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     from common.jit import compile_mark, compiled_note
 
     mark = compile_mark()  # a first run compiles the kernels: it says so with its results
+    from cli.process import started
     from simulator.baseline import default_cache_dir
 
+    started()  # the imports are done: the console script's collector runs again (cli.process)
     cache = None if args.no_cache else default_cache_dir()
     if net.kind == "trace":
         results = simulate_trace(net.trace, arch, dataflow, phases, args.memory,

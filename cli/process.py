@@ -20,6 +20,14 @@ command starts and ends, never what it computes or writes.
   objects left are frozen (``gc.freeze``) at exit, so those collections skip them. Outputs do
   not depend on it: they are written, closed and renamed before the command returns, and the
   interpreter flushes stdout and stderr at exit whatever the collector does.
+* No garbage collection during the start-up (``simulate``). Its imports (numba, pandas) make
+  about 160 000 objects that live as long as the process; CPython's collector, started every
+  700 allocations, went over them some 370 times, twice in full, and freed about 3 500 objects:
+  0.15 s of CPU on the ResNet-50 step. The collector is off from ``tune`` until the command
+  calls ``started`` (after its imports); then what the start-up made is frozen (``gc.freeze``:
+  later collections skip it) and the collector runs as before (0.06 s on that step, in the
+  collections after it). Nothing the command computes or writes depends on when cyclic
+  garbage is freed.
 """
 
 from __future__ import annotations
@@ -35,8 +43,10 @@ TRIM_BYTES = 2 * MMAP_BYTES
 _M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc's malloc.h)
 _M_MMAP_THRESHOLD = -3
 _COMMANDS_KEEPING_MEMORY = ("simulate",)
+_COMMANDS_QUIET_START = ("simulate",)  # each calls ``started`` when its start-up is over
 
 _done = False
+_held = False  # the collector is off until ``started``
 
 
 def keep_freed_memory() -> bool:
@@ -62,10 +72,23 @@ def keep_freed_memory() -> bool:
 def tune(command: str) -> None:
     """The process settings of the module docstring for the console script's ``command``
     (a subcommand name); once per process."""
-    global _done
+    global _done, _held
     if _done:
         return
     _done = True
     atexit.register(gc.freeze)
     if command in _COMMANDS_KEEPING_MEMORY:
         keep_freed_memory()
+    if command in _COMMANDS_QUIET_START and gc.isenabled():
+        gc.disable()
+        _held = True
+
+
+def started() -> None:
+    """The command's start-up (its imports) is over: freeze what it made and turn the collector
+    back on, when ``tune`` turned it off (the module docstring); else nothing (the Python API)."""
+    global _held
+    if _held:
+        _held = False
+        gc.freeze()
+        gc.enable()

@@ -151,7 +151,7 @@ def encode(bits: np.ndarray, numel: int, nnz: int) -> np.ndarray:
     return np.frombuffer(frame, dtype=np.uint8).copy()
 
 
-def _frame_length(frame: bytes) -> int:
+def _frame_length(frame: bytes | memoryview) -> int:
     """The bytes of the Zstandard frame at the start of ``frame``, from its block headers (the
     frame format, RFC 8878 section 3.1.1); ``CodecError`` when it is not a frame or is cut."""
     if len(frame) < 6 or frame[:4] != _MAGIC:
@@ -178,7 +178,7 @@ def decode(arr: np.ndarray, numel: int) -> tuple[np.ndarray, int]:
     ``ceil(numel / 8)`` bytes of the bits and a few MiB."""
     if arr.dtype != np.uint8 or arr.ndim != 1:
         raise CodecError(f"expected a 1-D uint8 array, got {arr.dtype} {arr.shape}")
-    frame = arr.tobytes()
+    frame = memoryview(np.ascontiguousarray(arr))  # the array's bytes, not a copy of them
     length = _frame_length(frame)
     if length < len(frame):
         raise CodecError(f"{len(frame) - length:,} bytes after the Zstandard frame")

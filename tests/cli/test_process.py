@@ -84,3 +84,46 @@ def test_the_console_script_tunes_and_the_api_does_not(monkeypatch, capsys):
     assert cli_main.main() == 0
     assert seen == ["info"]
     capsys.readouterr()
+
+
+#: a child that tunes the process for ``argv[1]``, reports whether the collector is on, calls
+#: ``started`` and reports again, with whether anything was frozen
+START = """
+import gc, sys
+from cli import process
+if sys.argv[1] != "-":
+    process.tune(sys.argv[1])
+before = gc.isenabled()
+process.started()
+print(before, gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+def test_simulate_holds_the_collector_off_until_its_start_up_is_over():
+    assert _python(START, "simulate").split() == ["False", "True", "True"]
+
+
+def test_other_commands_and_the_api_keep_the_collector_running():
+    assert _python(START, "info").split() == ["True", "True", "False"]
+    assert _python(START, "-").split() == ["True", "True", "False"]  # started() without tune
+
+
+#: the console script's ``simulate`` on a two-layer topology, then whether the collector is on
+SIMULATE = """
+import gc, sys
+from cli import main
+sys.argv = ["sparsesim", "simulate", sys.argv[1], "--arch", "scalesim-32", "--memory",
+            "ideal", "-o", sys.argv[2]]
+code = main.main()
+print(code, gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+def test_simulate_turns_the_collector_back_on(tmp_path):
+    topo = tmp_path / "net.csv"
+    topo.write_text(
+        "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
+        "Channels, Num Filter, Strides,\nconv1,18,18,3,3,4,16,1,\n"
+    )
+    out = _python(SIMULATE, str(topo), str(tmp_path / "res")).splitlines()[-1]
+    assert out.split() == ["0", "True", "True"]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from reports import verdict
 from reports.verdict import PARTS, bound, layer_bounds, layers_sentence, run_verdict, shares
 from simulator.arch import load_arch
 from simulator.run import simulate
@@ -132,3 +135,94 @@ def test_ideal_memory_and_imbalanced_masks_is_load_imbalance_bound():
     assert v.bound == "load imbalance", v.text
     assert v.text.startswith("Load-imbalance bound: ")
     assert res.table["Stall Cycles (DRAM Bandwidth)"].sum() == 0
+
+
+def _layer_bounds_reference(table: pd.DataFrame) -> pd.DataFrame:
+    """``layer_bounds`` as it was written first: pandas sums each layer's frame."""
+    rows = []
+    for (lid, lay), df in table.groupby(["LayerID", "Layer"], sort=True):
+        s = shares(df)
+        name, share = bound(df)
+        cyc = float(df["Compute Cycles"].sum() + df["Stall Cycles"].sum())
+        rows.append(
+            {
+                "LayerID": int(lid),
+                "Layer": lay,
+                "Cycles": cyc,
+                "Bound": name,
+                "Bound Share %": 100 * share,
+                **{f"{k} %": 100 * v for k, v in s.items()},
+            }
+        )
+    out = pd.DataFrame(rows)
+    return (
+        out.sort_values(["Cycles", "LayerID"], ascending=[False, True], kind="stable").reset_index(
+            drop=True
+        )
+        if len(out)
+        else out
+    )
+
+
+_CYCLES = st.one_of(
+    st.integers(0, 10**6),
+    st.floats(0, 1e17, allow_nan=False),
+    st.sampled_from([0.1, 0.7, 1.0, 1e16, -1e16, float("nan")]),
+)
+
+
+@st.composite
+def _tables(draw) -> pd.DataFrame:
+    """Tables of the columns ``layer_bounds`` reads: integer or float cycles (fractions, large
+    magnitudes, NaN: where the order of the additions shows), rows of a layer spread over the
+    table, a layer id shared by two names."""
+    n = draw(st.integers(0, 30))
+    floats = draw(st.booleans())
+    rows = []
+    for _ in range(n):
+        lid = draw(st.integers(0, 5))
+        row = {"LayerID": lid, "Layer": draw(st.sampled_from([f"l{lid}", f"m{lid}"]))}
+        for c in (*PARTS.values(), "Stall Cycles"):
+            v = draw(_CYCLES)
+            row[c] = float(v) if floats else (int(v) if v == v and abs(v) < 2**62 else 0)
+        rows.append(row)
+    cols = ["LayerID", "Layer", *PARTS.values(), "Stall Cycles"]
+    t = pd.DataFrame(rows, columns=cols)
+    drop = draw(st.sampled_from([None, *list(PARTS.values())[1:]]))
+    return t.drop(columns=[drop]) if drop else t
+
+
+@settings(max_examples=300, deadline=None)
+@given(_tables())
+def test_layer_bounds_equal_the_per_frame_sums(t):
+    pd.testing.assert_frame_equal(layer_bounds(t), _layer_bounds_reference(t), check_exact=True)
+
+
+def test_layer_bounds_other_dtypes_summed_by_pandas():
+    t = _table([{"Layer": "a", "LayerID": 0, "compute": 10, "load imbalance": 30}])
+    t["Compute Cycles"] = t["Compute Cycles"].astype("Float64")  # not a numpy dtype
+    pd.testing.assert_frame_equal(layer_bounds(t), _layer_bounds_reference(t), check_exact=True)
+
+
+def test_layer_bounds_check_sees_the_order_of_the_additions(monkeypatch):
+    # a deliberately wrong variant, each layer's values added last to first, fails the check
+    t = pd.DataFrame(
+        {
+            "LayerID": [0, 0, 0],
+            "Layer": ["a"] * 3,
+            "Stall Cycles": [0.0] * 3,
+            **{c: [1.0, 1e16, -1e16] for c in PARTS.values()},
+        }
+    )
+    pd.testing.assert_frame_equal(layer_bounds(t), _layer_bounds_reference(t), check_exact=True)
+
+    right = verdict._groups_by_column
+
+    def reversed_sums(table):
+        for lid, lay, sums, stall in right(table):
+            idx = table.groupby(["LayerID", "Layer"]).indices[(lid, lay)][::-1]
+            yield lid, lay, {c: table[c].to_numpy()[idx].sum() for c in sums}, stall
+
+    monkeypatch.setattr(verdict, "_groups_by_column", reversed_sums)
+    with pytest.raises(AssertionError):
+        pd.testing.assert_frame_equal(layer_bounds(t), _layer_bounds_reference(t), check_exact=True)

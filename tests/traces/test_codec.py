@@ -218,3 +218,35 @@ def test_a_frame_asking_for_a_large_window_is_refused():
                         np.uint8)
     with pytest.raises(CodecError, match="corrupt Zstandard frame"):
         decode(arr, 2 * k)
+
+
+def _laid_out(arr: np.ndarray, how: str) -> np.ndarray:
+    """``arr`` as a reader may hand it over: a strided view, read-only, at an offset."""
+    if how == "strided":
+        big = np.zeros(2 * arr.size, np.uint8)
+        big[::2] = arr
+        return big[::2]
+    if how == "read-only":
+        out = arr.copy()
+        out.flags.writeable = False
+        return out
+    return np.concatenate([np.uint8([7]), arr])[1:]
+
+
+@settings(max_examples=100, deadline=None)
+@given(mask=masks(), how=st.sampled_from(["strided", "read-only", "offset"]))
+def test_decode_reads_the_array_in_any_layout(mask, how):
+    bits = np.packbits(mask.reshape(-1))
+    got, nnz = decode(_laid_out(encode(bits, mask.size, int(mask.sum())), how), mask.size)
+    assert nnz == int(mask.sum())
+    np.testing.assert_array_equal(got, bits)
+
+
+def test_decode_of_a_strided_array_needs_its_bytes_in_order(monkeypatch):
+    # a deliberately wrong variant, the array's buffer taken as it lies, fails on a strided view
+    mask = np.arange(300) % 7 == 0
+    arr = _laid_out(encode(np.packbits(mask), mask.size, int(mask.sum())), "strided")
+    assert decode(arr, mask.size)[1] == int(mask.sum())
+    monkeypatch.setattr(codec.np, "ascontiguousarray", lambda a: a)
+    with pytest.raises((BufferError, ValueError, TypeError, CodecError)):
+        decode(arr, mask.size)
