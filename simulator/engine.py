@@ -226,8 +226,8 @@ class DramUnit:
         """Serve one DMA request of ``ra``, ``rb``, ``rc`` bytes of A, B and C (a write, 1:
         C only) of GEMM ``gi`` requested now. Returns the cycle its last data beat ends (now
         when it moved nothing). The DMA units make this call inline (``self.call``)."""
-        return _serve_kernel(self.env.now, ra, rb, rc, gi, self.ints, self.floats, self.counts,
-                             write)
+        return _serve_kernel(float(self.env.now), ra, rb, rc, gi, self.ints, self.floats,
+                             self.counts, write)
 
     @property
     def call(self):
@@ -276,6 +276,9 @@ _D_SLOT, _D_READ = 0, 1  # waiting for an input half / for its read
 _P_READY, _P_SLOT, _P_BUSY = 0, 1, 2  # a loaded tile / an output half / computing
 _W_GET, _W_WRITE = 0, 1  # the next computed tile / its write
 _UD, _UP, _UW = 0, 1, 2  # units, in the order the event arrays use
+# the DRAM call's constant arguments as int64, not literals: the kernel called from here and
+# from the processes is then one compiled version (each loads from the cache at start-up)
+_NO, _YES = np.int64(0), np.int64(1)
 
 
 @njit(cache=True)
@@ -343,7 +346,7 @@ def _step_d(si, sf, rows, gi, ints, floats, acc, out, peak):
             took = 0.0
             ideal = 0.0
             if ra != 0 or rb != 0 or rc != 0:
-                finish = _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc)
+                finish = _serve_kernel(now, ra, rb, rc, gi, ints, floats, acc, _NO)
                 took = finish - now
                 ideal = (ra + rb + rc) / peak
                 si[_NOUT] = _rec(out, si[_NOUT], READ, gi, now, finish, ra, rb, rc)
@@ -455,7 +458,7 @@ def _step_w(si, sf, gi, ints, floats, acc, out, peak):
         if write:
             nb = si[_NB_W]
             if nb != 0:
-                finish = _serve_kernel(now, 0, 0, nb, gi, ints, floats, acc, 1)
+                finish = _serve_kernel(now, _NO, _NO, nb, gi, ints, floats, acc, _YES)
                 took = finish - now
                 si[_NOUT] = _rec(out, si[_NOUT], WRITE, gi, now, finish, nb, 0, 0)
                 if took > 0:
@@ -770,7 +773,8 @@ def _dma_in(r: _Replay):
             took = ideal = 0.0
             if ra or rb or rc:
                 now = env.now
-                finish = serve(now, ra, rb, rc, gi, ints, floats, counts)
+                # always a float and the write flag given: one compiled version to load
+                finish = serve(float(now), ra, rb, rc, gi, ints, floats, counts, 0)
                 took, ideal = finish - now, (ra + rb + rc) / peak
                 rec((READ, gi, now, finish, ra, rb, rc))
                 if finish > now:
@@ -865,7 +869,7 @@ def _dma_out(r: _Replay):
         gi, nbytes = item
         if nbytes:
             now = env.now
-            finish = serve(now, 0, 0, nbytes, gi, ints, floats, counts, 1)
+            finish = serve(float(now), 0, 0, nbytes, gi, ints, floats, counts, 1)
             took = finish - now
             rec((WRITE, gi, now, finish, nbytes, 0, 0))
             r.write_share = min(nbytes / peak, took) / took if took > 0 else 1.0
