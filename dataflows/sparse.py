@@ -49,7 +49,7 @@ from dataflows import kernels as kx
 from dataflows import taps as kx_taps
 from dataflows.features import FORMAT_LEVELS, SparseFeatures
 from dataflows.formats import block_ratio
-from dataflows.gemm import Gemm, lower
+from dataflows.gemm import Gemm, Kept, lower
 from dataflows.kernels import Bits
 from dataflows.lowering import Lowering, lowered_parts
 from dataflows.systolic import DenseMapping, fold_cycles_of, map_dense
@@ -560,7 +560,18 @@ def _structured(ex: _Exec) -> tuple[Gemm, list, int] | None:
     a_st = -(-g.stored("A") * m2 * k2 // (M * K))
     b_st = -(-g.stored("B") * k2 * n2 // (K * N))
     c_st = -(-g.stored("C") * m2 * n2 // (M * N))
-    return Gemm(g.layer, g.phase, m2, k2, n2, G, a_st, b_st, c_st), packs, macs
+    # which rows, k's and columns of the GEMM each group keeps (−1: padding to the largest
+    # group), so that the tile schedule counts the stored words a block of them touches
+    maps = []
+    for i, size in enumerate((m2, k2, n2)):
+        idx = np.full((G, size), -1, dtype=np.int32)
+        for grp, kp in enumerate(keep):
+            at = np.flatnonzero(kp[i])
+            idx[grp, : len(at)] = at
+        maps.append(idx)
+    kept = Kept.of((M, K, N), *maps)
+    return Gemm(g.layer, g.phase, m2, k2, n2, G, a_st, b_st, c_st, im2col=g.im2col,
+                col2im=g.col2im, kept=kept), packs, macs
 
 
 def nm_slots(K: int, n: int, m: int) -> int:
