@@ -606,11 +606,16 @@ def condensed_gemm(g: Gemm, k2: int, n2: int, nm: tuple[int, int] | None) -> Gem
     columns: the activations are read dense (K per row; an im2col A as its feature map, whose
     geometry it keeps with N:M's slots per group, ``nm``, so that a block of slots counts the
     words of the groups it selects from; a constant fan-in k is (k, K), one group), the
-    condensed weights as K' slots."""
+    condensed weights as K' slots. A plain A (a linear layer's activations, ``bwd_input``'s
+    output gradient) is given the geometry of a 1×1 convolution with one position per image
+    (images M, channels K), so that a block of its slots counts the elements of its rows in the
+    groups its slots select from."""
     im2col = None
-    if nm is not None and g.im2col is not None and g.im2col[0] == "A" and k2 == nm_slots(
-            g.K, *nm):
-        im2col = (*(list(g.im2col) + [0])[:16], *nm)
+    if nm is not None and k2 == nm_slots(g.K, *nm):
+        if g.im2col is not None and g.im2col[0] == "A":
+            im2col = (*(list(g.im2col) + [0])[:16], *nm)
+        elif g.im2col is None and not g.k_read and g.stored("A") == g.M * g.K:
+            im2col = ("A", g.M, g.K, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, *nm)
     return Gemm(g.layer, g.phase, g.M, k2, n2, g.groups, a_stored=g.stored("A"),
                 c_stored=g.stored("C") * n2 // g.N, k_read=g.K, im2col=im2col)
 
