@@ -36,8 +36,10 @@ class Kept:
     """Which rows of A, k's and columns of B of a GEMM (``shape``: its M, K, N) a reduced GEMM
     keeps, per group: ``rows`` (groups × M'), ``ks`` (groups × K'), ``cols`` (groups × N'),
     int32, each entry the index it stands for in the GEMM, −1 for a slot that pads a group to
-    the largest group (no data). Compared and hashed by ``shape`` and a digest of the indices,
-    so that a GEMM carrying it stays a cache key."""
+    the largest group (no data); one row where every group keeps the same (a dense operand
+    keeps all its rows: a depthwise convolution's groups need not hold copies). Compared and
+    hashed by ``shape`` and a digest of the indices, so that a GEMM carrying it stays a cache
+    key."""
 
     shape: tuple[int, int, int]
     rows: np.ndarray = field(repr=False)
@@ -48,13 +50,19 @@ class Kept:
     @classmethod
     def of(cls, shape: tuple[int, int, int], rows: np.ndarray, ks: np.ndarray,
            cols: np.ndarray) -> Kept:
-        """The maps as int32 arrays of one row per group, with their digest."""
+        """The maps as int32 arrays of one row per group (one row for all where the groups'
+        are equal), with their digest."""
         arrs = [np.ascontiguousarray(np.atleast_2d(x), dtype=np.int32) for x in (rows, ks, cols)]
+        arrs = [a[:1].copy() if a.shape[0] > 1 and (a == a[:1]).all() else a for a in arrs]
         h = hashlib.blake2b(digest_size=16)
         for a in arrs:
             h.update(np.array(a.shape, dtype=np.int64).tobytes())
             h.update(a.tobytes())
         return cls(tuple(int(x) for x in shape), *arrs, h.digest())
+
+    def group(self, grp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kept rows, k's and columns of group ``grp``."""
+        return tuple(a[grp if a.shape[0] > 1 else 0] for a in (self.rows, self.ks, self.cols))
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Kept) and self.shape == other.shape

@@ -54,10 +54,16 @@ run of positions (the padding slots hold no words, in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
 equals the schedule word for word, a plain operand stored and held compressed included (every
 block its own formats' words; an im2col operand in a compressed format is its footprint times
-the ratio of the matrix block, which is not walked). An operand that carries no geometry (the
-structured GEMMs of ``dataflows.sparse``, a condensed linear layer's A read K per row) is
-counted as a share of the matrix: its words scaled by stored / expanded elements, and so are
-the words it fills its half buffer with.
+the ratio of the matrix block, which is not walked). A reduced GEMM of structured sparsity
+(``Gemm.kept``: per group the rows, k's and columns it keeps of the GEMM it reduces, whose
+geometry it carries) counts a block as the stored words its kept rows × kept k's (or columns)
+touch — feature-map words for an im2col operand, kept elements for a plain one, for C the kept
+elements or the input-gradient words they land in; a slot padding a group holds none — each
+group walked on its own (``_kept_schedule``; ``tests/dataflows/test_traffic_kept.py`` walks it
+too). A condensed plain A read K per row carries the geometry of a 1×1 convolution, one
+position per image. An operand that carries no geometry and is stored in fewer words than its
+matrix is counted as a share of the matrix: its words scaled by stored / expanded elements,
+and so are the words it fills its half buffer with.
 Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so
 a tile's fresh words of one operand are one contiguous run. A fold whose fresh data exceeds a
 half buffer is split into chunks along its time dimension; consecutive small folds are merged
@@ -1373,13 +1379,12 @@ def _kept_steps(geo, rmap, r0, r1):
 
 
 @njit(cache=True)
-def _kept_blocks(geo, rmap, cmap, blocks, stream, bcap):
+def _kept_blocks(geo, rmap, cmap, blocks, stream, bcap, stamp, state):
     """``_im2col_blocks`` of a reduced im2col operand (``_kept_union``'s maps): per block its
     footprint and the words fetching it moves, streamed in ⌈footprint / bcap⌉ equal parts
     along its time axis when it does not fit (``stream``: 0 rows, a step the rows on one
-    output row; 1 columns; −1 none), each part fetched as its own footprint."""
-    stamp = np.zeros(geo[0] * geo[2] * geo[3], dtype=np.int64)
-    state = np.zeros(1, dtype=np.int64)
+    output row; 1 columns; −1 none), each part fetched as its own footprint. ``stamp`` (a word
+    per pixel of a channel's maps) and ``state`` (the last tag) are ``_kept_union``'s."""
     nb = blocks.shape[0]
     fetch = np.zeros(nb, dtype=np.int64)
     fp = np.zeros(nb, dtype=np.int64)
@@ -1408,10 +1413,8 @@ def _kept_blocks(geo, rmap, cmap, blocks, stream, bcap):
 
 
 @njit(cache=True)
-def _kept_pairs(geo, rmap, cmap, b1, b2):
+def _kept_pairs(geo, rmap, cmap, b1, b2, stamp, state):
     """``_kept_union`` of each pair of rows of ``b1`` and ``b2``."""
-    stamp = np.zeros(geo[0] * geo[2] * geo[3], dtype=np.int64)
-    state = np.zeros(1, dtype=np.int64)
     out = np.zeros(b1.shape[0], dtype=np.int64)
     two = np.empty((2, 4), dtype=np.int64)
     for q in range(b1.shape[0]):
@@ -1503,11 +1506,26 @@ class _KeptIm2col:
     geo: np.ndarray
     rmap: np.ndarray
     cmap: np.ndarray
+    #: ``_kept_union``'s stamps (a word per pixel of a channel's maps, all images) and last
+    #: tag, shared by every count on one geometry
+    stamp: np.ndarray
+    state: np.ndarray
+
+    @classmethod
+    def of(cls, geo: np.ndarray, rmap: np.ndarray, cmap: np.ndarray,
+           scratch: dict) -> _KeptIm2col:
+        """The operand on ``geo``, its stamps kept in ``scratch`` for the next on it."""
+        key = geo.tobytes()
+        if key not in scratch:
+            scratch[key] = (np.zeros(geo[0] * geo[2] * geo[3], dtype=np.int64),
+                            np.zeros(1, dtype=np.int64))
+        return cls(geo, rmap, cmap, *scratch[key])
 
     def blocks(self, blocks: np.ndarray, stream: int, bcap: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
         return _kept_blocks(self.geo, self.rmap, self.cmap, np.ascontiguousarray(blocks),
-                            stream, np.ascontiguousarray(bcap, dtype=np.int64))
+                            stream, np.ascontiguousarray(bcap, dtype=np.int64), self.stamp,
+                            self.state)
 
     def pair_words(self, seqs: list[np.ndarray], col: int, blocks: np.ndarray, fp: np.ndarray,
                    fit: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
@@ -1518,7 +1536,7 @@ class _KeptIm2col:
         nb = blocks.shape[0]
         p1, p2 = pairs // nb, pairs % nb
         shared = _kept_pairs(self.geo, self.rmap, self.cmap, np.ascontiguousarray(blocks[p1]),
-                             np.ascontiguousarray(blocks[p2]))
+                             np.ascontiguousarray(blocks[p2]), self.stamp, self.state)
         return (idx0, idx1), shared
 
 
@@ -1532,14 +1550,14 @@ def _real_map(idx: np.ndarray, per: int, real: int) -> np.ndarray:
 
 
 def _kept_ops(gemm: Gemm, mapping: DenseMapping, base: tuple, grp: int, caps: tuple[int, int],
-              held: tuple[np.ndarray, np.ndarray]):
+              held: tuple[np.ndarray, np.ndarray], scratch: dict):
     """``_operand_blocks`` of group ``grp`` of a reduced GEMM (``Gemm.kept``): an im2col
     operand's blocks counted as the feature-map words their kept rows × kept columns touch, a
     plain operand's as their kept rows × columns that hold data (``base``: the geometry and
-    padding of the GEMM it reduces)."""
+    padding of the GEMM it reduces; ``scratch``: ``_KeptIm2col.of``'s)."""
     geo, pad = base
-    kp = gemm.kept
-    maps = {"A": (kp.rows[grp], kp.ks[grp]), "B": (kp.ks[grp], kp.cols[grp])}
+    rows, ks, cols = gemm.kept.group(grp)
+    maps = {"A": (rows, ks), "B": (ks, cols)}
     a_blk, a_time, b_blk, b_time = _block_ranges(mapping, gemm.M, gemm.K, gemm.N)
     out = []
     for x, blk, time, cap, extent, hr in (("A", a_blk, a_time, caps[0], (gemm.M, gemm.K),
@@ -1548,7 +1566,7 @@ def _kept_ops(gemm: Gemm, mapping: DenseMapping, base: tuple, grp: int, caps: tu
                                            held[1])):
         rmap, cmap = maps[x]
         if x == geo[0]:
-            op = _KeptIm2col(geo[1], rmap, cmap)
+            op = _KeptIm2col.of(geo[1], rmap, cmap, scratch)
             size = (blk[:, 1] - blk[:, 0]) * (blk[:, 3] - blk[:, 2])
             whole_ratio = float(hr @ size / max(1, size.sum())) if (hr != 1.0).any() else 1.0
             once = op.blocks(np.array([[0, extent[0], 0, extent[1]]]), -1,
@@ -1609,12 +1627,13 @@ class _KeptC:
                                                     total <= cap_c, total, cap_c)
 
 
-def _kept_c(gemm: Gemm, base: tuple, cgeo: np.ndarray | None, grp: int) -> _KeptC:
-    """``_KeptC`` of group ``grp`` of a reduced GEMM (``base``: as ``_kept_ops``')."""
-    kp = gemm.kept
+def _kept_c(gemm: Gemm, base: tuple, cgeo: np.ndarray | None, grp: int,
+            scratch: dict) -> _KeptC:
+    """``_KeptC`` of group ``grp`` of a reduced GEMM (``base``, ``scratch``: as
+    ``_kept_ops``')."""
     pad = base[1]
-    rows, cols = kp.rows[grp], kp.cols[grp]
-    op = None if cgeo is None else _KeptIm2col(cgeo, rows, cols)
+    rows, _, cols = gemm.kept.group(grp)
+    op = None if cgeo is None else _KeptIm2col.of(cgeo, rows, cols, scratch)
     return _KeptC(_real_map(rows, 0, 0), _real_map(cols, *pad[2:]), op)
 
 
@@ -1635,10 +1654,18 @@ def _kept_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int]
     scale_ab = _per_fold(compression, nf_all, "compression")
     ratios = _block_ratios(mapping, m, k, n, held_ratio)
     per_order: list[list[np.ndarray]] = [[], []]
+    # groups that keep the same indices move the same words (every group's map has the same
+    # shape): each distinct one planned once (a depthwise convolution's groups keep few sets)
+    done: dict[bytes, list[np.ndarray]] = {}
+    scratch: dict = {}
     for grp in range(groups):
-        ops = _kept_ops(gemm, mapping, base, grp, (cap_a, cap_b), ratios)
-        outs = _orders(gemm, mapping, cap_c, ops, (0, 0), _kept_c(gemm, base, cgeo, grp),
-                       (False, True))
+        maps = gemm.kept.group(grp)
+        key = b"".join(a.tobytes() for a in maps)
+        if key not in done:
+            ops = _kept_ops(gemm, mapping, base, grp, (cap_a, cap_b), ratios, scratch)
+            done[key] = _orders(gemm, mapping, cap_c, ops, (0, 0),
+                                _kept_c(gemm, base, cgeo, grp, scratch), (False, True))
+        outs = done[key]
         for o in (0, 1):
             per_order[o].append(outs[o])
     if (scale_ab == 1.0).all():

@@ -93,7 +93,7 @@ def reduced_reference(shape, cells, unit, kept: Kept, rows, cols, lanes, df, cap
     units = unit if isinstance(unit, tuple) else (unit, unit)
     m2, k2, n2 = kept.rows.shape[1], kept.ks.shape[1], kept.cols.shape[1]
     for g, (ca, cb, cc) in enumerate(cells):
-        rm, km, nm = kept.rows[g], kept.ks[g], kept.cols[g]
+        rm, km, nm = kept.group(g)
         if variant == "share":  # wrong on purpose: every kept index counted, padding too
             rm, km, nm = np.maximum(rm, 0), np.maximum(km, 0), np.maximum(nm, 0)
         red = (_reduced_cell(ca, rm, km), _reduced_cell(cb, km, nm), _reduced_cell(cc, rm, nm))
@@ -213,15 +213,19 @@ def test_structured_keeps_the_rows_ks_and_columns_that_hold_a_nonzero():
     ex = _Exec(base, map_dense(base, 2, 2, "os"), packs, counts)
     g2, _, _ = _structured(ex)
     for grp in range(G):
-        for arr, w in zip((g2.kept.rows, g2.kept.ks, g2.kept.cols), want[grp], strict=True):
-            assert arr[grp][arr[grp] >= 0].tolist() == w.tolist()
-            assert (arr[grp][len(w):] == -1).all()
+        for arr, w in zip(g2.kept.group(grp), want[grp], strict=True):
+            assert arr[arr >= 0].tolist() == w.tolist()
+            assert (arr[len(w):] == -1).all()
     same = dataclasses.replace(g2, kept=Kept.of((M, K, N), g2.kept.rows.copy(), g2.kept.ks.copy(),
                                                 g2.kept.cols.copy()))
     assert hash(g2) == hash(same) and g2 == same
-    other = g2.kept.rows.copy()
+    other = np.stack([g2.kept.group(grp)[0] for grp in range(G)])
     other[0, 0] = -1
     assert g2 != dataclasses.replace(g2, kept=Kept.of((M, K, N), other, g2.kept.ks, g2.kept.cols))
+    # groups that keep the same indices share one row of them
+    same_rows = Kept.of((M, K, N), np.tile(np.arange(M), (G, 1)), g2.kept.ks, g2.kept.cols)
+    assert same_rows.rows.shape == (1, M)
+    assert all(same_rows.group(grp)[0].tolist() == list(range(M)) for grp in range(G))
 
 
 @settings(deadline=None, max_examples=150)
