@@ -22,10 +22,54 @@ insert.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from common.vocab import PHASES, ROLES
 from traces.layers import Layer
+
+
+@dataclass(frozen=True, eq=False)
+class Kept:
+    """Which rows of A, k's and columns of B of a GEMM (``shape``: its M, K, N) a reduced GEMM
+    keeps, per group: ``rows`` (groups × M'), ``ks`` (groups × K'), ``cols`` (groups × N'),
+    int32, each entry the index it stands for in the GEMM, −1 for a slot that pads a group to
+    the largest group (no data); one row where every group keeps the same (a dense operand
+    keeps all its rows: a depthwise convolution's groups need not hold copies). Compared and
+    hashed by ``shape`` and a digest of the indices, so that a GEMM carrying it stays a cache
+    key."""
+
+    shape: tuple[int, int, int]
+    rows: np.ndarray = field(repr=False)
+    ks: np.ndarray = field(repr=False)
+    cols: np.ndarray = field(repr=False)
+    digest: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def of(cls, shape: tuple[int, int, int], rows: np.ndarray, ks: np.ndarray,
+           cols: np.ndarray) -> Kept:
+        """The maps as int32 arrays of one row per group (one row for all where the groups'
+        are equal), with their digest."""
+        arrs = [np.ascontiguousarray(np.atleast_2d(x), dtype=np.int32) for x in (rows, ks, cols)]
+        arrs = [a[:1].copy() if a.shape[0] > 1 and (a == a[:1]).all() else a for a in arrs]
+        h = hashlib.blake2b(digest_size=16)
+        for a in arrs:
+            h.update(np.array(a.shape, dtype=np.int64).tobytes())
+            h.update(a.tobytes())
+        return cls(tuple(int(x) for x in shape), *arrs, h.digest())
+
+    def group(self, grp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kept rows, k's and columns of group ``grp``."""
+        return tuple(a[grp if a.shape[0] > 1 else 0] for a in (self.rows, self.ks, self.cols))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Kept) and self.shape == other.shape
+                and self.digest == other.digest)
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.digest))
 
 
 @dataclass(frozen=True)
@@ -67,6 +111,10 @@ class Gemm:
     #: col2im: C's rows the positions, its columns (c, i, j)), in ``im2col``'s layout after
     #: the operand letter; None: C is a plain matrix
     col2im: tuple | None = None
+    #: a reduced GEMM's kept rows, k's and columns of the GEMM it reduces (``Kept``; None: not
+    #: reduced). ``im2col`` and ``col2im`` then describe that GEMM, and ``dataflows.tiles``
+    #: counts a block as the stored words its kept rows × kept k's (or columns) touch
+    kept: Kept | None = None
 
     @property
     def data_macs(self) -> int:

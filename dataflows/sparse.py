@@ -49,7 +49,7 @@ from dataflows import kernels as kx
 from dataflows import taps as kx_taps
 from dataflows.features import FORMAT_LEVELS, SparseFeatures
 from dataflows.formats import block_ratio
-from dataflows.gemm import Gemm, lower
+from dataflows.gemm import Gemm, Kept, lower
 from dataflows.kernels import Bits
 from dataflows.lowering import Lowering, lowered_parts
 from dataflows.systolic import DenseMapping, fold_cycles_of, map_dense
@@ -567,7 +567,18 @@ def _structured(ex: _Exec) -> tuple[Gemm, list, int] | None:
     a_st = -(-g.stored("A") * m2 * k2 // (M * K))
     b_st = -(-g.stored("B") * k2 * n2 // (K * N))
     c_st = -(-g.stored("C") * m2 * n2 // (M * N))
-    return Gemm(g.layer, g.phase, m2, k2, n2, G, a_st, b_st, c_st), packs, macs
+    # which rows, k's and columns of the GEMM each group keeps (−1: padding to the largest
+    # group), so that the tile schedule counts the stored words a block of them touches
+    maps = []
+    for i, size in enumerate((m2, k2, n2)):
+        idx = np.full((G, size), -1, dtype=np.int32)
+        for grp, kp in enumerate(keep):
+            at = np.flatnonzero(kp[i])
+            idx[grp, : len(at)] = at
+        maps.append(idx)
+    kept = Kept.of((M, K, N), *maps)
+    return Gemm(g.layer, g.phase, m2, k2, n2, G, a_st, b_st, c_st, im2col=g.im2col,
+                col2im=g.col2im, kept=kept), packs, macs
 
 
 def nm_slots(K: int, n: int, m: int) -> int:
@@ -602,11 +613,16 @@ def condensed_gemm(g: Gemm, k2: int, n2: int, nm: tuple[int, int] | None) -> Gem
     columns: the activations are read dense (K per row; an im2col A as its feature map, whose
     geometry it keeps with N:M's slots per group, ``nm``, so that a block of slots counts the
     words of the groups it selects from; a constant fan-in k is (k, K), one group), the
-    condensed weights as K' slots."""
+    condensed weights as K' slots. A plain A (a linear layer's activations, ``bwd_input``'s
+    output gradient) is given the geometry of a 1×1 convolution with one position per image
+    (images M, channels K), so that a block of its slots counts the elements of its rows in the
+    groups its slots select from."""
     im2col = None
-    if nm is not None and g.im2col is not None and g.im2col[0] == "A" and k2 == nm_slots(
-            g.K, *nm):
-        im2col = (*(list(g.im2col) + [0])[:16], *nm)
+    if nm is not None and k2 == nm_slots(g.K, *nm):
+        if g.im2col is not None and g.im2col[0] == "A":
+            im2col = (*(list(g.im2col) + [0])[:16], *nm)
+        elif g.im2col is None and not g.k_read and g.stored("A") == g.M * g.K:
+            im2col = ("A", g.M, g.K, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, *nm)
     return Gemm(g.layer, g.phase, g.M, k2, n2, g.groups, a_stored=g.stored("A"),
                 c_stored=g.stored("C") * n2 // g.N, k_read=g.K, im2col=im2col)
 

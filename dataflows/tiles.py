@@ -54,10 +54,16 @@ run of positions (the padding slots hold no words, in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
 equals the schedule word for word, a plain operand stored and held compressed included (every
 block its own formats' words; an im2col operand in a compressed format is its footprint times
-the ratio of the matrix block, which is not walked). An operand that carries no geometry (the
-structured GEMMs of ``dataflows.sparse``, a condensed linear layer's A read K per row) is
-counted as a share of the matrix: its words scaled by stored / expanded elements, and so are
-the words it fills its half buffer with.
+the ratio of the matrix block, which is not walked). A reduced GEMM of structured sparsity
+(``Gemm.kept``: per group the rows, k's and columns it keeps of the GEMM it reduces, whose
+geometry it carries) counts a block as the stored words its kept rows × kept k's (or columns)
+touch — feature-map words for an im2col operand, kept elements for a plain one, for C the kept
+elements or the input-gradient words they land in; a slot padding a group holds none — each
+group walked on its own (``_kept_schedule``; ``tests/dataflows/test_traffic_kept.py`` walks it
+too). A condensed plain A read K per row carries the geometry of a 1×1 convolution, one
+position per image. An operand that carries no geometry and is stored in fewer words than its
+matrix is counted as a share of the matrix: its words scaled by stored / expanded elements,
+and so are the words it fills its half buffer with.
 Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so
 a tile's fresh words of one operand are one contiguous run. A fold whose fresh data exceeds a
 half buffer is split into chunks along its time dimension; consecutive small folds are merged
@@ -66,7 +72,7 @@ into one tile until a half buffer of some operand would overflow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -799,7 +805,7 @@ def _im2col_blocks(geo, blocks, stream, bcap):
 
 @njit(cache=True)
 def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, cap_b, cap_c,
-                 row_folds, col_folds, transposed):
+                 row_folds, col_folds, transposed, group_folds=False):
     """Chunk oversized folds and merge small ones into tiles; repeat the folds ``groups``
     times, with ``fold_compute`` (one per fold of every group) as each fold's cycles,
     ``scale_ab`` (one row per fold of every group, or one row for all) scaling its A and B
@@ -807,9 +813,12 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
     buffers; each scaled column rounded on its running sum, so that nothing is lost to
     rounding. The per-fold inputs come column folds outer; ``transposed``: the folds come row
     folds outer (fold r·col_folds + c of a group is fold c·row_folds + r of theirs). Returns
-    a (tiles, 9) int64 array with the columns of TILE_FIELDS. One function, long: one pass
-    over every fold of every group, the open tile held in locals between iterations."""
-    nf = folds.shape[0]
+    a (tiles, 9) int64 array with the columns of TILE_FIELDS; ``group_folds``: ``folds`` holds
+    every group's folds, one group after another (a reduced GEMM whose groups keep rows of their
+    own), not one group's for all. One function, long: one pass over every fold of every group,
+    the open tile held in locals between iterations."""
+    nrec = folds.shape[0]
+    nf = nrec // groups if group_folds else nrec
     per_fold = scale_ab.shape[0] > 1
     src = np.empty(nf, dtype=np.int64)  # each fold's index in the per-fold inputs
     for f in range(nf):
@@ -818,8 +827,8 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
     occ_b0 = occ_ab[0, 1]
     # upper bound on tiles: every chunk its own tile
     bound = 0
-    chunks = np.ones(nf, dtype=np.int64)
-    for f in range(nf):
+    chunks = np.ones(nrec, dtype=np.int64)
+    for f in range(nrec):
         a = int(folds[f, A_DRAM] * occ_a0 + 0.5)
         b = int(folds[f, B_DRAM] * occ_b0 + 0.5)
         cw = int((folds[f, CW_DRAM] + folds[f, CR_DRAM]) * scale_c + 0.5)
@@ -830,10 +839,11 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
             n = max(n, (b + cap_b - 1) // cap_b)
         if cap_c > 0 and cw > cap_c:
             n = max(n, (cw + cap_c - 1) // cap_c)
-        n = min(n, max(1, fold_compute[src[f]]))
+        n = min(n, max(1, fold_compute[src[f % nf]]))
         chunks[f] = n
         bound += n
-    out = np.empty((bound * groups + 1, 9), dtype=np.int64)  # rows filled as tiles close
+    # rows filled as tiles close
+    out = np.empty((bound * (1 if group_folds else groups) + 1, 9), dtype=np.int64)
     t = 0
     cur = np.zeros(9, dtype=np.int64)
     cur_a = cur_b = 0  # half-buffer words of A and B the tile holds
@@ -843,16 +853,18 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
     e0 = e1 = e2 = e3 = e4 = e5 = 0.0  # running sums: A, B, C read, C write, A and B held
     d0 = d1 = d2 = d3 = d4 = d5 = 0  # what they gave so far
     for _g in range(groups):
+        base = _g * nf if group_folds else 0
         for f in range(nf):
-            n = chunks[f]
+            fr = base + f  # this fold's record
+            n = chunks[fr]
             at = _g * nf + src[f]
             r = at if per_fold else 0
-            e0 += float(folds[f, 0]) * scale_ab[r, 0]
-            e1 += float(folds[f, 1]) * scale_ab[r, 1]
-            e2 += float(folds[f, 2]) * scale_c
-            e3 += float(folds[f, 3]) * scale_c
-            e4 += float(folds[f, 0]) * occ_ab[r, 0]
-            e5 += float(folds[f, 1]) * occ_ab[r, 1]
+            e0 += float(folds[fr, 0]) * scale_ab[r, 0]
+            e1 += float(folds[fr, 1]) * scale_ab[r, 1]
+            e2 += float(folds[fr, 2]) * scale_c
+            e3 += float(folds[fr, 3]) * scale_c
+            e4 += float(folds[fr, 0]) * occ_ab[r, 0]
+            e5 += float(folds[fr, 1]) * occ_ab[r, 1]
             v0, v1, v2 = int(e0 + 0.5) - d0, int(e1 + 0.5) - d1, int(e2 + 0.5) - d2
             v3, o_a, o_b = int(e3 + 0.5) - d3, int(e4 + 0.5) - d4, int(e5 + 0.5) - d5
             d0, d1, d2, d3, d4, d5 = d0 + v0, d1 + v1, d2 + v2, d3 + v3, d4 + o_a, d5 + o_b
@@ -870,7 +882,7 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
                 cur[3] += v3
                 cur[COMPUTE] += fold_compute[at]
                 for col in range(A_SRAM, N_COLS):
-                    cur[col] += folds[f, col]
+                    cur[col] += folds[fr, col]
                 cur[8] += 1
                 cur_a += o_a
                 cur_b += o_b
@@ -878,7 +890,7 @@ def _group_tiles(folds, groups, fold_compute, scale_ab, scale_c, occ_ab, cap_a, 
                 continue
             vals[0], vals[1], vals[2], vals[3] = v0, v1, v2, v3
             for col in range(COMPUTE, N_COLS):
-                vals[col] = folds[f, col]
+                vals[col] = folds[fr, col]
             vals[COMPUTE] = fold_compute[at]
             for ch in range(n):
                 for col in range(N_COLS):
@@ -1198,7 +1210,9 @@ def _orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops, npad: tuple[int,
     m, n = gemm.M, gemm.N
     out = [kernel(m, gemm.K, n, mapping.rows, mapping.cols, mapping.lanes, *extra, order,
                   *npad) for order in orders]
-    if cgeo is not None:
+    if isinstance(cgeo, _KeptC):  # a reduced GEMM's C
+        cgeo.fill(out, orders, mapping, m, n, cap_c)
+    elif cgeo is not None:
         c = _Col2im.of(mapping, m, n, cgeo, cap_c)
         seqs = [_c_cells(f, mapping, m, n) for f in out]
         idx, pboth = _pair_words(seqs, 0, c.cells, c.geo, c.fp, c.fp <= cap_c)
@@ -1210,8 +1224,12 @@ def _orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops, npad: tuple[int,
     for col, (blk, g, fetch, fp, new, whole, bcap, hr, cap) in zip((A_DRAM, B_DRAM), ops,
                                                                     strict=True):
         none = np.zeros(0, dtype=np.int64)
-        idx, pboth = (((none, none), none) if whole
-                      else _pair_words(out, col, blk, g, fp, fp <= bcap))
+        if whole:
+            idx, pboth = (none, none), none
+        elif isinstance(g, _KeptIm2col):  # a reduced GEMM's im2col operand
+            idx, pboth = g.pair_words(out, col, blk, fp, fp <= bcap)
+        else:
+            idx, pboth = _pair_words(out, col, blk, g, fp, fp <= bcap)
         for f, ix in zip(out, idx, strict=False):
             _fetches(f, col, fetch, fp, new, whole, bcap, ix, pboth, hr, cap)
     return out
@@ -1251,6 +1269,427 @@ def _chosen_order(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int],
     return (rows_outer if row_first else cols_outer), row_first
 
 
+# ---- reduced GEMMs (``Gemm.kept``): blocks of kept rows × kept k's (or columns) ----
+
+
+@njit(cache=True)
+def _kept_pos(geo, p):
+    """The output position (n·Ho·Wo + oy·Wo + ox) of row ``p`` of an im2col matrix of geometry
+    ``geo`` (its positions padded image by image, ``geo[17]``, or not); −1 for none."""
+    if p < 0:
+        return -1
+    pp, hw = geo[17], geo[12] * geo[13]
+    if pp == 0:
+        return p
+    if p % pp >= hw:
+        return -1
+    return (p // pp) * hw + p % pp
+
+
+@njit(cache=True)
+def _kept_mark(geo, rmap, blocks, tapset, c, stamp, tag):
+    """Mark with ``tag`` the pixels of channel ``c`` (all images) that the kept positions of
+    each block read through its taps (``tapset[c]``: per block, which taps); returns how many
+    it marked."""
+    taps = geo[4] * geo[5]
+    h, w, kw, sh, sw, ph, pw = geo[2], geo[3], geo[5], geo[6], geo[7], geo[8], geo[9]
+    dh, dw, wo, ih, iw = geo[10], geo[11], geo[13], geo[18], geo[19]
+    hw = geo[12] * wo
+    cnt = 0
+    for b in range(blocks.shape[0]):
+        for r in range(blocks[b, 0], blocks[b, 1]):
+            pos = _kept_pos(geo, rmap[r])
+            if pos < 0:
+                continue
+            img, oy, ox = pos // hw, (pos % hw) // wo, pos % wo
+            for t in range(taps):
+                if not tapset[c, b * taps + t]:
+                    continue
+                y = oy * sh - ph + (t // kw) * dh
+                x = ox * sw - pw + (t % kw) * dw
+                if (0 <= y < h and 0 <= x < w and (ih == 0 or y % ih == 0)
+                        and (iw == 0 or x % iw == 0)):
+                    at = (img * h + y) * w + x
+                    if stamp[at] != tag:
+                        stamp[at] = tag
+                        cnt += 1
+    return cnt
+
+
+@njit(cache=True)
+def _kept_union(geo, rmap, cmap, blocks, stamp, state):
+    """Feature-map words the blocks (rows of (row start, row end, column start, column end)
+    of a reduced matrix; one or two) touch together, its row r standing for row ``rmap[r]`` and
+    its column q for column ``cmap[q]`` of the im2col matrix of geometry ``geo`` (−1: a slot
+    padding a group, no word). Per channel, the pixels its kept positions read through its
+    kept taps; channels with the same taps in every block are counted once."""
+    cg, taps, cp = geo[1], geo[4] * geo[5], geo[14]
+    nb = blocks.shape[0]
+    tapset = np.zeros((cg, nb * taps), dtype=np.bool_)
+    have = np.zeros(cg, dtype=np.bool_)
+    for b in range(nb):
+        for q in range(blocks[b, 2], blocks[b, 3]):
+            col = cmap[q]
+            if col < 0:
+                continue
+            c, t = (col // taps, col % taps) if cp == 0 else (col % cp, col // cp)
+            if c < cg:
+                tapset[c, b * taps + t] = True
+                have[c] = True
+    chans = np.flatnonzero(have)
+    key = np.zeros(chans.shape[0], dtype=np.int64)
+    for i in range(chans.shape[0]):
+        for t in range(nb * taps):
+            key[i] = key[i] * 1000003 + (1 + tapset[chans[i], t])
+    order = np.argsort(key, kind="mergesort")
+    total = 0
+    prev, prev_cnt = -1, 0
+    for i in order:
+        c = chans[i]
+        if prev >= 0:
+            same = True
+            for t in range(nb * taps):
+                if tapset[c, t] != tapset[prev, t]:
+                    same = False
+                    break
+            if same:  # a channel with the taps of the one before: as many words
+                total += prev_cnt
+                continue
+        state[0] += 1
+        prev, prev_cnt = c, _kept_mark(geo, rmap, blocks, tapset, c, stamp, state[0])
+        total += prev_cnt
+    return total
+
+
+@njit(cache=True)
+def _kept_steps(geo, rmap, r0, r1):
+    """The rows r0 .. r1−1 of a reduced im2col operand where a time step begins: a run of
+    rows on one output row (rows with no position belong to none)."""
+    wo = geo[13]
+    starts = np.empty(r1 - r0, dtype=np.int64)
+    ns = 0
+    last = -1
+    for r in range(r0, r1):
+        pos = _kept_pos(geo, rmap[r])
+        if pos >= 0 and pos // wo != last:
+            starts[ns] = r
+            ns += 1
+            last = pos // wo
+    return starts[:ns]
+
+
+@njit(cache=True)
+def _kept_blocks(geo, rmap, cmap, blocks, stream, bcap, stamp, state):
+    """``_im2col_blocks`` of a reduced im2col operand (``_kept_union``'s maps): per block its
+    footprint and the words fetching it moves, streamed in ⌈footprint / bcap⌉ equal parts
+    along its time axis when it does not fit (``stream``: 0 rows, a step the rows on one
+    output row; 1 columns; −1 none), each part fetched as its own footprint. ``stamp`` (a word
+    per pixel of a channel's maps) and ``state`` (the last tag) are ``_kept_union``'s."""
+    nb = blocks.shape[0]
+    fetch = np.zeros(nb, dtype=np.int64)
+    fp = np.zeros(nb, dtype=np.int64)
+    one = np.empty((1, 4), dtype=np.int64)
+    for b in range(nb):
+        fp[b] = _kept_union(geo, rmap, cmap, blocks[b:b + 1], stamp, state)
+        fetch[b] = fp[b]
+        cap = max(1, bcap[b])
+        if stream < 0 or fp[b] <= bcap[b]:
+            continue
+        r0, r1, k0, k1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
+        starts = _kept_steps(geo, rmap, r0, r1) if stream == 0 else np.zeros(0, np.int64)
+        ns = starts.shape[0] if stream == 0 else k1 - k0
+        parts = min(ns, (fp[b] + cap - 1) // cap)
+        words = 0
+        for q in range(parts):
+            a, z = q * ns // parts, (q + 1) * ns // parts
+            if stream == 0:
+                one[0, 0], one[0, 1] = starts[a], starts[z] if z < ns else r1
+                one[0, 2], one[0, 3] = k0, k1
+            else:
+                one[0, 0], one[0, 1], one[0, 2], one[0, 3] = r0, r1, k0 + a, k0 + z
+            words += _kept_union(geo, rmap, cmap, one, stamp, state)
+        fetch[b] = words
+    return fetch, fp
+
+
+@njit(cache=True)
+def _kept_pairs(geo, rmap, cmap, b1, b2, stamp, state):
+    """``_kept_union`` of each pair of rows of ``b1`` and ``b2``."""
+    out = np.zeros(b1.shape[0], dtype=np.int64)
+    two = np.empty((2, 4), dtype=np.int64)
+    for q in range(b1.shape[0]):
+        two[0, :] = b1[q]
+        two[1, :] = b2[q]
+        out[q] = _kept_union(geo, rmap, cmap, two, stamp, state)
+    return out
+
+
+@njit(cache=True)
+def _kept_first(geo, rmap, cmap, cells, ncols, rows_outer):
+    """Per cell of a grid over a reduced col2im'd C (``cells`` row-major, ``ncols`` cells a
+    row), the words it lands in that no cell before it in the walk (row blocks outer, or
+    column blocks outer) landed in: the walk marks every word as it goes."""
+    cg, taps, cp = geo[1], geo[4] * geo[5], geo[14]
+    h, w, kw, sh, sw, ph, pw = geo[2], geo[3], geo[5], geo[6], geo[7], geo[8], geo[9]
+    dh, dw, wo, ih, iw = geo[10], geo[11], geo[13], geo[18], geo[19]
+    hw = geo[12] * wo
+    seen = np.zeros(cg * geo[0] * h * w, dtype=np.bool_)
+    n = cells.shape[0]
+    first = np.zeros(n, dtype=np.int64)
+    nrows = n // ncols
+    for s in range(n):
+        cell = s if rows_outer else (s % nrows) * ncols + s // nrows
+        cnt = 0
+        for q in range(cells[cell, 2], cells[cell, 3]):
+            col = cmap[q]
+            if col < 0:
+                continue
+            c, t = (col // taps, col % taps) if cp == 0 else (col % cp, col // cp)
+            if c >= cg:
+                continue
+            for r in range(cells[cell, 0], cells[cell, 1]):
+                pos = _kept_pos(geo, rmap[r])
+                if pos < 0:
+                    continue
+                img, oy, ox = pos // hw, (pos % hw) // wo, pos % wo
+                y = oy * sh - ph + (t // kw) * dh
+                x = ox * sw - pw + (t % kw) * dw
+                if (0 <= y < h and 0 <= x < w and (ih == 0 or y % ih == 0)
+                        and (iw == 0 or x % iw == 0)):
+                    at = ((c * geo[0] + img) * h + y) * w + x
+                    if not seen[at]:
+                        seen[at] = True
+                        cnt += 1
+        first[cell] = cnt
+    return first
+
+
+@njit(cache=True)
+def _kept_c_plain(f, df, m, n, rows, cols, rreal, creal, cap_c, rows_outer):
+    """Into the C columns of fold records ``f`` (A and B columns still the block indices) the
+    partial sums a reduced GEMM's plain C moves, its cells' words their real rows × real
+    columns (``rreal``, ``creal``: prefix counts of the rows and columns that hold data): as
+    the fold kernels (``_folds_os`` ...) count them."""
+    total = rreal[m] * creal[n]
+    if df == 0:
+        for q in range(f.shape[0]):
+            i, j = f[q, A_DRAM], f[q, B_DRAM]
+            r0, c0 = i * rows, j * cols
+            f[q, CR_DRAM] = 0
+            f[q, CW_DRAM] = ((rreal[min(m, r0 + rows)] - rreal[r0])
+                             * (creal[min(n, c0 + cols)] - creal[c0]))
+        return
+    ext = n if df == 1 else m
+    cf = (ext + cols - 1) // cols
+    rf = f.shape[0] // cf
+    for q in range(f.shape[0]):
+        if df == 1:
+            i, j = f[q, A_DRAM], f[q, B_DRAM] % cf
+            size = rreal[m] * (creal[min(n, j * cols + cols)] - creal[j * cols])
+        else:
+            i, j = f[q, B_DRAM], f[q, A_DRAM] % cf
+            size = (rreal[min(m, j * cols + cols)] - rreal[j * cols]) * creal[n]
+        fits = total <= cap_c if rows_outer else size <= cap_c
+        if fits:
+            f[q, CW_DRAM] = size if i == rf - 1 else 0
+            f[q, CR_DRAM] = 0
+        else:
+            f[q, CW_DRAM] = size
+            f[q, CR_DRAM] = size if i > 0 else 0
+
+
+@dataclass(frozen=True)
+class _KeptIm2col:
+    """One group's reduced im2col operand (or col2im'd C): the geometry of the matrix it
+    reduces, and which of its rows and columns each reduced row and column stands for."""
+
+    geo: np.ndarray
+    rmap: np.ndarray
+    cmap: np.ndarray
+    #: ``_kept_union``'s stamps (a word per pixel of a channel's maps, all images) and last
+    #: tag, shared by every count on one geometry
+    stamp: np.ndarray
+    state: np.ndarray
+
+    @classmethod
+    def of(cls, geo: np.ndarray, rmap: np.ndarray, cmap: np.ndarray,
+           scratch: dict) -> _KeptIm2col:
+        """The operand on ``geo``, its stamps kept in ``scratch`` for the next on it."""
+        key = geo.tobytes()
+        if key not in scratch:
+            scratch[key] = (np.zeros(geo[0] * geo[2] * geo[3], dtype=np.int64),
+                            np.zeros(1, dtype=np.int64))
+        return cls(geo, rmap, cmap, *scratch[key])
+
+    def blocks(self, blocks: np.ndarray, stream: int, bcap: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        return _kept_blocks(self.geo, self.rmap, self.cmap, np.ascontiguousarray(blocks),
+                            stream, np.ascontiguousarray(bcap, dtype=np.int64), self.stamp,
+                            self.state)
+
+    def pair_words(self, seqs: list[np.ndarray], col: int, blocks: np.ndarray, fp: np.ndarray,
+                   fit: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """``_pair_words`` of a reduced im2col operand: the words of each pair of blocks that
+        consecutive folds read, counted once for both loop orders."""
+        pairs, idx0, idx1 = _pair_slots(seqs[0], seqs[-1] if len(seqs) > 1 else seqs[0][:0],
+                                        col, fit)
+        nb = blocks.shape[0]
+        p1, p2 = pairs // nb, pairs % nb
+        shared = _kept_pairs(self.geo, self.rmap, self.cmap, np.ascontiguousarray(blocks[p1]),
+                             np.ascontiguousarray(blocks[p2]), self.stamp, self.state)
+        return (idx0, idx1), shared
+
+
+def _real_map(idx: np.ndarray, per: int, real: int) -> np.ndarray:
+    """Prefix counts (length + 1) of the entries of a kept map that hold data: kept (not −1)
+    and not on a slot that an axis padded to ``per`` every ``real`` leaves empty (``_real``)."""
+    ok = idx >= 0
+    if per:
+        ok &= idx % per < real
+    return np.concatenate([[0], np.cumsum(ok)]).astype(np.int64)
+
+
+def _kept_ops(gemm: Gemm, mapping: DenseMapping, base: tuple, grp: int, caps: tuple[int, int],
+              held: tuple[np.ndarray, np.ndarray], scratch: dict):
+    """``_operand_blocks`` of group ``grp`` of a reduced GEMM (``Gemm.kept``): an im2col
+    operand's blocks counted as the feature-map words their kept rows × kept columns touch, a
+    plain operand's as their kept rows × columns that hold data (``base``: the geometry and
+    padding of the GEMM it reduces; ``scratch``: ``_KeptIm2col.of``'s)."""
+    geo, pad = base
+    rows, ks, cols = gemm.kept.group(grp)
+    maps = {"A": (rows, ks), "B": (ks, cols)}
+    a_blk, a_time, b_blk, b_time = _block_ranges(mapping, gemm.M, gemm.K, gemm.N)
+    out = []
+    for x, blk, time, cap, extent, hr in (("A", a_blk, a_time, caps[0], (gemm.M, gemm.K),
+                                           held[0]),
+                                          ("B", b_blk, b_time, caps[1], (gemm.K, gemm.N),
+                                           held[1])):
+        rmap, cmap = maps[x]
+        if x == geo[0]:
+            op = _KeptIm2col.of(geo[1], rmap, cmap, scratch)
+            size = (blk[:, 1] - blk[:, 0]) * (blk[:, 3] - blk[:, 2])
+            whole_ratio = float(hr @ size / max(1, size.sum())) if (hr != 1.0).any() else 1.0
+            once = op.blocks(np.array([[0, extent[0], 0, extent[1]]]), -1,
+                             np.zeros(1, np.int64))[1]
+            whole = bool(_fits(once[0], whole_ratio, cap))
+            bcap = _block_caps(cap, hr)
+            if whole:  # fetched once, whole: its blocks need no counting
+                fetch = fp = np.zeros(blk.shape[0], dtype=np.int64)
+            else:
+                fetch, fp = op.blocks(blk, time, bcap)
+            new = np.zeros_like(fetch)
+            new[0] = once[0]
+            out.append((blk, op, fetch, fp, new, whole, bcap, hr, cap))
+            continue
+        rpad, cpad = ((0, 0), pad[:2]) if x == "A" else (pad[:2], pad[2:])
+        rr, cr = _real_map(rmap, *rpad), _real_map(cmap, *cpad)
+        words = (rr[blk[:, 1]] - rr[blk[:, 0]]) * (cr[blk[:, 3]] - cr[blk[:, 2]])
+        whole = bool(_fits(1, float(words @ hr), cap))
+        out.append((blk, np.zeros(0, dtype=np.int64), words, words, words, whole,
+                    _block_caps(cap, hr), hr, cap))
+    return out
+
+
+@dataclass(frozen=True)
+class _KeptC:
+    """C of one group of a reduced GEMM: plain (its cells' real rows × real columns), or
+    col2im'd into a feature map (``im2col``: its cells' kept positions × kept columns, counted
+    as ``_Col2im``'s)."""
+
+    rreal: np.ndarray
+    creal: np.ndarray
+    im2col: _KeptIm2col | None
+
+    def fill(self, out: list[np.ndarray], orders: tuple[bool, ...], mapping: DenseMapping,
+             m: int, n: int, cap_c: int) -> None:
+        """C's read and write columns of the fold records ``out`` of the loop orders
+        ``orders`` (A and B columns still the block indices)."""
+        df = mapping.dataflow
+        if self.im2col is None:
+            for order, f in zip(orders, out, strict=True):
+                _kept_c_plain(f, {"os": 0, "ws": 1, "is": 2}[df], m, n, mapping.rows,
+                              mapping.cols, self.rreal, self.creal, cap_c, order)
+            return
+        op = self.im2col
+        rstep, cstep = {"os": (mapping.rows, mapping.cols), "ws": (m, mapping.cols),
+                        "is": (mapping.cols, n)}[df]
+        r0 = np.arange(0, m, rstep, dtype=np.int64)
+        c0 = np.arange(0, n, cstep, dtype=np.int64)
+        a0, b0 = np.repeat(r0, len(c0)), np.tile(c0, len(r0))
+        cells = np.stack([a0, np.minimum(a0 + rstep, m), b0, np.minimum(b0 + cstep, n)], axis=1)
+        fp = op.blocks(cells, -1, np.zeros(cells.shape[0], np.int64))[1]
+        total = int(op.blocks(np.array([[0, m, 0, n]]), -1, np.zeros(1, np.int64))[1][0])
+        seqs = [_c_cells(f, mapping, m, n) for f in out]
+        idx, pboth = op.pair_words(seqs, 0, cells, fp, fp <= cap_c)
+        for order, f, seq, ix in zip(orders, out, seqs, idx, strict=False):
+            first = _kept_first(op.geo, op.rmap, op.cmap, cells, len(c0), order and df == "os")
+            f[:, CR_DRAM], f[:, CW_DRAM] = _c_words(seq[:, 0], fp, first, ix, pboth,
+                                                    total <= cap_c, total, cap_c)
+
+
+def _kept_c(gemm: Gemm, base: tuple, cgeo: np.ndarray | None, grp: int,
+            scratch: dict) -> _KeptC:
+    """``_KeptC`` of group ``grp`` of a reduced GEMM (``base``, ``scratch``: as
+    ``_kept_ops``')."""
+    pad = base[1]
+    rows, _, cols = gemm.kept.group(grp)
+    op = None if cgeo is None else _KeptIm2col.of(cgeo, rows, cols, scratch)
+    return _KeptC(_real_map(rows, 0, 0), _real_map(cols, *pad[2:]), op)
+
+
+def _kept_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int],
+                   fold_cycles: np.ndarray | None, compression, held) -> TileSchedule:
+    """``schedule`` of a reduced GEMM (``Gemm.kept``): each group's blocks counted as the
+    stored words they touch (its own kept rows, k's and columns), the loop order the one that
+    moves fewer DRAM bytes over all groups."""
+    cap_a, cap_b, cap_c = caps
+    m, k, n, groups = gemm.M, gemm.K, gemm.N, gemm.groups
+    full = replace(gemm, M=gemm.kept.shape[0], K=gemm.kept.shape[1], N=gemm.kept.shape[2],
+                   a_stored=0, b_stored=0, c_stored=0, k_read=0, kept=None)
+    geo = _geometry(full)
+    base = (geo, _padding(full, geo))
+    cgeo = _c_geometry(full)
+    nf_all = mapping.folds * groups
+    held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
+    scale_ab = _per_fold(compression, nf_all, "compression")
+    ratios = _block_ratios(mapping, m, k, n, held_ratio)
+    per_order: list[list[np.ndarray]] = [[], []]
+    # groups that keep the same indices move the same words (every group's map has the same
+    # shape): each distinct one planned once (a depthwise convolution's groups keep few sets)
+    done: dict[bytes, list[np.ndarray]] = {}
+    scratch: dict = {}
+    for grp in range(groups):
+        maps = gemm.kept.group(grp)
+        key = b"".join(a.tobytes() for a in maps)
+        if key not in done:
+            ops = _kept_ops(gemm, mapping, base, grp, (cap_a, cap_b), ratios, scratch)
+            done[key] = _orders(gemm, mapping, cap_c, ops, (0, 0),
+                                _kept_c(gemm, base, cgeo, grp, scratch), (False, True))
+        outs = done[key]
+        for o in (0, 1):
+            per_order[o].append(outs[o])
+    if (scale_ab == 1.0).all():
+        mean_ab = [1.0, 1.0]
+    else:
+        mean_ab = np.ascontiguousarray(np.broadcast_to(scale_ab, (nf_all, 2))).mean(axis=0)
+    weights = np.array([*mean_ab, 1.0, 1.0], dtype=np.float64)
+    traffic = [sum(float(_dram_totals(f) @ weights) for f in fs) for fs in per_order]
+    row_first = bool(traffic[1] < traffic[0])
+    folds = np.concatenate(per_order[int(row_first)])
+    nf = folds.shape[0] // groups
+    if fold_cycles is None:
+        fold_cycles = np.full(nf * groups, mapping.cycles_per_fold, dtype=np.int64)
+        fold_cycles[0] += mapping.gemm_overhead
+    elif fold_cycles.shape[0] != nf * groups:
+        raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
+                         f"{nf * groups} folds")
+    tiles = _group_tiles(folds, groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
+                         np.ascontiguousarray(scale_ab), 1.0, np.ascontiguousarray(held_ratio),
+                         cap_a, cap_b, cap_c, mapping.row_folds, mapping.col_folds, row_first,
+                         True)
+    return TileSchedule(gemm, mapping, tiles, "rows" if row_first else "cols")
+
+
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
              fold_cycles: np.ndarray | None = None,
              compression: tuple[float, float] | np.ndarray = (1.0, 1.0),
@@ -1265,6 +1704,9 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     block fills its half buffer with when the loop nest decides what stays (None: as
     ``compression``, the data held as it came from DRAM)."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
+    if gemm.kept is not None:
+        return _kept_schedule(gemm, mapping, (cap_a, cap_b, cap_c), fold_cycles, compression,
+                              held)
     m, k, n = gemm.M, gemm.K, gemm.N
     nf_all = mapping.folds * gemm.groups
     geo = _geometry(gemm)
