@@ -609,10 +609,72 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
 def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
     """``_pick`` over the requests channel ``ch``'s controller would admit when its queue is
     empty and the next ones are the walk's bursts from ``(nj, s)`` on (``_queued3_kernel``,
-    all requested at ``t0``), without admitting them. Inside a row block's piece every burst
-    after the first ``gm`` has the bank and row of one of those (the same class, timed no
-    sooner), so only those are timed; the rest are counted, for the bank queues' occupancy and
-    where admission stops. Returns the window position of the pick (0: the oldest).
+    all requested at ``t0``), without admitting them. Returns the window position of the pick
+    (0: the oldest)."""
+    seen[:] = 0  # admitted per bank, then the classes timed per bank
+    return _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats, 0, 0, 0,
+                        0.0)
+
+
+@njit(cache=True)
+def _window_pick(t0, ch, ring, head, cnt, cap, nj, s, lo, hi, depth, per_bank, seen, ints,
+                 floats):
+    """``_pick`` over the requests channel ``ch``'s controller would admit (``_queued3_kernel``,
+    all requested at ``t0``): the ``cnt`` admitted ones in ``ring`` (rows: key, bank, row,
+    group; older than any of the walk's), then the walk's bursts from ``(nj, s)`` on, which are
+    not admitted (``_stream_rest``). The queue holds only the bursts passed by a younger pick,
+    so a pick neither fills it up to its depth nor rescans what it would have filled. Returns
+    the window position of the pick (0: the oldest; ``cnt`` on: the walk's)."""
+    banks = ints[2]
+    o_open = _IH + ch * banks
+    bus = floats[_FH + ch]
+    seen[:] = 0
+    waiting = 0
+    best = 0
+    best_ds = 0.0
+    k = head
+    for i in range(cnt):
+        bank = ring[k, 1]
+        row = ring[k, 2]
+        at = k
+        k += 1
+        if k == cap:
+            k = 0
+        timed = True
+        if per_bank == 0:
+            waiting += 1
+        else:
+            n_b = seen[bank]
+            seen[bank] = n_b + 1
+            if n_b >= per_bank:
+                waiting += 1
+                timed = False
+        if timed:
+            kind = 1 if ints[o_open + bank] == row else 2  # a hit / another kind
+            if seen[banks + bank] & kind == 0:
+                seen[banks + bank] |= kind
+                ds, _, _ = _evaluate(t0, ch, bank, row, ring[at, 3], ints, floats)
+                if i == 0 or ds < best_ds:
+                    best, best_ds = i, ds
+                    if ds <= bus:  # starts when the bus is free: no later one starts sooner
+                        return best
+        if waiting >= depth:
+            return best
+    return _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats, cnt,
+                        waiting, best, best_ds)
+
+
+@njit(cache=True)
+def _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats, pos, waiting,
+                 best, best_ds):
+    """The walk's part of a pick (``_stream_pick``, ``_window_pick``): its bursts from
+    ``(nj, s)`` on, at window positions ``pos`` on, after ``waiting`` admitted ones wait and
+    with ``seen`` (admitted per bank, then the classes timed per bank) and the best so far
+    (``best``, starting at ``best_ds``; none when ``pos`` is 0) as the older ones left them.
+    Inside a row block's piece every burst after the first ``gm`` has the bank and row of one
+    of those (the same class, timed no sooner), so only those are timed; the rest are
+    counted, for the bank queues' occupancy and where admission stops. Returns the window
+    position of the pick.
     One function, long: the window's cursor, the per-bank counts and the best pick so far live
     in locals that the counting of a piece and the timing of its first bursts share."""
     banks, bpr = ints[2], ints[3]
@@ -620,11 +682,6 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
     span = bpr * groups if mapping == 1 else bpr
     gm = groups if mapping == 1 else 1
     o_open = _IH + ch * banks
-    seen[:] = 0  # admitted per bank, then the classes timed per bank
-    waiting = 0
-    pos = 0
-    best = 0
-    best_ds = 0.0
     while s < 3:
         bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
         last = min((nj // span + 1) * span - 1, hi[s])
@@ -995,7 +1052,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     functions it would travel as tuples through each call on the engine's hot path."""
     burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
-    depth, per_bank, cap, ring, admitted, seen = _queues(ints)
+    depth, per_bank, cap, ring, _, seen = _queues(ints)
     span = bpr * groups if mapping == 1 else bpr
     o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
         channels, banks, groups)
@@ -1016,9 +1073,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
         lo = (lo0, lo1, lo2)
         hi = (hi0, hi1, hi2)
         nj, s = _advance(lo[0] - 1, 0, lo, hi)
-        head = cnt = waiting = 0
-        holes = 0  # the queue is the stream's next bursts, in order, once this many are served
-        admitted[:] = 0
+        head = cnt = 0  # the queue: the bursts a younger pick passed, all older than (nj, s)
         loc_j = -2  # the channel burst (bank, row, g, bank0, blk_end) below belong to
         blk_end = -1
         bank = row = g = bank0 = 0
@@ -1040,16 +1095,26 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 if floats[o_ref + ch] != due:  # a refresh closed the rows: a new run
                     run_j = -2
             ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
-            lazy = release = False
-            gap = ds > floats[o_bus + ch]  # a gap: a younger burst may fill it
-            if gap and cnt == 0 and _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen,
-                                                 ints, floats) == 0:
-                gap = False  # none does: the head is served in order, nothing admitted
-            if gap:
+            p = 0
+            if ds > floats[o_bus + ch]:  # a gap: a younger burst may fill it
+                p = _window_pick(t0, ch, ring, head, cnt, cap, nj, s, lo, hi, depth, per_bank,
+                                 seen, ints, floats)
+            lazy = False
+            if p < cnt:  # one the queue holds
+                at = head + p
+                if at >= cap:
+                    at -= cap
+                key, ob, orow, og = ring[at, 0], ring[at, 1], ring[at, 2], ring[at, 3]
+                if p != 0:
+                    ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
+                    run_j = -2
+                head = _take(ring, head, cap, p)
+                cnt -= 1
+            else:  # the walk's: the ones it passes are admitted (the queue's youngest)
                 tail = head + cnt
                 if tail >= cap:
                     tail -= cap
-                while waiting < depth and s < 3:  # admit the next bursts
+                for _ in range(p - cnt):
                     bank, row, g, bank0, blk_end = _step_locate(
                         nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
                         span)
@@ -1062,29 +1127,18 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                     if tail == cap:
                         tail = 0
                     cnt += 1
-                    waiting += _waits(admitted, bank, per_bank, 1)
                     nj, s = _advance(nj, s, lo, hi)
-                p = _pick(t0, floats[0:0], ch, ring, head, cnt, cap, per_bank, seen, ints,
-                          floats)
-                e = ring[(head + p) % cap]
-                key, ob, orow, og = e[0], e[1], e[2], e[3]
                 if p != 0:
+                    bank, row, g, bank0, blk_end = _step_locate(
+                        nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
+                        span)
+                    loc_j = nj
+                    ob, orow, og = bank, row, g
                     ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
                     run_j = -2
-                head = _take(ring, head, cap, p)
-                holes = max(p, holes - 1)
-            elif cnt > 0:
-                key = ring[head, 0]
-                head = (head + 1) % cap
-                holes = max(0, holes - 1)
-                release = holes == 0
-            else:
                 key = nj * 4 + s
-                lazy = True
+                lazy = cnt == 0
                 nj, s = _advance(nj, s, lo, hi)
-            if not lazy:
-                cnt -= 1
-                waiting += _waits(admitted, ob, per_bank, -1)
             jd = key // 4
             if jd == run_j + 1 and jd <= run_end:  # the next burst of the same row block
                 run += 1
@@ -1101,12 +1155,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 conflicts += 1
             if data_end > finish:
                 finish = data_end
-            if release and cnt > 0:  # the queue holds the next bursts in order: let it go
-                key = ring[head, 0]
-                nj, s = key // 4, key % 4
-                cnt = waiting = 0
-                admitted[:] = 0
-            if lazy and cnt == 0 and bulk and s < 3 and nj == run_j + 1 and nj <= blk_end \
+            if lazy and bulk and s < 3 and nj == run_j + 1 and nj <= blk_end \
                     and (run >= gm or _hits_at_bus(ch, row, bank0, g, run, gm,
                                                    min(blk_end, hi[s]) - nj + 1, ints, floats)):
                 # the last gm bursts were this block's, in order (or the banks of the block
