@@ -1173,10 +1173,9 @@ def test_the_stream_pick_counts_a_row_block_as_walking_it_does(t, warm, pieces, 
             s += 1
         if s == 3:
             return
-        seen = np.zeros(2 * t.banks_per_channel, dtype=np.int64)
         args = (now, ch, int(lo[s]), s, lo, hi, depth, per_bank)
         want = _stream_pick_by_walking(*args, fast.ints, fast.floats)
-        assert _stream_pick(*args, seen, fast.ints, fast.floats) == want
+        assert _stream_pick(*args, fast.ints, fast.floats) == want
 
 
 @pytest.mark.parametrize("mapping, per_bank, depth, want", [
@@ -1200,9 +1199,8 @@ def test_the_stream_pick_counts_each_bank_of_a_piece(mapping, per_bank, depth, w
     fast.transfer(0.0, nxt * t.burst_bytes, t.burst_bytes)  # opens it
     lo, hi = np.array([0, nxt, 0]), np.array([4, nxt, -1])
     args = (1000.0, 0, 0, 0, lo, hi, depth, per_bank)
-    seen = np.zeros(8, dtype=np.int64)
     assert _stream_pick_by_walking(*args, fast.ints, fast.floats) == want
-    assert _stream_pick(*args, seen, fast.ints, fast.floats) == want
+    assert _stream_pick(*args, fast.ints, fast.floats) == want
 
 
 @settings(max_examples=150, **SETTINGS)
@@ -1230,7 +1228,7 @@ def test_the_window_pick_equals_walking_the_queue_then_the_walk(t, warm, queued,
         fast.transfer(now / 2, base, size)
     for j in lo[1:].tolist() + queued[:2]:  # rows open where a hit may be the pick
         fast.transfer(now / 2, j * t.channels * t.burst_bytes, t.channels * t.burst_bytes)
-    _, _, cap, ring, _, seen = _queues(fast.ints)
+    _, _, cap, ring, _, _ = _queues(fast.ints)
     banks, bpr, groups = t.banks_per_channel, t.bursts_per_row, t.bank_groups
     mapping = MAPPINGS.index(t.mapping)
     s = 0
@@ -1246,8 +1244,7 @@ def test_the_window_pick_equals_walking_the_queue_then_the_walk(t, warm, queued,
     for ch in range(t.channels):
         args = (now, ch, nj, s, lo, hi, t.queue_depth, per_bank)
         want = _stream_pick_by_walking(*args, fast.ints, fast.floats, entries)
-        got = _window_pick(now, ch, ring, head, len(entries), cap, nj, s, lo, hi,
-                           t.queue_depth, per_bank, seen, fast.ints, fast.floats)
+        got = _window_pick(now, ch, head, len(entries), nj, s, lo, hi, fast.ints, fast.floats)
         assert got == want
 
 
@@ -1262,10 +1259,9 @@ def test_a_queued_burst_fills_its_banks_queue_for_the_walk(per_bank, want):
                queue_depth=1, bank_queue_depth=per_bank)
     fast = Dram(t)
     fast.transfer(0.0, 8 * t.burst_bytes, t.burst_bytes)  # opens bank 1, row 0 (burst 8)
-    _, _, cap, ring, _, seen = _queues(fast.ints)
+    _, _, cap, ring, _, _ = _queues(fast.ints)
     ring[3] = (40 * 4, 1, 1, 0)  # burst 40: bank 1, row 1
     lo, hi = np.array([9, 0, 0]), np.array([12, -1, -1])
-    assert _window_pick(1000.0, 0, ring, 3, 1, cap, 9, 0, lo, hi, 1, per_bank, seen,
-                        fast.ints, fast.floats) == want
+    assert _window_pick(1000.0, 0, 3, 1, 9, 0, lo, hi, fast.ints, fast.floats) == want
     assert _stream_pick_by_walking(1000.0, 0, 9, 0, lo, hi, 1, per_bank, fast.ints,
                                    fast.floats, [(1, 1, 0)]) == want
