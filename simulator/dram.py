@@ -626,17 +626,19 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats):
     o_seen = _queue_at(ints)[4]
     ints[o_seen:o_seen + 2 * ints[2]] = 0  # admitted per bank, then the classes timed per bank
     return _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, 0, 0, 0,
-                        0.0)
+                        0.0, (-1, 0, 0, 0, 0))
 
 
 @njit(cache=True, _nrt=False)  # no arrays made: no reference counts (``_queued3_kernel``)
-def _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats):
+def _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats, at):
     """``_pick`` over the requests channel ``ch``'s controller would admit (``_queued3_kernel``,
     all requested at ``t0``): the ``cnt`` admitted ones in the ring from ``head`` (rows: key,
     bank, row, group; older than any of the walk's), then the walk's bursts from ``(nj, s)``
     on, which are not admitted (``_stream_rest``). The queue holds only the bursts passed by a
     younger pick, so a pick neither fills it up to its depth nor rescans what it would have
-    filled. Returns the window position of the pick (0: the oldest; ``cnt`` on: the walk's)."""
+    filled. ``at``: ``(j, bank, row, group, end of its row block)`` of a channel burst ``j``,
+    the caller's (no division to locate the walk's first burst when it is ``nj``). Returns the
+    window position of the pick (0: the oldest; ``cnt`` on: the walk's)."""
     banks = ints[2]
     depth, per_bank, cap, o_ring, o_seen = _queue_at(ints)
     o_open = _IH + ch * banks
@@ -675,17 +677,18 @@ def _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats):
         if waiting >= depth:
             return best
     return _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, cnt,
-                        waiting, best, best_ds)
+                        waiting, best, best_ds, at)
 
 
 @njit(cache=True, inline="always")
 def _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, pos, waiting,
-                 best, best_ds):
+                 best, best_ds, at):
     """The walk's part of a pick (``_stream_pick``, ``_window_pick``): its bursts from
     ``(nj, s)`` on, at window positions ``pos`` on, after ``waiting`` admitted ones wait and
     with the per-bank scratch at ``ints[o_seen:]`` (admitted per bank, then the classes timed
     per bank) and the best so far
-    (``best``, starting at ``best_ds``; none when ``pos`` is 0) as the older ones left them.
+    (``best``, starting at ``best_ds``; none when ``pos`` is 0) as the older ones left them;
+    ``at`` (``_window_pick``) may locate the first burst.
     Inside a row block's piece every burst after the first ``gm`` has the bank and row of one
     of those (the same class, timed no sooner), so only those are timed; the rest are
     counted, for the bank queues' occupancy and where admission stops. Returns the window
@@ -698,8 +701,12 @@ def _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, p
     gm = groups if mapping == 1 else 1
     o_open = _IH + ch * banks
     while s < 3:
-        bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
-        last = min((nj // span + 1) * span - 1, hi[s])
+        if nj == at[0]:
+            bank, row, g, blk_end = at[1], at[2], at[3], at[4]
+        else:
+            bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
+            blk_end = (nj // span + 1) * span - 1
+        last = min(blk_end, hi[s])
         bank0 = bank - g
         m = last - nj + 1
         g_first = g
@@ -1131,7 +1138,13 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 # a gap a younger burst may fill: none starts its data before the bus is free
                 # or tCL after the request (a hit's earliest, and a row change adds to it), and
                 # the oldest wins a tie
-                p = _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats)
+                if s < 3:  # where the walk goes on, located without division (mostly)
+                    bank, row, g, bank0, blk_end = _step_locate(
+                        nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
+                        span)
+                    loc_j = nj
+                p = _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats,
+                                 (loc_j, bank, row, g, blk_end))
             lazy = False
             if p < cnt:  # one the queue holds
                 at = head + p

@@ -1241,10 +1241,14 @@ def test_the_window_pick_equals_walking_the_queue_then_the_walk(t, warm, queued,
     head %= cap
     for i, (j, e) in enumerate(zip(queued, entries, strict=True)):
         ring[(head + i) % cap] = (j * 4, *e)
+    span = bpr * groups if mapping == 1 else bpr
+    at = (nj, *(int(v) for v in _chan_locate(nj, banks, bpr, groups, mapping)),
+          (nj // span + 1) * span - 1)  # the caller's location of the walk's first burst
     for ch in range(t.channels):
         args = (now, ch, nj, s, lo, hi, t.queue_depth, per_bank)
         want = _stream_pick_by_walking(*args, fast.ints, fast.floats, entries)
-        got = _window_pick(now, ch, head, len(entries), nj, s, lo, hi, fast.ints, fast.floats)
+        got = _window_pick(now, ch, head, len(entries), nj, s, lo, hi, fast.ints, fast.floats,
+                           at)
         assert got == want
 
 
@@ -1262,6 +1266,7 @@ def test_a_queued_burst_fills_its_banks_queue_for_the_walk(per_bank, want):
     _, _, cap, ring, _, _ = _queues(fast.ints)
     ring[3] = (40 * 4, 1, 1, 0)  # burst 40: bank 1, row 1
     lo, hi = np.array([9, 0, 0]), np.array([12, -1, -1])
-    assert _window_pick(1000.0, 0, 3, 1, 9, 0, lo, hi, fast.ints, fast.floats) == want
+    assert _window_pick(1000.0, 0, 3, 1, 9, 0, lo, hi, fast.ints, fast.floats,
+                        (-1, 0, 0, 0, 0)) == want
     assert _stream_pick_by_walking(1000.0, 0, 9, 0, lo, hi, 1, per_bank, fast.ints,
                                    fast.floats, [(1, 1, 0)]) == want
