@@ -130,19 +130,19 @@ them.
 Fast path
 ---------
 The engine's requests (``_serve_kernel`` -> ``transfer3``) are contiguous runs. A channel's bursts
-are walked one row block at a time (a row of one bank; with the interleaved mapping the same row
-of one bank in every group), located without divisions. Without the later rules a block's first
-burst takes the bank logic and the rest are row hits at the bus rate (float additions only).
-With them, the oldest burst is served at once when its data can start when the bus is free (no
-request can do better and the oldest wins a tie; the queue is then not even filled), and once a
-block's banks have each been served in order, the rest of the block goes at the bus rate, its
-bank and group state written as it goes, until the run ends or a refresh is due; where every
-time of that run is an exact float (the burst time and the bus a multiple of one power of two)
-it is written in closed form, each bank's last burst only. When the oldest burst would leave
-the bus idle, the requests the controller would admit are first looked over without admitting
-them (a row block's bursts after its first banks' add no new candidate); only when a younger one
-wins is the queue filled. The tests hold these paths equal to a plain-Python event loop of the
-rules above, float for float.
+are walked one row block at a time (a row of one bank; with the interleaved mapping the same row of
+one bank in every group), located without divisions. Without the later rules a block's first burst
+takes the bank logic and the rest are row hits at the bus rate (float additions only). With them,
+the oldest burst is served at once when its data can start when the bus is free or tCL after its
+request (no request can do better and the oldest wins a tie; the queue is then not even looked at),
+and once a block's banks have each been served in order, the rest of the block goes at the bus
+rate, its bank and group state written as it goes, until the run ends or a refresh is due; where
+every time of that run is an exact float (the burst time and the bus a multiple of one power of
+two) it is written in closed form, each bank's last burst only. When the oldest burst would leave
+the bus idle, the requests the controller would admit are looked over without admitting them (a row
+block's bursts after its first banks' add no new candidate); when a younger one wins, only the
+bursts it passes are queued, and the next look goes over those and then the walk. The tests hold
+these paths equal to a plain-Python event loop of the rules above, float for float.
 """
 
 from __future__ import annotations
@@ -532,7 +532,7 @@ def _written(ch, k, o_end, channels, banks, floats):
     return floats[o_dir + 2 * channels + k] == 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)  # no arrays made: no reference counts (``_queued3_kernel``)
 def _turn3(write, base0, size0, base1, size1, base2, size2, ints, floats):
     """``_turn`` on every channel that one of the three runs (``_transfer3_kernel``) touches;
     nothing when no write rule is on (both turnarounds and tWR 0)."""
@@ -605,14 +605,94 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
     return best
 
 
+@njit(cache=True, inline="always")
+def _queue_at(ints):
+    """``(transaction queue depth, bank queue depth, ring capacity, where the ring starts,
+    where the per-bank scratch starts)`` in ``ints`` (``_queues`` as offsets: a view made in a
+    numba function costs a reference count, twice, each time)."""
+    banks = ints[2]
+    depth, per_bank = ints[_I_QUEUE], ints[_I_BANKQ]
+    cap = depth + banks * per_bank
+    o = _IH + ints[1] * banks
+    return depth, per_bank, cap, o, o + 4 * cap + banks
+
+
 @njit(cache=True)
-def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
+def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats):
     """``_pick`` over the requests channel ``ch``'s controller would admit when its queue is
     empty and the next ones are the walk's bursts from ``(nj, s)`` on (``_queued3_kernel``,
-    all requested at ``t0``), without admitting them. Inside a row block's piece every burst
-    after the first ``gm`` has the bank and row of one of those (the same class, timed no
-    sooner), so only those are timed; the rest are counted, for the bank queues' occupancy and
-    where admission stops. Returns the window position of the pick (0: the oldest).
+    all requested at ``t0``), without admitting them. Returns the window position of the pick
+    (0: the oldest)."""
+    o_seen = _queue_at(ints)[4]
+    ints[o_seen:o_seen + 2 * ints[2]] = 0  # admitted per bank, then the classes timed per bank
+    return _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, 0, 0, 0,
+                        0.0, (-1, 0, 0, 0, 0))
+
+
+@njit(cache=True, _nrt=False)  # no arrays made: no reference counts (``_queued3_kernel``)
+def _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats, at):
+    """``_pick`` over the requests channel ``ch``'s controller would admit (``_queued3_kernel``,
+    all requested at ``t0``): the ``cnt`` admitted ones in the ring from ``head`` (rows: key,
+    bank, row, group; older than any of the walk's), then the walk's bursts from ``(nj, s)``
+    on, which are not admitted (``_stream_rest``). The queue holds only the bursts passed by a
+    younger pick, so a pick neither fills it up to its depth nor rescans what it would have
+    filled. ``at``: ``(j, bank, row, group, end of its row block)`` of a channel burst ``j``,
+    the caller's (no division to locate the walk's first burst when it is ``nj``). Returns the
+    window position of the pick (0: the oldest; ``cnt`` on: the walk's)."""
+    banks = ints[2]
+    depth, per_bank, cap, o_ring, o_seen = _queue_at(ints)
+    o_open = _IH + ch * banks
+    bus = floats[_FH + ch]
+    for i in range(o_seen, o_seen + 2 * banks):
+        ints[i] = 0
+    waiting = 0
+    best = 0
+    best_ds = 0.0
+    k = head
+    for i in range(cnt):
+        e = o_ring + 4 * k
+        bank = ints[e + 1]
+        row = ints[e + 2]
+        k += 1
+        if k == cap:
+            k = 0
+        timed = True
+        if per_bank == 0:
+            waiting += 1
+        else:
+            n_b = ints[o_seen + bank]
+            ints[o_seen + bank] = n_b + 1
+            if n_b >= per_bank:
+                waiting += 1
+                timed = False
+        if timed:
+            kind = 1 if ints[o_open + bank] == row else 2  # a hit / another kind
+            if ints[o_seen + banks + bank] & kind == 0:
+                ints[o_seen + banks + bank] |= kind
+                ds, _, _ = _evaluate(t0, ch, bank, row, ints[e + 3], ints, floats)
+                if i == 0 or ds < best_ds:
+                    best, best_ds = i, ds
+                    if ds <= bus:  # starts when the bus is free: no later one starts sooner
+                        return best
+        if waiting >= depth:
+            return best
+    return _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, cnt,
+                        waiting, best, best_ds, at)
+
+
+@njit(cache=True, inline="always")
+def _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, pos, waiting,
+                 best, best_ds, at):
+    """The walk's part of a pick (``_stream_pick``, ``_window_pick``): its bursts from
+    ``(nj, s)`` on, at window positions ``pos`` on, after ``waiting`` admitted ones wait and
+    with the per-bank scratch at ``ints[o_seen:]`` (admitted per bank, then the classes timed
+    per bank) and the best so far
+    (``best``, starting at ``best_ds``; none when ``pos`` is 0) as the older ones left them;
+    ``at`` (``_window_pick``) may locate the first burst.
+    Inside a row block's piece every burst after the first ``gm`` has the bank and row of one
+    of those (the same class, timed no sooner), so only those are timed; the rest are
+    counted, for the bank queues' occupancy and where admission stops. Returns the window
+    position of the pick.
     One function, long: the window's cursor, the per-bank counts and the best pick so far live
     in locals that the counting of a piece and the timing of its first bursts share."""
     banks, bpr = ints[2], ints[3]
@@ -620,14 +700,13 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
     span = bpr * groups if mapping == 1 else bpr
     gm = groups if mapping == 1 else 1
     o_open = _IH + ch * banks
-    seen[:] = 0  # admitted per bank, then the classes timed per bank
-    waiting = 0
-    pos = 0
-    best = 0
-    best_ds = 0.0
     while s < 3:
-        bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
-        last = min((nj // span + 1) * span - 1, hi[s])
+        if nj == at[0]:
+            bank, row, g, blk_end = at[1], at[2], at[3], at[4]
+        else:
+            bank, row, g = _chan_locate(nj, banks, bpr, groups, mapping)
+            blk_end = (nj // span + 1) * span - 1
+        last = min(blk_end, hi[s])
         bank0 = bank - g
         m = last - nj + 1
         g_first = g
@@ -638,15 +717,15 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
             if per_bank == 0:
                 waiting += 1
             else:  # in its bank's queue, or waiting behind it
-                n_b = seen[bank]
-                seen[bank] = n_b + 1
+                n_b = ints[o_seen + bank]
+                ints[o_seen + bank] = n_b + 1
                 if n_b >= per_bank:
                     waiting += 1
                     timed = False
             if timed:
                 kind = 1 if ints[o_open + bank] == row else 2  # a hit / another kind
-                if seen[banks + bank] & kind == 0:
-                    seen[banks + bank] |= kind
+                if ints[o_seen + banks + bank] & kind == 0:
+                    ints[o_seen + banks + bank] |= kind
                     ds, _, _ = _evaluate(t0, ch, bank, row, g, ints, floats)
                     if pos == 0 or ds < best_ds:
                         best, best_ds = pos, ds
@@ -671,11 +750,11 @@ def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen, ints, floats):
                 for q in range(min(gm, rest)):
                     b = bank0 + (g_first + q) % groups if mapping == 1 else bank
                     c = (rest - q + gm - 1) // gm
-                    n_b = seen[b]
+                    n_b = ints[o_seen + b]
                     over = n_b + c - max(n_b, per_bank)
                     if over > 0:
                         waiting += over
-                    seen[b] = n_b + c
+                    ints[o_seen + b] = n_b + c
             pos += rest
             if waiting >= depth:
                 return best
@@ -720,6 +799,20 @@ def _take(ring, head, cap, i):
         src = dst - 1 if dst > 0 else cap - 1
         for c in range(4):
             ring[dst, c] = ring[src, c]
+        dst = src
+    return head + 1 if head + 1 < cap else 0
+
+
+@njit(cache=True, inline="always")
+def _take_at(ints, o_ring, head, cap, i):
+    """``_take`` on the ring at ``ints[o_ring:]`` (``_queue_at``), without a view of it."""
+    dst = head + i
+    if dst >= cap:
+        dst -= cap
+    for _ in range(i):
+        src = dst - 1 if dst > 0 else cap - 1
+        for c in range(4):
+            ints[o_ring + 4 * dst + c] = ints[o_ring + 4 * src + c]
         dst = src
     return head + 1 if head + 1 < cap else 0
 
@@ -982,20 +1075,22 @@ def _chan_span(ends, ch):
     return lo, hi
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
     """``_transfer3_kernel`` with queues (``queue_depth`` > 1): each channel serves the bursts
     of the three runs (in that order) as ``_queue_kernel`` does. While the oldest burst can
     start at once (the usual case: a row hit) it is served without admitting the others (no
     burst can start sooner, and the oldest wins a tie), and a channel's next burst is located
-    without divisions inside a row block.
+    without divisions inside a row block. Compiled without numba's reference counting
+    (``_nrt=False``; it makes no arrays, and its callees neither): the counts numba kept on
+    ``ints``/``floats`` through the inlined helpers cost a seventh of its time.
 
     One function, long: the walk's state (cursor over three runs, row-block location, queue
     ring, in-order run) is a dozen locals that every step reads and writes; split into numba
     functions it would travel as tuples through each call on the engine's hot path."""
     burst_bytes, channels, banks, bpr = ints[0], ints[1], ints[2], ints[3]
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
-    depth, per_bank, cap, ring, admitted, seen = _queues(ints)
+    cap, o_ring = _queue_at(ints)[2:4]
     span = bpr * groups if mapping == 1 else bpr
     o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
         channels, banks, groups)
@@ -1016,9 +1111,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
         lo = (lo0, lo1, lo2)
         hi = (hi0, hi1, hi2)
         nj, s = _advance(lo[0] - 1, 0, lo, hi)
-        head = cnt = waiting = 0
-        holes = 0  # the queue is the stream's next bursts, in order, once this many are served
-        admitted[:] = 0
+        head = cnt = 0  # the queue: the bursts a younger pick passed, all older than (nj, s)
         loc_j = -2  # the channel burst (bank, row, g, bank0, blk_end) below belong to
         blk_end = -1
         bank = row = g = bank0 = 0
@@ -1027,8 +1120,8 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
         run_end = -1  # the last burst of run_j's row block (no division per burst)
         while cnt > 0 or s < 3:
             if cnt > 0:
-                e = ring[head]
-                ob, orow, og = e[1], e[2], e[3]
+                e = o_ring + 4 * head
+                ob, orow, og = ints[e + 1], ints[e + 2], ints[e + 3]
             else:
                 bank, row, g, bank0, blk_end = _step_locate(
                     nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping, span)
@@ -1040,51 +1133,60 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 if floats[o_ref + ch] != due:  # a refresh closed the rows: a new run
                     run_j = -2
             ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
-            lazy = release = False
-            gap = ds > floats[o_bus + ch]  # a gap: a younger burst may fill it
-            if gap and cnt == 0 and _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, seen,
-                                                 ints, floats) == 0:
-                gap = False  # none does: the head is served in order, nothing admitted
-            if gap:
-                tail = head + cnt
-                if tail >= cap:
-                    tail -= cap
-                while waiting < depth and s < 3:  # admit the next bursts
+            p = 0
+            if ds > floats[o_bus + ch] and ds > t0 + t_cl:
+                # a gap a younger burst may fill: none starts its data before the bus is free
+                # or tCL after the request (a hit's earliest, and a row change adds to it), and
+                # the oldest wins a tie
+                if s < 3:  # where the walk goes on, located without division (mostly)
                     bank, row, g, bank0, blk_end = _step_locate(
                         nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
                         span)
                     loc_j = nj
-                    ring[tail, 0] = nj * 4 + s
-                    ring[tail, 1] = bank
-                    ring[tail, 2] = row
-                    ring[tail, 3] = g
+                p = _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats,
+                                 (loc_j, bank, row, g, blk_end))
+            lazy = False
+            if p < cnt:  # one the queue holds
+                at = head + p
+                if at >= cap:
+                    at -= cap
+                e = o_ring + 4 * at
+                key, ob, orow, og = ints[e], ints[e + 1], ints[e + 2], ints[e + 3]
+                if p != 0:
+                    ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
+                    run_j = -2
+                head = _take_at(ints, o_ring, head, cap, p)
+                cnt -= 1
+            else:  # the walk's: the ones it passes are admitted (the queue's youngest)
+                tail = head + cnt
+                if tail >= cap:
+                    tail -= cap
+                for _ in range(p - cnt):
+                    bank, row, g, bank0, blk_end = _step_locate(
+                        nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
+                        span)
+                    loc_j = nj
+                    e = o_ring + 4 * tail
+                    ints[e] = nj * 4 + s
+                    ints[e + 1] = bank
+                    ints[e + 2] = row
+                    ints[e + 3] = g
                     tail += 1
                     if tail == cap:
                         tail = 0
                     cnt += 1
-                    waiting += _waits(admitted, bank, per_bank, 1)
                     nj, s = _advance(nj, s, lo, hi)
-                p = _pick(t0, floats[0:0], ch, ring, head, cnt, cap, per_bank, seen, ints,
-                          floats)
-                e = ring[(head + p) % cap]
-                key, ob, orow, og = e[0], e[1], e[2], e[3]
                 if p != 0:
+                    bank, row, g, bank0, blk_end = _step_locate(
+                        nj, loc_j, blk_end, bank, row, g, bank0, banks, bpr, groups, mapping,
+                        span)
+                    loc_j = nj
+                    ob, orow, og = bank, row, g
                     ds, kind, act = _evaluate(t0, ch, ob, orow, og, ints, floats)
                     run_j = -2
-                head = _take(ring, head, cap, p)
-                holes = max(p, holes - 1)
-            elif cnt > 0:
-                key = ring[head, 0]
-                head = (head + 1) % cap
-                holes = max(0, holes - 1)
-                release = holes == 0
-            else:
                 key = nj * 4 + s
-                lazy = True
+                lazy = cnt == 0
                 nj, s = _advance(nj, s, lo, hi)
-            if not lazy:
-                cnt -= 1
-                waiting += _waits(admitted, ob, per_bank, -1)
             jd = key // 4
             if jd == run_j + 1 and jd <= run_end:  # the next burst of the same row block
                 run += 1
@@ -1101,12 +1203,7 @@ def _queued3_kernel(t0, base0, size0, base1, size1, base2, size2, ints, floats):
                 conflicts += 1
             if data_end > finish:
                 finish = data_end
-            if release and cnt > 0:  # the queue holds the next bursts in order: let it go
-                key = ring[head, 0]
-                nj, s = key // 4, key % 4
-                cnt = waiting = 0
-                admitted[:] = 0
-            if lazy and cnt == 0 and bulk and s < 3 and nj == run_j + 1 and nj <= blk_end \
+            if lazy and bulk and s < 3 and nj == run_j + 1 and nj <= blk_end \
                     and (run >= gm or _hits_at_bus(ch, row, bank0, g, run, gm,
                                                    min(blk_end, hi[s]) - nj + 1, ints, floats)):
                 # the last gm bursts were this block's, in order (or the banks of the block

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from simulator.dram import Dram, DramTiming, TransferResult, map_address
+from simulator.dram import MAPPINGS, Dram, DramTiming, TransferResult, map_address
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MiB = 1 << 20
@@ -1079,9 +1079,11 @@ def test_a_request_is_not_chosen_before_it_is_offered():
     assert done.tolist() == [132.0, 180.0, 148.0]
 
 
-def _stream_pick_by_walking(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats):
+def _stream_pick_by_walking(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats, queued=()):
     """``_stream_pick`` as it reads: every position of the window walked and counted one at a
-    time (only the first ``gm`` of a row block's piece timed)."""
+    time (only the first ``gm`` of a row block's piece timed); with ``queued`` (bank, row,
+    group of admitted bursts, oldest first), ``_window_pick``: those first, each timed unless
+    its bank's queue is full or its bank and kind were timed."""
     from simulator.dram import _I_GROUPS, _I_MAP, _IH, _chan_locate, _evaluate
 
     banks, bpr, groups, mapping = int(ints[2]), int(ints[3]), int(ints[_I_GROUPS]), \
@@ -1091,6 +1093,27 @@ def _stream_pick_by_walking(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats
     admitted, classes = [0] * banks, [0] * banks
     waiting = pos = best = 0
     best_ds = 0.0
+    for bank, row, g in queued:
+        timed = True
+        if per_bank == 0:
+            waiting += 1
+        else:
+            admitted[bank] += 1
+            if admitted[bank] > per_bank:
+                waiting += 1
+                timed = False
+        if timed:
+            kind = 1 if ints[_IH + ch * banks + bank] == row else 2
+            if not classes[bank] & kind:
+                classes[bank] |= kind
+                ds = _evaluate(t0, ch, bank, row, g, ints, floats)[0]
+                if pos == 0 or ds < best_ds:
+                    best, best_ds = pos, ds
+                    if ds <= floats[19 + ch]:
+                        return best
+        pos += 1
+        if waiting >= depth:
+            return best
     while s < 3:
         last = min((nj // span + 1) * span - 1, hi[s])
         for o, j in enumerate(range(nj, last + 1)):
@@ -1150,10 +1173,9 @@ def test_the_stream_pick_counts_a_row_block_as_walking_it_does(t, warm, pieces, 
             s += 1
         if s == 3:
             return
-        seen = np.zeros(2 * t.banks_per_channel, dtype=np.int64)
         args = (now, ch, int(lo[s]), s, lo, hi, depth, per_bank)
         want = _stream_pick_by_walking(*args, fast.ints, fast.floats)
-        assert _stream_pick(*args, seen, fast.ints, fast.floats) == want
+        assert _stream_pick(*args, fast.ints, fast.floats) == want
 
 
 @pytest.mark.parametrize("mapping, per_bank, depth, want", [
@@ -1177,6 +1199,74 @@ def test_the_stream_pick_counts_each_bank_of_a_piece(mapping, per_bank, depth, w
     fast.transfer(0.0, nxt * t.burst_bytes, t.burst_bytes)  # opens it
     lo, hi = np.array([0, nxt, 0]), np.array([4, nxt, -1])
     args = (1000.0, 0, 0, 0, lo, hi, depth, per_bank)
-    seen = np.zeros(8, dtype=np.int64)
     assert _stream_pick_by_walking(*args, fast.ints, fast.floats) == want
-    assert _stream_pick(*args, seen, fast.ints, fast.floats) == want
+    assert _stream_pick(*args, fast.ints, fast.floats) == want
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(t=full_timings(), warm=st.lists(st.tuples(st.integers(0, 1 << 14),
+                                                  st.integers(1, 3000)), max_size=4),
+       queued=st.lists(st.integers(0, 400), max_size=4), head=st.integers(0, 300),
+       back=st.lists(st.integers(1, 60), max_size=12, unique=True),
+       pieces=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 90)), min_size=3,
+                       max_size=3),
+       depth=st.integers(1, 40), per_bank=st.integers(0, 10), now=st.floats(0, 900))
+def test_the_window_pick_equals_walking_the_queue_then_the_walk(t, warm, queued, head, back,
+                                                                pieces, depth, per_bank, now):
+    """``_window_pick`` (the queue holds only the bursts a younger pick passed; the rest of
+    the window is the walk's, not admitted) equals walking the queued bursts and then every
+    position of the walk one at a time, on states left by random transfers, with the queue's
+    entries anywhere in its ring (it wraps) and any depths. The queued bursts are mostly the
+    walk's just before its cursor (as the kernel leaves them: the same banks' queues)."""
+    from simulator.dram import _chan_locate, _queues, _window_pick
+
+    t = dataclasses.replace(t, queue_depth=max(depth, 2), bank_queue_depth=per_bank)
+    fast = Dram(t)
+    lo = np.array([p[0] for p in pieces], dtype=np.int64)
+    hi = lo + np.array([p[1] for p in pieces], dtype=np.int64) - 1
+    for base, size in warm:
+        fast.transfer(now / 2, base, size)
+    for j in lo[1:].tolist() + queued[:2]:  # rows open where a hit may be the pick
+        fast.transfer(now / 2, j * t.channels * t.burst_bytes, t.channels * t.burst_bytes)
+    _, _, cap, ring, _, _ = _queues(fast.ints)
+    banks, bpr, groups = t.banks_per_channel, t.bursts_per_row, t.bank_groups
+    mapping = MAPPINGS.index(t.mapping)
+    s = 0
+    while s < 3 and lo[s] > hi[s]:
+        s += 1
+    nj = int(lo[s]) if s < 3 else 0
+    queued = ([max(nj - d, 0) for d in sorted(back, reverse=True)] + queued)[:cap - 1]
+    entries = [tuple(int(v) for v in _chan_locate(j, banks, bpr, groups, mapping))
+               for j in queued]
+    head %= cap
+    for i, (j, e) in enumerate(zip(queued, entries, strict=True)):
+        ring[(head + i) % cap] = (j * 4, *e)
+    span = bpr * groups if mapping == 1 else bpr
+    at = (nj, *(int(v) for v in _chan_locate(nj, banks, bpr, groups, mapping)),
+          (nj // span + 1) * span - 1)  # the caller's location of the walk's first burst
+    for ch in range(t.channels):
+        args = (now, ch, nj, s, lo, hi, t.queue_depth, per_bank)
+        want = _stream_pick_by_walking(*args, fast.ints, fast.floats, entries)
+        got = _window_pick(now, ch, head, len(entries), nj, s, lo, hi, fast.ints, fast.floats,
+                           at)
+        assert got == want
+
+
+@pytest.mark.parametrize("per_bank, want", [(1, 0), (2, 1)])
+def test_a_queued_burst_fills_its_banks_queue_for_the_walk(per_bank, want):
+    """The queue's burst to bank 1 (another row) and the walk's next, to bank 1's open row:
+    with room for one in bank 1's queue the walk's waits (out of reach with a depth of 1) and
+    the queued one goes; with room for two the row hit passes it."""
+    from simulator.dram import _queues, _window_pick
+
+    t = timing(channels=1, banks_per_channel=4, row_buffer_bytes=512, latency_cycles=0,
+               queue_depth=1, bank_queue_depth=per_bank)
+    fast = Dram(t)
+    fast.transfer(0.0, 8 * t.burst_bytes, t.burst_bytes)  # opens bank 1, row 0 (burst 8)
+    _, _, cap, ring, _, _ = _queues(fast.ints)
+    ring[3] = (40 * 4, 1, 1, 0)  # burst 40: bank 1, row 1
+    lo, hi = np.array([9, 0, 0]), np.array([12, -1, -1])
+    assert _window_pick(1000.0, 0, 3, 1, 9, 0, lo, hi, fast.ints, fast.floats,
+                        (-1, 0, 0, 0, 0)) == want
+    assert _stream_pick_by_walking(1000.0, 0, 9, 0, lo, hi, 1, per_bank, fast.ints,
+                                   fast.floats, [(1, 1, 0)]) == want
