@@ -617,6 +617,28 @@ def _queue_at(ints):
     return depth, per_bank, cap, o, o + 4 * cap + banks
 
 
+@njit(cache=True, inline="always")
+def _offer(t0, ch, bank, row, g, per_bank, o_seen, ints, floats):
+    """A burst offered to a pick (``_window_pick``, ``_stream_rest``): counted into its bank's
+    queue or, that full (``per_bank`` 0: always), as waiting behind it, and timed
+    (``_evaluate``) where it is in its bank's queue and the first of its bank and kind (a row
+    hit, or not) there: the others of the class start no sooner. Returns ``(1 if it waits
+    else 0, whether it was timed, its data start)``."""
+    banks = ints[2]
+    waits = 1
+    if per_bank > 0:
+        n_b = ints[o_seen + bank]
+        ints[o_seen + bank] = n_b + 1
+        if n_b < per_bank:
+            waits = 0
+    if per_bank == 0 or waits == 0:
+        kind = 1 if ints[_IH + ch * banks + bank] == row else 2  # a hit / another kind
+        if ints[o_seen + banks + bank] & kind == 0:
+            ints[o_seen + banks + bank] |= kind
+            return waits, True, _evaluate(t0, ch, bank, row, g, ints, floats)[0]
+    return waits, False, 0.0
+
+
 @njit(cache=True)
 def _stream_pick(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats):
     """``_pick`` over the requests channel ``ch``'s controller would admit when its queue is
@@ -641,7 +663,6 @@ def _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats, at):
     window position of the pick (0: the oldest; ``cnt`` on: the walk's)."""
     banks = ints[2]
     depth, per_bank, cap, o_ring, o_seen = _queue_at(ints)
-    o_open = _IH + ch * banks
     bus = floats[_FH + ch]
     for i in range(o_seen, o_seen + 2 * banks):
         ints[i] = 0
@@ -656,24 +677,13 @@ def _window_pick(t0, ch, head, cnt, nj, s, lo, hi, ints, floats, at):
         k += 1
         if k == cap:
             k = 0
-        timed = True
-        if per_bank == 0:
-            waiting += 1
-        else:
-            n_b = ints[o_seen + bank]
-            ints[o_seen + bank] = n_b + 1
-            if n_b >= per_bank:
-                waiting += 1
-                timed = False
-        if timed:
-            kind = 1 if ints[o_open + bank] == row else 2  # a hit / another kind
-            if ints[o_seen + banks + bank] & kind == 0:
-                ints[o_seen + banks + bank] |= kind
-                ds, _, _ = _evaluate(t0, ch, bank, row, ints[e + 3], ints, floats)
-                if i == 0 or ds < best_ds:
-                    best, best_ds = i, ds
-                    if ds <= bus:  # starts when the bus is free: no later one starts sooner
-                        return best
+        waits, timed, ds = _offer(t0, ch, bank, row, ints[e + 3], per_bank, o_seen, ints,
+                                  floats)
+        waiting += waits
+        if timed and (i == 0 or ds < best_ds):
+            best, best_ds = i, ds
+            if ds <= bus:  # starts when the bus is free: no later one starts sooner
+                return best
         if waiting >= depth:
             return best
     return _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, cnt,
@@ -699,7 +709,6 @@ def _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, p
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     span = bpr * groups if mapping == 1 else bpr
     gm = groups if mapping == 1 else 1
-    o_open = _IH + ch * banks
     while s < 3:
         if nj == at[0]:
             bank, row, g, blk_end = at[1], at[2], at[3], at[4]
@@ -713,24 +722,12 @@ def _stream_rest(t0, ch, nj, s, lo, hi, depth, per_bank, o_seen, ints, floats, p
         for _ in range(min(m, gm)):
             if mapping == 1:
                 bank = bank0 + g
-            timed = True
-            if per_bank == 0:
-                waiting += 1
-            else:  # in its bank's queue, or waiting behind it
-                n_b = ints[o_seen + bank]
-                ints[o_seen + bank] = n_b + 1
-                if n_b >= per_bank:
-                    waiting += 1
-                    timed = False
-            if timed:
-                kind = 1 if ints[o_open + bank] == row else 2  # a hit / another kind
-                if ints[o_seen + banks + bank] & kind == 0:
-                    ints[o_seen + banks + bank] |= kind
-                    ds, _, _ = _evaluate(t0, ch, bank, row, g, ints, floats)
-                    if pos == 0 or ds < best_ds:
-                        best, best_ds = pos, ds
-                        if ds <= floats[_FH + ch]:  # starts when the bus is free: the pick
-                            return best
+            waits, timed, ds = _offer(t0, ch, bank, row, g, per_bank, o_seen, ints, floats)
+            waiting += waits
+            if timed and (pos == 0 or ds < best_ds):
+                best, best_ds = pos, ds
+                if ds <= floats[_FH + ch]:  # starts when the bus is free: the pick
+                    return best
             pos += 1
             if waiting >= depth:
                 return best

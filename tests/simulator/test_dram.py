@@ -1093,11 +1093,24 @@ def _stream_pick_by_walking(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats
         int(ints[_I_MAP])
     span = bpr * groups if mapping == 1 else bpr
     gm = groups if mapping == 1 else 1
+    def window():  # (bank, row, group, may be timed) of each position, oldest first
+        for bank, row, g in queued:
+            yield bank, row, g, True
+        j, stage = nj, s
+        while stage < 3:
+            last = min((j // span + 1) * span - 1, hi[stage])
+            for o, jj in enumerate(range(j, last + 1)):
+                yield (*_chan_locate(jj, banks, bpr, groups, mapping), o < gm)
+            j = last + 1
+            while stage < 3 and j > hi[stage]:
+                stage += 1
+                if stage < 3:
+                    j = lo[stage]
+
     admitted, classes = [0] * banks, [0] * banks
-    waiting = pos = best = 0
+    waiting = best = 0
     best_ds = 0.0
-    for bank, row, g in queued:
-        timed = True
+    for pos, (bank, row, g, timed) in enumerate(window()):
         if per_bank == 0:
             waiting += 1
         else:
@@ -1112,40 +1125,10 @@ def _stream_pick_by_walking(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats
                 ds = _evaluate(t0, ch, bank, row, g, ints, floats)[0]
                 if pos == 0 or ds < best_ds:
                     best, best_ds = pos, ds
-                    if ds <= floats[19 + ch]:
+                    if ds <= floats[19 + ch]:  # the channel's bus (``_FH + ch``)
                         return best
-        pos += 1
         if waiting >= depth:
             return best
-    while s < 3:
-        last = min((nj // span + 1) * span - 1, hi[s])
-        for o, j in enumerate(range(nj, last + 1)):
-            bank, row, g = _chan_locate(j, banks, bpr, groups, mapping)
-            timed = o < gm
-            if per_bank == 0:
-                waiting += 1
-            else:
-                admitted[bank] += 1
-                if admitted[bank] > per_bank:
-                    waiting += 1
-                    timed = False
-            if timed:
-                kind = 1 if ints[_IH + ch * banks + bank] == row else 2
-                if not classes[bank] & kind:
-                    classes[bank] |= kind
-                    ds = _evaluate(t0, ch, bank, row, g, ints, floats)[0]
-                    if pos == 0 or ds < best_ds:
-                        best, best_ds = pos, ds
-                        if ds <= floats[19 + ch]:  # the channel's bus (``_FH + ch``)
-                            return best
-            pos += 1
-            if waiting >= depth:
-                return best
-        nj = last + 1
-        while s < 3 and nj > hi[s]:
-            s += 1
-            if s < 3:
-                nj = lo[s]
     return best
 
 
