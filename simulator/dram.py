@@ -787,22 +787,9 @@ def _hits_at_bus(ch, row, bank0, g, run, gm, n, ints, floats):
 
 
 @njit(cache=True, inline="always")
-def _take(ring, head, cap, i):
-    """Remove queue position ``i`` (entries before it move up one); returns the new head."""
-    dst = head + i
-    if dst >= cap:
-        dst -= cap
-    for _ in range(i):
-        src = dst - 1 if dst > 0 else cap - 1
-        for c in range(4):
-            ring[dst, c] = ring[src, c]
-        dst = src
-    return head + 1 if head + 1 < cap else 0
-
-
-@njit(cache=True, inline="always")
 def _take_at(ints, o_ring, head, cap, i):
-    """``_take`` on the ring at ``ints[o_ring:]`` (``_queue_at``), without a view of it."""
+    """Remove queue position ``i`` of the ring at ``ints[o_ring:]`` (``_queue_at``; entries
+    before it move up one), without a view of it; returns the new head."""
     dst = head + i
     if dst >= cap:
         dst -= cap
@@ -964,6 +951,7 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
     channels, banks, bpr = ints[1], ints[2], ints[3]
     groups, mapping = ints[_I_GROUPS], ints[_I_MAP]
     depth, per_bank, cap, ring, admitted, seen = _queues(ints)
+    o_ring = _queue_at(ints)[3]
     wdepth, low = ints[_I_WQ], ints[_I_WLOW]
     n = len(bursts)
     counts = np.zeros(3, dtype=np.int64)
@@ -1038,7 +1026,7 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
             ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
             done[key] = _commit(ch, bank, row, g, kind, act, ds, ints, floats)
             counts[kind] += 1
-            head = _take(ring, head, cap, p)
+            head = _take_at(ints, o_ring, head, cap, p)
             cnt -= 1
             waiting += _waits(admitted, bank, per_bank, -1)
     return counts[0], counts[1], counts[2]
