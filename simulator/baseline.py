@@ -37,12 +37,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from simulator.results import Results
+from simulator.table import Table
 
 CACHE_ENV = "SPARSESIM_CACHE_DIR"
-FORMAT = 1  # the entry layout; a change makes old entries unreadable (recomputed)
+FORMAT = 2  # the entry layout; a change makes old entries unreadable (recomputed)
 _CODE_PACKAGES = ("common", "traces", "dataflows", "simulator")
 _MEMORY: dict[str, Results] = {}  # this process's baselines by key
 _MEMORY_MAX = 16
@@ -98,10 +99,12 @@ def baseline_key(layers, batch: int, arch, dataflow: str, phases: str, memory: s
 
 
 def _encode(key: str, res: Results) -> str:
-    t = res.table
+    t = res.data("table")
+    text = t.pandas_types  # "str": a text column (an object array of str and NaN)
     return json.dumps({"format": FORMAT, "key": key, "meta": res.meta,
-                       "columns": list(t.columns),
-                       "dtypes": [str(d) for d in t.dtypes],
+                       "columns": t.columns,
+                       "dtypes": [text.get(c, str(d)) for c, d in zip(t.columns, t.dtypes,
+                                                                      strict=True)],
                        "data": [t[c].tolist() for c in t.columns]})
 
 
@@ -112,9 +115,26 @@ def _decode(text: str, key: str) -> Results | None:
     if len({len(raw["columns"]), len(raw["dtypes"]), len(raw["data"])}) != 1 or len(
             {len(v) for v in raw["data"]}) > 1:
         return None  # columns of different lengths: damaged
-    cols = {c: pd.Series(v, dtype=d) for c, d, v in
-            zip(raw["columns"], raw["dtypes"], raw["data"], strict=True)}
-    return Results(pd.DataFrame(cols), raw["meta"])
+    cols = {c: _column(v, d) for c, d, v in zip(raw["columns"], raw["dtypes"], raw["data"],
+                                                  strict=True)}
+    if any(col is None for col in cols.values()):
+        return None
+    text = {c: d for c, d in zip(raw["columns"], raw["dtypes"], strict=True)
+            if d in ("str", "object")}
+    return Results(Table(cols, len(raw["data"][0]) if raw["data"] else 0, text), raw["meta"])
+
+
+def _column(values: list, dtype: str) -> np.ndarray | None:
+    """A column of an entry, or None where its values are not of its type (damaged)."""
+    want = {"int64": (int,), "float64": (float,), "bool": (bool,), "str": (str,),
+            "object": (str, bool)}.get(dtype)
+    text = dtype in ("str", "object")
+    if want is None or not all(type(v) in want or (text and type(v) is float and v != v)
+                               for v in values):
+        return None  # NaN stands in a text column for a row without one
+    col = np.empty(len(values), dtype=object if text else dtype)
+    col[:] = values
+    return col
 
 
 def _read(path: Path, key: str) -> Results | None:
@@ -152,7 +172,7 @@ def dense_baseline(layers, batch: int, arch, dataflow: str, phases: str, memory:
 
     def run() -> Results:
         full = simulate()
-        return Results(full.table, full.meta)
+        return Results(full.stored("table"), full.meta)
 
     if cache_dir is None:
         return run()
@@ -167,7 +187,7 @@ def dense_baseline(layers, batch: int, arch, dataflow: str, phases: str, memory:
         if len(_MEMORY) >= _MEMORY_MAX:
             _MEMORY.pop(next(iter(_MEMORY)))
         _MEMORY[key] = res
-    return Results(res.table.copy(), copy.deepcopy(res.meta))
+    return Results(res.stored("table").copy(), copy.deepcopy(res.meta))
 
 
 def stats(cache_dir: str | os.PathLike) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 ``summary.json`` (``docs/metrics.md``) of ``sparsesim simulate``, and the ``sweep.csv`` of
 ``sparsesim sweep`` (``docs/sweeps.md``).
 
-Writing: ``write_results`` (``summarize`` makes ``summary.json``). Reading, checked at the
+Writing: ``write_results`` (``summarize`` makes ``summary.json``), of the ``Results`` tables as
+``simulator.table`` holds them, without pandas (``sparsesim simulate`` does not import it; the
+CSVs are the bytes pandas' ``to_csv`` wrote). Reading (pandas DataFrames), checked at the
 boundary: a *results directory* holds ``summary.json`` and ``COMPUTE_REPORT.csv`` (plus the other
 reports); a *sweep directory* holds ``sweep.csv`` (one row per point × layer × phase). Anything
 else is refused with one message naming the directory and what is missing.
@@ -16,16 +18,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from common.errors import InputError
 from common.fsutil import atomic_output_dir, check_regular_file
 from common.jsonio import load_json
 from common.vocab import PHASES
 from common.yamlio import float_value
+from simulator.table import Table, column_sum
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made or read, not by simulate
+    import pandas as pd
 
 #: the stall columns of the tables, by the engine's name of their cause
 STALL_COLUMNS = {
@@ -43,20 +48,62 @@ EVENT_KINDS = ("read", "compute", "write", "wait_read", "wait_write", "gemm", "o
 READ, COMPUTE, WRITE, WAIT_READ, WAIT_WRITE, GEMM, OVERHEAD = range(len(EVENT_KINDS))
 
 
-@dataclass
+class _Frame:
+    """A table of ``Results``, set to a ``simulator.table.Table`` or a DataFrame. Read, it is a
+    DataFrame: made of the Table on the first read (importing pandas) and kept in its place, so
+    that changes made to the frame are the results' own. ``Results.data`` reads it without
+    pandas."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.slot]
+        if isinstance(value, Table):
+            value = obj.__dict__[self.slot] = value.to_frame()
+        return value
+
+    def __set__(self, obj: Any, value: Table | pd.DataFrame | None) -> None:
+        obj.__dict__[self.slot] = value
+
+
 class Results:
     """The per-GEMM table of one run plus what produced it (and, for a trace, the dense
     baseline's table); ``events`` is the event log of a ``timeline=True`` run (module
-    docstring)."""
+    docstring). ``dram_timeline``: DRAM traffic over each step's time in equal bins (modeled
+    memory; ``simulator.series``); ``imbalance``: per GEMM with a per-fold work model, folds per
+    5 % bin of load-imbalance share.
 
-    table: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
-    baseline: pd.DataFrame | None = None
-    events: np.ndarray | None = None
-    #: DRAM traffic over each step's time in equal bins (modeled memory; ``simulator.series``)
-    dram_timeline: pd.DataFrame | None = None
-    #: per GEMM with a per-fold work model: folds per 5 % bin of load-imbalance share
-    imbalance: pd.DataFrame | None = None
+    The four tables read as DataFrames (``_Frame``); ``data(name)`` gives one as a ``Table``,
+    which ``simulate`` sums and writes without importing pandas."""
+
+    table = _Frame()
+    baseline = _Frame()
+    dram_timeline = _Frame()
+    imbalance = _Frame()
+
+    def __init__(self, table: Table | pd.DataFrame, meta: dict[str, Any] | None = None,
+                 baseline: Table | pd.DataFrame | None = None, events: np.ndarray | None = None,
+                 dram_timeline: Table | pd.DataFrame | None = None,
+                 imbalance: Table | pd.DataFrame | None = None) -> None:
+        self.table = table
+        self.meta = {} if meta is None else meta
+        self.baseline = baseline
+        self.events = events
+        self.dram_timeline = dram_timeline
+        self.imbalance = imbalance
+
+    def stored(self, name: str = "table") -> Table | pd.DataFrame | None:
+        """The table ``name`` as it is held: a ``Table``, or the DataFrame read of it."""
+        return self.__dict__[f"_{name}"]
+
+    def data(self, name: str = "table") -> Table | None:
+        """The table ``name`` (``table``, ``baseline``, ``dram_timeline``, ``imbalance``) as a
+        ``Table``; of the DataFrame, with its changes, once one was read."""
+        value = self.stored(name)
+        return value if value is None or isinstance(value, Table) else Table.from_frame(value)
 
 
 KEYS = ["LayerID", "Layer", "Phase", "Step"]
@@ -104,64 +151,76 @@ REPORTS = {"COMPUTE_REPORT.csv": COMPUTE_COLUMNS, "BANDWIDTH_REPORT.csv": BANDWI
            "DETAILED_ACCESS_REPORT.csv": ACCESS_COLUMNS, "SPARSE_REPORT.csv": SPARSE_COLUMNS}
 
 
+def _totals(df: Table, clock: float) -> dict[str, Any]:
+    """The totals of ``summarize`` over the rows of ``df``."""
+    compute, stall = column_sum(df["Compute Cycles"]), column_sum(df["Stall Cycles"])
+    cycles = int(compute + stall)
+    dram = int(column_sum(df["DRAM Bytes"]))
+    return {
+        "gemms": int(len(df)),
+        "cycles": cycles,
+        "compute_cycles": int(compute),
+        "stall_cycles": int(stall),
+        "stall_cycles_by_cause": {c: int(column_sum(df[col])) for c, col in STALL_COLUMNS.items()},
+        "ideal_cycles": int(column_sum(df["Ideal Cycles"])),
+        "macs": int(column_sum(df["Algorithmic Computes"])),
+        "dram_bytes": dram,
+        "avg_dram_bw_bytes_per_cycle": dram / cycles if cycles else 0.0,
+        "avg_dram_bw_gbps": dram / cycles * clock if cycles else 0.0,
+        "energy_pj": float(column_sum(df["Energy (pJ)"])),
+        "time_s": cycles / (clock * 1e9),
+    }
+
+
+def _speedups(t: Table) -> dict[str, Any]:
+    """Speedup over the dense baseline: baseline GEMM cycles / sparse cycles, where the sparse
+    side also pays its training overheads (top-K, mask updates)."""
+    def speedup(df: Table) -> float:
+        cyc = column_sum(df["Compute Cycles"]) + column_sum(df["Stall Cycles"])
+        return float(column_sum(df["Dense Cycles"]) / cyc) if cyc else float("nan")
+
+    phase = t["Phase"]
+    back = (phase == "bwd_input") | (phase == "bwd_weight")
+    return {
+        "baseline": "dense: same layers, batch, architecture and dataflow; masks dropped",
+        "step": {int(st): speedup(t.take(t["Step"] == st))
+                 for st in sorted(set(t["Step"].tolist()))},
+        "per_phase": {ph: speedup(t.take(phase == ph)) for ph in ("fwd", "bwd_input",
+                                                                  "bwd_weight")
+                      if (phase == ph).any()},
+        "backward": speedup(t.take(back)) if back.any() else None,
+        "training_step": speedup(t),
+    }
+
+
 def summarize(results: Results) -> dict[str, Any]:
     """Totals of a run: cycles (elapsed, i.e. compute + stalls), stalls by cause, MACs, DRAM
     bytes, energy, overall and per phase."""
-    t = results.table
+    t = results.data("table")
     clock = results.meta.get("clock_ghz", 1.0)
-
-    def totals(df: pd.DataFrame) -> dict[str, Any]:
-        cycles = int(df["Compute Cycles"].sum() + df["Stall Cycles"].sum())
-        dram = int(df["DRAM Bytes"].sum())
-        return {
-            "gemms": int(len(df)),
-            "cycles": cycles,
-            "compute_cycles": int(df["Compute Cycles"].sum()),
-            "stall_cycles": int(df["Stall Cycles"].sum()),
-            "stall_cycles_by_cause": {c: int(df[col].sum()) for c, col in STALL_COLUMNS.items()},
-            "ideal_cycles": int(df["Ideal Cycles"].sum()),
-            "macs": int(df["Algorithmic Computes"].sum()),
-            "dram_bytes": dram,
-            "avg_dram_bw_bytes_per_cycle": dram / cycles if cycles else 0.0,
-            "avg_dram_bw_gbps": dram / cycles * clock if cycles else 0.0,
-            "energy_pj": float(df["Energy (pJ)"].sum()),
-            "time_s": cycles / (clock * 1e9),
-        }
-
+    phase = t["Phase"]
     out = {
         **results.meta,
-        "total": totals(t),
-        "per_phase": {ph: totals(t[t["Phase"] == ph]) for ph in t["Phase"].unique()},
+        "total": _totals(t, clock),
+        "per_phase": {ph: _totals(t.take(phase == ph), clock)
+                      for ph in dict.fromkeys(phase.tolist())},
     }
     if "Dense Cycles" in t.columns:
-        # speedup over the dense baseline: baseline GEMM cycles / sparse cycles, where the sparse
-        # side also pays its training overheads (top-K, mask updates)
-        def speedup(df: pd.DataFrame) -> float:
-            cyc = df["Compute Cycles"].sum() + df["Stall Cycles"].sum()
-            return float(df["Dense Cycles"].sum() / cyc) if cyc else float("nan")
-
-        steps = sorted(t["Step"].unique())
-        out["speedup"] = {
-            "baseline": "dense: same layers, batch, architecture and dataflow; masks dropped",
-            "step": {int(st): speedup(t[t["Step"] == st]) for st in steps},
-            "per_phase": {ph: speedup(t[t["Phase"] == ph]) for ph in ("fwd", "bwd_input",
-                                                                      "bwd_weight")
-                          if (t["Phase"] == ph).any()},
-            "backward": speedup(t[t["Phase"].isin(["bwd_input", "bwd_weight"])])
-            if t["Phase"].isin(["bwd_input", "bwd_weight"]).any() else None,
-            "training_step": speedup(t),
-        }
-    if results.baseline is not None:
+        out["speedup"] = _speedups(t)
+    if results.stored("baseline") is not None:
         # the dense baseline's own totals for one step (every GEMM of the layer table): what
         # the sparse run's per-step cycles, DRAM bytes and energy compare with
-        out["baseline_per_step"] = totals(results.baseline)
+        out["baseline_per_step"] = _totals(results.data("baseline"), clock)
     return out
 
 
-def write_csv(df: pd.DataFrame, path: Path) -> None:
+def write_csv(df: Table | pd.DataFrame, path: Path) -> None:
     """``df`` as CSV without losing a digit: counters (``COUNT_COLUMNS``, when every value is a
     whole number) as integers, an empty cell where a row has none; other floats at full
-    precision."""
+    precision. A ``Table`` is written without pandas, to the same bytes."""
+    if isinstance(df, Table):
+        df.to_csv(path, whole=COUNT_COLUMNS)
+        return
     out = df.copy()
     for c in out.columns:
         if c in COUNT_COLUMNS and out[c].dtype.kind == "f":
@@ -179,14 +238,13 @@ def write_results(results: Results, out: str | os.PathLike, force: bool = False,
     with atomic_output_dir(out, force=force) as tmp:
         for name, writer in (extra or {}).items():
             writer(tmp / name)
+        table = results.stored("table")
         for name, cols in REPORTS.items():
             if name == "COMPUTE_REPORT.csv":
-                cols = cols + [c for c in ("Dense Cycles", "Speedup")
-                               if c in results.table.columns]
-            present = [c for c in cols if c in results.table.columns]
-            write_csv(results.table[present], tmp / name)
-        for name, df in (("DRAM_TIMELINE.csv", results.dram_timeline),
-                         ("LOAD_IMBALANCE.csv", results.imbalance)):
+                cols = cols + [c for c in ("Dense Cycles", "Speedup") if c in table.columns]
+            write_csv(table[[c for c in cols if c in table.columns]], tmp / name)
+        for name, df in (("DRAM_TIMELINE.csv", results.stored("dram_timeline")),
+                         ("LOAD_IMBALANCE.csv", results.stored("imbalance"))):
             if df is not None and len(df):
                 write_csv(df, tmp / name)
         summary = summarize(results)
@@ -304,6 +362,8 @@ def _read_csv(path: Path, required: tuple[str, ...], text: set[str] | None = Non
     """A CSV the simulator wrote, checked: complete (ends with a newline), the ``required``
     columns present, keys filled in, and numbers where numbers belong (``text``: the columns
     that may hold text; None: do not check the other columns)."""
+    import pandas as pd
+
     try:
         raw = path.read_bytes()
         df = pd.read_csv(path)

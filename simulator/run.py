@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from common.errors import InputError
 from common.vocab import DATAFLOWS
@@ -59,6 +58,7 @@ from simulator.results import (
     Results,
 )
 from simulator.series import IMBALANCE_COLUMNS, dram_timeline, imbalance_histogram
+from simulator.table import Table, concat
 from traces.layers import Layer
 
 MEMORY_MODES = ("ideal", "modeled")
@@ -439,9 +439,9 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
                  layer_features, replays)
     timings, log = _time(plan, arch, memory, timeline, list(topk or ()), replays)
     lf = layer_features or {}
-    table = pd.DataFrame([_row(p, tm, layers, batch, arch, dataflow, memory,
-                               lf.get(layers[p.li].name, feats), step)
-                          for p, tm in zip(plan, timings, strict=True)])
+    table = Table.from_rows([_row(p, tm, layers, batch, arch, dataflow, memory,
+                                  lf.get(layers[p.li].name, feats), step)
+                             for p, tm in zip(plan, timings, strict=True)])
     imb_rows = [r for r in (_imbalance_row(p, layers, step) for p in plan) if r is not None]
     peak = DramTiming.from_spec(arch.dram, arch.clock_ghz).bytes_per_cycle
     meta = {"arch": arch.name, "arch_source": arch.source, "dataflow": dataflow,
@@ -462,7 +462,7 @@ def simulate(layers: list[Layer] | tuple[Layer, ...], batch: int, arch, dataflow
         series = dram_timeline(events if timeline else _transfers(log), duration,
                                arch.clock_ghz, step, peak)
     return Results(table, meta, events=events, dram_timeline=series,
-                   imbalance=pd.DataFrame(imb_rows) if imb_rows else None)
+                   imbalance=Table.from_rows(imb_rows) if imb_rows else None)
 
 
 def _transfers(log: array) -> np.ndarray:
@@ -576,14 +576,14 @@ def _step_events(events: np.ndarray, extra: list[dict], row0: int, t0: float) ->
     return np.concatenate([ev, over])
 
 
-def _computed(baseline: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+def _computed(baseline: Table, table: Table) -> Table:
     """The baseline's rows of the GEMMs some step computed: a GEMM no step ran (a frozen
     layer's weight gradient, the first layer's input gradient in a version-2 trace whose input
     needs none) is not in the dense step either (``baseline_per_step``)."""
-    done = set(zip(table["LayerID"], table["Phase"], strict=True))
-    keep = [(li, ph) in done for li, ph in zip(baseline["LayerID"], baseline["Phase"],
-                                               strict=True)]
-    return baseline if all(keep) else baseline[keep].reset_index(drop=True)
+    done = set(zip(table["LayerID"].tolist(), table["Phase"].tolist(), strict=True))
+    keep = [(li, ph) in done for li, ph in zip(baseline["LayerID"].tolist(),
+                                               baseline["Phase"].tolist(), strict=True)]
+    return baseline if all(keep) else baseline.take(np.flatnonzero(keep))
 
 
 def _trace_baseline(trace, steps: list[int] | None, arch, dataflow: str, phases: str,
@@ -612,6 +612,16 @@ def _trace_baseline(trace, steps: list[int] | None, arch, dataflow: str, phases:
     return base
 
 
+def _with_speedup(t: Table, elapsed: dict[tuple[int, str], int]) -> Table:
+    """A step's table with ``Dense Cycles`` (``elapsed``: the dense baseline's cycles by layer
+    id and phase) and ``Speedup`` (those over the row's cycles)."""
+    t["Dense Cycles"] = np.array([int(elapsed[key]) for key in zip(
+        t["LayerID"].tolist(), t["Phase"].tolist(), strict=True)], dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # as pandas divides: inf, NaN
+        t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])
+    return t
+
+
 def simulate_trace(path, arch, dataflow: str, phases: str = "train",
                    memory: str = "modeled", steps: list[int] | None = None,
                    timeline: bool = False, baseline_cache=None) -> Results:
@@ -633,8 +643,9 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
     replays = Replays() if arch.features == arch.features.baseline() else None
     base = _trace_baseline(trace, steps, arch, dataflow, phases, memory, baseline_cache,
                            replays)
-    bt = base.table.set_index(["LayerID", "Phase"])
-    elapsed = bt["Compute Cycles"] + bt["Stall Cycles"]
+    bt = base.data("table")
+    elapsed = dict(zip(zip(bt["LayerID"].tolist(), bt["Phase"].tolist(), strict=True),
+                       (bt["Compute Cycles"] + bt["Stall Cycles"]).tolist(), strict=True))
     tables, events, series, imbalance = [], [], [], []
     rows, t_end = 0, 0.0
     for sd in trace:
@@ -646,28 +657,26 @@ def simulate_trace(path, arch, dataflow: str, phases: str = "train",
         res = simulate(layers, batch, arch, dataflow, phases, memory, sd.step, _step_masks(sd),
                        timeline=timeline, skip=skip, input_grad=v2,
                        topk=[r["Compute Cycles"] for r in extra], replays=replays)
-        t = res.table
-        t["Dense Cycles"] = [int(elapsed.loc[(r.LayerID, r.Phase)]) for r in t.itertuples()]
-        t["Speedup"] = t["Dense Cycles"] / (t["Compute Cycles"] + t["Stall Cycles"])
-        series += [res.dram_timeline] if res.dram_timeline is not None else []
-        imbalance += [res.imbalance] if res.imbalance is not None else []
+        t = _with_speedup(res.data("table"), elapsed)
+        series += [res.data("dram_timeline")] if res.stored("dram_timeline") is not None else []
+        imbalance += [res.data("imbalance")] if res.stored("imbalance") is not None else []
         if timeline:
             laid = extra if memory == "ideal" else []  # the engine's top-K unit timed them
             events.append(_step_events(res.events, laid, rows, t_end))
             t_end = float(events[-1][:, 3].max()) if len(events[-1]) else t_end
         if extra:
-            t = pd.concat([t, pd.DataFrame(extra)], ignore_index=True)
+            t = concat([t, Table.from_rows(extra)])
         tables.append(t)
         rows += len(t)
     if not tables:
         raise InputError(str(path), "steps", f"none of the steps {steps} are in the trace")
-    table = pd.concat(tables, ignore_index=True)
+    table = concat(tables)
     meta = {**base.meta, "trace": str(path), "trace_id": trace.digest[:16], "model": m.model,
             "method": m.method,
-            "sparsity": m.sparsity.get("sparsity"), "steps": sorted(set(table["Step"])),
+            "sparsity": m.sparsity.get("sparsity"), "steps": sorted(set(table["Step"].tolist())),
             "features": dict(arch.sparse)}
-    return Results(table, meta, baseline=_computed(base.table, table),
+    return Results(table, meta, baseline=_computed(base.data("table"), table),
                    events=np.concatenate(events) if timeline else None,
-                   dram_timeline=pd.concat(series, ignore_index=True) if series else None,
-                   imbalance=pd.concat(imbalance, ignore_index=True) if imbalance else None)
+                   dram_timeline=concat(series) if series else None,
+                   imbalance=concat(imbalance) if imbalance else None)
 

@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from simulator.results import READ, WRITE
+from simulator.table import Table
 
 TIMELINE_BINS = 200
 IMBALANCE_BINS = np.linspace(0.0, 100.0, 21)
@@ -62,7 +62,7 @@ def transferred_by(starts: np.ndarray, ends: np.ndarray, nbytes: np.ndarray,
 
 
 def dram_timeline(events: np.ndarray, duration: float, clock_ghz: float, step: int,
-                  peak_bytes_per_cycle: float, bins: int = TIMELINE_BINS) -> pd.DataFrame:
+                  peak_bytes_per_cycle: float, bins: int = TIMELINE_BINS) -> Table:
     """One step's DRAM traffic in ``bins`` equal bins over ``[0, duration]`` cycles."""
     edges = np.linspace(0.0, max(duration, 1.0), bins + 1)
     cols = {}
@@ -75,14 +75,13 @@ def dram_timeline(events: np.ndarray, duration: float, clock_ghz: float, step: i
         cols[name] = np.diff(transferred_by(start, end, nbytes, edges))
         del start, end, nbytes
     width = np.diff(edges)
-    df = pd.DataFrame({
-        "Step": step, "Bin": np.arange(bins), "Start Cycle": edges[:-1], "End Cycle": edges[1:],
-        "Read Bytes": cols["Read"], "Write Bytes": cols["Write"],
+    read_gbs = cols["Read"] / width * clock_ghz
+    write_gbs = cols["Write"] / width * clock_ghz
+    return Table({
+        "Step": np.full(bins, step), "Bin": np.arange(bins), "Start Cycle": edges[:-1],
+        "End Cycle": edges[1:], "Read Bytes": cols["Read"], "Write Bytes": cols["Write"],
+        "Read GB/s": read_gbs, "Write GB/s": write_gbs, "DRAM GB/s": read_gbs + write_gbs,
     })
-    df["Read GB/s"] = df["Read Bytes"] / width * clock_ghz
-    df["Write GB/s"] = df["Write Bytes"] / width * clock_ghz
-    df["DRAM GB/s"] = df["Read GB/s"] + df["Write GB/s"]
-    return df
 
 
 def imbalance_histogram(fold_cycles: np.ndarray, fold_imbalance: np.ndarray) -> np.ndarray:

@@ -231,3 +231,21 @@ def test_architectures_that_differ_in_sparse_features_only_share_one(trace, tmp_
     assert summary["arch_spec"]["sparse"]["free_rows"] == 1
     simulate_trace(trace, c, "os", baseline_cache=cache)
     assert len(_entries(cache)) == 2
+
+
+def test_an_entry_holds_the_table_exactly(trace):
+    """Columns, their types (text as pandas' str, bool, NaN where a row has none) and values."""
+    import numpy as np
+    import pandas as pd
+
+    from simulator.results import Results
+    from simulator.table import Table
+
+    res = simulate_trace(trace, load_arch("tensordash"), "os", memory="modeled")
+    t = res.data("table")
+    t["Flag"] = np.arange(len(t)) % 2 == 0
+    t["Note"] = np.array(["a,b" if i % 3 else np.nan for i in range(len(t))], dtype=object)
+    t = Table.from_frame(t.to_frame())
+    back = bl._decode(bl._encode("k", Results(t, res.meta)), "k")
+    pd.testing.assert_frame_equal(back.table, t.to_frame(), check_exact=True)
+    assert back.meta == json.loads(json.dumps(res.meta))
