@@ -293,8 +293,9 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
         print(f"  speedup over dense: training step {sp['training_step']:.2f}x ({per})")
     from reports.verdict import layers_sentence, run_verdict
 
-    print(f"  {run_verdict(results.table, summary).text}")
-    if (lay := layers_sentence(results.table)):
+    table = results.data("table")  # a Table: the verdict needs no pandas
+    print(f"  {run_verdict(table, summary).text}")
+    if (lay := layers_sentence(table)):
         print(f"  {lay}")
     if attribution is not None:
         from pipeline.explain import describe

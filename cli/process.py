@@ -20,7 +20,8 @@ command starts and ends, never what it computes or writes.
   objects left are frozen (``gc.freeze``) at exit, so those collections skip them. Outputs do
   not depend on it: they are written, closed and renamed before the command returns, and the
   interpreter flushes stdout and stderr at exit whatever the collector does.
-* No garbage collection during the start-up (``simulate``). Its imports (numba, pandas) make
+* No garbage collection during the start-up (``simulate``). Its imports (numba, and pandas
+  until ``simulate`` stopped importing it: these figures are from then) made
   about 160 000 objects that live as long as the process; CPython's collector, started every
   700 allocations, went over them some 370 times, twice in full, and freed about 3 500 objects:
   0.15 s of CPU on the ResNet-50 step. The collector is off from ``tune`` until the command

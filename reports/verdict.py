@@ -19,18 +19,21 @@ fill/drain         ``Stall Cycles (Fill/Drain)``           longer steps (larger 
 =================  ======================================  ====================================
 
 Pure functions of the tables ``simulate`` writes: the CLI calls them on the in-memory table
-(``Results.table``), the report on the table read back; nothing is re-simulated.
+(``Results.data()``, a ``simulator.table.Table``: no pandas), the report on the table read back
+(a DataFrame); nothing is re-simulated.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from simulator.results import STALL_COLUMNS
+from simulator.results import STALL_COLUMNS, Table, column_sum  # a run's table (simulator.table)
+
+if TYPE_CHECKING:  # a verdict of a Table (``sparsesim simulate``) needs no pandas
+    import pandas as pd
 
 #: the parts of the elapsed cycles, by the name a verdict gives them
 PARTS = {
@@ -58,10 +61,18 @@ WAITING_ON = {
 }
 
 
-def shares(df: pd.DataFrame) -> dict[str, float]:
+def _sum(table: Table | pd.DataFrame, col: str) -> Any:
+    """The column's sum, NaN as 0 (``Series.fillna(0).sum()``; a Table's as numpy adds it,
+    in the same order)."""
+    if isinstance(table, Table):
+        return column_sum(table[col])
+    return table[col].fillna(0).sum()
+
+
+def shares(df: Table | pd.DataFrame) -> dict[str, float]:
     """Share of the elapsed cycles of the rows ``df`` in each part (``PARTS``); sums to 1 (all
     zero for rows with no cycles)."""
-    return _shares_of({c: df[c].fillna(0).sum() for c in PARTS.values() if c in df.columns})
+    return _shares_of({c: _sum(df, c) for c in PARTS.values() if c in df.columns})
 
 
 def _shares_of(sums: dict[str, Any]) -> dict[str, float]:
@@ -71,7 +82,7 @@ def _shares_of(sums: dict[str, Any]) -> dict[str, float]:
     return {k: (v / total if total else 0.0) for k, v in cyc.items()}
 
 
-def bound(df: pd.DataFrame) -> tuple[str, float]:
+def bound(df: Table | pd.DataFrame) -> tuple[str, float]:
     """(the part with the largest share, its share); ties go to the earlier part in
     ``PARTS``."""
     s = shares(df)
@@ -79,9 +90,25 @@ def bound(df: pd.DataFrame) -> tuple[str, float]:
     return name, s[name]
 
 
-def layer_bounds(table: pd.DataFrame) -> pd.DataFrame:
+def layer_bounds(table: Table | pd.DataFrame) -> pd.DataFrame:
     """One row per layer (all phases, steps and training overheads): its elapsed cycles, the
     share of each part and its bound, largest layers first."""
+    import pandas as pd
+
+    out = pd.DataFrame(_layer_rows(table))
+    return (
+        out.sort_values(["Cycles", "LayerID"], ascending=[False, True], kind="stable").reset_index(
+            drop=True
+        )
+        if len(out)
+        else out
+    )
+
+
+def _layer_rows(table: Table | pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of ``layer_bounds``, in the order of the layers' (id, name)."""
+    if isinstance(table, Table):
+        return _layer_bounds_of(_groups_by_table(table))
     cols = [c for c in (*PARTS.values(), "Stall Cycles") if c in table.columns]
     if all(isinstance(table[c].dtype, np.dtype) and table[c].dtype.kind in "iuf" for c in cols):
         return _layer_bounds_of(_groups_by_column(table))
@@ -105,7 +132,25 @@ def _groups_by_column(table: pd.DataFrame) -> Any:
         yield lid, lay, {c: v[idx].sum() for c, v in cols.items()}, stall[idx].sum()
 
 
-def _layer_bounds_of(groups: Any) -> pd.DataFrame:
+def _groups_by_table(table: Table) -> Any:
+    """``_groups_by_column`` of a Table: the layers in the order of their (id, name), as
+    ``groupby`` sorts them (a row without either is left out, as ``groupby`` leaves it)."""
+
+    def filled(v: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(v), 0.0, v) if v.dtype.kind == "f" else v
+
+    cols = {c: filled(table[c]) for c in PARTS.values() if c in table.columns}
+    stall = filled(table["Stall Cycles"])
+    rows: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(table["LayerID"].tolist(), table["Layer"].tolist(), strict=True)):
+        if not any(k is None or k != k for k in key):
+            rows.setdefault(key, []).append(i)
+    for (lid, lay), idx in sorted(rows.items(), key=lambda kv: kv[0]):
+        idx = np.array(idx, dtype=np.intp)
+        yield lid, lay, {c: v[idx].sum() for c, v in cols.items()}, stall[idx].sum()
+
+
+def _layer_bounds_of(groups: Any) -> list[dict[str, Any]]:
     rows = []
     for lid, lay, sums, stall in groups:
         s = _shares_of(sums)
@@ -121,14 +166,7 @@ def _layer_bounds_of(groups: Any) -> pd.DataFrame:
                 **{f"{k} %": 100 * v for k, v in s.items()},
             }
         )
-    out = pd.DataFrame(rows)
-    return (
-        out.sort_values(["Cycles", "LayerID"], ascending=[False, True], kind="stable").reset_index(
-            drop=True
-        )
-        if len(out)
-        else out
-    )
+    return rows
 
 
 @dataclass(frozen=True)
@@ -150,19 +188,26 @@ def _method(summary: dict[str, Any]) -> str:
     return f"{m}-{round(100 * sp)}" if sp else m
 
 
-def _uncompressed_sparse_roles(table: pd.DataFrame) -> list[str]:
+def _uncompressed_sparse_roles(table: Table | pd.DataFrame) -> list[str]:
     """Operand roles that are sparse (density under 0.5 somewhere) but stored dense in DRAM."""
     roles = []
     for x in ("A", "B"):
         cols = [f"{x} Role", f"{x} Density", f"{x} Format"]
         if not all(c in table.columns for c in cols):
             continue
-        sub = table[(table[f"{x} Density"] < 0.5) & (table[f"{x} Format"] == "dense")]
-        roles += [r for r in sub[f"{x} Role"].dropna().unique() if r not in roles]
+        if isinstance(table, Table):
+            sub = (table[f"{x} Density"] < 0.5) & (table[f"{x} Format"] == "dense")
+            found = dict.fromkeys(
+                r for r in table[f"{x} Role"][sub].tolist() if r is not None and r == r
+            )
+        else:
+            sub = table[(table[f"{x} Density"] < 0.5) & (table[f"{x} Format"] == "dense")]
+            found = sub[f"{x} Role"].dropna().unique()
+        roles += [r for r in found if r not in roles]
     return sorted(roles)
 
 
-def _advice(name: str, table: pd.DataFrame) -> str:
+def _advice(name: str, table: Table | pd.DataFrame) -> str:
     if name == "DRAM bandwidth":
         loose = _uncompressed_sparse_roles(table)
         first = f"store {' and '.join(loose)} compressed (`sparse.formats`) or " if loose else ""
@@ -185,15 +230,11 @@ def _advice(name: str, table: pd.DataFrame) -> str:
     if name == "fill/drain":
         return "each step pays its first fill and last drain: a larger batch amortises them"
     algo = (
-        float(table["Algorithmic Computes"].fillna(0).sum())
+        float(_sum(table, "Algorithmic Computes"))
         if "Algorithmic Computes" in table.columns
         else 0.0
     )
-    actual = (
-        float(table["Actual Computes"].fillna(0).sum())
-        if "Actual Computes" in table.columns
-        else 0.0
-    )
+    actual = float(_sum(table, "Actual Computes")) if "Actual Computes" in table.columns else 0.0
     if algo and actual < algo:
         return (
             f"the array performs {100 * actual / algo:.0f} % of the dense MACs; only "
@@ -205,7 +246,7 @@ def _advice(name: str, table: pd.DataFrame) -> str:
     )
 
 
-def run_verdict(table: pd.DataFrame, summary: dict[str, Any]) -> Verdict:
+def run_verdict(table: Table | pd.DataFrame, summary: dict[str, Any]) -> Verdict:
     """The verdict of a whole run: ``table`` its rows (every GEMM and overhead of every step),
     ``summary`` its ``summary.json`` (for the dense baseline's bytes and the method)."""
     name, share = bound(table)
@@ -223,21 +264,30 @@ def run_verdict(table: pd.DataFrame, summary: dict[str, Any]) -> Verdict:
     base = summary.get("baseline_per_step")
     steps = max(len(summary.get("steps") or [0]), 1)
     if name in ("DRAM bandwidth", "DRAM latency") and base and base.get("dram_bytes"):
-        per_step = float(table["DRAM Bytes"].fillna(0).sum()) / steps
+        per_step = float(_sum(table, "DRAM Bytes")) / steps
         text += f"; {_method(summary)} moves {per_step / base['dram_bytes']:.2f}x dense's bytes"
     text += f" — {_advice(name, table)}."
     return Verdict(name, share, stalled, text)
 
 
-def layers_sentence(table: pd.DataFrame) -> str:
+def layers_sentence(table: Table | pd.DataFrame) -> str:
     """How many layers each bound holds, largest first: ``layers: 40 DRAM-bandwidth bound,
-    14 compute bound``."""
-    lb = layer_bounds(table)
-    if not len(lb):
+    14 compute bound`` (a tie in the order of the largest layer each bound holds)."""
+    rows = sorted(_layer_rows(table), key=_largest_first)
+    if not rows:
         return ""
-    counts = lb["Bound"].value_counts()
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["Bound"]] = counts.get(r["Bound"], 0) + 1
+    order = sorted(counts, key=lambda b: -counts[b])  # stable: ties as they came
 
     def lower(h: str) -> str:  # "Compute bound" -> "compute bound"; "DRAM-..." stays
         return h[0].lower() + h[1:] if h[1].islower() else h
 
-    return "layers: " + ", ".join(f"{n} {lower(HEADLINE[b])}" for b, n in counts.items())
+    return "layers: " + ", ".join(f"{counts[b]} {lower(HEADLINE[b])}" for b in order)
+
+
+def _largest_first(row: dict[str, Any]) -> tuple:
+    """``layer_bounds``' order: by cycles, largest first (NaN last), then by layer id."""
+    cyc = row["Cycles"]
+    return (cyc != cyc, -cyc if cyc == cyc else 0.0, row["LayerID"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,17 @@ def test_bad_set_is_one_line(trace, tmp_path, item, words):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "--set" in r.stderr and words in r.stderr, r.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("how", [["--memory", "modeled"], ["--memory", "ideal", "--no-cache"]])
+def test_simulate_does_not_import_pandas(trace, tmp_path, how):
+    """pandas costs ``simulate`` about a quarter of a second to import, and it needs none: its
+    tables are ``simulator.table`` tables (reports, sweeps and ``--timeline`` still use it)."""
+    args = ["simulate", str(trace), "--arch", "tensordash", *how, "-o", str(tmp_path / "r")]
+    code = (f"import sys; from cli.main import main; rc = main({args!r}); "
+            "print('pandas' in sys.modules, rc)")
+    env = {**os.environ, "SPARSESIM_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "False 0"
+    assert (tmp_path / "r" / "COMPUTE_REPORT.csv").is_file()

@@ -13,6 +13,7 @@ from reports import verdict
 from reports.verdict import PARTS, bound, layer_bounds, layers_sentence, run_verdict, shares
 from simulator.arch import load_arch
 from simulator.run import simulate
+from simulator.table import Table
 from traces.models import get_model
 
 
@@ -226,3 +227,53 @@ def test_layer_bounds_check_sees_the_order_of_the_additions(monkeypatch):
     monkeypatch.setattr(verdict, "_groups_by_column", reversed_sums)
     with pytest.raises(AssertionError):
         pd.testing.assert_frame_equal(layer_bounds(t), _layer_bounds_reference(t), check_exact=True)
+
+
+def _sentence_reference(table: pd.DataFrame) -> str:
+    """``layers_sentence`` as it was written first: pandas counts the bounds."""
+    lb = _layer_bounds_reference(table)
+    if not len(lb):
+        return ""
+    counts = lb["Bound"].value_counts()
+
+    def lower(h: str) -> str:
+        return h[0].lower() + h[1:] if h[1].islower() else h
+
+    return "layers: " + ", ".join(f"{n} {lower(verdict.HEADLINE[b])}" for b, n in counts.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(_tables())
+def test_a_table_gets_the_verdict_of_its_frame(t):
+    """``sparsesim simulate`` gives the verdict a ``Table`` (no pandas): the same sums, layer
+    bounds, order and sentence as of the DataFrame."""
+    tab = Table.from_frame(t)
+    pd.testing.assert_frame_equal(layer_bounds(tab), _layer_bounds_reference(t), check_exact=True)
+    assert layers_sentence(tab) == layers_sentence(t) == _sentence_reference(t)
+    assert shares(tab) == shares(t) and bound(tab) == bound(t)
+    t = t.assign(**{"DRAM Bytes": np.arange(len(t)) * 0.5})
+    summary = {"steps": [0, 1], "baseline_per_step": {"dram_bytes": 7}, "method": "swat"}
+    assert run_verdict(Table.from_frame(t), summary) == run_verdict(t, summary)
+
+
+def test_ties_between_bounds_keep_the_order_of_the_largest_layers():
+    rows = [{"Layer": f"l{i}", "LayerID": i, part: 10 + i} for i, part in
+            enumerate(["compute", "fill/drain", "fill/drain", "compute", "SRAM ports"])]
+    t = _table(rows)
+    assert layers_sentence(Table.from_frame(t)) == _sentence_reference(t) == (
+        "layers: 2 compute bound, 2 fill/drain bound, 1 SRAM-port bound")  # l3 before l2
+
+
+@pytest.mark.parametrize("rows", [
+    [{"compute": 1, "DRAM bandwidth": 3, "DRAM Bytes": 10, "A Role": "ifmap", "A Density": 0.2,
+      "A Format": "dense", "B Role": "filter", "B Density": 0.1, "B Format": "dense"},
+     {"compute": 1, "DRAM bandwidth": 3, "DRAM Bytes": 10, "A Role": "ifmap", "A Density": 0.2,
+      "A Format": "dense", "B Role": "filter", "B Density": 0.9, "B Format": "dense"}],
+    [{"compute": 5, "Algorithmic Computes": 10, "Actual Computes": 4}],
+    [{"compute": 5, "Algorithmic Computes": 10, "Actual Computes": 10}],
+])
+def test_run_verdict_of_a_table_is_that_of_its_frame(rows):
+    t = _table(rows)
+    summary = {"steps": [0], "baseline_per_step": {"dram_bytes": 40}, "method": "swat",
+               "sparsity": 0.9}
+    assert run_verdict(Table.from_rows(t.to_dict("records")), summary) == run_verdict(t, summary)
