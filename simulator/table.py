@@ -27,7 +27,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _INT64 = (-(2**63), 2**63 - 1)
-_MISSING = object()  # a row without the column
+
+
+class _Missing:
+    """The cell of a row without the column."""
+
+
+_MISSING = _Missing()
 #: counters whose floats are whole are written as integers (``write_csv``)
 _WHOLE_LIMIT = 2**53
 
@@ -221,10 +227,30 @@ def _kind(v: Any) -> str | None:
     return "s" if isinstance(v, str) else None
 
 
+#: the kind (``_kind``) of a cell of these exact types
+_KINDS = {
+    _Missing: "-",
+    bool: "b",
+    np.bool_: "b",
+    int: "i",
+    np.int64: "i",
+    float: "f",
+    np.float64: "f",
+    str: "s",
+}
+
+
 def _column(values: list[Any]) -> np.ndarray | None:
     """One column of ``from_rows``, typed as pandas types it; None where that is not one of the
     cases this module knows."""
-    kinds = {_kind(v) for v in values}
+    types = {type(v) for v in values}
+    if types <= _KINDS.keys():  # the usual cells, told apart by their type alone
+        kinds = {_KINDS[t] for t in types}
+        ints = [v for v in values if type(v) is int] if int in types else []
+        if ints and not _INT64[0] <= min(ints) <= max(ints) <= _INT64[1]:
+            return None
+    else:
+        kinds = {_kind(v) for v in values}
     if None in kinds:
         return None
     missing = "-" in kinds
