@@ -142,7 +142,7 @@ class SparseWork:
     #: geometry lays them out (``MapFormat.nonzero``), where that operand's role is stored in
     #: a compressed format; None otherwise
     map_nonzero: np.ndarray | None = None
-    map_digest: bytes = b""  # ``MapFormat.digest`` of ``map_nonzero``, once made
+    map_digest: bytes = b""  # ``MapFormat.digest`` of ``map_nonzero`` (``map_nonzero``'s)
 
     @property
     def skipped(self) -> int:
@@ -931,15 +931,18 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict,
             role = None if g.im2col is None else g.roles["AB".index(g.im2col[0])]
             if role is not None and any(feats.format_of(role, lv) != "dense"
                                         for lv in FORMAT_LEVELS):
-                w.map_nonzero = map_nonzero(g, layer, masks.get(role))
+                got = map_nonzero(g, layer, masks.get(role))
+                if got is not None:
+                    w.map_nonzero, w.map_digest = got
     return best
 
 
-def map_nonzero(gemm: Gemm, layer: Layer, mask) -> np.ndarray | None:
+def map_nonzero(gemm: Gemm, layer: Layer, mask) -> tuple[np.ndarray, bytes] | None:
     """The nonzeros of the feature map ``gemm``'s im2col operand expands (``mask``: its
     role's, as ``gemm_masks`` takes it; None: dense, all ones), per group as the geometry lays
     them out: (groups, images, channels, H, W) uint8, the rows and columns of zeros a
-    transposed ``bwd_input`` inserts zero (``MapFormat.nonzero``). A linear layer's map is
+    transposed ``bwd_input`` inserts zero (``MapFormat.nonzero``), and its digest (of the
+    packed mask and the layout, not of the array: 8× fewer bytes). A linear layer's map is
     (images, channels, tokens, 1). None where the mask's size is not the map's."""
     g = (list(gemm.im2col[1:]) + [0] * 6)[:20]
     n_img, cg, h, w = g[:4]
@@ -961,7 +964,9 @@ def map_nonzero(gemm: Gemm, layer: Layer, mask) -> np.ndarray | None:
     for gi in range(gemm.groups):
         img, grp = divmod(gi, lg)
         out[gi, :, :, ::ih, ::iw] = t[img * n_img:(img + 1) * n_img, grp * cg:(grp + 1) * cg]
-    return out
+    h = hashlib.blake2b(b"ones" if bits is None else bits.words.tobytes(), digest_size=16)
+    h.update(repr((gemm.im2col, gemm.groups, lg, layer.kind, out.shape)).encode())
+    return out, h.digest()
 
 
 def operand_compression(work: SparseWork, feats: SparseFeatures, word_bits: tuple[int, int],
@@ -978,8 +983,6 @@ def operand_compression(work: SparseWork, feats: SparseFeatures, word_bits: tupl
     fmts = [feats.format_of(g.roles[i], level) for i in (0, 1)]
     if work.map_nonzero is not None:  # the im2col operand's map is stored compressed
         x = "AB".index(g.im2col[0])
-        if not work.map_digest:  # computed once for both levels
-            work.map_digest = MapFormat("A", "dense", 1, 4, work.map_nonzero).digest
         fmap = MapFormat(g.im2col[0], fmts[x], word_bits[x], feats.nm[1] if feats.nm else 4,
                          work.map_nonzero, work.map_digest)
         return MapRatios.of(_ratios(work, feats, word_bits, fmts), fmap)
