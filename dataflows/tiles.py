@@ -20,10 +20,13 @@ half buffer (the other half takes the next tile) holds words as they are stored 
 im2col operand (``Gemm.im2col``) is the feature map it expands, so a block of it is the
 feature-map words its windows touch (its footprint; padding is not fetched), and a plain matrix
 block is its elements. An operand in a compressed format (``dataflows/formats.py``) is held as
-its SRAM format holds it: a block fills the half buffer with its words times its own held /
-dense ratio (the ratio of the blocks' nonzeros each fold reads; the mean over the groups where
-a GEMM repeats), and is fetched as its words times its DRAM format's ratio. Per operand, in
-loop order (sizes as held):
+its SRAM format holds it: a plain block fills the half buffer with its words times its own
+held / dense ratio (the ratio of the blocks' nonzeros each fold reads), and is fetched as its
+words times its DRAM format's ratio; an im2col operand whose map is stored compressed
+(``MapRatios``) counts every set of feature-map words it fetches or holds as a run of them
+compressed by their own nonzeros (``_map_blocks``, in bits). A grouped GEMM with compressed
+operands is planned group by group, each on its own blocks (``_grouped_schedule``). Per
+operand, in loop order (sizes as held):
 
 * an operand whose words all fit in its half buffer is fetched once, and stays;
 * otherwise the buffer keeps the block the previous fold read, if it fits: the same block again
@@ -52,9 +55,9 @@ columns it selects from (a constant fan-in: one group of all K columns); a ``bwd
 whose positions are padded image by image keeps its geometry, a run of its K slots holding a
 run of positions (the padding slots hold no words, in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
-equals the schedule word for word, a plain operand stored and held compressed included (every
-block its own formats' words; an im2col operand in a compressed format is its footprint times
-the ratio of the matrix block, which is not walked). A reduced GEMM of structured sparsity
+equals the schedule word for word, operands stored and held compressed included (every plain
+block, and every set of feature-map words an im2col operand fetches or holds, its own formats'
+words). A reduced GEMM of structured sparsity
 (``Gemm.kept``: per group the rows, k's and columns it keeps of the GEMM it reduces, whose
 geometry it carries) counts a block as the stored words its kept rows × kept k's (or columns)
 touch — feature-map words for an im2col operand, kept elements for a plain one, for C the kept
@@ -2037,7 +2040,9 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     ``fold_cycles`` (column folds outer). ``held`` is the same for the operands' SRAM format:
     it scales the words a tile's fresh A and B occupy in their half buffers, and the words each
     block fills its half buffer with when the loop nest decides what stays (None: as
-    ``compression``, the data held as it came from DRAM)."""
+    ``compression``, the data held as it came from DRAM). Ratios that carry the im2col
+    operand's stored map (``MapRatios``, as ``sparse.operand_compression`` gives them where
+    that map is compressed) count that operand from the map's own nonzeros instead."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     if gemm.kept is not None:
         return _kept_schedule(gemm, mapping, (cap_a, cap_b, cap_c), fold_cycles, compression,
