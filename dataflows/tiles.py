@@ -1708,31 +1708,32 @@ def _map_set(geo, nz, blk, stamp, tag, only, prev):
     touches, each once, marking them ``tag`` in ``stamp``; with ``only`` ≥ 0, of those only
     the words marked ``only`` (the words it shares with the block marked so); then the
     (words, nonzeros) among them that were marked ``prev`` (shared with that block). Element
-    by element, each position's window origin worked out once."""
+    by element, positions outer."""
     k0, k1 = _k_range(geo, blk[2], blk[3])
     cg, h, w, kw = geo[1], geo[2], geo[3], geo[5]
     wo, cp, ih, iw = geo[13], geo[14], geo[18], geo[19]
     taps, hw = geo[4] * kw, geo[12] * wo
-    npos = max(0, blk[1] - blk[0])
-    base = np.empty(npos, dtype=np.int64)
-    oy = np.empty(npos, dtype=np.int64)
-    ox = np.empty(npos, dtype=np.int64)
-    for e in range(npos):
-        p = blk[0] + e
-        base[e] = (p // hw) * cg * h * w
-        oy[e] = (p % hw) // wo * geo[6] - geo[8]
-        ox[e] = p % wo * geo[7] - geo[9]
-    n = z = ni = zi = 0
+    # per column its channel's offset and its tap's; padding slots left out
+    cols = np.empty((max(0, k1 - k0), 3), dtype=np.int64)
+    nk = 0
     for k in range(k0, k1):
         c, t = (k // taps, k % taps) if cp == 0 else (k % cp, k // cp)
-        if c >= cg:  # a slot padding the channels to the lanes: no word
-            continue
-        dy, dx, cb = (t // kw) * geo[10], (t % kw) * geo[11], c * h * w
-        for e in range(npos):
-            y, x = oy[e] + dy, ox[e] + dx
+        if c < cg:  # else a slot padding the channels to the lanes: no word
+            cols[nk, 0], cols[nk, 1], cols[nk, 2] = c * h * w, (t // kw) * geo[10], \
+                (t % kw) * geo[11]
+            nk += 1
+    n = z = ni = zi = 0
+    # positions outer: one position's columns touch neighbouring words, so the stamps are
+    # walked once per block, not once per column
+    for p in range(blk[0], max(blk[0], blk[1])):
+        base = (p // hw) * cg * h * w
+        oy = (p % hw) // wo * geo[6] - geo[8]
+        ox = p % wo * geo[7] - geo[9]
+        for j in range(nk):
+            y, x = oy + cols[j, 1], ox + cols[j, 2]
             if y < 0 or y >= h or x < 0 or x >= w or (ih and y % ih) or (iw and x % iw):
                 continue
-            q = base[e] + cb + y * w + x
+            q = base + cols[j, 0] + y * w + x
             if stamp[q] == tag or (only >= 0 and stamp[q] != only):
                 continue
             if stamp[q] == prev:
@@ -1901,7 +1902,7 @@ class _MapOp:
         self.geo, self.nz, self.blocks = geo, nz, np.ascontiguousarray(blocks)
         self.codes = np.array(fmts, dtype=np.int64)
         self.vb, self.nmm, self.capbits = vb, nmm, cap * vb
-        self.stamp = np.zeros(nz.shape[0], dtype=np.int64)
+        self.stamp = np.zeros(nz.shape[0], dtype=np.int32)
         self.fetch, self.fhold, self.hold, self.words = _map_blocks(
             geo, nz, self.blocks, stream, self.capbits, self.codes, vb, nmm, self.stamp)
         n, z = _map_all(geo, nz)
