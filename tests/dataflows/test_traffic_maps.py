@@ -12,12 +12,21 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import dataflows.tiles as tiles
 from dataflows.features import parse_features
 from dataflows.formats import FORMATS, MapRatios
+from dataflows.gemm import lower
 from dataflows.lowering import Lowering, part_gemms
 from dataflows.sparse import operand_compression, sparse_work
 from dataflows.tiles import schedule
-from tests.dataflows.test_traffic import LOWERINGS, _layers, _lowered_cells, _MapSizes, walk
+from tests.dataflows.test_traffic import (
+    LOWERINGS,
+    _cells,
+    _layers,
+    _lowered_cells,
+    _MapSizes,
+    walk,
+)
 from traces.layers import Layer
 
 
@@ -78,3 +87,36 @@ def _word_nonzeros(mask, layer: Layer, batch: int, role: str) -> dict:
         m = m.reshape(batch, -1, m.shape[-1]).transpose(0, 2, 1)[..., None]
     tag = "x" if role == "ifmap" else "dZ"
     return {(tag, *i): bool(v) for i, v in np.ndenumerate(m)}
+
+
+@settings(deadline=None, max_examples=150)
+@given(layer=_layers(), batch=st.integers(1, 2), data=st.data(), seed=st.integers(0, 2**16))
+def test_the_words_two_blocks_share_are_counted_near_them(layer, batch, data, seed):
+    """``tiles._map_near`` (which marks only the positions and channels of one block that can
+    reach the other's words) counts the words two im2col blocks share, and their nonzeros, as
+    the intersection of the two blocks' explicit word sets."""
+    assume(layer.kind == "conv2d")
+    gemm = lower(layer, batch, "fwd")
+    _, cell, _ = _cells(layer, batch, "fwd", 0)
+    geo = np.array((list(gemm.im2col[1:]) + [0] * 6)[:20], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    nz = (rng.random(int(np.prod(geo[:4]))) < 0.5).astype(np.uint8)
+
+    def block():
+        p0 = data.draw(st.integers(0, gemm.M - 1))
+        k0 = data.draw(st.integers(0, gemm.K - 1))
+        return np.array([p0, data.draw(st.integers(p0 + 1, gemm.M)), k0,
+                         data.draw(st.integers(k0 + 1, gemm.K))], dtype=np.int64)
+
+    a, b = block(), block()
+    stamp = np.zeros(nz.shape[0], dtype=np.int32)
+    tiles._map_near(geo, nz, b, a, stamp, 1, -1)
+    got = tiles._map_near(geo, nz, a, b, stamp, 2, 1)
+
+    def words(blk):
+        return {cell(r, c) for r in range(blk[0], blk[1]) for c in range(blk[2], blk[3])} - {None}
+
+    both = words(a) & words(b)
+    cg, h, w = geo[1], geo[2], geo[3]
+    want = sum(int(nz[((n * cg + c) * h + y) * w + x]) for _, n, c, y, x in both)
+    assert got == (len(both), want)
