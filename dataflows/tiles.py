@@ -1936,18 +1936,16 @@ def _stored(gemm: Gemm, geo: tuple, pad: tuple[int, int, int, int]) -> np.ndarra
 
 def _map_formats(gemm: Gemm, geo: tuple, compression, held) -> tuple:
     """The DRAM and SRAM ``MapFormat`` of the GEMM's im2col operand (None, None: its map is
-    not stored compressed); an SRAM level given without one holds the map dense."""
+    not stored compressed, or the GEMM carries no geometry it can be read through — its
+    ratios count it then); an SRAM level given without one holds the map dense."""
     fd = getattr(compression, "fmap", None)
-    if fd is None:
+    g = geo[1]
+    if fd is None or g is None or fd.which != geo[0]:
         return None, None
     fs = fd if held is None else getattr(held, "fmap", None) or replace(fd, fmt="dense")
-    g = geo[1]
-    if fd.which != geo[0] or g is None:
-        raise ValueError(f"{gemm.name} {gemm.phase}: a compressed map for operand "
-                         f"{fd.which}, whose im2col operand is {geo[0] or 'none'}")
     if fd.nonzero.shape != (gemm.groups, g[0], g[1], g[2], g[3]):
-        raise ValueError(f"{gemm.name} {gemm.phase}: map nonzeros of shape "
-                         f"{fd.nonzero.shape} for geometry {tuple(g[:4])}")
+        raise ValueError(f"{gemm.layer} {gemm.phase}: map nonzeros of shape "
+                         f"{fd.nonzero.shape} for a geometry of {tuple(int(v) for v in g[:4])}")
     return fd, fs
 
 
