@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import dataflows.tiles as tiles
 from dataflows.features import parse_features
-from dataflows.formats import FORMATS, MapRatios
+from dataflows.formats import FORMATS, MapRatios, block_bits, run_bits
 from dataflows.gemm import lower
 from dataflows.lowering import Lowering, part_gemms
 from dataflows.sparse import operand_compression, sparse_work
@@ -120,3 +120,14 @@ def test_the_words_two_blocks_share_are_counted_near_them(layer, batch, data, se
     cg, h, w = geo[1], geo[2], geo[3]
     want = sum(int(nz[((n * cg + c) * h + y) * w + x]) for _, n, c, y, x in both)
     assert got == (len(both), want)
+
+
+@settings(deadline=None, max_examples=300)
+@given(code=st.integers(0, len(FORMATS) - 1), n=st.integers(0, 5000), data=st.data(),
+       value_bits=st.sampled_from([1, 8, 16, 32]), nm_m=st.integers(1, 16))
+def test_a_run_of_words_is_a_one_row_block(code, n, data, value_bits, nm_m):
+    """``formats.run_bits`` (the kernels' size of a set of map words) is ``block_bits`` of a
+    1 × n block, and a run of no words is no bits."""
+    nnz = data.draw(st.integers(0, n))
+    want = 0 if n == 0 else sum(block_bits(FORMATS[code], 1, n, nnz, value_bits, nm_m))
+    assert run_bits(code, n, nnz, value_bits, nm_m) == want
