@@ -48,7 +48,7 @@ from common.vocab import ROLES
 from dataflows import kernels as kx
 from dataflows import taps as kx_taps
 from dataflows.features import FORMAT_LEVELS, SparseFeatures
-from dataflows.formats import block_ratio
+from dataflows.formats import MapFormat, MapRatios, block_ratio
 from dataflows.gemm import Gemm, Kept, lower
 from dataflows.kernels import Bits
 from dataflows.lowering import Lowering, lowered_parts
@@ -138,6 +138,11 @@ class SparseWork:
     #: the GEMMs run one after another when the phase lowers to several (``bwd_input:
     #: phases``); ``gemm`` and ``mapping`` are then the first one's
     parts: list | None = None
+    #: the nonzeros of the feature map the GEMM's im2col operand expands, per group as its
+    #: geometry lays them out (``MapFormat.nonzero``), where that operand's role is stored in
+    #: a compressed format; None otherwise
+    map_nonzero: np.ndarray | None = None
+    map_digest: bytes = b""  # ``MapFormat.digest`` of ``map_nonzero`` (``map_nonzero``'s)
 
     @property
     def skipped(self) -> int:
@@ -920,7 +925,48 @@ def sparse_work(layer: Layer, batch: int, phase: str, masks: dict,
     if compressed and best.reduction is None and any(p is not None for ab in packs for p in ab):
         best.fold_blocks = np.concatenate([_block_nnz(dataflow, gemm.M, gemm.K, gemm.N, rows,
                                                       cols, lanes, a, b) for a, b in packs])
+    if compressed and best.reduction is None:
+        for w in best.parts or [best]:
+            g = w.gemm
+            role = None if g.im2col is None else g.roles["AB".index(g.im2col[0])]
+            if role is not None and any(feats.format_of(role, lv) != "dense"
+                                        for lv in FORMAT_LEVELS):
+                got = map_nonzero(g, layer, masks.get(role))
+                if got is not None:
+                    w.map_nonzero, w.map_digest = got
     return best
+
+
+def map_nonzero(gemm: Gemm, layer: Layer, mask) -> tuple[np.ndarray, bytes] | None:
+    """The nonzeros of the feature map ``gemm``'s im2col operand expands (``mask``: its
+    role's, as ``gemm_masks`` takes it; None: dense, all ones), per group as the geometry lays
+    them out: (groups, images, channels, H, W) uint8, the rows and columns of zeros a
+    transposed ``bwd_input`` inserts zero (``MapFormat.nonzero``), and its digest (of the
+    packed mask and the layout, not of the array: 8× fewer bytes). A linear layer's map is
+    (images, channels, tokens, 1). None where the mask's size is not the map's."""
+    g = (list(gemm.im2col[1:]) + [0] * 6)[:20]
+    n_img, cg, h, w = g[:4]
+    ih, iw = max(1, g[18]), max(1, g[19])
+    hs, ws = (h - 1) // ih + 1, (w - 1) // iw + 1
+    lg = layer.groups if layer.kind == "conv2d" else 1
+    reps = gemm.groups // lg  # a GEMM per image: groups run image by image
+    bits = Bits.of(mask)
+    shape = (reps * n_img, lg * cg, hs, ws)
+    if bits is None:
+        t = np.ones(shape, dtype=np.uint8)
+    elif bits.numel != math.prod(shape):
+        return None
+    else:
+        t = np.unpackbits(bits.words.view(np.uint8), bitorder="little")[:bits.numel]
+        t = (t.reshape(shape) if layer.kind == "conv2d"  # a linear's is (n, token, channel)
+             else t.reshape(shape[0], hs * ws, shape[1]).transpose(0, 2, 1).reshape(shape))
+    out = np.zeros((gemm.groups, n_img, cg, h, w), dtype=np.uint8)
+    for gi in range(gemm.groups):
+        img, grp = divmod(gi, lg)
+        out[gi, :, :, ::ih, ::iw] = t[img * n_img:(img + 1) * n_img, grp * cg:(grp + 1) * cg]
+    h = hashlib.blake2b(b"ones" if bits is None else bits.words.tobytes(), digest_size=16)
+    h.update(repr((gemm.im2col, gemm.groups, lg, layer.kind, out.shape)).encode())
+    return out, h.digest()
 
 
 def operand_compression(work: SparseWork, feats: SparseFeatures, word_bits: tuple[int, int],
@@ -929,9 +975,24 @@ def operand_compression(work: SparseWork, feats: SparseFeatures, word_bits: tupl
     traffic; ``sram``: what a tile occupies in its buffer): per fold of every group from the
     nonzeros of the blocks that fold reads (column folds outer, ``SparseWork.fold_blocks``), or
     one pair for the GEMM. A reduced mode's operands are already compact: (1, 1).
-    ``word_bits``: bits per word of the A and B buffers."""
+    ``word_bits``: bits per word of the A and B buffers. Where the GEMM's im2col operand is
+    stored compressed (``SparseWork.map_nonzero``), the ratios carry its map in this level's
+    format (``MapRatios``): ``dataflows.tiles`` counts its blocks from the map's own nonzeros,
+    and its column of the ratios is left as the matrix blocks' (unused)."""
     g = work.gemm
     fmts = [feats.format_of(g.roles[i], level) for i in (0, 1)]
+    if work.map_nonzero is not None:  # the im2col operand's map is stored compressed
+        x = "AB".index(g.im2col[0])
+        fmap = MapFormat(g.im2col[0], fmts[x], word_bits[x], feats.nm[1] if feats.nm else 4,
+                         work.map_nonzero, work.map_digest)
+        return MapRatios.of(_ratios(work, feats, word_bits, fmts), fmap)
+    return _ratios(work, feats, word_bits, fmts)
+
+
+def _ratios(work: SparseWork, feats: SparseFeatures, word_bits: tuple[int, int],
+            fmts: list[str]) -> tuple[float, float] | np.ndarray:
+    """``operand_compression``'s ratios in formats ``fmts``."""
+    g = work.gemm
     if work.reduction is not None or fmts == ["dense", "dense"]:
         return (1.0, 1.0)
     m = feats.nm[1] if feats.nm else 4

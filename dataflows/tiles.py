@@ -20,10 +20,13 @@ half buffer (the other half takes the next tile) holds words as they are stored 
 im2col operand (``Gemm.im2col``) is the feature map it expands, so a block of it is the
 feature-map words its windows touch (its footprint; padding is not fetched), and a plain matrix
 block is its elements. An operand in a compressed format (``dataflows/formats.py``) is held as
-its SRAM format holds it: a block fills the half buffer with its words times its own held /
-dense ratio (the ratio of the blocks' nonzeros each fold reads; the mean over the groups where
-a GEMM repeats), and is fetched as its words times its DRAM format's ratio. Per operand, in
-loop order (sizes as held):
+its SRAM format holds it: a plain block fills the half buffer with its words times its own
+held / dense ratio (the ratio of the blocks' nonzeros each fold reads), and is fetched as its
+words times its DRAM format's ratio; an im2col operand whose map is stored compressed
+(``MapRatios``) counts every set of feature-map words it fetches or holds as a run of them
+compressed by their own nonzeros (``_map_blocks``, in bits). A grouped GEMM with compressed
+operands is planned group by group, each on its own blocks (``_grouped_schedule``). Per
+operand, in loop order (sizes as held):
 
 * an operand whose words all fit in its half buffer is fetched once, and stays;
 * otherwise the buffer keeps the block the previous fold read, if it fits: the same block again
@@ -52,9 +55,9 @@ columns it selects from (a constant fan-in: one group of all K columns); a ``bwd
 whose positions are padded image by image keeps its geometry, a run of its K slots holding a
 run of positions (the padding slots hold no words, in B and across A's K).
 ``tests/dataflows/test_traffic.py`` walks this loop nest over explicit sets of resident words and
-equals the schedule word for word, a plain operand stored and held compressed included (every
-block its own formats' words; an im2col operand in a compressed format is its footprint times
-the ratio of the matrix block, which is not walked). A reduced GEMM of structured sparsity
+equals the schedule word for word, operands stored and held compressed included (every plain
+block, and every set of feature-map words an im2col operand fetches or holds, its own formats'
+words). A reduced GEMM of structured sparsity
 (``Gemm.kept``: per group the rows, k's and columns it keeps of the GEMM it reduces, whose
 geometry it carries) counts a block as the stored words its kept rows × kept k's (or columns)
 touch — feature-map words for an im2col operand, kept elements for a plain one, for C the kept
@@ -77,6 +80,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from common.jit import njit
+from dataflows.formats import run_bits
 from dataflows.gemm import Gemm
 from dataflows.systolic import DenseMapping
 
@@ -1223,6 +1227,9 @@ def _orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops, npad: tuple[int,
                                                     c.total <= cap_c, c.total, cap_c)
     for col, (blk, g, fetch, fp, new, whole, bcap, hr, cap) in zip((A_DRAM, B_DRAM), ops,
                                                                     strict=True):
+        if isinstance(g, _MapOp):  # its feature map stored compressed: counted in bits
+            g.fill(out, col)
+            continue
         none = np.zeros(0, dtype=np.int64)
         if whole:
             idx, pboth = (none, none), none
@@ -1690,6 +1697,336 @@ def _kept_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int]
     return TileSchedule(gemm, mapping, tiles, "rows" if row_first else "cols")
 
 
+# ---- an im2col operand whose feature map is stored compressed (``MapFormat``), and grouped
+# GEMMs whose operands are compressed: each group planned on its own blocks ----
+
+
+@njit(cache=True)
+def _map_set(geo, nz, blk, stamp, tag, only, prev):
+    """(words, nonzeros) of the feature map (one group's: ``nz`` flat over (image, channel,
+    y, x)) that im2col block ``blk`` (positions p0 .. p1−1, real ones, × columns k0 .. k1−1)
+    touches, each once, marking them ``tag`` in ``stamp``; with ``only`` ≥ 0, of those only
+    the words marked ``only`` (the words it shares with the block marked so); then the
+    (words, nonzeros) among them that were marked ``prev`` (shared with that block). Element
+    by element, positions outer."""
+    k0, k1 = _k_range(geo, blk[2], blk[3])
+    cg, h, w, kw = geo[1], geo[2], geo[3], geo[5]
+    wo, cp, ih, iw = geo[13], geo[14], geo[18], geo[19]
+    taps, hw = geo[4] * kw, geo[12] * wo
+    # per column its channel's offset and its tap's; padding slots left out
+    cols = np.empty((max(0, k1 - k0), 3), dtype=np.int64)
+    nk = 0
+    for k in range(k0, k1):
+        c, t = (k // taps, k % taps) if cp == 0 else (k % cp, k // cp)
+        if c < cg:  # else a slot padding the channels to the lanes: no word
+            cols[nk, 0], cols[nk, 1], cols[nk, 2] = c * h * w, (t // kw) * geo[10], \
+                (t % kw) * geo[11]
+            nk += 1
+    n = z = ni = zi = 0
+    # positions outer: one position's columns touch neighbouring words, so the stamps are
+    # walked once per block, not once per column
+    for p in range(blk[0], max(blk[0], blk[1])):
+        base = (p // hw) * cg * h * w
+        oy = (p % hw) // wo * geo[6] - geo[8]
+        ox = p % wo * geo[7] - geo[9]
+        for j in range(nk):
+            y, x = oy + cols[j, 1], ox + cols[j, 2]
+            if y < 0 or y >= h or x < 0 or x >= w or (ih and y % ih) or (iw and x % iw):
+                continue
+            q = base + cols[j, 0] + y * w + x
+            if stamp[q] == tag or (only >= 0 and stamp[q] != only):
+                continue
+            if stamp[q] == prev:
+                ni += 1
+                zi += nz[q]
+            stamp[q] = tag
+            n += 1
+            z += nz[q]
+    return n, z, ni, zi
+
+
+@njit(cache=True)
+def _map_near(geo, nz, a, b, stamp, tag, only):
+    """``_map_set`` of block ``b`` restricted to what block ``a`` can share with it: per image
+    both span, the positions whose windows reach the input rows ``a``'s windows read, and in
+    the (c, i, j) order the columns of ``a``'s channels."""
+    hw, taps = geo[12] * geo[13], geo[4] * geo[5]
+    sub = b.copy()
+    if geo[14] == 0 and geo[15] == 0:
+        sub[2] = max(b[2], a[2] // taps * taps)
+        sub[3] = min(b[3], ((a[3] - 1) // taps + 1) * taps)
+    n = z = 0
+    if sub[2] >= sub[3]:
+        return n, z
+    for img in range(max(a[0], b[0]) // hw, (min(a[1], b[1]) - 1) // hw + 1):
+        y_lo, y_hi = _rows_read(geo, img, a[0], a[1], 0, taps)
+        q_lo, q_hi = _positions_reaching(geo, img, y_lo, y_hi)
+        sub[0] = max(b[0], q_lo, img * hw)
+        sub[1] = min(b[1], q_hi, (img + 1) * hw)
+        if sub[0] < sub[1]:
+            dn, dz, _, _ = _map_set(geo, nz, sub, stamp, tag, only, -1)
+            n += dn
+            z += dz
+    return n, z
+
+
+@njit(cache=True)
+def _map_all(geo, nz):
+    """(words, nonzeros) of all of the map the im2col matrix reads: every channel of every
+    image at the pixels some window reads (all positions through all taps)."""
+    h, w, kw, ih, iw = geo[2], geo[3], geo[5], geo[18], geo[19]
+    hit = np.zeros(h * w, dtype=np.bool_)
+    for oy in range(geo[12]):
+        for ox in range(geo[13]):
+            for t in range(geo[4] * kw):
+                y = oy * geo[6] - geo[8] + (t // kw) * geo[10]
+                x = ox * geo[7] - geo[9] + (t % kw) * geo[11]
+                if 0 <= y < h and 0 <= x < w and not (ih and y % ih) and not (iw and x % iw):
+                    hit[y * w + x] = True
+    n = z = 0
+    for m in range(geo[0] * geo[1]):
+        for q in range(h * w):
+            if hit[q]:
+                n += 1
+                z += nz[m * h * w + q]
+    return n, z
+
+
+@njit(cache=True)
+def _map_blocks(geo, nz, blocks, stream, capbits, codes, vb, nmm, stamp):
+    """Per block of an im2col operand whose map is stored compressed (``codes``: its DRAM and
+    SRAM formats, ``FORMATS`` indices; ``run_bits``): the DRAM bits fetching it moves, the
+    SRAM bits of what it fetches, and its SRAM bits (whether it stays: ≤ ``capbits``). A
+    block that does not fit streams in ⌈its SRAM bits / ``capbits``⌉ equal parts along its
+    time axis (``stream`` as ``_im2col_blocks``; output rows for positions), each part the
+    compressed size of its own words. Also per block its (words, nonzeros), and those it
+    shares with the block before it (in index order: the pairs loop orders meet most)."""
+    nb = blocks.shape[0]
+    fetch = np.zeros(nb, dtype=np.int64)
+    fhold = np.zeros(nb, dtype=np.int64)
+    hold = np.zeros(nb, dtype=np.int64)
+    words = np.zeros((nb, 4), dtype=np.int64)
+    wo = geo[13]
+    tag = stamp.max() + 1
+    for b in range(nb):
+        n, z, ni, zi = _map_set(geo, nz, blocks[b], stamp, tag + b, -1,
+                                tag + b - 1 if b else -1)
+        words[b, 0], words[b, 1], words[b, 2], words[b, 3] = n, z, ni, zi
+        hold[b] = run_bits(codes[1], words[b, 0], words[b, 1], vb, nmm)
+        fetch[b] = run_bits(codes[0], words[b, 0], words[b, 1], vb, nmm)
+        fhold[b] = hold[b]
+    tag += nb
+    part = np.empty(4, dtype=np.int64)
+    for b in range(nb):
+        if stream < 0 or hold[b] <= capbits:
+            continue
+        step = wo if stream == 0 else 1
+        lo, length = (blocks[b, 0], (blocks[b, 1] - blocks[b, 0]) // wo) if stream == 0 \
+            else (blocks[b, 2], blocks[b, 3] - blocks[b, 2])
+        parts = min(length, (hold[b] + capbits - 1) // capbits)
+        fetch[b] = fhold[b] = 0
+        for q in range(parts):
+            part[:] = blocks[b]
+            a = lo + q * length // parts * step
+            e = lo + (q + 1) * length // parts * step
+            part[2 * stream], part[2 * stream + 1] = a, e
+            n, z, _, _ = _map_set(geo, nz, part, stamp, tag, -1, -1)
+            tag += 1
+            fetch[b] += run_bits(codes[0], n, z, vb, nmm)
+            fhold[b] += run_bits(codes[1], n, z, vb, nmm)
+    return fetch, fhold, hold, words
+
+
+@njit(cache=True)
+def _map_pairs(geo, nz, blocks, words, first, second, codes, vb, nmm, stamp):
+    """Per pair of blocks (``first[q]`` kept, ``second[q]`` read next; ``words``: per block
+    its (words, nonzeros) and those it shares with the block before it): the DRAM and SRAM
+    bits of the words the second touches and the first does not hold — the second's less
+    those both touch."""
+    npair = first.shape[0]
+    dram = np.zeros(npair, dtype=np.int64)
+    hold = np.zeros(npair, dtype=np.int64)
+    tag = stamp.max() + 1
+    for q in range(npair):
+        s = second[q]
+        if first[q] == s - 1:
+            n, z = words[s, 2], words[s, 3]
+        else:
+            a, b = blocks[first[q]], blocks[s]
+            _map_near(geo, nz, b, a, stamp, tag, -1)
+            n, z = _map_near(geo, nz, a, b, stamp, tag + 1, tag)
+            tag += 2
+        n, z = words[s, 0] - n, words[s, 1] - z
+        dram[q] = run_bits(codes[0], n, z, vb, nmm)
+        hold[q] = run_bits(codes[1], n, z, vb, nmm)
+    return dram, hold
+
+
+@njit(cache=True)
+def _fetch_bits(folds, col, fetch, fhold, hold, whole, pidx, pdram, phold, capbits):
+    """``_fetches`` in bits for an operand whose blocks are compressed sets of words: into
+    column ``col`` of ``folds`` (which holds each fold's block) the DRAM bits each fold
+    fetches, and per fold the SRAM bits of what it fetches (returned). All of the operand
+    fitting (``whole``: its DRAM and SRAM bits), it is fetched with the first fold. Otherwise
+    the block the previous fold read stays if it fits: the same block again costs nothing,
+    and a new one brings in only what the kept one lacks (pair ``pidx[f]``) when the kept
+    one's SRAM bits and those fit together; any other is fetched as ``fetch`` says."""
+    nf = folds.shape[0]
+    occ = np.zeros(nf, dtype=np.int64)
+    if whole[0] >= 0:
+        for f in range(nf):
+            folds[f, col] = 0
+        if nf:
+            folds[0, col], occ[0] = whole[0], whole[1]
+        return occ
+    prev = -1
+    for f in range(nf):
+        b = folds[f, col]
+        kept = prev if prev >= 0 and hold[prev] <= capbits else -1
+        prev = b
+        folds[f, col] = 0
+        if b == kept:
+            continue
+        folds[f, col], occ[f] = fetch[b], fhold[b]
+        if kept >= 0 and pidx[f] >= 0 and hold[kept] + phold[pidx[f]] <= capbits:
+            folds[f, col], occ[f] = pdram[pidx[f]], phold[pidx[f]]
+    return occ
+
+
+class _MapOp:
+    """One group's im2col operand with its feature map stored compressed: its blocks' bits
+    (``_map_blocks``), and after ``fill`` per loop order the SRAM bits each fold fetches."""
+
+    def __init__(self, geo: np.ndarray, nz: np.ndarray, blocks: np.ndarray, stream: int,
+                 cap: int, fmts: tuple, vb: int, nmm: int) -> None:
+        self.geo, self.nz, self.blocks = geo, nz, np.ascontiguousarray(blocks)
+        self.codes = np.array(fmts, dtype=np.int64)
+        self.vb, self.nmm, self.capbits = vb, nmm, cap * vb
+        self.stamp = np.zeros(nz.shape[0], dtype=np.int32)
+        self.fetch, self.fhold, self.hold, self.words = _map_blocks(
+            geo, nz, self.blocks, stream, self.capbits, self.codes, vb, nmm, self.stamp)
+        n, z = _map_all(geo, nz)
+        bits = [int(run_bits(c, n, z, vb, nmm)) for c in self.codes]
+        self.whole = np.array(bits if bits[1] <= self.capbits else [-1, -1], dtype=np.int64)
+        self.occ: list[np.ndarray] = []
+
+    def fill(self, out: list[np.ndarray], col: int) -> None:
+        """Column ``col`` of each loop order's fold records ``out`` in DRAM bits."""
+        none = np.zeros(0, dtype=np.int64)
+        fit = self.hold <= self.capbits
+        keys, idx0, idx1 = _pair_slots(out[0], out[-1] if len(out) > 1 else out[0][:0], col,
+                                       fit)
+        nb = self.blocks.shape[0]
+        pdram, phold = (none, none) if not keys.shape[0] else _map_pairs(
+            self.geo, self.nz, self.blocks, self.words, keys // nb, keys % nb, self.codes,
+            self.vb, self.nmm, self.stamp)
+        self.occ = [_fetch_bits(f, col, self.fetch, self.fhold, self.hold, self.whole, ix,
+                                pdram, phold, self.capbits)
+                    for f, ix in zip(out, (idx0, idx1), strict=False)]
+
+
+def _stored(gemm: Gemm, geo: tuple, pad: tuple[int, int, int, int]) -> np.ndarray:
+    """Stored / expanded words of A and B where an operand is counted as a share of the
+    matrix (1 for one whose blocks are counted in feature-map words, or in its data slots
+    across a padded axis)."""
+    padded = {"A": pad[0] > 0, "B": pad[0] > 0 or pad[2] > 0}
+    return np.array([1.0 if x == geo[0] or padded[x] else gemm.stored(x) / full
+                     for x, full in (("A", gemm.M * gemm.K), ("B", gemm.K * gemm.N))])
+
+
+def _map_formats(gemm: Gemm, geo: tuple, compression, held) -> tuple:
+    """The DRAM and SRAM ``MapFormat`` of the GEMM's im2col operand (None, None: its map is
+    not stored compressed, or the GEMM carries no geometry it can be read through — its
+    ratios count it then); an SRAM level given without one holds the map dense."""
+    fd = getattr(compression, "fmap", None)
+    g = geo[1]
+    if fd is None or g is None or fd.which != geo[0]:
+        return None, None
+    fs = fd if held is None else getattr(held, "fmap", None) or replace(fd, fmt="dense")
+    if fd.nonzero.shape != (gemm.groups, g[0], g[1], g[2], g[3]):
+        raise ValueError(f"{gemm.layer} {gemm.phase}: map nonzeros of shape "
+                         f"{fd.nonzero.shape} for a geometry of {tuple(int(v) for v in g[:4])}")
+    return fd, fs
+
+
+def _group_ops(gemm: Gemm, mapping: DenseMapping, geo: tuple, pad: tuple, caps: tuple[int, int],
+               held: np.ndarray, stored: np.ndarray, fmaps: tuple, grp: int) -> list:
+    """The operands of group ``grp`` as ``_orders`` takes them, each block held at its own
+    ratio in this group (``held``: the group's folds' ratios); an im2col operand whose map is
+    stored compressed (``fmaps``) is a ``_MapOp`` on the group's own nonzeros."""
+    m, k, n = gemm.M, gemm.K, gemm.N
+    ratios = _block_ratios(mapping, m, k, n, held)
+    fd, fs = fmaps
+    if fd is None:
+        return _operand_blocks(gemm, mapping, geo, caps, ratios, stored, pad)
+    ops = _operand_blocks(gemm, mapping, ("", None), caps, ratios, stored, pad)
+    a_blk, a_time, b_blk, b_time = _block_ranges(mapping, m, k, n)
+    x = 0 if fd.which == "A" else 1
+    blk, time = (a_blk, a_time) if x == 0 else (b_blk, b_time)
+    op = _MapOp(geo[1], np.ascontiguousarray(fd.nonzero[grp]).reshape(-1),
+                _real_rows(blk, geo[1]), time, caps[x], (fd.code, fs.code), fd.value_bits,
+                fd.nm_m)
+    ops[x] = (blk, op, None, None, None, False, None, None, caps[x])
+    return ops
+
+
+def _grouped_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int],
+                      fold_cycles: np.ndarray | None, compression, held,
+                      fmaps: tuple) -> TileSchedule:
+    """``schedule`` planned group by group: each group's blocks held at their own folds'
+    ratios and, for an im2col operand whose map is stored compressed (``fmaps``), counted as
+    the compressed bits of the feature-map words they touch (its column of the fold records
+    in bits, scaled to words by ``_group_tiles``); one loop order for all groups, the one that
+    moves fewer DRAM bytes."""
+    m, n, groups, nf = gemm.M, gemm.N, gemm.groups, mapping.folds
+    geo = _geometry(gemm)
+    pad = _padding(gemm, geo)
+    stored = _stored(gemm, geo, pad)
+    full = (nf * groups, 2)
+    hr = np.broadcast_to(_per_fold(compression if held is None else held, nf * groups, "held"),
+                         full).copy()
+    scale_ab = np.broadcast_to(_per_fold(compression, nf * groups, "compression") * stored,
+                               full).copy()
+    cgeo = _c_geometry(gemm)
+    scale_c = 1.0 if pad[2] or cgeo is not None else gemm.stored("C") / (m * n)
+    x = -1 if fmaps[0] is None else "AB".index(fmaps[0].which)
+    per_order: list[list[np.ndarray]] = [[], []]
+    occs: list[list[np.ndarray]] = [[], []]
+    for grp in range(groups):
+        ops = _group_ops(gemm, mapping, geo, pad, caps[:2], hr[grp * nf:(grp + 1) * nf],
+                         stored, fmaps, grp)
+        for o, f in enumerate(_orders(gemm, mapping, caps[2], ops, pad[2:], cgeo,
+                                      (False, True))):
+            per_order[o].append(f)
+            if x >= 0:
+                occs[o].append(ops[x][1].occ[o])
+    if x >= 0:  # the map's column is in bits
+        scale_ab[:, x] = 1.0 / fmaps[0].value_bits
+    weights = np.array([*scale_ab.mean(axis=0), scale_c, scale_c], dtype=np.float64)
+    traffic = [sum(float(_dram_totals(f) @ weights) for f in fs) for fs in per_order]
+    row_first = bool(traffic[1] < traffic[0])
+    folds = np.concatenate(per_order[int(row_first)])
+    occ_ab = hr * stored
+    if x >= 0:  # what each fold's fetch occupies: its SRAM bits, as a share of its DRAM bits
+        f = np.arange(nf)
+        src = (f % mapping.col_folds) * mapping.row_folds + f // mapping.col_folds \
+            if row_first else f
+        at = (np.arange(groups)[:, None] * nf + src[None, :]).reshape(-1)
+        occ, dram = np.concatenate(occs[int(row_first)]), folds[:, x]
+        occ_ab[at, x] = np.where(dram > 0, occ / np.maximum(dram, 1), 0.0) \
+            / fmaps[1].value_bits
+    if fold_cycles is None:
+        fold_cycles = np.full(nf * groups, mapping.cycles_per_fold, dtype=np.int64)
+        fold_cycles[0] += mapping.gemm_overhead
+    elif fold_cycles.shape[0] != nf * groups:
+        raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
+                         f"{nf * groups} folds")
+    tiles = _group_tiles(folds, groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
+                         np.ascontiguousarray(scale_ab), scale_c, np.ascontiguousarray(occ_ab),
+                         *caps, mapping.row_folds, mapping.col_folds, row_first, True)
+    return TileSchedule(gemm, mapping, tiles, "rows" if row_first else "cols")
+
+
 def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
              fold_cycles: np.ndarray | None = None,
              compression: tuple[float, float] | np.ndarray = (1.0, 1.0),
@@ -1702,7 +2039,9 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     ``fold_cycles`` (column folds outer). ``held`` is the same for the operands' SRAM format:
     it scales the words a tile's fresh A and B occupy in their half buffers, and the words each
     block fills its half buffer with when the loop nest decides what stays (None: as
-    ``compression``, the data held as it came from DRAM)."""
+    ``compression``, the data held as it came from DRAM). Ratios that carry the im2col
+    operand's stored map (``MapRatios``, as ``sparse.operand_compression`` gives them where
+    that map is compressed) count that operand from the map's own nonzeros instead."""
     cap_a, cap_b, cap_c = (max(1, int(c)) for c in cap_words)
     if gemm.kept is not None:
         return _kept_schedule(gemm, mapping, (cap_a, cap_b, cap_c), fold_cycles, compression,
@@ -1710,12 +2049,14 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     m, k, n = gemm.M, gemm.K, gemm.N
     nf_all = mapping.folds * gemm.groups
     geo = _geometry(gemm)
+    fmaps = _map_formats(gemm, geo, compression, held)
+    if fmaps[0] is not None or (gemm.groups > 1 and any(
+            np.ndim(r) == 2 for r in (compression, held) if r is not None)):
+        # a compressed map, or compressed blocks that differ from group to group
+        return _grouped_schedule(gemm, mapping, (cap_a, cap_b, cap_c), fold_cycles,
+                                 compression, held, fmaps)
     pad = _padding(gemm, geo)
-    # stored / expanded words of an operand counted as a share of the matrix (1 for one whose
-    # blocks are counted in feature-map words, or in its data slots across a padded axis)
-    padded = {"A": pad[0] > 0, "B": pad[0] > 0 or pad[2] > 0}
-    stored = np.array([1.0 if x == geo[0] or padded[x] else gemm.stored(x) / full
-                       for x, full in (("A", m * k), ("B", k * n))])
+    stored = _stored(gemm, geo, pad)
     # one row for all folds, or one per fold of every group (column folds outer)
     held_ratio = _per_fold(compression if held is None else held, nf_all, "held")
     scale_ab = _per_fold(compression, nf_all, "compression") * stored

@@ -33,7 +33,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dataflows.formats import FORMATS, block_bits
+from dataflows.formats import FORMATS, MapFormat, MapRatios, block_bits
 from dataflows.gemm import Gemm, lower
 from dataflows.lowering import Lowering, part_gemms
 from dataflows.sparse import condensed_gemm, nm_slots
@@ -217,9 +217,12 @@ class _Buffer:
     def __init__(self, cap: int, everything: set, sizes=None, blocks=()) -> None:
         self.cap, self.whole = cap, len(everything) <= cap
         self.sizes = sizes
-        if sizes is not None:
+        self.seen: set = set()
+        if isinstance(sizes, _MapSizes):  # a feature map stored compressed: sets of words
+            self.everything = everything
+            self.whole = sizes(everything, 1) <= cap
+        elif sizes is not None:
             self.whole = sum(sizes(key)[1] for key in blocks) <= cap
-            self.seen: set = set()
         self.resident: set = set()
         self.held, self.kept = None, set()
         self.words = 0
@@ -227,6 +230,9 @@ class _Buffer:
     def read(self, key, steps: list[list]) -> None:
         """A fold reads block ``key``, whose words along its time axis are ``steps``."""
         need = {a for s in steps for a in s if a is not None}
+        if isinstance(self.sizes, _MapSizes):
+            self._read_map(key, need, steps)
+            return
         if self.sizes is not None:
             self._read_compressed(key, need)
             return
@@ -258,6 +264,46 @@ class _Buffer:
         assert not need & self.kept  # blocks of a plain matrix share no word
         self.words += dram
         self.held, self.kept = (key, need) if held <= self.cap else (None, set())
+
+
+    def _read_map(self, key, need: set, steps: list[list]) -> None:
+        """``read`` of a block of an im2col operand whose feature map is stored compressed:
+        every set of words fetched or held is its compressed size (``_MapSizes``); all of the
+        map fitting, it is fetched with the first block."""
+        size = self.sizes
+        if self.whole:
+            self.words += size(self.everything, 0) if not self.seen else 0
+            self.seen.add(key)
+            return
+        if key == self.held:
+            return
+        hold = size(need, 1)
+        if (self.held is not None and hold <= self.cap
+                and size(self.kept, 1) + size(need - self.kept, 1) <= self.cap):
+            self.words += size(need - self.kept, 0)  # beside the block held: only what is new
+        else:
+            # a block that fits is one part (even one held in no words: all zeros)
+            parts = min(len(steps), max(1, -(-hold // self.cap)))
+            for q in range(parts):
+                part = steps[q * len(steps) // parts:(q + 1) * len(steps) // parts]
+                self.words += size({a for s in part for a in s if a is not None}, 0)
+        self.held, self.kept = (key, need) if hold <= self.cap else (None, set())
+
+
+class _MapSizes:
+    """The compressed size, in words, of a set of words of a feature map stored in a DRAM
+    and an SRAM format (level 0, 1): a run of n words, a 1 × n block, by its own nonzeros
+    (``nonzero``: word → bool); a set of no words is none."""
+
+    def __init__(self, fmts: tuple[str, str], nonzero: dict, wbits: int) -> None:
+        self.fmts, self.nonzero, self.wbits = fmts, nonzero, wbits
+
+    def __call__(self, words: set, level: int) -> Fraction:
+        if not words:
+            return Fraction(0)
+        nnz = sum(self.nonzero[w] for w in words)
+        return Fraction(sum(block_bits(self.fmts[level], 1, len(words), nnz, self.wbits)),
+                        self.wbits)
 
 
 class _Scatter:
@@ -426,11 +472,11 @@ def compulsory(layer: Layer, batch: int, phase: str) -> tuple[int, int]:
 
 
 @st.composite
-def _layers(draw):
+def _layers(draw, groups_from=(1, 1, 2)):
     if draw(st.integers(0, 4)) == 0:  # a linear layer: plain matrices
         return Layer.linear("l", draw(st.integers(1, 12)), draw(st.integers(1, 12)),
                             tokens=draw(st.integers(1, 4)))
-    groups = draw(st.sampled_from([1, 1, 2]))
+    groups = draw(st.sampled_from(groups_from))
     k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     hw = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
     pad = (draw(st.integers(0, min(2, k[0] - 1))), draw(st.integers(0, min(1, k[1] - 1))))
@@ -657,8 +703,79 @@ def test_an_nm_condensed_gemm_moves_what_the_loop_nest_moves(
     assert {x: sch.total(x) for x in ref} == ref
 
 
-@settings(deadline=None, max_examples=150)
-@given(layer=_layers(), batch=st.integers(1, 2),
+def _compressed_case(layer: Layer, batch: int, phase: str, rows: int, cols: int, lanes: int,
+                     df: str, fmts: list[str], seed: int, wbits: int = 16):
+    """A GEMM whose operands are stored and held compressed (``fmts``: DRAM and SRAM formats
+    of A, then of B), on random masks whose rows and columns (a feature map's channels and
+    rows) have densities of their own: per group the reference's cells and block sizes —
+    a plain operand's block (its DRAM words, held words) from its own nonzeros, an im2col
+    operand's sets of feature-map words from theirs (``_MapSizes``) —, the ratios the
+    schedule is given per fold of every group (column folds outer; DRAM, SRAM), and the
+    feature map's nonzeros as the schedule takes them (``MapFormat.nonzero``; None for no
+    im2col operand)."""
+    gemm = lower(layer, batch, phase)
+    geo = {"A": 0, "B": 1}.get((gemm.im2col or "-")[0])
+    rng = np.random.default_rng(seed)
+    scatter = phase == "bwd_input" and layer.kind == "conv2d"
+    fmap = None
+    if geo is not None:  # the stored feature map's nonzeros, word by word
+        n_img, cg, h, w = gemm.im2col[1:5]
+        dens = rng.random((1, layer.in_channels, h, 1)) * rng.random((1, 1, 1, w))
+        fmap = rng.random((n_img, layer.in_channels, h, w)) < dens ** 0.5
+    folds = loop_nest((gemm.M, gemm.K, gemm.N), rows, cols, lanes, df, "cols")
+    ratio = np.ones((2, len(folds) * gemm.groups, 2))
+    cells, sizes = [], []
+    for g in range(gemm.groups):
+        _, cell_a, cell_b = _cells(layer, batch, phase, g)
+        cell_c = _conv_cells(layer, phase, g)[2] if scatter else (lambda r, c: ("C", r, c))
+        masks = [rng.random((r, c)) < np.outer(rng.random(r), rng.random(c)) ** 0.5
+                 for r, c in ((gemm.M, gemm.K), (gemm.K, gemm.N))]
+        if geo is not None:  # the im2col matrix's elements: their words' nonzeros
+            cell = (cell_a, cell_b)[geo]
+            masks[geo] = np.array([[cell(r, c) is not None and bool(fmap[cell(r, c)[1:]])
+                                    for c in range(masks[geo].shape[1])]
+                                   for r in range(masks[geo].shape[0])], dtype=bool)
+        cells.append((cell_a, cell_b, cell_c))
+        sizes.append(tuple(_sizer(masks[x], fmts[2 * x:2 * x + 2], wbits) if x != geo else
+                           _MapSizes((fmts[2 * x], fmts[2 * x + 1]),
+                                     {("fmap", *i): bool(v) for i, v in np.ndenumerate(fmap)},
+                                     wbits) for x in (0, 1)))
+        for f, (_, _, a, b, _) in enumerate(folds):
+            for x, (key, _) in enumerate((a, b)):
+                dense = (key[1] - key[0]) * (key[3] - key[2]) * wbits
+                for level in (0, 1):  # the im2col operand's: its matrix block's (the old count)
+                    ratio[level, g * len(folds) + f, x] = _bits(
+                        masks[x], fmts[2 * x + level], key, wbits) / max(dense, 1)
+    return gemm, cells, sizes, ratio, fmap
+
+
+def _bits(mask: np.ndarray, fmt: str, key: tuple, wbits: int) -> int:
+    """Compressed bits of block ``key`` (rows r0 .. r1−1 × columns c0 .. c1−1) of ``mask``."""
+    r0, r1, c0, c1 = key
+    return sum(block_bits(fmt, r1 - r0, c1 - c0, int(mask[r0:r1, c0:c1].sum()), wbits))
+
+
+def _sizer(mask: np.ndarray, fmts: list[str], wbits: int):
+    """A plain operand's block → (DRAM words, held words) in its formats."""
+    return lambda key: (Fraction(_bits(mask, fmts[0], key, wbits), wbits),
+                        Fraction(_bits(mask, fmts[1], key, wbits), wbits))
+
+
+def _map_ratios(gemm, layer: Layer, ratio: np.ndarray, fmap, fmts: list[str], wbits: int):
+    """What ``schedule`` is given: each level's ratios, carrying the im2col operand's map in
+    that level's format (``MapRatios``) when it is stored compressed at some level (as
+    ``sparse.operand_compression`` gives them)."""
+    x = None if fmap is None else "AB".index(gemm.im2col[0])
+    if x is None or fmts[2 * x:2 * x + 2] == ["dense", "dense"]:
+        return ratio[0], ratio[1]
+    cg = gemm.im2col[2]
+    per = np.stack([fmap[:, g * cg:(g + 1) * cg] for g in range(gemm.groups)]).astype(np.uint8)
+    return tuple(MapRatios.of(ratio[lv], MapFormat(gemm.im2col[0], fmts[2 * x + lv], wbits, 4,
+                                                   per)) for lv in (0, 1))
+
+
+@settings(deadline=None, max_examples=200)
+@given(layer=_layers(groups_from=(1, 2, 3)), batch=st.integers(1, 2),
        phase=st.sampled_from(["fwd", "bwd_weight", "bwd_input"]),
        df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
        lanes=st.integers(1, 2),
@@ -667,51 +784,58 @@ def test_an_nm_condensed_gemm_moves_what_the_loop_nest_moves(
        seed=st.integers(0, 2**16))
 def test_compressed_operands_move_what_the_loop_nest_moves(
         layer, batch, phase, df, rows, cols, lanes, caps, fmts, seed):
-    """A plain operand stored compressed (a DRAM format) and held compressed (an SRAM format,
-    ``dataflows/formats.py``), random masks: the reference walks the loop nest with every
-    block the compressed words of its own nonzeros in each format — fetched as its DRAM words,
-    kept when its SRAM words fit the half buffer, all of the operand staying when the SRAM
-    words of all its blocks fit — and the schedule, given each fold's compressed / dense
-    ratios, moves those words (to the word: the fractional total rounded). Each row and
-    column of a mask has a density of its own, so that blocks differ. An im2col operand
-    stays dense here; C, never compressed, moves the dense reference's words."""
-    gemm, cell_a, cell_b = _cells(layer, batch, phase, 0)
-    assume(gemm.groups == 1 and gemm.M * gemm.K * gemm.N <= 6000)
-    cell_c = (_conv_cells(layer, phase, 0)[2] if phase == "bwd_input" and layer.kind == "conv2d"
-              else (lambda r, c: ("C", r, c)))
-    rng = np.random.default_rng(seed)
-    masks = [rng.random((r, c)) < np.outer(rng.random(r), rng.random(c)) ** 0.5
-             for r, c in ((gemm.M, gemm.K), (gemm.K, gemm.N))]
-    geo = {"A": 0, "B": 1}.get((gemm.im2col or "-")[0])
+    """Operands stored compressed (a DRAM format) and held compressed (an SRAM format,
+    ``dataflows/formats.py``), random masks, groups 1–3: the reference walks the loop nest
+    with every block of a plain operand the compressed words of its own nonzeros in each
+    format, and every set of feature-map words an im2col operand fetches or holds compressed
+    by its own nonzeros (a run of words) — fetched as its DRAM words, kept when its SRAM
+    words fit the half buffer, all of the operand staying when all of it fits as held —,
+    each group on its own blocks; the schedule, given each fold's compressed / dense ratios
+    and the stored map's nonzeros, moves those words (to the word: the fractional total
+    rounded). C, never compressed, moves the dense reference's words."""
+    gemm = lower(layer, batch, phase)
+    assume(gemm.M * gemm.K * gemm.N <= 6000)
     wbits = 16
-
-    def bits(x, fmt, key):  # compressed bits of block ``key`` of operand x
-        r0, r1, c0, c1 = key
-        return sum(block_bits(fmt, r1 - r0, c1 - c0, int(masks[x][r0:r1, c0:c1].sum()), wbits))
-
-    def sizer(x):
-        if x == geo:  # the im2col operand: dense (the reference counts its footprint)
-            return None
-        return lambda key: (Fraction(bits(x, fmts[2 * x], key), wbits),
-                            Fraction(bits(x, fmts[2 * x + 1], key), wbits))
-
-    # what the schedule is given: per fold (column folds outer) the ratio of its blocks
-    ratio = np.ones((2, len(loop_nest((gemm.M, gemm.K, gemm.N), rows, cols, lanes, df,
-                                      "cols")), 2))
-    for f, (_, _, a, b, _) in enumerate(loop_nest((gemm.M, gemm.K, gemm.N), rows, cols, lanes,
-                                                  df, "cols")):
-        for x, (key, _) in enumerate((a, b)):
-            if x != geo:
-                dense = (key[1] - key[0]) * (key[3] - key[2]) * wbits
-                for level in (0, 1):
-                    ratio[level, f, x] = bits(x, fmts[2 * x + level], key) / max(dense, 1)
-    sch = schedule(gemm, map_dense(gemm, rows, cols, df, lanes), caps, compression=ratio[0],
-                   held=ratio[1])
+    gemm, cells, sizes, ratio, fmap = _compressed_case(layer, batch, phase, rows, cols, lanes,
+                                                       df, fmts, seed, wbits)
+    comp, held = _map_ratios(gemm, layer, ratio, fmap, fmts, wbits)
+    sch = schedule(gemm, map_dense(gemm, rows, cols, df, lanes), caps, compression=comp,
+                   held=held)
     unit = layer.out_hw[1] if layer.kind == "conv2d" else 1
     scatter = phase == "bwd_input" and layer.kind == "conv2d"
-    ref = walk((gemm.M, gemm.K, gemm.N), [(cell_a, cell_b, cell_c)], unit, rows, cols, lanes,
-               df, caps, sch.outer, scatter, sizes=[(sizer(0), sizer(1))])
+    ref = walk((gemm.M, gemm.K, gemm.N), cells, unit, rows, cols, lanes, df, caps, sch.outer,
+               scatter, sizes=sizes)
     for x in ("a_dram", "b_dram"):
         assert abs(sch.total(x) - ref[x]) <= Fraction(1, 2), x
     assert {x: sch.total(x) for x in ("c_read", "c_write")} == {
         x: ref[x] for x in ("c_read", "c_write")}
+
+
+def test_the_compressed_reference_fails_the_old_counts():
+    """The previous counts fail the reference above: an im2col operand stored in a bitmap
+    counted as its footprint times the ratio of the matrix block (the ratios without the
+    map), and a grouped GEMM whose blocks are held at their ratio averaged over the groups
+    (the reference walked with those sizes)."""
+    conv = Layer.conv("c", 2, 2, (3, 3), (4, 4), padding=(1, 1))
+    fmts = ["bitmap"] * 4
+    gemm, cells, sizes, ratio, fmap = _compressed_case(conv, 1, "fwd", 2, 2, 1, "os", fmts, 0)
+    comp, held = _map_ratios(gemm, conv, ratio, fmap, fmts, 16)
+    mp, caps = map_dense(gemm, 2, 2, "os", 1), (12, 12, 12)
+    ref = walk((gemm.M, gemm.K, gemm.N), cells, 4, 2, 2, 1, "os", caps, "cols", sizes=sizes)
+    assert schedule(gemm, mp, caps, compression=comp, held=held).total("a_dram") == ref["a_dram"]
+    old = schedule(gemm, mp, caps, compression=np.asarray(comp), held=np.asarray(held))
+    assert abs(old.total("a_dram") - ref["a_dram"]) > 1
+    grouped = Layer.conv("g", 4, 8, (3, 3), (3, 3), padding=(1, 1), groups=2)
+    fmts = ["dense", "dense", "bitmap", "bitmap"]
+    gemm, cells, sizes, ratio, fmap = _compressed_case(grouped, 1, "fwd", 2, 2, 1, "os", fmts, 0)
+    comp, held = _map_ratios(gemm, grouped, ratio, fmap, fmts, 16)
+    caps = (19, 19, 19)
+    sch = schedule(gemm, map_dense(gemm, 2, 2, "os", 1), caps, compression=comp, held=held)
+    ref = walk((gemm.M, gemm.K, gemm.N), cells, 3, 2, 2, 1, "os", caps, sch.outer, sizes=sizes)
+    assert abs(sch.total("b_dram") - ref["b_dram"]) <= Fraction(1, 2)
+    keys = {fold[3][0] for fold in loop_nest((gemm.M, gemm.K, gemm.N), 2, 2, 1, "os", "cols")}
+    mean = {k: tuple(sum(s[1](k)[lv] for s in sizes) / len(sizes) for lv in (0, 1))
+            for k in keys}
+    averaged = walk((gemm.M, gemm.K, gemm.N), cells, 3, 2, 2, 1, "os", caps, sch.outer,
+                    sizes=[(s[0], mean.get) for s in sizes])
+    assert abs(averaged["b_dram"] - ref["b_dram"]) > 1
