@@ -122,7 +122,7 @@ def chrome_trace(results: Results, max_events: int = MAX_EVENTS) -> dict[str, An
         raise ValueError("the run has no event log: simulate it with timeline=True")
     meta = results.meta
     clock = float(meta.get("clock_ghz", 1.0))
-    table = results.table
+    table = results.data("table")  # the columns: no DataFrame (and no pandas) needed
     names = [f"{la} {ph}" for la, ph in zip(table["Layer"], table["Phase"], strict=True)]
     steps = [int(s) for s in table["Step"]]
 

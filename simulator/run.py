@@ -238,9 +238,9 @@ def _schedule_key(gemm, mapping, caps, fold_cycles, squeeze, held) -> tuple | No
     bytes), or None when some input cannot be one."""
 
     def frozen(x):
-        if isinstance(x, np.ndarray):
+        if isinstance(x, np.ndarray):  # a ``MapRatios`` also carries its stored map
             a = np.ascontiguousarray(x)
-            return (a.dtype.str, a.shape, a.tobytes())
+            return (a.dtype.str, a.shape, a.tobytes(), getattr(x, "fmap", None))
         return x
 
     key = (gemm, mapping, tuple(caps), frozen(fold_cycles), frozen(squeeze), frozen(held))

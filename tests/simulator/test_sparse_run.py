@@ -200,3 +200,26 @@ def test_a_replay_of_the_same_tiles_is_computed_once(tmp_path, monkeypatch):
     calls.clear()
     simulate_trace(path, load_arch("tensordash"), "os", memory="modeled", baseline_cache=None)
     assert len(calls) == 3  # sparse features: no memo, each step its own replay
+
+
+def test_a_schedule_key_tells_apart_ratios_that_carry_different_maps():
+    """Two GEMMs whose ratios are equal but whose compressed feature maps differ are planned
+    apart (``MapRatios`` carries the map; a key of the array's bytes alone would share one
+    schedule between them)."""
+    from dataflows.formats import MapFormat, MapRatios
+    from dataflows.gemm import lower
+    from dataflows.systolic import map_dense
+    from simulator.run import _schedule_key
+    from traces.layers import Layer
+
+    layer = Layer("c", "conv", 2, 2, kernel=(3, 3), padding=(1, 1), input_hw=(4, 4))
+    g = lower(layer, 1, "fwd")
+    mp = map_dense(g, 4, 4, "os", 1)
+    nz = np.zeros((1, 1, 2, 4, 4), dtype=np.uint8)
+    nz2 = nz.copy()
+    nz2[0, 0, 1, 2, 3] = 1
+    maps = [MapFormat("A", "bitmap", 16, 0, z) for z in (nz, nz, nz2)]
+    keys = [_schedule_key(g, mp, (64, 64, 64), 7, MapRatios.of([0.5, 1.0], m), (1.0, 1.0))
+            for m in maps]
+    assert keys[0] == keys[1] and hash(keys[0]) == hash(keys[1])
+    assert keys[0] != keys[2]
