@@ -35,6 +35,8 @@ from common.jit import njit
 
 _U1 = np.uint64(1)
 _Z = np.uint64(0)
+#: the fewest streams of a fold that ``_row_folds`` schedules sliced (``_fold_sliced``)
+_SLICED_MIN_G = 4
 
 
 def dnnsim_taps(shape: str, lookahead: int, lookaside: int) -> list[tuple[int, int]]:
@@ -356,6 +358,154 @@ def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit, t0, t1, skip)
 
 
 @njit(cache=True)
+def _sliced_tables(L, th, td, order):
+    """The tables of ``_schedule_sliced`` and ``_sliced_buffer``: ``offs[i, s]``, the place of
+    tap s's source for the lane of rank i counted from the start of step t (step t + h_s at
+    (t + h_s)·L, lane (order[i] + d_s) mod L); ``spread[v]``, byte v with bit j moved to bit 8j."""
+    ntaps = th.shape[0]
+    offs = np.empty((L, ntaps), dtype=np.int64)
+    for i in range(L):
+        for s in range(ntaps):
+            q = (order[i] + td[s]) % L
+            offs[i, s] = th[s] * L + (q + L if q < 0 else q)
+    spread = np.zeros(256, dtype=np.uint64)
+    for v in range(256):
+        for j in range(8):
+            if (v >> j) & 1:
+                spread[v] |= _U1 << np.uint64(8 * j)
+    return offs, spread
+
+
+@njit(cache=True)
+def _sliced_buffer(pack, rows, G, spread, sl):
+    """The buffer of rows ``rows[:G]`` of ``pack`` (G <= 64) *sliced*: ``sl[t·L + p]`` holds
+    lane p of step t of every stream, bit g = stream g (the bit position in a row is t·L + p,
+    so the layout needs no L). Per word of the rows, eight streams at a time: each byte of a
+    row spread to bit 0 of eight bytes (``spread``), shifted to the stream's bit, and the
+    eight bytes of a lane position gathered back, without a branch on the elements. One
+    function, long: the eight bytes of a word are written out so that they stay in registers."""
+    nw = pack.shape[1]
+    b8 = np.uint64(255)
+    for g0 in range(0, G, 8):
+        g1 = min(G, g0 + 8)
+        sh = np.uint64(g0)
+        for k in range(nw):
+            a0 = _Z
+            a1 = _Z
+            a2 = _Z
+            a3 = _Z
+            a4 = _Z
+            a5 = _Z
+            a6 = _Z
+            a7 = _Z
+            for g in range(g0, g1):
+                x = pack[rows[g], k]
+                u = np.uint64(g - g0)
+                a0 |= spread[x & b8] << u
+                a1 |= spread[(x >> np.uint64(8)) & b8] << u
+                a2 |= spread[(x >> np.uint64(16)) & b8] << u
+                a3 |= spread[(x >> np.uint64(24)) & b8] << u
+                a4 |= spread[(x >> np.uint64(32)) & b8] << u
+                a5 |= spread[(x >> np.uint64(40)) & b8] << u
+                a6 |= spread[(x >> np.uint64(48)) & b8] << u
+                a7 |= spread[x >> np.uint64(56)] << u
+            base = 64 * k
+            for j in range(8):
+                jj = np.uint64(8 * j)
+                if g0 == 0:  # the first eight streams write, the others add their bits
+                    sl[base + j] = (a0 >> jj) & b8
+                    sl[base + 8 + j] = (a1 >> jj) & b8
+                    sl[base + 16 + j] = (a2 >> jj) & b8
+                    sl[base + 24 + j] = (a3 >> jj) & b8
+                    sl[base + 32 + j] = (a4 >> jj) & b8
+                    sl[base + 40 + j] = (a5 >> jj) & b8
+                    sl[base + 48 + j] = (a6 >> jj) & b8
+                    sl[base + 56 + j] = (a7 >> jj) & b8
+                else:
+                    sl[base + j] |= ((a0 >> jj) & b8) << sh
+                    sl[base + 8 + j] |= ((a1 >> jj) & b8) << sh
+                    sl[base + 16 + j] |= ((a2 >> jj) & b8) << sh
+                    sl[base + 24 + j] |= ((a3 >> jj) & b8) << sh
+                    sl[base + 32 + j] |= ((a4 >> jj) & b8) << sh
+                    sl[base + 40 + j] |= ((a5 >> jj) & b8) << sh
+                    sl[base + 48 + j] |= ((a6 >> jj) & b8) << sh
+                    sl[base + 56 + j] |= ((a7 >> jj) & b8) << sh
+
+
+@njit(cache=True)
+def _empty_slice(sl, t, L):
+    """Whether step t of the sliced buffer ``sl`` is empty in every stream."""
+    b = t * L
+    for p in range(L):
+        if sl[b + p] != 0:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _count_sliced(sl, T, L, F):
+    """``_count`` of a sliced buffer."""
+    z = 0
+    while z < T and _empty_slice(sl, z, L):
+        z += 1
+    rest = 0
+    skip = 0
+    for t in range(z, T):
+        if skip < F and _empty_slice(sl, t, L):
+            skip += 1
+            continue
+        skip = 0
+        rest += 1
+    return z, rest, skip
+
+
+@njit(cache=True)
+def _schedule_sliced(sl, T, L, th, offs, order, F):
+    """``schedule_buffer``'s pass over a sliced buffer (``_sliced_buffer``), every stream at
+    once: per step, the lanes visited in ``order``, and for each the taps in list order; a
+    stream whose lane is still empty (bit set in ``e``) takes the tap's element where it has
+    one. The streams do not interact, so one word operation is the rule's step for all of them,
+    and the pass does the same work whatever the elements (no branch on them): with many
+    streams it is cheaper than a pass per stream that moves one element a loop turn. Returns
+    the run of free steps at the end."""
+    ntaps = th.shape[0]
+    hmax = 1
+    for s in range(ntaps):
+        hmax = max(hmax, th[s])
+    skip = 0
+    for t in range(T):
+        if skip < F and _empty_slice(sl, t, L):
+            skip += 1
+            continue
+        skip = 0
+        if t + 1 >= T:
+            break
+        hlim = min(hmax, T - 1 - t)
+        b = t * L
+        for i in range(L):
+            p = b + order[i]
+            e = ~sl[p]
+            for s in range(ntaps):
+                if hlim == hmax or th[s] <= hlim:  # taps reaching past the buffer offer nothing
+                    q = b + offs[i, s]
+                    x = sl[q]
+                    a = x & e
+                    sl[q] = x ^ a
+                    e ^= a
+            sl[p] = ~e
+    return skip
+
+
+@njit(cache=True)
+def _fold_sliced(pack, rows, G, T, L, th, order, F, offs, spread, sl):
+    """(z, rest, out) of ``schedule_buffer`` on the buffer of rows ``rows[:G]`` of ``pack``
+    (G <= 64), sliced: ``sl`` holds at least max(64 · words, T·L) words, zero past the words."""
+    _sliced_buffer(pack, rows, G, spread, sl)
+    _schedule_sliced(sl, T, L, th, offs, order, F)
+    return _count_sliced(sl, T, L, F)
+
+
+@njit(cache=True)
 def _tables(L, th, td, order):
     """The tables of both schedulers (``_rank_tables``, ``_packed_tables``), made once per
     set of folds."""
@@ -650,6 +800,8 @@ def _row_folds(pack, K, L, R, th, td, order, F, periodic):
     tabs = _tables(L, th, td, order)
     rows = np.empty(R, dtype=np.int64)
     other = np.empty(R, dtype=np.int64)
+    offs, spread = _sliced_tables(L, th, td, order)
+    sl = np.zeros(max(64 * pack.shape[1], T * L, 1), dtype=np.uint64)
     first = Dict.empty(key_type=types.uint64, value_type=types.int64)  # hash -> fold
     for f in range(nf):
         G = _live_rows(pack, f * R, min(S, f * R + R), rows)
@@ -661,6 +813,12 @@ def _row_folds(pack, K, L, R, th, td, order, F, periodic):
         if j >= 0 and _live_rows(pack, j * R, min(S, j * R + R), other) == G and \
                 _same_rows(pack, rows, other, G):
             z[f], rest[f], out[f] = z[j], rest[j], out[j]
+            continue
+        if not periodic and _SLICED_MIN_G <= G <= 64:
+            z[f], rest[f], out[f] = _fold_sliced(pack, rows, G, T, L, th, order, F, offs,
+                                                 spread, sl)
+            if j < 0:
+                first[key] = f
             continue
         _row_buffer(pack, rows, G, T, L, buf)
         if periodic and T > 64:  # a short buffer is scheduled sooner than its period found
