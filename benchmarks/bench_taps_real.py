@@ -59,21 +59,35 @@ def _taps_at(rev: str, work: Path):
 
 @njit(cache=True)
 def sliced_parts(pack, K, L, R, th, td, order, F, upto):
-    """``taps._row_folds`` on every fold of at least ``taps._SLICED_MIN_G`` live rows, stopped
-    after part ``upto`` of each fold (0: the set-up, 1: the sliced buffer, 2: the pass, 3: the
-    count); a fold found again is looked up as there."""
+    """``taps._row_folds_sliced`` stopped after part ``upto`` of each set of folds (0: the
+    fold set-up: empty rows, hashes, the sets; 1: the sliced buffer; 2: the pass; 3: the
+    count); folds of more than 64 live rows left out."""
     S = pack.shape[0]
     T = (K + L - 1) // L
     nf = (S + R - 1) // R
+    z = np.zeros(nf, dtype=np.int64)
+    rest = np.zeros(nf, dtype=np.int64)
+    out = np.zeros(nf, dtype=np.int64)
     rows = np.empty(R, dtype=np.int64)
     other = np.empty(R, dtype=np.int64)
-    offs, spread = taps._sliced_tables(L, th, td, order)
+    offs = taps._sliced_tables(L, th, td, order)
     sl = np.zeros(max(64 * pack.shape[1], T * L, 1), dtype=np.uint64)
+    srows = np.empty(64, dtype=np.int64)
+    folds = np.empty(64, dtype=np.int64)
+    masks = np.empty(64, dtype=np.uint64)
+    used = nb = 0
     first = Dict.empty(key_type=types.uint64, value_type=types.int64)
-    acc = 0
-    for f in range(nf):
-        G = taps._live_rows(pack, f * R, min(S, f * R + R), rows)
-        if G < taps._SLICED_MIN_G or G > 64:
+    for f in range(nf + 1):
+        G = taps._live_rows(pack, f * R, min(S, f * R + R), rows) if f < nf else 0
+        if nb > 0 and (f == nf or used + G > 64):
+            if upto >= 1:
+                taps._sliced_buffer(pack, srows, used, sl)
+            if upto >= 2:
+                taps._schedule_sliced(sl, T, L, th, offs, order, F, masks, nb)
+            if upto >= 3:
+                taps._count_sliced(sl, T, L, F, masks, nb, folds, z, rest, out)
+            used = nb = 0
+        if f == nf or G == 0 or G > 64:
             continue
         key = taps._rows_hash(pack, rows, G)
         j = first[key] if key in first else -1
@@ -82,13 +96,13 @@ def sliced_parts(pack, K, L, R, th, td, order, F, upto):
             continue
         if j < 0:
             first[key] = f
-        if upto >= 1:
-            taps._sliced_buffer(pack, rows, G, spread, sl)
-        if upto >= 2:
-            acc += taps._schedule_sliced(sl, T, L, th, offs, order, F)
-        if upto >= 3:
-            acc += taps._count_sliced(sl, T, L, F)[1]
-    return acc
+        srows[used:used + G] = rows[:G]
+        masks[nb] = (((taps._U1 << np.uint64(G)) - taps._U1) if G < 64 else ~taps._Z) << \
+            np.uint64(used)
+        folds[nb] = f
+        used += G
+        nb += 1
+    return rest.sum()
 
 
 def _pass(fn, calls) -> tuple[float, list]:

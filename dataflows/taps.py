@@ -35,8 +35,6 @@ from common.jit import njit
 
 _U1 = np.uint64(1)
 _Z = np.uint64(0)
-#: the fewest streams of a fold that ``_row_folds`` schedules sliced (``_fold_sliced``)
-_SLICED_MIN_G = 4
 
 
 def dnnsim_taps(shape: str, lookahead: int, lookaside: int) -> list[tuple[int, int]]:
@@ -359,150 +357,134 @@ def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit, t0, t1, skip)
 
 @njit(cache=True)
 def _sliced_tables(L, th, td, order):
-    """The tables of ``_schedule_sliced`` and ``_sliced_buffer``: ``offs[i, s]``, the place of
-    tap s's source for the lane of rank i counted from the start of step t (step t + h_s at
-    (t + h_s)·L, lane (order[i] + d_s) mod L); ``spread[v]``, byte v with bit j moved to bit 8j."""
+    """``offs[i, s]``, the table of ``_schedule_sliced``: the place of tap s's source for the
+    lane of rank i, counted from the start of step t in a sliced buffer (step t + h_s at
+    (t + h_s)·L, lane (order[i] + d_s) mod L)."""
     ntaps = th.shape[0]
     offs = np.empty((L, ntaps), dtype=np.int64)
     for i in range(L):
         for s in range(ntaps):
             q = (order[i] + td[s]) % L
             offs[i, s] = th[s] * L + (q + L if q < 0 else q)
-    spread = np.zeros(256, dtype=np.uint64)
-    for v in range(256):
-        for j in range(8):
-            if (v >> j) & 1:
-                spread[v] |= _U1 << np.uint64(8 * j)
-    return offs, spread
+    return offs
 
 
 @njit(cache=True)
-def _sliced_buffer(pack, rows, G, spread, sl):
-    """The buffer of rows ``rows[:G]`` of ``pack`` (G <= 64) *sliced*: ``sl[t·L + p]`` holds
-    lane p of step t of every stream, bit g = stream g (the bit position in a row is t·L + p,
-    so the layout needs no L). Per word of the rows, eight streams at a time: each byte of a
-    row spread to bit 0 of eight bytes (``spread``), shifted to the stream's bit, and the
-    eight bytes of a lane position gathered back, without a branch on the elements. One
-    function, long: the eight bytes of a word are written out so that they stay in registers."""
+def _sliced_buffer(pack, rows, G, sl):
+    """The buffer of rows ``rows[:G]`` of ``pack`` (G <= 64 streams) *sliced*: ``sl[t·L + p]``
+    holds lane p of step t of every stream, bit g = stream g (bit t·L + p of row ``rows[g]``;
+    the layout needs no L). Word k of the G rows, a 64 × 64 bit matrix, is transposed in
+    place in ``sl[64k .. 64k+64]``: six rounds of swaps of ever smaller blocks, a few word
+    operations per 64 bits, whatever the elements."""
     nw = pack.shape[1]
-    b8 = np.uint64(255)
-    for g0 in range(0, G, 8):
-        g1 = min(G, g0 + 8)
-        sh = np.uint64(g0)
-        for k in range(nw):
-            a0 = _Z
-            a1 = _Z
-            a2 = _Z
-            a3 = _Z
-            a4 = _Z
-            a5 = _Z
-            a6 = _Z
-            a7 = _Z
-            for g in range(g0, g1):
-                x = pack[rows[g], k]
-                u = np.uint64(g - g0)
-                a0 |= spread[x & b8] << u
-                a1 |= spread[(x >> np.uint64(8)) & b8] << u
-                a2 |= spread[(x >> np.uint64(16)) & b8] << u
-                a3 |= spread[(x >> np.uint64(24)) & b8] << u
-                a4 |= spread[(x >> np.uint64(32)) & b8] << u
-                a5 |= spread[(x >> np.uint64(40)) & b8] << u
-                a6 |= spread[(x >> np.uint64(48)) & b8] << u
-                a7 |= spread[x >> np.uint64(56)] << u
-            base = 64 * k
-            for j in range(8):
-                jj = np.uint64(8 * j)
-                if g0 == 0:  # the first eight streams write, the others add their bits
-                    sl[base + j] = (a0 >> jj) & b8
-                    sl[base + 8 + j] = (a1 >> jj) & b8
-                    sl[base + 16 + j] = (a2 >> jj) & b8
-                    sl[base + 24 + j] = (a3 >> jj) & b8
-                    sl[base + 32 + j] = (a4 >> jj) & b8
-                    sl[base + 40 + j] = (a5 >> jj) & b8
-                    sl[base + 48 + j] = (a6 >> jj) & b8
-                    sl[base + 56 + j] = (a7 >> jj) & b8
-                else:
-                    sl[base + j] |= ((a0 >> jj) & b8) << sh
-                    sl[base + 8 + j] |= ((a1 >> jj) & b8) << sh
-                    sl[base + 16 + j] |= ((a2 >> jj) & b8) << sh
-                    sl[base + 24 + j] |= ((a3 >> jj) & b8) << sh
-                    sl[base + 32 + j] |= ((a4 >> jj) & b8) << sh
-                    sl[base + 40 + j] |= ((a5 >> jj) & b8) << sh
-                    sl[base + 48 + j] |= ((a6 >> jj) & b8) << sh
-                    sl[base + 56 + j] |= ((a7 >> jj) & b8) << sh
+    for k in range(nw):
+        b = 64 * k
+        for g in range(G):
+            sl[b + g] = pack[rows[g], k]
+        for g in range(G, 64):
+            sl[b + g] = _Z
+        j = 32
+        m = np.uint64(0x00000000FFFFFFFF)  # the low half of every block of 2j bits
+        while j != 0:
+            sj = np.uint64(j)
+            for k0 in range(b, b + 64, 2 * j):
+                for r in range(k0, k0 + j):  # the high half of row r <-> the low of r + j
+                    x = sl[r]
+                    y = sl[r + j]
+                    t = ((x >> sj) ^ y) & m
+                    sl[r] = x ^ (t << sj)
+                    sl[r + j] = y ^ t
+            j >>= 1
+            m ^= m << np.uint64(j)
 
 
 @njit(cache=True)
-def _empty_slice(sl, t, L):
-    """Whether step t of the sliced buffer ``sl`` is empty in every stream."""
+def _step_any(sl, t, L):
+    """The streams with an element in step t of the sliced buffer ``sl``."""
     b = t * L
+    u = _Z
     for p in range(L):
-        if sl[b + p] != 0:
-            return False
-    return True
+        u |= sl[b + p]
+    return u
 
 
 @njit(cache=True)
-def _count_sliced(sl, T, L, F):
-    """``_count`` of a sliced buffer."""
-    z = 0
-    while z < T and _empty_slice(sl, z, L):
-        z += 1
-    rest = 0
-    skip = 0
-    for t in range(z, T):
-        if skip < F and _empty_slice(sl, t, L):
-            skip += 1
-            continue
-        skip = 0
-        rest += 1
-    return z, rest, skip
-
-
-@njit(cache=True)
-def _schedule_sliced(sl, T, L, th, offs, order, F):
-    """``schedule_buffer``'s pass over a sliced buffer (``_sliced_buffer``), every stream at
-    once: per step, the lanes visited in ``order``, and for each the taps in list order; a
-    stream whose lane is still empty (bit set in ``e``) takes the tap's element where it has
-    one. The streams do not interact, so one word operation is the rule's step for all of them,
-    and the pass does the same work whatever the elements (no branch on them): with many
-    streams it is cheaper than a pass per stream that moves one element a loop turn. Returns
-    the run of free steps at the end."""
+def _schedule_sliced(sl, T, L, th, offs, order, F, masks, nb):
+    """``schedule_buffer``'s pass over a sliced buffer (``_sliced_buffer``) holding ``nb``
+    folds, fold k's streams at the bits ``masks[k]``, all at once: per step, the folds that
+    schedule it (not a free step of theirs: each fold has its own run of free steps), then the
+    lanes in ``order``, and for each the taps in list order: a stream of those folds whose lane
+    is still empty (bit set in ``e``) takes the tap's element where it has one. Streams do not
+    interact, so one word operation is the rule's step for all of them, and the pass does the
+    same work whatever the elements: with many streams it is cheaper than a pass per stream
+    that moves one element a loop turn. The buffers are only counted after, so the run of free
+    steps after the last step is not kept."""
     ntaps = th.shape[0]
     hmax = 1
     for s in range(ntaps):
         hmax = max(hmax, th[s])
-    skip = 0
-    for t in range(T):
-        if skip < F and _empty_slice(sl, t, L):
-            skip += 1
+    skips = np.zeros(nb, dtype=np.int64)
+    for t in range(T - 1):  # the last step has no later step to take from
+        u = _step_any(sl, t, L)
+        active = _Z
+        for k in range(nb):
+            if skips[k] < F and u & masks[k] == 0:
+                skips[k] += 1
+            else:
+                skips[k] = 0
+                active |= masks[k]
+        if active == 0:
             continue
-        skip = 0
-        if t + 1 >= T:
-            break
-        hlim = min(hmax, T - 1 - t)
         b = t * L
+        whole = t + hmax < T  # every tap in reach (all steps but the last few)
+        hlim = T - 1 - t
         for i in range(L):
             p = b + order[i]
-            e = ~sl[p]
+            e0 = ~sl[p] & active
+            e = e0
             for s in range(ntaps):
-                if hlim == hmax or th[s] <= hlim:  # taps reaching past the buffer offer nothing
+                if whole or th[s] <= hlim:
                     q = b + offs[i, s]
                     x = sl[q]
                     a = x & e
                     sl[q] = x ^ a
                     e ^= a
-            sl[p] = ~e
-    return skip
+            sl[p] |= e0 ^ e
 
 
 @njit(cache=True)
-def _fold_sliced(pack, rows, G, T, L, th, order, F, offs, spread, sl):
-    """(z, rest, out) of ``schedule_buffer`` on the buffer of rows ``rows[:G]`` of ``pack``
-    (G <= 64), sliced: ``sl`` holds at least max(64 · words, T·L) words, zero past the words."""
-    _sliced_buffer(pack, rows, G, spread, sl)
-    _schedule_sliced(sl, T, L, th, offs, order, F)
-    return _count_sliced(sl, T, L, F)
+def _count_sliced(sl, T, L, F, masks, nb, folds, z, rest, out):
+    """``_count`` of every fold of a sliced buffer (as ``_schedule_sliced``), into
+    ``z[folds[k]]``, ``rest[folds[k]]``, ``out[folds[k]]``."""
+    zk = np.zeros(nb, dtype=np.int64)
+    rk = np.zeros(nb, dtype=np.int64)
+    sk = np.zeros(nb, dtype=np.int64)
+    for t in range(T):
+        u = _step_any(sl, t, L)
+        for k in range(nb):
+            empty = u & masks[k] == 0
+            if rk[k] == 0 and empty:  # no cycle yet: a leading empty step
+                zk[k] += 1
+            elif sk[k] < F and empty:
+                sk[k] += 1
+            else:
+                sk[k] = 0
+                rk[k] += 1
+    for k in range(nb):
+        f = folds[k]
+        z[f], rest[f], out[f] = zk[k], rk[k], sk[k]
+
+
+@njit(cache=True)
+def _folds_sliced(pack, rows, G, T, L, th, order, F, offs, masks, nb, folds, sl, z, rest,
+                  out):
+    """(z, rest, out) of ``schedule_buffer`` on the buffers of ``nb`` folds whose streams are
+    rows ``rows[:G]`` of ``pack`` (G <= 64), fold k's at the bits ``masks[k]``, into
+    ``z[folds[k]]`` ...: sliced. ``sl`` holds at least max(64 · words, T·L) words, zero past
+    the words."""
+    _sliced_buffer(pack, rows, G, sl)
+    _schedule_sliced(sl, T, L, th, offs, order, F, masks, nb)
+    _count_sliced(sl, T, L, F, masks, nb, folds, z, rest, out)
 
 
 @njit(cache=True)
@@ -774,8 +756,73 @@ def lockstep_row_folds(pack, K, L, R, th, td, order, F):
     Two shortcuts with the same results: a row with no effectual element is left out of its
     fold's buffer (it stays empty, and a step is free or not by the other streams alone), and a
     fold whose remaining rows hold the same words as an earlier fold's takes that fold's
-    result (a hash of the words finds it, a comparison of the words confirms it)."""
-    return _row_folds(pack, K, L, R, th, td, order, F, False)
+    result (a hash of the words finds it, a comparison of the words confirms it). The other
+    folds are scheduled sliced, as many at once as their live rows fit in 64 streams
+    (``_folds_sliced``); a fold of more than 64 live rows by the per-stream scheduler."""
+    return _row_folds_sliced(pack, K, L, R, th, td, order, F)
+
+
+@njit(cache=True)
+def _row_folds_sliced(pack, K, L, R, th, td, order, F):
+    """``lockstep_row_folds``: the folds to schedule gathered, in order, into sets of at most
+    64 live rows; a set is scheduled when the next fold does not fit (or at the end), and a
+    fold found again takes its result after the last set."""
+    S = pack.shape[0]
+    T = (K + L - 1) // L
+    nf = (S + R - 1) // R
+    z = np.zeros(nf, dtype=np.int64)
+    rest = np.zeros(nf, dtype=np.int64)
+    out = np.zeros(nf, dtype=np.int64)
+    rows = np.empty(R, dtype=np.int64)
+    other = np.empty(R, dtype=np.int64)
+    offs = _sliced_tables(L, th, td, order)
+    sl = np.zeros(max(64 * pack.shape[1], T * L, 1), dtype=np.uint64)
+    srows = np.empty(64, dtype=np.int64)  # the set's rows, its folds and their streams
+    folds = np.empty(64, dtype=np.int64)
+    masks = np.empty(64, dtype=np.uint64)
+    used = nb = 0
+    same = np.full(nf, -1, dtype=np.int64)  # the earlier fold of the same rows
+    first = Dict.empty(key_type=types.uint64, value_type=types.int64)  # hash -> fold
+    for f in range(nf + 1):
+        G = _live_rows(pack, f * R, min(S, f * R + R), rows) if f < nf else 0
+        if nb > 0 and (f == nf or used + G > 64):
+            _folds_sliced(pack, srows, used, T, L, th, order, F, offs, masks, nb, folds, sl,
+                          z, rest, out)
+            used = nb = 0
+        if f == nf:
+            break
+        if G == 0:  # an empty buffer: (T, 0, 0)
+            z[f] = T
+            continue
+        key = _rows_hash(pack, rows, G)
+        j = first[key] if key in first else -1
+        if j >= 0 and _live_rows(pack, j * R, min(S, j * R + R), other) == G and \
+                _same_rows(pack, rows, other, G):
+            same[f] = j
+            continue
+        if j < 0:
+            first[key] = f
+        if G > 64:
+            z[f], rest[f], out[f] = _row_fold(pack, rows, G, T, L, th, td, order, F)
+            continue
+        srows[used:used + G] = rows[:G]
+        masks[nb] = (((_U1 << np.uint64(G)) - _U1) if G < 64 else ~_Z) << np.uint64(used)
+        folds[nb] = f
+        used += G
+        nb += 1
+    for f in range(nf):
+        if same[f] >= 0:
+            z[f], rest[f], out[f] = z[same[f]], rest[same[f]], out[same[f]]
+    return z, rest, out, np.full(nf, T, dtype=np.int64)
+
+
+@njit(cache=True)
+def _row_fold(pack, rows, G, T, L, th, td, order, F):
+    """(z, rest, out) of the buffer of rows ``rows[:G]`` of ``pack`` by the per-stream
+    scheduler (``schedule_buffer``)."""
+    buf = np.zeros((max(T, 1), G), dtype=np.uint64)
+    _row_buffer(pack, rows, G, T, L, buf)
+    return _schedule_with(buf, T, G, L, th, order, F, _tables(L, th, td, order))
 
 
 @njit(cache=True)
@@ -800,8 +847,6 @@ def _row_folds(pack, K, L, R, th, td, order, F, periodic):
     tabs = _tables(L, th, td, order)
     rows = np.empty(R, dtype=np.int64)
     other = np.empty(R, dtype=np.int64)
-    offs, spread = _sliced_tables(L, th, td, order)
-    sl = np.zeros(max(64 * pack.shape[1], T * L, 1), dtype=np.uint64)
     first = Dict.empty(key_type=types.uint64, value_type=types.int64)  # hash -> fold
     for f in range(nf):
         G = _live_rows(pack, f * R, min(S, f * R + R), rows)
@@ -813,12 +858,6 @@ def _row_folds(pack, K, L, R, th, td, order, F, periodic):
         if j >= 0 and _live_rows(pack, j * R, min(S, j * R + R), other) == G and \
                 _same_rows(pack, rows, other, G):
             z[f], rest[f], out[f] = z[j], rest[j], out[j]
-            continue
-        if not periodic and _SLICED_MIN_G <= G <= 64:
-            z[f], rest[f], out[f] = _fold_sliced(pack, rows, G, T, L, th, order, F, offs,
-                                                 spread, sl)
-            if j < 0:
-                first[key] = f
             continue
         _row_buffer(pack, rows, G, T, L, buf)
         if periodic and T > 64:  # a short buffer is scheduled sooner than its period found
