@@ -436,14 +436,25 @@ def _schedule_sliced(sl, T, L, th, offs, order, F, masks, nb):
         if active == 0:
             continue
         b = t * L
-        whole = t + hmax < T  # every tap in reach (all steps but the last few)
-        hlim = T - 1 - t
+        if t + hmax < T:  # every tap in reach (all steps but the last few): no test a tap
+            for i in range(L):
+                p = b + order[i]
+                e0 = ~sl[p] & active
+                e = e0
+                for s in range(ntaps):
+                    q = b + offs[i, s]
+                    x = sl[q]
+                    a = x & e
+                    sl[q] = x ^ a
+                    e ^= a
+                sl[p] |= e0 ^ e
+            continue
         for i in range(L):
             p = b + order[i]
             e0 = ~sl[p] & active
             e = e0
             for s in range(ntaps):
-                if whole or th[s] <= hlim:
+                if th[s] <= T - 1 - t:  # taps reaching past the buffer offer nothing
                     q = b + offs[i, s]
                     x = sl[q]
                     a = x & e
