@@ -18,8 +18,16 @@ one cycle. The run of free steps carries over from one fold to the next (``carry
 
 ``lockstep``: the G streams of a fold share the step index (TensorDash, DNNsim). ``barrier``:
 every stream is a buffer of its own (G = 1) and the fold waits for its slowest stream.
+
 The same two synchronisations of the window scheduler (``dataflows.kernels``) are here too:
 ``window_lockstep`` applies that rule to every stream with one shared head.
+
+Two ways to compute the pass, the same results: per stream (``_schedule``,
+``_schedule_packed``: the buffer as above, a loop turn per element moved), and *sliced*
+(``_schedule_sliced``, the ``os`` fold kernels ``lockstep_row_folds`` and ``tap_row_lengths``):
+the buffer transposed so that a word holds one lane of one step of up to 64 streams (bit g =
+stream g), several folds side by side, so that the rule's step for one lane and one tap is one
+word operation for every stream at once, whatever the elements.
 
 Serial ``@njit(cache=True)`` kernels; lanes <= 64 (one word per step and stream).
 """
@@ -788,6 +796,8 @@ def _row_folds_sliced(pack, K, L, R, th, td, order, F):
     other = np.empty(R, dtype=np.int64)
     offs = _sliced_tables(L, th, td, order)
     sl = np.zeros(max(64 * pack.shape[1], T * L, 1), dtype=np.uint64)
+    tabs = _tables(L, th, td, order)  # for folds of more than 64 live rows
+    buf = np.zeros((max(T, 1), R if R > 64 else 1), dtype=np.uint64)
     srows = np.empty(64, dtype=np.int64)  # the set's rows, its folds and their streams
     folds = np.empty(64, dtype=np.int64)
     masks = np.empty(64, dtype=np.uint64)
@@ -814,7 +824,8 @@ def _row_folds_sliced(pack, K, L, R, th, td, order, F):
         if j < 0:
             first[key] = f
         if G > 64:
-            z[f], rest[f], out[f] = _row_fold(pack, rows, G, T, L, th, td, order, F)
+            _row_buffer(pack, rows, G, T, L, buf)
+            z[f], rest[f], out[f] = _schedule_with(buf, T, G, L, th, order, F, tabs)
             continue
         srows[used:used + G] = rows[:G]
         masks[nb] = (((_U1 << np.uint64(G)) - _U1) if G < 64 else ~_Z) << np.uint64(used)
@@ -825,15 +836,6 @@ def _row_folds_sliced(pack, K, L, R, th, td, order, F):
         if same[f] >= 0:
             z[f], rest[f], out[f] = z[same[f]], rest[same[f]], out[same[f]]
     return z, rest, out, np.full(nf, T, dtype=np.int64)
-
-
-@njit(cache=True)
-def _row_fold(pack, rows, G, T, L, th, td, order, F):
-    """(z, rest, out) of the buffer of rows ``rows[:G]`` of ``pack`` by the per-stream
-    scheduler (``schedule_buffer``)."""
-    buf = np.zeros((max(T, 1), G), dtype=np.uint64)
-    _row_buffer(pack, rows, G, T, L, buf)
-    return _schedule_with(buf, T, G, L, th, order, F, _tables(L, th, td, order))
 
 
 @njit(cache=True)
