@@ -71,21 +71,21 @@ def sliced_parts(pack, K, L, R, th, td, order, F, upto):
     rows = np.empty(R, dtype=np.int64)
     other = np.empty(R, dtype=np.int64)
     offs = taps._sliced_tables(L, th, td, order)
-    sl = np.zeros(max(64 * pack.shape[1], T * L, 1), dtype=np.uint64)
+    sl = np.zeros((1, max(64 * pack.shape[1], T * L, 1)), dtype=np.uint64)
     srows = np.empty(64, dtype=np.int64)
     folds = np.empty(64, dtype=np.int64)
-    masks = np.empty(64, dtype=np.uint64)
+    masks = np.zeros((64, 1), dtype=np.uint64)
     used = nb = 0
     first = Dict.empty(key_type=types.uint64, value_type=types.int64)
     for f in range(nf + 1):
         G = taps._live_rows(pack, f * R, min(S, f * R + R), rows) if f < nf else 0
         if nb > 0 and (f == nf or used + G > 64):
             if upto >= 1:
-                taps._sliced_buffer(pack, srows, used, sl)
+                taps._sliced_buffer(pack, srows, used, sl[:1])
             if upto >= 2:
-                taps._schedule_sliced(sl, T, L, th, offs, order, F, masks, nb)
+                taps._schedule_sliced(sl[:1], T, L, th, offs, order, F, masks[:nb, :1], nb)
             if upto >= 3:
-                taps._count_sliced(sl, T, L, F, masks, nb, folds, z, rest, out)
+                taps._count_sliced(sl[:1], T, L, F, masks[:nb, :1], nb, folds, z, rest, out)
             used = nb = 0
         if f == nf or G == 0 or G > 64:
             continue
@@ -97,7 +97,7 @@ def sliced_parts(pack, K, L, R, th, td, order, F, upto):
         if j < 0:
             first[key] = f
         srows[used:used + G] = rows[:G]
-        masks[nb] = (((taps._U1 << np.uint64(G)) - taps._U1) if G < 64 else ~taps._Z) << \
+        masks[nb, 0] = (((taps._U1 << np.uint64(G)) - taps._U1) if G < 64 else ~taps._Z) << \
             np.uint64(used)
         folds[nb] = f
         used += G

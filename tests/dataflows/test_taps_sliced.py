@@ -50,17 +50,22 @@ def _sliced_run(m: np.ndarray, L: int, taps, order, F: int, rows=None, sizes=Non
     th, td = _arr(taps)
     order = np.asarray(order, np.int64)
     offs = _sliced_tables(L, th, td, order)
-    sl = np.zeros(max(64 * pack.shape[1], T * L), np.uint64)
+    W = -(-G // 64)
+    sl = np.zeros((W, max(64 * pack.shape[1], T * L)), np.uint64)
     cuts = np.cumsum([0] + list(sizes))
-    masks = np.array(
-        [((1 << n) - 1) << int(c) for n, c in zip(sizes, cuts[:-1], strict=True)], np.uint64
-    )
+    bit = lambda g: np.uint64(1) << np.uint64(g % 64)  # noqa: E731
+    masks = np.zeros((len(sizes), W), np.uint64)
+    for k in range(len(sizes)):
+        for g in range(cuts[k], cuts[k + 1]):
+            masks[k, g // 64] |= bit(g)
     nb = len(sizes)
     _sliced_buffer(pack, rows, G, sl)
     _schedule_sliced(sl, T, L, th, offs, order, F, masks, nb)
     z, rest, out = (np.full(nb, -1, np.int64) for _ in range(3))
     _count_sliced(sl, T, L, F, masks, nb, np.arange(nb), z, rest, out)
-    bits = (sl[: T * L, None] >> np.arange(G, dtype=np.uint64)) & np.uint64(1)
+    words = np.stack([sl[g // 64, : T * L] for g in range(G)], axis=1)  # (T·L, G)
+    shifts = np.array([g % 64 for g in range(G)], np.uint64)
+    bits = (words >> shifts) & np.uint64(1)
     sched = bits.astype(bool).reshape(T, L, G).transpose(0, 2, 1)
     return [(sched[:, cuts[k] : cuts[k + 1]], (z[k], rest[k], out[k])) for k in range(nb)]
 
@@ -118,11 +123,12 @@ def test_sliced_schedule_equals_reference(op, F):
 
 
 @settings(**SETTINGS)
-@given(data=st.data(), op=operands(max_rows=64), F=st.integers(0, 3))
+@given(data=st.data(), op=operands(max_rows=140), F=st.integers(0, 3))
 def test_sliced_folds_at_once_equal_reference(data, op, F):
-    """Up to 64 streams (one bit each of a lane word) in folds of any sizes, scheduled at
-    once, each with its own run of free steps, drawn from the rows in any order (as the fold
-    kernels pass the rows left after the empty ones): every fold is the slot-by-slot rule's."""
+    """Up to 140 streams (one bit each of a lane word, 64 a word) in folds of any sizes,
+    scheduled at once, each with its own run of free steps, drawn from the rows in any order
+    (as the fold kernels pass the rows left after the empty ones): every fold is the
+    slot-by-slot rule's."""
     m, L, taps, order = op
     rows = data.draw(st.permutations(list(range(m.shape[0]))))
     rows = rows[: data.draw(st.integers(1, len(rows)))]
@@ -155,14 +161,14 @@ def test_sliced_schedule_with_broken_tables_differs():
 
 @settings(**SETTINGS)
 @given(
-    op=operands(max_rows=80),
+    op=operands(max_rows=150),
     F=st.integers(0, 3),
-    R=st.sampled_from([1, 2, 3, 5, 16, 70]),
+    R=st.sampled_from([1, 2, 3, 5, 16, 70, 130]),
     empty=st.integers(0, 6),
 )
 def test_row_folds_equal_per_fold_schedule(op, F, R, empty):
-    """``lockstep_row_folds`` with folds of 1 to 70 rows (sets of folds of up to 64 live rows
-    sliced, a fold of more by the per-stream scheduler), some rows empty: every fold's
+    """``lockstep_row_folds`` with folds of 1 to 130 rows (sets of folds of up to 64 live rows,
+    a fold of more alone over two or three words), some rows empty: every fold's
     (z, rest, out) is ``schedule_buffer``'s on its buffer with every row, and the per-stream
     kernels' (``_row_folds``)."""
     m, L, taps, order = op
