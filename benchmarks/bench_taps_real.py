@@ -46,8 +46,12 @@ def _taps_at(rev: str, work: Path):
     """``dataflows/taps.py`` at git revision ``rev``, loaded as a module of its own from a
     copy in ``work``."""
     root = Path(__file__).resolve().parent.parent
-    text = subprocess.run(["git", "-C", str(root), "show", f"{rev}:dataflows/taps.py"],
-                          check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["git", "-C", str(root), "show", f"{rev}:dataflows/taps.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     path = work / "taps_against.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("taps_against", path)
@@ -91,14 +95,18 @@ def sliced_parts(pack, K, L, R, th, td, order, F, upto):
             continue
         key = taps._rows_hash(pack, rows, G)
         j = first[key] if key in first else -1
-        if j >= 0 and taps._live_rows(pack, j * R, min(S, j * R + R), other) == G and \
-                taps._same_rows(pack, rows, other, G):
+        if (
+            j >= 0
+            and taps._live_rows(pack, j * R, min(S, j * R + R), other) == G
+            and taps._same_rows(pack, rows, other, G)
+        ):
             continue
         if j < 0:
             first[key] = f
-        srows[used:used + G] = rows[:G]
-        masks[nb, 0] = (((taps._U1 << np.uint64(G)) - taps._U1) if G < 64 else ~taps._Z) << \
-            np.uint64(used)
+        srows[used : used + G] = rows[:G]
+        masks[nb, 0] = (
+            ((taps._U1 << np.uint64(G)) - taps._U1) if G < 64 else ~taps._Z
+        ) << np.uint64(used)
         folds[nb] = f
         used += G
         nb += 1
@@ -113,8 +121,10 @@ def _pass(fn, calls) -> tuple[float, list]:
 
 
 def _same(a: list, b: list) -> bool:
-    return all(all(np.array_equal(x, y) for x, y in zip(p, q, strict=True))
-               for p, q in zip(a, b, strict=True))
+    return all(
+        all(np.array_equal(x, y) for x, y in zip(p, q, strict=True))
+        for p, q in zip(a, b, strict=True)
+    )
 
 
 def _parts(calls, repeat: int) -> None:
@@ -129,8 +139,11 @@ def _parts(calls, repeat: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trace", type=Path, help="trace directory (default: synthesize the "
-                    "ResNet-50 SWAT-90 batch-32 step)")
+    ap.add_argument(
+        "--trace",
+        type=Path,
+        help="trace directory (default: synthesize the ResNet-50 SWAT-90 batch-32 step)",
+    )
     ap.add_argument("--calls", type=Path, help="read the calls from this file (--save)")
     ap.add_argument("--save", type=Path, help="write the captured calls to this file")
     ap.add_argument("--against", metavar="REV", help="also time this git revision's kernel")
@@ -168,16 +181,20 @@ def main() -> int:
                 s, results[name] = _pass(fn, calls)
                 secs[name].append(s)
     folds = sum(-(-a[0].shape[0] // a[3]) for a in calls)
-    print(f"calls {len(calls)}, folds {folds}; CPU seconds, median of {args.repeat}; load "
-          f"average {os.getloadavg()[0]:.2f}")
+    print(
+        f"calls {len(calls)}, folds {folds}; CPU seconds, median of {args.repeat}; load "
+        f"average {os.getloadavg()[0]:.2f}"
+    )
     med = {k: statistics.median(v) for k, v in secs.items()}
     for name, s in med.items():
         print(f"{name:>10}: {s:7.3f} s CPU (min {min(secs[name]):.3f})")
     same = True
     if args.against:
         same = _same(results["this"], results[args.against])
-        print(f"{args.against} / this = {med[args.against] / med['this']:5.2f}x; "
-              f"results identical: {'yes' if same else 'NO'}")
+        print(
+            f"{args.against} / this = {med[args.against] / med['this']:5.2f}x; "
+            f"results identical: {'yes' if same else 'NO'}"
+        )
     if args.parts:
         _parts(calls, args.repeat)
     return 0 if same else 1
