@@ -11,7 +11,9 @@ run, best of ``--repeat`` (CPU seconds of this process):
   verbatim) on every fold and row;
 * ``kernel``: today's scheduler (``_schedule_with``: the packed one for TensorDash's 16 lanes
   and 7 taps) on every fold and row, without the fold-level shortcuts;
-* ``folds``: today's ``lockstep_row_folds`` (empty rows left out, repeated folds looked up).
+* ``folds``: today's ``lockstep_row_folds`` (empty rows left out, repeated folds looked up,
+  the others scheduled sliced, up to 64 live rows at once: ``bench_taps_real.py`` times it
+  against another revision's).
 
 and checks that the four give the same (z, rest, out) arrays for every call. Prints the calls,
 folds, distinct folds, the seconds and the ratios.

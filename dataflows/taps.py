@@ -18,8 +18,16 @@ one cycle. The run of free steps carries over from one fold to the next (``carry
 
 ``lockstep``: the G streams of a fold share the step index (TensorDash, DNNsim). ``barrier``:
 every stream is a buffer of its own (G = 1) and the fold waits for its slowest stream.
+
 The same two synchronisations of the window scheduler (``dataflows.kernels``) are here too:
 ``window_lockstep`` applies that rule to every stream with one shared head.
+
+Two ways to compute the pass, the same results: per stream (``_schedule``,
+``_schedule_packed``: the buffer as above, a loop turn per element moved), and *sliced*
+(``_schedule_sliced``, the ``os`` fold kernels ``lockstep_row_folds`` and ``tap_row_lengths``):
+the buffer transposed so that a word holds one lane of one step of up to 64 streams (bit g =
+stream g), several folds side by side, so that the rule's step for one lane and one tap is one
+word operation for every stream at once, whatever the elements.
 
 Serial ``@njit(cache=True)`` kernels; lanes <= 64 (one word per step and stream).
 """
@@ -356,6 +364,180 @@ def _schedule_packed(buf, T, G, L, F, ptab, wtab, cm, sb, lanebit, t0, t1, skip)
 
 
 @njit(cache=True)
+def _sliced_tables(L, th, td, order):
+    """``offs[i, s]``, the table of ``_schedule_sliced``: the place of tap s's source for the
+    lane of rank i, counted from the start of step t in a sliced buffer (step t + h_s at
+    (t + h_s)·L, lane (order[i] + d_s) mod L)."""
+    ntaps = th.shape[0]
+    offs = np.empty((L, ntaps), dtype=np.int64)
+    for i in range(L):
+        for s in range(ntaps):
+            q = (order[i] + td[s]) % L
+            offs[i, s] = th[s] * L + (q + L if q < 0 else q)
+    return offs
+
+
+@njit(cache=True)
+def _sliced_buffer(pack, rows, G, sl):
+    """The buffer of rows ``rows[:G]`` of ``pack`` *sliced*: ``sl[w, t·L + p]`` holds lane p of
+    step t of streams 64w .. 64w+63, bit g = stream 64w + g (bit t·L + p of row
+    ``rows[64w + g]``; the layout needs no L). Word k of 64 rows, a 64 × 64 bit matrix, is
+    transposed in place in ``sl[w, 64k .. 64k+64]``: six rounds of swaps of ever smaller
+    blocks, a few word operations per 64 bits, whatever the elements."""
+    nw = pack.shape[1]
+    for w in range((G + 63) // 64):
+        s = sl[w]
+        g1 = min(G - 64 * w, 64)
+        for k in range(nw):
+            b = 64 * k
+            for g in range(g1):
+                s[b + g] = pack[rows[64 * w + g], k]
+            for g in range(g1, 64):
+                s[b + g] = _Z
+            j = 32
+            m = np.uint64(0x00000000FFFFFFFF)  # the low half of every block of 2j bits
+            while j != 0:
+                sj = np.uint64(j)
+                for k0 in range(b, b + 64, 2 * j):
+                    for r in range(k0, k0 + j):  # the high half of row r <-> the low of r + j
+                        x = s[r]
+                        y = s[r + j]
+                        t = ((x >> sj) ^ y) & m
+                        s[r] = x ^ (t << sj)
+                        s[r + j] = y ^ t
+                j >>= 1
+                m ^= m << np.uint64(j)
+
+
+@njit(cache=True)
+def _step_any(s, t, L):
+    """The streams with an element in step t of a word of a sliced buffer ``s``."""
+    b = t * L
+    u = _Z
+    for p in range(L):
+        u |= s[b + p]
+    return u
+
+
+@njit(cache=True)
+def _fold_steps(sl, t, L, F, masks, nb, skips, u, act):
+    """Which streams of a sliced buffer schedule step t, into ``act`` (per word): those of
+    the folds for which it is not a free step (each fold has its own run ``skips[k]``; fold
+    k's streams are the bits ``masks[k]``). Whether any does."""
+    W = sl.shape[0]
+    for w in range(W):
+        u[w] = _step_any(sl[w], t, L)
+        act[w] = _Z
+    anyf = False
+    for k in range(nb):
+        empty = True
+        for w in range(W):
+            if u[w] & masks[k, w] != 0:
+                empty = False
+        if skips[k] < F and empty:
+            skips[k] += 1
+        else:
+            skips[k] = 0
+            anyf = True
+            for w in range(W):
+                act[w] |= masks[k, w]
+    return anyf
+
+
+@njit(cache=True)
+def _schedule_sliced(sl, T, L, th, offs, order, F, masks, nb):
+    """``schedule_buffer``'s pass over a sliced buffer (``_sliced_buffer``) holding ``nb``
+    folds, fold k's streams at the bits ``masks[k]`` (per word), all at once: per step, the
+    folds that schedule it (``_fold_steps``), then the lanes in ``order``, and for each the
+    taps in list order: a stream of those folds whose lane is still empty (bit set in ``e``)
+    takes the tap's element where it has one. Streams do not interact, so one word operation
+    is the rule's step for 64 of them, and the pass does the same work whatever the elements:
+    with many streams it is cheaper than a pass per stream that moves one element a loop
+    turn. The buffers are only counted after, so the run of free steps after the last step is
+    not kept."""
+    ntaps = th.shape[0]
+    hmax = 1
+    for s in range(ntaps):
+        hmax = max(hmax, th[s])
+    skips = np.zeros(nb, dtype=np.int64)
+    u = np.empty(sl.shape[0], dtype=np.uint64)
+    act = np.empty(sl.shape[0], dtype=np.uint64)
+    for t in range(T - 1):  # the last step has no later step to take from
+        if not _fold_steps(sl, t, L, F, masks, nb, skips, u, act):
+            continue
+        b = t * L
+        for w in range(sl.shape[0]):
+            sw = sl[w]
+            active = act[w]
+            if t + hmax < T:  # every tap in reach (all steps but the last few): no test a tap
+                for i in range(L):
+                    p = b + order[i]
+                    e0 = ~sw[p] & active
+                    e = e0
+                    for s in range(ntaps):
+                        q = b + offs[i, s]
+                        x = sw[q]
+                        a = x & e
+                        sw[q] = x ^ a
+                        e ^= a
+                    sw[p] |= e0 ^ e
+                continue
+            for i in range(L):
+                p = b + order[i]
+                e0 = ~sw[p] & active
+                e = e0
+                for s in range(ntaps):
+                    if th[s] <= T - 1 - t:  # taps reaching past the buffer offer nothing
+                        q = b + offs[i, s]
+                        x = sw[q]
+                        a = x & e
+                        sw[q] = x ^ a
+                        e ^= a
+                sw[p] |= e0 ^ e
+
+
+@njit(cache=True)
+def _count_sliced(sl, T, L, F, masks, nb, folds, z, rest, out):
+    """``_count`` of every fold of a sliced buffer (as ``_schedule_sliced``), into
+    ``z[folds[k]]``, ``rest[folds[k]]``, ``out[folds[k]]``."""
+    zk = np.zeros(nb, dtype=np.int64)
+    rk = np.zeros(nb, dtype=np.int64)
+    sk = np.zeros(nb, dtype=np.int64)
+    W = sl.shape[0]
+    u = np.empty(W, dtype=np.uint64)
+    for t in range(T):
+        for w in range(W):
+            u[w] = _step_any(sl[w], t, L)
+        for k in range(nb):
+            empty = True
+            for w in range(W):
+                if u[w] & masks[k, w] != 0:
+                    empty = False
+            if rk[k] == 0 and empty:  # no cycle yet: a leading empty step
+                zk[k] += 1
+            elif sk[k] < F and empty:
+                sk[k] += 1
+            else:
+                sk[k] = 0
+                rk[k] += 1
+    for k in range(nb):
+        f = folds[k]
+        z[f], rest[f], out[f] = zk[k], rk[k], sk[k]
+
+
+@njit(cache=True)
+def _folds_sliced(pack, rows, G, T, L, th, order, F, offs, masks, nb, folds, sl, z, rest,
+                  out):
+    """(z, rest, out) of ``schedule_buffer`` on the buffers of ``nb`` folds whose streams are
+    rows ``rows[:G]`` of ``pack`` (G <= 64 · words of ``sl``), fold k's at the bits
+    ``masks[k]`` (per word), into ``z[folds[k]]`` ...: sliced. ``sl`` holds at least
+    max(64 · words, T·L) words a row, zero past the words."""
+    _sliced_buffer(pack, rows, G, sl)
+    _schedule_sliced(sl, T, L, th, offs, order, F, masks, nb)
+    _count_sliced(sl, T, L, F, masks, nb, folds, z, rest, out)
+
+
+@njit(cache=True)
 def _tables(L, th, td, order):
     """The tables of both schedulers (``_rank_tables``, ``_packed_tables``), made once per
     set of folds."""
@@ -624,8 +806,66 @@ def lockstep_row_folds(pack, K, L, R, th, td, order, F):
     Two shortcuts with the same results: a row with no effectual element is left out of its
     fold's buffer (it stays empty, and a step is free or not by the other streams alone), and a
     fold whose remaining rows hold the same words as an earlier fold's takes that fold's
-    result (a hash of the words finds it, a comparison of the words confirms it)."""
-    return _row_folds(pack, K, L, R, th, td, order, F, False)
+    result (a hash of the words finds it, a comparison of the words confirms it). The other
+    folds are scheduled sliced, as many at once as their live rows fit in 64 streams
+    (``_folds_sliced``)."""
+    return _row_folds_sliced(pack, K, L, R, th, td, order, F)
+
+
+@njit(cache=True)
+def _row_folds_sliced(pack, K, L, R, th, td, order, F):
+    """``lockstep_row_folds``: the folds to schedule gathered, in order, into sets of at most
+    64 live rows (a fold of more is a set of its own, over several words); a set is scheduled
+    when the next fold does not fit (or at the end), and a fold found again takes its result
+    after the last set."""
+    S = pack.shape[0]
+    T = (K + L - 1) // L
+    nf = (S + R - 1) // R
+    z = np.zeros(nf, dtype=np.int64)
+    rest = np.zeros(nf, dtype=np.int64)
+    out = np.zeros(nf, dtype=np.int64)
+    rows = np.empty(R, dtype=np.int64)
+    other = np.empty(R, dtype=np.int64)
+    offs = _sliced_tables(L, th, td, order)
+    nw = (R + 63) // 64  # words of a set's lane
+    sl = np.zeros((nw, max(64 * pack.shape[1], T * L, 1)), dtype=np.uint64)
+    srows = np.empty(64 * nw, dtype=np.int64)  # the set's rows, its folds and their streams
+    folds = np.empty(64, dtype=np.int64)
+    masks = np.zeros((64, nw), dtype=np.uint64)
+    used = nb = 0
+    same = np.full(nf, -1, dtype=np.int64)  # the earlier fold of the same rows
+    first = Dict.empty(key_type=types.uint64, value_type=types.int64)  # hash -> fold
+    for f in range(nf + 1):
+        G = _live_rows(pack, f * R, min(S, f * R + R), rows) if f < nf else 0
+        if nb > 0 and (f == nf or used + G > 64):
+            W = (used + 63) // 64
+            _folds_sliced(pack, srows, used, T, L, th, order, F, offs, masks[:nb, :W], nb,
+                          folds, sl[:W], z, rest, out)
+            used = nb = 0
+        if f == nf:
+            break
+        if G == 0:  # an empty buffer: (T, 0, 0)
+            z[f] = T
+            continue
+        key = _rows_hash(pack, rows, G)
+        j = first[key] if key in first else -1
+        if j >= 0 and _live_rows(pack, j * R, min(S, j * R + R), other) == G and \
+                _same_rows(pack, rows, other, G):
+            same[f] = j
+            continue
+        if j < 0:
+            first[key] = f
+        srows[used:used + G] = rows[:G]
+        for w in range(nw):  # the fold's streams: bits used .. used+G-1 of the set's words
+            n = min(max(G - 64 * w, 0), 64)
+            masks[nb, w] = (((_U1 << np.uint64(n)) - _U1) if n < 64 else ~_Z) << np.uint64(used)
+        folds[nb] = f
+        used += G
+        nb += 1
+    for f in range(nf):
+        if same[f] >= 0:
+            z[f], rest[f], out[f] = z[same[f]], rest[same[f]], out[same[f]]
+    return z, rest, out, np.full(nf, T, dtype=np.int64)
 
 
 @njit(cache=True)
