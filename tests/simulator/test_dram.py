@@ -1256,3 +1256,87 @@ def test_a_queued_burst_fills_its_banks_queue_for_the_walk(per_bank, want):
                         (-1, 0, 0, 0, 0)) == want
     assert _stream_pick_by_walking(1000.0, 0, 9, 0, lo, hi, 1, per_bank, fast.ints,
                                    fast.floats, [(1, 1, 0)]) == want
+
+
+def _channel_slots(t: DramTiming, ch: int) -> tuple[list[int], list[int]]:
+    """Every ``floats`` and ``ints`` index that holds channel ``ch``'s state, from the layout
+    (``Dram.__init__``, ``_offsets``, ``_turn``): after the header, parts of ``channels * n``
+    values, channel ``c`` at ``c * n`` on in each; in ``ints`` the open rows."""
+    from simulator.dram import _FH, _IH
+
+    banks, groups, channels = t.banks_per_channel, t.bank_groups, t.channels
+    # bus, ready, activate, channel's activate, group's activate, four activates, group's
+    # data start, next refresh, last data end, direction, turned at, written before it
+    parts = [1, banks, banks, 1, groups, 4, groups, 1, banks, 1, 1, banks]
+    fl, o = [], _FH
+    for n in parts:
+        fl += range(o + ch * n, o + ch * n + n)
+        o += channels * n
+    assert o == len(Dram(t).floats)  # no value of the state left out of the parts
+    return fl, list(range(_IH + ch * banks, _IH + ch * banks + banks))
+
+
+@pytest.mark.parametrize("channels, banks, groups", [(2, 4, 2), (3, 16, 4), (4, 2, 1)])
+def test_two_channels_are_the_same_only_in_every_value(channels, banks, groups):
+    """``_same_channel`` looks at every value of a channel's state (a change to any one of
+    them tells the two apart) and ``_copy_channel`` writes exactly those of the other."""
+    from simulator.dram import _copy_channel, _same_channel
+
+    t = timing(channels=channels, banks_per_channel=banks, bank_groups=groups)
+    d = Dram(t)
+    rng = np.random.default_rng(3)
+    d.floats[:] = rng.integers(0, 5, len(d.floats)) * 0.5
+    d.ints[:] = np.concatenate([d._header_i, rng.integers(-1, 3, len(d.ints) - len(d._header_i))])
+    a, b = channels - 2, channels - 1
+    fa, ia = _channel_slots(t, a)
+    fb, ib = _channel_slots(t, b)
+    ints0, floats0 = d.ints.copy(), d.floats.copy()
+    _copy_channel(a, b, d.ints, d.floats)
+    want_f, want_i = floats0.copy(), ints0.copy()
+    want_f[fb], want_i[ib] = floats0[fa], ints0[ia]
+    assert d.floats.tolist() == want_f.tolist() and d.ints.tolist() == want_i.tolist()
+    assert _same_channel(a, b, d.ints, d.floats) and _same_channel(b, a, d.ints, d.floats)
+    for i in fb:
+        d.floats[i] += 1.0
+        assert not _same_channel(a, b, d.ints, d.floats), i
+        d.floats[i] -= 1.0
+    for i in ib:
+        d.ints[i] += 1
+        assert not _same_channel(a, b, d.ints, d.floats), i
+        d.ints[i] -= 1
+    assert _same_channel(a, b, d.ints, d.floats)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(t=full_timings(), warm=st.lists(st.integers(1, 40), max_size=4),
+       moves=st.lists(st.tuples(st.integers(0, 1 << 12), st.integers(0, 1500),
+                                st.sampled_from([0.0, 2.5, 40.0]), st.booleans()),
+                      min_size=1, max_size=5))
+def test_channels_that_start_alike_end_alike_as_the_reference(t, warm, moves):
+    """Transfers of whole channel rows (every channel the same bursts) keep the channels in
+    one state, so ``transfer3`` times a channel by copying the one before it; then transfers at
+    any address: the counts, finish times and state equal the event loop's."""
+    fast, ref = Dram(t), QueueReference(t)
+    now, row = 0.0, t.burst_bytes * t.channels
+    addr = [0, 1 << 20, 1 << 21]
+    for k, rows in enumerate(warm + [None] + moves):
+        if rows is None:
+            continue
+        if isinstance(rows, int):  # all channels alike
+            sizes, write, gap = [rows * row, (rows % 3) * row, 0], k % 2 == 1, 10.0 * k
+            bases = [a - a % row for a in addr]
+        else:
+            base, size, gap, write = rows
+            sizes, bases = [size, size // 2, 0], [a + base for a in addr]
+        now += gap
+        got = fast.transfer3(now, bases[0], sizes[0], bases[1], sizes[1], bases[2], sizes[2],
+                             write)
+        bursts = [b for base, size in zip(bases, sizes, strict=True) if size
+                  for b in range(base // t.burst_bytes, (base + size - 1) // t.burst_bytes + 1)]
+        ref.turn_transfer(bursts, write)
+        ref.kinds = [0, 0, 0]
+        done = ref.serve([now + t.latency_cycles] * len(bursts), bursts)
+        assert got[0] == (max(done) if done else now)
+        assert list(got[2:]) == ref.kinds
+        addr = [a + s for a, s in zip(addr, sizes, strict=True)]
+    assert_same_state(fast, ref)
