@@ -773,6 +773,23 @@ def _same_rows(pack, rows, other, G):
 
 
 @njit(cache=True)
+def _seen_fold(pack, f, rows, G, R, first, other):
+    """The earlier fold whose live rows hold the same words as fold ``f``'s ``G`` (``rows``),
+    or −1; a fold whose hash no earlier fold has is recorded in ``first`` (hash → fold) as
+    the one to compare later folds of that hash with."""
+    key = _rows_hash(pack, rows, G)
+    j = first[key] if key in first else -1
+    if j < 0:
+        first[key] = f
+        return -1
+    S = pack.shape[0]
+    if _live_rows(pack, j * R, min(S, j * R + R), other) == G and _same_rows(pack, rows, other,
+                                                                              G):
+        return j
+    return -1
+
+
+@njit(cache=True)
 def _slice_buffer(pack, q0, G, S, K, L, buf):
     """Steps (rows of ``pack``) of slices q0 .. q0+G, slice q = bits qL .. qL+L−1 (``ws``/``is``
     streams: an array row's L lanes hold L consecutive k)."""
@@ -847,14 +864,10 @@ def _row_folds_sliced(pack, K, L, R, th, td, order, F):
         if G == 0:  # an empty buffer: (T, 0, 0)
             z[f] = T
             continue
-        key = _rows_hash(pack, rows, G)
-        j = first[key] if key in first else -1
-        if j >= 0 and _live_rows(pack, j * R, min(S, j * R + R), other) == G and \
-                _same_rows(pack, rows, other, G):
+        j = _seen_fold(pack, f, rows, G, R, first, other)
+        if j >= 0:
             same[f] = j
             continue
-        if j < 0:
-            first[key] = f
         srows[used:used + G] = rows[:G]
         for w in range(nw):  # the fold's streams: bits used .. used+G-1 of the set's words
             n = min(max(G - 64 * w, 0), 64)
@@ -896,10 +909,8 @@ def _row_folds(pack, K, L, R, th, td, order, F, periodic):
         if G == 0:  # an empty buffer: (T, 0, 0)
             z[f] = T
             continue
-        key = _rows_hash(pack, rows, G)
-        j = first[key] if key in first else -1
-        if j >= 0 and _live_rows(pack, j * R, min(S, j * R + R), other) == G and \
-                _same_rows(pack, rows, other, G):
+        j = _seen_fold(pack, f, rows, G, R, first, other)
+        if j >= 0:
             z[f], rest[f], out[f] = z[j], rest[j], out[j]
             continue
         _row_buffer(pack, rows, G, T, L, buf)
@@ -908,8 +919,6 @@ def _row_folds(pack, K, L, R, th, td, order, F, periodic):
             z[f], rest[f], out[f] = _schedule_periodic(buf, T, G, L, th, order, F, tabs, c)
         else:
             z[f], rest[f], out[f] = _schedule_with(buf, T, G, L, th, order, F, tabs)
-        if j < 0:
-            first[key] = f
     return z, rest, out, np.full(nf, T, dtype=np.int64)
 
 
