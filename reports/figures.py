@@ -551,7 +551,8 @@ def dram_bandwidth(runs: list[Run]) -> Drawn | None:
 def roofline(runs: list[Run]) -> Drawn | None:
     """Per layer and phase: executed MACs per cycle against MACs per DRAM byte, under the
     architecture's compute and bandwidth roofs."""
-    shown, cut = _first([r for r in runs if "Actual Computes" in r.compute.columns])
+    shown, cut = _first([r for r in runs if {"Actual Computes", "DRAM Bytes"}
+                         <= set(r.compute.columns)])
     if not shown:
         return None
     cols = min(len(shown), 2)

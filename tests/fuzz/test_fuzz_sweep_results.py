@@ -230,6 +230,8 @@ def test_results_directory(base_results, what):
 @settings(FUZZ, max_examples=max(EXAMPLES // 30, 3))  # a report draws for ~2 s
 @example(what=("summary", [("clock_ghz", None), ("macs_per_cycle", None),
                            ("dram_peak_bytes_per_cycle", None), ("dram_peak_gbps", None)]))
+# the access report's "DRAM Bytes" header cell emptied: the run reads without that column
+@example(what=("csv-cell", ("DETAILED_ACCESS_REPORT.csv", 0, 11, "")))
 @given(what=result_damage())
 def test_report_of_damaged_results(base_results, what):
     """What ``load_run`` accepts, ``sparsesim report`` draws (or refuses on one line)."""
