@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from numba import njit as _njit
-from numba.core import config
+from numba.core import config, event
 from numba.core.caching import InTreeCacheLocator, UserWideCacheLocator
 
 _checked: dict[str, bool] = {}  # source folder -> may its kernels use cache=True
@@ -150,9 +150,25 @@ def _stamp_callees(kernel: Any, fn: Callable[..., Any]) -> None:
         cache_file._source_stamp = (cache_file._source_stamp, tuple(deps))
 
 
+#: the seconds numba spent compiling in this process (its "numba:compile" events, a kernel
+#: compiled inside another's compilation counted once), from the first ``compile_mark`` on
+_compiling: event.TimingListener | None = None
+_compiled_at: dict[float, float] = {}  # a mark -> the seconds compiled before it
+
+
+def _compile_seconds() -> float:
+    return _compiling.duration if _compiling is not None and _compiling.done else 0.0
+
+
 def compile_mark() -> float:
-    """A mark taken before a run, for ``compiled_since`` after it."""
-    return time.time()
+    """A mark taken before a run, for ``compiled_since`` and ``compiled_note`` after it."""
+    global _compiling
+    if _compiling is None:
+        _compiling = event.TimingListener()
+        event.register("numba:compile", _compiling)
+    mark = time.time()
+    _compiled_at[mark] = _compile_seconds()
+    return mark
 
 
 def compiled_since(mark: float) -> int:
@@ -177,5 +193,6 @@ def compiled_note(mark: float) -> str | None:
     done = compiled_since(mark)
     if not done:
         return None
-    return (f"  (this first run compiled {done} of the simulator's {len(_kernels)} numba kernels, "
-            f"10-15 s; later runs load them from numba's cache)")
+    took = _compile_seconds() - _compiled_at.get(mark, 0.0)
+    return (f"  (this first run compiled {done} of the simulator's {len(_kernels)} numba kernels "
+            f"in {took:.0f} s; later runs load them from numba's cache)")

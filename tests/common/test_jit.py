@@ -72,13 +72,16 @@ def test_no_writable_folder_at_all_compiles_without_a_cache(tmp_path):
 
 
 COLD = """
-import importlib, json, sys
+import importlib, json, sys, time
 sys.path.insert(0, sys.argv[1])
 from common import jit
 mod = importlib.import_module("cold_probe")
 mark = jit.compile_mark()
+t0 = time.perf_counter()
 mod.twice(3)
-print(json.dumps([jit.compiled_since(mark), jit.compiled_note(mark)]))
+wall = time.perf_counter() - t0
+print(json.dumps([jit.compiled_since(mark), jit.compiled_note(mark), wall,
+                  jit._compile_seconds() - jit._compiled_at[mark]]))
 """
 
 
@@ -95,7 +98,10 @@ def test_a_run_counts_the_kernels_it_compiled(tmp_path):
     again = json.loads(subprocess.run(run, env=env, capture_output=True, text=True,
                                       check=True).stdout)
     assert first[0] == 1 and "compiled 1 of" in first[1]
-    assert again == [0, None]
+    # the seconds it says are numba's compile time of that call: some, at most the call's
+    took, wall = first[3], first[2]
+    assert 0 < took <= wall and f"in {took:.0f} s" in first[1]
+    assert again[:2] == [0, None] and again[3] == 0
 
 
 CALLER = """

@@ -193,7 +193,7 @@ def _tables(draw) -> pd.DataFrame:
     return t.drop(columns=[drop]) if drop else t
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_tables())
 def test_layer_bounds_equal_the_per_frame_sums(t):
     pd.testing.assert_frame_equal(layer_bounds(t), _layer_bounds_reference(t), check_exact=True)
@@ -242,7 +242,7 @@ def _sentence_reference(table: pd.DataFrame) -> str:
     return "layers: " + ", ".join(f"{n} {lower(verdict.HEADLINE[b])}" for b, n in counts.items())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_tables())
 def test_a_table_gets_the_verdict_of_its_frame(t):
     """``sparsesim simulate`` gives the verdict a ``Table`` (no pandas): the same sums, layer
