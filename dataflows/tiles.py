@@ -1242,6 +1242,17 @@ def _orders(gemm: Gemm, mapping: DenseMapping, cap_c: int, ops, npad: tuple[int,
     return out
 
 
+def _fold_cycles(fold_cycles: np.ndarray | None, mapping: DenseMapping, n: int) -> np.ndarray:
+    """The cycles of each of the ``n`` folds of every group: the dense mapping's (the GEMM's
+    overhead on the first fold) where none are given, else the given ones, checked."""
+    if fold_cycles is None:
+        fold_cycles = np.full(n, mapping.cycles_per_fold, dtype=np.int64)
+        fold_cycles[0] += mapping.gemm_overhead
+    elif fold_cycles.shape[0] != n:
+        raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for {n} folds")
+    return fold_cycles
+
+
 #: The loop order ``schedule`` chose, by what chooses it (the GEMM, its mapping, the half
 #: buffers, the operands' ratios; not the cycles): a layer's dense baseline and its sparse
 #: run plan the same GEMM with other cycles, and the second plans only the order chosen.
@@ -1684,12 +1695,7 @@ def _kept_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int]
     row_first = bool(traffic[1] < traffic[0])
     folds = np.concatenate(per_order[int(row_first)])
     nf = folds.shape[0] // groups
-    if fold_cycles is None:
-        fold_cycles = np.full(nf * groups, mapping.cycles_per_fold, dtype=np.int64)
-        fold_cycles[0] += mapping.gemm_overhead
-    elif fold_cycles.shape[0] != nf * groups:
-        raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
-                         f"{nf * groups} folds")
+    fold_cycles = _fold_cycles(fold_cycles, mapping, nf * groups)
     tiles = _group_tiles(folds, groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
                          np.ascontiguousarray(scale_ab), 1.0, np.ascontiguousarray(held_ratio),
                          cap_a, cap_b, cap_c, mapping.row_folds, mapping.col_folds, row_first,
@@ -2015,12 +2021,7 @@ def _grouped_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, i
         occ, dram = np.concatenate(occs[int(row_first)]), folds[:, x]
         occ_ab[at, x] = np.where(dram > 0, occ / np.maximum(dram, 1), 0.0) \
             / fmaps[1].value_bits
-    if fold_cycles is None:
-        fold_cycles = np.full(nf * groups, mapping.cycles_per_fold, dtype=np.int64)
-        fold_cycles[0] += mapping.gemm_overhead
-    elif fold_cycles.shape[0] != nf * groups:
-        raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
-                         f"{nf * groups} folds")
+    fold_cycles = _fold_cycles(fold_cycles, mapping, nf * groups)
     tiles = _group_tiles(folds, groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
                          np.ascontiguousarray(scale_ab), scale_c, np.ascontiguousarray(occ_ab),
                          *caps, mapping.row_folds, mapping.col_folds, row_first, True)
@@ -2069,12 +2070,7 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     folds, row_first = _chosen_order(gemm, mapping, (cap_a, cap_b, cap_c), ops, pad[2:], cgeo,
                                      scale_ab, held_ratio, scale_c)
     nf = folds.shape[0]
-    if fold_cycles is None:
-        fold_cycles = np.full(nf * gemm.groups, mapping.cycles_per_fold, dtype=np.int64)
-        fold_cycles[0] += mapping.gemm_overhead
-    elif fold_cycles.shape[0] != nf * gemm.groups:
-        raise ValueError(f"fold_cycles has {fold_cycles.shape[0]} entries for "
-                         f"{nf * gemm.groups} folds")
+    fold_cycles = _fold_cycles(fold_cycles, mapping, nf * gemm.groups)
     # the per-fold inputs come column folds outer; _group_tiles reads them as the folds come
     tiles = _group_tiles(folds, gemm.groups, np.ascontiguousarray(fold_cycles, dtype=np.int64),
                          np.ascontiguousarray(scale_ab), scale_c, np.ascontiguousarray(occ_ab),
