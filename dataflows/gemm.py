@@ -115,6 +115,12 @@ class Gemm:
     #: reduced). ``im2col`` and ``col2im`` then describe that GEMM, and ``dataflows.tiles``
     #: counts a block as the stored words its kept rows × kept k's (or columns) touch
     kept: Kept | None = None
+    #: a condensed GEMM's columns (``dataflows.sparse.condensed_gemm``: a fan-in condensed
+    #: ``bwd_input`` drops the columns no weight reaches) as a ``Kept`` whose ``cols`` say, per
+    #: group, which column of the GEMM whose ``col2im`` it carries each of its columns is (−1:
+    #: a column padding a group); its ``shape`` is that GEMM's. None: C's columns are that
+    #: GEMM's own
+    c_cols: Kept | None = None
 
     @property
     def data_macs(self) -> int:

@@ -598,22 +598,22 @@ def _condense(b: np.ndarray, K: int, kind: str, nm: tuple[int, int] | None
     k of each slot, −1 for an empty slot (an explicit zero weight). ``nm``: N slots per group of
     M along K, the group's nonzeros first; ``fanin``: the k nonzeros of every active column
     (all columns with a nonzero hold the same k), inactive columns dropped. Returns (slots
-    (columns × K'), number of columns kept) or None where the mask does not have the
-    structure."""
+    (columns × K'), the columns kept) or None where the mask does not have the structure."""
     if kind == "fanin":
         per = kx.row_popcounts(b)
         act = np.flatnonzero(per > 0)
         if len(act) == 0:
-            return np.zeros((0, 0), dtype=np.int64), 0
+            return np.zeros((0, 0), dtype=np.int64), act
         if len(set(per[act].tolist())) != 1:
             return None
-        return kx.set_positions(b[act], int(per[act[0]])), len(act)
+        return kx.set_positions(b[act], int(per[act[0]])), act
     n, m = nm
     ok, slots = kx.nm_slot_map(b, K, n, m, nm_slots(K, n, m))
-    return (slots, b.shape[0]) if ok else None
+    return (slots, np.arange(b.shape[0])) if ok else None
 
 
-def condensed_gemm(g: Gemm, k2: int, n2: int, nm: tuple[int, int] | None) -> Gemm:
+def condensed_gemm(g: Gemm, k2: int, n2: int, nm: tuple[int, int] | None,
+                   cols: list[np.ndarray] | None = None) -> Gemm:
     """The GEMM of ``g`` with its weights (B) condensed to ``k2`` slots along K and ``n2``
     columns: the activations are read dense (K per row; an im2col A as its feature map, whose
     geometry it keeps with N:M's slots per group, ``nm``, so that a block of slots counts the
@@ -621,15 +621,28 @@ def condensed_gemm(g: Gemm, k2: int, n2: int, nm: tuple[int, int] | None) -> Gem
     condensed weights as K' slots. A plain A (a linear layer's activations, ``bwd_input``'s
     output gradient) is given the geometry of a 1×1 convolution with one position per image
     (images M, channels K), so that a block of its slots counts the elements of its rows in the
-    groups its slots select from."""
+    groups its slots select from. ``cols``: per group, the columns of ``g`` kept (None: the
+    first ``n2``, all of them where ``n2`` is N); C of a col2im ``bwd_input`` keeps its
+    geometry, its columns mapped to those of ``g`` (``Gemm.c_cols``) where some are dropped."""
     im2col = None
     if nm is not None and k2 == nm_slots(g.K, *nm):
         if g.im2col is not None and g.im2col[0] == "A":
             im2col = (*(list(g.im2col) + [0])[:16], *nm)
         elif g.im2col is None and not g.k_read and g.stored("A") == g.M * g.K:
             im2col = ("A", g.M, g.K, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, *nm)
+    c_cols = None
+    if cols is not None and g.col2im is not None and not all(
+            len(c) == g.N for c in cols):
+        at = np.full((len(cols), n2), -1, dtype=np.int32)
+        for grp, c in enumerate(cols):
+            at[grp, : len(c)] = c
+        c_cols = Kept.of((g.M, g.K, g.N), np.zeros((1, 0)), np.zeros((1, 0)), at)
+    elif n2 != g.N:
+        c_cols = None if g.col2im is None else Kept.of(
+            (g.M, g.K, g.N), np.zeros((1, 0)), np.zeros((1, 0)), np.arange(n2)[None, :])
     return Gemm(g.layer, g.phase, g.M, k2, n2, g.groups, a_stored=g.stored("A"),
-                c_stored=g.stored("C") * n2 // g.N, k_read=g.K, im2col=im2col)
+                c_stored=g.stored("C") * n2 // g.N, k_read=g.K, im2col=im2col,
+                col2im=g.col2im, c_cols=c_cols)
 
 
 def _pe_folds(lens: np.ndarray, rows: int, cols: int, fold_ovh: int
@@ -658,17 +671,18 @@ def _condensed(kind: str, ex: _Exec, ctx: _Ctx, folds: str) -> list[SparseWork]:
     if any(c is None for c in cond):
         return []
     k2 = max(c[0].shape[1] for c in cond)
-    if kind == "fanin" and len({c[0].shape[1] for c in cond if c[1]}) != 1:
+    if kind == "fanin" and len({c[0].shape[1] for c in cond if len(c[1])}) != 1:
         return []  # no active column, or groups with different fan-ins
-    n2 = max(c[1] for c in cond)
+    n2 = max(len(c[1]) for c in cond)
     slots = []
-    for sl, n in cond:  # pad every group to (n2, k2); −2 marks slots of no real column
+    for sl, act in cond:  # pad every group to (n2, k2); −2 marks slots of no real column
         full = np.full((n2, max(1, k2)), -2, dtype=np.int64)
-        full[:n, : sl.shape[1]] = sl
+        full[:len(act), : sl.shape[1]] = sl
         slots.append(full)
     # fan-in: a slot may select any of the K activations, one group of all K columns
     g2 = condensed_gemm(ex.gemm, max(1, k2), n2,
-                        ctx.feats.nm if kind == "nm" else (max(1, k2), ex.gemm.K))
+                        ctx.feats.nm if kind == "nm" else (max(1, k2), ex.gemm.K),
+                        [act for _, act in cond])
     ex2 = _Exec(g2, map_dense(g2, ctx.rows, ctx.cols, ctx.dataflow, ctx.lanes, folds),
                 [(None, kx.filled_slots(sl)) for sl in slots], ex.counts)
     # dense on the condensed GEMM; the weights' empty slots skipped as a shared stream of B

@@ -64,9 +64,13 @@ touch — feature-map words for an im2col operand, kept elements for a plain one
 elements or the input-gradient words they land in; a slot padding a group holds none — each
 group walked on its own (``_kept_schedule``; ``tests/dataflows/test_traffic_kept.py`` walks it
 too). A condensed plain A read K per row carries the geometry of a 1×1 convolution, one
-position per image. An operand that carries no geometry and is stored in fewer words than its
-matrix is counted as a share of the matrix: its words scaled by stored / expanded elements,
-and so are the words it fills its half buffer with.
+position per image; C of a condensed col2im ``bwd_input`` keeps its geometry, its columns
+mapped to the ones it keeps where fan-in drops some (``Gemm.c_cols``, counted as a reduced
+GEMM's C). An operand that carries no geometry and is stored in fewer words than its matrix
+is counted as a share of the matrix: its words scaled by stored / expanded elements, and so
+are the words it fills its half buffer with. No GEMM a layer lowers to, condensed or reduced,
+is such an operand (``test_no_gemm_a_model_lowers_to_is_counted_as_a_share``): only a GEMM
+built by hand with a stored size and nothing that says where its words sit.
 Operands are assumed laid out in DRAM in the order the dataflow reads them (a tiled layout), so
 a tile's fresh words of one operand are one contiguous run. A fold whose fresh data exceeds a
 half buffer is split into chunks along its time dimension; consecutive small folds are merged
@@ -1940,6 +1944,19 @@ def _stored(gemm: Gemm, geo: tuple, pad: tuple[int, int, int, int]) -> np.ndarra
                      for x, full in (("A", gemm.M * gemm.K), ("B", gemm.K * gemm.N))])
 
 
+def _condensed_c(gemm: Gemm, grp: int, scratch: dict) -> _KeptC:
+    """C of group ``grp`` of a condensed GEMM whose columns are some of those of the GEMM it
+    condenses (``Gemm.c_cols``): its rows all of that GEMM's, its columns the kept ones, counted
+    as the input-gradient words they land in (or the elements they are, where C's geometry does
+    not hold) as a reduced GEMM's C is (``_KeptC``; ``scratch``: ``_KeptIm2col.of``'s)."""
+    full = replace(gemm, N=gemm.c_cols.shape[2], im2col=None, c_cols=None)
+    cols = gemm.c_cols.group(grp)[2]
+    rows = np.arange(gemm.M, dtype=np.int32)
+    cgeo = _c_geometry(full)
+    op = None if cgeo is None else _KeptIm2col.of(cgeo, rows, cols, scratch)
+    return _KeptC(_real_map(rows, 0, 0), _real_map(cols, *_padding(full, ("", None))[2:]), op)
+
+
 def _map_formats(gemm: Gemm, geo: tuple, compression, held) -> tuple:
     """The DRAM and SRAM ``MapFormat`` of the GEMM's im2col operand (None, None: its map is
     not stored compressed, or the GEMM carries no geometry it can be read through — its
@@ -1994,14 +2011,17 @@ def _grouped_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, i
     scale_ab = np.broadcast_to(_per_fold(compression, nf * groups, "compression") * stored,
                                full).copy()
     cgeo = _c_geometry(gemm)
-    scale_c = 1.0 if pad[2] or cgeo is not None else gemm.stored("C") / (m * n)
+    scale_c = 1.0 if pad[2] or cgeo is not None or gemm.c_cols is not None \
+        else gemm.stored("C") / (m * n)
     x = -1 if fmaps[0] is None else "AB".index(fmaps[0].which)
     per_order: list[list[np.ndarray]] = [[], []]
     occs: list[list[np.ndarray]] = [[], []]
+    scratch: dict = {}
     for grp in range(groups):
         ops = _group_ops(gemm, mapping, geo, pad, caps[:2], hr[grp * nf:(grp + 1) * nf],
                          stored, fmaps, grp)
-        for o, f in enumerate(_orders(gemm, mapping, caps[2], ops, pad[2:], cgeo,
+        c = cgeo if gemm.c_cols is None else _condensed_c(gemm, grp, scratch)
+        for o, f in enumerate(_orders(gemm, mapping, caps[2], ops, pad[2:], c,
                                       (False, True))):
             per_order[o].append(f)
             if x >= 0:
@@ -2051,9 +2071,10 @@ def schedule(gemm: Gemm, mapping: DenseMapping, cap_words: tuple[int, int, int],
     nf_all = mapping.folds * gemm.groups
     geo = _geometry(gemm)
     fmaps = _map_formats(gemm, geo, compression, held)
-    if fmaps[0] is not None or (gemm.groups > 1 and any(
+    if fmaps[0] is not None or gemm.c_cols is not None or (gemm.groups > 1 and any(
             np.ndim(r) == 2 for r in (compression, held) if r is not None)):
-        # a compressed map, or compressed blocks that differ from group to group
+        # a compressed map, C's columns some of a col2im's, or compressed blocks that differ
+        # from group to group
         return _grouped_schedule(gemm, mapping, (cap_a, cap_b, cap_c), fold_cycles,
                                  compression, held, fmaps)
     pad = _padding(gemm, geo)

@@ -33,15 +33,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from dataflows.features import SparseFeatures
 from dataflows.formats import FORMATS, MapFormat, MapRatios, block_bits
 from dataflows.gemm import Gemm, lower
 from dataflows.lowering import Lowering, part_gemms
-from dataflows.sparse import condensed_gemm, nm_slots
+from dataflows.sparse import condensed_gemm, nm_slots, sparse_work
 from dataflows.systolic import map_dense
-from dataflows.tiles import _first_touch, schedule
+from dataflows.tiles import _c_geometry, _first_touch, _geometry, _padding, _stored, schedule
 from tests.dataflows.test_lowering import _phases_of
 from traces.layers import Layer
-from traces.models import get_model
+from traces.models import get_model, model_names
 
 
 def _cells(layer: Layer, batch: int, phase: str, g: int):
@@ -668,6 +669,16 @@ def test_the_words_a_col2im_cell_lands_in_first_are_counted_where_the_walk_meets
     assert _first_touch(geo, rstep, cstep, rows_outer).tolist() == want
 
 
+def _slotted(cell_a, n: int, m: int, k: int):
+    """Element (r, s) of an A condensed N:M (``n`` slots per group of ``m`` of its ``k``
+    columns): the set of words its group's columns of row r hold."""
+    def cell(r, s):
+        q = s // n
+        return frozenset(cell_a(r, c) for c in range(q * m, min(k, q * m + m))
+                         if cell_a(r, c) is not None)
+    return cell
+
+
 @settings(deadline=None, max_examples=120)
 @given(layer=_layers(), batch=st.integers(1, 2),
        nm=st.sampled_from([(1, 2), (2, 4), (1, 3), (2, 3), (3, 4), "fanin"]),
@@ -689,18 +700,100 @@ def test_an_nm_condensed_gemm_moves_what_the_loop_nest_moves(
     g2 = condensed_gemm(gemm, nm_slots(gemm.K, n, m), gemm.N, (n, m))
     assume(g2.M * g2.K * g2.N * g2.groups <= 6000)
 
-    def slotted(cell_a):
-        def cell(r, s):
-            q = s // n
-            return frozenset(cell_a(r, k) for k in range(q * m, min(gemm.K, q * m + m))
-                             if cell_a(r, k) is not None)
-        return cell
-
-    cells2 = [(slotted(ca), lambda s, c, i=i: ("W", i, s, c), cc)
+    cells2 = [(_slotted(ca, n, m, gemm.K), lambda s, c, i=i: ("W", i, s, c), cc)
               for i, (ca, _, cc) in enumerate(cells)]
     sch = schedule(g2, map_dense(g2, rows, cols, df, lanes), caps)
     ref = walk((g2.M, g2.K, g2.N), cells2, unit, rows, cols, lanes, df, caps, sch.outer)
     assert {x: sch.total(x) for x in ref} == ref
+
+
+@settings(deadline=None, max_examples=120)
+@given(layer=_layers(), batch=st.integers(1, 2),
+       nm=st.sampled_from([(1, 2), (2, 4), (1, 3), "fanin"]), fanin=st.integers(1, 6),
+       low=st.sampled_from([Lowering(), Lowering(k_order="channel_inner")]),
+       df=st.sampled_from(["os", "ws", "is"]), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       lanes=st.integers(1, 3), caps=st.tuples(*[st.integers(1, 160)] * 3), data=st.data())
+def test_a_condensed_col2im_bwd_input_moves_what_the_loop_nest_moves(
+        layer, batch, nm, fanin, low, df, rows, cols, lanes, caps, data):
+    """A conv's col2im ``bwd_input`` with its weights condensed (``sparse.condensed_gemm``):
+    A, the output gradient, read as N:M (or fan-in) slots; C's columns the GEMM's (N:M), or
+    per group only the columns some weight reaches (fan-in drops the others): its partial sums
+    land in the input-gradient words of those columns. Equal to the reference word for word."""
+    assume(layer.kind == "conv2d")
+    gemm = part_gemms(layer, batch, "bwd_input", low, lanes)[0]
+    (_, cells, unit), = _lowered_cells(layer, batch, "bwd_input", low, lanes)
+    n, m = nm if nm != "fanin" else (min(fanin, gemm.K), gemm.K)
+    if nm == "fanin":  # per group, the columns some weight reaches (none the lowering pads)
+        real = [c for c in range(gemm.N) if cells[0][1](0, c) is not None]
+        kept = [sorted(data.draw(st.sets(st.sampled_from(real), min_size=1))) for _ in cells]
+    else:
+        kept = [list(range(gemm.N))] * len(cells)
+    n2 = max(len(c) for c in kept)
+    g2 = condensed_gemm(gemm, nm_slots(gemm.K, n, m), n2, (n, m),
+                        [np.array(c) for c in kept])
+    assume(g2.M * g2.K * g2.N * g2.groups <= 6000)
+    assert (g2.col2im, g2.c_cols is None) == (gemm.col2im, n2 == gemm.N and nm != "fanin"
+                                              or all(len(c) == gemm.N for c in kept))
+
+    def landed(cell_c, at):
+        return lambda r, c: cell_c(r, at[c]) if c < len(at) else None
+
+    def weights(cell_b, at, i):
+        # a column the lowering pads holds no weight; the condensed weights are stored as
+        # groups × N' × K' slots, a group's columns beyond its own each a slot of zeros
+        return lambda s, c: ("W", i, s, c) if c >= len(at) or cell_b(0, at[c]) else None
+
+    cells2 = [(_slotted(ca, n, m, gemm.K), weights(cb, at, i), landed(cc, at))
+              for i, ((ca, cb, cc), at) in enumerate(zip(cells, kept, strict=True))]
+    sch = schedule(g2, map_dense(g2, rows, cols, df, lanes), caps)
+    ref = walk((g2.M, g2.K, g2.N), cells2, unit, rows, cols, lanes, df, caps, sch.outer, True)
+    assert {x: sch.total(x) for x in ref} == ref
+
+
+def test_a_fanin_bwd_input_carries_the_columns_it_keeps_to_its_schedule():
+    """End to end: a conv whose weights reach every input (channel, tap) from the same number
+    of output channels but leave some unreached runs ``bwd_input`` fan-in condensed; its GEMM
+    keeps C's col2im geometry with the columns it keeps, and its schedule writes C as the
+    input-gradient words those columns land in (fewer than all of them: a reached input
+    pixel of one channel), not a share of the matrix."""
+    layer = Layer.conv("c", 3, 4, 3, 5, padding=1)
+    w = np.zeros(layer.weight_shape, bool)  # (cout, cin, kh, kw)
+    w[:2, 1, :, :] = True  # only input channel 1 is reached, by 2 output channels per tap
+    masks = {"filter": w, "ifmap": None, "grad_out": None}
+    work = sparse_work(layer, 1, "bwd_input", masks, 4, 4, 1, "os", SparseFeatures(fanin=True))
+    g2 = work.gemm
+    assert work.mode == "fanin" and (g2.K, g2.N) == (2, 9)
+    assert g2.col2im is not None and g2.c_cols.group(0)[2].tolist() == list(range(9, 18))
+    sch = schedule(g2, map_dense(g2, 4, 4, "os", 1), (10**6,) * 3)
+    assert (sch.total("c_read"), sch.total("c_write")) == (0, 25)  # channel 1's 5×5 pixels
+
+
+@pytest.mark.parametrize("low", [Lowering(), *LOWERINGS])
+def test_no_gemm_a_model_lowers_to_is_counted_as_a_share(low):
+    """Every GEMM a built-in model's layers lower to (every phase, under ``low``), and each
+    condensed N:M or by fan-in where its B is the weights, has every operand stored in fewer
+    words than its matrix counted through a geometry (feature-map or input-gradient words, or
+    data slots across a padded axis), never as a share of its matrix (``tiles._stored``: 1;
+    C: ``_c_geometry``, or padding, or its columns mapped, ``Gemm.c_cols``)."""
+    seen = 0
+    for model in model_names():
+        for layer in get_model(model).layers:
+            for phase in ("fwd", "bwd_input", "bwd_weight"):
+                for g in part_gemms(layer, 2, phase, low, 2):
+                    alts = [g]
+                    if phase != "bwd_weight":  # B is the weights
+                        alts += [condensed_gemm(g, nm_slots(g.K, 2, 4), g.N, (2, 4)),
+                                 condensed_gemm(g, 1, g.N, (1, g.K)),
+                                 condensed_gemm(g, 1, -(-g.N // 2), (1, g.K),
+                                                [np.arange(0, g.N, 2)] * g.groups)]
+                    for x in alts:
+                        geo = _geometry(x)
+                        pad = _padding(x, geo)
+                        assert (_stored(x, geo, pad) == 1.0).all(), (model, layer.name, x)
+                        assert (x.stored("C") == x.M * x.N or pad[2] or x.c_cols is not None
+                                or _c_geometry(x) is not None), (model, layer.name, x)
+                        seen += x.stored("A") < x.M * x.K or x.stored("C") < x.M * x.N
+    assert seen  # GEMMs whose stored operands differ from their matrices were met
 
 
 def _compressed_case(layer: Layer, batch: int, phase: str, rows: int, cols: int, lanes: int,
