@@ -58,10 +58,14 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
   there; without bank queues, admission stops at ``queue_depth`` admitted requests. Each time,
   of the requests in the bank queues (all admitted ones without bank queues) the controller serves
   the one whose ``data_start`` below is smallest, the oldest on a tie (so row hits and ready banks
-  pass a request that waits for its row: first-ready, first-come); a served request leaves, and
-  admission goes on. A transfer's bursts are requests at the same ``t0``; a transfer's queue
-  starts empty (calls do not reorder across each other), and ``transfer3``'s three runs are one
-  transfer.
+  pass a request that waits for its row: first-ready, first-come) — but a row hit does not pass
+  an older request of its bank for another row that could precharge before the hit was
+  requested (at ``max(its t0, bank_ready[bank], the end of a written burst + tWR, the bank's
+  activate + tRAS)``): a controller that issues each command when it is legal had closed the
+  row by then (requests offered together, as a transfer's, never meet this); a served request
+  leaves, and admission goes on. A transfer's bursts are requests at the same ``t0``; a
+  transfer's queue starts empty (calls do not reorder across each other), and ``transfer3``'s
+  three runs are one transfer.
 * Refresh (when ``tREFI > 0``): every channel owes a refresh at ``tREFI, 2 tREFI, ...``. Before a
   burst on a channel, with ``t = max(t0, bus_free[ch])``: if ``t >= next_ref[ch]``, the last
   refresh due by ``t`` (``r = next_ref + floor((t - next_ref) / tREFI) * tREFI``; the ones before
@@ -108,7 +112,8 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
   that does not fit holds back the rest. A write is done (posted) when the buffer takes it: at
   its ``t0``, or when the slot it takes was freed, at the data start of the write drained from
   it. The controller serves reads as above, and drains the buffer (writes only; each time the
-  buffered write whose data can start first, the oldest on a tie; the bus turned to write,
+  buffered write whose data can start first, the oldest on a tie, a row hit held back by the
+  same rule; the bus turned to write,
   then back to read after it) when no read is left to come (all of it), when the buffer is
   full and no admitted read can start its data before the ``t0`` of the write that filled it
   (all of it), or when more than ``write_drain_threshold`` L writes wait and the next read's
@@ -577,12 +582,32 @@ def _chan_locate(j, banks, bpr, groups, mapping):
     return bank, row_global // banks, bank % groups
 
 
+@njit(cache=True, inline="always")
+def _precharge_at(t0s, ch, e, ints, floats):
+    """When the precharge of ring entry ``e`` (a burst of another row than its bank's open
+    one) can go: requested, its bank done with its last burst, write recovery after a write,
+    tRAS after the bank's activate (activate limits on)."""
+    channels, banks = ints[1], ints[2]
+    o_bus, o_ready, o_act, o_last, o_lastg, o_faw, o_start, o_ref, o_end = _offsets(
+        channels, banks, ints[_I_GROUPS])
+    k = ch * banks + e[1]
+    pre = max(t0s[e[0]], floats[_u(o_ready + k)])
+    if floats[_F_WR] > 0.0 and _written(ch, k, o_end, channels, banks, floats):
+        pre = max(pre, floats[_u(o_end + k)] + floats[_F_WR])
+    if floats[_F_ACT] != 0.0:
+        pre = max(pre, floats[_u(o_act + k)] + floats[_F_RAS])
+    return pre
+
+
 @njit(cache=True)
 def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
     """The queue position (0 = oldest) of the burst whose data can start first among the
     ``cnt`` admitted ones that are in their bank's queue (the oldest ``per_bank`` of each bank;
     all when ``per_bank`` is 0); ring rows: key, bank, row, group, requested at ``t0s[key]``
-    (at ``t0`` when ``t0s`` is empty); the oldest on a tie. ``seen``: scratch, two per bank.
+    (at ``t0`` when ``t0s`` is empty); the oldest on a tie. ``seen``: scratch, two per bank
+    (the second: the kinds seen, and above them the ring row + 1 of the bank's oldest burst of
+    another row than its open one). A row hit requested after that burst could precharge is
+    not a candidate (module docstring): neither are the bank's later hits, requested no sooner.
 
     Only the oldest row hit and the oldest other burst of each bank are timed: the others of
     the same bank and kind start no sooner (the same bank state, requested no sooner). No burst
@@ -607,9 +632,13 @@ def _pick(t0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats):
                 continue
             seen[bank] += 1
         kind = 1 if ints[o_open + bank] == row else 2  # a hit / another kind
-        if seen[banks + bank] & kind:
+        kb = seen[banks + bank]
+        if kind == 1 and kb & 2 and timed and t0s[ring[at, 0]] > _precharge_at(
+                t0s, ch, ring[(kb >> 2) - 1], ints, floats):
+            continue  # an older burst of its bank closed the row before this one came
+        if kb & kind:
             continue
-        seen[banks + bank] |= kind
+        seen[banks + bank] = kb | kind | ((at + 1) << 2 if kind == 2 else 0)
         ds, _, _ = _evaluate(t0s[ring[at, 0]] if timed else t0, ch, bank, row, ring[at, 3],
                              ints, floats)
         if i == 0 or ds < best_ds:
@@ -930,18 +959,34 @@ def _drain_size(ch, t0s, ring, head, cnt, cap, per_bank, seen, wbuf, wcnt, wdept
     return n
 
 
+@njit(cache=True, inline="always")
+def _closed_before(t0s, ch, wbuf, q, o_open, ints, floats):
+    """Whether an older buffered write of write ``q``'s bank, for another row, could
+    precharge before ``q`` came (``_pick``'s rule: the row hit ``q`` would be is closed)."""
+    for p in range(q):
+        e = wbuf[p]
+        if e[1] == wbuf[q, 1] and ints[o_open + e[1]] != e[2]:
+            return t0s[wbuf[q, 0]] > _precharge_at(t0s, ch, e, ints, floats)
+    return False
+
+
 @njit(cache=True)
 def _drain_one(ch, t0s, wbuf, wcnt, counts, ints, floats):
-    """Serve the buffered write whose data can start first (the oldest on a tie), the bus
+    """Serve the buffered write whose data can start first (the oldest on a tie; a row hit
+    that came after an older write of its bank could precharge is not one), the bus
     turned to write; it leaves ``wbuf`` (those behind it move up) and its kind is counted.
     Returns its data start."""
     _turn(ch, 1, ints, floats)
     _refresh(t0s[wbuf[0, 0]], ch, ints, floats)
-    best, best_ds = 0, 0.0
+    best, best_ds = -1, 0.0
+    o_open = _IH + ch * ints[2]
     for q in range(wcnt):
         w = wbuf[q]
+        if ints[o_open + w[1]] == w[2] and _closed_before(t0s, ch, wbuf, q, o_open, ints,
+                                                          floats):
+            continue
         ds, _, _ = _evaluate(t0s[w[0]], ch, w[1], w[2], w[3], ints, floats)
-        if q == 0 or ds < best_ds:
+        if best < 0 or ds < best_ds:
             best, best_ds = q, ds
     w = wbuf[best]
     key, bank, row, g = w[0], w[1], w[2], w[3]

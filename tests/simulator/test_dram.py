@@ -486,6 +486,19 @@ class QueueReference:
             self.ready[(ch, bank)] = max(self.ready.get((ch, bank), 0.0), end)
         self.next_ref[ch] = r + t.tREFI
 
+    def precharge_at(self, t0, ch, bank):
+        """When a request for another row than bank ``bank``'s open one, requested at ``t0``,
+        can precharge it: the bank done with its last burst, write recovery after a write, tRAS
+        after its activate (activate limits on)."""
+        t = self.t
+        key = (ch, bank)
+        pre = max(t0, self.ready.get(key, 0.0))
+        if t.tWR and self.written.get(key):
+            pre = max(pre, self.end[key] + t.tWR)
+        if t.tRRD_S or t.tRRD_L or t.tFAW or t.tRAS:
+            pre = max(pre, self.act.get(key, -math.inf) + t.tRAS)
+        return pre
+
     def evaluate(self, t0, ch, bank, row, g):
         t = self.t
         key = (ch, bank)
@@ -538,6 +551,23 @@ class QueueReference:
         self.kinds[kind] += 1
         return end
 
+    def first(self, keys: list[int], t0s: list[float], bursts: list[int], ch: int
+              ) -> tuple[float, int]:
+        """(data start, request) of the request among ``keys`` (in age order) whose data can
+        start first, the oldest on a tie; a row hit that came after an older request of its
+        bank, for another row, could precharge is not one (the row was closed before it came)."""
+        best = None
+        for n, i in enumerate(keys):
+            _, bank, row, g = self.locate(bursts[i])
+            if self.open.get((ch, bank)) == row and any(
+                    self.locate(bursts[p])[1] == bank and self.locate(bursts[p])[2] != row
+                    and t0s[i] > self.precharge_at(t0s[p], ch, bank) for p in keys[:n]):
+                continue
+            start = self.evaluate(t0s[i], ch, bank, row, g)[0]
+            if best is None or start < best[0]:  # a strict < keeps the oldest on a tie
+                best = (start, i)
+        return best
+
     def serve(self, t0s: list[float], bursts: list[int]) -> list[float]:
         """Each channel: admit requests in order, those offered by the time the bus is free
         or the oldest waiting one came, while fewer than queue_depth wait outside the bank
@@ -560,13 +590,7 @@ class QueueReference:
                        and len(admitted) - (len(visible()) if per_bank else 0) < depth):
                     admitted.append(mine.pop(0))
                 self.refresh(ch, t0s[admitted[0]])
-                best = None
-                for i in visible():  # in age order: a strict < keeps the oldest on a tie
-                    _, bank, row, g = self.locate(bursts[i])
-                    start = self.evaluate(t0s[i], ch, bank, row, g)[0]
-                    if best is None or start < best[0]:
-                        best = (start, i)
-                i = best[1]
+                i = self.first(visible(), t0s, bursts, ch)[1]
                 _, bank, row, g = self.locate(bursts[i])
                 start, kind, act = self.evaluate(t0s[i], ch, bank, row, g)
                 done[i] = self.commit(ch, bank, row, g, start, kind, act)
@@ -600,13 +624,7 @@ class QueueReference:
                 return self.visible(reads, bursts)
 
             def first(keys, ch=ch):
-                best = None
-                for i in keys:
-                    _, bank, row, g = self.locate(bursts[i])
-                    start = self.evaluate(t0s[i], ch, bank, row, g)[0]
-                    if best is None or start < best[0]:
-                        best = (start, i)
-                return best
+                return self.first(keys, t0s, bursts, ch)
 
             wait = False  # nothing to do now: the next request comes
             while True:
@@ -1066,20 +1084,44 @@ def test_bad_write_timing_is_refused(field, value, match):
         timing(**{field: value})
 
 
-def test_a_request_is_not_chosen_before_it_is_offered():
+@pytest.mark.parametrize("offered", [40.0, 30.0, 19.0])
+def test_a_request_is_not_chosen_before_it_is_offered(offered):
     """The controller chooses when the bus is free, among the requests offered by then: a row
-    hit offered after that does not pass the row change the controller already chose. Bank 0:
-    a miss on row 0 (data 128..132), a request for row 1 and, offered at 40 (140 with the
-    latency), another burst of row 0. Admitted before it was offered, the late row hit would
-    go second (154..158) and push the row change to 186..190."""
+    hit offered after that does not pass the row change the controller already chose. Nor does
+    one offered after the row change's precharge could go (the bank done with its last burst,
+    at its data end less tCL: 118), though the bus is not yet free: the precharge went out,
+    and the row is closed. Bank 0: a miss on row 0 (data 128..132), a request for row 1 and,
+    offered at ``offered`` (+ 100 latency), another burst of row 0. Had it passed, the late
+    row hit would go second and push the row change later."""
     d = Dram(timing(queue_depth=32))
-    done = d.stream(np.array([0.0, 0.0, 40.0]), np.array([0, 8192, 64]))
+    done = d.stream(np.array([0.0, 0.0, offered]), np.array([0, 8192, 64]))
     assert done.tolist() == [132.0, 164.0, 196.0]
     assert (d.stats.row_misses, d.stats.row_hits, d.stats.row_conflicts) == (1, 0, 2)
-    # offered by the time the bus is free (132 - 100 latency = 32), it does pass
+
+
+@pytest.mark.parametrize("offered", [0.0, 10.0, 18.0])
+def test_a_row_hit_offered_before_the_row_change_can_go_passes_it(offered):
+    """Offered by the time the row change's precharge could go (118 - 100 latency = 18), the
+    row hit is pending then: the controller keeps the row open for it (first-ready), and it
+    goes second (132..136), the row change after it."""
     d = Dram(timing(queue_depth=32))
-    done = d.stream(np.array([0.0, 0.0, 30.0]), np.array([0, 8192, 64]))
-    assert done.tolist() == [132.0, 180.0, 148.0]
+    done = d.stream(np.array([0.0, 0.0, offered]), np.array([0, 8192, 64]))
+    assert done.tolist() == [132.0, 168.0, 136.0]
+    assert (d.stats.row_misses, d.stats.row_hits, d.stats.row_conflicts) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("offered, kinds", [(10.0, (1, 1, 1)), (18.0, (1, 1, 1)),
+                                             (19.0, (1, 0, 2)), (30.0, (1, 0, 2))])
+def test_a_buffered_write_hit_does_not_pass_a_row_change_that_could_go_before_it_came(
+        offered, kinds):
+    """The same rule in a drain: a read of row 0 of bank 0 (data 128..132), a write to its row
+    1 and, offered at ``offered`` (+ 100 latency), a write to row 0; both drain when the bus is
+    free. The row 1 write could precharge at 118 (the read's data end less tCL): a row 0 write
+    that came by then is a hit and goes first; one that came later is a conflict after it."""
+    d = Dram(timing(queue_depth=32, write_queue_depth=8))
+    d.stream(np.array([0.0, 0.0, offered]), np.array([0, 8192, 64]),
+             np.array([False, True, True]))
+    assert (d.stats.row_misses, d.stats.row_hits, d.stats.row_conflicts) == kinds
 
 
 def _stream_pick_by_walking(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats, queued=()):
