@@ -111,16 +111,20 @@ Timing rules (per burst, in the order the bursts appear in the transfer)
   while they have room, a write into its W-entry buffer while it has room; the first request
   that does not fit holds back the rest. A write is done (posted) when the buffer takes it: at
   its ``t0``, or when the slot it takes was freed, at the data start of the write drained from
-  it. The controller serves reads as above, and drains the buffer (writes only; each time the
-  buffered write whose data can start first, the oldest on a tie, a row hit held back by the
-  same rule; the bus turned to write,
-  then back to read after it) when no read is left to come (all of it), when the buffer is
-  full and no admitted read can start its data before the ``t0`` of the write that filled it
-  (all of it), or when more than ``write_drain_threshold`` L writes wait and the next read's
-  ``t0`` (admitted or to come) is later than ``td = max(bus_free[ch], t0 of the (L+1)-th
-  buffered write)`` (the writes requested by ``td``); otherwise, with no read admitted, the
-  writes wait for the next request. Without a buffer a stream's writes queue and time as
-  reads.
+  it. The controller serves reads as above, and drains the buffer (each time the buffered
+  write whose data can start first, the oldest on a tie, a row hit held back by the same rule;
+  the bus turned to write, then back to read after it) when no read is left to come (all of
+  it), when the buffer is full and no admitted read can start its data before the ``t0`` of
+  the write that filled it (all of it), or when more than ``write_drain_threshold`` L writes
+  wait and the next read's ``t0`` (admitted or to come) is later than ``td =
+  max(bus_free[ch], t0 of the (L+1)-th buffered write)`` (the writes requested by ``td``);
+  otherwise, with no read admitted, the writes wait for the next request. During a drain,
+  the reads queued when it began (in their bank queues) still go: one whose data can start
+  before the next write's, each with the bus turned its way (``+ tWTR + tCL`` or ``+ tRTW``
+  where the bus last went the other way), is served first (of them, the one ``_pick``
+  chooses), as a controller serves the reads already in its command queues while it drains
+  (so a bank's write recovery overlaps other banks' reads); reads admitted during the drain
+  wait for its end. Without a buffer a stream's writes queue and time as reads.
 * ``finish`` is the end of the transfer's last data beat. ``ideal_cycles = bytes_useful /
   bytes_per_cycle`` (all channels at peak), and ``finish - start >= ideal_cycles`` always, so the
   engine can charge ``ideal_cycles`` of a wait to DRAM bandwidth and the rest
@@ -999,6 +1003,31 @@ def _drain_one(ch, t0s, wbuf, wcnt, counts, ints, floats):
 
 
 @njit(cache=True)
+def _read_first(ch, t0s, ring, head, old, cap, per_bank, seen, wbuf, wcnt, ints, floats):
+    """Whether, during a drain, one of the ``old`` reads queued when it began can start its
+    data before the next buffered write, each with the bus turned its way."""
+    channels, banks = ints[1], ints[2]
+    o_dir = _offsets(channels, banks, ints[_I_GROUPS])[8] + channels * banks
+    bus = floats[_FH + ch]
+    cur = floats[o_dir + ch]
+    floats[_FH + ch] = bus + (floats[_F_WTR] if cur == 1.0 else 0.0)
+    p = _pick(0.0, t0s, ch, ring, head, old, cap, per_bank, seen, ints, floats)
+    e = ring[(head + p) % cap]
+    ds_r = _evaluate(t0s[e[0]], ch, e[1], e[2], e[3], ints, floats)[0]
+    floats[_FH + ch] = bus + (floats[_F_RTW] if cur == 0.0 else 0.0)
+    o_open = _IH + ch * banks
+    ds_w = math.inf
+    for q in range(wcnt):
+        w = wbuf[q]
+        if ints[o_open + w[1]] == w[2] and _closed_before(t0s, ch, wbuf, q, o_open, ints,
+                                                          floats):
+            continue
+        ds_w = min(ds_w, _evaluate(t0s[w[0]], ch, w[1], w[2], w[3], ints, floats)[0])
+    floats[_FH + ch] = bus
+    return ds_r < ds_w
+
+
+@njit(cache=True)
 def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
     """Serve one-burst requests (burst indices ``bursts`` requested at ``t0s``, in order)
     through each channel's queues and, ``buffered``, its write buffer (``writes``; module
@@ -1017,7 +1046,7 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
     wbuf = np.empty((wdepth, 4), dtype=np.int64)  # key, bank, row, group; oldest first
     slots = np.empty(wdepth)  # when the free slots freed, oldest first (a ring from shead)
     for ch in range(channels):
-        head = cnt = waiting = wcnt = drain = shead = 0
+        head = cnt = waiting = wcnt = drain = shead = old = 0
         admitted[:] = 0
         slots[:] = -math.inf
         i = nr = 0
@@ -1067,7 +1096,10 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
                     t_read = t0s[nr] if nr < n else math.inf
                 drain = _drain_size(ch, t0s, ring, head, cnt, cap, per_bank, seen, wbuf, wcnt,
                                     wdepth, low, t_read, ints, floats)
-            if drain > 0:
+                old = cnt if drain > 0 else 0  # the reads queued when the drain begins
+            if drain > 0 and not (old > 0 and _read_first(ch, t0s, ring, head, old, cap,
+                                                        per_bank, seen, wbuf, wcnt, ints,
+                                                        floats)):
                 ds = _drain_one(ch, t0s, wbuf, wcnt, counts, ints, floats)
                 slots[(shead + wdepth - wcnt) % wdepth] = ds  # its slot frees
                 wcnt -= 1
@@ -1079,7 +1111,8 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
             if buffered:
                 _turn(ch, 0, ints, floats)
             _refresh(t0s[ring[head, 0]], ch, ints, floats)
-            p = _pick(0.0, t0s, ch, ring, head, cnt, cap, per_bank, seen, ints, floats)
+            p = _pick(0.0, t0s, ch, ring, head, old if drain > 0 else cnt, cap, per_bank, seen,
+                      ints, floats)
             e = ring[(head + p) % cap]
             key, bank, row, g = e[0], e[1], e[2], e[3]
             ds, kind, act = _evaluate(t0s[key], ch, bank, row, g, ints, floats)
@@ -1087,6 +1120,8 @@ def _queue_kernel(t0s, bursts, writes, buffered, ints, floats, done):
             counts[kind] += 1
             head = _take_at(ints, o_ring, head, cap, p)
             cnt -= 1
+            if p < old:
+                old -= 1
             waiting += _waits(admitted, bank, per_bank, -1)
     return counts[0], counts[1], counts[2]
 

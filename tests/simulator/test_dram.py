@@ -619,6 +619,7 @@ class QueueReference:
             wbuf: list[int] = []
             freed = [-math.inf] * cap  # when the free slots were freed, oldest first
             drain = 0
+            old: list[int] = []
 
             def visible(reads=reads):
                 return self.visible(reads, bursts)
@@ -663,7 +664,10 @@ class QueueReference:
                         td = max(self.bus.get(ch, 0.0), t0s[wbuf[low]])
                         if t_read > td:
                             drain = sum(1 for k in wbuf if t0s[k] <= td)
-                if drain:
+                    old = list(reads) if drain else []  # queued when the drain begins
+                if drain and old and self.read_first(old, wbuf, t0s, bursts, ch, visible):
+                    pass  # one of those reads starts before the next write: it goes first
+                elif drain:
                     self.turn(ch, 1)
                     self.refresh(ch, t0s[wbuf[0]])
                     i = first(wbuf)[1]
@@ -679,12 +683,25 @@ class QueueReference:
                     continue
                 self.turn(ch, 0)
                 self.refresh(ch, t0s[reads[0]])
-                i = first(visible())[1]
+                i = first(visible(old) if drain else visible())[1]
                 _, bank, row, g = self.locate(bursts[i])
                 start, kind, act = self.evaluate(t0s[i], ch, bank, row, g)
                 done[i] = self.commit(ch, bank, row, g, start, kind, act)
                 reads.remove(i)
+                if i in old:
+                    old.remove(i)
         return done
+
+    def read_first(self, old, wbuf, t0s, bursts, ch, visible) -> bool:
+        """During a drain: whether one of the reads queued when it began (``old``) can start
+        its data before the next buffered write, each with the bus turned its way."""
+        t, bus, cur = self.t, self.bus.get(ch, 0.0), self.dir.get(ch, 0)
+        self.bus[ch] = bus + (t.tWTR + t.tCL if t.tWTR and cur == 1 else 0.0)
+        read = self.first(visible(old), t0s, bursts, ch)[0]
+        self.bus[ch] = bus + (t.tRTW if cur == 0 else 0.0)
+        write = self.first(wbuf, t0s, bursts, ch)[0]
+        self.bus[ch] = bus
+        return read < write
 
 
 @st.composite
@@ -1122,6 +1139,26 @@ def test_a_buffered_write_hit_does_not_pass_a_row_change_that_could_go_before_it
     d.stream(np.array([0.0, 0.0, offered]), np.array([0, 8192, 64]),
              np.array([False, True, True]))
     assert (d.stats.row_misses, d.stats.row_hits, d.stats.row_conflicts) == kinds
+
+
+def test_a_read_queued_when_a_drain_begins_goes_between_its_writes():
+    """A read queued when a drain begins goes before the drain's next write when its data can
+    start first, each with the bus turned its way (as a controller serves the reads already
+    in its command queues while it drains). Bank 1: writes to row 0 (2048) and row 1 (10240)
+    fill the 2-write buffer with a read of row 0 (2112) queued, all requested at 100; the
+    drain writes row 0 (a miss, data 128..132, before the read's 128 on a tie); then the read,
+    a row hit, can start at 132 + tWTR + tCL = 148, the row 1 write only after write recovery,
+    a precharge and an activate (137 + 42 = 179): the read goes (data to 152), then the
+    write. Drained first, that write would have pushed the read to a second row change."""
+    t = timing(queue_depth=32, write_queue_depth=2, write_drain_threshold=0, tRTW=2, tWTR=2,
+               tWR=5)
+    d = Dram(t)
+    done = d.stream(np.zeros(3), np.array([2048, 2112, 10240]), np.array([True, False, True]))
+    assert done.tolist() == [100.0, 152.0, 100.0]
+    assert (d.stats.row_misses, d.stats.row_hits, d.stats.row_conflicts) == (1, 1, 1)
+    ref = QueueReference(t)  # the reference without the rule times the read at 234
+    ref.read_first = lambda *a: False
+    assert ref.serve_buffered([100.0] * 3, [32, 33, 160], [True, False, True])[1] == 234.0
 
 
 def _stream_pick_by_walking(t0, ch, nj, s, lo, hi, depth, per_bank, ints, floats, queued=()):
