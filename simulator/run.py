@@ -192,11 +192,13 @@ def _stored_map_bits(work: SparseWork, x: str, feats: SparseFeatures,
             rows, cols = rows | r, cols | c
     if fmap is None:
         return None
+    if not (rows.all() and cols.all()):  # else no copy of the map
+        nz = nz[..., rows, :][..., cols]
+    words = int(np.prod(nz.shape[1:]))
     data = meta = 0
-    for grp in nz[..., rows, :][..., cols].reshape(nz.shape[0], -1):
-        if grp.size:  # a run of no words is no bits
-            d, m = block_bits(fmap.fmt, 1, grp.size, int(grp.sum()), fmap.value_bits,
-                              fmap.nm_m)
+    for z in nz.sum(axis=tuple(range(1, nz.ndim)), dtype=np.int64).tolist():
+        if words:  # a run of no words is no bits
+            d, m = block_bits(fmap.fmt, 1, words, z, fmap.value_bits, fmap.nm_m)
             data, meta = data + d, meta + m
     return data, meta
 
