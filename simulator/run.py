@@ -154,16 +154,86 @@ def _incl_prefetch(layer: Layer, gemm: Gemm, arch, dataflow: str, total: int,
     return fill + total + drain
 
 
+def _map_read(im2col: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The stored rows and columns of the feature map of ``Gemm.im2col`` that some window
+    reads (bool, over the map's stored pixels: the rows and columns of zeros a transposed
+    ``bwd_input`` inserts left out), as ``dataflows.tiles`` walks the windows: row
+    oy·sh − ph + i·dh of every position oy and tap i inside the map, likewise the columns."""
+    g = (list(im2col[1:]) + [0] * 6)[:20]
+    out = []
+    for n, k, s, p, d, o, ins in ((g[2], g[4], g[6], g[8], g[10], g[12], g[18]),
+                                  (g[3], g[5], g[7], g[9], g[11], g[13], g[19])):
+        at = (np.arange(o)[:, None] * s - p + np.arange(k)[None, :] * d).ravel()
+        hit = np.zeros(n, dtype=bool)
+        hit[at[(at >= 0) & (at < n)]] = True
+        out.append(hit[:: max(1, ins)])
+    return out[0], out[1]
+
+
+def _stored_map_bits(work: SparseWork, x: str, feats: SparseFeatures,
+                     wbits: tuple[int, int]) -> tuple[int, int] | None:
+    """(data bits, metadata bits) of the feature map operand ``x`` of ``work`` expands, stored
+    compressed in DRAM: per group of the GEMM, its words that some window reads, each once, as
+    one run compressed by its own nonzeros, ``block_bits`` of a ``1 × n`` block (``run_bits``:
+    what ``dataflows.tiles`` counts for the whole map fetched once). A phase lowered to
+    several GEMMs reads one map in all: the words any of them reads. None where no GEMM of the
+    work carries that map (``SparseWork.map_nonzero``)."""
+    nz = rows = cols = fmap = None
+    for p in work.parts or [work]:
+        f = getattr(operand_compression(p, feats, wbits, "dram"), "fmap", None)
+        if f is None or f.which != x:
+            continue
+        r, c = _map_read(p.gemm.im2col)
+        g = (list(p.gemm.im2col[1:]) + [0] * 6)[:20]
+        if fmap is None:
+            fmap, rows, cols = f, r, c
+            nz = f.nonzero[..., :: max(1, g[18]), :: max(1, g[19])]
+        else:
+            rows, cols = rows | r, cols | c
+    if fmap is None:
+        return None
+    if not (rows.all() and cols.all()):  # else no copy of the map
+        nz = nz[..., rows, :][..., cols]
+    words = int(np.prod(nz.shape[1:]))
+    data = meta = 0
+    for z in nz.sum(axis=tuple(range(1, nz.ndim)), dtype=np.int64).tolist():
+        if words:  # a run of no words is no bits
+            d, m = block_bits(fmap.fmt, 1, words, z, fmap.value_bits, fmap.nm_m)
+            data, meta = data + d, meta + m
+    return data, meta
+
+
 def _format_bytes(full: Gemm, work: SparseWork, feats: SparseFeatures, arch) -> dict[str, int]:
-    """Data and metadata bytes of A and B (all groups) in their roles' formats, as stored in
-    DRAM: the expanded im2col matrix's nonzeros are scaled to the feature map it expands."""
+    """Data and metadata bytes of A and B (all groups) in their roles' DRAM formats, as the
+    operand is stored in DRAM (each element once, however often the GEMM reads it):
+
+    * an im2col operand whose map is stored compressed: the feature map itself, from its own
+      nonzeros, one run per group of the GEMM (``_stored_map_bits``): each word some window
+      reads once, however many windows read it; padding and the zeros a transposed
+      ``bwd_input`` inserts are not stored, and words no window reads (three in four of a
+      stride-2 1×1 convolution's) are not counted: the schedule never fetches them, and the
+      dense count (``Gemm.stored``, at most the matrix's elements) leaves them out too;
+    * a reduced mode's GEMM (``nm``, ``fanin``, ``structured``, alone or with skipping): what
+      it stores (``Gemm.stored`` of the executed GEMM: the condensed weight slots, the kept
+      share of a structured operand, the dense activations), in words: its operands are moved
+      compact, with no format or metadata (``docs/sparse.md``, "Traffic");
+    * any other operand: its matrix (``full``'s) as one block in its format from its nonzeros
+      (per group, the groups' mean), scaled by the elements stored / the matrix's elements (a
+      dense im2col operand is the feature map it expands)."""
     out = {}
-    for x, (r, c), buf, i in (("A", (full.M, full.K), "ifmap", 0),
-                              ("B", (full.K, full.N), "filter", 1)):
+    wbits = (8 * arch.word_bytes["ifmap"], 8 * arch.word_bytes["filter"])
+    for x, (r, c), i in (("A", (full.M, full.K), 0), ("B", (full.K, full.N), 1)):
         fmt = feats.format_of(full.roles[i], "dram")
-        w = 8 * arch.word_bytes[buf]
+        if work.reduction is not None:
+            g = work.gemm
+            bits = (g.groups * g.stored(x) * wbits[i], 0)
+        else:
+            bits = None if fmt == "dense" else _stored_map_bits(work, x, feats, wbits)
+        if bits is not None:
+            out[f"{x} Data Bytes"], out[f"{x} Metadata Bytes"] = bits[0] // 8, bits[1] // 8
+            continue
         nnz = work.nnz[x] // max(1, full.groups)
-        data, meta = block_bits(fmt, r, c, nnz, w, feats.nm[1] if feats.nm else 4)
+        data, meta = block_bits(fmt, r, c, nnz, wbits[i], feats.nm[1] if feats.nm else 4)
         stored = full.stored(x) / (r * c)
         out[f"{x} Data Bytes"] = int(full.groups * data * stored / 8)
         out[f"{x} Metadata Bytes"] = int(full.groups * meta * stored / 8)
