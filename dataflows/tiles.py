@@ -1711,48 +1711,64 @@ def _kept_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int]
 # GEMMs whose operands are compressed: each group planned on its own blocks ----
 
 
-# channel sums kept per map (``_map_sums``): slots, and channel runs remembered as seen once
+# channel sums kept per map (``_map_sums``): slots, and runs of channels read plane by plane
 _SUM_SLOTS = 4
-_SUM_SEEN = 8
+_SUM_SEEN = 16
 
 
 @njit(cache=True)
 def _map_sums(geo):
     """An empty store of channel sums of a map (``_chan_sum``): per slot its channels (first,
-    end) and last use, then the channel runs seen once (first, end, when), then a clock; and
-    the slots' sums, per image and pixel (left unfilled until a slot is taken)."""
-    keys = np.full((_SUM_SLOTS + _SUM_SEEN + 1, 3), -1, dtype=np.int64)
+    end) and last use, then per run of channels read plane by plane its channels, the pixels
+    read so, its last use and whether it was summed before, then a clock; and the slots' sums,
+    per image and pixel (left unfilled until a slot is taken)."""
+    keys = np.full((_SUM_SLOTS + _SUM_SEEN + 1, 5), -1, dtype=np.int64)
     keys[-1, 0] = 0
     return keys, np.empty((_SUM_SLOTS, geo[0] * geo[2] * geo[3]), dtype=np.int32)
 
 
 @njit(cache=True)
-def _chan_sum(geo, nz, c0, c1, keys, sums):
+def _seen(keys, c0, c1, now):
+    """The row of ``keys`` that remembers channels c0 .. c1−1 as read plane by plane (a new
+    one in place of the least recently used, and whether it is new)."""
+    old = _SUM_SLOTS
+    for at in range(_SUM_SLOTS, _SUM_SLOTS + _SUM_SEEN):
+        if keys[at, 0] == c0 and keys[at, 1] == c1:
+            keys[at, 3] = now
+            return at, False
+        if keys[at, 3] < keys[old, 3]:
+            old = at
+    keys[old, 0], keys[old, 1], keys[old, 2], keys[old, 3], keys[old, 4] = c0, c1, 0, now, 0
+    return old, True
+
+
+@njit(cache=True)
+def _chan_sum(geo, nz, c0, c1, cost, keys, sums):
     """The slot of ``sums`` that holds, per image and pixel, the nonzeros of channels
-    c0 .. c1−1, or −1: a run of channels is summed once it is asked for a second time (a
-    block's channels that no other block reads are cheaper read channel by channel); the
-    least recently used slot gives way."""
+    c0 .. c1−1, or −1 (read them plane by plane: ``cost`` pixels). A run of channels is summed
+    when it is asked for a second time; one whose sum gave way to another's (runs that take
+    turns) only once it has been read plane by plane as many pixels as summing it reads, so
+    that it costs at most twice the cheaper way. The least recently used slot gives way."""
     keys[-1, 0] += 1
     now = keys[-1, 0]
     for i in range(_SUM_SLOTS):
         if keys[i, 0] == c0 and keys[i, 1] == c1:
             keys[i, 2] = now
             return i
-    old = _SUM_SLOTS
-    for i in range(_SUM_SLOTS, _SUM_SLOTS + _SUM_SEEN):
-        if keys[i, 0] == c0 and keys[i, 1] == c1:
-            break
-        if keys[i, 2] < keys[old, 2]:
-            old = i
-    else:
-        keys[old, 0], keys[old, 1], keys[old, 2] = c0, c1, now
+    at, new = _seen(keys, c0, c1, now)
+    keys[at, 2] += cost
+    cg, hwp = geo[1], geo[2] * geo[3]
+    if new or (keys[at, 4] == 1 and keys[at, 2] < (c1 - c0) * geo[0] * hwp):
         return -1
+    keys[at, :4] = -1
     slot = 0
     for i in range(1, _SUM_SLOTS):
         if keys[i, 2] < keys[slot, 2]:
             slot = i
+    if keys[slot, 0] >= 0:  # the sum that gives way is remembered as summed before
+        gone, _ = _seen(keys, keys[slot, 0], keys[slot, 1], now)
+        keys[gone, 4] = 1
     keys[slot, 0], keys[slot, 1], keys[slot, 2] = c0, c1, now
-    cg, hwp = geo[1], geo[2] * geo[3]
     out = sums[slot]
     for img in range(geo[0]):
         row = out[img * hwp:(img + 1) * hwp]
@@ -1763,11 +1779,12 @@ def _chan_sum(geo, nz, c0, c1, keys, sums):
 
 
 @njit(cache=True)
-def _class_sum(geo, nz, img, c0, c1, runs, nr, keys, sums):
-    """Nonzeros of image ``img``'s channels c0 .. c1−1 in ``nr`` runs of pixels of a plane:
-    from their channel sum where one is kept (``_chan_sum``), else plane by plane."""
+def _class_sum(geo, nz, img, c0, c1, runs, nr, words, keys, sums):
+    """Nonzeros of image ``img``'s channels c0 .. c1−1 in ``nr`` runs of pixels of a plane
+    (``words`` pixels): from their channel sum where one is kept (``_chan_sum``), else plane
+    by plane."""
     cg, hwp = geo[1], geo[2] * geo[3]
-    slot = _chan_sum(geo, nz, c0, c1, keys, sums) if c1 - c0 > 1 else -1
+    slot = _chan_sum(geo, nz, c0, c1, (c1 - c0) * words, keys, sums) if c1 - c0 > 1 else -1
     if slot >= 0:
         return _runs_sum(sums[slot], img * hwp, runs, nr)
     z = 0
@@ -1950,7 +1967,8 @@ def _map_words(geo, nz, blk, hit, span, runs, keys, sums):
                 nr = _map_runs(geo, r0, r1, cls[ci, 2], cls[ci, 3], hit, span, runs[0])
                 words = _runs_words(runs[0], nr)
             n += words * (cls[ci, 1] - cls[ci, 0])
-            z += _class_sum(geo, nz, img, cls[ci, 0], cls[ci, 1], runs[0], nr, keys, sums)
+            z += _class_sum(geo, nz, img, cls[ci, 0], cls[ci, 1], runs[0], nr, words, keys,
+                             sums)
     return n, z
 
 
@@ -1985,7 +2003,7 @@ def _map_shared(geo, nz, a, b, hit, span, runs, keys, sums):
                     nr = _runs_and(runs[0], n1, runs[1], n2, runs[2])
                     words = _runs_words(runs[2], nr)
                 n += words * (c1 - c0)
-                z += _class_sum(geo, nz, img, c0, c1, runs[2], nr, keys, sums)
+                z += _class_sum(geo, nz, img, c0, c1, runs[2], nr, words, keys, sums)
     return n, z
 
 
@@ -1994,10 +2012,11 @@ def _map_all(geo, nz, hit, span, runs, keys, sums):
     """(words, nonzeros) of all of the map the im2col matrix reads: every channel of every
     image at the pixels some window reads (all positions through all taps)."""
     nr = _map_runs(geo, 0, geo[12] * geo[13], 0, geo[4] * geo[5], hit, span, runs[0])
+    words = _runs_words(runs[0], nr)
     z = 0
     for img in range(geo[0]):
-        z += _class_sum(geo, nz, img, 0, geo[1], runs[0], nr, keys, sums)
-    return _runs_words(runs[0], nr) * geo[0] * geo[1], z
+        z += _class_sum(geo, nz, img, 0, geo[1], runs[0], nr, words, keys, sums)
+    return words * geo[0] * geo[1], z
 
 
 @njit(cache=True)
