@@ -1711,99 +1711,316 @@ def _kept_schedule(gemm: Gemm, mapping: DenseMapping, caps: tuple[int, int, int]
 # GEMMs whose operands are compressed: each group planned on its own blocks ----
 
 
+# channel sums kept per map (``_map_sums``): slots, and runs of channels read plane by plane
+_SUM_SLOTS = 4
+_SUM_SEEN = 16
+
+
 @njit(cache=True)
-def _map_set(geo, nz, blk, stamp, tag, only, prev):
-    """(words, nonzeros) of the feature map (one group's: ``nz`` flat over (image, channel,
-    y, x)) that im2col block ``blk`` (positions p0 .. p1−1, real ones, × columns k0 .. k1−1)
-    touches, each once, marking them ``tag`` in ``stamp``; with ``only`` ≥ 0, of those only
-    the words marked ``only`` (the words it shares with the block marked so); then the
-    (words, nonzeros) among them that were marked ``prev`` (shared with that block). Element
-    by element, positions outer."""
+def _map_sums(geo):
+    """An empty store of channel sums of a map (``_chan_sum``): per slot its channels (first,
+    end) and last use, then per run of channels read plane by plane its channels, the pixels
+    read so, its last use and whether it was summed before, then a clock; and the slots' sums,
+    per image and pixel (left unfilled until a slot is taken)."""
+    keys = np.full((_SUM_SLOTS + _SUM_SEEN + 1, 5), -1, dtype=np.int64)
+    keys[-1, 0] = 0
+    return keys, np.empty((_SUM_SLOTS, geo[0] * geo[2] * geo[3]), dtype=np.int32)
+
+
+@njit(cache=True)
+def _seen(keys, c0, c1, now):
+    """The row of ``keys`` that remembers channels c0 .. c1−1 as read plane by plane (a new
+    one in place of the least recently used, and whether it is new)."""
+    old = _SUM_SLOTS
+    for at in range(_SUM_SLOTS, _SUM_SLOTS + _SUM_SEEN):
+        if keys[at, 0] == c0 and keys[at, 1] == c1:
+            keys[at, 3] = now
+            return at, False
+        if keys[at, 3] < keys[old, 3]:
+            old = at
+    keys[old, 0], keys[old, 1], keys[old, 2], keys[old, 3], keys[old, 4] = c0, c1, 0, now, 0
+    return old, True
+
+
+@njit(cache=True)
+def _chan_sum(geo, nz, c0, c1, cost, keys, sums):
+    """The slot of ``sums`` that holds, per image and pixel, the nonzeros of channels
+    c0 .. c1−1, or −1 (read them plane by plane: ``cost`` pixels). A run of channels is summed
+    when it is asked for a second time; one whose sum gave way to another's (runs that take
+    turns) only once it has been read plane by plane as many pixels as summing it reads, so
+    that it costs at most twice the cheaper way. The least recently used slot gives way."""
+    keys[-1, 0] += 1
+    now = keys[-1, 0]
+    for i in range(_SUM_SLOTS):
+        if keys[i, 0] == c0 and keys[i, 1] == c1:
+            keys[i, 2] = now
+            return i
+    at, new = _seen(keys, c0, c1, now)
+    keys[at, 2] += cost
+    cg, hwp = geo[1], geo[2] * geo[3]
+    if new or (keys[at, 4] == 1 and keys[at, 2] < (c1 - c0) * geo[0] * hwp):
+        return -1
+    keys[at, :4] = -1
+    slot = 0
+    for i in range(1, _SUM_SLOTS):
+        if keys[i, 2] < keys[slot, 2]:
+            slot = i
+    if keys[slot, 0] >= 0:  # the sum that gives way is remembered as summed before
+        gone, _ = _seen(keys, keys[slot, 0], keys[slot, 1], now)
+        keys[gone, 4] = 1
+    keys[slot, 0], keys[slot, 1], keys[slot, 2] = c0, c1, now
+    out = sums[slot]
+    for img in range(geo[0]):
+        row = out[img * hwp:(img + 1) * hwp]
+        row[:] = 0
+        for c in range(c0, c1):
+            row += nz[(img * cg + c) * hwp:(img * cg + c + 1) * hwp]
+    return slot
+
+
+@njit(cache=True)
+def _class_sum(geo, nz, img, c0, c1, runs, nr, words, keys, sums):
+    """Nonzeros of image ``img``'s channels c0 .. c1−1 in ``nr`` runs of pixels of a plane
+    (``words`` pixels): from their channel sum where one is kept (``_chan_sum``), else plane
+    by plane."""
+    cg, hwp = geo[1], geo[2] * geo[3]
+    slot = _chan_sum(geo, nz, c0, c1, (c1 - c0) * words, keys, sums) if c1 - c0 > 1 else -1
+    if slot >= 0:
+        return _runs_sum(sums[slot], img * hwp, runs, nr)
+    z = 0
+    for c in range(c0, c1):
+        z += _runs_sum(nz, (img * cg + c) * hwp, runs, nr)
+    return z
+
+
+@njit(cache=True)
+def _map_scratch(geo):
+    """Scratch for ``_map_runs`` on the map's planes: per pixel whether it is hit, per row the
+    span of its hits (first, last), and three buffers of runs (two sets and their common
+    part)."""
+    h, w = geo[2], geo[3]
+    span = np.empty((2, h), dtype=np.int64)
+    span[0, :] = w
+    span[1, :] = -1
+    return np.zeros(h * w, dtype=np.uint8), span, np.zeros((3, h * w + 1, 2), dtype=np.int64)
+
+
+@njit(cache=True)
+def _map_hit(geo, r0, r1, t0, t1, hit, span):
+    """Mark in ``hit`` the stored pixels of one plane that the positions r0 .. r1−1 of an image
+    read through the taps t0 .. t1−1, with each row's span of them in ``span``; returns the
+    rows (first, last) marked. A kernel row's taps over a row of positions read an interval of
+    the input row when they leave no column between them (unit dilation, as many taps as the
+    stride or one position): marked as one."""
+    h, w, kw, sh, sw, ph, pw = geo[2], geo[3], geo[5], geo[6], geo[7], geo[8], geo[9]
+    dh, dw, wo, ih, iw = geo[10], geo[11], geo[13], geo[18], geo[19]
+    i0, i1 = t0 // kw, (t1 - 1) // kw
+    ylo, yhi = h, -1
+    for oy in range(r0 // wo, (r1 - 1) // wo + 1):
+        oxa = max(r0, oy * wo) - oy * wo
+        oxb = min(r1, (oy + 1) * wo) - oy * wo - 1
+        for i in range(i0, i1 + 1):
+            y = oy * sh - ph + i * dh
+            if y < 0 or y >= h or (ih and y % ih):
+                continue
+            ja = t0 - i * kw if i == i0 else 0
+            jb = t1 - 1 - i * kw if i == i1 else kw - 1
+            row = y * w
+            lo, hi = span[0, y], span[1, y]
+            if dw == 1 and (jb - ja + 1 >= sw or oxa == oxb):
+                xa, xb = max(0, oxa * sw - pw + ja), min(w - 1, oxb * sw - pw + jb)
+                for x in range(xa, xb + 1):
+                    if not (iw and x % iw):
+                        hit[row + x] = 1
+                if xa <= xb:
+                    lo, hi = min(lo, xa), max(hi, xb)
+            else:
+                for ox in range(oxa, oxb + 1):
+                    for j in range(ja, jb + 1):
+                        x = ox * sw - pw + j * dw
+                        if 0 <= x < w and not (iw and x % iw):
+                            hit[row + x] = 1
+                            lo, hi = min(lo, x), max(hi, x)
+            span[0, y], span[1, y] = lo, hi
+            ylo, yhi = min(ylo, y), max(yhi, y)
+    return ylo, yhi
+
+
+@njit(cache=True)
+def _run_add(runs, nr, start, end):
+    """Append the run start .. end−1 to the ``nr`` ascending runs of ``runs``, merged with the
+    last one where they meet; returns how many runs there are."""
+    if nr and runs[nr - 1, 1] == start:
+        runs[nr - 1, 1] = end
+        return nr
+    runs[nr, 0], runs[nr, 1] = start, end
+    return nr + 1
+
+
+@njit(cache=True)
+def _map_runs(geo, r0, r1, t0, t1, hit, span, runs):
+    """The stored pixels of one plane that the positions r0 .. r1−1 of an image (flat
+    oy·wo + ox) read through the taps t0 .. t1−1, as runs of consecutive flat pixels
+    (y·w + x) into ``runs`` (start, end), ascending, returning how many. ``hit`` and ``span``
+    are left clear."""
+    if r0 >= r1 or t0 >= t1:
+        return 0
+    w = geo[3]
+    ylo, yhi = _map_hit(geo, r0, r1, t0, t1, hit, span)
+    nr = 0
+    for y in range(ylo, yhi + 1):
+        lo, hi = span[0, y], span[1, y]
+        span[0, y], span[1, y] = w, -1
+        start = -1
+        for p in range(y * w + lo, y * w + hi + 1):
+            if hit[p]:
+                hit[p] = 0
+                start = p if start < 0 else start
+            elif start >= 0:
+                nr = _run_add(runs, nr, start, p)
+                start = -1
+        if start >= 0:
+            nr = _run_add(runs, nr, start, y * w + hi + 1)
+    return nr
+
+
+@njit(cache=True)
+def _runs_and(a, na, b, nb, out):
+    """The common part of two ascending sets of runs, as runs into ``out``; returns how many."""
+    i = j = k = 0
+    while i < na and j < nb:
+        s, e = max(a[i, 0], b[j, 0]), min(a[i, 1], b[j, 1])
+        if s < e:
+            out[k, 0], out[k, 1] = s, e
+            k += 1
+        if a[i, 1] < b[j, 1]:
+            i += 1
+        else:
+            j += 1
+    return k
+
+
+@njit(cache=True)
+def _runs_words(runs, nr):
+    """Pixels in ``nr`` runs."""
+    n = 0
+    for r in range(nr):
+        n += runs[r, 1] - runs[r, 0]
+    return n
+
+
+@njit(cache=True)
+def _runs_sum(nz, base, runs, nr):
+    """Nonzeros of a plane (at ``base`` in the map ``nz``) in ``nr`` runs of its pixels."""
+    z = 0
+    for r in range(nr):
+        for p in range(base + runs[r, 0], base + runs[r, 1]):
+            z += nz[p]
+    return z
+
+
+@njit(cache=True)
+def _map_classes(geo, k0, k1, cls):
+    """The channels of columns k0 .. k1−1 (after ``_k_range``) in runs that read the same taps:
+    rows (first channel, end channel, first tap, end tap) into ``cls``; returns how many (at
+    most three: only the first and last channel, or tap, of the columns may be partial).
+    Slots that pad the channels to the lanes hold no word."""
+    taps, cp, cg = geo[4] * geo[5], geo[14], geo[1]
+    n = 0
+    if k0 >= k1:
+        return 0
+    if cp == 0:
+        c0, c1 = k0 // taps, (k1 - 1) // taps
+        cut = np.array([c0, c0 + 1, c1, c1 + 1]) if c1 > c0 else np.array([c0, c0, c0, c0 + 1])
+    else:
+        cut = np.sort(np.array([0, min(k0 % cp, cg), min(k1 % cp, cg), cg]))
+    for i in range(3):
+        if cut[i] < cut[i + 1]:
+            t0, t1 = _chan_taps(geo, cut[i], k0, k1)
+            if t0 < t1:
+                cls[n, 0], cls[n, 1], cls[n, 2], cls[n, 3] = cut[i], cut[i + 1], t0, t1
+                n += 1
+    return n
+
+
+@njit(cache=True)
+def _map_words(geo, nz, blk, hit, span, runs, keys, sums):
+    """(words, nonzeros) of the feature map that im2col block ``blk`` (positions p0 .. p1−1,
+    real ones, × columns k0 .. k1−1) touches, each once: per image and run of channels with
+    the same taps, the runs of pixels those taps read (``_map_runs``), and per channel the
+    nonzeros of its plane in them. Images the block covers alike share their runs."""
     k0, k1 = _k_range(geo, blk[2], blk[3])
-    cg, h, w, kw = geo[1], geo[2], geo[3], geo[5]
-    wo, cp, ih, iw = geo[13], geo[14], geo[18], geo[19]
-    taps, hw = geo[4] * kw, geo[12] * wo
-    # per column its channel's offset and its tap's; padding slots left out
-    cols = np.empty((max(0, k1 - k0), 3), dtype=np.int64)
-    nk = 0
-    for k in range(k0, k1):
-        c, t = (k // taps, k % taps) if cp == 0 else (k % cp, k // cp)
-        if c < cg:  # else a slot padding the channels to the lanes: no word
-            cols[nk, 0], cols[nk, 1], cols[nk, 2] = c * h * w, (t // kw) * geo[10], \
-                (t % kw) * geo[11]
-            nk += 1
-    n = z = ni = zi = 0
-    # positions outer: one position's columns touch neighbouring words, so the stamps are
-    # walked once per block, not once per column
-    for p in range(blk[0], max(blk[0], blk[1])):
-        base = (p // hw) * cg * h * w
-        oy = (p % hw) // wo * geo[6] - geo[8]
-        ox = p % wo * geo[7] - geo[9]
-        for j in range(nk):
-            y, x = oy + cols[j, 1], ox + cols[j, 2]
-            if y < 0 or y >= h or x < 0 or x >= w or (ih and y % ih) or (iw and x % iw):
-                continue
-            q = base + cols[j, 0] + y * w + x
-            if stamp[q] == tag or (only >= 0 and stamp[q] != only):
-                continue
-            if stamp[q] == prev:
-                ni += 1
-                zi += nz[q]
-            stamp[q] = tag
-            n += 1
-            z += nz[q]
-    return n, z, ni, zi
-
-
-@njit(cache=True)
-def _map_near(geo, nz, a, b, stamp, tag, only):
-    """``_map_set`` of block ``b`` restricted to what block ``a`` can share with it: per image
-    both span, the positions whose windows reach the input rows ``a``'s windows read, and in
-    the (c, i, j) order the columns of ``a``'s channels."""
-    hw, taps = geo[12] * geo[13], geo[4] * geo[5]
-    sub = b.copy()
-    if geo[14] == 0 and geo[15] == 0:
-        sub[2] = max(b[2], a[2] // taps * taps)
-        sub[3] = min(b[3], ((a[3] - 1) // taps + 1) * taps)
+    cls = np.empty((3, 4), dtype=np.int64)
+    ncls = _map_classes(geo, k0, k1, cls)
+    hw = geo[12] * geo[13]
     n = z = 0
-    if sub[2] >= sub[3]:
+    if blk[0] >= blk[1]:
         return n, z
-    for img in range(max(a[0], b[0]) // hw, (min(a[1], b[1]) - 1) // hw + 1):
-        y_lo, y_hi = _rows_read(geo, img, a[0], a[1], 0, taps)
-        q_lo, q_hi = _positions_reaching(geo, img, y_lo, y_hi)
-        sub[0] = max(b[0], q_lo, img * hw)
-        sub[1] = min(b[1], q_hi, (img + 1) * hw)
-        if sub[0] < sub[1]:
-            dn, dz, _, _ = _map_set(geo, nz, sub, stamp, tag, only, -1)
-            n += dn
-            z += dz
+    for ci in range(ncls):
+        key0 = key1 = -1
+        nr = words = 0
+        for img in range(blk[0] // hw, (blk[1] - 1) // hw + 1):
+            r0 = max(blk[0], img * hw) - img * hw
+            r1 = min(blk[1], (img + 1) * hw) - img * hw
+            if r0 != key0 or r1 != key1:
+                key0, key1 = r0, r1
+                nr = _map_runs(geo, r0, r1, cls[ci, 2], cls[ci, 3], hit, span, runs[0])
+                words = _runs_words(runs[0], nr)
+            n += words * (cls[ci, 1] - cls[ci, 0])
+            z += _class_sum(geo, nz, img, cls[ci, 0], cls[ci, 1], runs[0], nr, words, keys,
+                             sums)
     return n, z
 
 
 @njit(cache=True)
-def _map_all(geo, nz):
+def _map_shared(geo, nz, a, b, hit, span, runs, keys, sums):
+    """(words, nonzeros) of the feature map that im2col blocks ``a`` and ``b`` both touch
+    (``_map_words``): per image both reach and channel both read, the common part of their
+    runs of pixels."""
+    ca = np.empty((3, 4), dtype=np.int64)
+    cb = np.empty((3, 4), dtype=np.int64)
+    ka0, ka1 = _k_range(geo, a[2], a[3])
+    kb0, kb1 = _k_range(geo, b[2], b[3])
+    na, nb = _map_classes(geo, ka0, ka1, ca), _map_classes(geo, kb0, kb1, cb)
+    hw = geo[12] * geo[13]
+    n = z = 0
+    if a[0] >= a[1] or b[0] >= b[1]:
+        return n, z
+    for u in range(na):
+        for v in range(nb):
+            c0, c1 = max(ca[u, 0], cb[v, 0]), min(ca[u, 1], cb[v, 1])
+            if c0 >= c1:
+                continue
+            sa0 = sa1 = sb0 = sb1 = -1
+            nr = words = 0
+            for img in range(max(a[0], b[0]) // hw, (min(a[1], b[1]) - 1) // hw + 1):
+                ra0, ra1 = max(a[0], img * hw) - img * hw, min(a[1], (img + 1) * hw) - img * hw
+                rb0, rb1 = max(b[0], img * hw) - img * hw, min(b[1], (img + 1) * hw) - img * hw
+                if ra0 != sa0 or ra1 != sa1 or rb0 != sb0 or rb1 != sb1:
+                    sa0, sa1, sb0, sb1 = ra0, ra1, rb0, rb1
+                    n1 = _map_runs(geo, ra0, ra1, ca[u, 2], ca[u, 3], hit, span, runs[0])
+                    n2 = _map_runs(geo, rb0, rb1, cb[v, 2], cb[v, 3], hit, span, runs[1])
+                    nr = _runs_and(runs[0], n1, runs[1], n2, runs[2])
+                    words = _runs_words(runs[2], nr)
+                n += words * (c1 - c0)
+                z += _class_sum(geo, nz, img, c0, c1, runs[2], nr, words, keys, sums)
+    return n, z
+
+
+@njit(cache=True)
+def _map_all(geo, nz, hit, span, runs, keys, sums):
     """(words, nonzeros) of all of the map the im2col matrix reads: every channel of every
     image at the pixels some window reads (all positions through all taps)."""
-    h, w, kw, ih, iw = geo[2], geo[3], geo[5], geo[18], geo[19]
-    hit = np.zeros(h * w, dtype=np.bool_)
-    for oy in range(geo[12]):
-        for ox in range(geo[13]):
-            for t in range(geo[4] * kw):
-                y = oy * geo[6] - geo[8] + (t // kw) * geo[10]
-                x = ox * geo[7] - geo[9] + (t % kw) * geo[11]
-                if 0 <= y < h and 0 <= x < w and not (ih and y % ih) and not (iw and x % iw):
-                    hit[y * w + x] = True
-    n = z = 0
-    for m in range(geo[0] * geo[1]):
-        for q in range(h * w):
-            if hit[q]:
-                n += 1
-                z += nz[m * h * w + q]
-    return n, z
+    nr = _map_runs(geo, 0, geo[12] * geo[13], 0, geo[4] * geo[5], hit, span, runs[0])
+    words = _runs_words(runs[0], nr)
+    z = 0
+    for img in range(geo[0]):
+        z += _class_sum(geo, nz, img, 0, geo[1], runs[0], nr, words, keys, sums)
+    return words * geo[0] * geo[1], z
 
 
 @njit(cache=True)
-def _map_blocks(geo, nz, blocks, stream, capbits, codes, vb, nmm, stamp):
+def _map_blocks(geo, nz, blocks, stream, capbits, codes, vb, nmm, keys, sums):
     """Per block of an im2col operand whose map is stored compressed (``codes``: its DRAM and
     SRAM formats, ``FORMATS`` indices; ``run_bits``): the DRAM bits fetching it moves, the
     SRAM bits of what it fetches, and its SRAM bits (whether it stays: ≤ ``capbits``). A
@@ -1812,20 +2029,20 @@ def _map_blocks(geo, nz, blocks, stream, capbits, codes, vb, nmm, stamp):
     compressed size of its own words. Also per block its (words, nonzeros), and those it
     shares with the block before it (in index order: the pairs loop orders meet most)."""
     nb = blocks.shape[0]
+    hit, span, runs = _map_scratch(geo)
     fetch = np.zeros(nb, dtype=np.int64)
     fhold = np.zeros(nb, dtype=np.int64)
     hold = np.zeros(nb, dtype=np.int64)
     words = np.zeros((nb, 4), dtype=np.int64)
     wo = geo[13]
-    tag = stamp.max() + 1
     for b in range(nb):
-        n, z, ni, zi = _map_set(geo, nz, blocks[b], stamp, tag + b, -1,
-                                tag + b - 1 if b else -1)
-        words[b, 0], words[b, 1], words[b, 2], words[b, 3] = n, z, ni, zi
+        words[b, 0], words[b, 1] = _map_words(geo, nz, blocks[b], hit, span, runs, keys, sums)
+        if b:
+            words[b, 2], words[b, 3] = _map_shared(geo, nz, blocks[b - 1], blocks[b], hit,
+                                                   span, runs, keys, sums)
         hold[b] = run_bits(codes[1], words[b, 0], words[b, 1], vb, nmm)
         fetch[b] = run_bits(codes[0], words[b, 0], words[b, 1], vb, nmm)
         fhold[b] = hold[b]
-    tag += nb
     part = np.empty(4, dtype=np.int64)
     for b in range(nb):
         if stream < 0 or hold[b] <= capbits:
@@ -1840,15 +2057,14 @@ def _map_blocks(geo, nz, blocks, stream, capbits, codes, vb, nmm, stamp):
             a = lo + q * length // parts * step
             e = lo + (q + 1) * length // parts * step
             part[2 * stream], part[2 * stream + 1] = a, e
-            n, z, _, _ = _map_set(geo, nz, part, stamp, tag, -1, -1)
-            tag += 1
+            n, z = _map_words(geo, nz, part, hit, span, runs, keys, sums)
             fetch[b] += run_bits(codes[0], n, z, vb, nmm)
             fhold[b] += run_bits(codes[1], n, z, vb, nmm)
     return fetch, fhold, hold, words
 
 
 @njit(cache=True)
-def _map_pairs(geo, nz, blocks, words, first, second, codes, vb, nmm, stamp):
+def _map_pairs(geo, nz, blocks, words, first, second, codes, vb, nmm, keys, sums):
     """Per pair of blocks (``first[q]`` kept, ``second[q]`` read next; ``words``: per block
     its (words, nonzeros) and those it shares with the block before it): the DRAM and SRAM
     bits of the words the second touches and the first does not hold — the second's less
@@ -1856,19 +2072,17 @@ def _map_pairs(geo, nz, blocks, words, first, second, codes, vb, nmm, stamp):
     npair = first.shape[0]
     dram = np.zeros(npair, dtype=np.int64)
     hold = np.zeros(npair, dtype=np.int64)
-    tag = stamp.max() + 1
-    for q in range(npair):
-        s = second[q]
-        if first[q] == s - 1:
+    hit, span, runs = _map_scratch(geo)
+    for i in range(npair):
+        s = second[i]
+        if first[i] == s - 1:
             n, z = words[s, 2], words[s, 3]
         else:
-            a, b = blocks[first[q]], blocks[s]
-            _map_near(geo, nz, b, a, stamp, tag, -1)
-            n, z = _map_near(geo, nz, a, b, stamp, tag + 1, tag)
-            tag += 2
+            n, z = _map_shared(geo, nz, blocks[first[i]], blocks[s], hit, span, runs, keys,
+                                  sums)
         n, z = words[s, 0] - n, words[s, 1] - z
-        dram[q] = run_bits(codes[0], n, z, vb, nmm)
-        hold[q] = run_bits(codes[1], n, z, vb, nmm)
+        dram[i] = run_bits(codes[0], n, z, vb, nmm)
+        hold[i] = run_bits(codes[1], n, z, vb, nmm)
     return dram, hold
 
 
@@ -1912,10 +2126,11 @@ class _MapOp:
         self.geo, self.nz, self.blocks = geo, nz, np.ascontiguousarray(blocks)
         self.codes = np.array(fmts, dtype=np.int64)
         self.vb, self.nmm, self.capbits = vb, nmm, cap * vb
-        self.stamp = np.zeros(nz.shape[0], dtype=np.int32)
+        # the map's channel sums, kept from block to block and for the pairs
+        self.sums = _map_sums(geo)
         self.fetch, self.fhold, self.hold, self.words = _map_blocks(
-            geo, nz, self.blocks, stream, self.capbits, self.codes, vb, nmm, self.stamp)
-        n, z = _map_all(geo, nz)
+            geo, self.nz, self.blocks, stream, self.capbits, self.codes, vb, nmm, *self.sums)
+        n, z = _map_all(geo, self.nz, *_map_scratch(geo), *self.sums)
         bits = [int(run_bits(c, n, z, vb, nmm)) for c in self.codes]
         self.whole = np.array(bits if bits[1] <= self.capbits else [-1, -1], dtype=np.int64)
         self.occ: list[np.ndarray] = []
@@ -1928,8 +2143,8 @@ class _MapOp:
                                        fit)
         nb = self.blocks.shape[0]
         pdram, phold = (none, none) if not keys.shape[0] else _map_pairs(
-            self.geo, self.nz, self.blocks, self.words, keys // nb, keys % nb, self.codes,
-            self.vb, self.nmm, self.stamp)
+            self.geo, self.nz, self.blocks, self.words, keys // nb, keys % nb,
+            self.codes, self.vb, self.nmm, *self.sums)
         self.occ = [_fetch_bits(f, col, self.fetch, self.fhold, self.hold, self.whole, ix,
                                 pdram, phold, self.capbits)
                     for f, ix in zip(out, (idx0, idx1), strict=False)]

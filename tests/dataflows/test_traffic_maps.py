@@ -91,10 +91,10 @@ def _word_nonzeros(mask, layer: Layer, batch: int, role: str) -> dict:
 
 @settings(deadline=None, max_examples=150)
 @given(layer=_layers(), batch=st.integers(1, 2), data=st.data(), seed=st.integers(0, 2**16))
-def test_the_words_two_blocks_share_are_counted_near_them(layer, batch, data, seed):
-    """``tiles._map_near`` (which marks only the positions and channels of one block that can
-    reach the other's words) counts the words two im2col blocks share, and their nonzeros, as
-    the intersection of the two blocks' explicit word sets."""
+def test_the_words_two_blocks_share_are_their_runs_in_common(layer, batch, data, seed):
+    """``tiles._map_shared`` (the common part of the two blocks' runs of pixels, per image and
+    channel both read) counts the words two im2col blocks share, and their nonzeros, as the
+    intersection of the two blocks' explicit word sets."""
     assume(layer.kind == "conv2d")
     gemm = lower(layer, batch, "fwd")
     _, cell, _ = _cells(layer, batch, "fwd", 0)
@@ -109,9 +109,7 @@ def test_the_words_two_blocks_share_are_counted_near_them(layer, batch, data, se
                          data.draw(st.integers(k0 + 1, gemm.K))], dtype=np.int64)
 
     a, b = block(), block()
-    stamp = np.zeros(nz.shape[0], dtype=np.int32)
-    tiles._map_near(geo, nz, b, a, stamp, 1, -1)
-    got = tiles._map_near(geo, nz, a, b, stamp, 2, 1)
+    got = tiles._map_shared(geo, nz, a, b, *tiles._map_scratch(geo), *tiles._map_sums(geo))
 
     def words(blk):
         return {cell(r, c) for r in range(blk[0], blk[1]) for c in range(blk[2], blk[3])} - {None}
