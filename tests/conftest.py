@@ -11,6 +11,14 @@ import pytest
 
 from tests.fuzz.contract import PEAK_RSS, TALLY, write_summary
 
+# pytest-xdist's workers share the cores: torch's intra-op threads (one per core by default, in
+# each worker) would outnumber them, and each parallel region of a training would then wait for
+# a thread descheduled in favour of another worker (a training test took several times as long).
+# So each worker gets its share of the cores; it must be set before torch is first imported.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _baseline_cache_in_tmp(tmp_path_factory):
