@@ -6,14 +6,15 @@ never an output left behind by a refusal, never an input replaced.
 
 Each test runs ``EXAMPLES`` generated inputs (``SPARSESIM_FUZZ_EXAMPLES``, default ``DEFAULT``
 per test; a nightly run sets e.g. 2000). ``TALLY`` counts outcomes per parser; the session's
-summary prints them (``conftest.py``) and, with ``SPARSESIM_FUZZ_TALLY=FILE``, writes them as
-JSON.
+summary prints them (``write_summary``, from ``tests/conftest.py``, which also sums the tallies
+of pytest-xdist's workers) and, with ``SPARSESIM_FUZZ_TALLY=FILE``, writes them as JSON.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -98,6 +99,33 @@ def outcome(parser: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> t
         raise
     TALLY[parser]["accepted"] += 1
     return "accepted", value
+
+
+def write_summary(tr: Any) -> None:
+    """Print the session's fuzz outcomes per parser on the terminal reporter ``tr`` and, with
+    ``SPARSESIM_FUZZ_TALLY=FILE``, write them to FILE as JSON; nothing when no fuzz test ran."""
+    if not TALLY:
+        return
+    tr.section(f"fuzz outcomes ({EXAMPLES} examples per test)")
+    total = 0
+    for parser in sorted(TALLY):
+        counts = TALLY[parser]
+        total += sum(counts.values())
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        tr.write_line(f"{parser:<16} {sum(counts.values()):>7}  {shown}")
+    tr.write_line(f"{'total':<16} {total:>7}")
+    if PEAK_RSS:
+        rss, what = max(PEAK_RSS)
+        tr.write_line(
+            f"peak RSS of {len(PEAK_RSS)} subcommands in children: {rss / 2**20:.0f} MiB ({what})"
+        )
+    path = os.environ.get("SPARSESIM_FUZZ_TALLY")
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            out = {p: dict(c) for p, c in TALLY.items()}
+            if PEAK_RSS:
+                out["peak_rss"] = [{"bytes": r, "command": w} for r, w in sorted(PEAK_RSS)]
+            json.dump(out, f, indent=1, sort_keys=True)
 
 
 # ------------------------------------------------------------------------------------------------
