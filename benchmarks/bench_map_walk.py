@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import os
 import statistics
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from revisions import module_at  # this folder's; run as python benchmarks/...
 
 import dataflows.tiles as tiles
 
@@ -48,21 +48,8 @@ BITMAP = [
 
 
 def _tiles_at(rev: str, work: Path):
-    """``dataflows/tiles.py`` at git revision ``rev``, loaded as a module of its own from a
-    copy in ``work``."""
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:dataflows/tiles.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = work / "tiles_against.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("tiles_against", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tiles_against"] = module
-    spec.loader.exec_module(module)
-    return module
+    """``dataflows/tiles.py`` at git revision ``rev``, loaded as a module of its own."""
+    return module_at(rev, "dataflows/tiles.py", work, "tiles_against")
 
 
 def _bits(op) -> list[np.ndarray]:

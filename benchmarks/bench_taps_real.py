@@ -24,12 +24,9 @@ Run:  python benchmarks/bench_taps_real.py [--trace DIR | --calls FILE] [--save 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pickle
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,28 +34,15 @@ from pathlib import Path
 import numpy as np
 from numba import types
 from numba.typed import Dict
+from revisions import module_at  # this folder's; run as python benchmarks/...
 
 from common.jit import njit
 from dataflows import taps
 
 
 def _taps_at(rev: str, work: Path):
-    """``dataflows/taps.py`` at git revision ``rev``, loaded as a module of its own from a
-    copy in ``work``."""
-    root = Path(__file__).resolve().parent.parent
-    text = subprocess.run(
-        ["git", "-C", str(root), "show", f"{rev}:dataflows/taps.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = work / "taps_against.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("taps_against", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["taps_against"] = module
-    spec.loader.exec_module(module)
-    return module
+    """``dataflows/taps.py`` at git revision ``rev``, loaded as a module of its own."""
+    return module_at(rev, "dataflows/taps.py", work, "taps_against")
 
 
 @njit(cache=True)
